@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * audit: the tamper-evident audit log (DESIGN.md §6).
+ *
+ * One JSON object per line.  The module writes "timestamp" (RFC 3339 UTC)
+ * and "seq" first, then the caller's fields in order, then "chain" last:
+ *
+ *   body_n  = the compact JSON of the record without "chain"
+ *   chain_n = BLAKE2b-256(key = audit key, chain_{n-1} || body_n),
+ *             chain_0 = 32 zero bytes
+ *   line_n  = body_n with `,"chain":"<64 hex>"` inserted before its final
+ *             '}', then "\n"
+ *
+ * so a verifier recovers body_n from line_n by text alone.  seq starts at 1
+ * and grows by one per line.  The last (seq, chain) -- the anchor -- is kept
+ * in the sealed state by the manager, so truncation is detected too.
+ *
+ * One kf_audit is shared by all threads; appends are serialised inside.
+ */
+#ifndef KF_AUDIT_H
+#define KF_AUDIT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define KF_AUDIT_CHAIN_BYTES 32
+#define KF_AUDIT_LINE_MAX 8192
+
+struct kf_audit;
+
+struct kf_audit_anchor {
+	uint64_t seq; /* 0 = empty log */
+	uint8_t chain[KF_AUDIT_CHAIN_BYTES];
+};
+
+/* A formatted record not yet written; see kf_audit_begin. */
+struct kf_audit_pending {
+	char *line; /* malloc'd, with "\n" */
+	struct kf_audit_anchor anchor; /* the log's anchor once written */
+};
+
+/*
+ * Opens (creating, 0600) the log at path for appending.  Reads the existing
+ * file to continue its chain from the last complete line (a torn last line
+ * left by a crash is cut off).  If the existing chain does not verify, the
+ * daemon still starts (availability) but *ret_broken is set so the caller can
+ * alert; the chain continues from the last line.
+ */
+int kf_audit_open(const char *path, const uint8_t key[32],
+		  struct kf_audit **ret, bool *ret_broken,
+		  char err[KF_ERR_MAX]) KF_WUR;
+
+/* Closes the log (NULL is fine); returns NULL. */
+struct kf_audit *kf_audit_close(struct kf_audit *a);
+
+/*
+ * Appends record (a JSON object; not stolen) as one line.  With `sync` the
+ * line is on disk (fdatasync) before it returns.  On any failure (full disk,
+ * read-only file system) nothing of the line remains in the file (it is
+ * truncated back) and the chain does not advance.
+ */
+int kf_audit_append(struct kf_audit *a, json_t *record, bool sync,
+		    char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Two-phase append for management operations whose sealed state must hold
+ * the anchor of their own record: begin locks the log and formats the line
+ * (ret->anchor is what the anchor will be); commit writes it with fdatasync
+ * and unlocks; abort unlocks without writing.  Between begin and
+ * commit/abort no other line can be written.  Both free ret's line.
+ */
+int kf_audit_begin(struct kf_audit *a, json_t *record,
+		   struct kf_audit_pending *ret, char err[KF_ERR_MAX]) KF_WUR;
+int kf_audit_commit(struct kf_audit *a, struct kf_audit_pending *p,
+		    char err[KF_ERR_MAX]) KF_WUR;
+void kf_audit_abort(struct kf_audit *a, struct kf_audit_pending *p);
+
+/* The anchor after the last line written. */
+void kf_audit_anchor(struct kf_audit *a, struct kf_audit_anchor *ret);
+
+/*
+ * Verifies the whole file at path: every line parses, seq runs 1, 2, 3...,
+ * every chain matches.  When `anchor` is non-NULL and anchor->seq > 0, the
+ * line with that seq must exist and carry that chain (else the log was
+ * truncated or replaced).  Returns 0 with "ok: N records" in report, or
+ * -EBADMSG with "line N: reason" naming the first bad line, or an I/O errno.
+ * *ret_lines (may be NULL) gets the number of lines read.
+ */
+int kf_audit_verify(const char *path, const uint8_t key[32],
+		    const struct kf_audit_anchor *anchor, char report[KF_ERR_MAX],
+		    uint64_t *ret_lines) KF_WUR;
+
+#endif

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * backup: encrypted backup archives (DESIGN.md §5).
+ *
+ * An archive is one JSON object:
+ *   {"format":"keyfs-backup-v1","created":"<RFC 3339 UTC>",
+ *    "key_version":N,"versions":[N,...],"nonce":"<base64>",
+ *    "ciphertext":"<base64>"}
+ * The ciphertext is the encoded keyring (opaque bytes to this module)
+ * sealed with XChaCha20-Poly1305 under the backup archive key; the
+ * associated data binds the clear fields: the compact JSON text of
+ * {"format":...,"created":...,"key_version":...,"versions":[...]} in that
+ * order.  Archives are 0600 files named NAME.json in a 0700 directory and are
+ * never overwritten.
+ */
+#ifndef KF_BACKUP_H
+#define KF_BACKUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util.h"
+
+#define KF_BACKUP_FORMAT "keyfs-backup-v1"
+#define KF_BACKUP_NAME_MAX 64		/* without ".json" */
+#define KF_BACKUP_FILE_MAX (8u << 20)	/* refuse larger archives */
+
+struct kf_backup_info {
+	char name[KF_BACKUP_NAME_MAX + 6];	/* file name, with ".json" */
+	int64_t created;
+	uint32_t key_version;
+	uint32_t n_versions;
+	off_t size;
+	int64_t mtime;
+};
+
+/* True if name matches [A-Za-z0-9][A-Za-z0-9._-]{0,63} (no "..", no "/"). */
+bool kf_backup_name_valid(const char *name);
+
+/*
+ * Writes a new archive of blob into dir (durably, 0600, never replacing an
+ * existing file: -EEXIST).  `name` NULL gives key_backup_YYYYMMDD_HHMMSS
+ * from `now` (UTC); if that exists, a suffix _2, _3... is added.  `prefix`
+ * (may be NULL) is put before a generated name (e.g. "pre_restore_").
+ * The archive's mtime is set to `now`.  ret_name (KF_BACKUP_NAME_MAX + 6
+ * bytes) gets the file name written.
+ */
+int kf_backup_write(const char *dir, const char *name, const char *prefix,
+		    const uint8_t key[32], const uint8_t *blob, size_t len,
+		    uint32_t key_version, const uint32_t *versions,
+		    size_t n_versions, int64_t now, char *ret_name,
+		    char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Reads, verifies and decrypts an archive at path.  Every failure leaves
+ * nothing behind and says why in err: "no such backup", "truncated or not
+ * JSON", "not a keyfs backup (format)", "field X missing or malformed",
+ * "authentication failed (tampered, or made under another master key)".
+ * *ret_blob is sodium_malloc'd.  ret_info may be NULL.
+ */
+int kf_backup_read(const char *path, const uint8_t key[32], uint8_t **ret_blob,
+		   size_t *ret_len, struct kf_backup_info *ret_info,
+		   char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Lists the *.json archives in dir from their clear fields (files that do
+ * not parse are skipped), newest first (created, then name).  *ret is
+ * malloc'd (free()).  A missing dir is an empty list.
+ */
+int kf_backup_list(const char *dir, struct kf_backup_info **ret, size_t *ret_n,
+		   char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Keeps the `keep` newest archives of kf_backup_list and deletes the rest
+ * (then fsyncs dir).  *ret_deleted gets how many were deleted.
+ */
+int kf_backup_prune(const char *dir, unsigned keep, size_t *ret_deleted,
+		    char err[KF_ERR_MAX]) KF_WUR;
+
+#endif

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config: the keyfs.ini configuration, parsed with inih (DESIGN.md §7).
+ *
+ * Unknown sections or keys, bad values, bad purpose names, unknown users or
+ * groups, bad modes and bad intervals refuse the whole file with
+ * "file:line: reason".  Relative paths are resolved against the directory of
+ * the file (for the embedded default: the current directory).
+ */
+#ifndef KF_CONFIG_H
+#define KF_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "key.h"
+#include "util.h"
+
+#define KF_CONFIG_EMBEDDED "<embedded keyfs-dev.ini>"
+#define KF_CONFIG_SYSTEM "/etc/keyfs/keyfs.ini"
+#define KF_CONFIG_MAX_PURPOSES 4096
+
+enum kf_run_mode { KF_MODE_PRODUCTION, KF_MODE_DEVELOPMENT };
+enum kf_read_mode { KF_READ_AUDITED, KF_READ_CACHED };
+
+/* Owner, group and mode of a node. */
+struct kf_access {
+	uid_t uid;
+	gid_t gid;
+	mode_t mode; /* permission bits only, e.g. 0400 */
+};
+
+struct kf_purpose {
+	char name[KF_PURPOSE_MAX + 1];
+	struct kf_access access;
+};
+
+struct kf_config {
+	char *source;		/* file name, or KF_CONFIG_EMBEDDED */
+	enum kf_run_mode mode;
+	char *mountpoint;	/* absolute, or NULL if unset */
+	char *state_dir;	/* absolute */
+	char *backup_dir;	/* absolute; default state_dir/backups */
+	char *master_key_file;	/* absolute; default state_dir/master.key */
+	char *audit_log;	/* absolute; default state_dir/audit.log */
+	char *alert_command;	/* NULL if unset */
+	unsigned retain_versions;	/* >= 1, default 2 */
+	int64_t rotate_interval;	/* seconds, 0 = off, default 90d */
+	unsigned backup_keep;		/* >= 1, default 10 */
+	enum kf_read_mode read_mode;	/* default audited */
+	struct kf_access keys, status, backups, audit;
+	struct kf_purpose *purposes;	/* in the order declared */
+	size_t n_purposes;
+};
+
+/*
+ * Loads a configuration: from `path` when non-NULL, else $KEYFS_CONFIG, else
+ * KF_CONFIG_SYSTEM if it exists, else the embedded etc/keyfs-dev.ini.  Then
+ * applies the environment (KEY_BACKUP_DIR overrides backup_dir).  On error
+ * returns -EINVAL (or an I/O errno) with "file:line: reason" in err.
+ */
+int kf_config_load(const char *path, struct kf_config **ret,
+		   char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Parses configuration text.  `name` is used in messages, `basedir` resolves
+ * relative paths.  Does not read the environment.
+ */
+int kf_config_parse(const char *text, const char *name, const char *basedir,
+		    struct kf_config **ret, char err[KF_ERR_MAX]) KF_WUR;
+
+/* Finds a purpose by name, or NULL. */
+const struct kf_purpose *kf_config_purpose(const struct kf_config *cfg,
+					   const char *name);
+
+/* Frees cfg (NULL is fine); returns NULL. */
+struct kf_config *kf_config_free(struct kf_config *cfg);
+
+/* The embedded development configuration text (etc/keyfs-dev.ini). */
+extern const char kf_config_embedded_dev[];
+
+#endif

@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * keyring: an immutable, reference-counted set of key versions (DESIGN.md §3).
+ *
+ * A keyring is never changed once built: rotate, retire and trim return a new
+ * keyring, so a reader that holds a reference sees one consistent set of keys
+ * however long it keeps it.  Key bytes live in sodium_malloc memory and are
+ * wiped when the last reference goes.  Reference counting is atomic; any
+ * thread may ref/unref.
+ *
+ * Entries are kept newest first.  The current version is entry 0.  The
+ * keyring also remembers the highest version number it ever issued, so a
+ * number is never issued twice (kf_keyring_rotate goes above it).
+ */
+#ifndef KF_KEYRING_H
+#define KF_KEYRING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "key.h"
+#include "util.h"
+
+#define KF_KEYRING_MAX_VERSIONS 1024
+
+struct kf_keyring;
+
+struct kf_keyring_entry {
+	uint32_t version;
+	int64_t created; /* seconds since the epoch */
+	const uint8_t *key; /* KF_KEY_BYTES, owned by the keyring */
+};
+
+/*
+ * A keyring holding one version made of key (copied), with `created`.
+ * `highest` is the highest version ever issued (>= version).
+ */
+int kf_keyring_new(uint32_t version, const uint8_t key[KF_KEY_BYTES],
+		   int64_t created, uint32_t highest,
+		   struct kf_keyring **ret) KF_WUR;
+
+/* Adds a reference; returns kr. */
+struct kf_keyring *kf_keyring_ref(struct kf_keyring *kr);
+
+/* Drops a reference (NULL is fine); frees and wipes on the last.  NULL. */
+struct kf_keyring *kf_keyring_unref(struct kf_keyring *kr);
+
+/*
+ * Import (DESIGN.md §4): current key at `version`, and previous (may be
+ * NULL) at version - 1 (when version > 1; a previous key with version 1 is
+ * refused with -EINVAL).  Both stamped `created`.
+ */
+int kf_keyring_import(const uint8_t cur[KF_KEY_BYTES],
+		      const uint8_t *prev, uint32_t version, int64_t created,
+		      struct kf_keyring **ret, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Rotation: a new keyring whose current entry is a fresh key (generated with
+ * kf_key_generate, checked to differ from every key held) numbered
+ * highest + 1, created `now`, followed by all entries of kr.  Nothing is
+ * dropped here: call kf_keyring_trim afterwards.  -EOVERFLOW if the version
+ * counter is exhausted.
+ */
+int kf_keyring_rotate(const struct kf_keyring *kr, int64_t now,
+		      struct kf_keyring **ret) KF_WUR;
+
+/*
+ * A new keyring holding only the `retain` newest entries of kr (retain >= 1).
+ * *ret is a new reference even when nothing was dropped.
+ */
+int kf_keyring_trim(const struct kf_keyring *kr, unsigned retain,
+		    struct kf_keyring **ret) KF_WUR;
+
+/*
+ * A new keyring without version `version`, whose key bytes are not copied.
+ * -EBUSY if it is the current version, -ENOENT if not held.
+ */
+int kf_keyring_retire(const struct kf_keyring *kr, uint32_t version,
+		      struct kf_keyring **ret) KF_WUR;
+
+/* A new keyring like kr but remembering highest = max(kr's, highest). */
+int kf_keyring_raise_highest(const struct kf_keyring *kr, uint32_t highest,
+			     struct kf_keyring **ret) KF_WUR;
+
+size_t kf_keyring_count(const struct kf_keyring *kr);
+/* Entry i (0 = current); NULL when i >= count. Valid while kr is held. */
+const struct kf_keyring_entry *kf_keyring_at(const struct kf_keyring *kr,
+					     size_t i);
+/* The entry of `version`, or NULL. */
+const struct kf_keyring_entry *kf_keyring_find(const struct kf_keyring *kr,
+					       uint32_t version);
+uint32_t kf_keyring_current_version(const struct kf_keyring *kr);
+uint32_t kf_keyring_highest(const struct kf_keyring *kr);
+
+/*
+ * Serialises kr to a little-endian binary blob (magic "KFKR", format 1,
+ * highest, count, then per entry version, created, key).  *ret_buf is
+ * sodium_malloc'd (free with sodium_free).
+ */
+int kf_keyring_encode(const struct kf_keyring *kr, uint8_t **ret_buf,
+		      size_t *ret_len) KF_WUR;
+
+/*
+ * Parses a blob made by kf_keyring_encode, checking every field (magic,
+ * format, count bounds, exact length, versions strictly decreasing, highest
+ * >= every version).  -EBADMSG with a reason in err on any defect.
+ */
+int kf_keyring_decode(const uint8_t *buf, size_t len,
+		      struct kf_keyring **ret, char err[KF_ERR_MAX]) KF_WUR;
+
+#endif

@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * manager: the seed's LocalKeyManager in C -- the one API that fs/ calls.
+ *
+ * Owns the configuration (borrowed), the master-derived internal keys, the
+ * current keyring (an immutable snapshot swapped under a short lock), the
+ * audit log and the backup directory.  Management operations (rotate,
+ * retire, backup, restore, prune) are serialised by one mutex; readers take
+ * a reference to the current keyring and are never blocked for longer than
+ * that pointer swap.
+ *
+ * Every management operation is audited.  Its record is written before its
+ * state change becomes visible; if the record cannot be written the operation
+ * is refused and nothing changes.  Failures are also logged at alert priority
+ * and passed to alert_command.
+ */
+#ifndef KF_MANAGER_H
+#define KF_MANAGER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "backup.h"
+#include "config.h"
+#include "keyring.h"
+#include "util.h"
+
+struct kf_manager;
+
+/* Who asked: from the FUSE request context, or the command's own ids. */
+struct kf_caller {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+};
+
+/* Called after each change of the keyring, outside the manager's locks. */
+typedef void (*kf_manager_change_fn)(void *userdata);
+
+/*
+ * Start-up (DESIGN.md §4): master key, then state -> load; no state and
+ * ENCRYPTION_KEY set -> import; nothing -> generate (development) or refuse
+ * (production, "KeyValidationError: No current encryption key available").
+ * Opens the audit log and records the start-up event.  cfg must outlive the
+ * manager.  Errors are in err, one line, as a person should read them.
+ */
+int kf_manager_open(const struct kf_config *cfg, struct kf_manager **ret,
+		    char err[KF_ERR_MAX]) KF_WUR;
+
+/* Frees m (NULL is fine); returns NULL. */
+struct kf_manager *kf_manager_close(struct kf_manager *m);
+
+const struct kf_config *kf_manager_config(const struct kf_manager *m);
+
+/* Registers fn to be called after every keyring change. */
+void kf_manager_on_change(struct kf_manager *m, kf_manager_change_fn fn,
+			  void *userdata);
+
+/* A new reference to the current keyring (never NULL); unref when done. */
+struct kf_keyring *kf_manager_keyring(struct kf_manager *m);
+
+/* rotate_key: returns once the new keyring is durable; *ret_version. */
+int kf_manager_rotate(struct kf_manager *m, const struct kf_caller *who,
+		      uint32_t *ret_version, char err[KF_ERR_MAX]) KF_WUR;
+
+/* Rotates if rotate_interval is set and the current key is that old. */
+int kf_manager_rotate_if_due(struct kf_manager *m, bool *ret_rotated,
+			     char err[KF_ERR_MAX]) KF_WUR;
+
+/* Seconds until the next automatic rotation is due (<= 0: due); -1 = off. */
+int64_t kf_manager_rotation_due_in(struct kf_manager *m);
+
+/* Destroys a non-current version's key after taking a backup. */
+int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
+		      uint32_t version, char err[KF_ERR_MAX]) KF_WUR;
+
+/* backup_keys: name NULL = timestamped; ret_name gets the file name. */
+int kf_manager_backup(struct kf_manager *m, const struct kf_caller *who,
+		      const char *name, char *ret_name,
+		      char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * restore_keys: `what` is a file name in backup_dir (with or without .json)
+ * or an absolute path.  Verifies first; backs up the current keyring
+ * (pre_restore_...) before replacing it.  *ret_version = restored version.
+ */
+int kf_manager_restore(struct kf_manager *m, const struct kf_caller *who,
+		       const char *what, uint32_t *ret_version,
+		       char err[KF_ERR_MAX]) KF_WUR;
+
+/* cleanup_old_backups: keep the `keep` newest; *ret_deleted. */
+int kf_manager_prune(struct kf_manager *m, const struct kf_caller *who,
+		     unsigned keep, size_t *ret_deleted,
+		     char err[KF_ERR_MAX]) KF_WUR;
+
+/* list_backups: as kf_backup_list of backup_dir. */
+int kf_manager_list_backups(struct kf_manager *m, struct kf_backup_info **ret,
+			    size_t *ret_n, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * get_key_info: the status object (version, has_current_key,
+ * has_previous_key, previous_version, created, fingerprints, retained
+ * versions, purposes, mode, read_mode, rotate interval, next due, ...).
+ * Never contains key material.  New reference.
+ */
+json_t *kf_manager_info(struct kf_manager *m);
+
+/* Audits an open of a key file (audited read mode); no fsync. */
+void kf_manager_audit_open(struct kf_manager *m, const struct kf_caller *who,
+			   const char *path);
+
+/* Audits a lifecycle event ("mount", "unmount") with extra fields. */
+int kf_manager_audit_event(struct kf_manager *m, const struct kf_caller *who,
+			   const char *event, json_t *fields) KF_WUR;
+
+/*
+ * Records a refused management request (bad input in a control file):
+ * audit record with success false and the error, alert.
+ */
+void kf_manager_audit_refused(struct kf_manager *m, const struct kf_caller *who,
+			      const char *event, const char *error);
+
+#endif

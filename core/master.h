@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * master: the master key and the internal keys derived from it
+ * (DESIGN.md §4).  Internal keys never leave the daemon.
+ */
+#ifndef KF_MASTER_H
+#define KF_MASTER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "key.h"
+#include "util.h"
+
+#define KF_MASTER_CONTEXT "keyfs-mk"
+enum kf_subkey {
+	KF_SUBKEY_STATE = 1,
+	KF_SUBKEY_BACKUP = 2,
+	KF_SUBKEY_AUDIT = 3,
+};
+
+/*
+ * Loads the master key: KEYFS_MASTER_KEY when set in the environment (text
+ * form), else the file `path` (text form, optional trailing newline), which
+ * must be a regular file owned by root with no group/other permission bits.
+ * When neither exists and `may_create` (development mode), creates `path`
+ * (0600, parent 0700) with a new key and sets *ret_created.  Otherwise
+ * -ENOENT, "no master key: set KEYFS_MASTER_KEY or create <path>".
+ * *ret_key is KF_KEY_BYTES of sodium_malloc memory (free with sodium_free).
+ */
+int kf_master_load(const char *path, bool may_create, uint8_t **ret_key,
+		   bool *ret_created, char err[KF_ERR_MAX]) KF_WUR;
+
+/* crypto_kdf_derive_from_key(out, 32, id, "keyfs-mk", master). */
+void kf_master_subkey(const uint8_t master[KF_KEY_BYTES], enum kf_subkey id,
+		      uint8_t out[32]);
+
+#endif

@@ -1,0 +1,379 @@
+// SPDX-License-Identifier: MIT
+/* util: error text, time and durable file helpers. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "util.h"
+
+void kf_err_set(char *err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, KF_ERR_MAX, fmt, ap);
+	va_end(ap);
+}
+
+void kf_err_prefix(char *err, const char *fmt, ...)
+{
+	char head[KF_ERR_MAX], old[KF_ERR_MAX];
+	va_list ap;
+
+	if (!err)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(head, sizeof(head), fmt, ap);
+	va_end(ap);
+	snprintf(old, sizeof(old), "%s", err);
+	snprintf(err, KF_ERR_MAX, "%s%s", head, old);
+}
+
+int64_t kf_time_now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+void kf_time_rfc3339(int64_t t, char buf[KF_RFC3339_LEN + 1])
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&tt, &tm);
+	strftime(buf, KF_RFC3339_LEN + 1, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int kf_time_parse_rfc3339(const char *s, int64_t *ret_t)
+{
+	struct tm tm = { 0 };
+	const char *end;
+	char back[KF_RFC3339_LEN + 1];
+	time_t t;
+
+	if (!s || strlen(s) != KF_RFC3339_LEN)
+		return -EINVAL;
+	end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (!end || *end)
+		return -EINVAL;
+	t = timegm(&tm);
+	if (t == (time_t)-1)
+		return -EINVAL;
+	/* Reject out-of-range fields that timegm would normalise. */
+	kf_time_rfc3339((int64_t)t, back);
+	if (strcmp(back, s) != 0)
+		return -EINVAL;
+	*ret_t = (int64_t)t;
+	return 0;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int kf_dir_fsync(const char *dir)
+{
+	int fd, r = 0;
+
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	return r;
+}
+
+int kf_file_prepare(const char *dir, const char *name, const void *data,
+		    size_t len, mode_t mode, char *tmp_name,
+		    char err[KF_ERR_MAX])
+{
+	char path[PATH_MAX];
+	uint8_t rnd[6];
+	char hex[13];
+	int fd, r;
+
+	randombytes_buf(rnd, sizeof(rnd));
+	kf_hex(rnd, sizeof(rnd), hex);
+	if (snprintf(tmp_name, PATH_MAX, ".%s.tmp.%s", name, hex) >= PATH_MAX ||
+	    snprintf(path, sizeof(path), "%s/%s", dir, tmp_name) >=
+		    (int)sizeof(path)) {
+		kf_err_set(err, "%s/%s: path too long", dir, name);
+		return -ENAMETOOLONG;
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		  mode);
+	if (fd < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: cannot create: %s", path, strerror(-r));
+		return r;
+	}
+	/* The umask may have narrowed mode; make it exact. */
+	if (fchmod(fd, mode) < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: chmod: %s", path, strerror(-r));
+		goto fail;
+	}
+	r = write_all(fd, data, len);
+	if (r < 0) {
+		kf_err_set(err, "%s: write: %s", path, strerror(-r));
+		goto fail;
+	}
+	/* Never retried: after a failed fsync the pages are marked clean. */
+	if (fsync(fd) < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: fsync: %s", path, strerror(-r));
+		goto fail;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		r = -errno;
+		kf_err_set(err, "%s: close: %s", path, strerror(-r));
+		goto fail;
+	}
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlink(path);
+	return r;
+}
+
+int kf_file_commit(const char *dir, const char *tmp_name, const char *name,
+		   char err[KF_ERR_MAX])
+{
+	char from[PATH_MAX], to[PATH_MAX];
+	int r;
+
+	snprintf(from, sizeof(from), "%s/%s", dir, tmp_name);
+	snprintf(to, sizeof(to), "%s/%s", dir, name);
+	if (rename(from, to) < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: rename: %s", to, strerror(-r));
+		unlink(from);
+		return r;
+	}
+	r = kf_dir_fsync(dir);
+	if (r < 0)
+		kf_err_set(err, "%s: fsync of directory: %s", dir,
+			   strerror(-r));
+	return r;
+}
+
+void kf_file_discard(const char *dir, const char *tmp_name)
+{
+	char path[PATH_MAX];
+
+	if (!tmp_name || !*tmp_name)
+		return;
+	snprintf(path, sizeof(path), "%s/%s", dir, tmp_name);
+	unlink(path);
+}
+
+int kf_file_write_atomic(const char *dir, const char *name, const void *data,
+			 size_t len, mode_t mode, int exclusive,
+			 char err[KF_ERR_MAX])
+{
+	char tmp[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
+	int r;
+
+	r = kf_file_prepare(dir, name, data, len, mode, tmp, err);
+	if (r < 0)
+		return r;
+	if (!exclusive)
+		return kf_file_commit(dir, tmp, name, err);
+
+	/* link(2) fails with EEXIST instead of replacing: never overwrite. */
+	snprintf(from, sizeof(from), "%s/%s", dir, tmp);
+	snprintf(to, sizeof(to), "%s/%s", dir, name);
+	if (link(from, to) < 0) {
+		r = -errno;
+		if (r == -EEXIST)
+			kf_err_set(err, "%s: already exists", to);
+		else
+			kf_err_set(err, "%s: link: %s", to, strerror(-r));
+		unlink(from);
+		return r;
+	}
+	unlink(from);
+	r = kf_dir_fsync(dir);
+	if (r < 0) {
+		kf_err_set(err, "%s: fsync of directory: %s", dir,
+			   strerror(-r));
+		unlink(to);
+	}
+	return r;
+}
+
+int kf_file_read_all(const char *path, size_t max, uint8_t **ret_buf,
+		     size_t *ret_len, char err[KF_ERR_MAX])
+{
+	struct stat st;
+	uint8_t *buf = NULL;
+	size_t got = 0;
+	int fd, r;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: %s", path, strerror(-r));
+		return r;
+	}
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: %s", path, strerror(-r));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = -EINVAL;
+		kf_err_set(err, "%s: not a regular file", path);
+		goto out;
+	}
+	if ((uint64_t)st.st_size > max) {
+		r = -EFBIG;
+		kf_err_set(err, "%s: larger than %zu bytes", path, max);
+		goto out;
+	}
+	/* sodium_malloc(0) is fine but keep one byte for callers' NUL. */
+	buf = sodium_malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		r = -ENOMEM;
+		kf_err_set(err, "out of memory");
+		goto out;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			kf_err_set(err, "%s: read: %s", path, strerror(-r));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	buf[got] = 0;
+	*ret_buf = buf;
+	*ret_len = got;
+	buf = NULL;
+	r = 0;
+out:
+	if (buf)
+		sodium_free(buf);
+	close(fd);
+	return r;
+}
+
+static int mkdir_parents(const char *dir, mode_t mode)
+{
+	char tmp[PATH_MAX];
+	size_t len = strlen(dir);
+
+	if (len == 0 || len >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	memcpy(tmp, dir, len + 1);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int kf_dir_ensure(const char *dir, mode_t mode, int *ret_tightened,
+		  char err[KF_ERR_MAX])
+{
+	struct stat st;
+	int r;
+
+	if (ret_tightened)
+		*ret_tightened = 0;
+	if (lstat(dir, &st) < 0) {
+		if (errno != ENOENT) {
+			r = -errno;
+			kf_err_set(err, "%s: %s", dir, strerror(-r));
+			return r;
+		}
+		r = mkdir_parents(dir, mode);
+		if (r < 0) {
+			kf_err_set(err, "%s: cannot create: %s", dir,
+				   strerror(-r));
+			return r;
+		}
+		if (chmod(dir, mode) < 0) {
+			r = -errno;
+			kf_err_set(err, "%s: chmod: %s", dir, strerror(-r));
+			return r;
+		}
+		return 0;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		kf_err_set(err, "%s: exists and is not a directory", dir);
+		return -ENOTDIR;
+	}
+	if ((st.st_mode & 07777 & ~mode) != 0) {
+		if (chmod(dir, mode) < 0) {
+			r = -errno;
+			kf_err_set(err, "%s: cannot tighten mode: %s", dir,
+				   strerror(-r));
+			return r;
+		}
+		if (ret_tightened)
+			*ret_tightened = 1;
+	}
+	return 0;
+}
+
+char *kf_path_join(const char *a, const char *b)
+{
+	char *s;
+
+	if (asprintf(&s, "%s/%s", a, b) < 0)
+		return NULL;
+	return s;
+}
+
+void kf_hex(const uint8_t *in, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * n] = 0;
+}

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * util: error text, time and file helpers shared by every core module.
+ *
+ * Conventions (STYLE.md): functions that can fail return >= 0 on success and
+ * -errno on failure.  A failure that a person must read is described in a
+ * caller-supplied buffer of KF_ERR_MAX bytes (`char err[KF_ERR_MAX]`, may be
+ * NULL).  Error text never contains key material.
+ */
+#ifndef KF_UTIL_H
+#define KF_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define KF_ERR_MAX 512
+#define KF_RFC3339_LEN 20 /* "2024-12-01T12:00:00Z" without the NUL */
+
+#define KF_WUR __attribute__((warn_unused_result))
+
+/* Writes a formatted message into err (KF_ERR_MAX bytes) unless err is NULL. */
+void kf_err_set(char *err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Prefixes err (if non-NULL) in place with a formatted string. */
+void kf_err_prefix(char *err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Current wall-clock time in seconds since the epoch. */
+int64_t kf_time_now(void);
+
+/* Formats t as RFC 3339 UTC ("YYYY-MM-DDTHH:MM:SSZ") into buf. */
+void kf_time_rfc3339(int64_t t, char buf[KF_RFC3339_LEN + 1]);
+
+/*
+ * Parses an RFC 3339 UTC timestamp of exactly the form kf_time_rfc3339 makes.
+ * Returns 0 and sets *ret_t, or -EINVAL.
+ */
+int kf_time_parse_rfc3339(const char *s, int64_t *ret_t) KF_WUR;
+
+/*
+ * Writes len bytes of data to dir/name atomically and durably: a temporary
+ * file dir/.name.tmp.XXXXXX created O_EXCL|O_NOFOLLOW with `mode`, all bytes
+ * written (short writes and EINTR handled), fsync, close, rename over `name`
+ * (or, with `exclusive`, link(2) so that an existing name is never replaced:
+ * -EEXIST), then fsync of the directory.  Any failure unlinks the temporary
+ * file and leaves dir/name as it was.  A failed fsync is never retried.
+ */
+int kf_file_write_atomic(const char *dir, const char *name, const void *data,
+			 size_t len, mode_t mode, int exclusive,
+			 char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Two-phase form of kf_file_write_atomic: prepare writes and fsyncs the
+ * temporary file and returns its name in tmp_name (PATH_MAX bytes); commit
+ * renames it over `name` and fsyncs the directory; discard unlinks it.
+ */
+int kf_file_prepare(const char *dir, const char *name, const void *data,
+		    size_t len, mode_t mode, char *tmp_name,
+		    char err[KF_ERR_MAX]) KF_WUR;
+int kf_file_commit(const char *dir, const char *tmp_name, const char *name,
+		   char err[KF_ERR_MAX]) KF_WUR;
+void kf_file_discard(const char *dir, const char *tmp_name);
+
+/*
+ * Reads a whole regular file of at most max bytes (larger: -EFBIG) into a
+ * buffer from sodium_malloc (so secrets read this way stay in guarded
+ * memory).  The caller frees it with sodium_free.  *ret_len gets its size.
+ */
+int kf_file_read_all(const char *path, size_t max, uint8_t **ret_buf,
+		     size_t *ret_len, char err[KF_ERR_MAX]) KF_WUR;
+
+/* fsync(2) of a directory by path. */
+int kf_dir_fsync(const char *dir) KF_WUR;
+
+/*
+ * Creates dir (and missing parents) with `mode` if absent.  If it exists
+ * with looser permissions than `mode`, tightens them and sets *ret_tightened
+ * (may be NULL).  Refuses a path that exists and is not a directory.
+ */
+int kf_dir_ensure(const char *dir, mode_t mode, int *ret_tightened,
+		  char err[KF_ERR_MAX]) KF_WUR;
+
+/* Joins a and b with one '/' into a new malloc'd string (NULL on ENOMEM). */
+char *kf_path_join(const char *a, const char *b);
+
+/* Lower-case hex of n bytes into out (2n+1 bytes). */
+void kf_hex(const uint8_t *in, size_t n, char *out);
+
+#endif
