@@ -5,7 +5,8 @@
  * Unknown sections or keys, bad values, bad purpose names, unknown users or
  * groups, bad modes and bad intervals refuse the whole file with
  * "file:line: reason".  Relative paths are resolved against the directory of
- * the file (for the embedded default: the current directory).
+ * the file (for the embedded default: the current directory).  A state_dir,
+ * backup_dir, audit_log or master_key_file under the mountpoint is refused.
  */
 #ifndef KF_CONFIG_H
 #define KF_CONFIG_H
@@ -43,7 +44,7 @@ struct kf_config {
 	char *mountpoint;	/* absolute, or NULL if unset */
 	char *state_dir;	/* absolute */
 	char *backup_dir;	/* absolute; default state_dir/backups */
-	char *master_key_file;	/* absolute; default state_dir/master.key */
+	char *master_key_file;	/* absolute; default /etc/keyfs/master.key */
 	char *audit_log;	/* absolute; default state_dir/audit.log */
 	char *alert_command;	/* NULL if unset */
 	unsigned retain_versions;	/* >= 1, default 2 */
@@ -70,6 +71,15 @@ int kf_config_load(const char *path, struct kf_config **ret,
  */
 int kf_config_parse(const char *text, const char *name, const char *basedir,
 		    struct kf_config **ret, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Replaces cfg->mountpoint with `path` (e.g. from the command line) made
+ * absolute against the current directory.  Refuses with -EINVAL, leaving cfg
+ * unchanged, if state_dir, backup_dir, audit_log or master_key_file lie under
+ * it (lexically; symlinks are not resolved).
+ */
+int kf_config_set_mountpoint(struct kf_config *cfg, const char *path,
+			     char err[KF_ERR_MAX]) KF_WUR;
 
 /* Finds a purpose by name, or NULL. */
 const struct kf_purpose *kf_config_purpose(const struct kf_config *cfg,

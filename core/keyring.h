@@ -59,7 +59,7 @@ int kf_keyring_import(const uint8_t cur[KF_KEY_BYTES],
  * kf_key_generate, checked to differ from every key held) numbered
  * highest + 1, created `now`, followed by all entries of kr.  Nothing is
  * dropped here: call kf_keyring_trim afterwards.  -EOVERFLOW if the version
- * counter is exhausted.
+ * counter is exhausted, -E2BIG if kr already holds KF_KEYRING_MAX_VERSIONS.
  */
 int kf_keyring_rotate(const struct kf_keyring *kr, int64_t now,
 		      struct kf_keyring **ret) KF_WUR;

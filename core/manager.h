@@ -43,8 +43,10 @@ typedef void (*kf_manager_change_fn)(void *userdata);
  * Start-up (DESIGN.md §4): master key, then state -> load; no state and
  * ENCRYPTION_KEY set -> import; nothing -> generate (development) or refuse
  * (production, "KeyValidationError: No current encryption key available").
- * Opens the audit log and records the start-up event.  cfg must outlive the
- * manager.  Errors are in err, one line, as a person should read them.
+ * Opens the audit log and records the start-up event.  Holds an exclusive
+ * lock on state_dir/lock for its lifetime, so two daemons (or a daemon and an
+ * offline restore) never share a state directory: -EBUSY.  cfg must outlive
+ * the manager.  Errors are in err, one line, as a person should read them.
  */
 int kf_manager_open(const struct kf_config *cfg, struct kf_manager **ret,
 		    char err[KF_ERR_MAX]) KF_WUR;
@@ -107,11 +109,18 @@ int kf_manager_list_backups(struct kf_manager *m, struct kf_backup_info **ret,
  */
 json_t *kf_manager_info(struct kf_manager *m);
 
-/* Audits an open of a key file (audited read mode); no fsync. */
-void kf_manager_audit_open(struct kf_manager *m, const struct kf_caller *who,
-			   const char *path);
+/*
+ * Audits an open of a key file (audited read mode); no fsync per open.
+ * Fails closed: when the record cannot be written the caller must refuse
+ * the open (-EIO or the write's errno).
+ */
+int kf_manager_audit_open(struct kf_manager *m, const struct kf_caller *who,
+			  const char *path) KF_WUR;
 
-/* Audits a lifecycle event ("mount", "unmount") with extra fields. */
+/*
+ * Audits a lifecycle event ("mount", "unmount"); fields (may be NULL, not
+ * stolen) are added to the record.  Synced to disk.
+ */
 int kf_manager_audit_event(struct kf_manager *m, const struct kf_caller *who,
 			   const char *event, json_t *fields) KF_WUR;
 
@@ -121,5 +130,30 @@ int kf_manager_audit_event(struct kf_manager *m, const struct kf_caller *who,
  */
 void kf_manager_audit_refused(struct kf_manager *m, const struct kf_caller *who,
 			      const char *event, const char *error);
+
+/* --- offline, for the keyfs command: no daemon needed -------------------- */
+
+/*
+ * audit verify: checks the chain of the audit log at path (NULL = the
+ * configured one) with the audit key from the master key.  For the configured
+ * log the anchor in the sealed state is checked too (truncation).  0 with
+ * "ok: N records" in report, -EBADMSG naming the first bad line, or an error.
+ */
+int kf_manager_verify_audit(const struct kf_config *cfg, const char *path,
+			    char report[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * backup verify: authenticates and decrypts the archive at path with the
+ * master key and checks the keyring inside; changes nothing.  ret_info gets
+ * its clear fields.
+ */
+int kf_manager_verify_backup(const struct kf_config *cfg, const char *path,
+			     struct kf_backup_info *ret_info,
+			     char err[KF_ERR_MAX]) KF_WUR;
+
+/* list_backups without a running manager: kf_backup_list of backup_dir. */
+int kf_manager_list_backups_offline(const struct kf_config *cfg,
+				    struct kf_backup_info **ret, size_t *ret_n,
+				    char err[KF_ERR_MAX]) KF_WUR;
 
 #endif

@@ -35,8 +35,14 @@ void kf_err_prefix(char *err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(head, sizeof(head), fmt, ap);
 	va_end(ap);
-	snprintf(old, sizeof(old), "%s", err);
-	snprintf(err, KF_ERR_MAX, "%s%s", head, old);
+	size_t hl = strlen(head), ol = strlen(err);
+
+	memcpy(old, err, ol + 1);
+	if (hl + ol >= KF_ERR_MAX)
+		ol = KF_ERR_MAX - 1 - hl;
+	memcpy(err, head, hl);
+	memcpy(err + hl, old, ol);
+	err[hl + ol] = 0;
 }
 
 int64_t kf_time_now(void)
@@ -171,8 +177,12 @@ int kf_file_commit(const char *dir, const char *tmp_name, const char *name,
 	char from[PATH_MAX], to[PATH_MAX];
 	int r;
 
-	snprintf(from, sizeof(from), "%s/%s", dir, tmp_name);
-	snprintf(to, sizeof(to), "%s/%s", dir, name);
+	if (snprintf(from, sizeof(from), "%s/%s", dir, tmp_name) >=
+		    (int)sizeof(from) ||
+	    snprintf(to, sizeof(to), "%s/%s", dir, name) >= (int)sizeof(to)) {
+		kf_err_set(err, "%s: path too long", dir);
+		return -ENAMETOOLONG;
+	}
 	if (rename(from, to) < 0) {
 		r = -errno;
 		kf_err_set(err, "%s: rename: %s", to, strerror(-r));
@@ -192,8 +202,9 @@ void kf_file_discard(const char *dir, const char *tmp_name)
 
 	if (!tmp_name || !*tmp_name)
 		return;
-	snprintf(path, sizeof(path), "%s/%s", dir, tmp_name);
-	unlink(path);
+	if (snprintf(path, sizeof(path), "%s/%s", dir, tmp_name) <
+	    (int)sizeof(path))
+		unlink(path);
 }
 
 int kf_file_write_atomic(const char *dir, const char *name, const void *data,
@@ -210,8 +221,13 @@ int kf_file_write_atomic(const char *dir, const char *name, const void *data,
 		return kf_file_commit(dir, tmp, name, err);
 
 	/* link(2) fails with EEXIST instead of replacing: never overwrite. */
-	snprintf(from, sizeof(from), "%s/%s", dir, tmp);
-	snprintf(to, sizeof(to), "%s/%s", dir, name);
+	if (snprintf(from, sizeof(from), "%s/%s", dir, tmp) >=
+		    (int)sizeof(from) ||
+	    snprintf(to, sizeof(to), "%s/%s", dir, name) >= (int)sizeof(to)) {
+		kf_err_set(err, "%s: path too long", dir);
+		kf_file_discard(dir, tmp);
+		return -ENAMETOOLONG;
+	}
 	if (link(from, to) < 0) {
 		r = -errno;
 		if (r == -EEXIST)

@@ -1,0 +1,635 @@
+// SPDX-License-Identifier: MIT
+/* audit: the tamper-evident audit log (see audit.h and DESIGN.md §6). */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "audit.h"
+
+#define CHAIN_HEX (2 * KF_AUDIT_CHAIN_BYTES)
+#define CHAIN_HEAD ",\"chain\":\""
+#define CHAIN_HEAD_LEN (sizeof(CHAIN_HEAD) - 1)
+/* `,"chain":"<64 hex>"}` at the end of every line (before its "\n"). */
+#define CHAIN_SUFFIX_LEN (CHAIN_HEAD_LEN + CHAIN_HEX + 2)
+
+struct kf_audit {
+	pthread_mutex_t lock;
+	int fd;	    /* O_APPEND; protected by a->lock */
+	off_t size; /* bytes of complete lines; protected by a->lock */
+	/* A failed write left bytes past size that could not be cut off
+	 * yet; protected by a->lock. */
+	bool dirty;
+	struct kf_audit_anchor anchor; /* protected by a->lock */
+	uint8_t *key; /* sodium_malloc'd; read-only after open */
+	char *path;   /* for messages; read-only after open */
+};
+
+/* State of one pass over a log file, shared by open and verify. */
+struct scan {
+	const uint8_t *key;
+	const struct kf_audit_anchor *anchor; /* may be NULL */
+	uint64_t lines;			      /* complete lines read */
+	off_t good_end; /* offset just after the last complete line */
+	bool torn;	/* the file ends with a line without "\n" */
+	/* First problem found; verification stops advancing after it. */
+	bool bad;
+	char reason[KF_ERR_MAX];
+	uint64_t next_seq;
+	uint8_t prev[KF_AUDIT_CHAIN_BYTES];
+	bool anchor_seen, anchor_match;
+	/* The last line that parses, whether or not it verifies. */
+	bool have_last;
+	struct kf_audit_anchor last;
+};
+
+static bool is_reserved(const char *key, size_t len)
+{
+	static const char *const names[] = {"timestamp", "seq", "chain"};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (len == strlen(names[i]) && memcmp(key, names[i], len) == 0)
+			return true;
+	return false;
+}
+
+/* chain = BLAKE2b-256(key, prev || prefix || "}"), body = prefix + "}". */
+static void chain_mac(const uint8_t *key, const uint8_t *prev,
+		      const char *prefix, size_t prefix_len,
+		      uint8_t out[KF_AUDIT_CHAIN_BYTES])
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, key, KF_AUDIT_CHAIN_BYTES,
+				KF_AUDIT_CHAIN_BYTES);
+	crypto_generichash_update(&st, prev, KF_AUDIT_CHAIN_BYTES);
+	crypto_generichash_update(&st, (const unsigned char *)prefix,
+				  prefix_len);
+	crypto_generichash_update(&st, (const unsigned char *)"}", 1);
+	crypto_generichash_final(&st, out, KF_AUDIT_CHAIN_BYTES);
+	sodium_memzero(&st, sizeof(st));
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Decodes exactly CHAIN_HEX lower-case hex digits. */
+static bool chain_from_hex(const char *hex, uint8_t out[KF_AUDIT_CHAIN_BYTES])
+{
+	for (size_t i = 0; i < KF_AUDIT_CHAIN_BYTES; i++) {
+		int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return false;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return true;
+}
+
+/*
+ * Parses one line (len without its "\n"): a JSON object with a positive
+ * integer seq that ends with the chain field.  On failure returns -EBADMSG
+ * and sets *why.
+ */
+static int parse_line(const char *line, size_t len, uint64_t *ret_seq,
+		      uint8_t ret_chain[KF_AUDIT_CHAIN_BYTES], const char **why)
+{
+	const char *tail;
+	json_error_t e;
+	json_t *root, *seq;
+	int r = -EBADMSG;
+
+	if (len >= KF_AUDIT_LINE_MAX) {
+		*why = "longer than the line limit";
+		return r;
+	}
+	/* Duplicate keys could show a reader another seq or chain; NUL is
+	 * allowed because the writer escapes it as \u0000. */
+	root =
+	    json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &e);
+	if (!root) {
+		*why = "not JSON";
+		return r;
+	}
+	if (!json_is_object(root)) {
+		*why = "not a JSON object";
+		goto out;
+	}
+	seq = json_object_get(root, "seq");
+	if (!json_is_integer(seq) || json_integer_value(seq) < 1) {
+		*why = "no seq field";
+		goto out;
+	}
+	if (!json_object_get(root, "chain")) {
+		*why = "no chain field";
+		goto out;
+	}
+	tail = len > CHAIN_SUFFIX_LEN ? line + len - CHAIN_SUFFIX_LEN : NULL;
+	if (!tail || memcmp(tail, CHAIN_HEAD, CHAIN_HEAD_LEN) != 0 ||
+	    memcmp(line + len - 2, "\"}", 2) != 0 ||
+	    !chain_from_hex(tail + CHAIN_HEAD_LEN, ret_chain)) {
+		*why = "chain field malformed or not last";
+		goto out;
+	}
+	*ret_seq = (uint64_t)json_integer_value(seq);
+	r = 0;
+out:
+	json_decref(root);
+	return r;
+}
+
+static void scan_line(struct scan *s, const char *line, size_t len)
+{
+	uint8_t chain[KF_AUDIT_CHAIN_BYTES], want[KF_AUDIT_CHAIN_BYTES];
+	unsigned long long no = (unsigned long long)s->lines;
+	const char *why = NULL;
+	uint64_t seq = 0;
+
+	if (parse_line(line, len, &seq, chain, &why) < 0) {
+		if (!s->bad)
+			kf_err_set(s->reason, "line %llu: %s", no, why);
+		s->bad = true;
+		return;
+	}
+	s->have_last = true;
+	s->last.seq = seq;
+	memcpy(s->last.chain, chain, sizeof(chain));
+	if (s->bad)
+		return;
+	if (seq != s->next_seq) {
+		kf_err_set(s->reason, "line %llu: seq %llu, expected %llu", no,
+			   (unsigned long long)seq,
+			   (unsigned long long)s->next_seq);
+		s->bad = true;
+		return;
+	}
+	chain_mac(s->key, s->prev, line, len - CHAIN_SUFFIX_LEN, want);
+	if (sodium_memcmp(want, chain, sizeof(want)) != 0) {
+		kf_err_set(s->reason,
+			   "line %llu: chain mismatch (edited, or a line "
+			   "before it was changed)",
+			   no);
+		s->bad = true;
+		return;
+	}
+	if (s->anchor && s->anchor->seq == seq) {
+		s->anchor_seen = true;
+		s->anchor_match =
+		    sodium_memcmp(s->anchor->chain, chain, sizeof(chain)) == 0;
+	}
+	memcpy(s->prev, chain, sizeof(chain));
+	s->next_seq++;
+}
+
+/*
+ * Reads f line by line (never the whole file at once) into s.  With
+ * stop_at_bad, stops at the first bad line.  Returns 0 or -errno on a read
+ * error.
+ */
+static int scan_file(FILE *f, struct scan *s, bool stop_at_bad)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	int r = 0;
+
+	s->next_seq = 1;
+	memset(s->prev, 0, sizeof(s->prev));
+	errno = 0;
+	while ((n = getline(&line, &cap, f)) > 0) {
+		if (line[n - 1] != '\n') {
+			s->torn = true;
+			break;
+		}
+		s->lines++;
+		s->good_end += n;
+		scan_line(s, line, (size_t)n - 1);
+		if (s->bad && stop_at_bad)
+			break;
+		errno = 0;
+	}
+	if (n < 0 && ferror(f))
+		r = errno ? -errno : -EIO;
+	free(line);
+	return r;
+}
+
+int kf_audit_verify(const char *path, const uint8_t key[32],
+		    const struct kf_audit_anchor *anchor,
+		    char report[KF_ERR_MAX], uint64_t *ret_lines)
+{
+	struct scan s = {.key = key, .anchor = anchor};
+	FILE *f;
+	int r;
+
+	if (sodium_init() < 0) {
+		kf_err_set(report, "libsodium cannot be initialised");
+		return -EIO;
+	}
+	f = fopen(path, "re");
+	if (!f) {
+		r = -errno;
+		kf_err_set(report, "%s: %s", path, strerror(-r));
+		return r;
+	}
+	r = scan_file(f, &s, true);
+	fclose(f);
+	if (r < 0) {
+		kf_err_set(report, "%s: read: %s", path, strerror(-r));
+		return r;
+	}
+	if (!s.bad && s.torn) {
+		kf_err_set(s.reason,
+			   "line %llu: incomplete last line (no newline; a "
+			   "torn write?)",
+			   (unsigned long long)s.lines + 1);
+		s.bad = true;
+	}
+	if (!s.bad && anchor && anchor->seq > 0) {
+		if (!s.anchor_seen) {
+			kf_err_set(s.reason,
+				   "truncated: the log ends at seq %llu but "
+				   "the sealed state saw seq %llu",
+				   (unsigned long long)s.next_seq - 1,
+				   (unsigned long long)anchor->seq);
+			s.bad = true;
+		} else if (!s.anchor_match) {
+			kf_err_set(s.reason,
+				   "the log's line %llu does not carry the "
+				   "chain the sealed state recorded (replaced)",
+				   (unsigned long long)anchor->seq);
+			s.bad = true;
+		}
+	}
+	if (ret_lines)
+		*ret_lines = s.lines;
+	if (s.bad) {
+		kf_err_set(report, "%s", s.reason);
+		return -EBADMSG;
+	}
+	kf_err_set(report, "ok: %llu records", (unsigned long long)s.lines);
+	return 0;
+}
+
+/*
+ * Reads the existing log through a second descriptor of the same file and
+ * continues its chain; cuts a torn last line off.
+ */
+static int audit_load(struct kf_audit *a, bool *ret_broken,
+		      char err[KF_ERR_MAX])
+{
+	struct scan s = {.key = a->key};
+	struct stat st_w, st_r;
+	FILE *f;
+	int fd, r;
+
+	fd = open(a->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: cannot read: %s", a->path, strerror(-r));
+		return r;
+	}
+	if (fstat(a->fd, &st_w) < 0 || fstat(fd, &st_r) < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: %s", a->path, strerror(-r));
+		close(fd);
+		return r;
+	}
+	if (st_w.st_dev != st_r.st_dev || st_w.st_ino != st_r.st_ino) {
+		kf_err_set(err, "%s: replaced while being opened", a->path);
+		close(fd);
+		return -EAGAIN;
+	}
+	f = fdopen(fd, "r");
+	if (!f) {
+		r = -errno;
+		kf_err_set(err, "%s: %s", a->path, strerror(-r));
+		close(fd);
+		return r;
+	}
+	r = scan_file(f, &s, false);
+	fclose(f);
+	if (r < 0) {
+		kf_err_set(err, "%s: read: %s", a->path, strerror(-r));
+		return r;
+	}
+	/* A crash mid-write leaves part of a line that was never acknowledged;
+	 * appending after it would glue two records together. */
+	if (s.torn && ftruncate(a->fd, s.good_end) < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: cannot cut off the torn last line: %s",
+			   a->path, strerror(-r));
+		return r;
+	}
+	a->size = s.good_end;
+	if (s.have_last)
+		a->anchor = s.last;
+	*ret_broken = s.bad;
+	if (s.bad)
+		kf_err_set(err, "%s: %s", a->path, s.reason);
+	return 0;
+}
+
+int kf_audit_open(const char *path, const uint8_t key[32],
+		  struct kf_audit **ret, bool *ret_broken, char err[KF_ERR_MAX])
+{
+	struct kf_audit *a;
+	struct stat st;
+	bool broken = false;
+	int r;
+
+	if (sodium_init() < 0) {
+		kf_err_set(err, "libsodium cannot be initialised");
+		return -EIO;
+	}
+	/* Opening a FIFO for writing would block; refuse anything odd. */
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		kf_err_set(err, "%s: audit log is not a regular file", path);
+		return -EINVAL;
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a) {
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	a->fd = -1;
+	a->path = strdup(path);
+	a->key = sodium_malloc(KF_AUDIT_CHAIN_BYTES);
+	if (!a->path || !a->key) {
+		r = -ENOMEM;
+		kf_err_set(err, "out of memory");
+		goto fail;
+	}
+	memcpy(a->key, key, KF_AUDIT_CHAIN_BYTES);
+	r = -pthread_mutex_init(&a->lock, NULL);
+	if (r < 0) {
+		kf_err_set(err, "mutex: %s", strerror(-r));
+		goto fail;
+	}
+	a->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (a->fd < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: cannot open audit log: %s", path,
+			   strerror(-r));
+		goto fail_mutex;
+	}
+	if (fstat(a->fd, &st) < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: %s", path, strerror(-r));
+		goto fail_mutex;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = -EINVAL;
+		kf_err_set(err, "%s: audit log is not a regular file", path);
+		goto fail_mutex;
+	}
+	if ((st.st_mode & 07777 & ~(mode_t)0600) != 0 &&
+	    fchmod(a->fd, 0600) < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: cannot tighten mode to 0600: %s", path,
+			   strerror(-r));
+		goto fail_mutex;
+	}
+	r = audit_load(a, &broken, err);
+	if (r < 0)
+		goto fail_mutex;
+	if (ret_broken)
+		*ret_broken = broken;
+	*ret = a;
+	return 0;
+fail_mutex:
+	pthread_mutex_destroy(&a->lock);
+fail:
+	if (a->fd >= 0)
+		close(a->fd);
+	sodium_free(a->key);
+	free(a->path);
+	free(a);
+	return r;
+}
+
+struct kf_audit *kf_audit_close(struct kf_audit *a)
+{
+	if (!a)
+		return NULL;
+	pthread_mutex_destroy(&a->lock);
+	close(a->fd);
+	sodium_free(a->key);
+	free(a->path);
+	free(a);
+	return NULL;
+}
+
+/* Formats the next line after a->anchor; call with a->lock held. */
+static int format_line(struct kf_audit *a, json_t *record,
+		       struct kf_audit_pending *ret, char err[KF_ERR_MAX])
+{
+	char ts[KF_RFC3339_LEN + 1], hex[CHAIN_HEX + 1];
+	uint8_t chain[KF_AUDIT_CHAIN_BYTES];
+	uint64_t seq = a->anchor.seq + 1;
+	char *body = NULL, *line = NULL;
+	size_t body_len, line_len, key_len;
+	const char *key;
+	json_t *obj, *value;
+	int r;
+
+	if (!json_is_object(record)) {
+		kf_err_set(err, "audit record is not a JSON object");
+		return -EINVAL;
+	}
+	obj = json_object();
+	if (!obj) {
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	kf_time_rfc3339(kf_time_now(), ts);
+	if (json_object_set_new(obj, "timestamp", json_string(ts)) < 0 ||
+	    json_object_set_new(obj, "seq", json_integer((json_int_t)seq)) <
+		0) {
+		r = -ENOMEM;
+		kf_err_set(err, "out of memory");
+		goto out;
+	}
+	/* jansson keeps insertion order, so the caller's order survives. */
+	json_object_keylen_foreach(record, key, key_len, value)
+	{
+		if (is_reserved(key, key_len)) {
+			r = -EINVAL;
+			kf_err_set(err,
+				   "audit record must not contain \"%.*s\" "
+				   "(the log writes it)",
+				   (int)key_len, key);
+			goto out;
+		}
+		if (json_object_setn(obj, key, key_len, value) < 0) {
+			r = -ENOMEM;
+			kf_err_set(err, "out of memory");
+			goto out;
+		}
+	}
+	/* ENSURE_ASCII: control characters and non-ASCII are escaped, so the
+	 * record is one line of plain text. */
+	body = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII |
+				   JSON_PRESERVE_ORDER);
+	if (!body) {
+		r = -EINVAL;
+		kf_err_set(err, "audit record cannot be encoded as JSON");
+		goto out;
+	}
+	body_len = strlen(body);
+	line_len = body_len - 1 + CHAIN_SUFFIX_LEN + 1;
+	if (line_len > KF_AUDIT_LINE_MAX) {
+		r = -E2BIG;
+		kf_err_set(err, "audit record too long (%zu bytes, at most %d)",
+			   line_len, KF_AUDIT_LINE_MAX);
+		goto out;
+	}
+	chain_mac(a->key, a->anchor.chain, body, body_len - 1, chain);
+	kf_hex(chain, sizeof(chain), hex);
+	line = malloc(line_len + 1);
+	if (!line) {
+		r = -ENOMEM;
+		kf_err_set(err, "out of memory");
+		goto out;
+	}
+	snprintf(line, line_len + 1, "%.*s%s%s\"}\n", (int)(body_len - 1), body,
+		 CHAIN_HEAD, hex);
+	ret->line = line;
+	ret->anchor.seq = seq;
+	memcpy(ret->anchor.chain, chain, sizeof(chain));
+	r = 0;
+out:
+	free(body);
+	json_decref(obj);
+	return r;
+}
+
+/*
+ * Appends one formatted line with a single write(); call with a->lock held.
+ * On failure cuts the file back to a->size so no partial line remains.
+ */
+static int write_line(struct kf_audit *a, const char *line, bool sync,
+		      char err[KF_ERR_MAX])
+{
+	size_t len = strlen(line);
+	ssize_t n;
+	int r;
+
+	if (a->dirty) {
+		if (ftruncate(a->fd, a->size) < 0) {
+			r = -errno;
+			kf_err_set(err,
+				   "%s: cannot remove a partial line left by "
+				   "an earlier failure: %s",
+				   a->path, strerror(-r));
+			return r;
+		}
+		a->dirty = false;
+	}
+	do
+		n = write(a->fd, line, len);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: write: %s", a->path, strerror(-r));
+		goto undo;
+	}
+	if ((size_t)n < len) {
+		/* A short write does not say why (full disk, quota, file size
+		 * limit); writing the rest reports the errno.  The line is cut
+		 * back either way: a line is never split across writes. */
+		ssize_t m = write(a->fd, line + n, len - (size_t)n);
+
+		r = m < 0 ? -errno : -EIO;
+		kf_err_set(err, "%s: short write (%zd of %zu bytes): %s",
+			   a->path, n, len, strerror(-r));
+		goto undo;
+	}
+	/* Never retried: after a failed fdatasync the pages are marked
+	 * clean and a second call would "succeed" with nothing written. */
+	if (sync && fdatasync(a->fd) < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: fdatasync: %s", a->path, strerror(-r));
+		goto undo;
+	}
+	a->size += (off_t)len;
+	return 0;
+undo:
+	if (ftruncate(a->fd, a->size) < 0) {
+		a->dirty = true;
+		kf_err_prefix(err, "(partial line not removed yet: %s) ",
+			      strerror(errno));
+	}
+	return r;
+}
+
+int kf_audit_append(struct kf_audit *a, json_t *record, bool sync,
+		    char err[KF_ERR_MAX])
+{
+	struct kf_audit_pending p = {0};
+	int r;
+
+	pthread_mutex_lock(&a->lock);
+	r = format_line(a, record, &p, err);
+	if (r >= 0) {
+		r = write_line(a, p.line, sync, err);
+		if (r >= 0)
+			a->anchor = p.anchor;
+	}
+	pthread_mutex_unlock(&a->lock);
+	free(p.line);
+	return r;
+}
+
+int kf_audit_begin(struct kf_audit *a, json_t *record,
+		   struct kf_audit_pending *ret, char err[KF_ERR_MAX])
+{
+	int r;
+
+	pthread_mutex_lock(&a->lock);
+	r = format_line(a, record, ret, err);
+	if (r < 0)
+		pthread_mutex_unlock(&a->lock);
+	/* On success the lock stays held until commit or abort. */
+	return r;
+}
+
+int kf_audit_commit(struct kf_audit *a, struct kf_audit_pending *p,
+		    char err[KF_ERR_MAX])
+{
+	int r;
+
+	r = write_line(a, p->line, true, err);
+	if (r >= 0)
+		a->anchor = p->anchor;
+	pthread_mutex_unlock(&a->lock);
+	free(p->line);
+	p->line = NULL;
+	return r;
+}
+
+void kf_audit_abort(struct kf_audit *a, struct kf_audit_pending *p)
+{
+	pthread_mutex_unlock(&a->lock);
+	free(p->line);
+	p->line = NULL;
+}
+
+void kf_audit_anchor(struct kf_audit *a, struct kf_audit_anchor *ret)
+{
+	pthread_mutex_lock(&a->lock);
+	*ret = a->anchor;
+	pthread_mutex_unlock(&a->lock);
+}

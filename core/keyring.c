@@ -1,0 +1,395 @@
+// SPDX-License-Identifier: MIT
+/* keyring: immutable, reference-counted sets of key versions. */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "keyring.h"
+
+#define KR_MAGIC "KFKR"
+#define KR_FORMAT 1u
+#define KR_HEADER_LEN 16u /* magic, format, highest, count */
+#define KR_ENTRY_LEN (4u + 8u + KF_KEY_BYTES) /* version, created, key */
+
+struct kf_keyring {
+	atomic_uint_fast32_t refs;
+	uint32_t highest;
+	size_t count;
+	uint8_t *keys; /* count * KF_KEY_BYTES, sodium_malloc, read-only */
+	struct kf_keyring_entry entries[];
+};
+
+static struct kf_keyring *kr_free(struct kf_keyring *kr)
+{
+	if (!kr)
+		return NULL;
+	if (kr->keys)
+		sodium_free(kr->keys); /* wipes */
+	free(kr);
+	return NULL;
+}
+
+/*
+ * A keyring with room for count entries, whose key slots are writable until
+ * kr_seal.  Entry key pointers are set; versions and times are the caller's.
+ */
+static struct kf_keyring *kr_alloc(size_t count, uint32_t highest)
+{
+	struct kf_keyring *kr;
+
+	if (count == 0 || count > KF_KEYRING_MAX_VERSIONS)
+		return NULL;
+	kr = calloc(1, sizeof(*kr) + count * sizeof(kr->entries[0]));
+	if (!kr)
+		return NULL;
+	kr->keys = sodium_malloc(count * KF_KEY_BYTES);
+	if (!kr->keys)
+		return kr_free(kr);
+	atomic_init(&kr->refs, 1);
+	kr->highest = highest;
+	kr->count = count;
+	for (size_t i = 0; i < count; i++)
+		kr->entries[i].key = kr->keys + i * KF_KEY_BYTES;
+	return kr;
+}
+
+static uint8_t *kr_slot(struct kf_keyring *kr, size_t i)
+{
+	return kr->keys + i * KF_KEY_BYTES;
+}
+
+static void kr_copy_entry(struct kf_keyring *dst, size_t di,
+			  const struct kf_keyring_entry *src)
+{
+	dst->entries[di].version = src->version;
+	dst->entries[di].created = src->created;
+	memcpy(kr_slot(dst, di), src->key, KF_KEY_BYTES);
+}
+
+/* The keyring never changes again: a stray write now faults. */
+static struct kf_keyring *kr_seal(struct kf_keyring *kr)
+{
+	(void)sodium_mprotect_readonly(kr->keys);
+	return kr;
+}
+
+int kf_keyring_new(uint32_t version, const uint8_t key[KF_KEY_BYTES],
+		   int64_t created, uint32_t highest, struct kf_keyring **ret)
+{
+	struct kf_keyring *kr;
+
+	if (!key || version == 0 || highest < version)
+		return -EINVAL;
+	kr = kr_alloc(1, highest);
+	if (!kr)
+		return -ENOMEM;
+	kr->entries[0].version = version;
+	kr->entries[0].created = created;
+	memcpy(kr_slot(kr, 0), key, KF_KEY_BYTES);
+	*ret = kr_seal(kr);
+	return 0;
+}
+
+struct kf_keyring *kf_keyring_ref(struct kf_keyring *kr)
+{
+	if (kr)
+		atomic_fetch_add_explicit(&kr->refs, 1, memory_order_relaxed);
+	return kr;
+}
+
+struct kf_keyring *kf_keyring_unref(struct kf_keyring *kr)
+{
+	if (!kr)
+		return NULL;
+	/* acq_rel: every holder's reads happen before the free. */
+	if (atomic_fetch_sub_explicit(&kr->refs, 1, memory_order_acq_rel) == 1)
+		kr_free(kr);
+	return NULL;
+}
+
+int kf_keyring_import(const uint8_t cur[KF_KEY_BYTES], const uint8_t *prev,
+		      uint32_t version, int64_t created,
+		      struct kf_keyring **ret, char err[KF_ERR_MAX])
+{
+	struct kf_keyring *kr;
+
+	if (!cur) {
+		kf_err_set(err, "no current key to import");
+		return -EINVAL;
+	}
+	if (version == 0) {
+		kf_err_set(err, "key version must be a positive integer");
+		return -EINVAL;
+	}
+	if (prev && version == 1) {
+		kf_err_set(err, "a previous key needs a current version above "
+				"1 (its version would be 0)");
+		return -EINVAL;
+	}
+	if (prev && sodium_memcmp(prev, cur, KF_KEY_BYTES) == 0) {
+		kf_err_set(err,
+			   "the previous key is the same as the current key");
+		return -EINVAL;
+	}
+	kr = kr_alloc(prev ? 2 : 1, version);
+	if (!kr) {
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	kr->entries[0].version = version;
+	kr->entries[0].created = created;
+	memcpy(kr_slot(kr, 0), cur, KF_KEY_BYTES);
+	if (prev) {
+		kr->entries[1].version = version - 1;
+		kr->entries[1].created = created;
+		memcpy(kr_slot(kr, 1), prev, KF_KEY_BYTES);
+	}
+	*ret = kr_seal(kr);
+	return 0;
+}
+
+static bool kr_holds_key(const struct kf_keyring *kr, const uint8_t *key)
+{
+	for (size_t i = 0; i < kr->count; i++)
+		if (sodium_memcmp(kr->entries[i].key, key, KF_KEY_BYTES) == 0)
+			return true;
+	return false;
+}
+
+int kf_keyring_rotate(const struct kf_keyring *kr, int64_t now,
+		      struct kf_keyring **ret)
+{
+	struct kf_keyring *nk;
+
+	if (kr->highest == UINT32_MAX)
+		return -EOVERFLOW;
+	if (kr->count >= KF_KEYRING_MAX_VERSIONS)
+		return -E2BIG;
+	nk = kr_alloc(kr->count + 1, kr->highest + 1);
+	if (!nk)
+		return -ENOMEM;
+	/* Generated in place, so the new key never sits on the stack. */
+	do
+		kf_key_generate(kr_slot(nk, 0));
+	while (kr_holds_key(kr, kr_slot(nk, 0)));
+	nk->entries[0].version = kr->highest + 1;
+	nk->entries[0].created = now;
+	for (size_t i = 0; i < kr->count; i++)
+		kr_copy_entry(nk, i + 1, &kr->entries[i]);
+	*ret = kr_seal(nk);
+	return 0;
+}
+
+int kf_keyring_trim(const struct kf_keyring *kr, unsigned retain,
+		    struct kf_keyring **ret)
+{
+	struct kf_keyring *nk;
+	size_t n;
+
+	if (retain < 1)
+		return -EINVAL;
+	n = retain < kr->count ? retain : kr->count;
+	nk = kr_alloc(n, kr->highest);
+	if (!nk)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		kr_copy_entry(nk, i, &kr->entries[i]);
+	*ret = kr_seal(nk);
+	return 0;
+}
+
+int kf_keyring_retire(const struct kf_keyring *kr, uint32_t version,
+		      struct kf_keyring **ret)
+{
+	struct kf_keyring *nk;
+	size_t j = 0;
+
+	if (version == kr->entries[0].version)
+		return -EBUSY;
+	if (!kf_keyring_find(kr, version))
+		return -ENOENT;
+	nk = kr_alloc(kr->count - 1, kr->highest);
+	if (!nk)
+		return -ENOMEM;
+	for (size_t i = 0; i < kr->count; i++)
+		if (kr->entries[i].version != version)
+			kr_copy_entry(nk, j++, &kr->entries[i]);
+	*ret = kr_seal(nk);
+	return 0;
+}
+
+int kf_keyring_raise_highest(const struct kf_keyring *kr, uint32_t highest,
+			     struct kf_keyring **ret)
+{
+	struct kf_keyring *nk;
+
+	nk = kr_alloc(kr->count, highest > kr->highest ? highest : kr->highest);
+	if (!nk)
+		return -ENOMEM;
+	for (size_t i = 0; i < kr->count; i++)
+		kr_copy_entry(nk, i, &kr->entries[i]);
+	*ret = kr_seal(nk);
+	return 0;
+}
+
+size_t kf_keyring_count(const struct kf_keyring *kr)
+{
+	return kr->count;
+}
+
+const struct kf_keyring_entry *kf_keyring_at(const struct kf_keyring *kr,
+					     size_t i)
+{
+	return i < kr->count ? &kr->entries[i] : NULL;
+}
+
+const struct kf_keyring_entry *kf_keyring_find(const struct kf_keyring *kr,
+					       uint32_t version)
+{
+	for (size_t i = 0; i < kr->count; i++)
+		if (kr->entries[i].version == version)
+			return &kr->entries[i];
+	return NULL;
+}
+
+uint32_t kf_keyring_current_version(const struct kf_keyring *kr)
+{
+	return kr->entries[0].version;
+}
+
+uint32_t kf_keyring_highest(const struct kf_keyring *kr)
+{
+	return kr->highest;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_i64(uint8_t *p, int64_t v)
+{
+	uint64_t u = (uint64_t)v;
+
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(u >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+	uint32_t v = 0;
+
+	for (int i = 0; i < 4; i++)
+		v |= (uint32_t)p[i] << (8 * i);
+	return v;
+}
+
+static int64_t get_i64(const uint8_t *p)
+{
+	uint64_t u = 0;
+
+	for (int i = 0; i < 8; i++)
+		u |= (uint64_t)p[i] << (8 * i);
+	return (int64_t)u;
+}
+
+int kf_keyring_encode(const struct kf_keyring *kr, uint8_t **ret_buf,
+		      size_t *ret_len)
+{
+	size_t len = KR_HEADER_LEN + kr->count * KR_ENTRY_LEN;
+	uint8_t *buf, *p;
+
+	buf = sodium_malloc(len);
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, KR_MAGIC, 4);
+	put_u32(buf + 4, KR_FORMAT);
+	put_u32(buf + 8, kr->highest);
+	put_u32(buf + 12, (uint32_t)kr->count);
+	p = buf + KR_HEADER_LEN;
+	for (size_t i = 0; i < kr->count; i++, p += KR_ENTRY_LEN) {
+		put_u32(p, kr->entries[i].version);
+		put_i64(p + 4, kr->entries[i].created);
+		memcpy(p + 12, kr->entries[i].key, KF_KEY_BYTES);
+	}
+	*ret_buf = buf;
+	*ret_len = len;
+	return 0;
+}
+
+int kf_keyring_decode(const uint8_t *buf, size_t len, struct kf_keyring **ret,
+		      char err[KF_ERR_MAX])
+{
+	struct kf_keyring *kr;
+	uint32_t format, highest, count, prev = 0;
+	const uint8_t *p;
+
+	if (len < KR_HEADER_LEN) {
+		kf_err_set(err, "keyring truncated (%zu bytes)", len);
+		return -EBADMSG;
+	}
+	if (memcmp(buf, KR_MAGIC, 4) != 0) {
+		kf_err_set(err, "not an encoded keyring (bad magic)");
+		return -EBADMSG;
+	}
+	format = get_u32(buf + 4);
+	if (format != KR_FORMAT) {
+		kf_err_set(err, "unsupported keyring format %u", format);
+		return -EBADMSG;
+	}
+	highest = get_u32(buf + 8);
+	count = get_u32(buf + 12);
+	if (count < 1 || count > KF_KEYRING_MAX_VERSIONS) {
+		kf_err_set(err, "keyring holds %u versions (must be 1..%u)",
+			   count, KF_KEYRING_MAX_VERSIONS);
+		return -EBADMSG;
+	}
+	if (len != KR_HEADER_LEN + (size_t)count * KR_ENTRY_LEN) {
+		kf_err_set(
+		    err, "keyring of %u versions has %zu bytes, expected %zu",
+		    count, len, KR_HEADER_LEN + (size_t)count * KR_ENTRY_LEN);
+		return -EBADMSG;
+	}
+	p = buf + KR_HEADER_LEN;
+	for (uint32_t i = 0; i < count; i++, p += KR_ENTRY_LEN) {
+		uint32_t v = get_u32(p);
+
+		if (v == 0) {
+			kf_err_set(err, "keyring entry %u has version 0", i);
+			return -EBADMSG;
+		}
+		if (i > 0 && v >= prev) {
+			kf_err_set(err,
+				   "keyring versions not strictly decreasing "
+				   "(%u after %u)",
+				   v, prev);
+			return -EBADMSG;
+		}
+		prev = v;
+	}
+	if (highest < get_u32(buf + KR_HEADER_LEN)) {
+		kf_err_set(err,
+			   "keyring highest version %u is below its current "
+			   "version %u",
+			   highest, get_u32(buf + KR_HEADER_LEN));
+		return -EBADMSG;
+	}
+	kr = kr_alloc(count, highest);
+	if (!kr) {
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	p = buf + KR_HEADER_LEN;
+	for (uint32_t i = 0; i < count; i++, p += KR_ENTRY_LEN) {
+		kr->entries[i].version = get_u32(p);
+		kr->entries[i].created = get_i64(p + 4);
+		memcpy(kr_slot(kr, i), p + 12, KF_KEY_BYTES);
+	}
+	*ret = kr_seal(kr);
+	return 0;
+}

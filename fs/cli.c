@@ -1,0 +1,687 @@
+// SPDX-License-Identifier: MIT
+/* cli: keyfs genkey, validate, derive, ctl, backup, restore, audit, export-env. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "cli.h"
+#include "config.h"
+#include "key.h"
+#include "log.h"
+#include "manager.h"
+
+#define STDIN_MAX 4096
+
+static int fail(const char *cmd, const char *msg)
+{
+	fprintf(stderr, "keyfs %s: %s\n", cmd, msg);
+	return 1;
+}
+
+/*
+ * Reads at most STDIN_MAX bytes of standard input into a sodium_malloc'd
+ * buffer, dropping one final "\n" (or "\r\n").
+ */
+static int read_stdin(uint8_t **ret, size_t *ret_len)
+{
+	uint8_t *buf = sodium_malloc(STDIN_MAX + 1);
+	size_t len = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	while (len <= STDIN_MAX) {
+		ssize_t n = read(0, buf + len, STDIN_MAX + 1 - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			sodium_free(buf);
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len > STDIN_MAX) {
+		sodium_free(buf);
+		return -E2BIG;
+	}
+	if (len > 0 && buf[len - 1] == '\n')
+		len--;
+	if (len > 0 && buf[len - 1] == '\r')
+		len--;
+	buf[len] = 0;
+	*ret = buf;
+	*ret_len = len;
+	return 0;
+}
+
+/* Prints a key's text form and a newline; wipes the text. */
+static void print_key(const uint8_t key[KF_KEY_BYTES], const char *prefix)
+{
+	char *text = sodium_malloc(KF_KEY_TEXT_LEN + 1);
+
+	if (!text)
+		return;
+	kf_key_encode(key, text);
+	printf("%s%s\n", prefix, text);
+	fflush(stdout);
+	sodium_free(text);
+}
+
+int kf_cli_genkey(int argc, char **argv)
+{
+	uint8_t *key;
+
+	(void)argv;
+	if (argc != 1)
+		return fail("genkey", "takes no arguments");
+	key = sodium_malloc(KF_KEY_BYTES);
+	if (!key)
+		return fail("genkey", "out of memory");
+	kf_key_generate(key);
+	print_key(key, "");
+	sodium_free(key);
+	return 0;
+}
+
+int kf_cli_validate(int argc, char **argv)
+{
+	char err[KF_ERR_MAX];
+	uint8_t *in = NULL;
+	size_t len;
+	int r;
+
+	if (argc > 2)
+		return fail("validate", "usage: keyfs validate [KEY|-]");
+	if (argc == 2 && strcmp(argv[1], "-") != 0) {
+		r = kf_key_decode(argv[1], strlen(argv[1]), NULL, err);
+	} else {
+		r = read_stdin(&in, &len);
+		if (r < 0) {
+			printf("invalid\n");
+			return fail("validate", r == -E2BIG
+							? "input too long"
+							: "cannot read standard "
+							  "input");
+		}
+		r = kf_key_decode((const char *)in, len, NULL, err);
+		sodium_free(in);
+	}
+	if (r < 0) {
+		fprintf(stderr, "keyfs validate: invalid: %s\n", err);
+		return 1;
+	}
+	printf("valid\n");
+	return 0;
+}
+
+int kf_cli_derive(int argc, char **argv)
+{
+	char err[KF_ERR_MAX];
+	uint8_t *in = NULL, *keys;
+	size_t len;
+	int r;
+
+	if (argc != 2)
+		return fail("derive", "usage: keyfs derive PURPOSE < KEY");
+	if (!kf_purpose_valid(argv[1]))
+		return fail("derive", "invalid purpose name (allowed: "
+				      "[a-z0-9][a-z0-9_-]{0,31})");
+	r = read_stdin(&in, &len);
+	if (r < 0)
+		return fail("derive", "cannot read the key on standard input");
+	keys = sodium_malloc(2 * KF_KEY_BYTES);
+	if (!keys) {
+		sodium_free(in);
+		return fail("derive", "out of memory");
+	}
+	r = kf_key_decode((const char *)in, len, keys, err);
+	sodium_free(in);
+	if (r == 0)
+		r = kf_key_derive(keys, argv[1], keys + KF_KEY_BYTES, err);
+	if (r == 0)
+		print_key(keys + KF_KEY_BYTES, "");
+	sodium_free(keys);
+	if (r < 0) {
+		fprintf(stderr, "keyfs derive: invalid key: %s\n", err);
+		return 1;
+	}
+	return 0;
+}
+
+/* --- commands that need the configuration ------------------------------- */
+
+struct common_opts {
+	const char *config;
+	const char *mount;
+	bool offline;
+};
+
+/* Parses -c FILE, --mount DIR, --offline; leaves operands in argv[optind..]. */
+static int parse_common(int argc, char **argv, struct common_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, 0, 'c' },
+		{ "mount", required_argument, 0, 'm' },
+		{ "offline", no_argument, 0, 'O' },
+		{ 0, 0, 0, 0 }
+	};
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			o->config = optarg;
+			break;
+		case 'm':
+			o->mount = optarg;
+			break;
+		case 'O':
+			o->offline = true;
+			break;
+		default:
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static struct kf_config *load_config(const char *cmd, const char *path)
+{
+	struct kf_config *cfg = NULL;
+	char err[KF_ERR_MAX];
+
+	if (kf_config_load(path, &cfg, err) < 0) {
+		fprintf(stderr, "keyfs %s: %s\n", cmd, err);
+		return NULL;
+	}
+	return cfg;
+}
+
+/* The mount to drive: --mount, else the configuration's mountpoint. */
+static char *mount_dir(const char *cmd, const struct common_opts *o)
+{
+	struct kf_config *cfg;
+	char *dir = NULL;
+
+	if (o->mount)
+		return strdup(o->mount);
+	cfg = load_config(cmd, o->config);
+	if (!cfg)
+		return NULL;
+	if (cfg->mountpoint)
+		dir = strdup(cfg->mountpoint);
+	else
+		fprintf(stderr, "keyfs %s: no --mount DIR and no mountpoint in "
+				"%s\n",
+			cmd, cfg->source);
+	kf_config_free(cfg);
+	return dir;
+}
+
+/* Reads a small file of the tree into buf (NUL-terminated). */
+static int read_small(const char *dir, const char *name, char *buf,
+		      size_t size)
+{
+	char path[PATH_MAX];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = 0;
+	return (int)n;
+}
+
+/* Names in MOUNT/backups, one per line in a malloc'd string; count too. */
+static char *backup_names(const char *mnt, size_t *ret_count)
+{
+	char path[PATH_MAX];
+	size_t len = 0, count = 0;
+	char *all = calloc(1, 1);
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/backups", mnt);
+	d = opendir(path);
+	if (!d || !all) {
+		if (d)
+			closedir(d);
+		*ret_count = 0;
+		return all;
+	}
+	while ((de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+		char *grown;
+
+		if (de->d_name[0] == '.')
+			continue;
+		grown = realloc(all, len + n + 3);
+		if (!grown)
+			break;
+		all = grown;
+		all[len] = '\n';
+		memcpy(all + len + 1, de->d_name, n);
+		len += n + 1;
+		all[len] = '\n';
+		all[len + 1] = 0;
+		count++;
+	}
+	closedir(d);
+	*ret_count = count;
+	return all;
+}
+
+/* The first name in `after` that is not in `before`. */
+static void new_name(const char *before, const char *after, char *out,
+		     size_t size)
+{
+	const char *p = after;
+
+	out[0] = 0;
+	while ((p = strchr(p, '\n')) && p[1]) {
+		const char *end = strchr(p + 1, '\n');
+		char needle[PATH_MAX];
+		size_t n = (size_t)(end - p) + 1;
+
+		if (n < sizeof(needle)) {
+			memcpy(needle, p, n);
+			needle[n] = 0;
+			if (!strstr(before, needle)) {
+				snprintf(out, size, "%.*s", (int)(n - 2),
+					 needle + 1);
+				return;
+			}
+		}
+		p = end;
+	}
+}
+
+static const char *errno_words(const char *op, int e)
+{
+	switch (e) {
+	case EINVAL:
+		return "invalid input";
+	case ENOENT:
+		return strcmp(op, "retire") == 0
+			       ? "no such version in the keyring"
+			       : "no such backup";
+	case EBUSY:
+		return "that version is the current key; rotate first";
+	case EEXIST:
+		return "a backup of that name exists";
+	case EBADMSG:
+		return "the backup failed verification (truncated, tampered, "
+		       "or made under another master key)";
+	case EACCES:
+	case EPERM:
+		return "permission denied (root only)";
+	case ENOSPC:
+		return "no space left on the device";
+	default:
+		return strerror(e);
+	}
+}
+
+static int ctl_status(const char *mnt)
+{
+	char buf[65536];
+	json_error_t jerr;
+	json_t *o;
+	int n = read_small(mnt, "status", buf, sizeof(buf));
+
+	if (n < 0) {
+		fprintf(stderr, "keyfs ctl status: %s/status: %s\n", mnt,
+			strerror(-n));
+		return 1;
+	}
+	o = json_loads(buf, 0, &jerr);
+	if (!o)
+		return fail("ctl status", "status is not JSON");
+	json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	printf("\n");
+	json_decref(o);
+	return 0;
+}
+
+int kf_cli_ctl(int argc, char **argv)
+{
+	static const char *const ops[] = { "rotate", "backup", "restore",
+					   "prune",  "retire", "status" };
+	struct common_opts o = { 0 };
+	char path[PATH_MAX], line[KF_ERR_MAX + 64], result[KF_ERR_MAX + 64];
+	const char *op, *arg = NULL;
+	char *mnt = NULL, *before = NULL, *after = NULL;
+	size_t n_before = 0, n_after = 0;
+	bool known = false;
+	ssize_t w;
+	int fd, r, rc = 1;
+
+	if (parse_common(argc, argv, &o) < 0 || optind >= argc)
+		return fail("ctl", "usage: keyfs ctl rotate|backup [NAME]|"
+				   "restore NAME|prune N|retire N|status "
+				   "[--mount DIR] [-c FILE]");
+	op = argv[optind];
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		known |= strcmp(op, ops[i]) == 0;
+	if (!known)
+		return fail("ctl", "unknown operation (rotate, backup, "
+				   "restore, prune, retire, status)");
+	if (optind + 1 < argc)
+		arg = argv[optind + 1];
+	if (optind + 2 < argc ||
+	    ((strcmp(op, "restore") == 0 || strcmp(op, "prune") == 0 ||
+	      strcmp(op, "retire") == 0) &&
+	     !arg) ||
+	    ((strcmp(op, "rotate") == 0 || strcmp(op, "status") == 0) && arg))
+		return fail("ctl", "wrong number of arguments (see keyfs "
+				   "--help)");
+	mnt = mount_dir("ctl", &o);
+	if (!mnt)
+		return 1;
+	if (strcmp(op, "status") == 0) {
+		rc = ctl_status(mnt);
+		free(mnt);
+		return rc;
+	}
+	if (strcmp(op, "backup") == 0 && !arg)
+		arg = "1";
+	if (strcmp(op, "rotate") == 0)
+		arg = "1";
+	if (strcmp(op, "backup") == 0 || strcmp(op, "prune") == 0)
+		before = backup_names(mnt, &n_before);
+
+	snprintf(path, sizeof(path), "%s/control/%s", mnt, op);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "keyfs ctl %s: %s: %s\n", op, path,
+			strerror(errno));
+		goto out;
+	}
+	snprintf(line, sizeof(line), "%s\n", arg);
+	w = write(fd, line, strlen(line));
+	r = w < 0 ? errno : 0;
+	/* Audited mode: the outcome in words, read back from the same open. */
+	ssize_t got = pread(fd, result, sizeof(result) - 1, 0);
+
+	result[got > 0 ? got : 0] = 0;
+	close(fd);
+	if (r != 0) {
+		if (strncmp(result, "error: ", 7) == 0)
+			fprintf(stderr, "keyfs ctl %s: %s", op, result + 7);
+		else
+			fprintf(stderr, "keyfs ctl %s: %s\n", op,
+				errno_words(op, r));
+		goto out;
+	}
+	rc = 0;
+	if (result[0]) {
+		fputs(result, stdout);
+		goto out;
+	}
+	/* Cached mode has no opens to carry a result: read it off the tree. */
+	if (strcmp(op, "rotate") == 0 || strcmp(op, "restore") == 0) {
+		char v[32] = "";
+
+		read_small(mnt, "version", v, sizeof(v));
+		printf("%s: version %s", strcmp(op, "rotate") == 0
+						 ? "rotated"
+						 : "restored",
+		       v);
+	} else if (strcmp(op, "retire") == 0) {
+		printf("retired: version %s\n", arg);
+	} else if (strcmp(op, "backup") == 0) {
+		char name[PATH_MAX];
+
+		after = backup_names(mnt, &n_after);
+		new_name(before, after, name, sizeof(name));
+		printf("backup: %s\n", name[0] ? name : "created");
+	} else if (strcmp(op, "prune") == 0) {
+		after = backup_names(mnt, &n_after);
+		printf("pruned: %zu deleted\n",
+		       n_before > n_after ? n_before - n_after : 0);
+	}
+out:
+	free(before);
+	free(after);
+	free(mnt);
+	return rc;
+}
+
+/* --- offline commands ----------------------------------------------------- */
+
+int kf_cli_backup(int argc, char **argv)
+{
+	struct common_opts o = { 0 };
+	struct kf_backup_info *list = NULL, info;
+	struct kf_config *cfg;
+	char err[KF_ERR_MAX], when[KF_RFC3339_LEN + 1];
+	size_t n = 0;
+	int rc = 1;
+
+	if (parse_common(argc, argv, &o) < 0 || optind >= argc)
+		return fail("backup", "usage: keyfs backup list|verify FILE "
+				      "[-c FILE]");
+	cfg = load_config("backup", o.config);
+	if (!cfg)
+		return 1;
+	if (strcmp(argv[optind], "list") == 0 && optind + 1 == argc) {
+		if (kf_manager_list_backups_offline(cfg, &list, &n, err) < 0) {
+			fprintf(stderr, "keyfs backup list: %s\n", err);
+			goto out;
+		}
+		printf("%-40s %-20s %7s %8s\n", "NAME", "CREATED", "VERSION",
+		       "SIZE");
+		for (size_t i = 0; i < n; i++) {
+			kf_time_rfc3339(list[i].created, when);
+			printf("%-40s %-20s %7" PRIu32 " %8lld\n",
+			       list[i].name, when, list[i].key_version,
+			       (long long)list[i].size);
+		}
+		free(list);
+		rc = 0;
+	} else if (strcmp(argv[optind], "verify") == 0 &&
+		   optind + 2 == argc) {
+		if (kf_manager_verify_backup(cfg, argv[optind + 1], &info,
+					     err) < 0) {
+			fprintf(stderr, "keyfs backup verify: %s: %s\n",
+				argv[optind + 1], err);
+			goto out;
+		}
+		kf_time_rfc3339(info.created, when);
+		printf("ok: %s created %s, key version %" PRIu32
+		       ", %" PRIu32 " versions\n",
+		       info.name, when, info.key_version, info.n_versions);
+		rc = 0;
+	} else {
+		fprintf(stderr, "keyfs backup: usage: keyfs backup list|verify "
+				"FILE [-c FILE]\n");
+	}
+out:
+	kf_config_free(cfg);
+	return rc;
+}
+
+int kf_cli_restore(int argc, char **argv)
+{
+	struct common_opts o = { 0 };
+	struct kf_caller self = { getuid(), getgid(), getpid() };
+	struct kf_manager *m = NULL;
+	struct kf_config *cfg;
+	char err[KF_ERR_MAX];
+	const char *what;
+	char *abs = NULL;
+	uint32_t version;
+	int rc = 1;
+
+	if (parse_common(argc, argv, &o) < 0 || !o.offline ||
+	    optind + 1 != argc)
+		return fail("restore",
+			    "usage: keyfs restore --offline FILE [-c FILE] "
+			    "(with the daemon stopped; a running tree "
+			    "restores with keyfs ctl restore)");
+	what = argv[optind];
+	/* A path given relative to here, else a name in backup_dir. */
+	if (what[0] != '/' && (strchr(what, '/') || access(what, F_OK) == 0)) {
+		abs = realpath(what, NULL);
+		if (!abs) {
+			fprintf(stderr, "keyfs restore: %s: %s\n", what,
+				strerror(errno));
+			return 1;
+		}
+		what = abs;
+	}
+	cfg = load_config("restore", o.config);
+	if (!cfg)
+		goto out;
+	kf_log_stderr_level(LOG_WARNING);
+	if (kf_manager_open(cfg, &m, err) < 0) {
+		fprintf(stderr, "keyfs restore: %s\n", err);
+		goto out;
+	}
+	if (kf_manager_restore(m, &self, what, &version, err) < 0) {
+		fprintf(stderr, "keyfs restore: %s\n", err);
+		goto out;
+	}
+	printf("restored: version %" PRIu32 "\n", version);
+	rc = 0;
+out:
+	kf_manager_close(m);
+	kf_config_free(cfg);
+	free(abs);
+	return rc;
+}
+
+int kf_cli_audit(int argc, char **argv)
+{
+	struct common_opts o = { 0 };
+	struct kf_config *cfg;
+	char report[KF_ERR_MAX];
+	const char *file = NULL;
+	int r;
+
+	if (parse_common(argc, argv, &o) < 0 || optind >= argc ||
+	    strcmp(argv[optind], "verify") != 0 || argc - optind > 2)
+		return fail("audit", "usage: keyfs audit verify [FILE] "
+				     "[-c FILE]");
+	if (optind + 1 < argc)
+		file = argv[optind + 1];
+	cfg = load_config("audit", o.config);
+	if (!cfg)
+		return 1;
+	r = kf_manager_verify_audit(cfg, file, report);
+	kf_config_free(cfg);
+	if (r < 0) {
+		fprintf(stderr, "keyfs audit verify: %s\n", report);
+		return 1;
+	}
+	printf("%s\n", report);
+	return 0;
+}
+
+/* export-env through a mounted tree: its opens are audited there. */
+static int export_from_mount(const char *mnt)
+{
+	char *buf = sodium_malloc(3 * 64);
+	int r, rc = 1;
+
+	if (!buf)
+		return fail("export-env", "out of memory");
+	r = read_small(mnt, "current", buf, 64);
+	if (r != KF_KEY_TEXT_LEN) {
+		fprintf(stderr, "keyfs export-env: %s/current: %s\n", mnt,
+			r < 0 ? strerror(-r) : "unexpected size");
+		goto out;
+	}
+	r = read_small(mnt, "version", buf + 128, 64);
+	if (r <= 0) {
+		fprintf(stderr, "keyfs export-env: %s/version: %s\n", mnt,
+			r < 0 ? strerror(-r) : "empty");
+		goto out;
+	}
+	buf[128 + strcspn(buf + 128, "\n")] = 0;
+	printf("ENCRYPTION_KEY=%s\n", buf);
+	r = read_small(mnt, "previous", buf + 64, 64);
+	if (r == KF_KEY_TEXT_LEN)
+		printf("ENCRYPTION_KEY_PREVIOUS=%s\n", buf + 64);
+	printf("ENCRYPTION_KEY_VERSION=%s\n", buf + 128);
+	rc = 0;
+out:
+	sodium_free(buf);
+	return rc;
+}
+
+/* Whether dir is a live FUSE mount (its root answers). */
+static bool is_mounted(const char *dir)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/version", dir);
+	return stat(path, &st) == 0;
+}
+
+int kf_cli_export_env(int argc, char **argv)
+{
+	struct common_opts o = { 0 };
+	struct kf_caller self = { getuid(), getgid(), getpid() };
+	struct kf_manager *m = NULL;
+	struct kf_keyring *kr = NULL;
+	struct kf_config *cfg;
+	char err[KF_ERR_MAX];
+	int rc = 1;
+
+	if (parse_common(argc, argv, &o) < 0 || optind != argc)
+		return fail("export-env", "usage: keyfs export-env [-c FILE] "
+					  "[--mount DIR]");
+	if (o.mount)
+		return export_from_mount(o.mount);
+	cfg = load_config("export-env", o.config);
+	if (!cfg)
+		return 1;
+	if (cfg->mountpoint && is_mounted(cfg->mountpoint)) {
+		rc = export_from_mount(cfg->mountpoint);
+		goto out;
+	}
+	kf_log_stderr_level(LOG_WARNING);
+	if (kf_manager_open(cfg, &m, err) < 0) {
+		fprintf(stderr, "keyfs export-env: %s\n", err);
+		goto out;
+	}
+	kr = kf_manager_keyring(m);
+	if (kf_manager_audit_event(m, &self, "key_export", NULL) < 0) {
+		fprintf(stderr, "keyfs export-env: cannot write the audit "
+				"log; nothing exported\n");
+		goto out;
+	}
+	print_key(kf_keyring_at(kr, 0)->key, "ENCRYPTION_KEY=");
+	if (kf_keyring_count(kr) > 1)
+		print_key(kf_keyring_at(kr, 1)->key,
+			  "ENCRYPTION_KEY_PREVIOUS=");
+	printf("ENCRYPTION_KEY_VERSION=%" PRIu32 "\n",
+	       kf_keyring_current_version(kr));
+	rc = 0;
+out:
+	kf_keyring_unref(kr);
+	kf_manager_close(m);
+	kf_config_free(cfg);
+	return rc;
+}

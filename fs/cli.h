@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli: the `keyfs` subcommands other than mount.  Each takes the arguments
+ * after its own name and returns the process exit status; errors are one
+ * line on standard error.
+ */
+#ifndef KF_CLI_H
+#define KF_CLI_H
+
+int kf_cli_genkey(int argc, char **argv);
+int kf_cli_validate(int argc, char **argv);
+int kf_cli_derive(int argc, char **argv);
+int kf_cli_ctl(int argc, char **argv);
+int kf_cli_backup(int argc, char **argv);
+int kf_cli_restore(int argc, char **argv);
+int kf_cli_audit(int argc, char **argv);
+int kf_cli_export_env(int argc, char **argv);
+
+#endif

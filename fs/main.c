@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: MIT
+/* keyfs: one binary, one function per command. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include <sodium.h>
+
+#include "cli.h"
+#include "log.h"
+#include "mount.h"
+
+static const char usage[] =
+	"usage: keyfs COMMAND [ARGS]\n"
+	"\n"
+	"  mount [-c FILE] [-f] [-o OPTS] [MOUNTPOINT]\n"
+	"                      serve the key tree (the daemon); -f stays in the\n"
+	"                      foreground; SIGTERM/SIGINT unmount cleanly\n"
+	"  genkey              print a new key (Fernet text form)\n"
+	"  validate [KEY|-]    exit 0 and \"valid\", or exit 1 and the reason\n"
+	"  derive PURPOSE      key on standard input, purpose key out\n"
+	"  ctl rotate|backup [NAME]|restore NAME|prune N|retire N|status\n"
+	"      [--mount DIR] [-c FILE]\n"
+	"                      drive a mounted tree and print what happened\n"
+	"  backup list|verify FILE [-c FILE]\n"
+	"                      list archives, or verify one with the master key\n"
+	"  restore --offline FILE [-c FILE]\n"
+	"                      restore an archive while the daemon is stopped\n"
+	"  audit verify [FILE] [-c FILE]\n"
+	"                      check the audit log's chain and anchor\n"
+	"  export-env [-c FILE] [--mount DIR]\n"
+	"                      print ENCRYPTION_KEY=... lines for the old scheme\n"
+	"  --help, --version\n"
+	"\n"
+	"Configuration: -c FILE, else $KEYFS_CONFIG, else /etc/keyfs/keyfs.ini,\n"
+	"else the embedded development configuration (etc/keyfs-dev.ini).\n";
+
+static int cmd_mount(int argc, char **argv)
+{
+	static const struct option longopts[] = { { "help", no_argument, 0,
+						    'h' },
+						  { 0, 0, 0, 0 } };
+	struct kf_mount_opts o = { 0 };
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+c:fo:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			o.config_path = optarg;
+			break;
+		case 'f':
+			o.foreground = true;
+			break;
+		case 'o':
+			o.extra = optarg;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return 0;
+		default:
+			fputs(usage, stderr);
+			return 2;
+		}
+	}
+	if (argc - optind > 1) {
+		fprintf(stderr, "keyfs mount: one MOUNTPOINT at most\n");
+		return 2;
+	}
+	if (optind < argc)
+		o.mountpoint = argv[optind];
+	return kf_mount_main(&o);
+}
+
+static const struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+} commands[] = {
+	{ "mount", cmd_mount },
+	{ "genkey", kf_cli_genkey },
+	{ "validate", kf_cli_validate },
+	{ "derive", kf_cli_derive },
+	{ "ctl", kf_cli_ctl },
+	{ "backup", kf_cli_backup },
+	{ "restore", kf_cli_restore },
+	{ "audit", kf_cli_audit },
+	{ "export-env", kf_cli_export_env },
+};
+
+int main(int argc, char **argv)
+{
+	struct rlimit no_core = { 0, 0 };
+
+	/* Every command may hold a key: never dump core, never be traced. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	setrlimit(RLIMIT_CORE, &no_core);
+	if (sodium_init() < 0) {
+		fprintf(stderr, "keyfs: libsodium failed to initialise\n");
+		return 1;
+	}
+	if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+		fputs(usage, argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("keyfs %s\n", KF_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].run(argc - 1, argv + 1);
+	/* Not echoed: a mistyped line may hold a key. */
+	fprintf(stderr, "keyfs: unknown command (see keyfs --help)\n");
+	return 2;
+}

@@ -1,0 +1,995 @@
+// SPDX-License-Identifier: MIT
+/* Unit tests of core/audit: format, chain, verify, recovery, failures. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "audit.h"
+#include "helpers.h"
+
+#define SUFFIX_LEN 76 /* ,"chain":"<64 hex>"} */
+/* newline, tab, control, NUL, non-ASCII: all must stay on one line */
+#define CTL "two\nlines\t\x01\0 \xc3\xa9"
+
+static uint8_t key[32];
+
+static void setup(void)
+{
+	cr_assert(sodium_init() >= 0);
+	for (size_t i = 0; i < sizeof(key); i++)
+		key[i] = (uint8_t)(0xa5 ^ i);
+}
+
+TestSuite(audit, .init = setup);
+
+static char *log_path(const char *tag)
+{
+	char *dir = kt_tmpdir(tag), *p = kf_path_join(dir, "audit.log");
+
+	cr_assert(p);
+	free(dir);
+	return p;
+}
+
+static struct kf_audit *open_log(const char *path)
+{
+	char err[KF_ERR_MAX] = "";
+	struct kf_audit *a = NULL;
+	bool broken = true;
+	int r;
+
+	r = kf_audit_open(path, key, &a, &broken, err);
+	cr_assert(r == 0, "kf_audit_open: %d %s", r, err);
+	cr_assert(!broken, "an intact log reported broken: %s", err);
+	return a;
+}
+
+static void append_rec(struct kf_audit *a, int n, const char *note)
+{
+	char err[KF_ERR_MAX] = "", text[64];
+	json_t *rec;
+	int r;
+
+	snprintf(text, sizeof(text), "%s-%d", note, n);
+	rec = json_pack("{s:s,s:i,s:s}", "event", "test", "n", n, "note", text);
+	cr_assert(rec);
+	r = kf_audit_append(a, rec, false, err);
+	json_decref(rec);
+	cr_assert(r == 0, "append %d: %d %s", n, r, err);
+}
+
+/* A log of n records "note-1".."note-n"; returns its anchor. */
+static void make_log(const char *path, int n, const char *note,
+		     struct kf_audit_anchor *ret)
+{
+	struct kf_audit *a = open_log(path);
+
+	for (int i = 1; i <= n; i++)
+		append_rec(a, i, note);
+	if (ret)
+		kf_audit_anchor(a, ret);
+	kf_audit_close(a);
+}
+
+struct lines {
+	char *buf;
+	char *v[1024];
+	size_t n;
+};
+
+/* Splits the file into lines (without "\n"); asserts it ends with "\n". */
+static void read_lines(const char *path, struct lines *l)
+{
+	size_t len;
+	char *p;
+
+	l->buf = kt_read_file(path, &len);
+	cr_assert(l->buf, "cannot read %s", path);
+	l->n = 0;
+	cr_assert(len == 0 || l->buf[len - 1] == '\n',
+		  "the log does not end with a complete line");
+	for (p = l->buf; *p;) {
+		char *nl = strchr(p, '\n');
+
+		cr_assert(nl && l->n < 1024);
+		*nl = 0;
+		l->v[l->n++] = p;
+		p = nl + 1;
+	}
+}
+
+static void write_lines(const char *path, struct lines *l, size_t skip)
+{
+	FILE *f = fopen(path, "w");
+
+	cr_assert(f);
+	for (size_t i = 0; i < l->n; i++)
+		if (i + 1 != skip)
+			fprintf(f, "%s\n", l->v[i]);
+	cr_assert(fclose(f) == 0);
+}
+
+static int verify(const char *path, const struct kf_audit_anchor *anchor,
+		  char report[KF_ERR_MAX])
+{
+	uint64_t lines = 0;
+
+	report[0] = 0;
+	return kf_audit_verify(path, key, anchor, report, &lines);
+}
+
+static void assert_report(const char *path,
+			  const struct kf_audit_anchor *anchor, int want_r,
+			  const char *want)
+{
+	char report[KF_ERR_MAX];
+	int r = verify(path, anchor, report);
+
+	cr_assert(r == want_r, "verify returned %d (%s), expected %d", r,
+		  report, want_r);
+	cr_assert(strcmp(report, want) == 0, "report \"%s\", expected \"%s\"",
+		  report, want);
+}
+
+static off_t file_size(const char *path)
+{
+	struct stat st;
+
+	cr_assert(stat(path, &st) == 0, "stat %s: %s", path, strerror(errno));
+	return st.st_size;
+}
+
+Test(audit, lines_have_timestamp_seq_fields_in_order_and_chain_last)
+{
+	static const char *const order[] = {"timestamp", "seq", "event", "n",
+					    "note",	 "ctl", "chain"};
+	char *path = log_path("audit-format");
+	struct kf_audit *a = open_log(path);
+	char err[KF_ERR_MAX] = "";
+	struct lines l;
+
+	for (int i = 1; i <= 5; i++) {
+		json_t *rec =
+		    json_pack("{s:s,s:i,s:s,s:s#}", "event", "test", "n", i,
+			      "note", "x", "ctl", CTL, sizeof(CTL) - 1);
+
+		cr_assert(kf_audit_append(a, rec, true, err) == 0, "%s", err);
+		json_decref(rec);
+	}
+	kf_audit_close(a);
+
+	read_lines(path, &l);
+	cr_assert(l.n == 5, "%zu lines, expected 5", l.n);
+	for (size_t i = 0; i < l.n; i++) {
+		json_error_t je;
+		json_t *o = json_loads(l.v[i], JSON_ALLOW_NUL, &je), *v;
+		const char *k, *chain;
+		int64_t t;
+		size_t j = 0;
+
+		cr_assert(o, "line %zu is not JSON: %s", i + 1, je.text);
+		json_object_foreach(o, k, v)
+		{
+			cr_assert(j < 7 && strcmp(k, order[j]) == 0,
+				  "line %zu: field %zu is \"%s\"", i + 1, j, k);
+			j++;
+		}
+		cr_assert(j == 7, "line %zu has %zu fields", i + 1, j);
+		cr_assert(
+		    kf_time_parse_rfc3339(
+			json_string_value(json_object_get(o, "timestamp")),
+			&t) == 0,
+		    "line %zu: bad timestamp", i + 1);
+		cr_assert(json_integer_value(json_object_get(o, "seq")) ==
+			      (json_int_t)i + 1,
+			  "line %zu: wrong seq", i + 1);
+		cr_assert(json_integer_value(json_object_get(o, "n")) ==
+			  (json_int_t)i + 1);
+		v = json_object_get(o, "ctl");
+		cr_assert(
+		    json_string_length(v) == sizeof(CTL) - 1 &&
+			memcmp(json_string_value(v), CTL, sizeof(CTL)) == 0,
+		    "line %zu: control characters not round-tripped", i + 1);
+		chain = json_string_value(json_object_get(o, "chain"));
+		cr_assert(chain && strlen(chain) == 64 &&
+			      strspn(chain, "0123456789abcdef") == 64,
+			  "line %zu: chain is not 64 hex digits", i + 1);
+		/* one line of plain ASCII text */
+		for (const char *p = l.v[i]; *p; p++)
+			cr_assert(*p >= 0x20 && *p < 0x7f,
+				  "line %zu has a raw control or non-ASCII "
+				  "byte",
+				  i + 1);
+		json_decref(o);
+	}
+	assert_report(path, NULL, 0, "ok: 5 records");
+	free(l.buf);
+	free(path);
+}
+
+Test(audit, chain_follows_the_documented_formula)
+{
+	char *path = log_path("audit-formula");
+	uint8_t prev[32] = {0}, want[32], buf[32 + KF_AUDIT_LINE_MAX];
+	struct kf_audit_anchor anchor;
+	char hex[65];
+	struct lines l;
+
+	make_log(path, 4, "f", &anchor);
+	read_lines(path, &l);
+	cr_assert(l.n == 4);
+	for (size_t i = 0; i < l.n; i++) {
+		size_t len = strlen(l.v[i]), body = len - SUFFIX_LEN;
+
+		cr_assert(len > SUFFIX_LEN &&
+			  strncmp(l.v[i] + body, ",\"chain\":\"", 10) == 0 &&
+			  strcmp(l.v[i] + len - 2, "\"}") == 0);
+		/* chain_n = BLAKE2b-256(key, chain_{n-1} || body_n), where
+		 * body_n is the line without the chain field. */
+		memcpy(buf, prev, 32);
+		memcpy(buf + 32, l.v[i], body);
+		buf[32 + body] = '}';
+		cr_assert(crypto_generichash(want, 32, buf, 32 + body + 1, key,
+					     32) == 0);
+		kf_hex(want, 32, hex);
+		cr_assert(strncmp(l.v[i] + body + 10, hex, 64) == 0,
+			  "line %zu: chain is not BLAKE2b(prev || body)",
+			  i + 1);
+		memcpy(prev, want, 32);
+	}
+	cr_assert(anchor.seq == 4 && memcmp(anchor.chain, prev, 32) == 0,
+		  "the anchor is not the last line's (seq, chain)");
+	free(l.buf);
+	free(path);
+}
+
+Test(audit, log_file_is_0600)
+{
+	char *path = log_path("audit-mode"), *loose = log_path("audit-mode2");
+	struct stat st;
+
+	make_log(path, 1, "m", NULL);
+	cr_assert(stat(path, &st) == 0);
+	cr_assert((st.st_mode & 07777) == 0600, "new log has mode %o",
+		  st.st_mode & 07777);
+
+	/* an existing log with a looser mode is tightened */
+	kt_write_file(loose, "", 0644);
+	make_log(loose, 1, "m", NULL);
+	cr_assert(stat(loose, &st) == 0);
+	cr_assert((st.st_mode & 07777) == 0600, "loose log left at %o",
+		  st.st_mode & 07777);
+	free(loose);
+	free(path);
+}
+
+Test(audit, open_refuses_non_regular_file)
+{
+	char *dir = kt_tmpdir("audit-fifo"), *path = kf_path_join(dir, "p");
+	char err[KF_ERR_MAX] = "";
+	struct kf_audit *a = NULL;
+	bool broken = false;
+
+	cr_assert(mkfifo(path, 0600) == 0);
+	/* would block forever if it opened the FIFO for writing */
+	cr_assert(kf_audit_open(path, key, &a, &broken, err) == -EINVAL);
+	cr_assert(a == NULL && kt_contains(err, "not a regular file"),
+		  "err: %s", err);
+	free(path);
+	free(dir);
+}
+
+Test(audit, verify_accepts_intact_log)
+{
+	char *path = log_path("audit-ok"), report[KF_ERR_MAX];
+	struct kf_audit_anchor anchor;
+	uint64_t lines = 0;
+
+	make_log(path, 5, "ok", &anchor);
+	cr_assert(kf_audit_verify(path, key, &anchor, report, &lines) == 0,
+		  "%s", report);
+	cr_assert(strcmp(report, "ok: 5 records") == 0, "report: %s", report);
+	cr_assert(lines == 5);
+	/* an empty log is fine too */
+	kt_write_file(path, "", 0600);
+	assert_report(path, NULL, 0, "ok: 0 records");
+	free(path);
+}
+
+Test(audit, verify_of_missing_file_fails)
+{
+	char *path = log_path("audit-missing"), report[KF_ERR_MAX];
+
+	cr_assert(verify(path, NULL, report) == -ENOENT);
+	cr_assert(kt_contains(report, path), "report: %s", report);
+	free(path);
+}
+
+Test(audit, reopen_continues_seq_and_chain)
+{
+	char *path = log_path("audit-reopen");
+	struct kf_audit_anchor first, again;
+	struct kf_audit *a;
+	struct lines l;
+
+	make_log(path, 3, "one", &first);
+	a = open_log(path);
+	kf_audit_anchor(a, &again);
+	cr_assert(again.seq == 3 && memcmp(again.chain, first.chain, 32) == 0,
+		  "reopen did not restore the anchor");
+	for (int i = 4; i <= 6; i++)
+		append_rec(a, i, "two");
+	kf_audit_anchor(a, &again);
+	kf_audit_close(a);
+	cr_assert(again.seq == 6);
+
+	read_lines(path, &l);
+	cr_assert(l.n == 6);
+	cr_assert(kt_contains(l.v[3], "\"seq\":4,"), "line 4: %s", l.v[3]);
+	assert_report(path, &again, 0, "ok: 6 records");
+	free(l.buf);
+	free(path);
+}
+
+Test(audit, edited_byte_names_its_line)
+{
+	char *path = log_path("audit-edit"), *p;
+	struct lines l;
+
+	make_log(path, 5, "rec", NULL);
+	read_lines(path, &l);
+	p = strstr(l.v[2], "rec-3");
+	cr_assert(p);
+	p[4] = '9';
+	write_lines(path, &l, 0);
+	assert_report(path, NULL, -EBADMSG,
+		      "line 3: chain mismatch (edited, or a line before it "
+		      "was changed)");
+	free(l.buf);
+	free(path);
+}
+
+Test(audit, deleted_line_names_seq_gap)
+{
+	char *path = log_path("audit-delete");
+	struct lines l;
+
+	make_log(path, 5, "rec", NULL);
+	read_lines(path, &l);
+	write_lines(path, &l, 2);
+	assert_report(path, NULL, -EBADMSG, "line 2: seq 3, expected 2");
+	free(l.buf);
+	free(path);
+}
+
+Test(audit, swapped_lines_name_the_first)
+{
+	char *path = log_path("audit-swap"), *t;
+	struct lines l;
+
+	make_log(path, 5, "rec", NULL);
+	read_lines(path, &l);
+	t = l.v[1];
+	l.v[1] = l.v[2];
+	l.v[2] = t;
+	write_lines(path, &l, 0);
+	assert_report(path, NULL, -EBADMSG, "line 2: seq 3, expected 2");
+	free(l.buf);
+	free(path);
+}
+
+Test(audit, truncation_detected_with_anchor_only)
+{
+	char *path = log_path("audit-trunc");
+	struct kf_audit_anchor anchor, zero = {0};
+	struct lines l;
+
+	make_log(path, 5, "rec", &anchor);
+	read_lines(path, &l);
+	l.n = 3;
+	write_lines(path, &l, 0);
+	assert_report(path, &anchor, -EBADMSG,
+		      "truncated: the log ends at seq 3 but the sealed state "
+		      "saw seq 5");
+	assert_report(path, NULL, 0, "ok: 3 records");
+	assert_report(path, &zero, 0, "ok: 3 records");
+	free(l.buf);
+	free(path);
+}
+
+Test(audit, replaced_log_detected_by_anchor)
+{
+	char *a_path = log_path("audit-orig"), *b_path = log_path("audit-new");
+	struct kf_audit_anchor a_anchor, b_anchor;
+
+	make_log(a_path, 3, "original", &a_anchor);
+	make_log(b_path, 3, "forged", &b_anchor);
+	assert_report(b_path, NULL, 0, "ok: 3 records");
+	assert_report(b_path, &a_anchor, -EBADMSG,
+		      "the log's line 3 does not carry the chain the sealed "
+		      "state recorded (replaced)");
+	assert_report(a_path, &a_anchor, 0, "ok: 3 records");
+	free(a_path);
+	free(b_path);
+}
+
+Test(audit, wrong_key_fails_at_line_1)
+{
+	char *path = log_path("audit-key"), report[KF_ERR_MAX];
+	uint8_t other[32];
+
+	make_log(path, 3, "rec", NULL);
+	memcpy(other, key, sizeof(other));
+	other[31] ^= 1;
+	cr_assert(kf_audit_verify(path, other, NULL, report, NULL) == -EBADMSG);
+	cr_assert(strcmp(report, "line 1: chain mismatch (edited, or a line "
+				 "before it was changed)") == 0,
+		  "report: %s", report);
+	sodium_memzero(other, sizeof(other));
+	free(path);
+}
+
+Test(audit, malformed_lines_named)
+{
+	char *path = log_path("audit-malformed");
+	struct lines l;
+	char *saved;
+
+	make_log(path, 3, "rec", NULL);
+	read_lines(path, &l);
+	saved = l.v[1];
+
+	l.v[1] = "this is not json";
+	write_lines(path, &l, 0);
+	assert_report(path, NULL, -EBADMSG, "line 2: not JSON");
+
+	l.v[1] = "{\"timestamp\":\"2024-01-01T00:00:00Z\",\"seq\":2}";
+	write_lines(path, &l, 0);
+	assert_report(path, NULL, -EBADMSG, "line 2: no chain field");
+
+	l.v[1] = "";
+	write_lines(path, &l, 0);
+	assert_report(path, NULL, -EBADMSG, "line 2: not JSON");
+
+	l.v[1] = saved;
+	write_lines(path, &l, 0);
+	assert_report(path, NULL, 0, "ok: 3 records");
+	free(l.buf);
+	free(path);
+}
+
+static void append_raw(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+
+	cr_assert(fd >= 0);
+	cr_assert(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+	cr_assert(close(fd) == 0);
+}
+
+Test(audit, torn_last_line_cut_at_open)
+{
+	char *path = log_path("audit-torn");
+	struct kf_audit_anchor anchor;
+	struct kf_audit *a;
+	off_t before;
+
+	make_log(path, 3, "rec", NULL);
+	before = file_size(path);
+	append_raw(path,
+		   "{\"timestamp\":\"2024-01-01T00:00:00Z\",\"seq\":4,\"ev");
+	assert_report(path, NULL, -EBADMSG,
+		      "line 4: incomplete last line (no newline; a torn "
+		      "write?)");
+
+	a = open_log(path); /* a torn tail is a crash, not tampering */
+	cr_assert(file_size(path) == before, "the torn line was not cut off");
+	append_rec(a, 4, "rec");
+	append_rec(a, 5, "rec");
+	kf_audit_anchor(a, &anchor);
+	kf_audit_close(a);
+	cr_assert(anchor.seq == 5);
+	assert_report(path, &anchor, 0, "ok: 5 records");
+	free(path);
+}
+
+Test(audit, broken_log_opens_and_chain_continues)
+{
+	char *path = log_path("audit-broken"), err[KF_ERR_MAX] = "";
+	struct kf_audit *a = NULL;
+	bool broken = false;
+	struct lines l;
+	char *orig, *p;
+	size_t len;
+
+	make_log(path, 4, "rec", NULL);
+	orig = kt_read_file(path, &len);
+	read_lines(path, &l);
+	p = strstr(l.v[1], "rec-2");
+	cr_assert(p);
+	p[0] = 'R';
+	write_lines(path, &l, 0);
+
+	cr_assert(kf_audit_open(path, key, &a, &broken, err) == 0, "%s", err);
+	cr_assert(broken, "an edited log was not reported broken");
+	cr_assert(kt_contains(err, "line 2: chain mismatch"), "err: %s", err);
+	append_rec(a, 5, "rec");
+	kf_audit_close(a);
+	assert_report(path, NULL, -EBADMSG,
+		      "line 2: chain mismatch (edited, or a line before it "
+		      "was changed)");
+
+	/* Undo the edit: the new line 5 chained onto line 4's chain field,
+	 * so the whole log verifies again. */
+	free(l.buf);
+	read_lines(path, &l);
+	cr_assert(l.n == 5);
+	kt_write_file(path, orig, 0600);
+	append_raw(path, l.v[4]);
+	append_raw(path, "\n");
+	assert_report(path, NULL, 0, "ok: 5 records");
+	free(orig);
+	free(l.buf);
+	free(path);
+}
+
+Test(audit, garbage_last_line_open_continues_from_last_good_line)
+{
+	char *path = log_path("audit-garbage"), err[KF_ERR_MAX] = "";
+	struct kf_audit_anchor anchor;
+	struct kf_audit *a = NULL;
+	bool broken = false;
+	struct lines l;
+
+	make_log(path, 3, "rec", NULL);
+	append_raw(path, "garbage\n");
+	cr_assert(kf_audit_open(path, key, &a, &broken, err) == 0, "%s", err);
+	cr_assert(broken && kt_contains(err, "line 4: not JSON"), "err: %s",
+		  err);
+	append_rec(a, 4, "rec");
+	kf_audit_anchor(a, &anchor);
+	kf_audit_close(a);
+	cr_assert(anchor.seq == 4, "seq after the garbage: %llu",
+		  (unsigned long long)anchor.seq);
+
+	read_lines(path, &l);
+	cr_assert(l.n == 5);
+	write_lines(path, &l, 4);
+	assert_report(path, &anchor, 0, "ok: 4 records");
+	free(l.buf);
+	free(path);
+}
+
+Test(audit, begin_commit_writes_one_line_with_promised_anchor)
+{
+	char *path = log_path("audit-commit"), err[KF_ERR_MAX] = "";
+	struct kf_audit_pending p = {0};
+	struct kf_audit_anchor now;
+	struct kf_audit *a;
+	char hex[65], *text;
+	struct lines l;
+	off_t before;
+	json_t *rec;
+
+	make_log(path, 3, "rec", NULL);
+	a = open_log(path);
+	before = file_size(path);
+	rec = json_pack("{s:s,s:i}", "event", "key_rotation", "key_version", 2);
+	cr_assert(kf_audit_begin(a, rec, &p, err) == 0, "%s", err);
+	cr_assert(p.line && p.anchor.seq == 4);
+	cr_assert(file_size(path) == before, "begin wrote to the file");
+	text = strdup(p.line);
+	cr_assert(kf_audit_commit(a, &p, err) == 0, "%s", err);
+	cr_assert(p.line == NULL, "commit did not free the line");
+	kf_audit_anchor(a, &now);
+	cr_assert(now.seq == 4 && memcmp(now.chain, p.anchor.chain, 32) == 0,
+		  "the anchor after commit is not the one begin promised");
+	kf_audit_close(a);
+	json_decref(rec);
+
+	read_lines(path, &l);
+	cr_assert(l.n == 4, "%zu lines after one commit", l.n);
+	cr_assert(strncmp(l.v[3], text, strlen(l.v[3])) == 0 &&
+		  text[strlen(l.v[3])] == '\n');
+	kf_hex(p.anchor.chain, 32, hex);
+	cr_assert(kt_contains(l.v[3], hex), "line 4 lacks the promised chain");
+	assert_report(path, &p.anchor, 0, "ok: 4 records");
+	free(text);
+	free(l.buf);
+	free(path);
+}
+
+Test(audit, begin_abort_writes_nothing, .timeout = 10)
+{
+	char *path = log_path("audit-abort"), err[KF_ERR_MAX] = "";
+	struct kf_audit_pending p = {0};
+	struct kf_audit_anchor before, after;
+	struct kf_audit *a;
+	char *old, *now;
+	struct lines l;
+	json_t *rec;
+
+	make_log(path, 3, "rec", NULL);
+	old = kt_read_file(path, NULL);
+	a = open_log(path);
+	kf_audit_anchor(a, &before);
+	rec = json_pack("{s:s}", "event", "key_rotation");
+	cr_assert(kf_audit_begin(a, rec, &p, err) == 0, "%s", err);
+	kf_audit_abort(a, &p);
+	cr_assert(p.line == NULL, "abort did not free the line");
+	json_decref(rec);
+	now = kt_read_file(path, NULL);
+	cr_assert(strcmp(old, now) == 0, "abort changed the file");
+	kf_audit_anchor(a, &after);
+	cr_assert(after.seq == before.seq &&
+		      memcmp(after.chain, before.chain, 32) == 0,
+		  "abort moved the anchor");
+	append_rec(a, 4, "rec"); /* the lock was released */
+	kf_audit_close(a);
+	read_lines(path, &l);
+	cr_assert(l.n == 4 && kt_contains(l.v[3], "\"seq\":4,"));
+	assert_report(path, NULL, 0, "ok: 4 records");
+	free(old);
+	free(now);
+	free(l.buf);
+	free(path);
+}
+
+struct appender {
+	struct kf_audit *a;
+	int id, count;
+	atomic_int done;
+};
+
+static void *append_thread(void *arg)
+{
+	struct appender *t = arg;
+
+	for (int i = 0; i < t->count; i++) {
+		char err[KF_ERR_MAX] = "";
+		json_t *rec = json_pack("{s:s,s:i,s:i}", "event", "open",
+					"thread", t->id, "i", i);
+
+		if (!rec || kf_audit_append(t->a, rec, false, err) != 0)
+			return (void *)1;
+		json_decref(rec);
+	}
+	atomic_store(&t->done, 1);
+	return NULL;
+}
+
+Test(audit, begin_holds_the_log_until_commit, .timeout = 10)
+{
+	char *path = log_path("audit-hold"), err[KF_ERR_MAX] = "";
+	struct kf_audit_pending p = {0};
+	struct appender t = {.id = 1, .count = 1};
+	struct kf_audit *a;
+	struct lines l;
+	pthread_t th;
+	void *res;
+	json_t *rec;
+
+	a = open_log(path);
+	t.a = a;
+	rec = json_pack("{s:s}", "event", "key_rotation");
+	cr_assert(kf_audit_begin(a, rec, &p, err) == 0, "%s", err);
+	cr_assert(pthread_create(&th, NULL, append_thread, &t) == 0);
+	usleep(100 * 1000);
+	cr_assert(atomic_load(&t.done) == 0,
+		  "another append ran between begin and commit");
+	cr_assert(file_size(path) == 0);
+	cr_assert(kf_audit_commit(a, &p, err) == 0, "%s", err);
+	cr_assert(pthread_join(th, &res) == 0 && res == NULL);
+	kf_audit_close(a);
+	json_decref(rec);
+
+	read_lines(path, &l);
+	cr_assert(l.n == 2);
+	cr_assert(kt_contains(l.v[0], "\"seq\":1,\"event\":\"key_rotation\""),
+		  "line 1 is not the committed record: %s", l.v[0]);
+	cr_assert(kt_contains(l.v[1], "\"seq\":2,\"event\":\"open\""));
+	assert_report(path, NULL, 0, "ok: 2 records");
+	free(l.buf);
+	free(path);
+}
+
+Test(audit, concurrent_appends_are_serialised, .timeout = 30)
+{
+	char *path = log_path("audit-threads");
+	struct appender t[4];
+	pthread_t th[4];
+	int per[4] = {0}, next_i[4] = {0};
+	struct kf_audit_anchor anchor;
+	struct kf_audit *a;
+	struct lines l;
+
+	a = open_log(path);
+	for (int i = 0; i < 4; i++) {
+		t[i] = (struct appender){.a = a, .id = i, .count = 200};
+		cr_assert(pthread_create(&th[i], NULL, append_thread, &t[i]) ==
+			  0);
+	}
+	for (int i = 0; i < 4; i++) {
+		void *res;
+
+		cr_assert(pthread_join(th[i], &res) == 0);
+		cr_assert(res == NULL, "thread %d: an append failed", i);
+	}
+	kf_audit_anchor(a, &anchor);
+	kf_audit_close(a);
+	cr_assert(anchor.seq == 800);
+
+	read_lines(path, &l);
+	cr_assert(l.n == 800, "%zu lines, expected 800", l.n);
+	for (size_t i = 0; i < l.n; i++) {
+		json_t *o = json_loads(l.v[i], 0, NULL);
+		int id, k;
+
+		cr_assert(o, "line %zu is not JSON", i + 1);
+		cr_assert(json_integer_value(json_object_get(o, "seq")) ==
+			      (json_int_t)i + 1,
+			  "line %zu: seq not contiguous", i + 1);
+		id = (int)json_integer_value(json_object_get(o, "thread"));
+		k = (int)json_integer_value(json_object_get(o, "i"));
+		cr_assert(id >= 0 && id < 4 && k == next_i[id],
+			  "line %zu: thread %d's records out of order", i + 1,
+			  id);
+		next_i[id]++;
+		per[id]++;
+		json_decref(o);
+	}
+	for (int i = 0; i < 4; i++)
+		cr_assert(per[i] == 200, "thread %d: %d lines", i, per[i]);
+	assert_report(path, &anchor, 0, "ok: 800 records");
+	free(l.buf);
+	free(path);
+}
+
+Test(audit, reserved_fields_and_non_objects_refused, .timeout = 10)
+{
+	static const char *const bad[] = {
+	    "{\"seq\":1}",
+	    "{\"event\":\"x\",\"timestamp\":\"2024-01-01T00:00:00Z\"}",
+	    "{\"event\":\"x\",\"chain\":\"00\"}",
+	    "[1,2]",
+	    "\"text\"",
+	};
+	char *path = log_path("audit-reserved"), err[KF_ERR_MAX];
+	struct kf_audit_pending p = {0};
+	struct kf_audit_anchor anchor;
+	struct kf_audit *a = open_log(path);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		json_t *rec = json_loads(bad[i], JSON_DECODE_ANY, NULL);
+
+		cr_assert(rec);
+		err[0] = 0;
+		cr_assert(kf_audit_append(a, rec, false, err) == -EINVAL,
+			  "record %s accepted", bad[i]);
+		cr_assert(err[0], "no reason for refusing %s", bad[i]);
+		/* begin must release the lock when it refuses */
+		cr_assert(kf_audit_begin(a, rec, &p, err) == -EINVAL);
+		json_decref(rec);
+	}
+	cr_assert(file_size(path) == 0, "a refused record was written");
+	append_rec(a, 1, "rec");
+	kf_audit_anchor(a, &anchor);
+	kf_audit_close(a);
+	cr_assert(anchor.seq == 1, "refused records advanced seq");
+	free(path);
+}
+
+static void append_padded(struct kf_audit *a, size_t pad, int want,
+			  char err[KF_ERR_MAX])
+{
+	char *s = malloc(pad + 1);
+	json_t *rec;
+	int r;
+
+	cr_assert(s);
+	memset(s, 'p', pad);
+	s[pad] = 0;
+	rec = json_pack("{s:s,s:s}", "event", "pad", "p", s);
+	cr_assert(rec);
+	r = kf_audit_append(a, rec, false, err);
+	cr_assert(r == want, "pad %zu: %d, expected %d (%s)", pad, r, want,
+		  err);
+	json_decref(rec);
+	free(s);
+}
+
+Test(audit, line_limit_enforced)
+{
+	char *path = log_path("audit-long"), err[KF_ERR_MAX] = "";
+	struct kf_audit_anchor anchor;
+	struct kf_audit *a = open_log(path);
+	size_t base, fit;
+	struct lines l;
+
+	append_padded(a, 0, 0, err);
+	base = (size_t)file_size(path); /* line length with no padding */
+	fit = KF_AUDIT_LINE_MAX - base;
+	append_padded(a, fit, 0, err); /* exactly KF_AUDIT_LINE_MAX */
+	cr_assert((size_t)file_size(path) == base + KF_AUDIT_LINE_MAX);
+	append_padded(a, fit + 1, -E2BIG, err);
+	cr_assert(kt_contains(err, "too long"), "err: %s", err);
+	cr_assert((size_t)file_size(path) == base + KF_AUDIT_LINE_MAX,
+		  "a refused line was written");
+	kf_audit_anchor(a, &anchor);
+	kf_audit_close(a);
+	cr_assert(anchor.seq == 2);
+	read_lines(path, &l);
+	cr_assert(l.n == 2);
+	assert_report(path, &anchor, 0, "ok: 2 records");
+	free(l.buf);
+	free(path);
+}
+
+/*
+ * fdatasync failing (injected with fiu-run, which preloads wrappers into a
+ * second run of this binary): the line is cut back, the chain stays.  The
+ * child run does the appends; this run checks the file afterwards.  The
+ * child must not see Criterion's sandbox variables, or it acts as a worker.
+ */
+Test(audit, fdatasync_failure_cuts_line_back, .timeout = 60)
+{
+	const char *child = getenv("KT_AUDIT_FIU_LOG");
+	char err[KF_ERR_MAX] = "", exe[PATH_MAX], *path, *out = NULL;
+	struct kf_audit_anchor before, after;
+	struct kf_audit_pending p = {0};
+	struct kf_audit *a;
+	ssize_t n;
+	off_t size;
+	json_t *rec;
+	int rc;
+
+	if (child) {
+		a = open_log(child);
+		kf_audit_anchor(a, &before);
+		size = file_size(child);
+		rec = json_pack("{s:s}", "event", "key_rotation");
+		cr_assert(kf_audit_append(a, rec, true, err) == -EIO,
+			  "append with a failing fdatasync: %s", err);
+		cr_assert(kt_contains(err, "fdatasync"), "err: %s", err);
+		cr_assert(file_size(child) == size, "line not cut back");
+		cr_assert(kf_audit_begin(a, rec, &p, err) == 0, "%s", err);
+		cr_assert(kf_audit_commit(a, &p, err) == -EIO, "%s", err);
+		cr_assert(file_size(child) == size, "line not cut back");
+		kf_audit_anchor(a, &after);
+		cr_assert(after.seq == before.seq &&
+			      memcmp(after.chain, before.chain, 32) == 0,
+			  "a failed fdatasync advanced the chain");
+		/* without sync no fdatasync is called: appends still work */
+		cr_assert(kf_audit_append(a, rec, false, err) == 0, "%s", err);
+		json_decref(rec);
+		kf_audit_close(a);
+		return;
+	}
+#ifdef __SANITIZE_ADDRESS__
+	/* fiu's preloaded malloc wrappers crash an ASan binary at start. */
+	cr_skip_test("fault injection with fiu-run does not work under ASan");
+#endif
+	if (access("/usr/bin/fiu-run", X_OK) != 0)
+		cr_skip_test("fiu-run (Debian fiu-utils) is not installed");
+	path = log_path("audit-fiu");
+	make_log(path, 3, "rec", NULL);
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	cr_assert(n > 0);
+	exe[n] = 0;
+	rc = kt_runf(&out, NULL,
+		     "env -u BXFI_MAP -u IS_SANDBOX KT_AUDIT_FIU_LOG='%s' "
+		     "fiu-run -x -c 'enable name=posix/io/sync/fdatasync,"
+		     "failinfo=%d' '%s' --jobs 1 --filter "
+		     "'audit/fdatasync_failure_cuts_line_back' 2>&1",
+		     path, EIO, exe);
+	cr_assert(rc == 0 && kt_contains(out, "Passing: 1"),
+		  "the run under fiu-run failed (%d):\n%s", rc, out);
+	assert_report(path, NULL, 0, "ok: 4 records");
+	free(out);
+	free(path);
+}
+
+/* The tmpfs of the current test; unmounted by .fini, also on failure. */
+static char *tiny_mount;
+
+static char *mount_tiny_tmpfs(const char *tag)
+{
+	tiny_mount = kt_tmpdir(tag);
+	cr_assert(mount("tmpfs", tiny_mount, "tmpfs", MS_NOSUID | MS_NODEV,
+			"size=16k,mode=0700") == 0,
+		  "mount tmpfs on %s: %s", tiny_mount, strerror(errno));
+	return kf_path_join(tiny_mount, "audit.log");
+}
+
+static void unmount_tiny_tmpfs(void)
+{
+	if (tiny_mount)
+		umount2(tiny_mount, MNT_DETACH);
+}
+
+Test(audit, full_disk_leaves_log_intact, .fini = unmount_tiny_tmpfs)
+{
+	char *path = mount_tiny_tmpfs("audit-full"), err[KF_ERR_MAX] = "";
+	struct kf_audit_pending p = {0};
+	struct kf_audit_anchor before, after;
+	char want[64];
+	struct kf_audit *a = open_log(path);
+	off_t size = 0;
+	char *text;
+	size_t len;
+	json_t *rec;
+	int r = 0, i;
+
+	rec = json_pack("{s:s,s:s}", "event", "open", "path",
+			"/run/keyfs/derived/phi");
+	for (i = 0; i < 1000 && r == 0; i++) {
+		kf_audit_anchor(a, &before);
+		size = file_size(path);
+		r = kf_audit_append(a, rec, true, err);
+	}
+	cr_assert(r == -ENOSPC, "append ended with %d (%s), not -ENOSPC", r,
+		  err);
+	cr_assert(kt_contains(err, "No space left"), "err: %s", err);
+	cr_assert(file_size(path) == size, "the failed line was not cut back");
+	cr_assert(size < 16384,
+		  "the failing write had no room for a partial line, so the "
+		  "cut-back path was not exercised");
+	kf_audit_anchor(a, &after);
+	cr_assert(after.seq == before.seq &&
+		      memcmp(after.chain, before.chain, 32) == 0,
+		  "a failed append advanced the chain");
+
+	/* a management record fails the same way and changes nothing */
+	cr_assert(kf_audit_begin(a, rec, &p, err) == 0, "%s", err);
+	cr_assert(kf_audit_commit(a, &p, err) == -ENOSPC, "%s", err);
+	cr_assert(file_size(path) == size);
+	kf_audit_anchor(a, &after);
+	cr_assert(after.seq == before.seq);
+	kf_audit_close(a);
+	json_decref(rec);
+
+	text = kt_read_file(path, &len);
+	cr_assert(text && len > 0 && text[len - 1] == '\n',
+		  "the log does not end with a complete line");
+	free(text);
+	snprintf(want, sizeof(want), "ok: %llu records",
+		 (unsigned long long)after.seq);
+	assert_report(path, &after, 0, want);
+	free(path);
+}
+
+Test(audit, read_only_file_system_refused, .fini = unmount_tiny_tmpfs)
+{
+	char *path = mount_tiny_tmpfs("audit-ro"), err[KF_ERR_MAX] = "";
+	char *other = kf_path_join(tiny_mount, "new.log");
+	struct kf_audit *a = NULL;
+	bool broken = false;
+
+	make_log(path, 2, "rec", NULL);
+	cr_assert(mount(NULL, tiny_mount, NULL, MS_REMOUNT | MS_RDONLY,
+			"size=16k") == 0,
+		  "remount ro: %s", strerror(errno));
+	cr_assert(kf_audit_open(path, key, &a, &broken, err) == -EROFS,
+		  "opening a log on a read-only file system: %s", err);
+	cr_assert(a == NULL);
+	cr_assert(kt_contains(err, path) &&
+		      kt_contains(err, "Read-only file system"),
+		  "unclear error: %s", err);
+	cr_assert(kf_audit_open(other, key, &a, &broken, err) == -EROFS);
+	/* the log can still be verified */
+	assert_report(path, NULL, 0, "ok: 2 records");
+	free(other);
+	free(path);
+}
