@@ -13,6 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/prctl.h>
+#include <time.h>
+
 #include "helpers.h"
 
 static const char *env_or(const char *name, const char *fallback)
@@ -226,4 +229,213 @@ void kt_write_file(const char *path, const char *text, mode_t mode)
 bool kt_contains(const char *haystack, const char *needle)
 {
 	return haystack && needle && strstr(haystack, needle) != NULL;
+}
+
+/* --- mounted trees -------------------------------------------------------- */
+
+#define KT_MAX_MOUNTS 16
+static struct kt_mount *started[KT_MAX_MOUNTS];
+
+static void mount_prepare(struct kt_mount *m, const char *tag)
+{
+	memset(m, 0, sizeof(*m));
+	m->dir = kt_tmpdir(tag);
+	/* Other uids in the permission tests must reach the mountpoint. */
+	cr_assert(chmod(m->dir, 0755) == 0);
+	cr_assert(asprintf(&m->mnt, "%s/mnt", m->dir) > 0);
+	cr_assert(asprintf(&m->cfg, "%s/keyfs.ini", m->dir) > 0);
+	cr_assert(asprintf(&m->log, "%s/daemon.log", m->dir) > 0);
+	cr_assert(asprintf(&m->state, "%s/state", m->dir) > 0);
+	cr_assert(mkdir(m->mnt, 0755) == 0);
+}
+
+static void mount_write_config(struct kt_mount *m, const char *body,
+			       const char *sections)
+{
+	char *text;
+
+	cr_assert(asprintf(&text,
+			   "[keyfs]\n"
+			   "state_dir = %s\n"
+			   "master_key_file = %s/master.key\n"
+			   "mountpoint = %s\n"
+			   "%s\n"
+			   "%s\n",
+			   m->state, m->dir, m->mnt, body ? body : "",
+			   sections ? sections : "") > 0);
+	kt_write_file(m->cfg, text, 0644);
+	free(text);
+}
+
+void kt_mount_config(struct kt_mount *m, const char *tag,
+		     const char *keyfs_lines, const char *sections)
+{
+	char *body;
+
+	mount_prepare(m, tag);
+	cr_assert(asprintf(&body, "mode = development\nrotate_interval = 0\n%s",
+			   keyfs_lines ? keyfs_lines : "") > 0);
+	mount_write_config(m, body, sections);
+	free(body);
+}
+
+void kt_mount_config_full(struct kt_mount *m, const char *tag,
+			  const char *keyfs_body, const char *sections)
+{
+	mount_prepare(m, tag);
+	mount_write_config(m, keyfs_body, sections);
+}
+
+bool kt_is_mounted(const char *path)
+{
+	FILE *f = fopen("/proc/self/mounts", "r");
+	char line[8192], dev[256], dir[4096];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%255s %4095s", dev, dir) == 2 &&
+		    strcmp(dir, path) == 0)
+			found = true;
+	fclose(f);
+	return found;
+}
+
+char *kt_mpath(struct kt_mount *m, const char *rel)
+{
+	char *p;
+
+	cr_assert(asprintf(&p, "%s/%s", m->mnt, rel) > 0);
+	return p;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+int kt_mount_start(struct kt_mount *m, const char *env)
+{
+	char *version = kt_mpath(m, "version");
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		int fd = open(m->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		char *copy = env ? strdup(env) : NULL, *save = NULL;
+
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		for (char *w = copy ? strtok_r(copy, " ", &save) : NULL; w;
+		     w = strtok_r(NULL, " ", &save))
+			putenv(w);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execl(kt_keyfs(), "keyfs", "mount", "-f", "-c", m->cfg,
+		      (char *)NULL);
+		_exit(127);
+	}
+	m->pid = pid;
+	for (int i = 0; i < KT_MAX_MOUNTS; i++) {
+		if (!started[i]) {
+			started[i] = m;
+			break;
+		}
+	}
+	for (int waited = 0; waited < 15000; waited += 20) {
+		struct stat st;
+
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			m->pid = 0;
+			free(version);
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+		}
+		if (kt_is_mounted(m->mnt) && stat(version, &st) == 0) {
+			free(version);
+			return 0;
+		}
+		sleep_ms(20);
+	}
+	free(version);
+	return -1;
+}
+
+int kt_mount_stop(struct kt_mount *m)
+{
+	int status = 0;
+
+	for (int i = 0; i < KT_MAX_MOUNTS; i++)
+		if (started[i] == m)
+			started[i] = NULL;
+	if (m->pid <= 0)
+		return -1;
+	kill(m->pid, SIGTERM);
+	for (int waited = 0; waited < 15000; waited += 20) {
+		if (waitpid(m->pid, &status, WNOHANG) == m->pid) {
+			m->pid = 0;
+			break;
+		}
+		sleep_ms(20);
+	}
+	if (m->pid > 0) {
+		kill(m->pid, SIGKILL);
+		waitpid(m->pid, &status, 0);
+		m->pid = 0;
+		kt_runf(NULL, NULL, "fusermount3 -uz '%s'", m->mnt);
+		cr_assert(false, "daemon did not exit on SIGTERM");
+	}
+	cr_assert(!kt_is_mounted(m->mnt), "still mounted after SIGTERM");
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void kt_mount_cleanup_all(void)
+{
+	for (int i = 0; i < KT_MAX_MOUNTS; i++) {
+		struct kt_mount *m = started[i];
+
+		if (!m)
+			continue;
+		started[i] = NULL;
+		if (m->pid > 0) {
+			kill(m->pid, SIGTERM);
+			for (int w = 0; w < 5000; w += 20) {
+				if (waitpid(m->pid, NULL, WNOHANG) == m->pid)
+					break;
+				sleep_ms(20);
+			}
+			kill(m->pid, SIGKILL);
+			waitpid(m->pid, NULL, 0);
+			m->pid = 0;
+		}
+		if (kt_is_mounted(m->mnt))
+			kt_runf(NULL, NULL, "fusermount3 -uz '%s'", m->mnt);
+	}
+}
+
+char *kt_mread(struct kt_mount *m, const char *rel, size_t *len)
+{
+	char *p = kt_mpath(m, rel), *text = kt_read_file(p, len);
+
+	free(p);
+	return text;
+}
+
+int kt_mwrite(struct kt_mount *m, const char *rel, const char *text)
+{
+	char *p = kt_mpath(m, rel);
+	int fd = open(p, O_WRONLY | O_CLOEXEC), r = 0;
+
+	free(p);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, strlen(text)) < 0)
+		r = -errno;
+	close(fd);
+	return r;
 }
