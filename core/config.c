@@ -30,7 +30,7 @@
 #define DEFAULT_STATE_DIR "/var/lib/keyfs"
 #define DEFAULT_MASTER_KEY_FILE "/etc/keyfs/master.key"
 #define DEFAULT_PURPOSES "phi pii audit backup"
-#define RETAIN_MAX 1024
+#define RETAIN_MAX 1000 /* below KF_KEYRING_MAX_VERSIONS: room to rotate */
 #define KEEP_MAX 100000
 #define INTERVAL_MAX_DAYS 36500 /* 100 years */
 #define QUOTE_MAX 80

@@ -692,6 +692,8 @@ static int rotate_locked(struct kf_manager *m, const struct kf_caller *who,
 	if (r < 0) {
 		kf_err_set(err, "cannot rotate: %s",
 			   r == -EOVERFLOW ? "version numbers exhausted"
+			   : r == -E2BIG   ? "the keyring is full (backups "
+					     "failing?); retire old versions"
 					   : strerror(-r));
 		goto fail;
 	}

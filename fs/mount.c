@@ -52,7 +52,16 @@ struct kf_handle {
 	char result[RESULT_MAX];	/* last control write's outcome */
 };
 
+/* Requests handled, by kind: logged on SIGUSR1 (the benchmark reads them). */
+enum req_kind { RQ_LOOKUP, RQ_GETATTR, RQ_OPEN, RQ_READ, RQ_RELEASE, RQ_WRITE,
+		RQ_READDIR, RQ_OTHER, RQ_COUNT };
+static const char *const req_names[RQ_COUNT] = {
+	"lookup", "getattr", "open", "read", "release", "write", "readdir",
+	"other"
+};
+
 struct kf_fs {
+	_Atomic unsigned long requests[RQ_COUNT];
 	struct kf_manager *m;
 	const struct kf_config *cfg;
 	struct kf_tree *tree;
@@ -79,6 +88,11 @@ struct kf_fs {
 static struct kf_fs *kf_fs(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
+}
+
+static void count(fuse_req_t req, enum req_kind k)
+{
+	kf_fs(req)->requests[k]++;
 }
 
 static struct kf_caller caller_of(fuse_req_t req)
@@ -276,6 +290,7 @@ static void kf_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct kf_node n;
 	int r;
 
+	count(req, RQ_LOOKUP);
 	r = kf_tree_lookup(fs->tree, kr, kf_tree_node(parent), name, &n);
 	if (r == 0)
 		r = fill_entry(fs, kr, n, &e);
@@ -295,6 +310,7 @@ static void kf_getattr(fuse_req_t req, fuse_ino_t ino,
 	struct stat st;
 	int r;
 
+	count(req, RQ_GETATTR);
 	(void)fi;
 	r = kf_tree_stat(fs->tree, kr, n, &st);
 	kf_keyring_unref(kr);
@@ -460,6 +476,7 @@ static void kf_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct dir_buf d = { req, malloc(size), 0, size, off, 0, 0 };
 	int r;
 
+	count(req, RQ_READDIR);
 	(void)fi;
 	if (!d.buf) {
 		kf_keyring_unref(kr);
@@ -508,6 +525,7 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	char path[PATH_MAX];
 	int r = 0;
 
+	count(req, RQ_OPEN);
 	if (fs->cached) {
 		/* No opens at all: the kernel serves files from its cache. */
 		fuse_reply_err(req, ENOSYS);
@@ -557,6 +575,7 @@ static void kf_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	(void)ino;
+	count(req, RQ_RELEASE);
 	handle_free((struct kf_handle *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
@@ -639,6 +658,7 @@ static void kf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct kf_node n = kf_tree_node(ino);
 	unsigned flags = kf_tree_flags(n.kind);
 
+	count(req, RQ_READ);
 	if (flags & KF_NODE_F_CONTROL) {
 		char text[RESULT_MAX];
 
@@ -807,6 +827,7 @@ static void kf_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	char arg[CTL_INPUT_MAX + 1], out[RESULT_MAX];
 	int r;
 
+	count(req, RQ_WRITE);
 	(void)off;
 	if (!(kf_tree_flags(n.kind) & KF_NODE_F_CONTROL)) {
 		fuse_reply_err(req, EACCES);
@@ -990,15 +1011,33 @@ struct sig_ctx {
 
 /*
  * SIGTERM/SIGINT/SIGHUP: tell the loop to exit and unmount, which wakes
- * every worker blocked on /dev/fuse, idle or busy.
+ * every worker blocked on /dev/fuse, idle or busy.  SIGUSR1: log the request
+ * counters.
  */
+static void log_requests(struct kf_fs *fs)
+{
+	char line[512];
+	size_t len = 0;
+
+	for (int k = 0; k < RQ_COUNT; k++)
+		len += (size_t)snprintf(line + len, sizeof(line) - len,
+					" %s=%lu", req_names[k],
+					(unsigned long)fs->requests[k]);
+	kf_log(LOG_NOTICE, "requests:%s", line);
+}
+
 static void *sig_main(void *arg)
 {
 	struct sig_ctx *s = arg;
 	int sig;
 
-	if (sigwait(&s->set, &sig) != 0)
-		return NULL;
+	for (;;) {
+		if (sigwait(&s->set, &sig) != 0)
+			return NULL;
+		if (sig != SIGUSR1)
+			break;
+		log_requests(s->fs);
+	}
 	kf_log(LOG_NOTICE, "signal %d: unmounting %s", sig, s->fs->mountpoint);
 	fuse_session_exit(s->fs->se);
 	if (umount2(s->fs->mountpoint, MNT_DETACH) < 0) {
@@ -1070,6 +1109,7 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 	sigaddset(&sig.set, SIGTERM);
 	sigaddset(&sig.set, SIGINT);
 	sigaddset(&sig.set, SIGHUP);
+	sigaddset(&sig.set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &sig.set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	pthread_create(&sig_thread, NULL, sig_main, &sig);

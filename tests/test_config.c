@@ -277,17 +277,17 @@ Test(config, retain_versions_and_backup_keep)
 	struct kf_config *cfg;
 
 	parse_bad("[keyfs]\nretain_versions = 0\n", 2,
-		  "retain_versions must be a whole number from 1 to 1024");
+		  "retain_versions must be a whole number from 1 to 1000");
 	parse_bad("[keyfs]\nretain_versions = two\n", 2, "not \"two\"");
 	parse_bad("[keyfs]\nretain_versions = 3x\n", 2, "retain_versions");
 	parse_bad("[keyfs]\nretain_versions = -1\n", 2, "retain_versions");
-	parse_bad("[keyfs]\nretain_versions = 1025\n", 2, "retain_versions");
+	parse_bad("[keyfs]\nretain_versions = 1001\n", 2, "retain_versions");
 	parse_bad("[keyfs]\nretain_versions = 99999999999999999999999\n", 2,
 		  "retain_versions");
 	parse_bad("[keyfs]\nbackup_keep = 0\n", 2, "backup_keep");
 	parse_bad("[keyfs]\nbackup_keep = 100001\n", 2, "backup_keep");
-	cfg = parse_ok("[keyfs]\nretain_versions = 1024\nbackup_keep = 1\n");
-	cr_assert_eq(cfg->retain_versions, 1024);
+	cfg = parse_ok("[keyfs]\nretain_versions = 1000\nbackup_keep = 1\n");
+	cr_assert_eq(cfg->retain_versions, 1000);
 	cr_assert_eq(cfg->backup_keep, 1);
 	kf_config_free(cfg);
 }
