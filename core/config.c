@@ -980,6 +980,21 @@ static int read_text(const char *path, char **ret, char err[KF_ERR_MAX])
 		kf_err_set(err, "%s: larger than 1 MiB", path);
 		goto out;
 	}
+	/*
+	 * The file decides who reads which key: one that another user may
+	 * change would hand out keys.  Owned by root (or whoever runs us) and
+	 * not writable by group or other.
+	 */
+	if ((st.st_uid != 0 && st.st_uid != geteuid()) ||
+	    (st.st_mode & 022) != 0) {
+		r = -EPERM;
+		kf_err_set(err,
+			   "%s: must be owned by root and not writable by "
+			   "group or other (mode %04o, owner uid %u)",
+			   path, (unsigned)(st.st_mode & 07777),
+			   (unsigned)st.st_uid);
+		goto out;
+	}
 	/* One byte more than allowed, to notice a file that grew. */
 	buf = malloc(CONFIG_MAX_BYTES + 2);
 	if (!buf) {

@@ -558,6 +558,29 @@ Test(config, load_error_names_file_and_line)
 	free(dir);
 }
 
+Test(config, load_refuses_files_others_may_change)
+{
+	char *dir = kt_tmpdir("config-owner"), *path;
+	struct kf_config *cfg = NULL;
+	char err[KF_ERR_MAX] = "";
+
+	path = write_config(dir, "[keyfs]\nmode = development\n");
+	cr_assert(chmod(path, 0664) == 0);
+	cr_assert(kf_config_load(path, &cfg, err) == -EPERM);
+	cr_assert(strstr(err, "not writable by group or other"), "%s", err);
+	cr_assert(chmod(path, 0646) == 0);
+	cr_assert(kf_config_load(path, &cfg, err) == -EPERM);
+	cr_assert(chmod(path, 0644) == 0 && chown(path, 1001, 0) == 0);
+	cr_assert(kf_config_load(path, &cfg, err) == -EPERM);
+	cr_assert(strstr(err, "owned by root"), "%s", err);
+	cr_assert_null(cfg);
+	cr_assert(chown(path, 0, 0) == 0);
+	cr_assert(kf_config_load(path, &cfg, err) == 0, "%s", err);
+	kf_config_free(cfg);
+	free(path);
+	free(dir);
+}
+
 Test(config, load_refuses_missing_big_and_binary_files)
 {
 	char *dir = kt_tmpdir("config-files"), *path, *big;
