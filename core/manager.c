@@ -50,15 +50,16 @@ struct kf_subkeys {
 
 struct kf_manager {
 	const struct kf_config *cfg;
-	struct kf_subkeys *keys;	/* sodium_malloc'd; read-only after open */
-	struct kf_audit *audit;		/* locks itself */
-	int lock_fd;			/* flock'd state_dir/lock */
+	struct kf_subkeys *keys; /* sodium_malloc'd; read-only after open */
+	struct kf_audit *audit;	 /* locks itself */
+	int lock_fd;		 /* flock'd state_dir/lock */
+	uint64_t sealed_seq;	 /* anchor in the state; op_lock */
 
-	pthread_mutex_t op_lock;	/* serialises management operations */
-	pthread_mutex_t kr_lock;	/* held only to read or swap kr */
-	struct kf_keyring *kr;		/* protected by kr_lock */
+	pthread_mutex_t op_lock; /* serialises management operations */
+	pthread_mutex_t kr_lock; /* held only to read or swap kr */
+	struct kf_keyring *kr;	 /* protected by kr_lock */
 
-	kf_manager_change_fn on_change;	/* set before any request runs */
+	kf_manager_change_fn on_change; /* set before any request runs */
 	void *on_change_data;
 };
 
@@ -149,7 +150,7 @@ static json_t *versions_json(const struct kf_keyring *kr)
 
 	for (size_t i = 0; i < kf_keyring_count(kr); i++)
 		json_array_append_new(
-			a, json_integer(kf_keyring_at(kr, i)->version));
+		    a, json_integer(kf_keyring_at(kr, i)->version));
 	return a;
 }
 
@@ -195,59 +196,121 @@ static void remove_backup(struct kf_manager *m, const char *file)
  * the final rename failed after the record was written, which is then
  * followed by a failure record.
  */
-static int commit_keyring(struct kf_manager *m, struct kf_keyring *next,
-			  json_t *record, char err[KF_ERR_MAX])
+/* The sealed state's plaintext: the audit anchor, then the keyring. */
+static int state_plain(const struct kf_keyring *kr,
+		       const struct kf_audit_anchor *anchor, uint8_t **ret,
+		       size_t *ret_len, char err[KF_ERR_MAX])
 {
-	struct kf_audit_pending pending;
-	struct kf_store_pending sp;
-	uint8_t *blob = NULL, *plain = NULL;
+	uint8_t *blob = NULL, *plain;
 	size_t len = 0;
 	int r;
 
-	r = kf_keyring_encode(next, &blob, &len);
+	r = kf_keyring_encode(kr, &blob, &len);
 	if (r < 0) {
 		kf_err_set(err, "cannot encode keyring: %s", strerror(-r));
 		return r;
 	}
 	plain = sodium_malloc(ANCHOR_BYTES + len);
 	if (!plain) {
-		r = -ENOMEM;
+		sodium_free(blob);
 		kf_err_set(err, "out of memory");
-		goto out;
+		return -ENOMEM;
 	}
+	for (int i = 0; i < 8; i++)
+		plain[i] = (uint8_t)(anchor->seq >> (8 * i));
+	memcpy(plain + 8, anchor->chain, KF_AUDIT_CHAIN_BYTES);
+	memcpy(plain + ANCHOR_BYTES, blob, len);
+	sodium_free(blob);
+	*ret = plain;
+	*ret_len = ANCHOR_BYTES + len;
+	return 0;
+}
+
+/*
+ * The commit protocol described at the top of this file.  `record` (not
+ * consumed) gets "success": true added.  On failure nothing changed, unless
+ * the final rename failed after the record was written, which is then
+ * followed by a failure record.
+ */
+static int commit_keyring(struct kf_manager *m, struct kf_keyring *next,
+			  json_t *record, char err[KF_ERR_MAX])
+{
+	struct kf_audit_pending pending;
+	struct kf_store_pending sp;
+	uint8_t *plain = NULL;
+	size_t len = 0;
+	int r;
+
 	json_object_set_new(record, "success", json_true());
 	r = kf_audit_begin(m->audit, record, &pending, err);
 	if (r < 0) {
 		kf_err_prefix(err, "audit log: ");
-		goto out;
+		return r;
 	}
-	for (int i = 0; i < 8; i++)
-		plain[i] = (uint8_t)(pending.anchor.seq >> (8 * i));
-	memcpy(plain + 8, pending.anchor.chain, KF_AUDIT_CHAIN_BYTES);
-	memcpy(plain + ANCHOR_BYTES, blob, len);
-	r = kf_store_prepare(m->cfg->state_dir, m->keys->state, plain,
-			     ANCHOR_BYTES + len, &sp, err);
+	r = state_plain(next, &pending.anchor, &plain, &len, err);
+	if (r < 0) {
+		kf_audit_abort(m->audit, &pending);
+		return r;
+	}
+	r = kf_store_prepare(m->cfg->state_dir, m->keys->state, plain, len, &sp,
+			     err);
+	sodium_free(plain);
 	if (r < 0) {
 		kf_audit_abort(m->audit, &pending);
 		kf_err_prefix(err, "saving state: ");
-		goto out;
+		return r;
 	}
 	r = kf_audit_commit(m->audit, &pending, err);
 	if (r < 0) {
 		kf_store_discard(m->cfg->state_dir, &sp);
 		kf_err_prefix(err, "audit log: ");
-		goto out;
+		return r;
 	}
 	r = kf_store_commit(m->cfg->state_dir, &sp, err);
 	if (r < 0) {
 		kf_err_prefix(err, "saving state: ");
-		goto out;
+		return r;
 	}
+	m->sealed_seq = pending.anchor.seq;
 	swap_keyring(m, next);
-out:
-	if (plain)
-		sodium_free(plain);
-	sodium_free(blob);
+	return 0;
+}
+
+/*
+ * Re-seals the current keyring with the audit log's present anchor, so
+ * records that changed no key (opens, backups, exports, unmount) are covered
+ * by the truncation check too.  Caller holds op_lock.
+ */
+static int checkpoint_locked(struct kf_manager *m, char err[KF_ERR_MAX])
+{
+	struct kf_audit_anchor anchor;
+	struct kf_keyring *kr;
+	uint8_t *plain = NULL;
+	size_t len = 0;
+	int r;
+
+	kf_audit_anchor(m->audit, &anchor);
+	if (anchor.seq == m->sealed_seq)
+		return 0;
+	kr = current_ref(m);
+	r = state_plain(kr, &anchor, &plain, &len, err);
+	kf_keyring_unref(kr);
+	if (r < 0)
+		return r;
+	r = kf_store_save(m->cfg->state_dir, m->keys->state, plain, len, err);
+	sodium_free(plain);
+	if (r == 0)
+		m->sealed_seq = anchor.seq;
+	return r;
+}
+
+int kf_manager_checkpoint(struct kf_manager *m, char err[KF_ERR_MAX])
+{
+	int r;
+
+	pthread_mutex_lock(&m->op_lock);
+	r = checkpoint_locked(m, err);
+	pthread_mutex_unlock(&m->op_lock);
 	return r;
 }
 
@@ -333,16 +396,18 @@ static int import_env(struct kf_keyring **ret, char err[KF_ERR_MAX])
 	}
 	r = kf_key_decode(cur, strlen(cur), keys, why);
 	if (r < 0) {
-		kf_err_set(err, "KeyValidationError: Failed to load keys: "
-				"ENCRYPTION_KEY: %s", why);
+		kf_err_set(err,
+			   "KeyValidationError: Failed to load keys: "
+			   "ENCRYPTION_KEY: %s",
+			   why);
 		goto out;
 	}
 	if (prev && *prev) {
-		r = kf_key_decode(prev, strlen(prev), keys + KF_KEY_BYTES,
-				  why);
+		r = kf_key_decode(prev, strlen(prev), keys + KF_KEY_BYTES, why);
 		if (r < 0) {
-			kf_err_set(err, "KeyValidationError: Failed to load "
-					"keys: ENCRYPTION_KEY_PREVIOUS: %s",
+			kf_err_set(err,
+				   "KeyValidationError: Failed to load "
+				   "keys: ENCRYPTION_KEY_PREVIOUS: %s",
 				   why);
 			goto out;
 		}
@@ -529,8 +594,7 @@ static int load_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 	json_t *rec;
 	int r;
 
-	r = kf_store_load(m->cfg->state_dir, m->keys->state, &plain, &len,
-			  why);
+	r = kf_store_load(m->cfg->state_dir, m->keys->state, &plain, &len, why);
 	if (r == -ENOENT)
 		return create_keyring(m, err);
 	if (r < 0) {
@@ -546,6 +610,7 @@ static int load_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 		return r;
 	}
 	warn_env_differs(kr);
+	m->sealed_seq = anchor.seq;
 	kf_audit_anchor(m->audit, &tail);
 	if (tail.seq < anchor.seq)
 		kf_log(LOG_ALERT,
@@ -576,7 +641,8 @@ static int lock_state(struct kf_manager *m, char err[KF_ERR_MAX])
 		kf_err_set(err, "out of memory");
 		return -ENOMEM;
 	}
-	m->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	m->lock_fd =
+	    open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (m->lock_fd < 0) {
 		r = -errno;
 		kf_err_set(err, "%s: %s", path, strerror(-r));
@@ -645,6 +711,12 @@ struct kf_manager *kf_manager_close(struct kf_manager *m)
 {
 	if (!m)
 		return NULL;
+	if (m->kr && m->audit && m->keys) {
+		char err[KF_ERR_MAX];
+
+		if (kf_manager_checkpoint(m, err) < 0)
+			kf_log(LOG_ALERT, "sealing the audit anchor: %s", err);
+	}
 	kf_keyring_unref(m->kr);
 	kf_audit_close(m->audit);
 	if (m->lock_fd >= 0)
@@ -812,8 +884,10 @@ int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
 	old = current_ref(m);
 	r = kf_keyring_retire(old, version, &next);
 	if (r == -EBUSY) {
-		kf_err_set(err, "version %" PRIu32 " is the current key; "
-				"rotate first", version);
+		kf_err_set(err,
+			   "version %" PRIu32 " is the current key; "
+			   "rotate first",
+			   version);
 		goto fail;
 	} else if (r == -ENOENT) {
 		kf_err_set(err, "version %" PRIu32 " is not in the keyring",
@@ -875,8 +949,8 @@ int kf_manager_backup(struct kf_manager *m, const struct kf_caller *who,
 	if (r == 0) {
 		json_object_set_new(rec, "backup", json_string(file));
 		json_object_set_new(
-			rec, "key_version",
-			json_integer(kf_keyring_current_version(kr)));
+		    rec, "key_version",
+		    json_integer(kf_keyring_current_version(kr)));
 		json_object_set_new(rec, "versions", versions_json(kr));
 		json_object_set_new(rec, "success", json_true());
 		r = kf_audit_append(m->audit, rec, true, err);
@@ -1015,8 +1089,9 @@ int kf_manager_prune(struct kf_manager *m, const struct kf_caller *who,
 	if (r < 0)
 		goto fail;
 	/* Recorded before anything is deleted: unrecorded, nothing changes. */
-	json_object_set_new(rec, "deleted",
-			    json_integer((json_int_t)(n > keep ? n - keep : 0)));
+	json_object_set_new(
+	    rec, "deleted",
+	    json_integer((json_int_t)(n > keep ? n - keep : 0)));
 	json_object_set_new(rec, "success", json_true());
 	r = kf_audit_append(m->audit, rec, true, err);
 	if (r < 0) {
@@ -1054,7 +1129,7 @@ static json_t *interval_json(int64_t s)
 	static const struct {
 		int64_t secs;
 		char unit;
-	} units[] = { { 86400, 'd' }, { 3600, 'h' }, { 60, 'm' }, { 1, 's' } };
+	} units[] = {{86400, 'd'}, {3600, 'h'}, {60, 'm'}, {1, 's'}};
 	char buf[32];
 
 	if (s <= 0)
@@ -1121,21 +1196,20 @@ json_t *kf_manager_info(struct kf_manager *m)
 	json_object_set_new(o, "purposes", ps);
 	json_object_set_new(o, "mode",
 			    json_string(cfg->mode == KF_MODE_PRODUCTION
-						? "production"
-						: "development"));
+					    ? "production"
+					    : "development"));
 	json_object_set_new(o, "read_mode",
 			    json_string(cfg->read_mode == KF_READ_AUDITED
-						? "audited"
-						: "cached"));
+					    ? "audited"
+					    : "cached"));
 	json_object_set_new(o, "opens_audited",
 			    json_boolean(cfg->read_mode == KF_READ_AUDITED));
 	json_object_set_new(o, "rotate_interval",
 			    interval_json(cfg->rotate_interval));
 	json_object_set_new(o, "next_rotation",
 			    cfg->rotate_interval > 0
-				    ? time_json(cur->created +
-						cfg->rotate_interval)
-				    : json_null());
+				? time_json(cur->created + cfg->rotate_interval)
+				: json_null());
 	json_object_set_new(o, "backup_keep", json_integer(cfg->backup_keep));
 	kf_keyring_unref(kr);
 	return o;
@@ -1205,7 +1279,7 @@ int kf_manager_verify_audit(const struct kf_config *cfg, const char *path,
 			    char report[KF_ERR_MAX])
 {
 	struct kf_subkeys *keys = sodium_malloc(sizeof(*keys));
-	struct kf_audit_anchor anchor = { 0 };
+	struct kf_audit_anchor anchor = {0};
 	struct kf_keyring *kr = NULL;
 	bool use_anchor = !path || strcmp(path, cfg->audit_log) == 0;
 	uint8_t *plain = NULL;
@@ -1266,8 +1340,10 @@ int kf_manager_verify_backup(const struct kf_config *cfg, const char *path,
 	sodium_free(blob);
 	if (r < 0)
 		goto out;
-	if (ret_info && kf_keyring_current_version(kr) != ret_info->key_version) {
-		kf_err_set(err, "key_version does not match the keyring inside");
+	if (ret_info &&
+	    kf_keyring_current_version(kr) != ret_info->key_version) {
+		kf_err_set(err,
+			   "key_version does not match the keyring inside");
 		r = -EBADMSG;
 	}
 out:

@@ -51,7 +51,16 @@ typedef void (*kf_manager_change_fn)(void *userdata);
 int kf_manager_open(const struct kf_config *cfg, struct kf_manager **ret,
 		    char err[KF_ERR_MAX]) KF_WUR;
 
-/* Frees m (NULL is fine); returns NULL. */
+/*
+ * Seals the audit log's current anchor into the state when records were
+ * added since the last seal (opens, backups, exports ...), so truncating
+ * them is detected too.  Done by kf_manager_close and periodically by the
+ * daemon.
+ */
+int kf_manager_checkpoint(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
+
+/* Seals the audit anchor (kf_manager_checkpoint), then frees m (NULL is
+ * fine); returns NULL. */
 struct kf_manager *kf_manager_close(struct kf_manager *m);
 
 const struct kf_config *kf_manager_config(const struct kf_manager *m);

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/* cli: keyfs genkey, validate, derive, ctl, backup, restore, audit, export-env. */
+/* cli: keyfs genkey, validate, derive, ctl, backup, restore, audit, export-env.
+ */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -111,9 +112,9 @@ int kf_cli_validate(int argc, char **argv)
 		if (r < 0) {
 			printf("invalid\n");
 			return fail("validate", r == -E2BIG
-							? "input too long"
-							: "cannot read standard "
-							  "input");
+						    ? "input too long"
+						    : "cannot read standard "
+						      "input");
 		}
 		r = kf_key_decode((const char *)in, len, NULL, err);
 		sodium_free(in);
@@ -172,14 +173,14 @@ struct common_opts {
 static int parse_common(int argc, char **argv, struct common_opts *o)
 {
 	static const struct option longopts[] = {
-		{ "config", required_argument, 0, 'c' },
-		{ "mount", required_argument, 0, 'm' },
-		{ "offline", no_argument, 0, 'O' },
-		{ 0, 0, 0, 0 }
-	};
+	    {"config", required_argument, 0, 'c'},
+	    {"mount", required_argument, 0, 'm'},
+	    {"offline", no_argument, 0, 'O'},
+	    {0, 0, 0, 0}};
 	int c;
 
 	optind = 1;
+	opterr = 0; /* one line of our own, the option not echoed */
 	while ((c = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -192,6 +193,10 @@ static int parse_common(int argc, char **argv, struct common_opts *o)
 			o->offline = true;
 			break;
 		default:
+			fprintf(stderr,
+				"keyfs %s: unknown option or missing "
+				"value (see keyfs --help)\n",
+				argv[0]);
 			return -EINVAL;
 		}
 	}
@@ -224,16 +229,16 @@ static char *mount_dir(const char *cmd, const struct common_opts *o)
 	if (cfg->mountpoint)
 		dir = strdup(cfg->mountpoint);
 	else
-		fprintf(stderr, "keyfs %s: no --mount DIR and no mountpoint in "
-				"%s\n",
+		fprintf(stderr,
+			"keyfs %s: no --mount DIR and no mountpoint in "
+			"%s\n",
 			cmd, cfg->source);
 	kf_config_free(cfg);
 	return dir;
 }
 
 /* Reads a small file of the tree into buf (NUL-terminated). */
-static int read_small(const char *dir, const char *name, char *buf,
-		      size_t size)
+static int read_small(const char *dir, const char *name, char *buf, size_t size)
 {
 	char path[PATH_MAX];
 	ssize_t n;
@@ -322,8 +327,8 @@ static const char *errno_words(const char *op, int e)
 		return "invalid input";
 	case ENOENT:
 		return strcmp(op, "retire") == 0
-			       ? "no such version in the keyring"
-			       : "no such backup";
+			   ? "no such version in the keyring"
+			   : "no such backup";
 	case EBUSY:
 		return "that version is the current key; rotate first";
 	case EEXIST:
@@ -362,11 +367,22 @@ static int ctl_status(const char *mnt)
 	return 0;
 }
 
+static const char *ctl_operand(const char *op)
+{
+	if (strcmp(op, "backup") == 0)
+		return " [NAME]";
+	if (strcmp(op, "restore") == 0)
+		return " NAME";
+	if (strcmp(op, "prune") == 0 || strcmp(op, "retire") == 0)
+		return " N";
+	return "";
+}
+
 int kf_cli_ctl(int argc, char **argv)
 {
-	static const char *const ops[] = { "rotate", "backup", "restore",
-					   "prune",  "retire", "status" };
-	struct common_opts o = { 0 };
+	static const char *const ops[] = {"rotate", "backup", "restore",
+					  "prune",  "retire", "status"};
+	struct common_opts o = {0};
 	char path[PATH_MAX], line[KF_ERR_MAX + 64], result[KF_ERR_MAX + 64];
 	const char *op, *arg = NULL;
 	char *mnt = NULL, *before = NULL, *after = NULL;
@@ -375,7 +391,9 @@ int kf_cli_ctl(int argc, char **argv)
 	ssize_t w;
 	int fd, r, rc = 1;
 
-	if (parse_common(argc, argv, &o) < 0 || optind >= argc)
+	if (parse_common(argc, argv, &o) < 0)
+		return 2;
+	if (optind >= argc)
 		return fail("ctl", "usage: keyfs ctl rotate|backup [NAME]|"
 				   "restore NAME|prune N|retire N|status "
 				   "[--mount DIR] [-c FILE]");
@@ -391,9 +409,12 @@ int kf_cli_ctl(int argc, char **argv)
 	    ((strcmp(op, "restore") == 0 || strcmp(op, "prune") == 0 ||
 	      strcmp(op, "retire") == 0) &&
 	     !arg) ||
-	    ((strcmp(op, "rotate") == 0 || strcmp(op, "status") == 0) && arg))
-		return fail("ctl", "wrong number of arguments (see keyfs "
-				   "--help)");
+	    ((strcmp(op, "rotate") == 0 || strcmp(op, "status") == 0) && arg)) {
+		fprintf(stderr,
+			"keyfs ctl: usage: keyfs ctl %s%s [--mount DIR]\n", op,
+			ctl_operand(op));
+		return 2;
+	}
 	mnt = mount_dir("ctl", &o);
 	if (!mnt)
 		return 1;
@@ -442,10 +463,8 @@ int kf_cli_ctl(int argc, char **argv)
 		char v[32] = "";
 
 		read_small(mnt, "version", v, sizeof(v));
-		printf("%s: version %s", strcmp(op, "rotate") == 0
-						 ? "rotated"
-						 : "restored",
-		       v);
+		printf("%s: version %s",
+		       strcmp(op, "rotate") == 0 ? "rotated" : "restored", v);
 	} else if (strcmp(op, "retire") == 0) {
 		printf("retired: version %s\n", arg);
 	} else if (strcmp(op, "backup") == 0) {
@@ -470,14 +489,16 @@ out:
 
 int kf_cli_backup(int argc, char **argv)
 {
-	struct common_opts o = { 0 };
+	struct common_opts o = {0};
 	struct kf_backup_info *list = NULL, info;
 	struct kf_config *cfg;
 	char err[KF_ERR_MAX], when[KF_RFC3339_LEN + 1];
 	size_t n = 0;
 	int rc = 1;
 
-	if (parse_common(argc, argv, &o) < 0 || optind >= argc)
+	if (parse_common(argc, argv, &o) < 0)
+		return 2;
+	if (optind >= argc)
 		return fail("backup", "usage: keyfs backup list|verify FILE "
 				      "[-c FILE]");
 	cfg = load_config("backup", o.config);
@@ -492,14 +513,13 @@ int kf_cli_backup(int argc, char **argv)
 		       "SIZE");
 		for (size_t i = 0; i < n; i++) {
 			kf_time_rfc3339(list[i].created, when);
-			printf("%-40s %-20s %7" PRIu32 " %8lld\n",
-			       list[i].name, when, list[i].key_version,
+			printf("%-40s %-20s %7" PRIu32 " %8lld\n", list[i].name,
+			       when, list[i].key_version,
 			       (long long)list[i].size);
 		}
 		free(list);
 		rc = 0;
-	} else if (strcmp(argv[optind], "verify") == 0 &&
-		   optind + 2 == argc) {
+	} else if (strcmp(argv[optind], "verify") == 0 && optind + 2 == argc) {
 		if (kf_manager_verify_backup(cfg, argv[optind + 1], &info,
 					     err) < 0) {
 			fprintf(stderr, "keyfs backup verify: %s: %s\n",
@@ -507,8 +527,8 @@ int kf_cli_backup(int argc, char **argv)
 			goto out;
 		}
 		kf_time_rfc3339(info.created, when);
-		printf("ok: %s created %s, key version %" PRIu32
-		       ", %" PRIu32 " versions\n",
+		printf("ok: %s created %s, key version %" PRIu32 ", %" PRIu32
+		       " versions\n",
 		       info.name, when, info.key_version, info.n_versions);
 		rc = 0;
 	} else {
@@ -522,8 +542,8 @@ out:
 
 int kf_cli_restore(int argc, char **argv)
 {
-	struct common_opts o = { 0 };
-	struct kf_caller self = { getuid(), getgid(), getpid() };
+	struct common_opts o = {0};
+	struct kf_caller self = {getuid(), getgid(), getpid()};
 	struct kf_manager *m = NULL;
 	struct kf_config *cfg;
 	char err[KF_ERR_MAX];
@@ -532,8 +552,9 @@ int kf_cli_restore(int argc, char **argv)
 	uint32_t version;
 	int rc = 1;
 
-	if (parse_common(argc, argv, &o) < 0 || !o.offline ||
-	    optind + 1 != argc)
+	if (parse_common(argc, argv, &o) < 0)
+		return 2;
+	if (!o.offline || optind + 1 != argc)
 		return fail("restore",
 			    "usage: keyfs restore --offline FILE [-c FILE] "
 			    "(with the daemon stopped; a running tree "
@@ -572,14 +593,16 @@ out:
 
 int kf_cli_audit(int argc, char **argv)
 {
-	struct common_opts o = { 0 };
+	struct common_opts o = {0};
 	struct kf_config *cfg;
 	char report[KF_ERR_MAX];
 	const char *file = NULL;
 	int r;
 
-	if (parse_common(argc, argv, &o) < 0 || optind >= argc ||
-	    strcmp(argv[optind], "verify") != 0 || argc - optind > 2)
+	if (parse_common(argc, argv, &o) < 0)
+		return 2;
+	if (optind >= argc || strcmp(argv[optind], "verify") != 0 ||
+	    argc - optind > 2)
 		return fail("audit", "usage: keyfs audit verify [FILE] "
 				     "[-c FILE]");
 	if (optind + 1 < argc)
@@ -641,15 +664,17 @@ static bool is_mounted(const char *dir)
 
 int kf_cli_export_env(int argc, char **argv)
 {
-	struct common_opts o = { 0 };
-	struct kf_caller self = { getuid(), getgid(), getpid() };
+	struct common_opts o = {0};
+	struct kf_caller self = {getuid(), getgid(), getpid()};
 	struct kf_manager *m = NULL;
 	struct kf_keyring *kr = NULL;
 	struct kf_config *cfg;
 	char err[KF_ERR_MAX];
 	int rc = 1;
 
-	if (parse_common(argc, argv, &o) < 0 || optind != argc)
+	if (parse_common(argc, argv, &o) < 0)
+		return 2;
+	if (optind != argc)
 		return fail("export-env", "usage: keyfs export-env [-c FILE] "
 					  "[--mount DIR]");
 	if (o.mount)

@@ -13,39 +13,39 @@
 #include "mount.h"
 
 static const char usage[] =
-	"usage: keyfs COMMAND [ARGS]\n"
-	"\n"
-	"  mount [-c FILE] [-f] [-o OPTS] [MOUNTPOINT]\n"
-	"                      serve the key tree (the daemon); -f stays in the\n"
-	"                      foreground; SIGTERM/SIGINT unmount cleanly\n"
-	"  genkey              print a new key (Fernet text form)\n"
-	"  validate [KEY|-]    exit 0 and \"valid\", or exit 1 and the reason\n"
-	"  derive PURPOSE      key on standard input, purpose key out\n"
-	"  ctl rotate|backup [NAME]|restore NAME|prune N|retire N|status\n"
-	"      [--mount DIR] [-c FILE]\n"
-	"                      drive a mounted tree and print what happened\n"
-	"  backup list|verify FILE [-c FILE]\n"
-	"                      list archives, or verify one with the master key\n"
-	"  restore --offline FILE [-c FILE]\n"
-	"                      restore an archive while the daemon is stopped\n"
-	"  audit verify [FILE] [-c FILE]\n"
-	"                      check the audit log's chain and anchor\n"
-	"  export-env [-c FILE] [--mount DIR]\n"
-	"                      print ENCRYPTION_KEY=... lines for the old scheme\n"
-	"  --help, --version\n"
-	"\n"
-	"Configuration: -c FILE, else $KEYFS_CONFIG, else /etc/keyfs/keyfs.ini,\n"
-	"else the embedded development configuration (etc/keyfs-dev.ini).\n";
+    "usage: keyfs COMMAND [ARGS]\n"
+    "\n"
+    "  mount [-c FILE] [-f] [-o OPTS] [MOUNTPOINT]\n"
+    "                      serve the key tree (the daemon); -f stays in the\n"
+    "                      foreground; SIGTERM/SIGINT unmount cleanly\n"
+    "  genkey              print a new key (Fernet text form)\n"
+    "  validate [KEY|-]    exit 0 and \"valid\", or exit 1 and the reason\n"
+    "  derive PURPOSE      key on standard input, purpose key out\n"
+    "  ctl rotate|backup [NAME]|restore NAME|prune N|retire N|status\n"
+    "      [--mount DIR] [-c FILE]\n"
+    "                      drive a mounted tree and print what happened\n"
+    "  backup list|verify FILE [-c FILE]\n"
+    "                      list archives, or verify one with the master key\n"
+    "  restore --offline FILE [-c FILE]\n"
+    "                      restore an archive while the daemon is stopped\n"
+    "  audit verify [FILE] [-c FILE]\n"
+    "                      check the audit log's chain and anchor\n"
+    "  export-env [-c FILE] [--mount DIR]\n"
+    "                      print ENCRYPTION_KEY=... lines for the old scheme\n"
+    "  --help, --version\n"
+    "\n"
+    "Configuration: -c FILE, else $KEYFS_CONFIG, else /etc/keyfs/keyfs.ini,\n"
+    "else the embedded development configuration (etc/keyfs-dev.ini).\n";
 
 static int cmd_mount(int argc, char **argv)
 {
-	static const struct option longopts[] = { { "help", no_argument, 0,
-						    'h' },
-						  { 0, 0, 0, 0 } };
-	struct kf_mount_opts o = { 0 };
+	static const struct option longopts[] = {{"help", no_argument, 0, 'h'},
+						 {0, 0, 0, 0}};
+	struct kf_mount_opts o = {0};
 	int c;
 
 	optind = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+c:fo:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -61,7 +61,9 @@ static int cmd_mount(int argc, char **argv)
 			fputs(usage, stdout);
 			return 0;
 		default:
-			fputs(usage, stderr);
+			fprintf(stderr,
+				"keyfs mount: usage: keyfs mount [-c FILE] "
+				"[-f] [-o OPTS] [MOUNTPOINT]\n");
 			return 2;
 		}
 	}
@@ -78,20 +80,20 @@ static const struct command {
 	const char *name;
 	int (*run)(int argc, char **argv);
 } commands[] = {
-	{ "mount", cmd_mount },
-	{ "genkey", kf_cli_genkey },
-	{ "validate", kf_cli_validate },
-	{ "derive", kf_cli_derive },
-	{ "ctl", kf_cli_ctl },
-	{ "backup", kf_cli_backup },
-	{ "restore", kf_cli_restore },
-	{ "audit", kf_cli_audit },
-	{ "export-env", kf_cli_export_env },
+    {"mount", cmd_mount},
+    {"genkey", kf_cli_genkey},
+    {"validate", kf_cli_validate},
+    {"derive", kf_cli_derive},
+    {"ctl", kf_cli_ctl},
+    {"backup", kf_cli_backup},
+    {"restore", kf_cli_restore},
+    {"audit", kf_cli_audit},
+    {"export-env", kf_cli_export_env},
 };
 
 int main(int argc, char **argv)
 {
-	struct rlimit no_core = { 0, 0 };
+	struct rlimit no_core = {0, 0};
 
 	/* Every command may hold a key: never dump core, never be traced. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);

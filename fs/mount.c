@@ -40,25 +40,33 @@
 #include "mount.h"
 #include "tree.h"
 
-#define KF_TTL 86400.0		/* seconds; stable names and attributes */
-#define CTL_INPUT_MAX 4096	/* longer control writes are refused */
+#define KF_TTL 86400.0	   /* seconds; stable names and attributes */
+#define CTL_INPUT_MAX 4096 /* longer control writes are refused */
 #define RESULT_MAX (KF_ERR_MAX + 64)
 
 /* Per open file (audited mode; cached mode has no opens). */
 struct kf_handle {
-	uint8_t *buf;			/* snapshot, sodium_malloc'd, or NULL */
+	uint8_t *buf; /* snapshot, sodium_malloc'd, or NULL */
 	size_t len;
-	pthread_mutex_t lock;		/* protects result */
-	char result[RESULT_MAX];	/* last control write's outcome */
+	pthread_mutex_t lock;	 /* protects result */
+	char result[RESULT_MAX]; /* last control write's outcome */
 };
 
 /* Requests handled, by kind: logged on SIGUSR1 (the benchmark reads them). */
-enum req_kind { RQ_LOOKUP, RQ_GETATTR, RQ_OPEN, RQ_READ, RQ_RELEASE, RQ_WRITE,
-		RQ_READDIR, RQ_OTHER, RQ_COUNT };
-static const char *const req_names[RQ_COUNT] = {
-	"lookup", "getattr", "open", "read", "release", "write", "readdir",
-	"other"
+enum req_kind {
+	RQ_LOOKUP,
+	RQ_GETATTR,
+	RQ_OPEN,
+	RQ_READ,
+	RQ_RELEASE,
+	RQ_WRITE,
+	RQ_READDIR,
+	RQ_OTHER,
+	RQ_COUNT
 };
+static const char *const req_names[RQ_COUNT] = {"lookup",  "getattr", "open",
+						"read",	   "release", "write",
+						"readdir", "other"};
 
 struct kf_fs {
 	_Atomic unsigned long requests[RQ_COUNT];
@@ -73,16 +81,16 @@ struct kf_fs {
 	pthread_t inval_thread;
 	pthread_mutex_t inval_lock;
 	pthread_cond_t inval_cond;
-	uint64_t inval_wanted;		/* protected by inval_lock */
-	uint64_t inval_done;		/* protected by inval_lock */
-	bool inval_stop;		/* protected by inval_lock */
-	struct kf_keyring *shown;	/* inval thread only: last invalidated */
+	uint64_t inval_wanted;	  /* protected by inval_lock */
+	uint64_t inval_done;	  /* protected by inval_lock */
+	bool inval_stop;	  /* protected by inval_lock */
+	struct kf_keyring *shown; /* inval thread only: last invalidated */
 
 	/* Automatic rotation. */
 	pthread_t rot_thread;
 	pthread_mutex_t rot_lock;
 	pthread_cond_t rot_cond;
-	bool rot_stop;			/* protected by rot_lock */
+	bool rot_stop; /* protected by rot_lock */
 };
 
 static struct kf_fs *kf_fs(fuse_req_t req)
@@ -98,7 +106,7 @@ static void count(fuse_req_t req, enum req_kind k)
 static struct kf_caller caller_of(fuse_req_t req)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct kf_caller who = { ctx->uid, ctx->gid, ctx->pid };
+	struct kf_caller who = {ctx->uid, ctx->gid, ctx->pid};
 
 	return who;
 }
@@ -121,7 +129,7 @@ static void inval_entry(struct kf_fs *fs, struct kf_node parent,
 /* Everything under versions/<v>/. */
 static void inval_version(struct kf_fs *fs, uint32_t v)
 {
-	struct kf_node n = { KF_NODE_VERSIONS_DIR, 0, 0 };
+	struct kf_node n = {KF_NODE_VERSIONS_DIR, 0, 0};
 	char name[16];
 
 	snprintf(name, sizeof(name), "%" PRIu32, v);
@@ -153,12 +161,12 @@ static bool version_changed(const struct kf_keyring_entry *e,
 static void invalidate_changes(struct kf_fs *fs)
 {
 	static const enum kf_node_kind top[] = {
-		KF_NODE_ROOT,	     KF_NODE_CURRENT, KF_NODE_PREVIOUS,
-		KF_NODE_VERSION,     KF_NODE_STATUS,  KF_NODE_VERSIONS_DIR,
-		KF_NODE_BACKUPS_DIR, KF_NODE_AUDIT,
+	    KF_NODE_ROOT,	 KF_NODE_CURRENT, KF_NODE_PREVIOUS,
+	    KF_NODE_VERSION,	 KF_NODE_STATUS,  KF_NODE_VERSIONS_DIR,
+	    KF_NODE_BACKUPS_DIR, KF_NODE_AUDIT,
 	};
 	struct kf_keyring *now = kf_manager_keyring(fs->m), *old = fs->shown;
-	struct kf_node n = { KF_NODE_ROOT, 0, 0 };
+	struct kf_node n = {KF_NODE_ROOT, 0, 0};
 
 	inval_entry(fs, n, "previous");
 	for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
@@ -242,7 +250,8 @@ static void *rot_main(void *arg)
 			bool rotated;
 
 			pthread_mutex_unlock(&fs->rot_lock);
-			if (kf_manager_rotate_if_due(fs->m, &rotated, err) < 0) {
+			if (kf_manager_rotate_if_due(fs->m, &rotated, err) <
+			    0) {
 				kf_log(LOG_ALERT,
 				       "automatic rotation failed: %s; "
 				       "retrying in a minute",
@@ -259,6 +268,16 @@ static void *rot_main(void *arg)
 		/* Re-check at least hourly: the clock may be set. */
 		until.tv_sec += due < 0 || due > 3600 ? 3600 : due;
 		pthread_cond_timedwait(&fs->rot_cond, &fs->rot_lock, &until);
+		if (!fs->rot_stop) {
+			char err[KF_ERR_MAX];
+
+			/* Anchor the open records of the past hour. */
+			pthread_mutex_unlock(&fs->rot_lock);
+			if (kf_manager_checkpoint(fs->m, err) < 0)
+				kf_log(LOG_ALERT,
+				       "sealing the audit anchor: %s", err);
+			pthread_mutex_lock(&fs->rot_lock);
+		}
 	}
 	pthread_mutex_unlock(&fs->rot_lock);
 	return NULL;
@@ -429,7 +448,7 @@ static void kf_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void kf_statfs(fuse_req_t req, fuse_ino_t ino)
 {
-	struct statvfs st = { 0 };
+	struct statvfs st = {0};
 
 	(void)ino;
 	st.f_bsize = 4096;
@@ -445,7 +464,7 @@ struct dir_buf {
 	fuse_req_t req;
 	char *buf;
 	size_t len, cap;
-	off_t skip, pos;	/* entries before `skip` were sent already */
+	off_t skip, pos; /* entries before `skip` were sent already */
 	int err;
 };
 
@@ -453,7 +472,7 @@ static int add_dirent(void *ctx, const char *name, struct kf_node n,
 		      mode_t type)
 {
 	struct dir_buf *d = ctx;
-	struct stat st = { .st_ino = kf_tree_ino(n), .st_mode = type };
+	struct stat st = {.st_ino = kf_tree_ino(n), .st_mode = type};
 	size_t need;
 
 	d->pos++;
@@ -473,7 +492,7 @@ static void kf_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct kf_fs *fs = kf_fs(req);
 	struct kf_keyring *kr = kf_manager_keyring(fs->m);
-	struct dir_buf d = { req, malloc(size), 0, size, off, 0, 0 };
+	struct dir_buf d = {req, malloc(size), 0, size, off, 0, 0};
 	int r;
 
 	count(req, RQ_READDIR);
@@ -623,7 +642,7 @@ static void reply_slice(fuse_req_t req, const uint8_t *buf, size_t len,
 	else
 		fuse_reply_buf(req, (const char *)buf + off,
 			       len - (size_t)off < size ? len - (size_t)off
-							 : size);
+							: size);
 }
 
 /*
@@ -748,7 +767,8 @@ static const char *ctl_usage(enum kf_node_kind kind)
 	case KF_NODE_CTL_RESTORE:
 		return "write a backup name from backups/ or an absolute path";
 	case KF_NODE_CTL_PRUNE:
-		return "write how many of the newest backups to keep (0 or more)";
+		return "write how many of the newest backups to keep (0 or "
+		       "more)";
 	default:
 		return "write the version number to retire";
 	}
@@ -756,7 +776,8 @@ static const char *ctl_usage(enum kf_node_kind kind)
 
 /* Runs one control command; result text for the writer in out. */
 static int ctl_run(struct kf_fs *fs, const struct kf_caller *who,
-		   enum kf_node_kind kind, const char *arg, char out[RESULT_MAX])
+		   enum kf_node_kind kind, const char *arg,
+		   char out[RESULT_MAX])
 {
 	char err[KF_ERR_MAX] = "", name[KF_BACKUP_NAME_MAX + 6];
 	uint32_t version = 0;
@@ -770,29 +791,28 @@ static int ctl_run(struct kf_fs *fs, const struct kf_caller *who,
 			break;
 		r = kf_manager_rotate(fs->m, who, &version, err);
 		if (r == 0)
-			snprintf(out, RESULT_MAX, "rotated: version %" PRIu32
-				 "\n", version);
+			snprintf(out, RESULT_MAX,
+				 "rotated: version %" PRIu32 "\n", version);
 		break;
 	case KF_NODE_CTL_RETIRE:
 		if (parse_uint(arg, UINT32_MAX, &v) < 0 || v == 0)
 			break;
 		r = kf_manager_retire(fs->m, who, (uint32_t)v, err);
 		if (r == 0)
-			snprintf(out, RESULT_MAX, "retired: version %" PRIu64
-				 "\n", v);
+			snprintf(out, RESULT_MAX,
+				 "retired: version %" PRIu64 "\n", v);
 		break;
 	case KF_NODE_CTL_BACKUP:
-		r = kf_manager_backup(fs->m, who,
-				      strcmp(arg, "1") == 0 ? NULL : arg, name,
-				      err);
+		r = kf_manager_backup(
+		    fs->m, who, strcmp(arg, "1") == 0 ? NULL : arg, name, err);
 		if (r == 0)
 			snprintf(out, RESULT_MAX, "backup: %s\n", name);
 		break;
 	case KF_NODE_CTL_RESTORE:
 		r = kf_manager_restore(fs->m, who, arg, &version, err);
 		if (r == 0)
-			snprintf(out, RESULT_MAX, "restored: version %" PRIu32
-				 "\n", version);
+			snprintf(out, RESULT_MAX,
+				 "restored: version %" PRIu32 "\n", version);
 		break;
 	case KF_NODE_CTL_PRUNE:
 		if (parse_uint(arg, UINT32_MAX, &v) < 0)
@@ -867,29 +887,29 @@ static void kf_init(void *userdata, struct fuse_conn_info *conn)
 }
 
 static const struct fuse_lowlevel_ops kf_ops = {
-	.init = kf_init,
-	.lookup = kf_lookup,
-	.forget = kf_forget,
-	.getattr = kf_getattr,
-	.setattr = kf_setattr,
-	.mknod = kf_mknod,
-	.mkdir = kf_mkdir,
-	.unlink = kf_unlink,
-	.rmdir = kf_unlink,
-	.symlink = kf_symlink,
-	.rename = kf_rename,
-	.link = kf_link,
-	.open = kf_open,
-	.read = kf_read,
-	.write = kf_write,
-	.release = kf_release,
-	.readdir = kf_readdir,
-	.statfs = kf_statfs,
-	.setxattr = kf_setxattr,
-	.getxattr = kf_getxattr,
-	.listxattr = kf_listxattr,
-	.removexattr = kf_removexattr,
-	.create = kf_create,
+    .init = kf_init,
+    .lookup = kf_lookup,
+    .forget = kf_forget,
+    .getattr = kf_getattr,
+    .setattr = kf_setattr,
+    .mknod = kf_mknod,
+    .mkdir = kf_mkdir,
+    .unlink = kf_unlink,
+    .rmdir = kf_unlink,
+    .symlink = kf_symlink,
+    .rename = kf_rename,
+    .link = kf_link,
+    .open = kf_open,
+    .read = kf_read,
+    .write = kf_write,
+    .release = kf_release,
+    .readdir = kf_readdir,
+    .statfs = kf_statfs,
+    .setxattr = kf_setxattr,
+    .getxattr = kf_getxattr,
+    .listxattr = kf_listxattr,
+    .removexattr = kf_removexattr,
+    .create = kf_create,
 };
 
 /* --- life cycle ----------------------------------------------------------- */
@@ -934,18 +954,19 @@ static char *resolve(const char *path)
 
 static int check_paths(const struct kf_config *cfg, const char *mnt)
 {
-	const char *paths[] = { cfg->state_dir, cfg->backup_dir,
-				cfg->audit_log, cfg->master_key_file };
-	const char *names[] = { "state_dir", "backup_dir", "audit_log",
-				"master_key_file" };
+	const char *paths[] = {cfg->state_dir, cfg->backup_dir, cfg->audit_log,
+			       cfg->master_key_file};
+	const char *names[] = {"state_dir", "backup_dir", "audit_log",
+			       "master_key_file"};
 	int r = 0;
 
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
 		char *p = resolve(paths[i]);
 
 		if (p && path_under(p, mnt)) {
-			kf_log(LOG_ERR, "%s %s lies under the mountpoint %s; "
-					"refusing to start",
+			kf_log(LOG_ERR,
+			       "%s %s lies under the mountpoint %s; "
+			       "refusing to start",
 			       names[i], paths[i], mnt);
 			r = -EINVAL;
 		}
@@ -1054,7 +1075,7 @@ static void *sig_main(void *arg)
 
 static void harden_process(void)
 {
-	struct rlimit no_core = { 0, 0 };
+	struct rlimit no_core = {0, 0};
 
 	/* No core dumps, no ptrace by other users: keys stay in memory. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -1065,8 +1086,8 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config *loop = NULL;
-	struct kf_caller self = { getuid(), getgid(), getpid() };
-	struct sig_ctx sig = { fs, { { 0 } } };
+	struct kf_caller self = {getuid(), getgid(), getpid()};
+	struct sig_ctx sig = {fs, {{0}}};
 	pthread_t sig_thread;
 	json_t *fields;
 	int r = 1;
@@ -1152,7 +1173,7 @@ int kf_mount_main(const struct kf_mount_opts *o)
 {
 	struct kf_config *cfg = NULL;
 	struct kf_manager *m = NULL;
-	struct kf_fs fs = { 0 };
+	struct kf_fs fs = {0};
 	char err[KF_ERR_MAX];
 	char *mnt = NULL;
 	int r;
@@ -1169,8 +1190,9 @@ int kf_mount_main(const struct kf_mount_opts *o)
 		goto fail;
 	}
 	if (!cfg->mountpoint) {
-		kf_log(LOG_ERR, "no mountpoint: give MOUNTPOINT or set "
-				"mountpoint in %s",
+		kf_log(LOG_ERR,
+		       "no mountpoint: give MOUNTPOINT or set "
+		       "mountpoint in %s",
 		       cfg->source);
 		goto fail;
 	}

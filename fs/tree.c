@@ -25,12 +25,20 @@ struct kf_tree {
 	 * id is the node's index, so an inode always means one name.
 	 */
 	pthread_mutex_t lock;
-	char **backup_names;	/* protected by lock */
-	uint32_t n_backup_names;	/* protected by lock */
+	char **backup_names;	 /* protected by lock */
+	uint32_t n_backup_names; /* protected by lock */
 };
 
-enum access_class { A_DIR, A_KEYS, A_STATUS, A_PURPOSE, A_BACKUPS, A_AUDIT,
-		    A_CONTROL, A_CONTROL_DIR };
+enum access_class {
+	A_DIR,
+	A_KEYS,
+	A_STATUS,
+	A_PURPOSE,
+	A_BACKUPS,
+	A_AUDIT,
+	A_CONTROL,
+	A_CONTROL_DIR
+};
 
 /* The kind table: one row per kind, dispatch goes through it. */
 static const struct kind_info {
@@ -39,48 +47,35 @@ static const struct kind_info {
 	unsigned flags;
 	enum access_class access;
 } kinds[KF_NODE_KIND_COUNT] = {
-	[KF_NODE_ROOT] = { "", KF_NODE_NONE, KF_NODE_F_DIR, A_DIR },
-	[KF_NODE_CURRENT] = { "current", KF_NODE_ROOT, KF_NODE_F_KEY, A_KEYS },
-	[KF_NODE_PREVIOUS] = { "previous", KF_NODE_ROOT, KF_NODE_F_KEY,
-			       A_KEYS },
-	[KF_NODE_VERSION] = { "version", KF_NODE_ROOT, 0, A_STATUS },
-	[KF_NODE_STATUS] = { "status", KF_NODE_ROOT, 0, A_STATUS },
-	[KF_NODE_DERIVED_DIR] = { "derived", KF_NODE_ROOT, KF_NODE_F_DIR,
-				  A_DIR },
-	[KF_NODE_DERIVED] = { NULL, KF_NODE_DERIVED_DIR, KF_NODE_F_KEY,
-			      A_PURPOSE },
-	[KF_NODE_VERSIONS_DIR] = { "versions", KF_NODE_ROOT, KF_NODE_F_DIR,
-				   A_DIR },
-	[KF_NODE_VDIR] = { NULL, KF_NODE_VERSIONS_DIR, KF_NODE_F_DIR, A_DIR },
-	[KF_NODE_VKEY] = { "key", KF_NODE_VDIR, KF_NODE_F_KEY, A_KEYS },
-	[KF_NODE_VDERIVED_DIR] = { "derived", KF_NODE_VDIR, KF_NODE_F_DIR,
-				   A_DIR },
-	[KF_NODE_VDERIVED] = { NULL, KF_NODE_VDERIVED_DIR, KF_NODE_F_KEY,
-			       A_PURPOSE },
-	[KF_NODE_BACKUPS_DIR] = { "backups", KF_NODE_ROOT,
-				  KF_NODE_F_DIR | KF_NODE_F_VOLATILE,
-				  A_BACKUPS },
-	[KF_NODE_BACKUP] = { NULL, KF_NODE_BACKUPS_DIR, KF_NODE_F_VOLATILE,
-			     A_BACKUPS },
-	[KF_NODE_CONTROL_DIR] = { "control", KF_NODE_ROOT, KF_NODE_F_DIR,
-				  A_CONTROL_DIR },
-	[KF_NODE_CTL_ROTATE] = { "rotate", KF_NODE_CONTROL_DIR,
-				 KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE,
-				 A_CONTROL },
-	[KF_NODE_CTL_BACKUP] = { "backup", KF_NODE_CONTROL_DIR,
-				 KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE,
-				 A_CONTROL },
-	[KF_NODE_CTL_RESTORE] = { "restore", KF_NODE_CONTROL_DIR,
-				  KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE,
-				  A_CONTROL },
-	[KF_NODE_CTL_PRUNE] = { "prune", KF_NODE_CONTROL_DIR,
-				KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE,
-				A_CONTROL },
-	[KF_NODE_CTL_RETIRE] = { "retire", KF_NODE_CONTROL_DIR,
-				 KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE,
-				 A_CONTROL },
-	[KF_NODE_AUDIT] = { "audit.log", KF_NODE_ROOT, KF_NODE_F_VOLATILE,
-			    A_AUDIT },
+    [KF_NODE_ROOT] = {"", KF_NODE_NONE, KF_NODE_F_DIR, A_DIR},
+    [KF_NODE_CURRENT] = {"current", KF_NODE_ROOT, KF_NODE_F_KEY, A_KEYS},
+    [KF_NODE_PREVIOUS] = {"previous", KF_NODE_ROOT, KF_NODE_F_KEY, A_KEYS},
+    [KF_NODE_VERSION] = {"version", KF_NODE_ROOT, 0, A_STATUS},
+    [KF_NODE_STATUS] = {"status", KF_NODE_ROOT, 0, A_STATUS},
+    [KF_NODE_DERIVED_DIR] = {"derived", KF_NODE_ROOT, KF_NODE_F_DIR, A_DIR},
+    [KF_NODE_DERIVED] = {NULL, KF_NODE_DERIVED_DIR, KF_NODE_F_KEY, A_PURPOSE},
+    [KF_NODE_VERSIONS_DIR] = {"versions", KF_NODE_ROOT, KF_NODE_F_DIR, A_DIR},
+    [KF_NODE_VDIR] = {NULL, KF_NODE_VERSIONS_DIR, KF_NODE_F_DIR, A_DIR},
+    [KF_NODE_VKEY] = {"key", KF_NODE_VDIR, KF_NODE_F_KEY, A_KEYS},
+    [KF_NODE_VDERIVED_DIR] = {"derived", KF_NODE_VDIR, KF_NODE_F_DIR, A_DIR},
+    [KF_NODE_VDERIVED] = {NULL, KF_NODE_VDERIVED_DIR, KF_NODE_F_KEY, A_PURPOSE},
+    [KF_NODE_BACKUPS_DIR] = {"backups", KF_NODE_ROOT,
+			     KF_NODE_F_DIR | KF_NODE_F_VOLATILE, A_BACKUPS},
+    [KF_NODE_BACKUP] = {NULL, KF_NODE_BACKUPS_DIR, KF_NODE_F_VOLATILE,
+			A_BACKUPS},
+    [KF_NODE_CONTROL_DIR] = {"control", KF_NODE_ROOT, KF_NODE_F_DIR,
+			     A_CONTROL_DIR},
+    [KF_NODE_CTL_ROTATE] = {"rotate", KF_NODE_CONTROL_DIR,
+			    KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE, A_CONTROL},
+    [KF_NODE_CTL_BACKUP] = {"backup", KF_NODE_CONTROL_DIR,
+			    KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE, A_CONTROL},
+    [KF_NODE_CTL_RESTORE] = {"restore", KF_NODE_CONTROL_DIR,
+			     KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE, A_CONTROL},
+    [KF_NODE_CTL_PRUNE] = {"prune", KF_NODE_CONTROL_DIR,
+			   KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE, A_CONTROL},
+    [KF_NODE_CTL_RETIRE] = {"retire", KF_NODE_CONTROL_DIR,
+			    KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE, A_CONTROL},
+    [KF_NODE_AUDIT] = {"audit.log", KF_NODE_ROOT, KF_NODE_F_VOLATILE, A_AUDIT},
 };
 
 struct kf_tree *kf_tree_new(struct kf_manager *m)
@@ -117,7 +112,7 @@ uint64_t kf_tree_ino(struct kf_node n)
 
 struct kf_node kf_tree_node(uint64_t ino)
 {
-	struct kf_node n = { KF_NODE_NONE, 0, 0 };
+	struct kf_node n = {KF_NODE_NONE, 0, 0};
 	unsigned kind = ino & 0xff;
 
 	if (kind > KF_NODE_NONE && kind < KF_NODE_KIND_COUNT) {
@@ -149,8 +144,8 @@ static int backup_id(struct kf_tree *t, const char *name, uint32_t *ret)
 		r = -ENOSPC;
 		goto out;
 	}
-	char **grown = realloc(t->backup_names,
-			       (t->n_backup_names + 1) * sizeof(char *));
+	char **grown =
+	    realloc(t->backup_names, (t->n_backup_names + 1) * sizeof(char *));
 	char *copy = strdup(name);
 
 	if (!grown || !copy) {
@@ -266,10 +261,9 @@ static bool node_exists(struct kf_tree *t, const struct kf_keyring *kr,
 }
 
 int kf_tree_lookup(struct kf_tree *t, const struct kf_keyring *kr,
-		   struct kf_node parent, const char *name,
-		   struct kf_node *ret)
+		   struct kf_node parent, const char *name, struct kf_node *ret)
 {
-	struct kf_node n = { KF_NODE_NONE, 0, 0 };
+	struct kf_node n = {KF_NODE_NONE, 0, 0};
 
 	if (!(kf_tree_flags(parent.kind) & KF_NODE_F_DIR))
 		return -ENOTDIR;
@@ -280,9 +274,8 @@ int kf_tree_lookup(struct kf_tree *t, const struct kf_keyring *kr,
 	case KF_NODE_VDERIVED_DIR:
 		if (purpose_index(t, name, &n.index) < 0)
 			return -ENOENT;
-		n.kind = parent.kind == KF_NODE_DERIVED_DIR
-				 ? KF_NODE_DERIVED
-				 : KF_NODE_VDERIVED;
+		n.kind = parent.kind == KF_NODE_DERIVED_DIR ? KF_NODE_DERIVED
+							    : KF_NODE_VDERIVED;
 		n.version = parent.version;
 		break;
 	case KF_NODE_VERSIONS_DIR:
@@ -316,9 +309,9 @@ int kf_tree_lookup(struct kf_tree *t, const struct kf_keyring *kr,
 
 static const struct kf_access *access_of(struct kf_tree *t, struct kf_node n)
 {
-	static const struct kf_access dir = { 0, 0, 0555 };
-	static const struct kf_access control_dir = { 0, 0, 0700 };
-	static const struct kf_access control = { 0, 0, 0600 };
+	static const struct kf_access dir = {0, 0, 0555};
+	static const struct kf_access control_dir = {0, 0, 0700};
+	static const struct kf_access control = {0, 0, 0600};
 
 	switch (kinds[n.kind].access) {
 	case A_KEYS:
@@ -351,7 +344,7 @@ int kf_tree_stat(struct kf_tree *t, const struct kf_keyring *kr,
 		 struct kf_node n, struct stat *ret)
 {
 	const struct kf_access *a;
-	struct stat st = { 0 };
+	struct stat st = {0};
 	int64_t mtime = t->started;
 
 	if (!node_exists(t, kr, n))
@@ -437,7 +430,7 @@ struct list_ctx {
 int kf_tree_list(struct kf_tree *t, const struct kf_keyring *kr,
 		 struct kf_node n, kf_tree_list_fn fn, void *ctx)
 {
-	struct kf_node c = { KF_NODE_NONE, n.version, 0 };
+	struct kf_node c = {KF_NODE_NONE, n.version, 0};
 	char name[32];
 
 	if (!(kf_tree_flags(n.kind) & KF_NODE_F_DIR))
@@ -575,8 +568,8 @@ int kf_tree_content(struct kf_tree *t, const struct kf_keyring *kr,
 		return -EINVAL;
 	}
 	if (e) {
-		bool derive = n.kind == KF_NODE_DERIVED ||
-			      n.kind == KF_NODE_VDERIVED;
+		bool derive =
+		    n.kind == KF_NODE_DERIVED || n.kind == KF_NODE_VDERIVED;
 
 		buf = sodium_malloc(KF_KEY_TEXT_LEN + 1);
 		if (!buf)
@@ -608,8 +601,8 @@ void kf_tree_path(struct kf_tree *t, struct kf_node n, char *buf, size_t len)
 		snprintf(buf, len, "versions/%" PRIu32 "/key", n.version);
 		break;
 	case KF_NODE_VDERIVED:
-		snprintf(buf, len, "versions/%" PRIu32 "/derived/%s",
-			 n.version, purpose);
+		snprintf(buf, len, "versions/%" PRIu32 "/derived/%s", n.version,
+			 purpose);
 		break;
 	default:
 		snprintf(buf, len, "%s",

@@ -47,13 +47,13 @@ enum kf_node_kind {
 struct kf_node {
 	enum kf_node_kind kind;
 	uint32_t version; /* VDIR, VKEY, VDERIVED_DIR, VDERIVED */
-	uint32_t index;   /* purpose index, or backup name id */
+	uint32_t index;	  /* purpose index, or backup name id */
 };
 
 /* Node flags, from the kind table. */
 #define KF_NODE_F_DIR 0x1
-#define KF_NODE_F_KEY 0x2     /* key material: snapshot per open, audited */
-#define KF_NODE_F_CONTROL 0x4 /* a control file: writes drive the manager */
+#define KF_NODE_F_KEY 0x2      /* key material: snapshot per open, audited */
+#define KF_NODE_F_CONTROL 0x4  /* a control file: writes drive the manager */
 #define KF_NODE_F_VOLATILE 0x8 /* attributes change often: no attr cache */
 
 struct kf_tree;

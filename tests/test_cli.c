@@ -1,0 +1,1405 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The keyfs command's offline parts through the real binary (DESIGN.md §8,
+ * issue 2 "The command", issue 4 item 6): genkey, validate, derive,
+ * export-env, audit verify, backup list/verify, restore --offline, --help,
+ * --version, usage errors, and one pass of ctl against a running mount.
+ *
+ * Keys never reach test output: they travel through pipes and stdin, are
+ * compared in C with strcmp/memcmp under messages that name no value, and
+ * captured copies are wiped before they are freed.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "helpers.h"
+#include "key.h"
+
+#define PY "/usr/bin/python3"
+/* Prints one Fernet.generate_key() key, no newline. */
+#define PY_FERNET_KEY                                                          \
+	PY " -c 'import sys; from cryptography.fernet import Fernet; "         \
+	   "sys.stdout.write(Fernet.generate_key().decode())'"
+#define DERIVE_VECTOR "Wq-OCVQ8DeI0vqnts1rfGsqeTMvXEzTGE253KbFvjMY="
+
+static void setup(void)
+{
+	cr_assert(sodium_init() >= 0);
+}
+
+TestSuite(cli, .init = setup);
+
+/* --- helpers -------------------------------------------------------------- */
+
+/* True if s is exactly one non-empty line ending in "\n". */
+static bool one_line(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	return n > 1 && s[n - 1] == '\n' && !memchr(s, '\n', n - 1);
+}
+
+/* True if text holds any run of 8 bytes of in (a quoted input). */
+static bool quotes_input(const char *text, const char *in, size_t len)
+{
+	size_t tlen = strlen(text);
+
+	for (size_t i = 0; i + 8 <= len; i++)
+		if (memmem(text, tlen, in + i, 8))
+			return true;
+	return false;
+}
+
+/* True if every byte of s is printable ASCII or "\n". */
+static bool printable(const char *s)
+{
+	for (; *s; s++)
+		if ((*s < 0x20 || *s > 0x7e) && *s != '\n')
+			return false;
+	return true;
+}
+
+/* Frees a capture that may hold key text, wiping it first. */
+static void wipe_free(char *s)
+{
+	if (!s)
+		return;
+	sodium_memzero(s, strlen(s));
+	free(s);
+}
+
+static char *path_of(const char *dir, const char *name)
+{
+	char *p;
+
+	cr_assert(asprintf(&p, "%s/%s", dir, name) > 0);
+	return p;
+}
+
+static void write_bytes(const char *path, const char *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+	cr_assert(write(fd, buf, len) == (ssize_t)len);
+	cr_assert(close(fd) == 0);
+}
+
+/* Copies src to dst byte for byte. */
+static void copy_file(const char *src, const char *dst)
+{
+	size_t len;
+	char *buf = kt_read_file(src, &len);
+
+	cr_assert(buf, "cannot read %s", src);
+	write_bytes(dst, buf, len);
+	free(buf);
+}
+
+/* Number of lines in a file. */
+static size_t count_lines(const char *path)
+{
+	size_t n = 0, len;
+	char *buf = kt_read_file(path, &len);
+
+	cr_assert(buf, "cannot read %s", path);
+	for (size_t i = 0; i < len; i++)
+		n += buf[i] == '\n';
+	free(buf);
+	return n;
+}
+
+/* The last line of a file (malloc'd, without "\n"). */
+static char *last_line(const char *path)
+{
+	size_t len;
+	char *buf = kt_read_file(path, &len), *start, *line;
+
+	cr_assert(buf && len > 0 && buf[len - 1] == '\n', "%s: no lines", path);
+	buf[len - 1] = 0;
+	start = strrchr(buf, '\n');
+	line = strdup(start ? start + 1 : buf);
+	free(buf);
+	return line;
+}
+
+/* Deletes the last line of a text file. */
+static void delete_last_line(const char *path)
+{
+	size_t len;
+	char *buf = kt_read_file(path, &len), *end;
+
+	cr_assert(buf && len > 1 && buf[len - 1] == '\n');
+	buf[len - 1] = 0;
+	end = strrchr(buf, '\n');
+	write_bytes(path, buf, end ? (size_t)(end - buf) + 1 : 0);
+	free(buf);
+}
+
+/*
+ * Edits line `n` (1-based) of an audit log the way a careless or malicious
+ * admin might: the last digit of its timestamp's seconds changes.  The line
+ * stays valid JSON with the same seq.
+ */
+static void edit_audit_line(const char *path, size_t n)
+{
+	size_t len, line = 1;
+	char *buf = kt_read_file(path, &len), *p, *ts;
+
+	cr_assert(buf);
+	p = buf;
+	while (line < n) {
+		p = strchr(p, '\n');
+		cr_assert(p, "%s has fewer than %zu lines", path, n);
+		p++;
+		line++;
+	}
+	ts = strstr(p, "\"timestamp\":\"");
+	cr_assert(ts && ts < strchr(p, '\n'), "line %zu has no timestamp", n);
+	ts = strchr(ts + 13, 'Z');
+	cr_assert(ts && ts[-1] >= '0' && ts[-1] <= '9');
+	ts[-1] = (char)('0' + (ts[-1] - '0' + 1) % 10);
+	write_bytes(path, buf, len);
+	free(buf);
+}
+
+struct file_id {
+	off_t size;
+	struct timespec mtime;
+	char *bytes;
+	size_t len;
+};
+
+static void file_id_get(const char *path, struct file_id *ret)
+{
+	struct stat st;
+
+	cr_assert(stat(path, &st) == 0, "stat %s: %s", path, strerror(errno));
+	ret->size = st.st_size;
+	ret->mtime = st.st_mtim;
+	ret->bytes = kt_read_file(path, &ret->len);
+	cr_assert(ret->bytes);
+}
+
+/* Asserts that path still has the bytes and mtime recorded in was. */
+static void file_id_same(const char *path, struct file_id *was,
+			 const char *what)
+{
+	struct file_id now;
+
+	file_id_get(path, &now);
+	cr_assert(now.len == was->len &&
+		      memcmp(now.bytes, was->bytes, now.len) == 0,
+		  "%s: %s changed its bytes", path, what);
+	cr_assert(now.mtime.tv_sec == was->mtime.tv_sec &&
+		      now.mtime.tv_nsec == was->mtime.tv_nsec,
+		  "%s: %s changed its mtime", path, what);
+	free(now.bytes);
+	free(was->bytes);
+	was->bytes = NULL;
+}
+
+/* The sorted names in a directory, one per line (malloc'd). */
+static char *dir_listing(const char *dir)
+{
+	char *out = NULL;
+
+	cr_assert(kt_runf(&out, NULL, "ls -1 '%s'", dir) == 0);
+	return out;
+}
+
+/* The first name in dir starting with prefix (malloc'd), or NULL. */
+static char *find_entry(const char *dir, const char *prefix)
+{
+	char *list = dir_listing(dir), *save = NULL, *found = NULL;
+
+	for (char *w = strtok_r(list, "\n", &save); w && !found;
+	     w = strtok_r(NULL, "\n", &save))
+		if (strncmp(w, prefix, strlen(prefix)) == 0)
+			found = strdup(w);
+	free(list);
+	return found;
+}
+
+/* Frees the paths kt_mount_config allocated (the files stay). */
+static void mount_free(struct kt_mount *m)
+{
+	free(m->dir);
+	free(m->mnt);
+	free(m->cfg);
+	free(m->log);
+	free(m->state);
+	memset(m, 0, sizeof(*m));
+}
+
+/*
+ * A development configuration in a new scratch directory (not mounted) whose
+ * state exists: the keyring is generated by an export-env whose output goes
+ * to /dev/null.
+ */
+static void offline_state(struct kt_mount *m, const char *tag)
+{
+	char *err = NULL;
+
+	kt_mount_config(m, tag, NULL, NULL);
+	cr_assert(kt_runf(NULL, &err, "%s export-env -c '%s' >/dev/null",
+			  kt_keyfs(), m->cfg) == 0,
+		  "creating the state failed: %s", err);
+	free(err);
+}
+
+/* What a mounted tree served, noted before it was stopped. */
+struct noted {
+	char *v1;	/* current at version 1 */
+	char *cur;	/* current at version 2 */
+	char *prev;	/* previous at version 2 (== v1) */
+	char *phi;	/* derived/phi at version 2 */
+	char *prev_phi; /* versions/1/derived/phi */
+};
+
+static void noted_free(struct noted *n)
+{
+	wipe_free(n->v1);
+	wipe_free(n->cur);
+	wipe_free(n->prev);
+	wipe_free(n->phi);
+	wipe_free(n->prev_phi);
+}
+
+/*
+ * Mounts a new tree, takes the backup "snap" at version 1, rotates once
+ * through control/rotate, notes the keys served, and stops the daemon: the
+ * state then holds versions 2 (current) and 1 (previous).
+ */
+static void rotated_state(struct kt_mount *m, const char *tag, struct noted *n)
+{
+	char *v;
+
+	kt_mount_config(m, tag, NULL, NULL);
+	cr_assert(kt_mount_start(m, NULL) == 0, "mount failed; see %s", m->log);
+	n->v1 = kt_mread(m, "current", NULL);
+	cr_assert(n->v1 && strlen(n->v1) == KF_KEY_TEXT_LEN);
+	cr_assert(kt_mwrite(m, "control/backup", "snap\n") == 0);
+	cr_assert(kt_mwrite(m, "control/rotate", "1\n") == 0);
+	v = kt_mread(m, "version", NULL);
+	cr_assert(v && strcmp(v, "2\n") == 0, "version after rotate: %s", v);
+	free(v);
+	n->cur = kt_mread(m, "current", NULL);
+	n->prev = kt_mread(m, "previous", NULL);
+	n->phi = kt_mread(m, "derived/phi", NULL);
+	n->prev_phi = kt_mread(m, "versions/1/derived/phi", NULL);
+	cr_assert(n->cur && n->prev && n->phi && n->prev_phi,
+		  "a key file of the tree could not be read");
+	cr_assert(strcmp(n->prev, n->v1) == 0,
+		  "previous is not the version 1 key");
+	cr_assert(kt_mount_stop(m) == 0, "daemon exit status non-zero");
+}
+
+/* The value of "NAME=" in export-env output (malloc'd), or NULL. */
+static char *env_value(const char *out, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = out; p && *p;
+	     p = strchr(p, '\n'), p = p ? p + 1 : p)
+		if (strncmp(p, name, n) == 0 && p[n] == '=')
+			return strndup(p + n + 1, strcspn(p + n + 1, "\n"));
+	return NULL;
+}
+
+/* --- genkey ------------------------------------------------------------- */
+
+Test(cli, genkey_prints_one_fernet_key_line)
+{
+	char *out = NULL, *err = NULL;
+
+	cr_assert(kt_runf(&out, &err, "%s genkey", kt_keyfs()) == 0);
+	cr_assert(strlen(out) == KF_KEY_TEXT_LEN + 1 &&
+		      out[KF_KEY_TEXT_LEN] == '\n',
+		  "genkey did not print one 44-character line");
+	cr_assert(kf_key_decode(out, KF_KEY_TEXT_LEN, NULL, NULL) == 0,
+		  "genkey's key does not validate");
+	cr_assert(strcmp(err, "") == 0, "genkey wrote to stderr");
+	wipe_free(out);
+	free(err);
+}
+
+Test(cli, genkey_key_is_accepted_by_python_fernet)
+{
+	char *out = NULL;
+
+	/* The key crosses by pipe only; the capture is python's "ok". */
+	cr_assert(kt_runf(&out, NULL,
+			  "%s genkey | " PY " -c 'import sys\n"
+			  "from cryptography.fernet import Fernet\n"
+			  "k = sys.stdin.buffer.read()\n"
+			  "assert len(k) == 45 and k.endswith(b\"\\n\")\n"
+			  "f = Fernet(k[:44])\n"
+			  "assert f.decrypt(f.encrypt(b\"x\")) == b\"x\"\n"
+			  "print(\"ok\")' 2>/dev/null",
+			  kt_keyfs()) == 0,
+		  "Fernet() refused a key from keyfs genkey");
+	cr_assert(strcmp(out, "ok\n") == 0, "python said: %s", out);
+	free(out);
+}
+
+Test(cli, genkey_two_runs_differ)
+{
+	char *a = NULL, *b = NULL;
+
+	cr_assert(kt_runf(&a, NULL, "%s genkey", kt_keyfs()) == 0);
+	cr_assert(kt_runf(&b, NULL, "%s genkey", kt_keyfs()) == 0);
+	cr_assert(strlen(a) == KF_KEY_TEXT_LEN + 1 &&
+		      strlen(b) == KF_KEY_TEXT_LEN + 1,
+		  "genkey output is not one key line");
+	cr_assert(strcmp(a, b) != 0, "two runs of genkey gave the same key");
+	wipe_free(a);
+	wipe_free(b);
+}
+
+/* --- validate ----------------------------------------------------------- */
+
+Test(cli, validate_accepts_fernet_key_as_argument)
+{
+	char *out = NULL, *err = NULL;
+
+	cr_assert(kt_runf(&out, &err, "%s validate \"$(" PY_FERNET_KEY ")\"",
+			  kt_keyfs()) == 0,
+		  "a Fernet.generate_key() key was refused: %s", err);
+	cr_assert(strcmp(out, "valid\n") == 0, "stdout is not \"valid\"");
+	cr_assert(strcmp(err, "") == 0, "stderr not empty");
+	free(out);
+	free(err);
+}
+
+Test(cli, validate_accepts_fernet_key_on_stdin)
+{
+	const char *forms[] = {"-", ""};
+
+	for (size_t i = 0; i < 2; i++) {
+		char *out = NULL, *err = NULL;
+
+		cr_assert(kt_runf(&out, &err, PY_FERNET_KEY " | %s validate %s",
+				  kt_keyfs(), forms[i]) == 0,
+			  "validate '%s' refused a Fernet key from stdin: %s",
+			  forms[i], err);
+		cr_assert(strcmp(out, "valid\n") == 0,
+			  "validate '%s': stdout is not \"valid\"", forms[i]);
+		free(out);
+		free(err);
+	}
+	/* With a trailing newline, as `echo KEY |` sends it. */
+	for (size_t i = 0; i < 2; i++) {
+		char *out = NULL;
+
+		cr_assert(kt_runf(&out, NULL,
+				  "echo \"$(" PY_FERNET_KEY ")\" | %s validate "
+				  "%s",
+				  kt_keyfs(), forms[i]) == 0);
+		cr_assert(strcmp(out, "valid\n") == 0);
+		free(out);
+	}
+}
+
+/* Asserts validate refuses input (via stdin, or argv when as_arg). */
+static void expect_refused(const char *what, const char *input, bool as_arg)
+{
+	char *out = NULL, *err = NULL, *cmd;
+	int rc;
+
+	if (as_arg) {
+		cr_assert(
+		    asprintf(&cmd, "%s validate '%s'", kt_keyfs(), input) > 0);
+		rc = kt_run(cmd, NULL, &out, &err);
+	} else {
+		cr_assert(asprintf(&cmd, "%s validate -", kt_keyfs()) > 0);
+		rc = kt_run(cmd, input, &out, &err);
+	}
+	free(cmd);
+	cr_assert(rc == 1, "%s: exit %d, expected 1", what, rc);
+	cr_assert(strncmp(out, "valid", 5) != 0, "%s: stdout says valid", what);
+	cr_assert(one_line(err), "%s: stderr is not one line", what);
+	cr_assert(strlen(err) > strlen("keyfs validate: invalid: x\n") &&
+		      kt_contains(err, "invalid"),
+		  "%s: no reason on stderr: %s", what, err);
+	cr_assert(!quotes_input(err, input, strlen(input)),
+		  "%s: stderr quotes the input", what);
+	wipe_free(out);
+	wipe_free(err);
+}
+
+Test(cli, validate_rejects_malformed_keys)
+{
+	uint8_t key[KF_KEY_BYTES];
+	char good[KF_KEY_TEXT_LEN + 1], bad[KF_KEY_TEXT_LEN + 8];
+
+	kf_key_generate(key);
+	kf_key_encode(key, good);
+	sodium_memzero(key, sizeof(key));
+
+	/* 43 characters: the padding dropped. */
+	memcpy(bad, good, 43);
+	bad[43] = 0;
+	expect_refused("43 characters", bad, false);
+	/* 45 characters. */
+	snprintf(bad, sizeof(bad), "%sA", good);
+	expect_refused("45 characters", bad, false);
+	/* Standard alphabet instead of URL-safe. */
+	snprintf(bad, sizeof(bad), "%s", good);
+	bad[10] = '+';
+	expect_refused("'+' in the key", bad, false);
+	bad[10] = '/';
+	expect_refused("'/' in the key", bad, false);
+	/* Bad padding: '=' replaced, and non-zero trailing bits. */
+	snprintf(bad, sizeof(bad), "%s", good);
+	bad[43] = 'A';
+	expect_refused("no '=' padding", bad, false);
+	snprintf(bad, sizeof(bad), "%s", good);
+	bad[42] = 'B'; /* value 1: the unused low bits are not zero */
+	expect_refused("non-zero trailing bits", bad, false);
+	snprintf(bad, sizeof(bad), "%s", good);
+	bad[41] = '=';
+	expect_refused("'=' inside", bad, false);
+	/* Empty, on stdin and as an argument. */
+	expect_refused("empty on stdin", "", false);
+	expect_refused("empty argument", "", true);
+	/*
+	 * Plain wrong shapes as arguments.  kt_run records a command line with
+	 * its stderr, so none of them is shaped like a key (43 + "=").
+	 */
+	expect_refused("43-character argument",
+		       "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", true);
+	expect_refused("45-character argument",
+		       "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", true);
+	expect_refused("standard alphabet argument",
+		       "AAAAAAAAAAAAAAAAAAAA+/AAAAAAAAAAAAAAAAAAAA==", true);
+	sodium_memzero(good, sizeof(good));
+	sodium_memzero(bad, sizeof(bad));
+}
+
+Test(cli, validate_rejects_binary_input)
+{
+	/* Random bytes (may hold NUL) and bytes with the high bit set. */
+	const char *feeds[] = {"head -c 44 /dev/urandom",
+			       "printf '\\001\\002\\377\\376\\000abc'",
+			       "printf 'AAAAAAAAAAAAAAAAAAAA\\377AAAAAAAAAAAA"
+			       "AAAAAAAAAA='"};
+
+	for (size_t i = 0; i < 3; i++) {
+		char *out = NULL, *err = NULL;
+		int rc = kt_runf(&out, &err, "%s | %s validate -", feeds[i],
+				 kt_keyfs());
+
+		cr_assert(rc == 1, "binary input %zu: exit %d", i, rc);
+		cr_assert(strcmp(out, "valid\n") != 0);
+		cr_assert(one_line(err),
+			  "binary input %zu: stderr not one line", i);
+		cr_assert(printable(err),
+			  "binary input %zu: stderr echoes raw bytes", i);
+		free(out);
+		free(err);
+	}
+}
+
+/* --- derive ------------------------------------------------------------- */
+
+Test(cli, derive_matches_design_vector)
+{
+	uint8_t key[KF_KEY_BYTES];
+	char text[KF_KEY_TEXT_LEN + 2], *cmd, *out = NULL, *err = NULL;
+
+	memset(key, 'k', sizeof(key));
+	kf_key_encode(key, text);
+	cr_assert(asprintf(&cmd, "%s derive phi", kt_keyfs()) > 0);
+	/* Without and with the newline an `echo` would add. */
+	for (int nl = 0; nl < 2; nl++) {
+		if (nl)
+			strcat(text, "\n");
+		cr_assert(kt_run(cmd, text, &out, &err) == 0,
+			  "derive failed: %s", err);
+		cr_assert(strcmp(out, DERIVE_VECTOR "\n") == 0,
+			  "derive(32 x 'k', phi) differs from the DESIGN.md "
+			  "vector");
+		cr_assert(strcmp(err, "") == 0);
+		free(out);
+		free(err);
+	}
+	free(cmd);
+}
+
+Test(cli, derive_refuses_invalid_purpose)
+{
+	const char *purposes[] = {
+	    "PHI",  "phi/x",   "../phi", "-phi",
+	    "_phi", "phi app", "",	 "a23456789012345678901234567890123"};
+	uint8_t key[KF_KEY_BYTES];
+	char text[KF_KEY_TEXT_LEN + 1];
+
+	memset(key, 'k', sizeof(key));
+	kf_key_encode(key, text);
+	for (size_t i = 0; i < sizeof(purposes) / sizeof(purposes[0]); i++) {
+		char *cmd, *out = NULL, *err = NULL;
+		int rc;
+
+		cr_assert(asprintf(&cmd, "%s derive '%s'", kt_keyfs(),
+				   purposes[i]) > 0);
+		rc = kt_run(cmd, text, &out, &err);
+		cr_assert(rc != 0, "purpose '%s' accepted", purposes[i]);
+		cr_assert(strcmp(out, "") == 0,
+			  "purpose '%s': a key was printed", purposes[i]);
+		cr_assert(one_line(err), "purpose '%s': stderr not one line",
+			  purposes[i]);
+		cr_assert(kt_contains(err, "purpose"),
+			  "purpose '%s': error does not say why: %s",
+			  purposes[i], err);
+		cr_assert(!quotes_input(err, text, strlen(text)));
+		free(cmd);
+		free(out);
+		free(err);
+	}
+}
+
+Test(cli, derive_refuses_invalid_key)
+{
+	uint8_t key[KF_KEY_BYTES];
+	char good[KF_KEY_TEXT_LEN + 1], bad[KF_KEY_TEXT_LEN + 1], *cmd;
+	const char *inputs[3];
+
+	kf_key_generate(key);
+	kf_key_encode(key, good);
+	sodium_memzero(key, sizeof(key));
+	snprintf(bad, sizeof(bad), "%s", good);
+	bad[43] = 0;
+	inputs[0] = bad;			 /* 43 characters */
+	inputs[1] = "";				 /* nothing */
+	inputs[2] = "not a key at all, clearly"; /* wrong shape */
+	cr_assert(asprintf(&cmd, "%s derive phi", kt_keyfs()) > 0);
+	for (size_t i = 0; i < 3; i++) {
+		char *out = NULL, *err = NULL;
+		int rc = kt_run(cmd, inputs[i], &out, &err);
+
+		cr_assert(rc != 0, "invalid key %zu accepted", i);
+		cr_assert(strcmp(out, "") == 0,
+			  "invalid key %zu: something printed", i);
+		cr_assert(one_line(err), "invalid key %zu: stderr not one line",
+			  i);
+		cr_assert(kt_contains(err, "invalid"),
+			  "invalid key %zu: error does not say why: %s", i,
+			  err);
+		cr_assert(!quotes_input(err, inputs[i], strlen(inputs[i])),
+			  "invalid key %zu: stderr quotes the input", i);
+		free(out);
+		wipe_free(err);
+	}
+	/* Binary on stdin. */
+	{
+		char *out = NULL, *err = NULL;
+
+		cr_assert(kt_runf(&out, &err,
+				  "head -c 44 /dev/urandom | %s derive phi",
+				  kt_keyfs()) != 0);
+		cr_assert(strcmp(out, "") == 0 && one_line(err) &&
+			  printable(err));
+		free(out);
+		free(err);
+	}
+	free(cmd);
+	sodium_memzero(good, sizeof(good));
+	sodium_memzero(bad, sizeof(bad));
+}
+
+/* --- export-env --------------------------------------------------------- */
+
+Test(cli, export_env_prints_the_three_lines, .fini = kt_mount_cleanup_all,
+     .timeout = 60)
+{
+	static struct kt_mount m;
+	struct noted n = {0};
+	char *out = NULL, *err = NULL, *log, *last, *cur, *prev, *ver;
+
+	rotated_state(&m, "cli-export", &n);
+	cr_assert(kt_runf(&out, &err, "%s export-env -c '%s'", kt_keyfs(),
+			  m.cfg) == 0,
+		  "export-env failed: %s", err);
+	cr_assert(strncmp(out, "ENCRYPTION_KEY=", 15) == 0,
+		  "first line is not ENCRYPTION_KEY=");
+	cur = env_value(out, "ENCRYPTION_KEY");
+	prev = env_value(out, "ENCRYPTION_KEY_PREVIOUS");
+	ver = env_value(out, "ENCRYPTION_KEY_VERSION");
+	cr_assert(cur && prev && ver, "a line is missing");
+	/* Exactly these three lines, in this order, nothing else. */
+	{
+		char *want;
+
+		cr_assert(asprintf(&want,
+				   "ENCRYPTION_KEY=%s\n"
+				   "ENCRYPTION_KEY_PREVIOUS=%s\n"
+				   "ENCRYPTION_KEY_VERSION=%s\n",
+				   cur, prev, ver) > 0);
+		cr_assert(strcmp(out, want) == 0,
+			  "export-env prints more or other than the three "
+			  "lines");
+		wipe_free(want);
+	}
+	cr_assert(kf_key_decode(cur, strlen(cur), NULL, NULL) == 0,
+		  "ENCRYPTION_KEY does not validate");
+	cr_assert(kf_key_decode(prev, strlen(prev), NULL, NULL) == 0,
+		  "ENCRYPTION_KEY_PREVIOUS does not validate");
+	cr_assert(strcmp(ver, "2") == 0, "ENCRYPTION_KEY_VERSION=%s", ver);
+	cr_assert(strcmp(cur, n.cur) == 0,
+		  "ENCRYPTION_KEY is not the key the tree served as current");
+	cr_assert(strcmp(prev, n.prev) == 0,
+		  "ENCRYPTION_KEY_PREVIOUS is not the tree's previous key");
+
+	log = path_of(m.state, "audit.log");
+	last = last_line(log);
+	cr_assert(kt_contains(last, "\"event\":\"key_export\"") &&
+		      kt_contains(last, "\"success\":true"),
+		  "the last audit record is not a key_export: %s", last);
+	free(last);
+	free(log);
+	wipe_free(cur);
+	wipe_free(prev);
+	free(ver);
+	wipe_free(out);
+	free(err);
+	noted_free(&n);
+	mount_free(&m);
+}
+
+Test(cli, export_env_output_imports_with_the_same_keys,
+     .fini = kt_mount_cleanup_all, .timeout = 60)
+{
+	static struct kt_mount m, fresh;
+	struct noted n = {0};
+	char *out1 = NULL, *out2 = NULL, *phi = NULL, *prev_phi = NULL;
+	char *err = NULL, *log, *text;
+
+	rotated_state(&m, "cli-import-src", &n);
+	kt_mount_config(&fresh, "cli-import-dst", NULL, NULL);
+	cr_assert(kt_runf(&out1, NULL, "%s export-env -c '%s'", kt_keyfs(),
+			  m.cfg) == 0);
+	/* The lines become the environment of a keyfs on an empty state. */
+	cr_assert(kt_runf(&out2, &err,
+			  "set -e; eval \"$(%s export-env -c '%s')\"; "
+			  "export ENCRYPTION_KEY ENCRYPTION_KEY_PREVIOUS "
+			  "ENCRYPTION_KEY_VERSION; %s export-env -c '%s'",
+			  kt_keyfs(), m.cfg, kt_keyfs(), fresh.cfg) == 0,
+		  "import of export-env output failed: %s", err);
+	cr_assert(strcmp(out1, out2) == 0,
+		  "the imported state exports other keys or version");
+	log = path_of(fresh.state, "audit.log");
+	text = kt_read_file(log, NULL);
+	cr_assert(kt_contains(text, "\"event\":\"key_import\""),
+		  "the fresh state was not imported from the environment");
+	free(text);
+	free(log);
+
+	/* keyfs derive on the imported keys gives what the tree served. */
+	cr_assert(kt_runf(&phi, NULL,
+			  "%s export-env -c '%s' | sed -n "
+			  "'s/^ENCRYPTION_KEY=//p' | %s derive phi",
+			  kt_keyfs(), fresh.cfg, kt_keyfs()) == 0);
+	cr_assert(kt_runf(&prev_phi, NULL,
+			  "%s export-env -c '%s' | sed -n "
+			  "'s/^ENCRYPTION_KEY_PREVIOUS=//p' | %s derive phi",
+			  kt_keyfs(), fresh.cfg, kt_keyfs()) == 0);
+	cr_assert(strlen(phi) == KF_KEY_TEXT_LEN + 1 &&
+		      strncmp(phi, n.phi, KF_KEY_TEXT_LEN) == 0,
+		  "derive phi of the imported current key differs from the "
+		  "tree's derived/phi");
+	cr_assert(strlen(prev_phi) == KF_KEY_TEXT_LEN + 1 &&
+		      strncmp(prev_phi, n.prev_phi, KF_KEY_TEXT_LEN) == 0,
+		  "derive phi of the imported previous key differs from the "
+		  "tree's versions/1/derived/phi");
+	wipe_free(out1);
+	wipe_free(out2);
+	wipe_free(phi);
+	wipe_free(prev_phi);
+	free(err);
+	noted_free(&n);
+	mount_free(&m);
+	mount_free(&fresh);
+}
+
+/* --- audit verify ------------------------------------------------------- */
+
+/*
+ * State after some operations, the last of them a restore --offline (a
+ * keyring change, whose record the sealed anchor holds): mount, backup,
+ * rotate, unmount, export-env, backup list, restore.
+ */
+static void audited_state(struct kt_mount *m, const char *tag)
+{
+	struct noted n = {0};
+	char *err = NULL, *snap;
+
+	rotated_state(m, tag, &n);
+	noted_free(&n);
+	cr_assert(kt_runf(NULL, NULL, "%s export-env -c '%s' >/dev/null",
+			  kt_keyfs(), m->cfg) == 0);
+	cr_assert(kt_runf(NULL, NULL, "%s backup list -c '%s'", kt_keyfs(),
+			  m->cfg) == 0);
+	snap = path_of(m->state, "backups/snap.json");
+	cr_assert(kt_runf(NULL, &err, "%s restore --offline '%s' -c '%s'",
+			  kt_keyfs(), snap, m->cfg) == 0,
+		  "restore failed: %s", err);
+	free(snap);
+	free(err);
+}
+
+Test(cli, audit_verify_ok_after_operations, .fini = kt_mount_cleanup_all,
+     .timeout = 60)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *log, *want;
+
+	audited_state(&m, "cli-audit-ok");
+	log = path_of(m.state, "audit.log");
+	cr_assert(kt_runf(&out, &err, "%s audit verify -c '%s'", kt_keyfs(),
+			  m.cfg) == 0,
+		  "audit verify failed on an untouched log: %s", err);
+	cr_assert(asprintf(&want, "ok: %zu records\n", count_lines(log)) > 0);
+	cr_assert(strcmp(out, want) == 0, "audit verify said %s, not %s", out,
+		  want);
+	free(want);
+	free(out);
+	free(err);
+	free(log);
+	mount_free(&m);
+}
+
+Test(cli, audit_verify_names_the_edited_line, .fini = kt_mount_cleanup_all,
+     .timeout = 60)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *log, *orig;
+
+	audited_state(&m, "cli-audit-edit");
+	log = path_of(m.state, "audit.log");
+	orig = path_of(m.dir, "audit.orig");
+	copy_file(log, orig);
+	cr_assert(count_lines(log) >= 5);
+	edit_audit_line(log, 3);
+	cr_assert(kt_runf(&out, &err, "%s audit verify -c '%s'", kt_keyfs(),
+			  m.cfg) == 1,
+		  "an edited line 3 was not detected");
+	cr_assert(one_line(err), "stderr is not one line: %s", err);
+	cr_assert(kt_contains(err, "line 3"),
+		  "the error does not name line "
+		  "3: %s",
+		  err);
+	free(out);
+	free(err);
+	/* The edit, and nothing else, was the reason. */
+	copy_file(orig, log);
+	cr_assert(kt_runf(NULL, NULL, "%s audit verify -c '%s'", kt_keyfs(),
+			  m.cfg) == 0);
+	free(orig);
+	free(log);
+	mount_free(&m);
+}
+
+Test(cli, audit_verify_detects_truncation_by_the_anchor,
+     .fini = kt_mount_cleanup_all, .timeout = 60)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *log, *copy;
+
+	audited_state(&m, "cli-audit-trunc");
+	log = path_of(m.state, "audit.log");
+	copy = path_of(m.dir, "audit-copy.log");
+	delete_last_line(log);
+	/* The chain of what is left is intact: only the anchor can tell. */
+	copy_file(log, copy);
+	cr_assert(kt_runf(&out, &err, "%s audit verify '%s' -c '%s'",
+			  kt_keyfs(), copy, m.cfg) == 0,
+		  "the chain of the remaining lines does not verify: %s", err);
+	free(out);
+	free(err);
+	cr_assert(kt_runf(&out, &err, "%s audit verify -c '%s'", kt_keyfs(),
+			  m.cfg) == 1,
+		  "a log missing its last record verified");
+	cr_assert(one_line(err), "stderr is not one line: %s", err);
+	cr_assert(kt_contains(err, "truncat"),
+		  "the error does not say "
+		  "truncated: %s",
+		  err);
+	free(out);
+	free(err);
+	free(copy);
+	free(log);
+	mount_free(&m);
+}
+
+Test(cli, audit_verify_file_checks_a_copy_without_anchor,
+     .fini = kt_mount_cleanup_all, .timeout = 60)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *log, *copy, *want;
+
+	audited_state(&m, "cli-audit-file");
+	log = path_of(m.state, "audit.log");
+	copy = path_of(m.dir, "audit-copy.log");
+	copy_file(log, copy);
+	cr_assert(kt_runf(&out, &err, "%s audit verify '%s' -c '%s'",
+			  kt_keyfs(), copy, m.cfg) == 0,
+		  "a good copy failed: %s", err);
+	cr_assert(asprintf(&want, "ok: %zu records\n", count_lines(copy)) > 0);
+	cr_assert(strcmp(out, want) == 0, "audit verify FILE said %s", out);
+	free(want);
+	free(out);
+	free(err);
+	edit_audit_line(copy, 2);
+	cr_assert(kt_runf(&out, &err, "%s audit verify '%s' -c '%s'",
+			  kt_keyfs(), copy, m.cfg) == 1,
+		  "an edited copy verified");
+	cr_assert(one_line(err) && kt_contains(err, "line 2"),
+		  "the error does not name line 2: %s", err);
+	free(out);
+	free(err);
+	free(copy);
+	free(log);
+	mount_free(&m);
+}
+
+/*
+ * export-env discloses every retained key; deleting its record must not go
+ * unnoticed, so its record must be covered by the sealed anchor too.
+ */
+Test(cli, audit_verify_detects_deleted_key_export_record)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *log, *last;
+
+	offline_state(&m, "cli-audit-export");
+	cr_assert(kt_runf(NULL, NULL, "%s export-env -c '%s' >/dev/null",
+			  kt_keyfs(), m.cfg) == 0);
+	log = path_of(m.state, "audit.log");
+	last = last_line(log);
+	cr_assert(kt_contains(last, "\"event\":\"key_export\""));
+	free(last);
+	delete_last_line(log);
+	cr_assert(kt_runf(&out, &err, "%s audit verify -c '%s'", kt_keyfs(),
+			  m.cfg) == 1,
+		  "the record of a key export was deleted undetected "
+		  "(audit verify said: %s)",
+		  out);
+	cr_assert(one_line(err));
+	free(out);
+	free(err);
+	free(log);
+	mount_free(&m);
+}
+
+/*
+ * A daemon that stopped cleanly has seen every record it wrote (the key
+ * opens of its last minutes, its unmount); deleting the tail must be found.
+ */
+Test(cli, audit_verify_detects_deleted_tail_after_clean_unmount,
+     .fini = kt_mount_cleanup_all, .timeout = 60)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *log, *key;
+
+	kt_mount_config(&m, "cli-audit-unmount", NULL, NULL);
+	cr_assert(kt_mount_start(&m, NULL) == 0, "mount failed; see %s", m.log);
+	key = kt_mread(&m, "current", NULL);
+	cr_assert(key);
+	wipe_free(key);
+	cr_assert(kt_mount_stop(&m) == 0);
+	log = path_of(m.state, "audit.log");
+	delete_last_line(log);
+	cr_assert(kt_runf(&out, &err, "%s audit verify -c '%s'", kt_keyfs(),
+			  m.cfg) == 1,
+		  "the last record of a cleanly stopped daemon was deleted "
+		  "undetected (audit verify said: %s)",
+		  out);
+	cr_assert(one_line(err));
+	free(out);
+	free(err);
+	free(log);
+	mount_free(&m);
+}
+
+/* --- backup list / verify ----------------------------------------------- */
+
+Test(cli, backup_list_shows_every_archive, .fini = kt_mount_cleanup_all,
+     .timeout = 60)
+{
+	static struct kt_mount m;
+	struct noted n = {0};
+	char *out = NULL, *err = NULL, *dir, *names, *save = NULL;
+	size_t archives = 0, rows = 0;
+
+	rotated_state(&m, "cli-list", &n);
+	noted_free(&n);
+	dir = path_of(m.state, "backups");
+	cr_assert(kt_runf(&out, &err, "%s backup list -c '%s'", kt_keyfs(),
+			  m.cfg) == 0,
+		  "backup list failed: %s", err);
+	for (const char *p = out; *p; p++)
+		rows += *p == '\n';
+	names = dir_listing(dir);
+	for (char *w = strtok_r(names, "\n", &save); w;
+	     w = strtok_r(NULL, "\n", &save)) {
+		char *path = path_of(dir, w), *row, created[64], name[256];
+		json_error_t jerr;
+		json_t *o = json_load_file(path, 0, &jerr);
+		unsigned version;
+		long long size;
+		struct stat st;
+
+		cr_assert(o, "%s is not JSON", path);
+		cr_assert(stat(path, &st) == 0);
+		row = strstr(out, w);
+		cr_assert(row && (row == out || row[-1] == '\n'),
+			  "backup list has no row for %s", w);
+		cr_assert(sscanf(row, "%255s %63s %u %lld", name, created,
+				 &version, &size) == 4,
+			  "row for %s is not NAME CREATED VERSION SIZE", w);
+		cr_assert(strcmp(name, w) == 0);
+		cr_assert(strcmp(created, json_string_value(json_object_get(
+					      o, "created"))) == 0,
+			  "%s: created %s differs from the archive's", w,
+			  created);
+		cr_assert(version == json_integer_value(
+					 json_object_get(o, "key_version")),
+			  "%s: key version %u differs from the archive's", w,
+			  version);
+		cr_assert(size == (long long)st.st_size,
+			  "%s: size %lld, the file has %lld", w, size,
+			  (long long)st.st_size);
+		json_decref(o);
+		free(path);
+		archives++;
+	}
+	/* snap (v1), the first backup, and the rotation's (v2) at least. */
+	cr_assert(archives >= 3, "only %zu archives", archives);
+	cr_assert(rows == archives + 1, "%zu rows for %zu archives + header",
+		  rows, archives);
+	cr_assert(kt_contains(out, "snap.json"));
+	free(names);
+	free(dir);
+	free(out);
+	free(err);
+	mount_free(&m);
+}
+
+Test(cli, backup_verify_accepts_good_archive_and_changes_nothing)
+{
+	static struct kt_mount m;
+	struct file_id arch, keyring, audit;
+	char *out = NULL, *err = NULL, *dir, *name, *path, *kpath, *apath;
+
+	offline_state(&m, "cli-verify-good");
+	dir = path_of(m.state, "backups");
+	name = find_entry(dir, "key_backup_");
+	cr_assert(name, "no first backup in %s", dir);
+	path = path_of(dir, name);
+	kpath = path_of(m.state, "keyring");
+	apath = path_of(m.state, "audit.log");
+	file_id_get(path, &arch);
+	file_id_get(kpath, &keyring);
+	file_id_get(apath, &audit);
+	cr_assert(kt_runf(&out, &err, "%s backup verify '%s' -c '%s'",
+			  kt_keyfs(), path, m.cfg) == 0,
+		  "a good archive failed: %s", err);
+	cr_assert(strncmp(out, "ok: ", 4) == 0 && one_line(out),
+		  "verify said: %s", out);
+	cr_assert(kt_contains(out, "key version 1"), "verify said: %s", out);
+	file_id_same(path, &arch, "backup verify");
+	file_id_same(kpath, &keyring, "backup verify");
+	file_id_same(apath, &audit, "backup verify");
+	free(out);
+	free(err);
+	free(apath);
+	free(kpath);
+	free(path);
+	free(name);
+	free(dir);
+	mount_free(&m);
+}
+
+/* Asserts that verifying path fails with one line holding a reason. */
+static void expect_verify_fails(struct kt_mount *m, const char *path,
+				const char *what)
+{
+	struct file_id before;
+	char *out = NULL, *err = NULL, *reason;
+	int rc;
+
+	file_id_get(path, &before);
+	rc = kt_runf(&out, &err, "%s backup verify '%s' -c '%s'", kt_keyfs(),
+		     path, m->cfg);
+	cr_assert(rc == 1, "%s: exit %d, expected 1", what, rc);
+	cr_assert(strcmp(out, "") == 0, "%s: stdout: %s", what, out);
+	cr_assert(one_line(err), "%s: stderr is not one line: %s", what, err);
+	/* "keyfs backup verify: PATH: reason" */
+	reason = strstr(err, path);
+	cr_assert(reason && strlen(reason + strlen(path)) > 4,
+		  "%s: no reason given: %s", what, err);
+	file_id_same(path, &before, what);
+	free(out);
+	free(err);
+}
+
+Test(cli, backup_verify_rejects_truncated_archive)
+{
+	static struct kt_mount m;
+	char *dir, *name, *src, *dst, *buf;
+	size_t len;
+
+	offline_state(&m, "cli-verify-trunc");
+	dir = path_of(m.state, "backups");
+	name = find_entry(dir, "key_backup_");
+	cr_assert(name);
+	src = path_of(dir, name);
+	buf = kt_read_file(src, &len);
+	cr_assert(buf && len > 40);
+	dst = path_of(m.dir, "truncated.json");
+	write_bytes(dst, buf, len / 2);
+	expect_verify_fails(&m, dst, "half an archive");
+	write_bytes(dst, buf, len - 1);
+	expect_verify_fails(&m, dst, "an archive missing its last byte");
+	write_bytes(dst, buf, 0);
+	expect_verify_fails(&m, dst, "an empty file");
+	free(dst);
+	free(buf);
+	free(src);
+	free(name);
+	free(dir);
+	mount_free(&m);
+}
+
+Test(cli, backup_verify_rejects_any_changed_byte)
+{
+	static struct kt_mount m;
+	char *dir, *name, *src, *dst, *buf, *flips, *accepted = NULL;
+	size_t len;
+
+	offline_state(&m, "cli-verify-byte");
+	dir = path_of(m.state, "backups");
+	name = find_entry(dir, "key_backup_");
+	cr_assert(name);
+	src = path_of(dir, name);
+	buf = kt_read_file(src, &len);
+	cr_assert(buf && len > 100);
+	/* One byte in the middle of the ciphertext, in detail. */
+	dst = path_of(m.dir, "changed.json");
+	buf[len - 20] ^= 0x01;
+	write_bytes(dst, buf, len);
+	expect_verify_fails(&m, dst, "one ciphertext byte changed");
+	buf[len - 20] ^= 0x01;
+	/* Then every position, in one shell loop. */
+	flips = path_of(m.dir, "flips");
+	cr_assert(mkdir(flips, 0700) == 0);
+	for (size_t i = 0; i < len; i++) {
+		char *p;
+
+		cr_assert(asprintf(&p, "%s/%04zu.json", flips, i) > 0);
+		buf[i] ^= 0x01;
+		write_bytes(p, buf, len);
+		buf[i] ^= 0x01;
+		free(p);
+	}
+	cr_assert(kt_runf(&accepted, NULL,
+			  "for f in '%s'/*.json; do %s backup verify \"$f\" "
+			  "-c '%s' >/dev/null 2>&1 && echo \"${f##*/}\"; "
+			  "done; true",
+			  flips, kt_keyfs(), m.cfg) == 0);
+	cr_assert(strcmp(accepted, "") == 0,
+		  "archives with one byte changed verified: %s", accepted);
+	free(accepted);
+	free(flips);
+	free(dst);
+	free(buf);
+	free(src);
+	free(name);
+	free(dir);
+	mount_free(&m);
+}
+
+Test(cli, backup_verify_rejects_other_master_key)
+{
+	static struct kt_mount m, other;
+	char *dir, *name, *path;
+
+	offline_state(&m, "cli-verify-mk");
+	offline_state(&other, "cli-verify-mk2");
+	dir = path_of(m.state, "backups");
+	name = find_entry(dir, "key_backup_");
+	cr_assert(name);
+	path = path_of(dir, name);
+	/* The same archive, judged with the other state's master key. */
+	cr_assert(kt_runf(NULL, NULL, "%s backup verify '%s' -c '%s'",
+			  kt_keyfs(), path, m.cfg) == 0);
+	expect_verify_fails(&other, path, "another master key");
+	free(path);
+	free(name);
+	free(dir);
+	mount_free(&m);
+	mount_free(&other);
+}
+
+/* --- restore --offline -------------------------------------------------- */
+
+Test(cli, restore_offline_restores_and_keeps_pre_restore,
+     .fini = kt_mount_cleanup_all, .timeout = 60)
+{
+	static struct kt_mount m;
+	struct noted n = {0};
+	char *out = NULL, *err = NULL, *dir, *snap, *pre, *cur, *ver, *text;
+	char *log, *last;
+
+	rotated_state(&m, "cli-restore", &n);
+	dir = path_of(m.state, "backups");
+	snap = path_of(dir, "snap.json");
+	cr_assert(find_entry(dir, "pre_restore_") == NULL);
+	cr_assert(kt_runf(&out, &err, "%s restore --offline '%s' -c '%s'",
+			  kt_keyfs(), snap, m.cfg) == 0,
+		  "restore --offline failed: %s", err);
+	cr_assert(strcmp(out, "restored: version 1\n") == 0, "restore said: %s",
+		  out);
+	free(out);
+	free(err);
+	pre = find_entry(dir, "pre_restore_");
+	cr_assert(pre, "no pre_restore_ archive after the restore");
+	log = path_of(m.state, "audit.log");
+	last = last_line(log);
+	cr_assert(
+	    kt_contains(last, "\"event\":\"key_restore\"") &&
+		kt_contains(last, "\"success\":true") && kt_contains(last, pre),
+	    "the restore was not audited with its pre_restore_ archive: %s",
+	    last);
+	free(last);
+	free(log);
+
+	/* The state now serves the version 1 key as current. */
+	cr_assert(kt_runf(&out, NULL, "%s export-env -c '%s'", kt_keyfs(),
+			  m.cfg) == 0);
+	cur = env_value(out, "ENCRYPTION_KEY");
+	ver = env_value(out, "ENCRYPTION_KEY_VERSION");
+	cr_assert(cur && strcmp(cur, n.v1) == 0,
+		  "the restored current key is not the version 1 key");
+	cr_assert(ver && strcmp(ver, "1") == 0, "restored version %s", ver);
+	wipe_free(cur);
+	free(ver);
+	wipe_free(out);
+
+	/* The pre_restore_ archive holds what was replaced (version 2). */
+	cr_assert(kt_runf(&out, NULL, "%s backup list -c '%s'", kt_keyfs(),
+			  m.cfg) == 0);
+	text = strstr(out, pre);
+	cr_assert(text, "backup list lacks %s", pre);
+	{
+		char name[256], created[64];
+		unsigned version = 0;
+
+		cr_assert(sscanf(text, "%255s %63s %u", name, created,
+				 &version) == 3);
+		cr_assert(version == 2, "%s holds version %u, not 2", pre,
+			  version);
+	}
+	free(out);
+	free(pre);
+	free(snap);
+	free(dir);
+	noted_free(&n);
+	mount_free(&m);
+}
+
+Test(cli, restore_offline_refused_while_daemon_runs,
+     .fini = kt_mount_cleanup_all, .timeout = 60)
+{
+	static struct kt_mount m;
+	struct file_id keyring;
+	char *out = NULL, *err = NULL, *dir, *kpath, *before, *after, *v;
+
+	kt_mount_config(&m, "cli-restore-busy", NULL, NULL);
+	cr_assert(kt_mount_start(&m, NULL) == 0, "mount failed; see %s", m.log);
+	cr_assert(kt_mwrite(&m, "control/backup", "snap\n") == 0);
+	cr_assert(kt_mwrite(&m, "control/rotate", "1\n") == 0);
+	dir = path_of(m.state, "backups");
+	kpath = path_of(m.state, "keyring");
+	before = dir_listing(dir);
+	file_id_get(kpath, &keyring);
+
+	cr_assert(kt_runf(&out, &err, "%s restore --offline snap.json -c '%s'",
+			  kt_keyfs(), m.cfg) != 0,
+		  "an offline restore ran beside a live daemon");
+	cr_assert(strcmp(out, "") == 0, "restore printed: %s", out);
+	cr_assert(one_line(err), "stderr is not one line: %s", err);
+	cr_assert(kt_contains(err, "daemon") || kt_contains(err, "in use") ||
+		      kt_contains(err, "running"),
+		  "the refusal does not say a daemon holds the state: %s", err);
+
+	after = dir_listing(dir);
+	cr_assert(strcmp(before, after) == 0,
+		  "the refused restore changed the backups: %s", after);
+	file_id_same(kpath, &keyring, "the refused restore");
+	v = kt_mread(&m, "version", NULL);
+	cr_assert(v && strcmp(v, "2\n") == 0, "version is now %s", v);
+	cr_assert(kt_mount_stop(&m) == 0);
+	free(v);
+	free(after);
+	free(before);
+	free(kpath);
+	free(dir);
+	free(out);
+	free(err);
+	mount_free(&m);
+}
+
+/* --- help, version, usage errors ---------------------------------------- */
+
+Test(cli, help_lists_every_command)
+{
+	const char *cmds[] = {"mount",	    "genkey",	"validate",  "derive",
+			      "ctl",	    "backup",	"restore",   "audit",
+			      "export-env", "--help",	"--version", "rotate",
+			      "prune",	    "retire",	"status",    "verify",
+			      "list",	    "--offline"};
+	char *out = NULL, *err = NULL;
+
+	cr_assert(kt_runf(&out, &err, "%s --help", kt_keyfs()) == 0);
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		cr_assert(kt_contains(out, cmds[i]),
+			  "--help does not mention %s", cmds[i]);
+	cr_assert(strcmp(err, "") == 0);
+	free(out);
+	free(err);
+}
+
+Test(cli, version_prints_one_line)
+{
+	char *out = NULL, *err = NULL;
+	int major = -1;
+
+	cr_assert(kt_runf(&out, &err, "%s --version", kt_keyfs()) == 0);
+	cr_assert(one_line(out), "--version: %s", out);
+	cr_assert(sscanf(out, "keyfs %d", &major) == 1 && major >= 0,
+		  "--version: %s", out);
+	cr_assert(strcmp(err, "") == 0);
+	free(out);
+	free(err);
+}
+
+Test(cli, unknown_command_exits_2_without_echo)
+{
+	const char *words[] = {"frobnicate-zz9", "rotatezz9", "--zz9opt"};
+
+	for (size_t i = 0; i < 3; i++) {
+		char *out = NULL, *err = NULL;
+		int rc = kt_runf(&out, &err, "%s '%s'", kt_keyfs(), words[i]);
+
+		cr_assert(rc == 2, "%s: exit %d, expected 2", words[i], rc);
+		cr_assert(one_line(err), "%s: stderr not one line: %s",
+			  words[i], err);
+		cr_assert(!kt_contains(err, "zz9"),
+			  "the unknown word was echoed: %s", err);
+		cr_assert(strcmp(out, "") == 0);
+		free(out);
+		free(err);
+	}
+}
+
+Test(cli, missing_arguments_print_a_usage_line)
+{
+	const char *args[] = {
+	    "derive",	    "validate a b",	 "ctl",	   "ctl prune",
+	    "ctl retire",   "ctl restore",	 "backup", "backup verify",
+	    "restore",	    "restore --offline", "audit",  "audit verify a b",
+	    "export-env x", "genkey x"};
+
+	for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++) {
+		char *out = NULL, *err = NULL;
+		int rc = kt_runf(&out, &err, "%s %s </dev/null", kt_keyfs(),
+				 args[i]);
+
+		cr_assert(rc != 0, "'keyfs %s' succeeded", args[i]);
+		cr_assert(one_line(err), "'keyfs %s': stderr not one line: %s",
+			  args[i], err);
+		cr_assert(kt_contains(err, "usage") ||
+			      kt_contains(err, "takes no arguments"),
+			  "'keyfs %s': no usage line: %s", args[i], err);
+		cr_assert(strcmp(out, "") == 0);
+		free(out);
+		free(err);
+	}
+}
+
+Test(cli, bad_options_are_one_line_errors)
+{
+	const char *args[] = {"backup list --bogus", "audit verify --bogus",
+			      "export-env --bogus", "ctl status --mount",
+			      "restore --offline x -q"};
+
+	for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++) {
+		char *out = NULL, *err = NULL;
+		int rc = kt_runf(&out, &err, "%s %s </dev/null", kt_keyfs(),
+				 args[i]);
+
+		cr_assert(rc != 0, "'keyfs %s' succeeded", args[i]);
+		cr_assert(one_line(err), "'keyfs %s': stderr not one line: %s",
+			  args[i], err);
+		free(out);
+		free(err);
+	}
+}
+
+/* --- ctl against a running tree ----------------------------------------- */
+
+Test(cli, ctl_status_and_rotate_drive_a_mount, .fini = kt_mount_cleanup_all,
+     .timeout = 60)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *v;
+	json_error_t jerr;
+	json_t *o;
+
+	kt_mount_config(&m, "cli-ctl", NULL, NULL);
+	cr_assert(kt_mount_start(&m, NULL) == 0, "mount failed; see %s", m.log);
+	cr_assert(kt_runf(&out, &err, "%s ctl status --mount '%s'", kt_keyfs(),
+			  m.mnt) == 0,
+		  "ctl status failed: %s", err);
+	o = json_loads(out, 0, &jerr);
+	cr_assert(o, "ctl status is not JSON: %s", jerr.text);
+	cr_assert(json_integer_value(json_object_get(o, "version")) == 1,
+		  "status version is not 1");
+	json_decref(o);
+	free(out);
+	free(err);
+
+	cr_assert(kt_runf(&out, &err, "%s ctl rotate --mount '%s'", kt_keyfs(),
+			  m.mnt) == 0,
+		  "ctl rotate failed: %s", err);
+	cr_assert(strcmp(out, "rotated: version 2\n") == 0,
+		  "ctl rotate said: %s", out);
+	free(out);
+	free(err);
+	v = kt_mread(&m, "version", NULL);
+	cr_assert(v && strcmp(v, "2\n") == 0, "version file: %s", v);
+	free(v);
+
+	cr_assert(kt_runf(&out, NULL, "%s ctl status --mount '%s'", kt_keyfs(),
+			  m.mnt) == 0);
+	o = json_loads(out, 0, &jerr);
+	cr_assert(o && json_integer_value(json_object_get(o, "version")) == 2,
+		  "status after ctl rotate is not version 2");
+	cr_assert(json_is_true(json_object_get(o, "has_previous_key")));
+	json_decref(o);
+	free(out);
+	cr_assert(kt_mount_stop(&m) == 0);
+	mount_free(&m);
+}
