@@ -21,7 +21,7 @@
 #define B64 sodium_base64_VARIANT_ORIGINAL
 #define MAX_VERSIONS 65536u /* far above any keyring's retain_versions */
 #define MAX_LIST 100000u    /* archives listed from one directory */
-#define MAX_SUFFIX 100	    /* _2 ... _100 for generated names */
+#define MAX_SUFFIX 100000   /* _2 ... for generated names */
 #define SUFFIX ".json"
 #define SUFFIX_LEN 5
 #define STAMP_LEN 15 /* YYYYMMDD_HHMMSS */
@@ -466,6 +466,44 @@ static int set_mtime(const char *dir, const char *tmp, int64_t now, char *err)
  * Links the prepared temporary file to its first free name: `name`, or the
  * generated candidates.  link(2) never replaces an existing file.
  */
+/*
+ * The highest suffix already used by generated names of this second (1 for
+ * the bare name, 0 for none), so a new archive always sorts after them even
+ * when a prune removed some.
+ */
+static int highest_suffix(const char *dir, const char *prefix, int64_t now)
+{
+	char base[KF_BACKUP_NAME_MAX + 1];
+	struct dirent *de;
+	int best = 0;
+	size_t blen;
+	DIR *d;
+
+	if (!generated_name(prefix, now, 1, base) || !(d = opendir(dir)))
+		return 0;
+	blen = strlen(base);
+	while ((de = readdir(d))) {
+		const char *rest = de->d_name + blen;
+		char *end;
+		long n;
+
+		if (strncmp(de->d_name, base, blen) != 0)
+			continue;
+		if (strcmp(rest, SUFFIX) == 0) {
+			best = best > 1 ? best : 1;
+			continue;
+		}
+		if (rest[0] != '_' || rest[1] < '1' || rest[1] > '9')
+			continue;
+		n = strtol(rest + 1, &end, 10);
+		if (strcmp(end, SUFFIX) == 0 && n >= 2 && n <= MAX_SUFFIX &&
+		    n > best)
+			best = (int)n;
+	}
+	closedir(d);
+	return best;
+}
+
 static int link_new(const char *dir, const char *tmp, const char *name,
 		    const char *prefix, int64_t now, char file[], char *err)
 {
@@ -473,7 +511,8 @@ static int link_new(const char *dir, const char *tmp, const char *name,
 	int r = -EEXIST;
 
 	snprintf(from, sizeof(from), "%s/%s", dir, tmp);
-	for (int i = 1; i <= MAX_SUFFIX; i++) {
+	for (int i = name ? 1 : highest_suffix(dir, prefix, now) + 1;
+	     i <= MAX_SUFFIX; i++) {
 		if (name)
 			snprintf(cand, sizeof(cand), "%s", name);
 		else if (!generated_name(prefix, now, i, cand))
@@ -651,7 +690,8 @@ static int newest_first(const void *pa, const void *pb)
 
 	if (a->created != b->created)
 		return a->created < b->created ? 1 : -1;
-	return -strcmp(a->name, b->name);
+	/* Same second: x_10 is newer than x_9, which is newer than x. */
+	return -strverscmp(a->name, b->name);
 }
 
 int kf_backup_list(const char *dir, struct kf_backup_info **ret, size_t *ret_n,

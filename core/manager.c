@@ -909,7 +909,8 @@ int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
 	json_object_set_new(rec, "backup", json_string(name));
 	r = commit_keyring(m, next, rec, err);
 	if (r < 0) {
-		/* The archive is a valid backup of the unchanged keyring. */
+		/* Refused: leave nothing behind, not even the backup. */
+		remove_backup(m, name);
 		json_object_del(rec, "success");
 		goto fail;
 	}
@@ -1049,6 +1050,7 @@ int kf_manager_restore(struct kf_manager *m, const struct kf_caller *who,
 	json_object_set_new(rec, "pre_restore_backup", json_string(pre));
 	r = commit_keyring(m, next, rec, why);
 	if (r < 0) {
+		remove_backup(m, pre);
 		json_object_del(rec, "success");
 		goto fail;
 	}
