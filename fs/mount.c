@@ -29,6 +29,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -978,9 +979,14 @@ static int check_paths(const struct kf_config *cfg, const char *mnt)
 /* Clears a mount left by a killed daemon ("Transport endpoint ..."). */
 static int prepare_mountpoint(const char *mnt)
 {
+	struct statvfs sv;
 	struct stat st;
 
-	if (stat(mnt, &st) == 0) {
+	/*
+	 * stat alone may be answered from the dead mount's attribute cache;
+	 * statfs always asks the file system, so a stale mount fails it.
+	 */
+	if (stat(mnt, &st) == 0 && statvfs(mnt, &sv) == 0) {
 		if (!S_ISDIR(st.st_mode)) {
 			kf_log(LOG_ERR, "mountpoint %s is not a directory",
 			       mnt);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -86,7 +87,7 @@ static void capture_add(struct capture *c, const char *p, size_t n)
 int kt_run(const char *cmd, const char *input, char **ret_out, char **ret_err)
 {
 	int in[2], out[2], errp[2], status;
-	struct capture co = { 0 }, ce = { 0 };
+	struct capture co = {0}, ce = {0};
 	size_t in_len = input ? strlen(input) : 0, in_off = 0;
 	pid_t pid;
 
@@ -112,9 +113,9 @@ int kt_run(const char *cmd, const char *input, char **ret_out, char **ret_err)
 	capture_add(&co, "", 0);
 	capture_add(&ce, "", 0);
 	for (;;) {
-		struct pollfd p[3] = { { out[0], POLLIN, 0 },
-				       { errp[0], POLLIN, 0 },
-				       { in[1], POLLOUT, 0 } };
+		struct pollfd p[3] = {{out[0], POLLIN, 0},
+				      {errp[0], POLLIN, 0},
+				      {in[1], POLLOUT, 0}};
 		char buf[4096];
 		int open_fds = 0;
 
@@ -145,8 +146,8 @@ int kt_run(const char *cmd, const char *input, char **ret_out, char **ret_err)
 			}
 		}
 		if (in[1] >= 0 && (p[2].revents & (POLLOUT | POLLERR))) {
-			ssize_t n = write(in[1], input + in_off,
-					  in_len - in_off);
+			ssize_t n =
+			    write(in[1], input + in_off, in_len - in_off);
 
 			if (n > 0)
 				in_off += (size_t)n;
@@ -200,7 +201,7 @@ int kt_runf(char **ret_out, char **ret_err, const char *fmt, ...)
 char *kt_read_file(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
-	struct capture c = { 0 };
+	struct capture c = {0};
 	char buf[4096];
 	size_t n;
 
@@ -312,7 +313,7 @@ char *kt_mpath(struct kt_mount *m, const char *rel)
 
 static void sleep_ms(int ms)
 {
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
 
 	nanosleep(&ts, NULL);
 }
@@ -349,6 +350,7 @@ int kt_mount_start(struct kt_mount *m, const char *env)
 		}
 	}
 	for (int waited = 0; waited < 15000; waited += 20) {
+		struct statvfs sv;
 		struct stat st;
 
 		if (waitpid(pid, &status, WNOHANG) == pid) {
@@ -356,7 +358,9 @@ int kt_mount_start(struct kt_mount *m, const char *env)
 			free(version);
 			return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 		}
-		if (kt_is_mounted(m->mnt) && stat(version, &st) == 0) {
+		/* statfs reaches the daemon: a stale mount's caches do not. */
+		if (kt_is_mounted(m->mnt) && statvfs(m->mnt, &sv) == 0 &&
+		    stat(version, &st) == 0) {
 			free(version);
 			return 0;
 		}
