@@ -38,7 +38,7 @@ struct kf_audit_anchor {
 
 /* A formatted record not yet written; see kf_audit_begin. */
 struct kf_audit_pending {
-	char *line; /* malloc'd, with "\n" */
+	char *line;		       /* malloc'd, with "\n" */
 	struct kf_audit_anchor anchor; /* the log's anchor once written */
 };
 
@@ -90,7 +90,7 @@ void kf_audit_anchor(struct kf_audit *a, struct kf_audit_anchor *ret);
  * *ret_lines (may be NULL) gets the number of lines read.
  */
 int kf_audit_verify(const char *path, const uint8_t key[32],
-		    const struct kf_audit_anchor *anchor, char report[KF_ERR_MAX],
-		    uint64_t *ret_lines) KF_WUR;
+		    const struct kf_audit_anchor *anchor,
+		    char report[KF_ERR_MAX], uint64_t *ret_lines) KF_WUR;
 
 #endif

@@ -24,11 +24,11 @@
 #include "util.h"
 
 #define KF_BACKUP_FORMAT "keyfs-backup-v1"
-#define KF_BACKUP_NAME_MAX 64		/* without ".json" */
-#define KF_BACKUP_FILE_MAX (8u << 20)	/* refuse larger archives */
+#define KF_BACKUP_NAME_MAX 64	      /* without ".json" */
+#define KF_BACKUP_FILE_MAX (8u << 20) /* refuse larger archives */
 
 struct kf_backup_info {
-	char name[KF_BACKUP_NAME_MAX + 6];	/* file name, with ".json" */
+	char name[KF_BACKUP_NAME_MAX + 6]; /* file name, with ".json" */
 	int64_t created;
 	uint32_t key_version;
 	uint32_t n_versions;

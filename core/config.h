@@ -39,20 +39,20 @@ struct kf_purpose {
 };
 
 struct kf_config {
-	char *source;		/* file name, or KF_CONFIG_EMBEDDED */
+	char *source; /* file name, or KF_CONFIG_EMBEDDED */
 	enum kf_run_mode mode;
-	char *mountpoint;	/* absolute, or NULL if unset */
-	char *state_dir;	/* absolute */
-	char *backup_dir;	/* absolute; default state_dir/backups */
-	char *master_key_file;	/* absolute; default /etc/keyfs/master.key */
-	char *audit_log;	/* absolute; default state_dir/audit.log */
-	char *alert_command;	/* NULL if unset */
-	unsigned retain_versions;	/* >= 1, default 2 */
-	int64_t rotate_interval;	/* seconds, 0 = off, default 90d */
-	unsigned backup_keep;		/* >= 1, default 10 */
-	enum kf_read_mode read_mode;	/* default audited */
+	char *mountpoint;	  /* absolute, or NULL if unset */
+	char *state_dir;	  /* absolute */
+	char *backup_dir;	  /* absolute; default state_dir/backups */
+	char *master_key_file;	  /* absolute; default /etc/keyfs/master.key */
+	char *audit_log;	  /* absolute; default state_dir/audit.log */
+	char *alert_command;	  /* NULL if unset */
+	unsigned retain_versions; /* >= 1, default 2 */
+	int64_t rotate_interval;  /* seconds, 0 = off, default 90d */
+	unsigned backup_keep;	  /* >= 1, default 10 */
+	enum kf_read_mode read_mode; /* default audited */
 	struct kf_access keys, status, backups, audit;
-	struct kf_purpose *purposes;	/* in the order declared */
+	struct kf_purpose *purposes; /* in the order declared */
 	size_t n_purposes;
 };
 

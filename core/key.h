@@ -13,9 +13,9 @@
 #include "util.h"
 
 #define KF_KEY_BYTES 32
-#define KF_KEY_TEXT_LEN 44    /* URL-safe base64 with padding */
-#define KF_KEY_FPR_LEN 16     /* hex digits */
-#define KF_PURPOSE_MAX 32     /* characters in a purpose name */
+#define KF_KEY_TEXT_LEN 44 /* URL-safe base64 with padding */
+#define KF_KEY_FPR_LEN 16  /* hex digits */
+#define KF_PURPOSE_MAX 32  /* characters in a purpose name */
 #define KF_KEY_DERIVE_PERSONAL "keyfs.derive.v1"
 #define KF_KEY_FPR_PERSONAL "keyfs.fpr.v1"
 

@@ -27,7 +27,7 @@ struct kf_keyring;
 
 struct kf_keyring_entry {
 	uint32_t version;
-	int64_t created; /* seconds since the epoch */
+	int64_t created;    /* seconds since the epoch */
 	const uint8_t *key; /* KF_KEY_BYTES, owned by the keyring */
 };
 
@@ -50,8 +50,8 @@ struct kf_keyring *kf_keyring_unref(struct kf_keyring *kr);
  * NULL) at version - 1 (when version > 1; a previous key with version 1 is
  * refused with -EINVAL).  Both stamped `created`.
  */
-int kf_keyring_import(const uint8_t cur[KF_KEY_BYTES],
-		      const uint8_t *prev, uint32_t version, int64_t created,
+int kf_keyring_import(const uint8_t cur[KF_KEY_BYTES], const uint8_t *prev,
+		      uint32_t version, int64_t created,
 		      struct kf_keyring **ret, char err[KF_ERR_MAX]) KF_WUR;
 
 /*
@@ -105,7 +105,7 @@ int kf_keyring_encode(const struct kf_keyring *kr, uint8_t **ret_buf,
  * format, count bounds, exact length, versions strictly decreasing, highest
  * >= every version).  -EBADMSG with a reason in err on any defect.
  */
-int kf_keyring_decode(const uint8_t *buf, size_t len,
-		      struct kf_keyring **ret, char err[KF_ERR_MAX]) KF_WUR;
+int kf_keyring_decode(const uint8_t *buf, size_t len, struct kf_keyring **ret,
+		      char err[KF_ERR_MAX]) KF_WUR;
 
 #endif

@@ -20,7 +20,8 @@ void kf_log_syslog(bool on);
 void kf_log_stderr_level(int prio);
 
 /* Logs one line at syslog priority prio (LOG_ALERT ... LOG_DEBUG). */
-void kf_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void kf_log(int prio, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /*
  * Runs `command` with /bin/sh -c, detached (the caller never waits for it),

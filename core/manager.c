@@ -54,6 +54,7 @@ struct kf_manager {
 	struct kf_audit *audit;	 /* locks itself */
 	int lock_fd;		 /* flock'd state_dir/lock */
 	uint64_t sealed_seq;	 /* anchor in the state; op_lock */
+	bool restore_only;	 /* may run without a keyring */
 
 	pthread_mutex_t op_lock; /* serialises management operations */
 	pthread_mutex_t kr_lock; /* held only to read or swap kr */
@@ -290,7 +291,7 @@ static int checkpoint_locked(struct kf_manager *m, char err[KF_ERR_MAX])
 	int r;
 
 	kf_audit_anchor(m->audit, &anchor);
-	if (anchor.seq == m->sealed_seq)
+	if (anchor.seq == m->sealed_seq || !m->kr)
 		return 0;
 	kr = current_ref(m);
 	r = state_plain(kr, &anchor, &plain, &len, err);
@@ -596,7 +597,7 @@ static int load_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 
 	r = kf_store_load(m->cfg->state_dir, m->keys->state, &plain, &len, why);
 	if (r == -ENOENT)
-		return create_keyring(m, err);
+		return m->restore_only ? 0 : create_keyring(m, err);
 	if (r < 0) {
 		kf_err_set(err, "KeyValidationError: Failed to load keys: %s",
 			   why);
@@ -657,8 +658,8 @@ static int lock_state(struct kf_manager *m, char err[KF_ERR_MAX])
 	return r;
 }
 
-int kf_manager_open(const struct kf_config *cfg, struct kf_manager **ret,
-		    char err[KF_ERR_MAX])
+static int manager_open(const struct kf_config *cfg, bool restore_only,
+			struct kf_manager **ret, char err[KF_ERR_MAX])
 {
 	struct kf_manager *m;
 	bool broken = false;
@@ -674,6 +675,7 @@ int kf_manager_open(const struct kf_config *cfg, struct kf_manager **ret,
 		return -ENOMEM;
 	}
 	m->cfg = cfg;
+	m->restore_only = restore_only;
 	m->lock_fd = -1;
 	pthread_mutex_init(&m->op_lock, NULL);
 	pthread_mutex_init(&m->kr_lock, NULL);
@@ -705,6 +707,18 @@ int kf_manager_open(const struct kf_config *cfg, struct kf_manager **ret,
 fail:
 	kf_manager_close(m);
 	return r;
+}
+
+int kf_manager_open(const struct kf_config *cfg, struct kf_manager **ret,
+		    char err[KF_ERR_MAX])
+{
+	return manager_open(cfg, false, ret, err);
+}
+
+int kf_manager_open_for_restore(const struct kf_config *cfg,
+				struct kf_manager **ret, char err[KF_ERR_MAX])
+{
+	return manager_open(cfg, true, ret, err);
 }
 
 struct kf_manager *kf_manager_close(struct kf_manager *m)
@@ -976,6 +990,21 @@ int kf_manager_backup(struct kf_manager *m, const struct kf_caller *who,
 	return 0;
 }
 
+/* The highest version number known: the keyring's and every archive's. */
+static uint32_t highest_known(struct kf_manager *m, const struct kf_keyring *kr)
+{
+	struct kf_backup_info *list = NULL;
+	uint32_t high = kr ? kf_keyring_highest(kr) : 0;
+	size_t n = 0;
+
+	if (kf_backup_list(m->cfg->backup_dir, &list, &n, NULL) == 0)
+		for (size_t i = 0; i < n; i++)
+			if (list[i].key_version > high)
+				high = list[i].key_version;
+	free(list);
+	return high;
+}
+
 /* A backup name (with or without .json) or an absolute path -> a path. */
 static char *restore_path(struct kf_manager *m, const char *what,
 			  char err[KF_ERR_MAX])
@@ -983,8 +1012,23 @@ static char *restore_path(struct kf_manager *m, const char *what,
 	char base[KF_BACKUP_NAME_MAX + 6];
 	size_t len = strlen(what);
 
-	if (what[0] == '/')
-		return strdup(what);
+	if (what[0] == '/') {
+		const char *mnt = m->cfg->mountpoint;
+		size_t n = mnt ? strlen(mnt) : 0;
+
+		/* Never read through our own mount: map backups/NAME. */
+		if (!mnt || strncmp(what, mnt, n) != 0 ||
+		    (what[n] != '/' && what[n] != 0))
+			return strdup(what);
+		if (strncmp(what + n, "/backups/", 9) != 0 ||
+		    strchr(what + n + 9, '/')) {
+			kf_err_set(err, "a path inside the mount; give a name "
+					"from backups/");
+			return NULL;
+		}
+		what += n + 9;
+		len = strlen(what);
+	}
 	if (len > 5 && strcmp(what + len - 5, ".json") == 0)
 		len -= 5;
 	if (len == 0 || len > KF_BACKUP_NAME_MAX) {
@@ -1031,13 +1075,19 @@ int kf_manager_restore(struct kf_manager *m, const struct kf_caller *who,
 		goto fail;
 	old = current_ref(m);
 	/* A restore never loses a key: the keyring it replaces is kept. */
-	r = write_backup(m, old, NULL, "pre_restore_", pre, why);
-	if (r < 0) {
-		kf_err_prefix(why, "backup of the current keyring failed: ");
-		goto fail;
+	if (old) {
+		r = write_backup(m, old, NULL, "pre_restore_", pre, why);
+		if (r < 0) {
+			kf_err_prefix(why,
+				      "backup of the current keyring failed: ");
+			goto fail;
+		}
 	}
-	/* Numbers issued before stay issued: the next rotation goes above. */
-	r = kf_keyring_raise_highest(restored, kf_keyring_highest(old), &next);
+	/*
+	 * Numbers issued before stay issued, even when the keyring was lost:
+	 * the next rotation goes above the keyring's and every archive's.
+	 */
+	r = kf_keyring_raise_highest(restored, highest_known(m, old), &next);
 	if (r < 0) {
 		kf_err_set(why, "%s", strerror(-r));
 		goto fail;
@@ -1045,12 +1095,15 @@ int kf_manager_restore(struct kf_manager *m, const struct kf_caller *who,
 	json_object_set_new(rec, "key_version",
 			    json_integer(kf_keyring_current_version(next)));
 	json_object_set_new(rec, "previous_version",
-			    json_integer(kf_keyring_current_version(old)));
+			    old ? json_integer(kf_keyring_current_version(old))
+				: json_null());
 	json_object_set_new(rec, "versions", versions_json(next));
-	json_object_set_new(rec, "pre_restore_backup", json_string(pre));
+	json_object_set_new(rec, "pre_restore_backup",
+			    old ? json_string(pre) : json_null());
 	r = commit_keyring(m, next, rec, why);
 	if (r < 0) {
-		remove_backup(m, pre);
+		if (old)
+			remove_backup(m, pre);
 		json_object_del(rec, "success");
 		goto fail;
 	}

@@ -52,6 +52,16 @@ int kf_manager_open(const struct kf_config *cfg, struct kf_manager **ret,
 		    char err[KF_ERR_MAX]) KF_WUR;
 
 /*
+ * Like kf_manager_open, for `keyfs restore --offline`: a missing state is
+ * not an error (nothing is imported or generated), so a lost keyring can be
+ * restored in production.  Only kf_manager_restore and kf_manager_close may
+ * be called on the result.
+ */
+int kf_manager_open_for_restore(const struct kf_config *cfg,
+				struct kf_manager **ret,
+				char err[KF_ERR_MAX]) KF_WUR;
+
+/*
  * Seals the audit log's current anchor into the state when records were
  * added since the last seal (opens, backups, exports ...), so truncating
  * them is detected too.  Done by kf_manager_close and periodically by the

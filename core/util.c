@@ -61,7 +61,7 @@ void kf_time_rfc3339(int64_t t, char buf[KF_RFC3339_LEN + 1])
 
 int kf_time_parse_rfc3339(const char *s, int64_t *ret_t)
 {
-	struct tm tm = { 0 };
+	struct tm tm = {0};
 	const char *end;
 	char back[KF_RFC3339_LEN + 1];
 	time_t t;
@@ -129,7 +129,7 @@ int kf_file_prepare(const char *dir, const char *name, const void *data,
 	kf_hex(rnd, sizeof(rnd), hex);
 	if (snprintf(tmp_name, PATH_MAX, ".%s.tmp.%s", name, hex) >= PATH_MAX ||
 	    snprintf(path, sizeof(path), "%s/%s", dir, tmp_name) >=
-		    (int)sizeof(path)) {
+		(int)sizeof(path)) {
 		kf_err_set(err, "%s/%s: path too long", dir, name);
 		return -ENAMETOOLONG;
 	}
@@ -178,7 +178,7 @@ int kf_file_commit(const char *dir, const char *tmp_name, const char *name,
 	int r;
 
 	if (snprintf(from, sizeof(from), "%s/%s", dir, tmp_name) >=
-		    (int)sizeof(from) ||
+		(int)sizeof(from) ||
 	    snprintf(to, sizeof(to), "%s/%s", dir, name) >= (int)sizeof(to)) {
 		kf_err_set(err, "%s: path too long", dir);
 		return -ENAMETOOLONG;
@@ -222,7 +222,7 @@ int kf_file_write_atomic(const char *dir, const char *name, const void *data,
 
 	/* link(2) fails with EEXIST instead of replacing: never overwrite. */
 	if (snprintf(from, sizeof(from), "%s/%s", dir, tmp) >=
-		    (int)sizeof(from) ||
+		(int)sizeof(from) ||
 	    snprintf(to, sizeof(to), "%s/%s", dir, name) >= (int)sizeof(to)) {
 		kf_err_set(err, "%s: path too long", dir);
 		kf_file_discard(dir, tmp);
@@ -255,7 +255,8 @@ int kf_file_read_all(const char *path, size_t max, uint8_t **ret_buf,
 	size_t got = 0;
 	int fd, r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* O_NONBLOCK: a FIFO given as a path must not hang the caller. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0) {
 		r = -errno;
 		kf_err_set(err, "%s: %s", path, strerror(-r));

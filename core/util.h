@@ -22,11 +22,11 @@
 
 /* Writes a formatted message into err (KF_ERR_MAX bytes) unless err is NULL. */
 void kf_err_set(char *err, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /* Prefixes err (if non-NULL) in place with a formatted string. */
 void kf_err_prefix(char *err, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /* Current wall-clock time in seconds since the epoch. */
 int64_t kf_time_now(void);

@@ -574,7 +574,7 @@ int kf_cli_restore(int argc, char **argv)
 	if (!cfg)
 		goto out;
 	kf_log_stderr_level(LOG_WARNING);
-	if (kf_manager_open(cfg, &m, err) < 0) {
+	if (kf_manager_open_for_restore(cfg, &m, err) < 0) {
 		fprintf(stderr, "keyfs restore: %s\n", err);
 		goto out;
 	}

@@ -1,0 +1,1749 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Backups through a real mount: control/backup, backups/, automatic backups
+ * and their pruning, control/restore (good and bad archives), control/prune,
+ * `keyfs ctl backup|restore|prune`, the audit records of all of these, and
+ * the seed's Key Loss Recovery and Key Compromise Response procedures.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "helpers.h"
+
+#define RESTORE_ERR "KeyBackupError: Failed to restore keys:"
+
+TestSuite(backups, .fini = kt_mount_cleanup_all, .timeout = 120);
+
+/* --- helpers ---------------------------------------------------------- */
+
+static void start(struct kt_mount *m)
+{
+	int r = kt_mount_start(m, NULL);
+
+	cr_assert(r == 0, "keyfs mount did not come up (%d); see %s", r,
+		  m->log);
+}
+
+static void setup(struct kt_mount *m, const char *tag, const char *lines)
+{
+	kt_mount_config(m, tag, lines, NULL);
+	start(m);
+}
+
+static char *bdir(struct kt_mount *m)
+{
+	char *p;
+
+	cr_assert(asprintf(&p, "%s/backups", m->state) > 0);
+	return p;
+}
+
+/* Path of an archive in the real backup directory. */
+static char *bpath(struct kt_mount *m, const char *file)
+{
+	char *p;
+
+	cr_assert(asprintf(&p, "%s/backups/%s", m->state, file) > 0);
+	return p;
+}
+
+static int write_raw(struct kt_mount *m, const char *rel, const void *buf,
+		     size_t len)
+{
+	char *p = kt_mpath(m, rel);
+	int fd = open(p, O_WRONLY | O_CLOEXEC), r = 0;
+	ssize_t n;
+
+	free(p);
+	if (fd < 0)
+		return -errno;
+	n = write(fd, buf, len);
+	if (n < 0)
+		r = -errno;
+	else if ((size_t)n != len)
+		r = -EIO;
+	close(fd);
+	return r;
+}
+
+static int ctl(struct kt_mount *m, const char *file, const char *text)
+{
+	char *rel;
+	int r;
+
+	cr_assert(asprintf(&rel, "control/%s", file) > 0);
+	r = write_raw(m, rel, text, strlen(text));
+	free(rel);
+	return r;
+}
+
+static long read_version(struct kt_mount *m)
+{
+	char *text = kt_mread(m, "version", NULL);
+	long v;
+
+	cr_assert(text, "cannot read version: %s", strerror(errno));
+	v = strtol(text, NULL, 10);
+	free(text);
+	return v;
+}
+
+static void rotate(struct kt_mount *m)
+{
+	int r = ctl(m, "rotate", "1\n");
+
+	cr_assert(r == 0, "rotate: %s", strerror(-r));
+}
+
+/* Sorted names in a directory, one per line ("" when empty). */
+static char *names_in(const char *dir)
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	struct dirent **names;
+	int n = scandir(dir, &names, NULL, alphasort);
+
+	cr_assert(n >= 0, "scandir %s: %s", dir, strerror(errno));
+	for (int i = 0; i < n; i++) {
+		if (strcmp(names[i]->d_name, ".") != 0 &&
+		    strcmp(names[i]->d_name, "..") != 0)
+			fprintf(f, "%s\n", names[i]->d_name);
+		free(names[i]);
+	}
+	free(names);
+	fclose(f);
+	return out;
+}
+
+static char *tree_names(struct kt_mount *m, const char *rel)
+{
+	char *p = kt_mpath(m, rel), *s = names_in(p);
+
+	free(p);
+	return s;
+}
+
+static char *real_names(struct kt_mount *m)
+{
+	char *d = bdir(m), *s = names_in(d);
+
+	free(d);
+	return s;
+}
+
+/* Lines of `after` not in `before` (both from names_in). */
+static char *added(const char *before, const char *after)
+{
+	char *out = NULL, *copy = strdup(after), *save = NULL, *all;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+
+	cr_assert(asprintf(&all, "\n%s", before) > 0);
+	for (char *l = strtok_r(copy, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save)) {
+		char *needle;
+
+		cr_assert(asprintf(&needle, "\n%s\n", l) > 0);
+		if (!strstr(all, needle))
+			fprintf(f, "%s\n", l);
+		free(needle);
+	}
+	free(all);
+	free(copy);
+	fclose(f);
+	return out;
+}
+
+static size_t count_lines(const char *s, const char *prefix)
+{
+	size_t n = 0;
+
+	for (const char *p = s; p && *p;) {
+		const char *nl = strchr(p, '\n');
+
+		if (!prefix || strncmp(p, prefix, strlen(prefix)) == 0)
+			n++;
+		p = nl ? nl + 1 : p + strlen(p);
+	}
+	return n;
+}
+
+static bool exists(struct kt_mount *m, const char *rel)
+{
+	char *p = kt_mpath(m, rel);
+	struct stat st;
+	bool ok = stat(p, &st) == 0;
+
+	free(p);
+	return ok;
+}
+
+static size_t file_size(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+static size_t audit_size(struct kt_mount *m)
+{
+	char *p;
+	size_t n;
+
+	cr_assert(asprintf(&p, "%s/audit.log", m->state) > 0);
+	n = file_size(p);
+	free(p);
+	return n;
+}
+
+static json_t *audit_since(struct kt_mount *m, size_t from)
+{
+	json_t *all = json_array();
+	char *p, *text, *line, *save = NULL;
+	size_t len = 0;
+
+	cr_assert(asprintf(&p, "%s/audit.log", m->state) > 0);
+	text = kt_read_file(p, &len);
+	cr_assert(text, "cannot read %s", p);
+	cr_assert(len >= from, "audit log shrank");
+	for (line = strtok_r(text + from, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		json_error_t jerr;
+		json_t *rec = json_loads(line, 0, &jerr);
+
+		cr_assert(rec, "audit line is not JSON: %s", jerr.text);
+		json_array_append_new(all, rec);
+	}
+	free(text);
+	free(p);
+	return all;
+}
+
+static const char *str_of(json_t *o, const char *field)
+{
+	const char *s = json_string_value(json_object_get(o, field));
+
+	return s ? s : "";
+}
+
+/* The first record of recs with this event and success value, or NULL. */
+static json_t *find_record(json_t *recs, const char *event, bool success)
+{
+	size_t i;
+	json_t *rec;
+
+	json_array_foreach(recs, i, rec)
+	{
+		json_t *ok = json_object_get(rec, "success");
+
+		if (strcmp(str_of(rec, "event"), event) == 0 &&
+		    json_is_boolean(ok) && json_boolean_value(ok) == success)
+			return rec;
+	}
+	return NULL;
+}
+
+static size_t count_records(json_t *recs, const char *event, bool success)
+{
+	size_t i, n = 0;
+	json_t *rec;
+
+	json_array_foreach(recs, i, rec)
+	{
+		json_t *ok = json_object_get(rec, "success");
+
+		if (strcmp(str_of(rec, "event"), event) == 0 &&
+		    json_is_boolean(ok) && json_boolean_value(ok) == success)
+			n++;
+	}
+	return n;
+}
+
+/* Whether a record (without its chain MAC) holds needle. */
+static bool records_contain(json_t *recs, const char *needle)
+{
+	size_t i;
+	json_t *rec;
+	bool found = false;
+
+	json_array_foreach(recs, i, rec)
+	{
+		json_t *copy = json_deep_copy(rec);
+		char *s;
+
+		json_object_del(copy, "chain");
+		s = json_dumps(copy, JSON_COMPACT);
+		found = found || kt_contains(s, needle);
+		free(s);
+		json_decref(copy);
+	}
+	return found;
+}
+
+/* Occurrences of needle in the daemon's log. */
+static size_t log_count(struct kt_mount *m, const char *needle)
+{
+	char *text = kt_read_file(m->log, NULL);
+	size_t n = 0;
+
+	for (const char *p = text; p && (p = strstr(p, needle)); p++)
+		n++;
+	free(text);
+	return n;
+}
+
+/*
+ * Whether a line of log is a warning naming `what` (for a folder, the
+ * folder itself: not followed by "/").
+ */
+static bool warned(const char *log, const char *what, bool folder)
+{
+	for (const char *l = log; l && *l;) {
+		const char *nl = strchr(l, '\n'), *hit;
+		size_t len = nl ? (size_t)(nl - l) : strlen(l);
+		char *line = strndup(l, len);
+
+		hit = strstr(line, what);
+		if (hit && strstr(line, "warning") &&
+		    (!folder || hit[strlen(what)] != '/')) {
+			free(line);
+			return true;
+		}
+		free(line);
+		l = nl ? nl + 1 : NULL;
+	}
+	return false;
+}
+
+/* The clear fields of an archive (JSON object). */
+static json_t *archive(const char *path)
+{
+	json_error_t jerr;
+	json_t *o = json_load_file(path, 0, &jerr);
+
+	cr_assert(o, "%s does not parse: %s", path, jerr.text);
+	return o;
+}
+
+static long archive_version(const char *path)
+{
+	json_t *o = archive(path);
+	long v = (long)json_integer_value(json_object_get(o, "key_version"));
+
+	json_decref(o);
+	return v;
+}
+
+static bool archive_holds(const char *path, long version)
+{
+	json_t *o = archive(path), *v;
+	size_t i;
+	bool found = false;
+
+	json_array_foreach(json_object_get(o, "versions"), i, v)
+	{
+		if (json_integer_value(v) == version)
+			found = true;
+	}
+	json_decref(o);
+	return found;
+}
+
+/* The automatic (key_backup_*) archives, sorted, one per line. */
+static char *auto_names(struct kt_mount *m)
+{
+	char *all = real_names(m), *out = NULL, *save = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+
+	for (char *l = strtok_r(all, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save))
+		if (strncmp(l, "key_backup_", 11) == 0)
+			fprintf(f, "%s\n", l);
+	fclose(f);
+	free(all);
+	return out;
+}
+
+/* Loops var over the lines of a copy of list (freed at the end). */
+#define FOR_EACH_LINE(list, var)                                               \
+	for (char *var##_copy = strdup(list), *var##_save = NULL,              \
+		  *var = strtok_r(var##_copy, "\n", &var##_save);              \
+	     var || (free(var##_copy), false);                                 \
+	     var = strtok_r(NULL, "\n", &var##_save))
+
+/*
+ * Everything the tree serves about keys: version, current, previous,
+ * every derived key, the versions/ listing with each version's key, and
+ * status.  Kept in memory only.
+ */
+struct snap {
+	char *version, *current, *previous, *status, *versions;
+	char *derived_names;
+	char *derived[16];
+	char *vkeys[16];
+	size_t n_derived, n_vkeys;
+};
+
+static void snap_take(struct kt_mount *m, struct snap *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->version = kt_mread(m, "version", NULL);
+	s->current = kt_mread(m, "current", NULL);
+	s->previous = kt_mread(m, "previous", NULL); /* NULL if absent */
+	s->status = kt_mread(m, "status", NULL);
+	s->versions = tree_names(m, "versions");
+	s->derived_names = tree_names(m, "derived");
+	cr_assert(s->version && s->current && s->status,
+		  "cannot read the tree");
+	FOR_EACH_LINE(s->derived_names, name)
+	{
+		char *rel;
+
+		cr_assert(s->n_derived < 16);
+		cr_assert(asprintf(&rel, "derived/%s", name) > 0);
+		s->derived[s->n_derived] = kt_mread(m, rel, NULL);
+		cr_assert(s->derived[s->n_derived], "cannot read %s", rel);
+		s->n_derived++;
+		free(rel);
+	}
+	FOR_EACH_LINE(s->versions, v)
+	{
+		char *rel;
+
+		cr_assert(s->n_vkeys < 16);
+		cr_assert(asprintf(&rel, "versions/%s/key", v) > 0);
+		s->vkeys[s->n_vkeys] = kt_mread(m, rel, NULL);
+		cr_assert(s->vkeys[s->n_vkeys], "cannot read %s", rel);
+		s->n_vkeys++;
+		free(rel);
+	}
+}
+
+static void snap_free(struct snap *s)
+{
+	free(s->version);
+	free(s->current);
+	free(s->previous);
+	free(s->status);
+	free(s->versions);
+	free(s->derived_names);
+	for (size_t i = 0; i < s->n_derived; i++)
+		free(s->derived[i]);
+	for (size_t i = 0; i < s->n_vkeys; i++)
+		free(s->vkeys[i]);
+	memset(s, 0, sizeof(*s));
+}
+
+static bool same(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Asserts that the keys of a and b agree (status too if with_status). */
+static void snap_same(const struct snap *a, const struct snap *b,
+		      bool with_status, const char *what)
+{
+	cr_assert(same(a->version, b->version), "%s: version %s -> %s", what,
+		  a->version, b->version);
+	cr_assert(same(a->current, b->current), "%s: current differs", what);
+	cr_assert(same(a->previous, b->previous),
+		  "%s: previous differs (or appeared/vanished)", what);
+	cr_assert(same(a->versions, b->versions), "%s: versions/ %s -> %s",
+		  what, a->versions, b->versions);
+	cr_assert(same(a->derived_names, b->derived_names));
+	cr_assert(a->n_derived == b->n_derived && a->n_vkeys == b->n_vkeys);
+	for (size_t i = 0; i < a->n_derived; i++)
+		cr_assert(same(a->derived[i], b->derived[i]),
+			  "%s: derived key #%zu differs", what, i);
+	for (size_t i = 0; i < a->n_vkeys; i++)
+		cr_assert(same(a->vkeys[i], b->vkeys[i]),
+			  "%s: versions/N/key #%zu differs", what, i);
+	if (with_status)
+		cr_assert(same(a->status, b->status), "%s: status changed",
+			  what);
+}
+
+static long status_long(struct kt_mount *m, const char *field)
+{
+	char *text = kt_mread(m, "status", NULL);
+	json_t *o = text ? json_loads(text, 0, NULL) : NULL;
+	long v;
+
+	cr_assert(o, "status is not JSON");
+	v = (long)json_integer_value(json_object_get(o, field));
+	json_decref(o);
+	free(text);
+	return v;
+}
+
+static mode_t mode_of(const char *path)
+{
+	struct stat st;
+
+	cr_assert(stat(path, &st) == 0, "stat %s: %s", path, strerror(errno));
+	return st.st_mode & 07777;
+}
+
+/* --- control/backup and backups/ -------------------------------------- */
+
+Test(backups, backup_1_makes_a_timestamped_archive_listed_at_once)
+{
+	static struct kt_mount m;
+	char *before, *after, *new, *tree, *out = NULL, *real, *dir, *rel;
+	struct stat tst, rst;
+	struct tm tm = {0};
+	regex_t re;
+	json_t *o;
+	time_t stamp, created;
+	int r;
+
+	setup(&m, "bk-ts", NULL);
+	before = real_names(&m);
+	tree = tree_names(&m, "backups"); /* the kernel has seen the folder */
+	cr_assert(strcmp(tree, before) == 0,
+		  "backups/ lists %s, the folder "
+		  "holds %s",
+		  tree, before);
+	r = ctl(&m, "backup", "1");
+	cr_assert(r == 0, "backup 1: %s", strerror(-r));
+	after = real_names(&m);
+	new = added(before, after);
+	cr_assert(count_lines(new, NULL) == 1, "new archives: %s", new);
+	new[strlen(new) - 1] = 0;
+	cr_assert(regcomp(&re,
+			  "^key_backup_[0-9]{8}_[0-9]{6}(_[0-9]+)?\\.json$",
+			  REG_EXTENDED | REG_NOSUB) == 0);
+	cr_assert(regexec(&re, new, 0, NULL, 0) == 0, "archive name %s", new);
+	regfree(&re);
+	cr_assert(strptime(new + 11, "%Y%m%d_%H%M%S", &tm) != NULL);
+	stamp = timegm(&tm);
+	cr_assert(labs((long)(time(NULL) - stamp)) < 30,
+		  "name %s is not the current UTC time", new);
+
+	/* ls shows it at once, without waiting for any cache. */
+	cr_assert(kt_runf(&out, NULL, "ls '%s/backups'", m.mnt) == 0);
+	cr_assert(kt_contains(out, new), "ls backups/ lacks %s: %s", new, out);
+	free(tree);
+	tree = tree_names(&m, "backups");
+	cr_assert(strcmp(tree, after) == 0, "backups/ lists %s, want %s", tree,
+		  after);
+
+	cr_assert(asprintf(&rel, "backups/%s", new) > 0);
+	real = bpath(&m, new);
+	{
+		char *p = kt_mpath(&m, rel);
+
+		cr_assert(stat(p, &tst) == 0, "stat %s: %s", p,
+			  strerror(errno));
+		free(p);
+	}
+	cr_assert(stat(real, &rst) == 0);
+	cr_assert(S_ISREG(tst.st_mode), "backups entry is not a file");
+	cr_assert((tst.st_mode & 07777) == 0400, "backups entry mode %04o",
+		  tst.st_mode & 07777);
+	cr_assert(tst.st_uid == 0 && tst.st_gid == 0, "owner %d:%d",
+		  (int)tst.st_uid, (int)tst.st_gid);
+	cr_assert(tst.st_size == rst.st_size, "size %lld, archive %lld",
+		  (long long)tst.st_size, (long long)rst.st_size);
+	cr_assert(tst.st_mtime == rst.st_mtime, "mtime %lld, archive %lld",
+		  (long long)tst.st_mtime, (long long)rst.st_mtime);
+	o = archive(real);
+	memset(&tm, 0, sizeof(tm));
+	cr_assert(strptime(str_of(o, "created"), "%Y-%m-%dT%H:%M:%SZ", &tm));
+	created = timegm(&tm);
+	cr_assert(tst.st_mtime == created, "mtime is not the archive's "
+					   "created time");
+	json_decref(o);
+
+	/* The real archive is 0600 in a 0700 folder. */
+	dir = bdir(&m);
+	cr_assert(mode_of(real) == 0600, "archive mode %04o", mode_of(real));
+	cr_assert(mode_of(dir) == 0700, "backup dir mode %04o", mode_of(dir));
+	free(dir);
+	free(real);
+	free(rel);
+	free(out);
+	free(tree);
+	free(new);
+	free(before);
+	free(after);
+}
+
+Test(backups, backup_by_name_and_refusal_of_an_existing_name)
+{
+	static struct kt_mount m;
+	char *before, *after, *real;
+	size_t mark;
+	json_t *recs, *rec;
+	int r;
+
+	setup(&m, "bk-name", NULL);
+	mark = audit_size(&m);
+	r = ctl(&m, "backup", "nightly\n");
+	cr_assert(r == 0, "backup nightly: %s", strerror(-r));
+	cr_assert(exists(&m, "backups/nightly.json"),
+		  "backups/nightly.json is not there");
+	real = bpath(&m, "nightly.json");
+	cr_assert(mode_of(real) == 0600);
+	recs = audit_since(&m, mark);
+	rec = find_record(recs, "key_backup", true);
+	cr_assert(rec, "no successful key_backup record");
+	cr_assert(strcmp(str_of(rec, "backup"), "nightly.json") == 0,
+		  "key_backup record names %s", str_of(rec, "backup"));
+	cr_assert(json_integer_value(json_object_get(rec, "key_version")) == 1);
+	json_decref(recs);
+
+	/* The same name again: EEXIST, the archive untouched. */
+	before = real_names(&m);
+	{
+		size_t len1 = 0, len2 = 0;
+		char *a = kt_read_file(real, &len1), *b;
+
+		mark = audit_size(&m);
+		rotate(&m);
+		r = ctl(&m, "backup", "nightly");
+		cr_assert(r == -EEXIST, "backup of an existing name: %s",
+			  r ? strerror(-r) : "success");
+		b = kt_read_file(real, &len2);
+		cr_assert(len1 == len2 && memcmp(a, b, len1) == 0,
+			  "the existing archive was overwritten");
+		free(a);
+		free(b);
+	}
+	free(before);
+	before = real_names(&m);
+	r = ctl(&m, "backup", "nightly\n");
+	cr_assert(r == -EEXIST);
+	after = real_names(&m);
+	cr_assert(strcmp(before, after) == 0, "backup dir changed: %s -> %s",
+		  before, after);
+	recs = audit_since(&m, mark);
+	cr_assert(count_records(recs, "key_backup", false) == 2,
+		  "want two failed key_backup records");
+	json_decref(recs);
+	free(before);
+	free(after);
+	free(real);
+}
+
+Test(backups, backup_refuses_invalid_names_with_einval)
+{
+	static struct kt_mount m;
+	char long65[66], long64[65];
+	const struct {
+		const char *what, *text, *marker;
+	} bad[] = {
+	    {"slash", "a/b", NULL},
+	    {"dot-dot", "..", NULL},
+	    {"leading dot", ".hidden", "hidden"},
+	    {"65 characters", long65, "zzzzzzzzzzzzzzzz"},
+	    {"non-ASCII", "\xc3\xa9", NULL},
+	    {"non-ASCII inside", "caf\xc3\xa9", "caf"},
+	    {"empty line", "\n", NULL},
+	    {"leading dash", "-x", NULL},
+	    {"space", "a b", NULL},
+	    {"two lines", "a\nb\n", NULL},
+	    {".json ending", "x.json", NULL},
+	};
+	char *before = NULL, *after, *tree_before, *tree_after;
+	size_t mark;
+	json_t *recs;
+	int r;
+
+	memset(long65, 'z', 65);
+	long65[65] = 0;
+	memset(long64, 'y', 64);
+	long64[64] = 0;
+	setup(&m, "bk-badname", NULL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		before = real_names(&m);
+		tree_before = tree_names(&m, "backups");
+		mark = audit_size(&m);
+		r = ctl(&m, "backup", bad[i].text);
+		cr_assert(r == -EINVAL, "backup name (%s): want EINVAL, got %s",
+			  bad[i].what, r ? strerror(-r) : "success");
+		after = real_names(&m);
+		tree_after = tree_names(&m, "backups");
+		cr_assert(strcmp(before, after) == 0,
+			  "backup name (%s) made a file: %s", bad[i].what,
+			  after);
+		cr_assert(strcmp(tree_before, tree_after) == 0,
+			  "backups/ changed for (%s)", bad[i].what);
+		recs = audit_since(&m, mark);
+		cr_assert(count_records(recs, "key_backup", false) >= 1,
+			  "(%s): no failed key_backup record", bad[i].what);
+		if (bad[i].marker)
+			cr_assert(!records_contain(recs, bad[i].marker),
+				  "(%s): the name was written to the audit log",
+				  bad[i].what);
+		json_decref(recs);
+		free(before);
+		free(after);
+		free(tree_before);
+		free(tree_after);
+	}
+	/* 64 characters is the longest valid name. */
+	r = ctl(&m, "backup", long64);
+	cr_assert(r == 0, "a 64-character name was refused: %s", strerror(-r));
+	cr_assert(asprintf(&before, "backups/%s.json", long64) > 0);
+	cr_assert(exists(&m, before));
+	free(before);
+}
+
+Test(backups, looser_modes_are_tightened_at_start_with_a_warning, .timeout = 60)
+{
+	static struct kt_mount m;
+	char *dir, *real, *auto_list, *first, *log;
+	size_t log_mark, log_len = 0;
+
+	setup(&m, "bk-modes", NULL);
+	cr_assert(ctl(&m, "backup", "keepme") == 0);
+	cr_assert(kt_mount_stop(&m) == 0, "daemon did not exit cleanly");
+	dir = bdir(&m);
+	real = bpath(&m, "keepme.json");
+	auto_list = auto_names(&m);
+	cr_assert(auto_list[0], "no automatic archive from the first start");
+	first = strndup(auto_list, strcspn(auto_list, "\n"));
+	cr_assert(chmod(dir, 0755) == 0);
+	cr_assert(chmod(real, 0644) == 0);
+	log_mark = file_size(m.log);
+	{
+		char *p = bpath(&m, first);
+
+		cr_assert(chmod(p, 0640) == 0);
+		free(p);
+	}
+	start(&m);
+	cr_assert(mode_of(dir) == 0700, "backup dir left at %04o",
+		  mode_of(dir));
+	cr_assert(mode_of(real) == 0600, "archive left at %04o", mode_of(real));
+	{
+		char *p = bpath(&m, first);
+
+		cr_assert(mode_of(p) == 0600, "automatic archive left at %04o",
+			  mode_of(p));
+		free(p);
+	}
+	log = kt_read_file(m.log, &log_len);
+	cr_assert(log && log_len >= log_mark);
+	cr_assert(warned(log + log_mark, dir, true),
+		  "no warning naming the backup folder in %s", m.log);
+	cr_assert(warned(log + log_mark, "keepme.json", false),
+		  "no warning naming keepme.json in %s", m.log);
+	cr_assert(warned(log + log_mark, first, false),
+		  "no warning naming %s in %s", first, m.log);
+	free(log);
+	/* The tightened archive is still served. */
+	cr_assert(exists(&m, "backups/keepme.json"));
+	free(first);
+	free(auto_list);
+	free(dir);
+	free(real);
+}
+
+Test(backups, reading_an_entry_gives_the_archive_bytes_and_cp_works)
+{
+	static struct kt_mount m;
+	char *names, *off;
+	int rc;
+
+	setup(&m, "bk-read", NULL);
+	cr_assert(ctl(&m, "backup", "copyme") == 0);
+	rotate(&m);
+	rotate(&m);
+	names = tree_names(&m, "backups");
+	cr_assert(count_lines(names, NULL) >= 4, "backups/ lists %s", names);
+	FOR_EACH_LINE(names, n)
+	{
+		char *rel, *real, *a, *b;
+		size_t la = 0, lb = 0;
+
+		cr_assert(asprintf(&rel, "backups/%s", n) > 0);
+		real = bpath(&m, n);
+		a = kt_mread(&m, rel, &la);
+		b = kt_read_file(real, &lb);
+		cr_assert(a && b, "cannot read %s", n);
+		cr_assert(la == lb && memcmp(a, b, la) == 0,
+			  "backups/%s (%zu bytes) differs from the archive "
+			  "(%zu bytes)",
+			  n, la, lb);
+		free(a);
+		free(b);
+		free(rel);
+		free(real);
+	}
+	/* cp to an off-site folder, and small reads at odd offsets. */
+	cr_assert(asprintf(&off, "%s/offsite", m.dir) > 0);
+	cr_assert(mkdir(off, 0700) == 0);
+	rc = kt_runf(NULL, NULL,
+		     "cp '%s/backups/copyme.json' '%s/' && "
+		     "cmp '%s/copyme.json' '%s/backups/copyme.json' && "
+		     "dd if='%s/backups/copyme.json' bs=7 status=none | "
+		     "cmp - '%s/backups/copyme.json'",
+		     m.mnt, off, off, m.state, m.mnt, m.state);
+	cr_assert(rc == 0, "cp/dd of backups/copyme.json is not the archive");
+	free(off);
+	free(names);
+}
+
+/* --- automatic backups ------------------------------------------------ */
+
+Test(backups, a_backup_is_made_at_every_rotation_and_retire)
+{
+	static struct kt_mount m;
+	char *before, *after, *new, *p;
+	size_t mark;
+	json_t *recs, *rec;
+
+	setup(&m, "bk-auto", NULL);
+	for (long want = 2; want <= 3; want++) {
+		before = auto_names(&m);
+		mark = audit_size(&m);
+		rotate(&m);
+		after = auto_names(&m);
+		new = added(before, after);
+		cr_assert(count_lines(new, NULL) == 1,
+			  "rotation to %ld made archives: [%s]", want, new);
+		new[strlen(new) - 1] = 0;
+		p = bpath(&m, new);
+		cr_assert(archive_version(p) == want,
+			  "rotation archive holds version %ld, want %ld",
+			  archive_version(p), want);
+		cr_assert(archive_holds(p, want - 1),
+			  "rotation archive lacks the previous version");
+		recs = audit_since(&m, mark);
+		rec = find_record(recs, "key_rotation", true);
+		cr_assert(rec, "no key_rotation record");
+		cr_assert(json_is_true(json_object_get(rec, "backup_created")),
+			  "key_rotation record: backup_created is not true");
+		cr_assert(strcmp(str_of(rec, "backup"), new) == 0,
+			  "key_rotation record names %s, archive is %s",
+			  str_of(rec, "backup"), new);
+		json_decref(recs);
+		free(p);
+		free(new);
+		free(before);
+		free(after);
+	}
+	/* Retire: the archive taken first still holds the retired key. */
+	before = auto_names(&m);
+	mark = audit_size(&m);
+	cr_assert(ctl(&m, "retire", "2") == 0);
+	after = auto_names(&m);
+	new = added(before, after);
+	cr_assert(count_lines(new, NULL) == 1, "retire made archives: [%s]",
+		  new);
+	new[strlen(new) - 1] = 0;
+	p = bpath(&m, new);
+	cr_assert(archive_holds(p, 2), "the retire backup lacks version 2");
+	recs = audit_since(&m, mark);
+	rec = find_record(recs, "key_retire", true);
+	cr_assert(rec, "no key_retire record");
+	cr_assert(strcmp(str_of(rec, "backup"), new) == 0,
+		  "key_retire record names %s", str_of(rec, "backup"));
+	json_decref(recs);
+	free(p);
+	free(new);
+	free(before);
+	free(after);
+}
+
+Test(backups, automatic_backups_are_pruned_to_backup_keep)
+{
+	static struct kt_mount m;
+	char *list;
+	size_t mark, deleted = 0, i;
+	json_t *recs, *rec;
+	long cur;
+
+	setup(&m, "bk-keep", "backup_keep = 3\n");
+	cr_assert(ctl(&m, "backup", "named") == 0);
+	mark = audit_size(&m);
+	for (int k = 0; k < 6; k++)
+		rotate(&m);
+	cur = read_version(&m);
+	cr_assert(cur == 7);
+	list = auto_names(&m);
+	cr_assert(count_lines(list, NULL) == 3,
+		  "after 6 rotations with backup_keep = 3: %s", list);
+	/* The three kept are the newest: versions 5, 6 and 7. */
+	FOR_EACH_LINE(list, n)
+	{
+		char *p = bpath(&m, n);
+		long v = archive_version(p);
+
+		cr_assert(v >= cur - 2, "kept %s holds version %ld, an old one",
+			  n, v);
+		free(p);
+	}
+	cr_assert(exists(&m, "backups/named.json"),
+		  "a named backup was pruned automatically");
+	recs = audit_since(&m, mark);
+	json_array_foreach(recs, i, rec)
+	{
+		if (strcmp(str_of(rec, "event"), "backup_cleanup") != 0)
+			continue;
+		cr_assert(json_is_true(json_object_get(rec, "success")));
+		deleted +=
+		    (size_t)json_integer_value(json_object_get(rec, "deleted"));
+	}
+	cr_assert(deleted == 4,
+		  "backup_cleanup records count %zu deleted, "
+		  "want 4 (1 + 6 - 3)",
+		  deleted);
+	json_decref(recs);
+	free(list);
+}
+
+/* control/backup "1", the archive's name read back from the same open. */
+static char *backup_now(struct kt_mount *m)
+{
+	char *p = kt_mpath(m, "control/backup"), buf[256], *name;
+	int fd = open(p, O_RDWR | O_CLOEXEC);
+	ssize_t n;
+
+	cr_assert(fd >= 0, "open %s: %s", p, strerror(errno));
+	cr_assert(write(fd, "1\n", 2) == 2, "backup 1: %s", strerror(errno));
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	free(p);
+	cr_assert(n > 8, "no result from control/backup");
+	buf[n] = 0;
+	cr_assert(strncmp(buf, "backup: ", 8) == 0, "result: %s", buf);
+	name = strndup(buf + 8, strcspn(buf + 8, "\n"));
+	return name;
+}
+
+/*
+ * Generated names made in one second get _2, _3, ... _10, ...; automatic
+ * pruning must still keep the newest archives, never the one just made
+ * (a freed name reused, or a name sort that puts _10 before _9, would
+ * delete it).  Makes archives as fast as it can for up to 5 seconds, until
+ * one second has held a dozen of them.
+ */
+Test(backups, pruning_keeps_the_newest_when_many_share_a_second, .timeout = 60)
+{
+	static struct kt_mount m;
+	time_t until;
+	long most = 1;
+
+	setup(&m, "bk-keep-many", "backup_keep = 3\n");
+	until = time(NULL) + 5;
+	while (most < 12 && time(NULL) < until) {
+		char *name = backup_now(&m), *rel, *list;
+		const char *tail = name + strlen("key_backup_YYYYMMDD_HHMMSS");
+		long suffix = *tail == '_' ? strtol(tail + 1, NULL, 10) : 1;
+
+		cr_assert(asprintf(&rel, "backups/%s", name) > 0);
+		list = auto_names(&m);
+		cr_assert(exists(&m, rel) && kt_contains(list, name),
+			  "the archive just made (%s) was pruned at once; "
+			  "kept: %s",
+			  name, list);
+		cr_assert(count_lines(list, NULL) <= 3, "kept %s", list);
+		if (suffix > most)
+			most = suffix;
+		free(list);
+		free(rel);
+		free(name);
+	}
+	if (most < 12)
+		cr_skip_test("only %ld archives in one second; cannot tell",
+			     most);
+}
+
+/* --- control/restore -------------------------------------------------- */
+
+Test(backups, restore_by_name_serves_the_restored_keys_at_once)
+{
+	static struct kt_mount m;
+	struct snap noted, now;
+	char *before, *after, *new, *p;
+	size_t mark;
+	json_t *recs, *rec;
+	long highest;
+	int r;
+
+	setup(&m, "bk-restore", NULL);
+	snap_take(&m, &noted);
+	cr_assert(ctl(&m, "backup", "snap") == 0);
+	rotate(&m);
+	rotate(&m);
+	highest = read_version(&m);
+	cr_assert(highest == 3);
+	before = real_names(&m);
+	mark = audit_size(&m);
+	r = ctl(&m, "restore", "snap.json\n");
+	cr_assert(r == 0, "restore snap.json: %s", strerror(-r));
+	snap_take(&m, &now);
+	snap_same(&noted, &now, false, "after restore");
+	cr_assert(!exists(&m, "previous"), "previous is served after restore "
+					   "of a one-version keyring");
+	cr_assert(!exists(&m, "versions/3") && !exists(&m, "versions/2"),
+		  "versions of the replaced keyring still served");
+	cr_assert(status_long(&m, "version") == 1, "status version");
+	cr_assert(status_long(&m, "highest_issued") >= highest,
+		  "status forgot the highest version issued");
+
+	/* The keyring it replaced is in a pre_restore_ archive. */
+	after = real_names(&m);
+	new = added(before, after);
+	cr_assert(count_lines(new, "pre_restore_") == 1,
+		  "no single pre_restore_ archive: [%s]", new);
+	new[strcspn(new, "\n")] = 0;
+	p = bpath(&m, new);
+	cr_assert(archive_version(p) == highest && archive_holds(p, 2),
+		  "the pre_restore_ archive does not hold versions 3 and 2");
+	recs = audit_since(&m, mark);
+	rec = find_record(recs, "key_restore", true);
+	cr_assert(rec, "no successful key_restore record");
+	cr_assert(kt_contains(str_of(rec, "backup"), "snap"),
+		  "key_restore record names %s", str_of(rec, "backup"));
+	cr_assert(json_integer_value(json_object_get(rec, "key_version")) == 1);
+	cr_assert(strcmp(str_of(rec, "pre_restore_backup"), new) == 0,
+		  "key_restore record names pre_restore %s",
+		  str_of(rec, "pre_restore_backup"));
+	json_decref(recs);
+
+	/* No version number is issued twice. */
+	rotate(&m);
+	cr_assert(read_version(&m) > highest,
+		  "the rotation after the restore issued version %ld again",
+		  read_version(&m));
+	snap_free(&noted);
+	snap_free(&now);
+	free(p);
+	free(new);
+	free(before);
+	free(after);
+}
+
+Test(backups, restore_by_absolute_path_and_by_name_without_json)
+{
+	static struct kt_mount m;
+	struct snap noted, now;
+	char *off, *path;
+	int r;
+
+	setup(&m, "bk-restore-abs", NULL);
+	rotate(&m);
+	snap_take(&m, &noted);
+	cr_assert(ctl(&m, "backup", "abs") == 0);
+	cr_assert(asprintf(&off, "%s/offsite", m.dir) > 0);
+	cr_assert(mkdir(off, 0700) == 0);
+	cr_assert(kt_runf(NULL, NULL, "cp '%s/backups/abs.json' '%s/'", m.mnt,
+			  off) == 0);
+	cr_assert(asprintf(&path, "%s/abs.json", off) > 0);
+	rotate(&m);
+	rotate(&m);
+	r = ctl(&m, "restore", path);
+	cr_assert(r == 0, "restore by absolute path: %s", strerror(-r));
+	snap_take(&m, &now);
+	snap_same(&noted, &now, false, "after restore by path");
+	snap_free(&now);
+	rotate(&m);
+	cr_assert(read_version(&m) == 5,
+		  "version %ld after restore and "
+		  "rotation, want 5",
+		  read_version(&m));
+	r = ctl(&m, "restore", "abs");
+	cr_assert(r == 0, "restore by name without .json: %s", strerror(-r));
+	snap_take(&m, &now);
+	snap_same(&noted, &now, false, "after restore by bare name");
+	snap_free(&now);
+	snap_free(&noted);
+	free(path);
+	free(off);
+}
+
+/* Writes len bytes to path (0600). */
+static void put_file(const char *path, const void *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+	cr_assert(write(fd, buf, len) == (ssize_t)len);
+	cr_assert(close(fd) == 0);
+}
+
+/* A copy of text with the first `from` after `after` replaced by `to`. */
+static char *edit(const char *text, const char *after, const char *from,
+		  const char *to)
+{
+	const char *at = strstr(text, after), *hit;
+	char *out;
+
+	cr_assert(at, "no %s in the archive", after);
+	hit = strstr(at, from);
+	cr_assert(hit, "no %s after %s in the archive", from, after);
+	cr_assert(asprintf(&out, "%.*s%s%s", (int)(hit - text), text, to,
+			   hit + strlen(from)) > 0);
+	return out;
+}
+
+/* Changes one character of a base64 field value, at its middle. */
+static char *flip_in_field(const char *text, const char *field)
+{
+	char *out = strdup(text), key[64], *v, *end;
+	size_t mid;
+
+	snprintf(key, sizeof(key), "\"%s\":\"", field);
+	v = strstr(out, key);
+	cr_assert(v, "no field %s", field);
+	v += strlen(key);
+	end = strchr(v, '"');
+	mid = (size_t)(end - v) / 2;
+	v[mid] = v[mid] == 'A' ? 'B' : 'A';
+	return out;
+}
+
+Test(backups, restore_refuses_every_bad_archive_and_changes_nothing,
+     .timeout = 120)
+{
+	static struct kt_mount m, other;
+	struct snap noted, now;
+	char *good, *text, *badd, *before_names;
+	size_t len, mark, fails;
+	struct {
+		const char *what;
+		char *arg;
+		int want;
+	} bad[24];
+	size_t n = 0;
+
+	setup(&m, "bk-restore-bad", NULL);
+	rotate(&m);
+	cr_assert(ctl(&m, "backup", "good") == 0); /* versions 2, 1 */
+	rotate(&m);
+	good = bpath(&m, "good.json");
+	text = kt_read_file(good, &len);
+	cr_assert(text && len > 100);
+	cr_assert(asprintf(&badd, "%s/bad", m.dir) > 0);
+	cr_assert(mkdir(badd, 0700) == 0);
+
+#define BAD(name, content, clen, errno_want)                                   \
+	do {                                                                   \
+		cr_assert(asprintf(&bad[n].arg, "%s/%s", badd, name) > 0);     \
+		put_file(bad[n].arg, content, clen);                           \
+		bad[n].what = name;                                            \
+		bad[n].want = errno_want;                                      \
+		n++;                                                           \
+	} while (0)
+
+	bad[n].what = "missing name";
+	bad[n].arg = strdup("nosuch.json");
+	bad[n++].want = ENOENT;
+	bad[n].what = "missing absolute path";
+	cr_assert(asprintf(&bad[n].arg, "%s/nosuch.json", badd) > 0);
+	bad[n++].want = ENOENT;
+	BAD("truncated.json", text, len / 2, EBADMSG);
+	BAD("truncated-by-1.json", text, len - 2, EBADMSG);
+	BAD("empty.json", "", 0, EBADMSG);
+	{
+		char *e = flip_in_field(text, "ciphertext");
+
+		BAD("ciphertext-byte.json", e, strlen(e), EBADMSG);
+		free(e);
+		e = flip_in_field(text, "nonce");
+		BAD("nonce-byte.json", e, strlen(e), EBADMSG);
+		free(e);
+		e = edit(text, "\"key_version\":", "2", "1");
+		BAD("key_version-edited.json", e, strlen(e), EBADMSG);
+		free(e);
+		e = edit(text, "\"versions\":[", "2,1", "2");
+		BAD("versions-edited.json", e, strlen(e), EBADMSG);
+		free(e);
+		/* The last digit of the year: a clear field edited. */
+		e = strdup(text);
+		e[strstr(e, "\"created\":\"") - e + 14] ^= 1;
+		BAD("created-edited.json", e, strlen(e), EBADMSG);
+		free(e);
+	}
+	BAD("not-json.json", "hello, this is no archive\n", 26, EBADMSG);
+	BAD("other-json.json", "{\"format\":\"x\"}\n", 15, EBADMSG);
+	/* A good archive made under another master key. */
+	kt_mount_config(&other, "bk-other", NULL, NULL);
+	start(&other);
+	cr_assert(ctl(&other, "backup", "foreign") == 0);
+	{
+		char *p = bpath(&other, "foreign.json"), *ft;
+		size_t fl = 0;
+
+		ft = kt_read_file(p, &fl);
+		cr_assert(ft);
+		BAD("foreign.json", ft, fl, EBADMSG);
+		free(ft);
+		free(p);
+	}
+	bad[n].what = "a configuration file";
+	bad[n].arg = strdup(m.cfg);
+	bad[n++].want = EBADMSG;
+	bad[n].what = "relative path";
+	bad[n].arg = strdup("bad/x.json");
+	bad[n++].want = EINVAL;
+	bad[n].what = "name with ..";
+	bad[n].arg = strdup("../keyring");
+	bad[n++].want = EINVAL;
+#undef BAD
+	/* One bad archive by name, from the backup folder itself. */
+	{
+		char *p = bpath(&m, "half.json");
+
+		put_file(p, text, len / 2);
+		bad[n].what = "truncated, by name";
+		bad[n].arg = strdup("half");
+		bad[n++].want = EBADMSG;
+		free(p);
+	}
+
+	cr_assert(n <= sizeof(bad) / sizeof(bad[0]));
+	snap_take(&m, &noted);
+	before_names = real_names(&m);
+	for (size_t i = 0; i < n; i++) {
+		char *after_names;
+		json_t *recs, *rec;
+		int r;
+
+		mark = audit_size(&m);
+		fails = log_count(&m, RESTORE_ERR);
+		r = ctl(&m, "restore", bad[i].arg);
+		cr_assert(r < 0, "restore of %s succeeded", bad[i].what);
+		cr_assert(r == -bad[i].want, "restore of %s: want %s, got %s",
+			  bad[i].what, strerror(bad[i].want), strerror(-r));
+		cr_assert(log_count(&m, RESTORE_ERR) == fails + 1,
+			  "restore of %s: no \"" RESTORE_ERR "\" line in %s",
+			  bad[i].what, m.log);
+		recs = audit_since(&m, mark);
+		rec = find_record(recs, "key_restore", false);
+		cr_assert(rec, "restore of %s: no failed key_restore record",
+			  bad[i].what);
+		cr_assert(strncmp(str_of(rec, "error"), RESTORE_ERR,
+				  strlen(RESTORE_ERR)) == 0,
+			  "restore of %s: audit error is %s", bad[i].what,
+			  str_of(rec, "error"));
+		cr_assert(count_records(recs, "key_restore", true) == 0);
+		json_decref(recs);
+		snap_take(&m, &now);
+		snap_same(&noted, &now, true, bad[i].what);
+		snap_free(&now);
+		after_names = real_names(&m);
+		cr_assert(strcmp(before_names, after_names) == 0,
+			  "restore of %s changed the backup folder: %s",
+			  bad[i].what, after_names);
+		free(after_names);
+	}
+	/* And the good archive still restores. */
+	cr_assert(ctl(&m, "restore", "good") == 0);
+	cr_assert(read_version(&m) == 2);
+	for (size_t i = 0; i < n; i++)
+		free(bad[i].arg);
+	snap_free(&noted);
+	free(before_names);
+	free(badd);
+	free(text);
+	free(good);
+}
+
+/*
+ * A restore path that is no regular file: refused at once.  A FIFO must not
+ * block the daemon (open(2) of a FIFO waits for a writer), which would hold
+ * every management operation behind it.
+ */
+Test(backups, restore_of_a_non_regular_file_is_refused_without_blocking,
+     .timeout = 60)
+{
+	static struct kt_mount m;
+	char *fifo;
+	int r, status = 0, waited;
+	pid_t child;
+
+	setup(&m, "bk-fifo", NULL);
+	r = ctl(&m, "restore", "/dev/null");
+	cr_assert(r == -EINVAL, "restore /dev/null: %s",
+		  r ? strerror(-r) : "success");
+	r = ctl(&m, "restore", m.state);
+	cr_assert(r == -EINVAL, "restore of a directory: %s",
+		  r ? strerror(-r) : "success");
+	cr_assert(asprintf(&fifo, "%s/fifo.json", m.dir) > 0);
+	cr_assert(mkfifo(fifo, 0600) == 0);
+	/*
+	 * A write whose request reached the daemon cannot be killed until
+	 * the daemon answers, so the writer is a child we wait for.
+	 */
+	child = fork();
+	cr_assert(child >= 0);
+	if (child == 0)
+		_exit(ctl(&m, "restore", fifo) == -EINVAL ? 0 : 1);
+	for (waited = 0; waited < 5000; waited += 20) {
+		if (waitpid(child, &status, WNOHANG) == child)
+			break;
+		usleep(20000);
+	}
+	if (waited >= 5000) {
+		/* Unblock the daemon: a writer opens and closes the FIFO. */
+		int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+
+		if (fd >= 0)
+			close(fd);
+		waitpid(child, &status, 0);
+	}
+	cr_assert(waited < 5000,
+		  "restore of a FIFO blocked the control write until a "
+		  "writer opened the FIFO");
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "restore of a FIFO did not fail with EINVAL");
+	cr_assert(read_version(&m) == 1);
+	free(fifo);
+}
+
+/*
+ * The path an administrator sees in `ls MOUNT/backups`: restored, or
+ * refused with a reason; either way at once and consistently.
+ */
+Test(backups, restore_by_a_path_inside_the_mount_answers_promptly,
+     .timeout = 60)
+{
+	static struct kt_mount m;
+	char *path;
+	int r;
+
+	setup(&m, "bk-own", NULL);
+	cr_assert(ctl(&m, "backup", "own") == 0);
+	rotate(&m);
+	cr_assert(asprintf(&path, "%s/backups/own.json", m.mnt) > 0);
+	r = ctl(&m, "restore", path);
+	if (r == 0)
+		cr_assert(read_version(&m) == 1,
+			  "restore said yes, version %ld", read_version(&m));
+	else
+		cr_assert(read_version(&m) == 2,
+			  "a refused restore changed the version");
+	free(path);
+}
+
+/* --- control/prune ---------------------------------------------------- */
+
+static void sleep_past_second(void)
+{
+	struct timespec ts = {1, 100000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+Test(backups, prune_keeps_the_n_newest_and_ctl_prune_says_how_many,
+     .timeout = 60)
+{
+	static struct kt_mount m;
+	static const char *const junk[] = {"x",	 "-1", "\n", "1.5",
+					   " 2", "2x", "+1", "99999999999"};
+	char *before, *after, *out = NULL, *err = NULL;
+	size_t mark;
+	json_t *recs, *rec;
+	int r, rc;
+
+	setup(&m, "bk-prune", NULL);
+	sleep_past_second();
+	cr_assert(ctl(&m, "backup", "p1") == 0);
+	sleep_past_second();
+	cr_assert(ctl(&m, "backup", "p2") == 0);
+	sleep_past_second();
+	cr_assert(ctl(&m, "backup", "p3") == 0);
+	before = real_names(&m);
+	cr_assert(count_lines(before, NULL) == 4, "archives: %s", before);
+
+	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+		mark = audit_size(&m);
+		r = ctl(&m, "prune", junk[i]);
+		cr_assert(r == -EINVAL, "prune junk #%zu: want EINVAL, got %s",
+			  i, r ? strerror(-r) : "success");
+		after = real_names(&m);
+		cr_assert(strcmp(before, after) == 0,
+			  "prune junk #%zu deleted something", i);
+		recs = audit_since(&m, mark);
+		cr_assert(count_records(recs, "backup_cleanup", false) >= 1,
+			  "prune junk #%zu: no failed backup_cleanup record",
+			  i);
+		json_decref(recs);
+		free(after);
+	}
+
+	mark = audit_size(&m);
+	r = ctl(&m, "prune", "2\n");
+	cr_assert(r == 0, "prune 2: %s", strerror(-r));
+	after = real_names(&m);
+	cr_assert(strcmp(after, "p2.json\np3.json\n") == 0,
+		  "after prune 2 the folder holds %s", after);
+	free(after);
+	after = tree_names(&m, "backups");
+	cr_assert(strcmp(after, "p2.json\np3.json\n") == 0,
+		  "after prune 2 backups/ lists %s", after);
+	recs = audit_since(&m, mark);
+	rec = find_record(recs, "backup_cleanup", true);
+	cr_assert(rec, "no backup_cleanup record");
+	cr_assert(json_integer_value(json_object_get(rec, "keep")) == 2 &&
+		      json_integer_value(json_object_get(rec, "deleted")) == 2,
+		  "backup_cleanup record: keep/deleted wrong");
+	json_decref(recs);
+	free(after);
+
+	rc = kt_runf(&out, &err, "%s ctl prune 1 --mount '%s'", kt_keyfs(),
+		     m.mnt);
+	cr_assert(rc == 0, "ctl prune 1 failed: %s", err);
+	cr_assert(strcmp(out, "pruned: 1 deleted\n") == 0,
+		  "ctl prune 1 printed: %s", out);
+	after = real_names(&m);
+	cr_assert(strcmp(after, "p3.json\n") == 0, "after prune 1: %s", after);
+	free(after);
+	free(out);
+	free(err);
+
+	rc = kt_runf(&out, &err, "%s ctl prune 5 --mount '%s'", kt_keyfs(),
+		     m.mnt);
+	cr_assert(rc == 0 && strcmp(out, "pruned: 0 deleted\n") == 0,
+		  "ctl prune 5 printed: %s", out);
+	free(out);
+	free(err);
+	rc = kt_runf(&out, &err, "%s ctl prune 0 --mount '%s'", kt_keyfs(),
+		     m.mnt);
+	cr_assert(rc == 0 && strcmp(out, "pruned: 1 deleted\n") == 0,
+		  "ctl prune 0 printed: %s", out);
+	after = real_names(&m);
+	cr_assert(after[0] == 0, "after prune 0: %s", after);
+	free(after);
+	free(out);
+	free(err);
+	rc = kt_runf(&out, &err, "%s ctl prune x --mount '%s'", kt_keyfs(),
+		     m.mnt);
+	cr_assert(rc != 0, "ctl prune x succeeded");
+	cr_assert(kt_contains(err, "invalid"), "ctl prune x said: %s", err);
+	free(out);
+	free(err);
+	free(before);
+}
+
+Test(backups, keyfs_ctl_backup_and_restore_print_what_they_did)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *name;
+	regex_t re;
+	int rc;
+
+	setup(&m, "bk-cli", NULL);
+	rc = kt_runf(&out, &err, "%s ctl backup --mount '%s'", kt_keyfs(),
+		     m.mnt);
+	cr_assert(rc == 0, "ctl backup failed: %s", err);
+	cr_assert(regcomp(&re,
+			  "^backup: key_backup_[0-9]{8}_[0-9]{6}(_[0-9]+)?"
+			  "\\.json\n$",
+			  REG_EXTENDED | REG_NOSUB) == 0);
+	cr_assert(regexec(&re, out, 0, NULL, 0) == 0, "ctl backup printed: %s",
+		  out);
+	regfree(&re);
+	name = strndup(out + 8, strlen(out) - 9);
+	{
+		char *rel;
+
+		cr_assert(asprintf(&rel, "backups/%s", name) > 0);
+		cr_assert(exists(&m, rel), "ctl backup named %s, absent", name);
+		free(rel);
+	}
+	free(out);
+	free(err);
+
+	rc = kt_runf(&out, &err, "%s ctl backup weekly --mount '%s'",
+		     kt_keyfs(), m.mnt);
+	cr_assert(rc == 0 && strcmp(out, "backup: weekly.json\n") == 0,
+		  "ctl backup weekly printed: %s / %s", out, err);
+	free(out);
+	free(err);
+	rc = kt_runf(&out, &err, "%s ctl backup weekly --mount '%s'",
+		     kt_keyfs(), m.mnt);
+	cr_assert(rc != 0, "ctl backup of an existing name succeeded");
+	cr_assert(kt_contains(err, "exists"),
+		  "ctl backup weekly again said: %s", err);
+	free(out);
+	free(err);
+	rc = kt_runf(&out, &err, "%s ctl backup 'a/b' --mount '%s'", kt_keyfs(),
+		     m.mnt);
+	cr_assert(rc != 0, "ctl backup a/b succeeded");
+	cr_assert(kt_contains(err, "invalid"), "ctl backup a/b said: %s", err);
+	free(out);
+	free(err);
+
+	rotate(&m);
+	rotate(&m);
+	rc = kt_runf(&out, &err, "%s ctl restore weekly --mount '%s'",
+		     kt_keyfs(), m.mnt);
+	cr_assert(rc == 0, "ctl restore weekly failed: %s", err);
+	cr_assert(strcmp(out, "restored: version 1\n") == 0,
+		  "ctl restore printed: %s", out);
+	cr_assert(read_version(&m) == 1);
+	free(out);
+	free(err);
+	rc = kt_runf(&out, &err, "%s ctl restore nosuch --mount '%s'",
+		     kt_keyfs(), m.mnt);
+	cr_assert(rc != 0, "ctl restore of a missing backup succeeded");
+	cr_assert(kt_contains(err, "Failed to restore keys") &&
+		      kt_contains(err, "no such backup"),
+		  "ctl restore nosuch said: %s", err);
+	cr_assert(out[0] == 0, "ctl restore nosuch printed: %s", out);
+	free(out);
+	free(err);
+	free(name);
+}
+
+/* --- audit ------------------------------------------------------------ */
+
+Test(backups, audit_records_backup_restore_cleanup_and_failures)
+{
+	static struct kt_mount m;
+	size_t mark;
+	json_t *recs, *rec;
+	char *out = NULL, *err = NULL;
+	int rc;
+
+	setup(&m, "bk-audit", NULL);
+	mark = audit_size(&m);
+	cr_assert(ctl(&m, "backup", "a1") == 0);
+	cr_assert(ctl(&m, "backup", "a1") == -EEXIST);
+	cr_assert(ctl(&m, "backup", "..") == -EINVAL);
+	rotate(&m);
+	cr_assert(ctl(&m, "restore", "a1.json") == 0);
+	cr_assert(ctl(&m, "restore", "missing") == -ENOENT);
+	cr_assert(ctl(&m, "prune", "1") == 0);
+	cr_assert(ctl(&m, "prune", "many") == -EINVAL);
+	recs = audit_since(&m, mark);
+
+	rec = find_record(recs, "key_backup", true);
+	cr_assert(rec && strcmp(str_of(rec, "backup"), "a1.json") == 0,
+		  "key_backup success record without the name");
+	cr_assert(json_object_get(rec, "uid") && json_object_get(rec, "pid"),
+		  "key_backup record without who did it");
+	cr_assert(count_records(recs, "key_backup", false) == 2,
+		  "failed backups: %zu records, want 2",
+		  count_records(recs, "key_backup", false));
+	rec = find_record(recs, "key_backup", false);
+	cr_assert(str_of(rec, "error")[0], "failed key_backup without error");
+
+	rec = find_record(recs, "key_restore", true);
+	cr_assert(rec, "no key_restore success record");
+	cr_assert(kt_contains(str_of(rec, "backup"), "a1"),
+		  "key_restore record names %s", str_of(rec, "backup"));
+	cr_assert(json_integer_value(json_object_get(rec, "key_version")) == 1);
+	cr_assert(
+	    json_integer_value(json_object_get(rec, "previous_version")) == 2);
+	rec = find_record(recs, "key_restore", false);
+	cr_assert(rec, "no key_restore failure record");
+	cr_assert(kt_contains(str_of(rec, "error"), RESTORE_ERR),
+		  "key_restore failure error: %s", str_of(rec, "error"));
+
+	rec = find_record(recs, "backup_cleanup", true);
+	cr_assert(rec, "no backup_cleanup record");
+	cr_assert(json_integer_value(json_object_get(rec, "keep")) == 1);
+	cr_assert(json_integer_value(json_object_get(rec, "deleted")) >= 1,
+		  "backup_cleanup record without a deleted count");
+	cr_assert(find_record(recs, "backup_cleanup", false),
+		  "no failed backup_cleanup record");
+	json_decref(recs);
+
+	/* The chain over all of it verifies. */
+	rc = kt_runf(&out, &err, "%s audit verify -c '%s'", kt_keyfs(), m.cfg);
+	cr_assert(rc == 0, "audit verify failed: %s", err);
+	free(out);
+	free(err);
+}
+
+/* --- the seed's procedures -------------------------------------------- */
+
+/* `keyfs restore --offline NAME -c CFG` with the daemon stopped. */
+static int restore_offline(struct kt_mount *m, const char *name, char **out,
+			   char **err)
+{
+	return kt_runf(out, err, "cd '%s' && %s restore --offline %s -c '%s'",
+		       m->dir, kt_keyfs(), name, m->cfg);
+}
+
+/* Mount, note, back up, rotate twice, stop, lose the keyring. */
+static void lose_keyring(struct kt_mount *m, struct snap *noted)
+{
+	char *p;
+
+	snap_take(m, noted);
+	cr_assert(ctl(m, "backup", "before_loss") == 0);
+	rotate(m);
+	rotate(m);
+	cr_assert(read_version(m) == strtol(noted->version, NULL, 10) + 2);
+	cr_assert(kt_mount_stop(m) == 0, "daemon did not exit cleanly");
+	cr_assert(asprintf(&p, "%s/keyring", m->state) > 0);
+	cr_assert(unlink(p) == 0, "rm %s: %s", p, strerror(errno));
+	free(p);
+}
+
+Test(backups, key_loss_recovery_restores_version_and_every_key, .timeout = 60)
+{
+	static struct kt_mount m;
+	struct snap noted, now;
+	char *out = NULL, *err = NULL;
+	int rc;
+
+	setup(&m, "bk-loss", NULL);
+	rotate(&m); /* version 2, with a previous key */
+	lose_keyring(&m, &noted);
+	rc = restore_offline(&m, "before_loss.json", &out, &err);
+	cr_assert(rc == 0, "offline restore failed (%d): %s", rc, err);
+	cr_assert(strcmp(out, "restored: version 2\n") == 0,
+		  "offline restore printed: %s", out);
+	start(&m);
+	snap_take(&m, &now);
+	snap_same(&noted, &now, false, "after key loss recovery");
+	snap_free(&noted);
+	snap_free(&now);
+	free(out);
+	free(err);
+}
+
+/*
+ * After the keyring is lost and an older backup restored, the versions
+ * issued after that backup (3 and 4 here, still named in the backup folder
+ * and the audit log) must not be issued again: applications stored them
+ * beside ciphertexts.
+ */
+Test(backups, key_loss_recovery_never_reissues_a_version, .timeout = 60)
+{
+	static struct kt_mount m;
+	struct snap noted;
+	char *out = NULL, *err = NULL;
+	int rc;
+
+	setup(&m, "bk-loss-ver", NULL);
+	rotate(&m);
+	lose_keyring(&m, &noted);
+	rc = restore_offline(&m, "before_loss", &out, &err);
+	cr_assert(rc == 0, "offline restore failed (%d): %s", rc, err);
+	start(&m);
+	cr_assert(read_version(&m) == 2);
+	rotate(&m);
+	cr_assert(read_version(&m) > 4,
+		  "after recovery the next rotation issued version %ld, "
+		  "already issued before the loss",
+		  read_version(&m));
+	snap_free(&noted);
+	free(out);
+	free(err);
+}
+
+Test(backups, key_loss_recovery_works_in_production_mode, .timeout = 60)
+{
+	static struct kt_mount m;
+	struct snap noted, now;
+	char *out = NULL, *err = NULL, *cfg, *prod;
+	int rc;
+
+	/* A production configuration over an existing keyring. */
+	setup(&m, "bk-loss-prod", NULL);
+	cr_assert(kt_mount_stop(&m) == 0);
+	cfg = kt_read_file(m.cfg, NULL);
+	prod = strstr(cfg, "mode = development");
+	cr_assert(prod);
+	memcpy(prod, "mode = production \n", 19);
+	kt_write_file(m.cfg, cfg, 0644);
+	start(&m);
+	{
+		char *st = kt_mread(&m, "status", NULL);
+
+		cr_assert(kt_contains(st, "\"mode\":\"production\""),
+			  "not in production mode");
+		free(st);
+	}
+	lose_keyring(&m, &noted);
+	rc = restore_offline(&m, "before_loss.json", &out, &err);
+	cr_assert(rc == 0, "offline restore in production mode failed (%d): %s",
+		  rc, err);
+	start(&m);
+	snap_take(&m, &now);
+	snap_same(&noted, &now, false, "after key loss recovery (production)");
+	snap_free(&noted);
+	snap_free(&now);
+	free(cfg);
+	free(out);
+	free(err);
+}
+
+Test(backups, key_compromise_response_retires_the_old_key_backup_keeps_it)
+{
+	static struct kt_mount m;
+	char *old_key, *prev_back, *vkey_back, *out = NULL, *err = NULL;
+	char *path, *st;
+	json_t *o, *v;
+	size_t i;
+	int rc;
+
+	setup(&m, "bk-compromise", NULL);
+	rotate(&m);
+	cr_assert(read_version(&m) == 2);
+	old_key = kt_mread(&m, "versions/1/key", NULL);
+	cr_assert(old_key, "no versions/1/key after a rotation");
+	{
+		char *prev = kt_mread(&m, "previous", NULL);
+
+		cr_assert(prev && strcmp(prev, old_key) == 0,
+			  "previous is not the old key");
+		free(prev);
+	}
+	cr_assert(ctl(&m, "backup", "pre_retire_check") == 0);
+	cr_assert(ctl(&m, "retire", "1") == 0);
+
+	/* Gone from the tree ... */
+	cr_assert(!exists(&m, "previous"), "previous still served");
+	cr_assert(!exists(&m, "versions/1"), "versions/1 still served");
+	/* ... and from the keyring. */
+	st = kt_mread(&m, "status", NULL);
+	o = json_loads(st, 0, NULL);
+	cr_assert(o, "status is not JSON");
+	json_array_foreach(json_object_get(o, "versions"), i, v)
+	{
+		cr_assert(json_integer_value(json_object_get(v, "version")) !=
+			      1,
+			  "status still lists version 1");
+	}
+	cr_assert(json_is_null(json_object_get(o, "previous_version")));
+	json_decref(o);
+	free(st);
+
+	/* The backup taken before the retire still holds it. */
+	path = bpath(&m, "pre_retire_check.json");
+	rc = kt_runf(&out, &err, "%s backup verify '%s' -c '%s'", kt_keyfs(),
+		     path, m.cfg);
+	cr_assert(rc == 0, "backup verify failed: %s", err);
+	cr_assert(kt_contains(out, "ok:") && kt_contains(out, "version 2") &&
+		      kt_contains(out, "2 versions"),
+		  "backup verify printed: %s", out);
+	cr_assert(archive_holds(path, 1), "the archive does not list 1");
+	cr_assert(ctl(&m, "restore", "pre_retire_check") == 0);
+	prev_back = kt_mread(&m, "previous", NULL);
+	vkey_back = kt_mread(&m, "versions/1/key", NULL);
+	cr_assert(prev_back && strcmp(prev_back, old_key) == 0,
+		  "the restored previous is not the retired key");
+	cr_assert(vkey_back && strcmp(vkey_back, old_key) == 0,
+		  "the restored versions/1/key is not the retired key");
+	free(prev_back);
+	free(vkey_back);
+	free(old_key);
+	free(path);
+	free(out);
+	free(err);
+}

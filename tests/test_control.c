@@ -1,0 +1,628 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The control files control/rotate and control/retire of a real mount, and
+ * `keyfs ctl`: what each accepts, what it refuses (and that a refusal changes
+ * nothing and is audited), durability of a rotation, concurrent rotations.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "helpers.h"
+
+TestSuite(control, .fini = kt_mount_cleanup_all, .timeout = 120);
+
+static void start(struct kt_mount *m, const char *tag, const char *lines)
+{
+	int r;
+
+	kt_mount_config(m, tag, lines, NULL);
+	r = kt_mount_start(m, NULL);
+	cr_assert(r == 0, "keyfs mount did not come up (%d); see %s", r,
+		  m->log);
+}
+
+/* One write(2) of len bytes (may hold NUL) to a file of the tree. */
+static int write_raw(struct kt_mount *m, const char *rel, const void *buf,
+		     size_t len)
+{
+	char *p = kt_mpath(m, rel);
+	int fd = open(p, O_WRONLY | O_CLOEXEC), r = 0;
+	ssize_t n;
+
+	free(p);
+	if (fd < 0)
+		return -errno;
+	n = write(fd, buf, len);
+	if (n < 0)
+		r = -errno;
+	else if ((size_t)n != len)
+		r = -EIO; /* a short write is no answer either */
+	close(fd);
+	return r;
+}
+
+static long read_version(struct kt_mount *m)
+{
+	char *text = kt_mread(m, "version", NULL);
+	long v;
+
+	cr_assert(text, "cannot read version: %s", strerror(errno));
+	v = strtol(text, NULL, 10);
+	free(text);
+	return v;
+}
+
+/* The names in a directory of the tree, sorted, one per line. */
+static char *listing(struct kt_mount *m, const char *rel)
+{
+	char *p = kt_mpath(m, rel), *out = NULL;
+	struct dirent **names;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	int n = scandir(p, &names, NULL, alphasort);
+
+	cr_assert(n >= 0, "scandir %s: %s", p, strerror(errno));
+	for (int i = 0; i < n; i++) {
+		if (strcmp(names[i]->d_name, ".") != 0 &&
+		    strcmp(names[i]->d_name, "..") != 0)
+			fprintf(f, "%s\n", names[i]->d_name);
+		free(names[i]);
+	}
+	free(names);
+	fclose(f);
+	free(p);
+	return out;
+}
+
+static bool exists(struct kt_mount *m, const char *rel)
+{
+	char *p = kt_mpath(m, rel);
+	struct stat st;
+	bool ok = stat(p, &st) == 0;
+
+	free(p);
+	return ok;
+}
+
+static size_t audit_size(struct kt_mount *m)
+{
+	char *p, *text;
+	size_t len = 0;
+
+	cr_assert(asprintf(&p, "%s/audit.log", m->state) > 0);
+	text = kt_read_file(p, &len);
+	free(p);
+	free(text);
+	return text ? len : 0;
+}
+
+/* The audit records appended after byte `from`, as a JSON array. */
+static json_t *audit_since(struct kt_mount *m, size_t from)
+{
+	json_t *all = json_array();
+	char *p, *text, *line, *save = NULL;
+	size_t len = 0;
+
+	cr_assert(asprintf(&p, "%s/audit.log", m->state) > 0);
+	text = kt_read_file(p, &len);
+	cr_assert(text, "cannot read %s", p);
+	cr_assert(len >= from, "audit log shrank");
+	for (line = strtok_r(text + from, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		json_error_t jerr;
+		json_t *rec = json_loads(line, 0, &jerr);
+
+		cr_assert(rec, "audit line is not JSON: %s", jerr.text);
+		json_array_append_new(all, rec);
+	}
+	free(text);
+	free(p);
+	return all;
+}
+
+static const char *str_of(json_t *rec, const char *field)
+{
+	const char *s = json_string_value(json_object_get(rec, field));
+
+	return s ? s : "";
+}
+
+/* How many records of recs have this event and success value. */
+static size_t count_records(json_t *recs, const char *event, bool success)
+{
+	size_t i, n = 0;
+	json_t *rec;
+
+	json_array_foreach(recs, i, rec)
+	{
+		json_t *ok = json_object_get(rec, "success");
+
+		if (strcmp(str_of(rec, "event"), event) == 0 &&
+		    json_is_boolean(ok) && json_boolean_value(ok) == success)
+			n++;
+	}
+	return n;
+}
+
+/*
+ * Whether any record of recs, without its chain MAC, holds `needle` (the
+ * MAC is random-looking text that may hold any short string by chance).
+ */
+static bool records_contain(json_t *recs, const void *needle, size_t len)
+{
+	size_t i;
+	json_t *rec;
+	bool found = false;
+
+	json_array_foreach(recs, i, rec)
+	{
+		json_t *copy = json_deep_copy(rec);
+		char *s;
+
+		json_object_del(copy, "chain");
+		s = json_dumps(copy, JSON_COMPACT);
+		cr_assert(s);
+		found = found || memmem(s, strlen(s), needle, len) != NULL;
+		free(s);
+		json_decref(copy);
+	}
+	return found;
+}
+
+/* --- control/rotate --------------------------------------------------- */
+
+Test(control, rotate_accepts_1_and_rotate_with_optional_newline)
+{
+	static const char *const ok[] = {"1", "1\n", "rotate", "rotate\n"};
+	static struct kt_mount m;
+
+	start(&m, "ctl-ok", NULL);
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		long before = read_version(&m);
+		size_t mark = audit_size(&m);
+		json_t *recs;
+		int r = write_raw(&m, "control/rotate", ok[i], strlen(ok[i]));
+
+		cr_assert(r == 0, "write #%zu (%zu bytes) refused: %s", i,
+			  strlen(ok[i]), strerror(-r));
+		cr_assert(read_version(&m) == before + 1,
+			  "write #%zu: version %ld -> %ld, want exactly one "
+			  "rotation",
+			  i, before, read_version(&m));
+		recs = audit_since(&m, mark);
+		cr_assert(count_records(recs, "key_rotation", true) == 1,
+			  "write #%zu: want one successful key_rotation "
+			  "record",
+			  i);
+		json_decref(recs);
+	}
+}
+
+struct bad_input {
+	const char *what;
+	const char *buf;
+	size_t len;
+	const char *marker; /* must not reach the audit log; NULL: skip */
+};
+
+Test(control, rotate_refuses_bad_input_changes_nothing_and_audits_it)
+{
+	static const char binary[] = "\x01\x00zqbinmark\xff\xfe\x00\x7f";
+	char *junk = malloc(65536);
+	const struct bad_input bad[] = {
+	    {"\"2\"", "2", 1, NULL},
+	    {"\"yes\"", "yes", 3, "yes"},
+	    {"\"1 \\n\"", "1 \n", 3, NULL},
+	    {"\" 1\"", " 1", 2, NULL},
+	    {"\"rotate\\n\\n\"", "rotate\n\n", 8, NULL},
+	    {"\"0\"", "0", 1, NULL},
+	    {"\"11\"", "11", 2, NULL},
+	    {"\"Rotate\"", "Rotate", 6, "Rotate"},
+	    {"\"1\\r\\n\"", "1\r\n", 3, NULL},
+	    {"64 KiB of junk", junk, 65536, "zqjunkmark"},
+	    {"binary", binary, sizeof(binary) - 1, "zqbinmark"},
+	};
+	static struct kt_mount m;
+
+	cr_assert(junk);
+	for (size_t i = 0; i < 65536; i += 16)
+		memcpy(junk + i, "zqjunkmark-0123.", 16);
+	start(&m, "ctl-bad", NULL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		long before = read_version(&m);
+		char *status = kt_mread(&m, "status", NULL), *after;
+		size_t mark = audit_size(&m);
+		json_t *recs;
+		int r = write_raw(&m, "control/rotate", bad[i].buf, bad[i].len);
+
+		cr_assert(r == -EINVAL, "%s: want EINVAL, got %s", bad[i].what,
+			  r ? strerror(-r) : "success");
+		cr_assert(read_version(&m) == before, "%s rotated the key",
+			  bad[i].what);
+		after = kt_mread(&m, "status", NULL);
+		cr_assert(status && after && strcmp(status, after) == 0,
+			  "%s changed status", bad[i].what);
+		recs = audit_since(&m, mark);
+		cr_assert(count_records(recs, "key_rotation", false) >= 1,
+			  "%s: no success:false key_rotation record",
+			  bad[i].what);
+		cr_assert(count_records(recs, "key_rotation", true) == 0,
+			  "%s: a successful rotation was recorded",
+			  bad[i].what);
+		if (bad[i].marker)
+			cr_assert(!records_contain(recs, bad[i].marker,
+						   strlen(bad[i].marker)),
+				  "%s: the bytes written reached the audit log",
+				  bad[i].what);
+		cr_assert(!records_contain(recs, "\xff", 1),
+			  "%s: raw 0xff in the audit log", bad[i].what);
+		json_decref(recs);
+		free(status);
+		free(after);
+	}
+	free(junk);
+}
+
+/*
+ * A zero-byte write(2): no rotation.  Linux answers a zero-length write to
+ * a FUSE file itself (0, without asking the daemon), so the daemon cannot
+ * refuse it; what matters is that nothing rotates.  If the kernel ever
+ * passes it on, the daemon must refuse it with EINVAL.
+ */
+Test(control, rotate_zero_byte_write_does_not_rotate)
+{
+	static struct kt_mount m;
+	long before;
+	int r;
+
+	start(&m, "ctl-empty", NULL);
+	before = read_version(&m);
+	r = write_raw(&m, "control/rotate", "", 0);
+	cr_assert(r == 0 || r == -EINVAL, "zero-byte write: %s", strerror(-r));
+	cr_assert(read_version(&m) == before, "a zero-byte write rotated");
+	/* `: > control/rotate` (open O_TRUNC, no write) is no rotation. */
+	cr_assert(kt_runf(NULL, NULL, ": > '%s/control/rotate'", m.mnt) == 0,
+		  "truncating open of control/rotate failed");
+	cr_assert(read_version(&m) == before, "an empty truncate rotated");
+}
+
+Test(control, echo_1_through_the_shell_rotates)
+{
+	static struct kt_mount m;
+	char *err = NULL;
+	long before;
+	int rc;
+
+	start(&m, "ctl-echo", NULL);
+	before = read_version(&m);
+	rc = kt_runf(NULL, &err, "echo 1 > '%s/control/rotate'", m.mnt);
+	cr_assert(rc == 0, "echo 1 > control/rotate failed (%d): %s", rc, err);
+	cr_assert(read_version(&m) == before + 1, "echo did not rotate once");
+	free(err);
+	rc = kt_runf(NULL, &err, "echo rotate > '%s/control/rotate'", m.mnt);
+	cr_assert(rc == 0, "echo rotate > control/rotate failed (%d): %s", rc,
+		  err);
+	cr_assert(read_version(&m) == before + 2, "echo did not rotate once");
+	free(err);
+	/* bash, because dash reports every failed echo as "I/O error". */
+	rc = kt_runf(NULL, &err,
+		     "exec bash -c 'echo yes > \"$0/control/rotate\"' '%s'",
+		     m.mnt);
+	cr_assert(rc != 0, "echo yes > control/rotate succeeded");
+	cr_assert(kt_contains(err, "Invalid argument"),
+		  "the shell did not report EINVAL: %s", err);
+	cr_assert(read_version(&m) == before + 2, "echo yes rotated");
+	free(err);
+}
+
+/* kill -9 of the daemon, as a crash would; the mount is left stale. */
+static void crash(struct kt_mount *m)
+{
+	cr_assert(m->pid > 0);
+	cr_assert(kill(m->pid, SIGKILL) == 0);
+	cr_assert(waitpid(m->pid, NULL, 0) == m->pid);
+	m->pid = 0;
+}
+
+/*
+ * kt_mount_start's readiness check can be answered from the kernel's
+ * cache of the dead mount; wait until the new daemon itself answers.
+ */
+static void wait_served(struct kt_mount *m)
+{
+	for (int i = 0; i < 750; i++) {
+		char *v = kt_mread(m, "version", NULL);
+
+		free(v);
+		if (v)
+			return;
+		if (m->pid > 0 && waitpid(m->pid, NULL, WNOHANG) == m->pid) {
+			m->pid = 0;
+			break;
+		}
+		usleep(20000);
+	}
+	cr_assert(false, "the restarted daemon does not serve the tree; see %s",
+		  m->log);
+}
+
+Test(control, rotation_is_durable_when_the_write_returns, .timeout = 60)
+{
+	static struct kt_mount m;
+	char *key_after, *key_restarted;
+	long before;
+	int r;
+
+	start(&m, "ctl-durable", NULL);
+	before = read_version(&m);
+	cr_assert(kt_mwrite(&m, "control/rotate", "1\n") == 0);
+	key_after = kt_mread(&m, "current", NULL);
+	cr_assert(key_after, "cannot read current");
+	/* No clean shutdown: whatever was not on disk is lost now. */
+	crash(&m);
+	/* Clearing the stale mount at start is another test's business. */
+	kt_runf(NULL, NULL, "fusermount3 -uz '%s'", m.mnt);
+	r = kt_mount_start(&m, NULL);
+	cr_assert(r == 0, "restart after kill -9 failed (%d); see %s", r,
+		  m.log);
+	wait_served(&m);
+	cr_assert(read_version(&m) == before + 1,
+		  "after kill -9 and restart version is %ld, want %ld",
+		  read_version(&m), before + 1);
+	key_restarted = kt_mread(&m, "current", NULL);
+	cr_assert(key_restarted, "cannot read current after restart");
+	cr_assert(strcmp(key_after, key_restarted) == 0,
+		  "the restarted daemon serves another current key than the "
+		  "one served after the rotation returned");
+	free(key_after);
+	free(key_restarted);
+}
+
+Test(control, restart_after_kill_9_clears_the_stale_mount, .timeout = 60)
+{
+	static struct kt_mount m;
+	long before;
+	int r;
+
+	start(&m, "ctl-stale", NULL);
+	cr_assert(kt_mwrite(&m, "control/rotate", "1") == 0);
+	before = read_version(&m);
+	crash(&m);
+	r = kt_mount_start(&m, NULL);
+	cr_assert(r == 0, "restart after kill -9 failed (%d); see %s", r,
+		  m.log);
+	wait_served(&m);
+	cr_assert(read_version(&m) == before, "version %ld after restart",
+		  read_version(&m));
+}
+
+/* --- control/retire --------------------------------------------------- */
+
+Test(control, retire_refuses_current_unknown_and_junk_without_change)
+{
+	const struct {
+		const char *in;
+		int want;
+	} bad[] = {
+	    {"2", EBUSY},    {"2\n", EBUSY}, {"99", ENOENT},
+	    {"3\n", ENOENT}, {"x", EINVAL},  {"-1", EINVAL},
+	    {"0", EINVAL},   {"\n", EINVAL}, {" 1", EINVAL},
+	    {"1x", EINVAL},  {"+1", EINVAL}, {"99999999999", EINVAL},
+	};
+	static struct kt_mount m;
+
+	start(&m, "ctl-retire-bad", NULL);
+	cr_assert(kt_mwrite(&m, "control/rotate", "1") == 0);
+	cr_assert(read_version(&m) == 2);
+	cr_assert(exists(&m, "previous"), "no previous after a rotation");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *status = kt_mread(&m, "status", NULL), *after;
+		char *vers = listing(&m, "versions"), *vers_after;
+		char *prev = kt_mread(&m, "previous", NULL), *prev_after;
+		size_t mark = audit_size(&m);
+		json_t *recs;
+		int r = kt_mwrite(&m, "control/retire", bad[i].in);
+
+		cr_assert(r == -bad[i].want, "retire \"%.*s\": want %s, got %s",
+			  (int)strcspn(bad[i].in, "\n"), bad[i].in,
+			  strerror(bad[i].want), r ? strerror(-r) : "success");
+		after = kt_mread(&m, "status", NULL);
+		vers_after = listing(&m, "versions");
+		prev_after = kt_mread(&m, "previous", NULL);
+		cr_assert(read_version(&m) == 2, "version changed");
+		cr_assert(status && after && strcmp(status, after) == 0,
+			  "retire \"%.*s\" changed status",
+			  (int)strcspn(bad[i].in, "\n"), bad[i].in);
+		cr_assert(strcmp(vers, vers_after) == 0,
+			  "versions/ changed: %s -> %s", vers, vers_after);
+		cr_assert(prev && prev_after && strcmp(prev, prev_after) == 0,
+			  "previous changed or vanished");
+		recs = audit_since(&m, mark);
+		cr_assert(count_records(recs, "key_retire", false) >= 1,
+			  "no success:false key_retire record");
+		cr_assert(count_records(recs, "key_retire", true) == 0,
+			  "a successful retire was recorded");
+		json_decref(recs);
+		free(status);
+		free(after);
+		free(vers);
+		free(vers_after);
+		free(prev);
+		free(prev_after);
+	}
+	/* A zero-byte write retires nothing either. */
+	cr_assert(write_raw(&m, "control/retire", "", 0) <= 0);
+	cr_assert(exists(&m, "previous") && exists(&m, "versions/1"),
+		  "a zero-byte write retired something");
+}
+
+Test(control, retire_previous_removes_it_from_the_tree)
+{
+	static struct kt_mount m;
+	char *vers, *status;
+	size_t mark;
+	json_t *recs, *o;
+	int r;
+
+	start(&m, "ctl-retire", NULL);
+	cr_assert(kt_mwrite(&m, "control/rotate", "1") == 0);
+	cr_assert(exists(&m, "versions/1/key"));
+	mark = audit_size(&m);
+	r = kt_mwrite(&m, "control/retire", "1\n");
+	cr_assert(r == 0, "retire 1: %s", strerror(-r));
+	cr_assert(!exists(&m, "previous"), "previous still there");
+	cr_assert(!exists(&m, "versions/1"), "versions/1 still there");
+	cr_assert(!exists(&m, "versions/1/key"), "versions/1/key still there");
+	vers = listing(&m, "versions");
+	cr_assert(strcmp(vers, "2\n") == 0, "versions/ holds %s", vers);
+	cr_assert(read_version(&m) == 2, "retire changed the version");
+	status = kt_mread(&m, "status", NULL);
+	o = json_loads(status, 0, NULL);
+	cr_assert(o, "status is not JSON");
+	cr_assert(json_is_false(json_object_get(o, "has_previous_key")),
+		  "status still has a previous key");
+	cr_assert(json_array_size(json_object_get(o, "versions")) == 1,
+		  "status lists %zu versions",
+		  json_array_size(json_object_get(o, "versions")));
+	recs = audit_since(&m, mark);
+	cr_assert(count_records(recs, "key_retire", true) == 1,
+		  "no successful key_retire record");
+	/* Retiring it again: it is gone. */
+	r = kt_mwrite(&m, "control/retire", "1");
+	cr_assert(r == -ENOENT, "second retire of 1: %s",
+		  r ? strerror(-r) : "success");
+	json_decref(recs);
+	json_decref(o);
+	free(status);
+	free(vers);
+}
+
+/* --- keyfs ctl -------------------------------------------------------- */
+
+Test(control, keyfs_ctl_rotate_retire_status_print_what_happened)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL;
+	json_t *o;
+	int rc;
+
+	start(&m, "ctl-cli", NULL);
+	rc = kt_runf(&out, &err, "%s ctl rotate --mount '%s'", kt_keyfs(),
+		     m.mnt);
+	cr_assert(rc == 0, "ctl rotate failed (%d): %s", rc, err);
+	cr_assert(strcmp(out, "rotated: version 2\n") == 0,
+		  "ctl rotate printed: %s", out);
+	cr_assert(read_version(&m) == 2);
+	free(out);
+	free(err);
+
+	rc = kt_runf(&out, &err, "%s ctl retire 2 --mount '%s'", kt_keyfs(),
+		     m.mnt);
+	cr_assert(rc != 0, "ctl retire of the current version succeeded");
+	cr_assert(kt_contains(err, "is the current key"),
+		  "ctl retire 2 said: %s", err);
+	cr_assert(out[0] == 0, "ctl retire printed on stdout: %s", out);
+	free(out);
+	free(err);
+
+	rc = kt_runf(&out, &err, "%s ctl retire 7 --mount '%s'", kt_keyfs(),
+		     m.mnt);
+	cr_assert(rc != 0, "ctl retire of an unknown version succeeded");
+	cr_assert(kt_contains(err, "7") && kt_contains(err, "not in the"),
+		  "ctl retire 7 said: %s", err);
+	free(out);
+	free(err);
+
+	rc = kt_runf(&out, &err, "%s ctl retire x --mount '%s'", kt_keyfs(),
+		     m.mnt);
+	cr_assert(rc != 0, "ctl retire x succeeded");
+	cr_assert(kt_contains(err, "invalid"), "ctl retire x said: %s", err);
+	free(out);
+	free(err);
+
+	rc = kt_runf(&out, &err, "%s ctl retire 1 --mount '%s'", kt_keyfs(),
+		     m.mnt);
+	cr_assert(rc == 0, "ctl retire 1 failed (%d): %s", rc, err);
+	cr_assert(strcmp(out, "retired: version 1\n") == 0,
+		  "ctl retire 1 printed: %s", out);
+	cr_assert(!exists(&m, "versions/1"));
+	free(out);
+	free(err);
+
+	rc = kt_runf(&out, &err, "%s ctl status --mount '%s'", kt_keyfs(),
+		     m.mnt);
+	cr_assert(rc == 0, "ctl status failed (%d): %s", rc, err);
+	o = json_loads(out, 0, NULL);
+	cr_assert(o, "ctl status did not print JSON");
+	cr_assert(json_integer_value(json_object_get(o, "version")) == 2,
+		  "ctl status version is not 2");
+	cr_assert(json_is_false(json_object_get(o, "has_previous_key")));
+	json_decref(o);
+	free(out);
+	free(err);
+
+	/* No mount there: an error in words, non-zero. */
+	rc = kt_runf(&out, &err, "%s ctl rotate --mount '%s'", kt_keyfs(),
+		     m.dir);
+	cr_assert(rc != 0, "ctl rotate on a plain directory succeeded");
+	cr_assert(err[0] != 0, "ctl rotate on a plain directory said nothing");
+	free(out);
+	free(err);
+}
+
+/* --- concurrency ------------------------------------------------------ */
+
+Test(control, concurrent_rotations_are_serialized, .timeout = 120)
+{
+	static struct kt_mount m;
+	char *err = NULL;
+	long before, after;
+	size_t mark, i;
+	json_t *recs, *rec;
+	bool seen[41] = {false};
+	int rc;
+
+	start(&m, "ctl-conc", NULL);
+	before = read_version(&m);
+	mark = audit_size(&m);
+	rc = kt_runf(NULL, &err,
+		     "pids=; for p in 1 2 3 4; do "
+		     "( i=0; while [ $i -lt 10 ]; do "
+		     "echo 1 > '%s/control/rotate' || exit 1; i=$((i+1)); "
+		     "done ) & pids=\"$pids $!\"; done; "
+		     "rc=0; for p in $pids; do wait $p || rc=1; done; exit $rc",
+		     m.mnt);
+	cr_assert(rc == 0, "a concurrent rotation failed: %s", err);
+	after = read_version(&m);
+	cr_assert(after == before + 40,
+		  "version grew by %ld after 40 rotations", after - before);
+	recs = audit_since(&m, mark);
+	cr_assert(count_records(recs, "key_rotation", true) == 40,
+		  "%zu successful key_rotation records, want 40",
+		  count_records(recs, "key_rotation", true));
+	json_array_foreach(recs, i, rec)
+	{
+		long v = (long)json_integer_value(
+		    json_object_get(rec, "key_version"));
+
+		if (strcmp(str_of(rec, "event"), "key_rotation") != 0)
+			continue;
+		cr_assert(v > before && v <= after, "rotation to version %ld",
+			  v);
+		cr_assert(!seen[v - before], "version %ld issued twice", v);
+		seen[v - before] = true;
+	}
+	json_decref(recs);
+	free(err);
+}
