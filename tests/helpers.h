@@ -34,7 +34,7 @@ int kt_run(const char *cmd, const char *input, char **ret_out, char **ret_err);
 
 /* printf-style kt_run with no input; captures as kt_run. */
 int kt_runf(char **ret_out, char **ret_err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Reads a whole file (NULL if it cannot); *len may be NULL. malloc'd. */
 char *kt_read_file(const char *path, size_t *len);
@@ -48,15 +48,16 @@ void kt_leak_record(const char *tag, const char *text, size_t len);
 /* True if haystack contains needle. */
 bool kt_contains(const char *haystack, const char *needle);
 
-/* --- mounted trees: the real keyfs binary ---------------------------------- */
+/* --- mounted trees: the real keyfs binary ----------------------------------
+ */
 
 struct kt_mount {
-	char *dir;  /* scratch directory (0755): keyfs.ini, state/, mnt/, log */
-	char *mnt;  /* mountpoint: dir/mnt */
-	char *cfg;  /* dir/keyfs.ini */
-	char *log;  /* the daemon's standard error: dir/daemon.log */
+	char *dir; /* scratch directory (0755): keyfs.ini, state/, mnt/, log */
+	char *mnt; /* mountpoint: dir/mnt */
+	char *cfg; /* dir/keyfs.ini */
+	char *log; /* the daemon's standard error: dir/daemon.log */
 	char *state; /* dir/state */
-	pid_t pid;  /* the daemon (keyfs mount -f), 0 when stopped */
+	pid_t pid;   /* the daemon (keyfs mount -f), 0 when stopped */
 };
 
 /*

@@ -45,8 +45,8 @@ static long find_key(const char *buf, size_t len)
 			continue;
 		}
 		if (c == '=' && run == KF_KEY_TEXT_LEN - 1 &&
-		    (i + 1 == len || (buf[i + 1] != '=' &&
-				      !b64((unsigned char)buf[i + 1]))))
+		    (i + 1 == len ||
+		     (buf[i + 1] != '=' && !b64((unsigned char)buf[i + 1]))))
 			return (long)(i - run);
 		run = 0;
 	}
@@ -59,7 +59,8 @@ static bool exempt(const char *name, const char *path)
 	char head[32] = "";
 	FILE *f;
 
-	if (strcmp(name, "keyring") == 0 || strncmp(name, ".keyring.tmp.", 13) == 0 ||
+	if (strcmp(name, "keyring") == 0 ||
+	    strncmp(name, ".keyring.tmp.", 13) == 0 ||
 	    (n > 4 && strcmp(name + n - 4, ".key") == 0) ||
 	    (n > 7 && strcmp(name + n - 7, ".secret") == 0))
 		return true;
@@ -71,7 +72,8 @@ static bool exempt(const char *name, const char *path)
 			head[got] = 0;
 			fclose(f);
 		}
-		return strncmp(head, "{\"format\":\"keyfs-backup-v1\"", 27) == 0;
+		return strncmp(head, "{\"format\":\"keyfs-backup-v1\"", 27) ==
+		       0;
 	}
 	return false;
 }
@@ -96,7 +98,8 @@ static void scan_dir(const char *dir, dev_t dev, struct scan *s)
 		char *text;
 		long at;
 
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		if (lstat(path, &st) < 0)
@@ -143,9 +146,9 @@ Test(leaks, detector_finds_a_key_and_ignores_other_base64)
 
 Test(leaks, nothing_printed_or_written_holds_a_key)
 {
-	const char *dirs[] = { getenv("KEYFS_TEST_LEAKDIR"),
-			       getenv("KEYFS_TEST_TMP") };
-	struct scan s = { 0 };
+	const char *dirs[] = {getenv("KEYFS_TEST_LEAKDIR"),
+			      getenv("KEYFS_TEST_TMP")};
+	struct scan s = {0};
 
 	for (size_t i = 0; i < 2; i++) {
 		struct stat st;
@@ -154,7 +157,8 @@ Test(leaks, nothing_printed_or_written_holds_a_key)
 			continue;
 		scan_dir(dirs[i], st.st_dev, &s);
 	}
-	cr_assert(s.files > 0, "no test output to check: run through tests/run");
+	cr_assert(s.files > 0,
+		  "no test output to check: run through tests/run");
 	cr_assert(s.leaks == 0, "%u file(s) hold a key in text form; first: %s",
 		  s.leaks, s.first);
 }
