@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fs: what the daemon's parts share -- the context every request reaches
+ * through fuse_req_userdata, and the entry points of ops.c (the FUSE
+ * operations), control.c (control files) and workers.c (invalidation and
+ * automatic rotation).  mount.c owns the life cycle.
+ */
+#ifndef KF_FS_H
+#define KF_FS_H
+
+#define FUSE_USE_VERSION FUSE_MAKE_VERSION(3, 14)
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <fuse_lowlevel.h>
+
+#include "manager.h"
+#include "tree.h"
+
+#define KF_TTL 86400.0 /* seconds; stable names and attributes */
+#define KF_RESULT_MAX (KF_ERR_MAX + 64)
+
+/* Requests handled, by kind: logged on SIGUSR1 (the benchmark reads them). */
+enum kf_req_kind {
+	KF_RQ_LOOKUP,
+	KF_RQ_GETATTR,
+	KF_RQ_OPEN,
+	KF_RQ_READ,
+	KF_RQ_RELEASE,
+	KF_RQ_WRITE,
+	KF_RQ_READDIR,
+	KF_RQ_OTHER,
+	KF_RQ_COUNT
+};
+extern const char *const kf_req_names[KF_RQ_COUNT];
+
+struct kf_fs {
+	_Atomic unsigned long requests[KF_RQ_COUNT];
+	struct kf_manager *m;
+	const struct kf_config *cfg;
+	struct kf_tree *tree;
+	struct fuse_session *se;
+	const char *mountpoint;
+	bool cached;
+
+	/* Invalidation worker. */
+	pthread_t inval_thread;
+	pthread_mutex_t inval_lock;
+	pthread_cond_t inval_cond;
+	uint64_t inval_wanted;	  /* protected by inval_lock */
+	uint64_t inval_done;	  /* protected by inval_lock */
+	bool inval_stop;	  /* protected by inval_lock */
+	struct kf_keyring *shown; /* inval thread only: last invalidated */
+
+	/* Automatic rotation. */
+	pthread_t rot_thread;
+	pthread_mutex_t rot_lock;
+	pthread_cond_t rot_cond;
+	bool rot_stop; /* protected by rot_lock */
+};
+
+/* The low-level operations (ops.c); userdata is the struct kf_fs. */
+extern const struct fuse_lowlevel_ops kf_ops;
+
+/*
+ * Runs the command written to a control file of `kind` (control.c): parses
+ * buf, calls the manager, records refused input in the audit log.  Returns
+ * 0 or -errno; the outcome for the writer, in words, goes to out.
+ */
+int kf_control_write(struct kf_fs *fs, const struct kf_caller *who,
+		     enum kf_node_kind kind, const char *buf, size_t size,
+		     char out[KF_RESULT_MAX]);
+
+/*
+ * Starts the invalidation and rotation threads and registers for keyring
+ * changes (workers.c); fs must be mounted.  kf_workers_stop undoes it.
+ */
+void kf_workers_start(struct kf_fs *fs);
+void kf_workers_stop(struct kf_fs *fs);
+
+#endif

@@ -1,0 +1,541 @@
+// SPDX-License-Identifier: MIT
+/*
+ * ops: the FUSE low-level operations over the tree.
+ *
+ * Read modes: in `audited` mode every open of a key file reaches this daemon,
+ * is audited, takes a snapshot of the content (so the file keeps the key it
+ * opened with) and is served with direct_io.  In `cached` mode open answers
+ * ENOSYS (FUSE_CAP_NO_OPEN_SUPPORT): the kernel then opens every file without
+ * asking and serves key files from its page cache.
+ *
+ * Every handler replies exactly once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "fs.h"
+#include "log.h"
+
+const char *const kf_req_names[KF_RQ_COUNT] = {"lookup",  "getattr", "open",
+					       "read",	  "release", "write",
+					       "readdir", "other"};
+
+/* Per open file (audited mode; cached mode has no opens). */
+struct kf_handle {
+	uint8_t *buf; /* snapshot, sodium_malloc'd, or NULL */
+	size_t len;
+	pthread_mutex_t lock;	    /* protects result */
+	char result[KF_RESULT_MAX]; /* last control write's outcome */
+};
+
+static struct kf_fs *kf_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void count(fuse_req_t req, enum kf_req_kind k)
+{
+	kf_fs(req)->requests[k]++;
+}
+
+static struct kf_caller caller_of(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct kf_caller who = {ctx->uid, ctx->gid, ctx->pid};
+
+	return who;
+}
+
+/* --- attributes and names ------------------------------------------------- */
+
+static double ttl_of(struct kf_node n)
+{
+	return kf_tree_flags(n.kind) & KF_NODE_F_VOLATILE ? 0.0 : KF_TTL;
+}
+
+static int fill_entry(struct kf_fs *fs, const struct kf_keyring *kr,
+		      struct kf_node n, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = kf_tree_ino(n);
+	e->generation = 1;
+	e->attr_timeout = ttl_of(n);
+	e->entry_timeout = ttl_of(n);
+	return kf_tree_stat(fs->tree, kr, n, &e->attr);
+}
+
+static void kf_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct kf_fs *fs = kf_fs(req);
+	struct kf_keyring *kr = kf_manager_keyring(fs->m);
+	struct fuse_entry_param e;
+	struct kf_node n;
+	int r;
+
+	count(req, KF_RQ_LOOKUP);
+	r = kf_tree_lookup(fs->tree, kr, kf_tree_node(parent), name, &n);
+	if (r == 0)
+		r = fill_entry(fs, kr, n, &e);
+	kf_keyring_unref(kr);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void kf_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct kf_fs *fs = kf_fs(req);
+	struct kf_keyring *kr = kf_manager_keyring(fs->m);
+	struct kf_node n = kf_tree_node(ino);
+	struct stat st;
+	int r;
+
+	count(req, KF_RQ_GETATTR);
+	(void)fi;
+	r = kf_tree_stat(fs->tree, kr, n, &st);
+	kf_keyring_unref(kr);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_attr(req, &st, ttl_of(n));
+}
+
+/*
+ * The tree is read-only: only truncation of a control file (what `echo >`
+ * does before writing) is accepted, as a no-op.
+ */
+static void kf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	struct kf_node n = kf_tree_node(ino);
+
+	(void)fi;
+	if ((kf_tree_flags(n.kind) & KF_NODE_F_CONTROL) &&
+	    (to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME |
+			FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME)) == 0 &&
+	    (!(to_set & FUSE_SET_ATTR_SIZE) || attr->st_size == 0)) {
+		kf_getattr(req, ino, NULL);
+		return;
+	}
+	fuse_reply_err(req, (to_set & FUSE_SET_ATTR_SIZE) ? EACCES : EPERM);
+}
+
+static void kf_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	/* Nodes are computed from their inode number: nothing to drop. */
+	(void)ino;
+	(void)nlookup;
+	fuse_reply_none(req);
+}
+
+/* Namespace changes: the tree is read-only, for root too. */
+static void kf_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	(void)parent, (void)name, (void)mode, (void)rdev;
+	fuse_reply_err(req, EROFS);
+}
+
+static void kf_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	(void)parent, (void)name, (void)mode;
+	fuse_reply_err(req, EROFS);
+}
+
+static void kf_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)parent, (void)name;
+	fuse_reply_err(req, EROFS);
+}
+
+static void kf_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	(void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
+	fuse_reply_err(req, EROFS);
+}
+
+static void kf_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		    const char *newname)
+{
+	(void)ino, (void)newparent, (void)newname;
+	fuse_reply_err(req, EROFS);
+}
+
+static void kf_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	(void)link, (void)parent, (void)name;
+	fuse_reply_err(req, EROFS);
+}
+
+static void kf_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	(void)parent, (void)name, (void)mode, (void)fi;
+	fuse_reply_err(req, EROFS);
+}
+
+static void kf_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			const char *value, size_t size, int flags)
+{
+	(void)ino, (void)name, (void)value, (void)size, (void)flags;
+	fuse_reply_err(req, EPERM);
+}
+
+static void kf_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	(void)ino, (void)name;
+	fuse_reply_err(req, EPERM);
+}
+
+static void kf_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	(void)ino, (void)name, (void)size;
+	fuse_reply_err(req, ENODATA);
+}
+
+static void kf_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	(void)ino;
+	if (size == 0)
+		fuse_reply_xattr(req, 0);
+	else
+		fuse_reply_buf(req, NULL, 0);
+}
+
+static void kf_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs st = {0};
+
+	(void)ino;
+	st.f_bsize = 4096;
+	st.f_frsize = 4096;
+	st.f_namemax = 255;
+	st.f_flag = ST_NOSUID | ST_NODEV;
+	fuse_reply_statfs(req, &st);
+}
+
+/* --- directories ---------------------------------------------------------- */
+
+struct dir_buf {
+	fuse_req_t req;
+	char *buf;
+	size_t len, cap;
+	off_t skip, pos; /* entries before `skip` were sent already */
+	int err;
+};
+
+static int add_dirent(void *ctx, const char *name, struct kf_node n,
+		      mode_t type)
+{
+	struct dir_buf *d = ctx;
+	struct stat st = {.st_ino = kf_tree_ino(n), .st_mode = type};
+	size_t need;
+
+	d->pos++;
+	if (d->pos <= d->skip)
+		return 0;
+	need = fuse_add_direntry(d->req, NULL, 0, name, NULL, 0);
+	if (d->len + need > d->cap)
+		return 1; /* full: the kernel asks again from this offset */
+	fuse_add_direntry(d->req, d->buf + d->len, d->cap - d->len, name, &st,
+			  d->pos);
+	d->len += need;
+	return 0;
+}
+
+static void kf_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct kf_fs *fs = kf_fs(req);
+	struct kf_keyring *kr = kf_manager_keyring(fs->m);
+	struct dir_buf d = {req, malloc(size), 0, size, off, 0, 0};
+	int r;
+
+	count(req, KF_RQ_READDIR);
+	(void)fi;
+	if (!d.buf) {
+		kf_keyring_unref(kr);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = kf_tree_list(fs->tree, kr, kf_tree_node(ino), add_dirent, &d);
+	kf_keyring_unref(kr);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_buf(req, d.buf, d.len);
+	free(d.buf);
+}
+
+/* --- files ---------------------------------------------------------------- */
+
+static struct kf_handle *handle_new(void)
+{
+	struct kf_handle *h = calloc(1, sizeof(*h));
+
+	if (h)
+		pthread_mutex_init(&h->lock, NULL);
+	return h;
+}
+
+static void handle_free(struct kf_handle *h)
+{
+	if (!h)
+		return;
+	if (h->buf)
+		sodium_free(h->buf);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
+static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct kf_fs *fs = kf_fs(req);
+	struct kf_node n = kf_tree_node(ino);
+	unsigned flags = kf_tree_flags(n.kind);
+	bool writing = (fi->flags & O_ACCMODE) != O_RDONLY;
+	struct kf_keyring *kr = NULL;
+	struct kf_handle *h = NULL;
+	struct kf_caller who = caller_of(req);
+	char path[PATH_MAX];
+	int r = 0;
+
+	count(req, KF_RQ_OPEN);
+	if (fs->cached) {
+		/* No opens at all: the kernel serves files from its cache. */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	if (flags & KF_NODE_F_DIR) {
+		r = -EISDIR;
+		goto out;
+	}
+	if (writing && !(flags & KF_NODE_F_CONTROL)) {
+		r = -EACCES;
+		goto out;
+	}
+	h = handle_new();
+	if (!h) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (!(flags & KF_NODE_F_CONTROL) && n.kind != KF_NODE_BACKUP &&
+	    n.kind != KF_NODE_AUDIT) {
+		kr = kf_manager_keyring(fs->m);
+		if (flags & KF_NODE_F_KEY) {
+			kf_tree_path(fs->tree, n, path, sizeof(path));
+			r = kf_manager_audit_open(fs->m, &who, path);
+			if (r < 0)
+				goto out;
+		}
+		/* The snapshot: this open keeps what it saw. */
+		r = kf_tree_content(fs->tree, kr, n, &h->buf, &h->len);
+		if (r < 0)
+			goto out;
+	}
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	h = NULL;
+out:
+	kf_keyring_unref(kr);
+	handle_free(h);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_open(req, fi);
+}
+
+static void kf_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	(void)ino;
+	count(req, KF_RQ_RELEASE);
+	handle_free((struct kf_handle *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+/* Reads [off, off+size) of a real file (backups, audit.log). */
+static void read_real_file(fuse_req_t req, struct kf_fs *fs, struct kf_node n,
+			   size_t size, off_t off)
+{
+	char *path = NULL, *buf = NULL;
+	ssize_t got = 0;
+	int fd = -1, r;
+
+	r = kf_tree_file_path(fs->tree, n, &path);
+	if (r < 0)
+		goto out;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		r = errno == ENOENT && n.kind == KF_NODE_AUDIT ? 0 : -errno;
+		goto out;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	got = pread(fd, buf, size, off);
+	if (got < 0)
+		r = -errno;
+out:
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_buf(req, buf, got > 0 ? (size_t)got : 0);
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	free(path);
+}
+
+static void reply_slice(fuse_req_t req, const uint8_t *buf, size_t len,
+			size_t size, off_t off)
+{
+	if (off < 0 || (size_t)off >= len)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, (const char *)buf + off,
+			       len - (size_t)off < size ? len - (size_t)off
+							: size);
+}
+
+/*
+ * A control write's outcome, read back through the same open file (what
+ * `keyfs ctl` does).  Cached mode has no opens, hence no handle: there the
+ * command tells the outcome from the tree instead.
+ */
+static void result_get(struct kf_handle *h, char out[KF_RESULT_MAX])
+{
+	out[0] = 0;
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->lock);
+	memcpy(out, h->result, KF_RESULT_MAX);
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void result_set(struct kf_handle *h, const char *text)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->lock);
+	snprintf(h->result, KF_RESULT_MAX, "%s", text);
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void kf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct kf_fs *fs = kf_fs(req);
+	struct kf_handle *h = (struct kf_handle *)(uintptr_t)fi->fh;
+	struct kf_node n = kf_tree_node(ino);
+	unsigned flags = kf_tree_flags(n.kind);
+
+	count(req, KF_RQ_READ);
+	if (flags & KF_NODE_F_CONTROL) {
+		char text[KF_RESULT_MAX];
+
+		result_get(h, text);
+		reply_slice(req, (const uint8_t *)text, strlen(text), size,
+			    off);
+	} else if (n.kind == KF_NODE_BACKUP || n.kind == KF_NODE_AUDIT) {
+		read_real_file(req, fs, n, size, off);
+	} else if (h && h->buf) {
+		reply_slice(req, h->buf, h->len, size, off);
+	} else {
+		/* Cached mode: the kernel asks once per change. */
+		struct kf_keyring *kr = kf_manager_keyring(fs->m);
+		uint8_t *buf = NULL;
+		size_t len = 0;
+		int r = kf_tree_content(fs->tree, kr, n, &buf, &len);
+
+		kf_keyring_unref(kr);
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		reply_slice(req, buf, len, size, off);
+		sodium_free(buf);
+	}
+}
+
+static void kf_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct kf_fs *fs = kf_fs(req);
+	struct kf_handle *h = (struct kf_handle *)(uintptr_t)fi->fh;
+	struct kf_node n = kf_tree_node(ino);
+	struct kf_caller who = caller_of(req);
+	char out[KF_RESULT_MAX];
+	int r;
+
+	count(req, KF_RQ_WRITE);
+	(void)off;
+	if (!(kf_tree_flags(n.kind) & KF_NODE_F_CONTROL)) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	r = kf_control_write(fs, &who, n.kind, buf, size, out);
+	result_set(h, out);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_write(req, size);
+}
+
+static void kf_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct kf_fs *fs = userdata;
+
+	/* Key files change only when we say so: no mtime-driven flushes. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	if (fs->cached && !(conn->capable & FUSE_CAP_NO_OPEN_SUPPORT))
+		kf_log(LOG_WARNING, "kernel lacks zero-message opens; cached "
+				    "mode will still see every open");
+	/* Writeback caching would let writes bypass the control handler. */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+const struct fuse_lowlevel_ops kf_ops = {
+    .init = kf_init,
+    .lookup = kf_lookup,
+    .forget = kf_forget,
+    .getattr = kf_getattr,
+    .setattr = kf_setattr,
+    .mknod = kf_mknod,
+    .mkdir = kf_mkdir,
+    .unlink = kf_unlink,
+    .rmdir = kf_unlink,
+    .symlink = kf_symlink,
+    .rename = kf_rename,
+    .link = kf_link,
+    .open = kf_open,
+    .read = kf_read,
+    .write = kf_write,
+    .release = kf_release,
+    .readdir = kf_readdir,
+    .statfs = kf_statfs,
+    .setxattr = kf_setxattr,
+    .getxattr = kf_getxattr,
+    .listxattr = kf_listxattr,
+    .removexattr = kf_removexattr,
+    .create = kf_create,
+};

@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: MIT
+/*
+ * workers: the daemon's two background threads.
+ *
+ * Invalidation: names and attributes are cached by the kernel for KF_TTL,
+ * which halves the cost of a key read; whatever a change affects is
+ * invalidated before the control write that made it returns.  The
+ * invalidations are sent by this thread, never from a request handler: the
+ * handler hands the work over and waits for it to finish.
+ *
+ * Rotation: rotates when rotate_interval says so, and seals the audit
+ * anchor hourly.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "fs.h"
+#include "log.h"
+
+static void inval_inode(struct kf_fs *fs, struct kf_node n)
+{
+	/* -ENOENT: the kernel does not hold it, nothing to drop. */
+	(void)fuse_lowlevel_notify_inval_inode(fs->se, kf_tree_ino(n), 0, 0);
+}
+
+static void inval_entry(struct kf_fs *fs, struct kf_node parent,
+			const char *name)
+{
+	(void)fuse_lowlevel_notify_inval_entry(fs->se, kf_tree_ino(parent),
+					       name, strlen(name));
+}
+
+/* Everything under versions/<v>/. */
+static void inval_version(struct kf_fs *fs, uint32_t v)
+{
+	struct kf_node n = {KF_NODE_VERSIONS_DIR, 0, 0};
+	char name[16];
+
+	snprintf(name, sizeof(name), "%" PRIu32, v);
+	inval_entry(fs, n, name);
+	n.version = v;
+	n.kind = KF_NODE_VDIR;
+	inval_inode(fs, n);
+	n.kind = KF_NODE_VKEY;
+	inval_inode(fs, n);
+	n.kind = KF_NODE_VDERIVED_DIR;
+	inval_inode(fs, n);
+	n.kind = KF_NODE_VDERIVED;
+	for (size_t i = 0; i < fs->cfg->n_purposes; i++) {
+		n.index = (uint32_t)i;
+		inval_inode(fs, n);
+	}
+}
+
+/* True if version e of one keyring is absent from, or differs in, other. */
+static bool version_changed(const struct kf_keyring_entry *e,
+			    const struct kf_keyring *other)
+{
+	const struct kf_keyring_entry *o = kf_keyring_find(other, e->version);
+
+	return !o || sodium_memcmp(o->key, e->key, KF_KEY_BYTES) != 0;
+}
+
+/* Drops from the kernel every name, attribute and page that changed. */
+static void invalidate_changes(struct kf_fs *fs)
+{
+	static const enum kf_node_kind top[] = {
+	    KF_NODE_ROOT,	 KF_NODE_CURRENT, KF_NODE_PREVIOUS,
+	    KF_NODE_VERSION,	 KF_NODE_STATUS,  KF_NODE_VERSIONS_DIR,
+	    KF_NODE_BACKUPS_DIR, KF_NODE_AUDIT,
+	};
+	struct kf_keyring *now = kf_manager_keyring(fs->m), *old = fs->shown;
+	struct kf_node n = {KF_NODE_ROOT, 0, 0};
+
+	inval_entry(fs, n, "previous");
+	for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
+		n.kind = top[i];
+		inval_inode(fs, n);
+	}
+	n.kind = KF_NODE_DERIVED;
+	for (size_t i = 0; i < fs->cfg->n_purposes; i++) {
+		n.index = (uint32_t)i;
+		inval_inode(fs, n);
+	}
+	for (size_t i = 0; i < kf_keyring_count(now); i++) {
+		const struct kf_keyring_entry *e = kf_keyring_at(now, i);
+
+		if (!old || version_changed(e, old))
+			inval_version(fs, e->version);
+	}
+	for (size_t i = 0; old && i < kf_keyring_count(old); i++) {
+		const struct kf_keyring_entry *e = kf_keyring_at(old, i);
+
+		if (version_changed(e, now))
+			inval_version(fs, e->version);
+	}
+	kf_keyring_unref(old);
+	fs->shown = now;
+}
+
+static void *inval_main(void *arg)
+{
+	struct kf_fs *fs = arg;
+
+	pthread_mutex_lock(&fs->inval_lock);
+	while (!fs->inval_stop) {
+		if (fs->inval_done == fs->inval_wanted) {
+			pthread_cond_wait(&fs->inval_cond, &fs->inval_lock);
+			continue;
+		}
+		uint64_t target = fs->inval_wanted;
+
+		pthread_mutex_unlock(&fs->inval_lock);
+		invalidate_changes(fs);
+		pthread_mutex_lock(&fs->inval_lock);
+		fs->inval_done = target;
+		pthread_cond_broadcast(&fs->inval_cond);
+	}
+	pthread_mutex_unlock(&fs->inval_lock);
+	return NULL;
+}
+
+/*
+ * The manager's change callback: runs in a request handler (a control
+ * write) or in the rotation thread.  Waits until the invalidation thread has
+ * dropped everything that changed, so the write returns only then.
+ */
+static void on_change(void *arg)
+{
+	struct kf_fs *fs = arg;
+	uint64_t mine;
+
+	pthread_mutex_lock(&fs->inval_lock);
+	mine = ++fs->inval_wanted;
+	pthread_cond_broadcast(&fs->inval_cond);
+	while (fs->inval_done < mine && !fs->inval_stop)
+		pthread_cond_wait(&fs->inval_cond, &fs->inval_lock);
+	pthread_mutex_unlock(&fs->inval_lock);
+}
+
+/* --- automatic rotation ---------------------------------------------- */
+
+static void *rot_main(void *arg)
+{
+	struct kf_fs *fs = arg;
+
+	pthread_mutex_lock(&fs->rot_lock);
+	while (!fs->rot_stop) {
+		int64_t due = kf_manager_rotation_due_in(fs->m);
+		struct timespec until;
+
+		if (due == 0) {
+			char err[KF_ERR_MAX];
+			bool rotated;
+
+			pthread_mutex_unlock(&fs->rot_lock);
+			if (kf_manager_rotate_if_due(fs->m, &rotated, err) <
+			    0) {
+				kf_log(LOG_ALERT,
+				       "automatic rotation failed: %s; "
+				       "retrying in a minute",
+				       err);
+				due = 60;
+			} else if (rotated) {
+				kf_log(LOG_NOTICE, "automatic rotation done");
+			}
+			pthread_mutex_lock(&fs->rot_lock);
+			if (due == 0)
+				continue;
+		}
+		clock_gettime(CLOCK_REALTIME, &until);
+		/* Re-check at least hourly: the clock may be set. */
+		until.tv_sec += due < 0 || due > 3600 ? 3600 : due;
+		pthread_cond_timedwait(&fs->rot_cond, &fs->rot_lock, &until);
+		if (!fs->rot_stop) {
+			char err[KF_ERR_MAX];
+
+			/* Anchor the open records of the past hour. */
+			pthread_mutex_unlock(&fs->rot_lock);
+			if (kf_manager_checkpoint(fs->m, err) < 0)
+				kf_log(LOG_ALERT,
+				       "sealing the audit anchor: %s", err);
+			pthread_mutex_lock(&fs->rot_lock);
+		}
+	}
+	pthread_mutex_unlock(&fs->rot_lock);
+	return NULL;
+}
+
+void kf_workers_start(struct kf_fs *fs)
+{
+	pthread_mutex_init(&fs->inval_lock, NULL);
+	pthread_cond_init(&fs->inval_cond, NULL);
+	pthread_mutex_init(&fs->rot_lock, NULL);
+	pthread_cond_init(&fs->rot_cond, NULL);
+	fs->shown = kf_manager_keyring(fs->m);
+	pthread_create(&fs->inval_thread, NULL, inval_main, fs);
+	pthread_create(&fs->rot_thread, NULL, rot_main, fs);
+	kf_manager_on_change(fs->m, on_change, fs);
+}
+
+void kf_workers_stop(struct kf_fs *fs)
+{
+	pthread_mutex_lock(&fs->rot_lock);
+	fs->rot_stop = true;
+	pthread_cond_broadcast(&fs->rot_cond);
+	pthread_mutex_unlock(&fs->rot_lock);
+	pthread_join(fs->rot_thread, NULL);
+	kf_manager_on_change(fs->m, NULL, NULL);
+	pthread_mutex_lock(&fs->inval_lock);
+	fs->inval_stop = true;
+	pthread_cond_broadcast(&fs->inval_cond);
+	pthread_mutex_unlock(&fs->inval_lock);
+	pthread_join(fs->inval_thread, NULL);
+	fs->shown = kf_keyring_unref(fs->shown);
+}
