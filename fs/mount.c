@@ -81,6 +81,40 @@ static int check_paths(const struct kf_config *cfg, const char *mnt)
 	return r;
 }
 
+/*
+ * -o OPTS may add options but never weaken the ones keyfs always sets
+ * (default_permissions, allow_other, nosuid, nodev).
+ */
+static int check_extra_options(const char *extra)
+{
+	static const char *const refused[] = {"suid", "dev", "allow_root",
+					      "nodefault_permissions"};
+	char *copy, *save = NULL;
+	int r = 0;
+
+	if (!extra)
+		return 0;
+	copy = strdup(extra);
+	if (!copy)
+		return -ENOMEM;
+	for (char *t = strtok_r(copy, ",", &save); t && r == 0;
+	     t = strtok_r(NULL, ",", &save)) {
+		for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]);
+		     i++) {
+			if (strcmp(t, refused[i]) == 0) {
+				kf_log(LOG_ERR,
+				       "-o %s would weaken the mount; keyfs "
+				       "always mounts with default_permissions,"
+				       "allow_other,nosuid,nodev",
+				       refused[i]);
+				r = -EINVAL;
+			}
+		}
+	}
+	free(copy);
+	return r;
+}
+
 /* Clears a mount left by a killed daemon ("Transport endpoint ..."). */
 static int prepare_mountpoint(const char *mnt)
 {
@@ -276,6 +310,8 @@ int kf_mount_main(const struct kf_mount_opts *o)
 	int r;
 
 	harden_process();
+	if (check_extra_options(o->extra) < 0)
+		return 1;
 	r = kf_config_load(o->config_path, &cfg, err);
 	if (r < 0) {
 		kf_log(LOG_ERR, "%s", err);
