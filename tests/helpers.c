@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <dirent.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <time.h>
 
@@ -184,17 +186,43 @@ int kt_run(const char *cmd, const char *input, char **ret_out, char **ret_err)
 	return -1;
 }
 
+/* Runs fmt's expansion, as `setpriv WHO -- CMD` from / if who is set. */
+static int vrun(char **ret_out, char **ret_err, const char *who,
+		const char *fmt, va_list ap)
+{
+	char *cmd, *full = NULL;
+	int r;
+
+	cr_assert(vasprintf(&cmd, fmt, ap) > 0);
+	if (who)
+		cr_assert(asprintf(&full, "cd / && exec setpriv %s -- %s", who,
+				   cmd) > 0);
+	r = kt_run(full ? full : cmd, NULL, ret_out, ret_err);
+	free(full);
+	free(cmd);
+	return r;
+}
+
 int kt_runf(char **ret_out, char **ret_err, const char *fmt, ...)
 {
-	char *cmd;
 	va_list ap;
 	int r;
 
 	va_start(ap, fmt);
-	cr_assert(vasprintf(&cmd, fmt, ap) > 0);
+	r = vrun(ret_out, ret_err, NULL, fmt, ap);
 	va_end(ap);
-	r = kt_run(cmd, NULL, ret_out, ret_err);
-	free(cmd);
+	return r;
+}
+
+int kt_run_as(const char *who, char **ret_out, char **ret_err, const char *fmt,
+	      ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vrun(ret_out, ret_err, who, fmt, ap);
+	va_end(ap);
 	return r;
 }
 
@@ -230,6 +258,217 @@ void kt_write_file(const char *path, const char *text, mode_t mode)
 bool kt_contains(const char *haystack, const char *needle)
 {
 	return haystack && needle && strstr(haystack, needle) != NULL;
+}
+
+char *kt_path(const char *dir, const char *name)
+{
+	char *p;
+
+	cr_assert(asprintf(&p, "%s/%s", dir, name) > 0);
+	return p;
+}
+
+char *kt_read_file_ok(const char *path, size_t *len)
+{
+	char *text = kt_read_file(path, len);
+
+	cr_assert(text, "cannot read %s", path);
+	return text;
+}
+
+void kt_write_bytes(const char *path, const void *data, size_t len, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+
+	cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+	cr_assert(write(fd, data, len) == (ssize_t)len, "write %s: %s", path,
+		  strerror(errno));
+	cr_assert(close(fd) == 0);
+}
+
+void kt_copy_file(const char *src, const char *dst)
+{
+	size_t len = 0;
+	char *data = kt_read_file_ok(src, &len);
+
+	kt_write_bytes(dst, data, len, 0600);
+	free(data);
+}
+
+void kt_drop_last_line(const char *path)
+{
+	size_t len = 0;
+	char *buf = kt_read_file_ok(path, &len);
+
+	cr_assert(len > 1 && buf[len - 1] == '\n', "%s: no last line", path);
+	len--;
+	while (len > 0 && buf[len - 1] != '\n')
+		len--;
+	kt_write_bytes(path, buf, len, 0600);
+	free(buf);
+}
+
+off_t kt_file_size(const char *path)
+{
+	struct stat st;
+
+	cr_assert(stat(path, &st) == 0, "stat %s: %s", path, strerror(errno));
+	return st.st_size;
+}
+
+char *kt_names(const char *dir)
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	struct dirent **names;
+	int n = scandir(dir, &names, NULL, alphasort);
+
+	cr_assert(f);
+	cr_assert(n >= 0, "scandir %s: %s", dir, strerror(errno));
+	for (int i = 0; i < n; i++) {
+		if (strcmp(names[i]->d_name, ".") != 0 &&
+		    strcmp(names[i]->d_name, "..") != 0)
+			fprintf(f, "%s\n", names[i]->d_name);
+		free(names[i]);
+	}
+	free(names);
+	fclose(f);
+	return out;
+}
+
+void kt_sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+int kt_wait_child(pid_t pid, int ms)
+{
+	int status;
+
+	for (int waited = 0; waited <= ms; waited += 20) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return status;
+		kt_sleep_ms(20);
+	}
+	return -1;
+}
+
+static char *tmpfs_dir;
+
+const char *kt_tmpfs(const char *tag, const char *size)
+{
+	char *opts;
+
+	free(tmpfs_dir);
+	tmpfs_dir = kt_tmpdir(tag);
+	cr_assert(asprintf(&opts, "size=%s,mode=0700", size) > 0);
+	cr_assert(
+	    mount("tmpfs", tmpfs_dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) == 0,
+	    "mount tmpfs on %s: %s", tmpfs_dir, strerror(errno));
+	free(opts);
+	return tmpfs_dir;
+}
+
+void kt_tmpfs_cleanup(void)
+{
+	if (tmpfs_dir)
+		umount2(tmpfs_dir, MNT_DETACH);
+}
+
+/* --- audit records -------------------------------------------------------- */
+
+json_t *kt_audit_read(const char *path, size_t from)
+{
+	size_t len = 0;
+	char *text = kt_read_file_ok(path, &len), *p;
+	json_t *all = json_array();
+
+	cr_assert(len >= from, "audit log shrank");
+	cr_assert(len == 0 || text[len - 1] == '\n',
+		  "the audit log does not end with a newline");
+	for (p = text + from; *p;) {
+		char *nl = strchr(p, '\n');
+		json_error_t jerr;
+		json_t *rec;
+
+		cr_assert(nl, "the audit log holds a NUL byte");
+		*nl = 0;
+		rec = json_loads(p, 0, &jerr);
+		cr_assert(json_is_object(rec),
+			  "audit line is not a JSON object: %s", jerr.text);
+		json_array_append_new(all, rec);
+		p = nl + 1;
+	}
+	free(text);
+	return all;
+}
+
+const char *kt_str_of(json_t *o, const char *field)
+{
+	const char *s = json_string_value(json_object_get(o, field));
+
+	return s ? s : "";
+}
+
+bool kt_record_is(json_t *rec, const char *event, int success)
+{
+	json_t *ok = json_object_get(rec, "success");
+
+	if (strcmp(kt_str_of(rec, "event"), event) != 0)
+		return false;
+	return success < 0 ||
+	       (json_is_boolean(ok) && json_is_true(ok) == (success > 0));
+}
+
+size_t kt_count_records(json_t *recs, const char *event, int success)
+{
+	size_t i, n = 0;
+	json_t *rec;
+
+	json_array_foreach(recs, i, rec)
+	{
+		if (kt_record_is(rec, event, success))
+			n++;
+	}
+	return n;
+}
+
+json_t *kt_find_record(json_t *recs, const char *event, int success)
+{
+	size_t i;
+	json_t *rec;
+
+	json_array_foreach(recs, i, rec)
+	{
+		if (kt_record_is(rec, event, success))
+			return rec;
+	}
+	return NULL;
+}
+
+bool kt_records_contain(json_t *recs, const void *needle, size_t len)
+{
+	size_t i;
+	json_t *rec;
+	bool found = false;
+
+	json_array_foreach(recs, i, rec)
+	{
+		json_t *copy = json_deep_copy(rec);
+		char *s;
+
+		json_object_del(copy, "chain");
+		s = json_dumps(copy, JSON_COMPACT);
+		cr_assert(s);
+		found = found || memmem(s, strlen(s), needle, len) != NULL;
+		free(s);
+		json_decref(copy);
+	}
+	return found;
 }
 
 /* --- mounted trees -------------------------------------------------------- */
@@ -311,13 +550,6 @@ char *kt_mpath(struct kt_mount *m, const char *rel)
 	return p;
 }
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-	nanosleep(&ts, NULL);
-}
-
 int kt_mount_start(struct kt_mount *m, const char *env)
 {
 	char *version = kt_mpath(m, "version");
@@ -364,7 +596,7 @@ int kt_mount_start(struct kt_mount *m, const char *env)
 			free(version);
 			return 0;
 		}
-		sleep_ms(20);
+		kt_sleep_ms(20);
 	}
 	free(version);
 	return -1;
@@ -385,7 +617,7 @@ int kt_mount_stop(struct kt_mount *m)
 			m->pid = 0;
 			break;
 		}
-		sleep_ms(20);
+		kt_sleep_ms(20);
 	}
 	if (m->pid > 0) {
 		kill(m->pid, SIGKILL);
@@ -411,7 +643,7 @@ void kt_mount_cleanup_all(void)
 			for (int w = 0; w < 5000; w += 20) {
 				if (waitpid(m->pid, NULL, WNOHANG) == m->pid)
 					break;
-				sleep_ms(20);
+				kt_sleep_ms(20);
 			}
 			kill(m->pid, SIGKILL);
 			waitpid(m->pid, NULL, 0);
@@ -442,4 +674,82 @@ int kt_mwrite(struct kt_mount *m, const char *rel, const char *text)
 		r = -errno;
 	close(fd);
 	return r;
+}
+
+int kt_mwrite_raw(struct kt_mount *m, const char *rel, const void *buf,
+		  size_t len)
+{
+	char *p = kt_mpath(m, rel);
+	int fd = open(p, O_WRONLY | O_CLOEXEC), r = 0;
+	ssize_t n;
+
+	free(p);
+	if (fd < 0)
+		return -errno;
+	n = write(fd, buf, len);
+	if (n < 0)
+		r = -errno;
+	else if ((size_t)n != len)
+		r = -EIO; /* a short write is no answer either */
+	close(fd);
+	return r;
+}
+
+int kt_ctl(struct kt_mount *m, char **ret_out, char **ret_err, const char *args)
+{
+	return kt_runf(ret_out, ret_err, "%s ctl %s --mount '%s'", kt_keyfs(),
+		       args, m->mnt);
+}
+
+bool kt_mexists(struct kt_mount *m, const char *rel)
+{
+	char *p = kt_mpath(m, rel);
+	struct stat st;
+	bool ok = stat(p, &st) == 0;
+
+	free(p);
+	return ok;
+}
+
+char *kt_mnames(struct kt_mount *m, const char *rel)
+{
+	char *p = kt_mpath(m, rel), *s = kt_names(p);
+
+	free(p);
+	return s;
+}
+
+long kt_mversion(struct kt_mount *m)
+{
+	size_t len = 0;
+	char *text = kt_mread(m, "version", &len), *end;
+	long v;
+
+	cr_assert(text, "cannot read version: %s", strerror(errno));
+	errno = 0;
+	v = strtol(text, &end, 10);
+	cr_assert(len >= 2 && end == text + len - 1 && *end == '\n' &&
+		      errno == 0 && v > 0,
+		  "version is not \"N\\n\": \"%s\"", text);
+	free(text);
+	return v;
+}
+
+size_t kt_audit_size(struct kt_mount *m)
+{
+	char *p = kt_path(m->state, "audit.log");
+	struct stat st;
+	size_t n = stat(p, &st) == 0 ? (size_t)st.st_size : 0;
+
+	free(p);
+	return n;
+}
+
+json_t *kt_audit_since(struct kt_mount *m, size_t from)
+{
+	char *p = kt_path(m->state, "audit.log");
+	json_t *all = kt_audit_read(p, from);
+
+	free(p);
+	return all;
 }

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
 /* A new empty directory (0700) for one test; malloc'd path. */
 char *kt_tmpdir(const char *tag);
 
@@ -47,6 +49,89 @@ void kt_leak_record(const char *tag, const char *text, size_t len);
 
 /* True if haystack contains needle. */
 bool kt_contains(const char *haystack, const char *needle);
+
+/* --- files, processes, time ----------------------------------------------- */
+
+/* "dir/name" (malloc'd). */
+char *kt_path(const char *dir, const char *name);
+
+/* kt_read_file that asserts the file can be read ("cannot read PATH"). */
+char *kt_read_file_ok(const char *path, size_t *len);
+
+/*
+ * Writes len bytes (may hold NUL) to path, truncating it; a new file gets
+ * `mode` less the umask, an existing one keeps its mode.  Asserts on failure.
+ */
+void kt_write_bytes(const char *path, const void *data, size_t len,
+		    mode_t mode);
+
+/* Copies src to dst byte for byte (a new dst is 0600); asserts. */
+void kt_copy_file(const char *src, const char *dst);
+
+/* Removes the last line of the text file at path (asserts it has one). */
+void kt_drop_last_line(const char *path);
+
+/* Size of the file at path; asserts that it can be stat'ed. */
+off_t kt_file_size(const char *path);
+
+/* The names in dir but "." and "..", sorted, one per line ("" if none);
+ * asserts that dir can be read.  malloc'd. */
+char *kt_names(const char *dir);
+
+/* Sleeps ms milliseconds (resumed after a signal). */
+void kt_sleep_ms(int ms);
+
+/* Waits up to ms for the child pid to exit: its wait status, or -1 if it
+ * is still running (then it is not reaped). */
+int kt_wait_child(pid_t pid, int ms);
+
+/*
+ * kt_runf of `setpriv WHO -- CMD` from / (so no inherited directory
+ * matters): WHO is setpriv's credential words, e.g. "--reuid=1001
+ * --regid=2001 --clear-groups"; CMD is fmt's expansion, split into words by
+ * the shell.  Returns and captures as kt_runf.
+ */
+int kt_run_as(const char *who, char **ret_out, char **ret_err, const char *fmt,
+	      ...) __attribute__((format(printf, 4, 5)));
+
+/*
+ * Mounts a tmpfs of `size` (mount's size=, e.g. "12k"), mode 0700, on a new
+ * kt_tmpdir(tag) and returns that directory (valid until the next call).
+ * Give the Test `.fini = kt_tmpfs_cleanup`: one tmpfs per test.
+ */
+const char *kt_tmpfs(const char *tag, const char *size);
+
+/* Detaches the tmpfs of kt_tmpfs, if any (for a Test's .fini). */
+void kt_tmpfs_cleanup(void);
+
+/* --- audit records --------------------------------------------------------
+ */
+
+/*
+ * The records of the audit log at path from byte `from` on, as a JSON array
+ * (caller decrefs).  Asserts that the log can be read, has not shrunk below
+ * `from`, ends with a newline, and that every line is a JSON object.
+ */
+json_t *kt_audit_read(const char *path, size_t from);
+
+/* The string field of o, or "" if it is missing or not a string. */
+const char *kt_str_of(json_t *o, const char *field);
+
+/* Whether rec's event is `event` and, unless success < 0, its "success" is
+ * the boolean success (0 false, 1 true). */
+bool kt_record_is(json_t *rec, const char *event, int success);
+
+/* How many records of recs kt_record_is(rec, event, success). */
+size_t kt_count_records(json_t *recs, const char *event, int success);
+
+/* The first record of recs that kt_record_is(...) (borrowed), or NULL. */
+json_t *kt_find_record(json_t *recs, const char *event, int success);
+
+/*
+ * Whether any record of recs, without its chain MAC, holds the len bytes of
+ * needle (the MAC is random-looking text that may hold any short string).
+ */
+bool kt_records_contain(json_t *recs, const void *needle, size_t len);
 
 /* --- mounted trees: the real keyfs binary ----------------------------------
  */
@@ -104,5 +189,32 @@ int kt_mwrite(struct kt_mount *m, const char *rel, const char *text);
 
 /* True if path is a mountpoint in /proc/self/mounts. */
 bool kt_is_mounted(const char *path);
+
+/* One write(2) of len bytes (may hold NUL) to a file of the tree: 0, or
+ * -errno, or -EIO for a short write. */
+int kt_mwrite_raw(struct kt_mount *m, const char *rel, const void *buf,
+		  size_t len);
+
+/* Runs `keyfs ctl ARGS --mount MNT` (args: shell words, e.g. "retire 2");
+ * returns and captures as kt_runf. */
+int kt_ctl(struct kt_mount *m, char **ret_out, char **ret_err,
+	   const char *args);
+
+/* True if rel exists in the tree (stat succeeds). */
+bool kt_mexists(struct kt_mount *m, const char *rel);
+
+/* The tree's names in rel, as kt_names (malloc'd). */
+char *kt_mnames(struct kt_mount *m, const char *rel);
+
+/* The number in the tree's version file; asserts that it reads "N\n" with
+ * N > 0. */
+long kt_mversion(struct kt_mount *m);
+
+/* Size of m's audit log (state_dir/audit.log), 0 if there is none yet: a
+ * mark for kt_audit_since. */
+size_t kt_audit_size(struct kt_mount *m);
+
+/* kt_audit_read of m's audit log (state_dir/audit.log) from byte `from`. */
+json_t *kt_audit_since(struct kt_mount *m, size_t from);
 
 #endif

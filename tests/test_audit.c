@@ -95,8 +95,7 @@ static void read_lines(const char *path, struct lines *l)
 	size_t len;
 	char *p;
 
-	l->buf = kt_read_file(path, &len);
-	cr_assert(l->buf, "cannot read %s", path);
+	l->buf = kt_read_file_ok(path, &len);
 	l->n = 0;
 	cr_assert(len == 0 || l->buf[len - 1] == '\n',
 		  "the log does not end with a complete line");
@@ -141,14 +140,6 @@ static void assert_report(const char *path,
 		  report, want_r);
 	cr_assert(strcmp(report, want) == 0, "report \"%s\", expected \"%s\"",
 		  report, want);
-}
-
-static off_t file_size(const char *path)
-{
-	struct stat st;
-
-	cr_assert(stat(path, &st) == 0, "stat %s: %s", path, strerror(errno));
-	return st.st_size;
 }
 
 Test(audit, lines_have_timestamp_seq_fields_in_order_and_chain_last)
@@ -487,7 +478,7 @@ Test(audit, torn_last_line_cut_at_open)
 	off_t before;
 
 	make_log(path, 3, "rec", NULL);
-	before = file_size(path);
+	before = kt_file_size(path);
 	append_raw(path,
 		   "{\"timestamp\":\"2024-01-01T00:00:00Z\",\"seq\":4,\"ev");
 	assert_report(path, NULL, -EBADMSG,
@@ -495,7 +486,8 @@ Test(audit, torn_last_line_cut_at_open)
 		      "write?)");
 
 	a = open_log(path); /* a torn tail is a crash, not tampering */
-	cr_assert(file_size(path) == before, "the torn line was not cut off");
+	cr_assert(kt_file_size(path) == before,
+		  "the torn line was not cut off");
 	append_rec(a, 4, "rec");
 	append_rec(a, 5, "rec");
 	kf_audit_anchor(a, &anchor);
@@ -585,11 +577,11 @@ Test(audit, begin_commit_writes_one_line_with_promised_anchor)
 
 	make_log(path, 3, "rec", NULL);
 	a = open_log(path);
-	before = file_size(path);
+	before = kt_file_size(path);
 	rec = json_pack("{s:s,s:i}", "event", "key_rotation", "key_version", 2);
 	cr_assert(kf_audit_begin(a, rec, &p, err) == 0, "%s", err);
 	cr_assert(p.line && p.anchor.seq == 4);
-	cr_assert(file_size(path) == before, "begin wrote to the file");
+	cr_assert(kt_file_size(path) == before, "begin wrote to the file");
 	text = strdup(p.line);
 	cr_assert(kf_audit_commit(a, &p, err) == 0, "%s", err);
 	cr_assert(p.line == NULL, "commit did not free the line");
@@ -689,7 +681,7 @@ Test(audit, begin_holds_the_log_until_commit, .timeout = 10)
 	usleep(100 * 1000);
 	cr_assert(atomic_load(&t.done) == 0,
 		  "another append ran between begin and commit");
-	cr_assert(file_size(path) == 0);
+	cr_assert(kt_file_size(path) == 0);
 	cr_assert(kf_audit_commit(a, &p, err) == 0, "%s", err);
 	cr_assert(pthread_join(th, &res) == 0 && res == NULL);
 	kf_audit_close(a);
@@ -783,7 +775,7 @@ Test(audit, reserved_fields_and_non_objects_refused, .timeout = 10)
 		cr_assert(kf_audit_begin(a, rec, &p, err) == -EINVAL);
 		json_decref(rec);
 	}
-	cr_assert(file_size(path) == 0, "a refused record was written");
+	cr_assert(kt_file_size(path) == 0, "a refused record was written");
 	append_rec(a, 1, "rec");
 	kf_audit_anchor(a, &anchor);
 	kf_audit_close(a);
@@ -819,13 +811,13 @@ Test(audit, line_limit_enforced)
 	struct lines l;
 
 	append_padded(a, 0, 0, err);
-	base = (size_t)file_size(path); /* line length with no padding */
+	base = (size_t)kt_file_size(path); /* line length with no padding */
 	fit = KF_AUDIT_LINE_MAX - base;
 	append_padded(a, fit, 0, err); /* exactly KF_AUDIT_LINE_MAX */
-	cr_assert((size_t)file_size(path) == base + KF_AUDIT_LINE_MAX);
+	cr_assert((size_t)kt_file_size(path) == base + KF_AUDIT_LINE_MAX);
 	append_padded(a, fit + 1, -E2BIG, err);
 	cr_assert(kt_contains(err, "too long"), "err: %s", err);
-	cr_assert((size_t)file_size(path) == base + KF_AUDIT_LINE_MAX,
+	cr_assert((size_t)kt_file_size(path) == base + KF_AUDIT_LINE_MAX,
 		  "a refused line was written");
 	kf_audit_anchor(a, &anchor);
 	kf_audit_close(a);
@@ -858,15 +850,15 @@ Test(audit, fdatasync_failure_cuts_line_back, .timeout = 60)
 	if (child) {
 		a = open_log(child);
 		kf_audit_anchor(a, &before);
-		size = file_size(child);
+		size = kt_file_size(child);
 		rec = json_pack("{s:s}", "event", "key_rotation");
 		cr_assert(kf_audit_append(a, rec, true, err) == -EIO,
 			  "append with a failing fdatasync: %s", err);
 		cr_assert(kt_contains(err, "fdatasync"), "err: %s", err);
-		cr_assert(file_size(child) == size, "line not cut back");
+		cr_assert(kt_file_size(child) == size, "line not cut back");
 		cr_assert(kf_audit_begin(a, rec, &p, err) == 0, "%s", err);
 		cr_assert(kf_audit_commit(a, &p, err) == -EIO, "%s", err);
-		cr_assert(file_size(child) == size, "line not cut back");
+		cr_assert(kt_file_size(child) == size, "line not cut back");
 		kf_audit_anchor(a, &after);
 		cr_assert(after.seq == before.seq &&
 			      memcmp(after.chain, before.chain, 32) == 0,
@@ -902,24 +894,15 @@ Test(audit, fdatasync_failure_cuts_line_back, .timeout = 60)
 }
 
 /* The tmpfs of the current test; unmounted by .fini, also on failure. */
-static char *tiny_mount;
+static const char *tiny_mount;
 
 static char *mount_tiny_tmpfs(const char *tag)
 {
-	tiny_mount = kt_tmpdir(tag);
-	cr_assert(mount("tmpfs", tiny_mount, "tmpfs", MS_NOSUID | MS_NODEV,
-			"size=16k,mode=0700") == 0,
-		  "mount tmpfs on %s: %s", tiny_mount, strerror(errno));
+	tiny_mount = kt_tmpfs(tag, "16k");
 	return kf_path_join(tiny_mount, "audit.log");
 }
 
-static void unmount_tiny_tmpfs(void)
-{
-	if (tiny_mount)
-		umount2(tiny_mount, MNT_DETACH);
-}
-
-Test(audit, full_disk_leaves_log_intact, .fini = unmount_tiny_tmpfs)
+Test(audit, full_disk_leaves_log_intact, .fini = kt_tmpfs_cleanup)
 {
 	char *path = mount_tiny_tmpfs("audit-full"), err[KF_ERR_MAX] = "";
 	struct kf_audit_pending p = {0};
@@ -936,13 +919,14 @@ Test(audit, full_disk_leaves_log_intact, .fini = unmount_tiny_tmpfs)
 			"/run/keyfs/derived/phi");
 	for (i = 0; i < 1000 && r == 0; i++) {
 		kf_audit_anchor(a, &before);
-		size = file_size(path);
+		size = kt_file_size(path);
 		r = kf_audit_append(a, rec, true, err);
 	}
 	cr_assert(r == -ENOSPC, "append ended with %d (%s), not -ENOSPC", r,
 		  err);
 	cr_assert(kt_contains(err, "No space left"), "err: %s", err);
-	cr_assert(file_size(path) == size, "the failed line was not cut back");
+	cr_assert(kt_file_size(path) == size,
+		  "the failed line was not cut back");
 	cr_assert(size < 16384,
 		  "the failing write had no room for a partial line, so the "
 		  "cut-back path was not exercised");
@@ -954,7 +938,7 @@ Test(audit, full_disk_leaves_log_intact, .fini = unmount_tiny_tmpfs)
 	/* a management record fails the same way and changes nothing */
 	cr_assert(kf_audit_begin(a, rec, &p, err) == 0, "%s", err);
 	cr_assert(kf_audit_commit(a, &p, err) == -ENOSPC, "%s", err);
-	cr_assert(file_size(path) == size);
+	cr_assert(kt_file_size(path) == size);
 	kf_audit_anchor(a, &after);
 	cr_assert(after.seq == before.seq);
 	kf_audit_close(a);
@@ -970,7 +954,7 @@ Test(audit, full_disk_leaves_log_intact, .fini = unmount_tiny_tmpfs)
 	free(path);
 }
 
-Test(audit, read_only_file_system_refused, .fini = unmount_tiny_tmpfs)
+Test(audit, read_only_file_system_refused, .fini = kt_tmpfs_cleanup)
 {
 	char *path = mount_tiny_tmpfs("audit-ro"), err[KF_ERR_MAX] = "";
 	char *other = kf_path_join(tiny_mount, "new.log");

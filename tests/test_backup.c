@@ -2,7 +2,6 @@
 /* Unit tests of core/backup: archive format, naming, verify, list, prune. */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
@@ -45,23 +44,6 @@ static char *put(const char *dir, const char *name, const char *prefix,
 	cr_assert(r == 0, "write %s: %d %s", name ? name : "(generated)", r,
 		  err);
 	return strdup(file);
-}
-
-static char *path_of(const char *dir, const char *file)
-{
-	char *p;
-
-	cr_assert(asprintf(&p, "%s/%s", dir, file) > 0);
-	return p;
-}
-
-static void write_bytes(const char *path, const void *data, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-	cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
-	cr_assert(write(fd, data, len) == (ssize_t)len);
-	cr_assert(close(fd) == 0);
 }
 
 static size_t count_entries(const char *dir)
@@ -127,7 +109,7 @@ Test(backup, write_read_round_trip)
 
 	file = put(dir, "nightly", NULL, T0);
 	cr_assert_str_eq(file, "nightly.json");
-	path = path_of(dir, file);
+	path = kt_path(dir, file);
 	cr_assert(stat(path, &st) == 0);
 	r = kf_backup_read(path, key1, &out, &len, &info, err);
 	cr_assert(r == 0, "read: %d %s", r, err);
@@ -149,7 +131,7 @@ Test(backup, write_read_round_trip)
 			    (const uint32_t[]){1}, 1, T0, NULL, err);
 	cr_assert(r == 0, "write empty: %d %s", r, err);
 	free(path);
-	path = path_of(dir, "empty.json");
+	path = kt_path(dir, "empty.json");
 	r = kf_backup_read(path, key1, &out, &len, NULL, err);
 	cr_assert(r == 0 && len == 0, "read empty: %d %s", r, err);
 	sodium_free(out);
@@ -172,7 +154,7 @@ Test(backup, archive_is_0600_one_json_line_with_exact_fields)
 	json_t *o, *v;
 
 	file = put(dir, "fmt", NULL, T0);
-	path = path_of(dir, file);
+	path = kt_path(dir, file);
 	cr_assert(stat(path, &st) == 0);
 	cr_assert((st.st_mode & 07777) == 0600, "mode %o", st.st_mode & 07777);
 	text = kt_read_file(path, &len);
@@ -233,10 +215,10 @@ Test(backup, generated_names_from_time_and_prefix)
 	cr_assert_str_eq(a, "key_backup_20241201_120000.json");
 	b = put(dir, NULL, "pre_restore_", T0 + 61);
 	cr_assert_str_eq(b, "pre_restore_20241201_120101.json");
-	p = path_of(dir, a);
+	p = kt_path(dir, a);
 	cr_assert(access(p, F_OK) == 0, "generated archive missing");
 	free(p);
-	p = path_of(dir, b);
+	p = kt_path(dir, b);
 	cr_assert(access(p, F_OK) == 0, "prefixed archive missing");
 	free(p);
 	free(a);
@@ -249,7 +231,7 @@ Test(backup, same_generated_name_gets_suffix)
 	char *dir = kt_tmpdir("backup"), *a, *b, *c, *pa, *before, *after;
 
 	a = put(dir, NULL, NULL, T0);
-	pa = path_of(dir, a);
+	pa = kt_path(dir, a);
 	before = kt_read_file(pa, NULL);
 	b = put(dir, NULL, NULL, T0);
 	c = put(dir, NULL, NULL, T0);
@@ -276,7 +258,7 @@ Test(backup, existing_name_refused_and_unchanged)
 	int r;
 
 	file = put(dir, "weekly", NULL, T0);
-	path = path_of(dir, file);
+	path = kt_path(dir, file);
 	before = kt_read_file(path, NULL);
 	r = kf_backup_write(dir, "weekly", NULL, key1, other, sizeof(other), 3,
 			    vers, 2, T0 + 5, got, err);
@@ -359,7 +341,7 @@ Test(backup, bad_prefix_and_versions_refused)
 
 Test(backup, read_missing)
 {
-	char *dir = kt_tmpdir("backup"), *path = path_of(dir, "none.json");
+	char *dir = kt_tmpdir("backup"), *path = kt_path(dir, "none.json");
 
 	expect_fail(path, key1, -ENOENT, "no such backup", "missing");
 	free(path);
@@ -372,12 +354,12 @@ Test(backup, read_truncated)
 	size_t len;
 
 	file = put(dir, "full", NULL, T0);
-	path = path_of(dir, file);
-	cut = path_of(dir, "cut.json");
+	path = kt_path(dir, file);
+	cut = kt_path(dir, "cut.json");
 	text = kt_read_file(path, &len);
 	size_t lens[] = {0, 1, 2, 10, 40, len / 2, len - 30, len - 2, len - 1};
 	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
-		write_bytes(cut, text, lens[i]);
+		kt_write_bytes(cut, text, lens[i], 0600);
 		snprintf(what, sizeof(what), "truncated to %zu", lens[i]);
 		expect_fail(cut, key1, -EBADMSG, "truncated or not JSON", what);
 	}
@@ -400,8 +382,8 @@ Test(backup, every_single_byte_change_fails)
 	int r;
 
 	file = put(dir, "victim", NULL, T0);
-	path = path_of(dir, file);
-	bad = path_of(dir, "flip.json");
+	path = kt_path(dir, file);
+	bad = kt_path(dir, "flip.json");
 	text = kt_read_file(path, &len);
 	copy = malloc(len);
 	for (size_t i = 0; i < len; i++) {
@@ -410,7 +392,7 @@ Test(backup, every_single_byte_change_fails)
 			if (deltas[d] == 0 && copy[i] == ' ')
 				continue;
 			copy[i] = deltas[d] ? (char)(copy[i] ^ deltas[d]) : ' ';
-			write_bytes(bad, copy, len);
+			kt_write_bytes(bad, copy, len, 0600);
 			out = NULL;
 			err[0] = 0;
 			r = kf_backup_read(bad, key1, &out, &out_len, NULL,
@@ -452,7 +434,7 @@ static void edit_and_expect(const char *src, const char *dst,
 
 	edit(o);
 	line = redump(o);
-	write_bytes(dst, line, strlen(line));
+	kt_write_bytes(dst, line, strlen(line), 0600);
 	expect_fail(dst, key1, -EBADMSG, reason, what);
 	free(line);
 	json_decref(o);
@@ -536,8 +518,8 @@ Test(backup, clear_field_edits_fail)
 	char *dir = kt_tmpdir("backup"), *file, *path, *bad;
 
 	file = put(dir, "orig", NULL, T0);
-	path = path_of(dir, file);
-	bad = path_of(dir, "edited.json");
+	path = kt_path(dir, file);
+	bad = kt_path(dir, "edited.json");
 	edit_and_expect(path, bad, edit_version, "authentication failed",
 			"key_version 3->4 in both fields");
 	edit_and_expect(path, bad, edit_created, "authentication failed",
@@ -580,7 +562,7 @@ Test(backup, other_master_key_fails)
 	char *dir = kt_tmpdir("backup"), *file, *path;
 
 	file = put(dir, "mine", NULL, T0);
-	path = path_of(dir, file);
+	path = kt_path(dir, file);
 	expect_fail(path, key2, -EBADMSG,
 		    "authentication failed (tampered, or made under another "
 		    "master key)",
@@ -592,22 +574,22 @@ Test(backup, other_master_key_fails)
 
 Test(backup, non_archives_refused)
 {
-	char *dir = kt_tmpdir("backup"), *path = path_of(dir, "x.json");
+	char *dir = kt_tmpdir("backup"), *path = kt_path(dir, "x.json");
 	uint8_t rnd[300];
 	char *sub;
 
 	randombytes_buf(rnd, sizeof(rnd));
 	rnd[sizeof(rnd) - 1] = '\n';
-	write_bytes(path, rnd, sizeof(rnd));
+	kt_write_bytes(path, rnd, sizeof(rnd), 0600);
 	expect_fail(path, key1, -EBADMSG, "truncated or not JSON", "random");
-	write_bytes(path, "", 0);
+	kt_write_bytes(path, "", 0, 0600);
 	expect_fail(path, key1, -EBADMSG, "truncated or not JSON", "empty");
-	write_bytes(path, "{}\n", 3);
+	kt_write_bytes(path, "{}\n", 3, 0600);
 	expect_fail(path, key1, -EBADMSG, "not a keyfs backup (format)", "{}");
-	write_bytes(path, "[1,2]\n", 6);
+	kt_write_bytes(path, "[1,2]\n", 6, 0600);
 	expect_fail(path, key1, -EBADMSG, "not a keyfs backup (format)",
 		    "array");
-	write_bytes(path, "\"keyfs-backup-v1\"\n", 18);
+	kt_write_bytes(path, "\"keyfs-backup-v1\"\n", 18, 0600);
 	expect_fail(path, key1, -EBADMSG, "truncated or not JSON", "string");
 	kt_write_file(path, "{\"format\":\"keyfs-backup-v1\"}\n", 0600);
 	expect_fail(path, key1, -EBADMSG, "field created missing or malformed",
@@ -616,7 +598,7 @@ Test(backup, non_archives_refused)
 	    path, "{\"format\":\"keyfs-backup-v1\",\"format\":\"x\"}\n", 0600);
 	expect_fail(path, key1, -EBADMSG, "truncated or not JSON",
 		    "duplicate key");
-	sub = path_of(dir, "sub.json");
+	sub = kt_path(dir, "sub.json");
 	cr_assert(mkdir(sub, 0700) == 0);
 	expect_fail(sub, key1, -EINVAL, "not a regular file", "directory");
 	free(sub);
@@ -653,7 +635,7 @@ Test(backup, list_newest_first_with_fields)
 	cr_assert(l[1].key_version == 7 && l[1].n_versions == 3);
 	cr_assert(l[0].key_version == 3 && l[0].n_versions == 2);
 	for (size_t i = 0; i < n; i++) {
-		p = path_of(dir, l[i].name);
+		p = kt_path(dir, l[i].name);
 		cr_assert(stat(p, &st) == 0);
 		cr_assert(l[i].size == st.st_size, "size of %s", l[i].name);
 		cr_assert(l[i].mtime == l[i].created, "mtime of %s", l[i].name);
@@ -671,30 +653,30 @@ Test(backup, list_skips_garbage_and_other_files)
 	size_t n = 0, len;
 
 	good = put(dir, "good", NULL, T0);
-	p = path_of(dir, good);
+	p = kt_path(dir, good);
 	text = kt_read_file(p, &len);
 	free(p);
-	p = path_of(dir, "garbage.json");
+	p = kt_path(dir, "garbage.json");
 	kt_write_file(p, "not an archive\n", 0600);
 	free(p);
-	p = path_of(dir, "copy.txt"); /* a valid archive, wrong suffix */
-	write_bytes(p, text, len);
+	p = kt_path(dir, "copy.txt"); /* a valid archive, wrong suffix */
+	kt_write_bytes(p, text, len, 0600);
 	free(p);
-	p = path_of(dir, ".hidden.json"); /* not a valid name */
-	write_bytes(p, text, len);
+	p = kt_path(dir, ".hidden.json"); /* not a valid name */
+	kt_write_bytes(p, text, len, 0600);
 	free(p);
-	p = path_of(dir, "sub.json");
+	p = kt_path(dir, "sub.json");
 	cr_assert(mkdir(p, 0700) == 0);
 	free(p);
-	p = path_of(dir, "link.json");
+	p = kt_path(dir, "link.json");
 	cr_assert(symlink(good, p) == 0);
 	free(p);
-	p = path_of(dir, "tampered.json"); /* parses: listed, not verified */
+	p = kt_path(dir, "tampered.json"); /* parses: listed, not verified */
 	q = strstr(text, "\"ciphertext\":\"");
 	cr_assert(q);
 	q += 20;
 	*q = *q == 'A' ? 'B' : 'A';
-	write_bytes(p, text, len);
+	kt_write_bytes(p, text, len, 0600);
 	free(p);
 	cr_assert(kf_backup_list(dir, &l, &n, err) == 0, "%s", err);
 	cr_assert(n == 2, "n = %zu", n);
@@ -708,7 +690,7 @@ Test(backup, list_skips_garbage_and_other_files)
 
 Test(backup, list_missing_dir_is_empty)
 {
-	char *dir = kt_tmpdir("backup"), *p = path_of(dir, "absent");
+	char *dir = kt_tmpdir("backup"), *p = kt_path(dir, "absent");
 	struct kf_backup_info *l = (void *)1;
 	size_t n = 99;
 
@@ -726,19 +708,19 @@ Test(backup, prune_keeps_newest)
 
 	for (int i = 0; i < 5; i++)
 		names[i] = put(dir, NULL, NULL, T0 + 3600 * i);
-	p = path_of(dir, "notes.txt");
+	p = kt_path(dir, "notes.txt");
 	kt_write_file(p, "keep me\n", 0600);
 	free(p);
 	cr_assert(kf_backup_prune(dir, 2, &deleted, err) == 0, "%s", err);
 	cr_assert(deleted == 3, "deleted %zu", deleted);
 	for (int i = 0; i < 5; i++) {
-		p = path_of(dir, names[i]);
+		p = kt_path(dir, names[i]);
 		cr_assert((access(p, F_OK) == 0) == (i >= 3), "%s wrongly %s",
 			  names[i], i >= 3 ? "deleted" : "kept");
 		free(p);
 		free(names[i]);
 	}
-	p = path_of(dir, "notes.txt");
+	p = kt_path(dir, "notes.txt");
 	cr_assert(access(p, F_OK) == 0, "non-archive deleted");
 	free(p);
 	cr_assert(kf_backup_list(dir, &l, &n, err) == 0);
@@ -766,7 +748,7 @@ Test(backup, prune_keep_zero_deletes_all)
 
 Test(backup, prune_empty_or_missing_dir)
 {
-	char *dir = kt_tmpdir("backup"), *p = path_of(dir, "absent");
+	char *dir = kt_tmpdir("backup"), *p = kt_path(dir, "absent");
 	size_t deleted = 99;
 
 	cr_assert(kf_backup_prune(dir, 0, &deleted, NULL) == 0);

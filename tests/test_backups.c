@@ -6,7 +6,6 @@
  * the seed's Key Loss Recovery and Key Compromise Response procedures.
  */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <regex.h>
@@ -44,10 +43,7 @@ static void setup(struct kt_mount *m, const char *tag, const char *lines)
 
 static char *bdir(struct kt_mount *m)
 {
-	char *p;
-
-	cr_assert(asprintf(&p, "%s/backups", m->state) > 0);
-	return p;
+	return kt_path(m->state, "backups");
 }
 
 /* Path of an archive in the real backup directory. */
@@ -59,45 +55,15 @@ static char *bpath(struct kt_mount *m, const char *file)
 	return p;
 }
 
-static int write_raw(struct kt_mount *m, const char *rel, const void *buf,
-		     size_t len)
-{
-	char *p = kt_mpath(m, rel);
-	int fd = open(p, O_WRONLY | O_CLOEXEC), r = 0;
-	ssize_t n;
-
-	free(p);
-	if (fd < 0)
-		return -errno;
-	n = write(fd, buf, len);
-	if (n < 0)
-		r = -errno;
-	else if ((size_t)n != len)
-		r = -EIO;
-	close(fd);
-	return r;
-}
-
 static int ctl(struct kt_mount *m, const char *file, const char *text)
 {
 	char *rel;
 	int r;
 
 	cr_assert(asprintf(&rel, "control/%s", file) > 0);
-	r = write_raw(m, rel, text, strlen(text));
+	r = kt_mwrite_raw(m, rel, text, strlen(text));
 	free(rel);
 	return r;
-}
-
-static long read_version(struct kt_mount *m)
-{
-	char *text = kt_mread(m, "version", NULL);
-	long v;
-
-	cr_assert(text, "cannot read version: %s", strerror(errno));
-	v = strtol(text, NULL, 10);
-	free(text);
-	return v;
 }
 
 static void rotate(struct kt_mount *m)
@@ -107,44 +73,15 @@ static void rotate(struct kt_mount *m)
 	cr_assert(r == 0, "rotate: %s", strerror(-r));
 }
 
-/* Sorted names in a directory, one per line ("" when empty). */
-static char *names_in(const char *dir)
-{
-	char *out = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&out, &len);
-	struct dirent **names;
-	int n = scandir(dir, &names, NULL, alphasort);
-
-	cr_assert(n >= 0, "scandir %s: %s", dir, strerror(errno));
-	for (int i = 0; i < n; i++) {
-		if (strcmp(names[i]->d_name, ".") != 0 &&
-		    strcmp(names[i]->d_name, "..") != 0)
-			fprintf(f, "%s\n", names[i]->d_name);
-		free(names[i]);
-	}
-	free(names);
-	fclose(f);
-	return out;
-}
-
-static char *tree_names(struct kt_mount *m, const char *rel)
-{
-	char *p = kt_mpath(m, rel), *s = names_in(p);
-
-	free(p);
-	return s;
-}
-
 static char *real_names(struct kt_mount *m)
 {
-	char *d = bdir(m), *s = names_in(d);
+	char *d = bdir(m), *s = kt_names(d);
 
 	free(d);
 	return s;
 }
 
-/* Lines of `after` not in `before` (both from names_in). */
+/* Lines of `after` not in `before` (both from kt_names). */
 static char *added(const char *before, const char *after)
 {
 	char *out = NULL, *copy = strdup(after), *save = NULL, *all;
@@ -179,118 +116,6 @@ static size_t count_lines(const char *s, const char *prefix)
 		p = nl ? nl + 1 : p + strlen(p);
 	}
 	return n;
-}
-
-static bool exists(struct kt_mount *m, const char *rel)
-{
-	char *p = kt_mpath(m, rel);
-	struct stat st;
-	bool ok = stat(p, &st) == 0;
-
-	free(p);
-	return ok;
-}
-
-static size_t file_size(const char *path)
-{
-	struct stat st;
-
-	return stat(path, &st) == 0 ? (size_t)st.st_size : 0;
-}
-
-static size_t audit_size(struct kt_mount *m)
-{
-	char *p;
-	size_t n;
-
-	cr_assert(asprintf(&p, "%s/audit.log", m->state) > 0);
-	n = file_size(p);
-	free(p);
-	return n;
-}
-
-static json_t *audit_since(struct kt_mount *m, size_t from)
-{
-	json_t *all = json_array();
-	char *p, *text, *line, *save = NULL;
-	size_t len = 0;
-
-	cr_assert(asprintf(&p, "%s/audit.log", m->state) > 0);
-	text = kt_read_file(p, &len);
-	cr_assert(text, "cannot read %s", p);
-	cr_assert(len >= from, "audit log shrank");
-	for (line = strtok_r(text + from, "\n", &save); line;
-	     line = strtok_r(NULL, "\n", &save)) {
-		json_error_t jerr;
-		json_t *rec = json_loads(line, 0, &jerr);
-
-		cr_assert(rec, "audit line is not JSON: %s", jerr.text);
-		json_array_append_new(all, rec);
-	}
-	free(text);
-	free(p);
-	return all;
-}
-
-static const char *str_of(json_t *o, const char *field)
-{
-	const char *s = json_string_value(json_object_get(o, field));
-
-	return s ? s : "";
-}
-
-/* The first record of recs with this event and success value, or NULL. */
-static json_t *find_record(json_t *recs, const char *event, bool success)
-{
-	size_t i;
-	json_t *rec;
-
-	json_array_foreach(recs, i, rec)
-	{
-		json_t *ok = json_object_get(rec, "success");
-
-		if (strcmp(str_of(rec, "event"), event) == 0 &&
-		    json_is_boolean(ok) && json_boolean_value(ok) == success)
-			return rec;
-	}
-	return NULL;
-}
-
-static size_t count_records(json_t *recs, const char *event, bool success)
-{
-	size_t i, n = 0;
-	json_t *rec;
-
-	json_array_foreach(recs, i, rec)
-	{
-		json_t *ok = json_object_get(rec, "success");
-
-		if (strcmp(str_of(rec, "event"), event) == 0 &&
-		    json_is_boolean(ok) && json_boolean_value(ok) == success)
-			n++;
-	}
-	return n;
-}
-
-/* Whether a record (without its chain MAC) holds needle. */
-static bool records_contain(json_t *recs, const char *needle)
-{
-	size_t i;
-	json_t *rec;
-	bool found = false;
-
-	json_array_foreach(recs, i, rec)
-	{
-		json_t *copy = json_deep_copy(rec);
-		char *s;
-
-		json_object_del(copy, "chain");
-		s = json_dumps(copy, JSON_COMPACT);
-		found = found || kt_contains(s, needle);
-		free(s);
-		json_decref(copy);
-	}
-	return found;
 }
 
 /* Occurrences of needle in the daemon's log. */
@@ -398,6 +223,26 @@ struct snap {
 	size_t n_derived, n_vkeys;
 };
 
+/* Reads dir NAME suffix for each NAME of list into out[]; how many. */
+static size_t read_each(struct kt_mount *m, const char *list, const char *dir,
+			const char *suffix, char *out[16])
+{
+	size_t n = 0;
+
+	FOR_EACH_LINE(list, name)
+	{
+		char *rel;
+
+		cr_assert(n < 16);
+		cr_assert(asprintf(&rel, "%s%s%s", dir, name, suffix) > 0);
+		out[n] = kt_mread(m, rel, NULL);
+		cr_assert(out[n], "cannot read %s", rel);
+		n++;
+		free(rel);
+	}
+	return n;
+}
+
 static void snap_take(struct kt_mount *m, struct snap *s)
 {
 	memset(s, 0, sizeof(*s));
@@ -405,32 +250,13 @@ static void snap_take(struct kt_mount *m, struct snap *s)
 	s->current = kt_mread(m, "current", NULL);
 	s->previous = kt_mread(m, "previous", NULL); /* NULL if absent */
 	s->status = kt_mread(m, "status", NULL);
-	s->versions = tree_names(m, "versions");
-	s->derived_names = tree_names(m, "derived");
+	s->versions = kt_mnames(m, "versions");
+	s->derived_names = kt_mnames(m, "derived");
 	cr_assert(s->version && s->current && s->status,
 		  "cannot read the tree");
-	FOR_EACH_LINE(s->derived_names, name)
-	{
-		char *rel;
-
-		cr_assert(s->n_derived < 16);
-		cr_assert(asprintf(&rel, "derived/%s", name) > 0);
-		s->derived[s->n_derived] = kt_mread(m, rel, NULL);
-		cr_assert(s->derived[s->n_derived], "cannot read %s", rel);
-		s->n_derived++;
-		free(rel);
-	}
-	FOR_EACH_LINE(s->versions, v)
-	{
-		char *rel;
-
-		cr_assert(s->n_vkeys < 16);
-		cr_assert(asprintf(&rel, "versions/%s/key", v) > 0);
-		s->vkeys[s->n_vkeys] = kt_mread(m, rel, NULL);
-		cr_assert(s->vkeys[s->n_vkeys], "cannot read %s", rel);
-		s->n_vkeys++;
-		free(rel);
-	}
+	s->n_derived =
+	    read_each(m, s->derived_names, "derived/", "", s->derived);
+	s->n_vkeys = read_each(m, s->versions, "versions/", "/key", s->vkeys);
 }
 
 static void snap_free(struct snap *s)
@@ -513,7 +339,7 @@ Test(backups, backup_1_makes_a_timestamped_archive_listed_at_once)
 
 	setup(&m, "bk-ts", NULL);
 	before = real_names(&m);
-	tree = tree_names(&m, "backups"); /* the kernel has seen the folder */
+	tree = kt_mnames(&m, "backups"); /* the kernel has seen the folder */
 	cr_assert(strcmp(tree, before) == 0,
 		  "backups/ lists %s, the folder "
 		  "holds %s",
@@ -538,7 +364,7 @@ Test(backups, backup_1_makes_a_timestamped_archive_listed_at_once)
 	cr_assert(kt_runf(&out, NULL, "ls '%s/backups'", m.mnt) == 0);
 	cr_assert(kt_contains(out, new), "ls backups/ lacks %s: %s", new, out);
 	free(tree);
-	tree = tree_names(&m, "backups");
+	tree = kt_mnames(&m, "backups");
 	cr_assert(strcmp(tree, after) == 0, "backups/ lists %s, want %s", tree,
 		  after);
 
@@ -563,7 +389,7 @@ Test(backups, backup_1_makes_a_timestamped_archive_listed_at_once)
 		  (long long)tst.st_mtime, (long long)rst.st_mtime);
 	o = archive(real);
 	memset(&tm, 0, sizeof(tm));
-	cr_assert(strptime(str_of(o, "created"), "%Y-%m-%dT%H:%M:%SZ", &tm));
+	cr_assert(strptime(kt_str_of(o, "created"), "%Y-%m-%dT%H:%M:%SZ", &tm));
 	created = timegm(&tm);
 	cr_assert(tst.st_mtime == created, "mtime is not the archive's "
 					   "created time");
@@ -592,18 +418,18 @@ Test(backups, backup_by_name_and_refusal_of_an_existing_name)
 	int r;
 
 	setup(&m, "bk-name", NULL);
-	mark = audit_size(&m);
+	mark = kt_audit_size(&m);
 	r = ctl(&m, "backup", "nightly\n");
 	cr_assert(r == 0, "backup nightly: %s", strerror(-r));
-	cr_assert(exists(&m, "backups/nightly.json"),
+	cr_assert(kt_mexists(&m, "backups/nightly.json"),
 		  "backups/nightly.json is not there");
 	real = bpath(&m, "nightly.json");
 	cr_assert(mode_of(real) == 0600);
-	recs = audit_since(&m, mark);
-	rec = find_record(recs, "key_backup", true);
+	recs = kt_audit_since(&m, mark);
+	rec = kt_find_record(recs, "key_backup", true);
 	cr_assert(rec, "no successful key_backup record");
-	cr_assert(strcmp(str_of(rec, "backup"), "nightly.json") == 0,
-		  "key_backup record names %s", str_of(rec, "backup"));
+	cr_assert(strcmp(kt_str_of(rec, "backup"), "nightly.json") == 0,
+		  "key_backup record names %s", kt_str_of(rec, "backup"));
 	cr_assert(json_integer_value(json_object_get(rec, "key_version")) == 1);
 	json_decref(recs);
 
@@ -613,7 +439,7 @@ Test(backups, backup_by_name_and_refusal_of_an_existing_name)
 		size_t len1 = 0, len2 = 0;
 		char *a = kt_read_file(real, &len1), *b;
 
-		mark = audit_size(&m);
+		mark = kt_audit_size(&m);
 		rotate(&m);
 		r = ctl(&m, "backup", "nightly");
 		cr_assert(r == -EEXIST, "backup of an existing name: %s",
@@ -631,8 +457,8 @@ Test(backups, backup_by_name_and_refusal_of_an_existing_name)
 	after = real_names(&m);
 	cr_assert(strcmp(before, after) == 0, "backup dir changed: %s -> %s",
 		  before, after);
-	recs = audit_since(&m, mark);
-	cr_assert(count_records(recs, "key_backup", false) == 2,
+	recs = kt_audit_since(&m, mark);
+	cr_assert(kt_count_records(recs, "key_backup", false) == 2,
 		  "want two failed key_backup records");
 	json_decref(recs);
 	free(before);
@@ -671,23 +497,24 @@ Test(backups, backup_refuses_invalid_names_with_einval)
 	setup(&m, "bk-badname", NULL);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		before = real_names(&m);
-		tree_before = tree_names(&m, "backups");
-		mark = audit_size(&m);
+		tree_before = kt_mnames(&m, "backups");
+		mark = kt_audit_size(&m);
 		r = ctl(&m, "backup", bad[i].text);
 		cr_assert(r == -EINVAL, "backup name (%s): want EINVAL, got %s",
 			  bad[i].what, r ? strerror(-r) : "success");
 		after = real_names(&m);
-		tree_after = tree_names(&m, "backups");
+		tree_after = kt_mnames(&m, "backups");
 		cr_assert(strcmp(before, after) == 0,
 			  "backup name (%s) made a file: %s", bad[i].what,
 			  after);
 		cr_assert(strcmp(tree_before, tree_after) == 0,
 			  "backups/ changed for (%s)", bad[i].what);
-		recs = audit_since(&m, mark);
-		cr_assert(count_records(recs, "key_backup", false) >= 1,
+		recs = kt_audit_since(&m, mark);
+		cr_assert(kt_count_records(recs, "key_backup", false) >= 1,
 			  "(%s): no failed key_backup record", bad[i].what);
 		if (bad[i].marker)
-			cr_assert(!records_contain(recs, bad[i].marker),
+			cr_assert(!kt_records_contain(recs, bad[i].marker,
+						      strlen(bad[i].marker)),
 				  "(%s): the name was written to the audit log",
 				  bad[i].what);
 		json_decref(recs);
@@ -700,7 +527,7 @@ Test(backups, backup_refuses_invalid_names_with_einval)
 	r = ctl(&m, "backup", long64);
 	cr_assert(r == 0, "a 64-character name was refused: %s", strerror(-r));
 	cr_assert(asprintf(&before, "backups/%s.json", long64) > 0);
-	cr_assert(exists(&m, before));
+	cr_assert(kt_mexists(&m, before));
 	free(before);
 }
 
@@ -720,7 +547,7 @@ Test(backups, looser_modes_are_tightened_at_start_with_a_warning, .timeout = 60)
 	first = strndup(auto_list, strcspn(auto_list, "\n"));
 	cr_assert(chmod(dir, 0755) == 0);
 	cr_assert(chmod(real, 0644) == 0);
-	log_mark = file_size(m.log);
+	log_mark = (size_t)kt_file_size(m.log);
 	{
 		char *p = bpath(&m, first);
 
@@ -748,7 +575,7 @@ Test(backups, looser_modes_are_tightened_at_start_with_a_warning, .timeout = 60)
 		  "no warning naming %s in %s", first, m.log);
 	free(log);
 	/* The tightened archive is still served. */
-	cr_assert(exists(&m, "backups/keepme.json"));
+	cr_assert(kt_mexists(&m, "backups/keepme.json"));
 	free(first);
 	free(auto_list);
 	free(dir);
@@ -765,7 +592,7 @@ Test(backups, reading_an_entry_gives_the_archive_bytes_and_cp_works)
 	cr_assert(ctl(&m, "backup", "copyme") == 0);
 	rotate(&m);
 	rotate(&m);
-	names = tree_names(&m, "backups");
+	names = kt_mnames(&m, "backups");
 	cr_assert(count_lines(names, NULL) >= 4, "backups/ lists %s", names);
 	FOR_EACH_LINE(names, n)
 	{
@@ -812,7 +639,7 @@ Test(backups, a_backup_is_made_at_every_rotation_and_retire)
 	setup(&m, "bk-auto", NULL);
 	for (long want = 2; want <= 3; want++) {
 		before = auto_names(&m);
-		mark = audit_size(&m);
+		mark = kt_audit_size(&m);
 		rotate(&m);
 		after = auto_names(&m);
 		new = added(before, after);
@@ -825,14 +652,14 @@ Test(backups, a_backup_is_made_at_every_rotation_and_retire)
 			  archive_version(p), want);
 		cr_assert(archive_holds(p, want - 1),
 			  "rotation archive lacks the previous version");
-		recs = audit_since(&m, mark);
-		rec = find_record(recs, "key_rotation", true);
+		recs = kt_audit_since(&m, mark);
+		rec = kt_find_record(recs, "key_rotation", true);
 		cr_assert(rec, "no key_rotation record");
 		cr_assert(json_is_true(json_object_get(rec, "backup_created")),
 			  "key_rotation record: backup_created is not true");
-		cr_assert(strcmp(str_of(rec, "backup"), new) == 0,
+		cr_assert(strcmp(kt_str_of(rec, "backup"), new) == 0,
 			  "key_rotation record names %s, archive is %s",
-			  str_of(rec, "backup"), new);
+			  kt_str_of(rec, "backup"), new);
 		json_decref(recs);
 		free(p);
 		free(new);
@@ -841,7 +668,7 @@ Test(backups, a_backup_is_made_at_every_rotation_and_retire)
 	}
 	/* Retire: the archive taken first still holds the retired key. */
 	before = auto_names(&m);
-	mark = audit_size(&m);
+	mark = kt_audit_size(&m);
 	cr_assert(ctl(&m, "retire", "2") == 0);
 	after = auto_names(&m);
 	new = added(before, after);
@@ -850,11 +677,11 @@ Test(backups, a_backup_is_made_at_every_rotation_and_retire)
 	new[strlen(new) - 1] = 0;
 	p = bpath(&m, new);
 	cr_assert(archive_holds(p, 2), "the retire backup lacks version 2");
-	recs = audit_since(&m, mark);
-	rec = find_record(recs, "key_retire", true);
+	recs = kt_audit_since(&m, mark);
+	rec = kt_find_record(recs, "key_retire", true);
 	cr_assert(rec, "no key_retire record");
-	cr_assert(strcmp(str_of(rec, "backup"), new) == 0,
-		  "key_retire record names %s", str_of(rec, "backup"));
+	cr_assert(strcmp(kt_str_of(rec, "backup"), new) == 0,
+		  "key_retire record names %s", kt_str_of(rec, "backup"));
 	json_decref(recs);
 	free(p);
 	free(new);
@@ -872,10 +699,10 @@ Test(backups, automatic_backups_are_pruned_to_backup_keep)
 
 	setup(&m, "bk-keep", "backup_keep = 3\n");
 	cr_assert(ctl(&m, "backup", "named") == 0);
-	mark = audit_size(&m);
+	mark = kt_audit_size(&m);
 	for (int k = 0; k < 6; k++)
 		rotate(&m);
-	cur = read_version(&m);
+	cur = kt_mversion(&m);
 	cr_assert(cur == 7);
 	list = auto_names(&m);
 	cr_assert(count_lines(list, NULL) == 3,
@@ -890,12 +717,12 @@ Test(backups, automatic_backups_are_pruned_to_backup_keep)
 			  n, v);
 		free(p);
 	}
-	cr_assert(exists(&m, "backups/named.json"),
+	cr_assert(kt_mexists(&m, "backups/named.json"),
 		  "a named backup was pruned automatically");
-	recs = audit_since(&m, mark);
+	recs = kt_audit_since(&m, mark);
 	json_array_foreach(recs, i, rec)
 	{
-		if (strcmp(str_of(rec, "event"), "backup_cleanup") != 0)
+		if (strcmp(kt_str_of(rec, "event"), "backup_cleanup") != 0)
 			continue;
 		cr_assert(json_is_true(json_object_get(rec, "success")));
 		deleted +=
@@ -950,7 +777,7 @@ Test(backups, pruning_keeps_the_newest_when_many_share_a_second, .timeout = 60)
 
 		cr_assert(asprintf(&rel, "backups/%s", name) > 0);
 		list = auto_names(&m);
-		cr_assert(exists(&m, rel) && kt_contains(list, name),
+		cr_assert(kt_mexists(&m, rel) && kt_contains(list, name),
 			  "the archive just made (%s) was pruned at once; "
 			  "kept: %s",
 			  name, list);
@@ -983,17 +810,19 @@ Test(backups, restore_by_name_serves_the_restored_keys_at_once)
 	cr_assert(ctl(&m, "backup", "snap") == 0);
 	rotate(&m);
 	rotate(&m);
-	highest = read_version(&m);
+	highest = kt_mversion(&m);
 	cr_assert(highest == 3);
 	before = real_names(&m);
-	mark = audit_size(&m);
+	mark = kt_audit_size(&m);
 	r = ctl(&m, "restore", "snap.json\n");
 	cr_assert(r == 0, "restore snap.json: %s", strerror(-r));
 	snap_take(&m, &now);
 	snap_same(&noted, &now, false, "after restore");
-	cr_assert(!exists(&m, "previous"), "previous is served after restore "
-					   "of a one-version keyring");
-	cr_assert(!exists(&m, "versions/3") && !exists(&m, "versions/2"),
+	cr_assert(!kt_mexists(&m, "previous"),
+		  "previous is served after restore "
+		  "of a one-version keyring");
+	cr_assert(!kt_mexists(&m, "versions/3") &&
+		      !kt_mexists(&m, "versions/2"),
 		  "versions of the replaced keyring still served");
 	cr_assert(status_long(&m, "version") == 1, "status version");
 	cr_assert(status_long(&m, "highest_issued") >= highest,
@@ -1008,22 +837,22 @@ Test(backups, restore_by_name_serves_the_restored_keys_at_once)
 	p = bpath(&m, new);
 	cr_assert(archive_version(p) == highest && archive_holds(p, 2),
 		  "the pre_restore_ archive does not hold versions 3 and 2");
-	recs = audit_since(&m, mark);
-	rec = find_record(recs, "key_restore", true);
+	recs = kt_audit_since(&m, mark);
+	rec = kt_find_record(recs, "key_restore", true);
 	cr_assert(rec, "no successful key_restore record");
-	cr_assert(kt_contains(str_of(rec, "backup"), "snap"),
-		  "key_restore record names %s", str_of(rec, "backup"));
+	cr_assert(kt_contains(kt_str_of(rec, "backup"), "snap"),
+		  "key_restore record names %s", kt_str_of(rec, "backup"));
 	cr_assert(json_integer_value(json_object_get(rec, "key_version")) == 1);
-	cr_assert(strcmp(str_of(rec, "pre_restore_backup"), new) == 0,
+	cr_assert(strcmp(kt_str_of(rec, "pre_restore_backup"), new) == 0,
 		  "key_restore record names pre_restore %s",
-		  str_of(rec, "pre_restore_backup"));
+		  kt_str_of(rec, "pre_restore_backup"));
 	json_decref(recs);
 
 	/* No version number is issued twice. */
 	rotate(&m);
-	cr_assert(read_version(&m) > highest,
+	cr_assert(kt_mversion(&m) > highest,
 		  "the rotation after the restore issued version %ld again",
-		  read_version(&m));
+		  kt_mversion(&m));
 	snap_free(&noted);
 	snap_free(&now);
 	free(p);
@@ -1056,10 +885,10 @@ Test(backups, restore_by_absolute_path_and_by_name_without_json)
 	snap_same(&noted, &now, false, "after restore by path");
 	snap_free(&now);
 	rotate(&m);
-	cr_assert(read_version(&m) == 5,
+	cr_assert(kt_mversion(&m) == 5,
 		  "version %ld after restore and "
 		  "rotation, want 5",
-		  read_version(&m));
+		  kt_mversion(&m));
 	r = ctl(&m, "restore", "abs");
 	cr_assert(r == 0, "restore by name without .json: %s", strerror(-r));
 	snap_take(&m, &now);
@@ -1068,16 +897,6 @@ Test(backups, restore_by_absolute_path_and_by_name_without_json)
 	snap_free(&noted);
 	free(path);
 	free(off);
-}
-
-/* Writes len bytes to path (0600). */
-static void put_file(const char *path, const void *buf, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-	cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
-	cr_assert(write(fd, buf, len) == (ssize_t)len);
-	cr_assert(close(fd) == 0);
 }
 
 /* A copy of text with the first `from` after `after` replaced by `to`. */
@@ -1138,7 +957,7 @@ Test(backups, restore_refuses_every_bad_archive_and_changes_nothing,
 #define BAD(name, content, clen, errno_want)                                   \
 	do {                                                                   \
 		cr_assert(asprintf(&bad[n].arg, "%s/%s", badd, name) > 0);     \
-		put_file(bad[n].arg, content, clen);                           \
+		kt_write_bytes(bad[n].arg, content, clen, 0600);               \
 		bad[n].what = name;                                            \
 		bad[n].want = errno_want;                                      \
 		n++;                                                           \
@@ -1203,7 +1022,7 @@ Test(backups, restore_refuses_every_bad_archive_and_changes_nothing,
 	{
 		char *p = bpath(&m, "half.json");
 
-		put_file(p, text, len / 2);
+		kt_write_bytes(p, text, len / 2, 0600);
 		bad[n].what = "truncated, by name";
 		bad[n].arg = strdup("half");
 		bad[n++].want = EBADMSG;
@@ -1218,7 +1037,7 @@ Test(backups, restore_refuses_every_bad_archive_and_changes_nothing,
 		json_t *recs, *rec;
 		int r;
 
-		mark = audit_size(&m);
+		mark = kt_audit_size(&m);
 		fails = log_count(&m, RESTORE_ERR);
 		r = ctl(&m, "restore", bad[i].arg);
 		cr_assert(r < 0, "restore of %s succeeded", bad[i].what);
@@ -1227,15 +1046,15 @@ Test(backups, restore_refuses_every_bad_archive_and_changes_nothing,
 		cr_assert(log_count(&m, RESTORE_ERR) == fails + 1,
 			  "restore of %s: no \"" RESTORE_ERR "\" line in %s",
 			  bad[i].what, m.log);
-		recs = audit_since(&m, mark);
-		rec = find_record(recs, "key_restore", false);
+		recs = kt_audit_since(&m, mark);
+		rec = kt_find_record(recs, "key_restore", false);
 		cr_assert(rec, "restore of %s: no failed key_restore record",
 			  bad[i].what);
-		cr_assert(strncmp(str_of(rec, "error"), RESTORE_ERR,
+		cr_assert(strncmp(kt_str_of(rec, "error"), RESTORE_ERR,
 				  strlen(RESTORE_ERR)) == 0,
 			  "restore of %s: audit error is %s", bad[i].what,
-			  str_of(rec, "error"));
-		cr_assert(count_records(recs, "key_restore", true) == 0);
+			  kt_str_of(rec, "error"));
+		cr_assert(kt_count_records(recs, "key_restore", true) == 0);
 		json_decref(recs);
 		snap_take(&m, &now);
 		snap_same(&noted, &now, true, bad[i].what);
@@ -1248,7 +1067,7 @@ Test(backups, restore_refuses_every_bad_archive_and_changes_nothing,
 	}
 	/* And the good archive still restores. */
 	cr_assert(ctl(&m, "restore", "good") == 0);
-	cr_assert(read_version(&m) == 2);
+	cr_assert(kt_mversion(&m) == 2);
 	for (size_t i = 0; i < n; i++)
 		free(bad[i].arg);
 	snap_free(&noted);
@@ -1268,7 +1087,8 @@ Test(backups, restore_of_a_non_regular_file_is_refused_without_blocking,
 {
 	static struct kt_mount m;
 	char *fifo;
-	int r, status = 0, waited;
+	int r, status = 0;
+	bool blocked;
 	pid_t child;
 
 	setup(&m, "bk-fifo", NULL);
@@ -1288,12 +1108,9 @@ Test(backups, restore_of_a_non_regular_file_is_refused_without_blocking,
 	cr_assert(child >= 0);
 	if (child == 0)
 		_exit(ctl(&m, "restore", fifo) == -EINVAL ? 0 : 1);
-	for (waited = 0; waited < 5000; waited += 20) {
-		if (waitpid(child, &status, WNOHANG) == child)
-			break;
-		usleep(20000);
-	}
-	if (waited >= 5000) {
+	status = kt_wait_child(child, 5000);
+	blocked = status < 0;
+	if (blocked) {
 		/* Unblock the daemon: a writer opens and closes the FIFO. */
 		int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
 
@@ -1301,12 +1118,12 @@ Test(backups, restore_of_a_non_regular_file_is_refused_without_blocking,
 			close(fd);
 		waitpid(child, &status, 0);
 	}
-	cr_assert(waited < 5000,
+	cr_assert(!blocked,
 		  "restore of a FIFO blocked the control write until a "
 		  "writer opened the FIFO");
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		  "restore of a FIFO did not fail with EINVAL");
-	cr_assert(read_version(&m) == 1);
+	cr_assert(kt_mversion(&m) == 1);
 	free(fifo);
 }
 
@@ -1327,10 +1144,10 @@ Test(backups, restore_by_a_path_inside_the_mount_answers_promptly,
 	cr_assert(asprintf(&path, "%s/backups/own.json", m.mnt) > 0);
 	r = ctl(&m, "restore", path);
 	if (r == 0)
-		cr_assert(read_version(&m) == 1,
-			  "restore said yes, version %ld", read_version(&m));
+		cr_assert(kt_mversion(&m) == 1, "restore said yes, version %ld",
+			  kt_mversion(&m));
 	else
-		cr_assert(read_version(&m) == 2,
+		cr_assert(kt_mversion(&m) == 2,
 			  "a refused restore changed the version");
 	free(path);
 }
@@ -1366,33 +1183,33 @@ Test(backups, prune_keeps_the_n_newest_and_ctl_prune_says_how_many,
 	cr_assert(count_lines(before, NULL) == 4, "archives: %s", before);
 
 	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
-		mark = audit_size(&m);
+		mark = kt_audit_size(&m);
 		r = ctl(&m, "prune", junk[i]);
 		cr_assert(r == -EINVAL, "prune junk #%zu: want EINVAL, got %s",
 			  i, r ? strerror(-r) : "success");
 		after = real_names(&m);
 		cr_assert(strcmp(before, after) == 0,
 			  "prune junk #%zu deleted something", i);
-		recs = audit_since(&m, mark);
-		cr_assert(count_records(recs, "backup_cleanup", false) >= 1,
+		recs = kt_audit_since(&m, mark);
+		cr_assert(kt_count_records(recs, "backup_cleanup", false) >= 1,
 			  "prune junk #%zu: no failed backup_cleanup record",
 			  i);
 		json_decref(recs);
 		free(after);
 	}
 
-	mark = audit_size(&m);
+	mark = kt_audit_size(&m);
 	r = ctl(&m, "prune", "2\n");
 	cr_assert(r == 0, "prune 2: %s", strerror(-r));
 	after = real_names(&m);
 	cr_assert(strcmp(after, "p2.json\np3.json\n") == 0,
 		  "after prune 2 the folder holds %s", after);
 	free(after);
-	after = tree_names(&m, "backups");
+	after = kt_mnames(&m, "backups");
 	cr_assert(strcmp(after, "p2.json\np3.json\n") == 0,
 		  "after prune 2 backups/ lists %s", after);
-	recs = audit_since(&m, mark);
-	rec = find_record(recs, "backup_cleanup", true);
+	recs = kt_audit_since(&m, mark);
+	rec = kt_find_record(recs, "backup_cleanup", true);
 	cr_assert(rec, "no backup_cleanup record");
 	cr_assert(json_integer_value(json_object_get(rec, "keep")) == 2 &&
 		      json_integer_value(json_object_get(rec, "deleted")) == 2,
@@ -1400,8 +1217,7 @@ Test(backups, prune_keeps_the_n_newest_and_ctl_prune_says_how_many,
 	json_decref(recs);
 	free(after);
 
-	rc = kt_runf(&out, &err, "%s ctl prune 1 --mount '%s'", kt_keyfs(),
-		     m.mnt);
+	rc = kt_ctl(&m, &out, &err, "prune 1");
 	cr_assert(rc == 0, "ctl prune 1 failed: %s", err);
 	cr_assert(strcmp(out, "pruned: 1 deleted\n") == 0,
 		  "ctl prune 1 printed: %s", out);
@@ -1411,14 +1227,12 @@ Test(backups, prune_keeps_the_n_newest_and_ctl_prune_says_how_many,
 	free(out);
 	free(err);
 
-	rc = kt_runf(&out, &err, "%s ctl prune 5 --mount '%s'", kt_keyfs(),
-		     m.mnt);
+	rc = kt_ctl(&m, &out, &err, "prune 5");
 	cr_assert(rc == 0 && strcmp(out, "pruned: 0 deleted\n") == 0,
 		  "ctl prune 5 printed: %s", out);
 	free(out);
 	free(err);
-	rc = kt_runf(&out, &err, "%s ctl prune 0 --mount '%s'", kt_keyfs(),
-		     m.mnt);
+	rc = kt_ctl(&m, &out, &err, "prune 0");
 	cr_assert(rc == 0 && strcmp(out, "pruned: 1 deleted\n") == 0,
 		  "ctl prune 0 printed: %s", out);
 	after = real_names(&m);
@@ -1426,8 +1240,7 @@ Test(backups, prune_keeps_the_n_newest_and_ctl_prune_says_how_many,
 	free(after);
 	free(out);
 	free(err);
-	rc = kt_runf(&out, &err, "%s ctl prune x --mount '%s'", kt_keyfs(),
-		     m.mnt);
+	rc = kt_ctl(&m, &out, &err, "prune x");
 	cr_assert(rc != 0, "ctl prune x succeeded");
 	cr_assert(kt_contains(err, "invalid"), "ctl prune x said: %s", err);
 	free(out);
@@ -1443,8 +1256,7 @@ Test(backups, keyfs_ctl_backup_and_restore_print_what_they_did)
 	int rc;
 
 	setup(&m, "bk-cli", NULL);
-	rc = kt_runf(&out, &err, "%s ctl backup --mount '%s'", kt_keyfs(),
-		     m.mnt);
+	rc = kt_ctl(&m, &out, &err, "backup");
 	cr_assert(rc == 0, "ctl backup failed: %s", err);
 	cr_assert(regcomp(&re,
 			  "^backup: key_backup_[0-9]{8}_[0-9]{6}(_[0-9]+)?"
@@ -1458,27 +1270,25 @@ Test(backups, keyfs_ctl_backup_and_restore_print_what_they_did)
 		char *rel;
 
 		cr_assert(asprintf(&rel, "backups/%s", name) > 0);
-		cr_assert(exists(&m, rel), "ctl backup named %s, absent", name);
+		cr_assert(kt_mexists(&m, rel), "ctl backup named %s, absent",
+			  name);
 		free(rel);
 	}
 	free(out);
 	free(err);
 
-	rc = kt_runf(&out, &err, "%s ctl backup weekly --mount '%s'",
-		     kt_keyfs(), m.mnt);
+	rc = kt_ctl(&m, &out, &err, "backup weekly");
 	cr_assert(rc == 0 && strcmp(out, "backup: weekly.json\n") == 0,
 		  "ctl backup weekly printed: %s / %s", out, err);
 	free(out);
 	free(err);
-	rc = kt_runf(&out, &err, "%s ctl backup weekly --mount '%s'",
-		     kt_keyfs(), m.mnt);
+	rc = kt_ctl(&m, &out, &err, "backup weekly");
 	cr_assert(rc != 0, "ctl backup of an existing name succeeded");
 	cr_assert(kt_contains(err, "exists"),
 		  "ctl backup weekly again said: %s", err);
 	free(out);
 	free(err);
-	rc = kt_runf(&out, &err, "%s ctl backup 'a/b' --mount '%s'", kt_keyfs(),
-		     m.mnt);
+	rc = kt_ctl(&m, &out, &err, "backup 'a/b'");
 	cr_assert(rc != 0, "ctl backup a/b succeeded");
 	cr_assert(kt_contains(err, "invalid"), "ctl backup a/b said: %s", err);
 	free(out);
@@ -1486,16 +1296,14 @@ Test(backups, keyfs_ctl_backup_and_restore_print_what_they_did)
 
 	rotate(&m);
 	rotate(&m);
-	rc = kt_runf(&out, &err, "%s ctl restore weekly --mount '%s'",
-		     kt_keyfs(), m.mnt);
+	rc = kt_ctl(&m, &out, &err, "restore weekly");
 	cr_assert(rc == 0, "ctl restore weekly failed: %s", err);
 	cr_assert(strcmp(out, "restored: version 1\n") == 0,
 		  "ctl restore printed: %s", out);
-	cr_assert(read_version(&m) == 1);
+	cr_assert(kt_mversion(&m) == 1);
 	free(out);
 	free(err);
-	rc = kt_runf(&out, &err, "%s ctl restore nosuch --mount '%s'",
-		     kt_keyfs(), m.mnt);
+	rc = kt_ctl(&m, &out, &err, "restore nosuch");
 	cr_assert(rc != 0, "ctl restore of a missing backup succeeded");
 	cr_assert(kt_contains(err, "Failed to restore keys") &&
 		      kt_contains(err, "no such backup"),
@@ -1517,7 +1325,7 @@ Test(backups, audit_records_backup_restore_cleanup_and_failures)
 	int rc;
 
 	setup(&m, "bk-audit", NULL);
-	mark = audit_size(&m);
+	mark = kt_audit_size(&m);
 	cr_assert(ctl(&m, "backup", "a1") == 0);
 	cr_assert(ctl(&m, "backup", "a1") == -EEXIST);
 	cr_assert(ctl(&m, "backup", "..") == -EINVAL);
@@ -1526,37 +1334,38 @@ Test(backups, audit_records_backup_restore_cleanup_and_failures)
 	cr_assert(ctl(&m, "restore", "missing") == -ENOENT);
 	cr_assert(ctl(&m, "prune", "1") == 0);
 	cr_assert(ctl(&m, "prune", "many") == -EINVAL);
-	recs = audit_since(&m, mark);
+	recs = kt_audit_since(&m, mark);
 
-	rec = find_record(recs, "key_backup", true);
-	cr_assert(rec && strcmp(str_of(rec, "backup"), "a1.json") == 0,
+	rec = kt_find_record(recs, "key_backup", true);
+	cr_assert(rec && strcmp(kt_str_of(rec, "backup"), "a1.json") == 0,
 		  "key_backup success record without the name");
 	cr_assert(json_object_get(rec, "uid") && json_object_get(rec, "pid"),
 		  "key_backup record without who did it");
-	cr_assert(count_records(recs, "key_backup", false) == 2,
+	cr_assert(kt_count_records(recs, "key_backup", false) == 2,
 		  "failed backups: %zu records, want 2",
-		  count_records(recs, "key_backup", false));
-	rec = find_record(recs, "key_backup", false);
-	cr_assert(str_of(rec, "error")[0], "failed key_backup without error");
+		  kt_count_records(recs, "key_backup", false));
+	rec = kt_find_record(recs, "key_backup", false);
+	cr_assert(kt_str_of(rec, "error")[0],
+		  "failed key_backup without error");
 
-	rec = find_record(recs, "key_restore", true);
+	rec = kt_find_record(recs, "key_restore", true);
 	cr_assert(rec, "no key_restore success record");
-	cr_assert(kt_contains(str_of(rec, "backup"), "a1"),
-		  "key_restore record names %s", str_of(rec, "backup"));
+	cr_assert(kt_contains(kt_str_of(rec, "backup"), "a1"),
+		  "key_restore record names %s", kt_str_of(rec, "backup"));
 	cr_assert(json_integer_value(json_object_get(rec, "key_version")) == 1);
 	cr_assert(
 	    json_integer_value(json_object_get(rec, "previous_version")) == 2);
-	rec = find_record(recs, "key_restore", false);
+	rec = kt_find_record(recs, "key_restore", false);
 	cr_assert(rec, "no key_restore failure record");
-	cr_assert(kt_contains(str_of(rec, "error"), RESTORE_ERR),
-		  "key_restore failure error: %s", str_of(rec, "error"));
+	cr_assert(kt_contains(kt_str_of(rec, "error"), RESTORE_ERR),
+		  "key_restore failure error: %s", kt_str_of(rec, "error"));
 
-	rec = find_record(recs, "backup_cleanup", true);
+	rec = kt_find_record(recs, "backup_cleanup", true);
 	cr_assert(rec, "no backup_cleanup record");
 	cr_assert(json_integer_value(json_object_get(rec, "keep")) == 1);
 	cr_assert(json_integer_value(json_object_get(rec, "deleted")) >= 1,
 		  "backup_cleanup record without a deleted count");
-	cr_assert(find_record(recs, "backup_cleanup", false),
+	cr_assert(kt_find_record(recs, "backup_cleanup", false),
 		  "no failed backup_cleanup record");
 	json_decref(recs);
 
@@ -1586,7 +1395,7 @@ static void lose_keyring(struct kt_mount *m, struct snap *noted)
 	cr_assert(ctl(m, "backup", "before_loss") == 0);
 	rotate(m);
 	rotate(m);
-	cr_assert(read_version(m) == strtol(noted->version, NULL, 10) + 2);
+	cr_assert(kt_mversion(m) == strtol(noted->version, NULL, 10) + 2);
 	cr_assert(kt_mount_stop(m) == 0, "daemon did not exit cleanly");
 	cr_assert(asprintf(&p, "%s/keyring", m->state) > 0);
 	cr_assert(unlink(p) == 0, "rm %s: %s", p, strerror(errno));
@@ -1635,12 +1444,12 @@ Test(backups, key_loss_recovery_never_reissues_a_version, .timeout = 60)
 	rc = restore_offline(&m, "before_loss", &out, &err);
 	cr_assert(rc == 0, "offline restore failed (%d): %s", rc, err);
 	start(&m);
-	cr_assert(read_version(&m) == 2);
+	cr_assert(kt_mversion(&m) == 2);
 	rotate(&m);
-	cr_assert(read_version(&m) > 4,
+	cr_assert(kt_mversion(&m) > 4,
 		  "after recovery the next rotation issued version %ld, "
 		  "already issued before the loss",
-		  read_version(&m));
+		  kt_mversion(&m));
 	snap_free(&noted);
 	free(out);
 	free(err);
@@ -1694,7 +1503,7 @@ Test(backups, key_compromise_response_retires_the_old_key_backup_keeps_it)
 
 	setup(&m, "bk-compromise", NULL);
 	rotate(&m);
-	cr_assert(read_version(&m) == 2);
+	cr_assert(kt_mversion(&m) == 2);
 	old_key = kt_mread(&m, "versions/1/key", NULL);
 	cr_assert(old_key, "no versions/1/key after a rotation");
 	{
@@ -1708,8 +1517,8 @@ Test(backups, key_compromise_response_retires_the_old_key_backup_keeps_it)
 	cr_assert(ctl(&m, "retire", "1") == 0);
 
 	/* Gone from the tree ... */
-	cr_assert(!exists(&m, "previous"), "previous still served");
-	cr_assert(!exists(&m, "versions/1"), "versions/1 still served");
+	cr_assert(!kt_mexists(&m, "previous"), "previous still served");
+	cr_assert(!kt_mexists(&m, "versions/1"), "versions/1 still served");
 	/* ... and from the keyring. */
 	st = kt_mread(&m, "status", NULL);
 	o = json_loads(st, 0, NULL);

@@ -11,7 +11,6 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
@@ -78,34 +77,6 @@ static void wipe_free(char *s)
 	free(s);
 }
 
-static char *path_of(const char *dir, const char *name)
-{
-	char *p;
-
-	cr_assert(asprintf(&p, "%s/%s", dir, name) > 0);
-	return p;
-}
-
-static void write_bytes(const char *path, const char *buf, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-	cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
-	cr_assert(write(fd, buf, len) == (ssize_t)len);
-	cr_assert(close(fd) == 0);
-}
-
-/* Copies src to dst byte for byte. */
-static void copy_file(const char *src, const char *dst)
-{
-	size_t len;
-	char *buf = kt_read_file(src, &len);
-
-	cr_assert(buf, "cannot read %s", src);
-	write_bytes(dst, buf, len);
-	free(buf);
-}
-
 /* Number of lines in a file. */
 static size_t count_lines(const char *path)
 {
@@ -133,19 +104,6 @@ static char *last_line(const char *path)
 	return line;
 }
 
-/* Deletes the last line of a text file. */
-static void delete_last_line(const char *path)
-{
-	size_t len;
-	char *buf = kt_read_file(path, &len), *end;
-
-	cr_assert(buf && len > 1 && buf[len - 1] == '\n');
-	buf[len - 1] = 0;
-	end = strrchr(buf, '\n');
-	write_bytes(path, buf, end ? (size_t)(end - buf) + 1 : 0);
-	free(buf);
-}
-
 /*
  * Edits line `n` (1-based) of an audit log the way a careless or malicious
  * admin might: the last digit of its timestamp's seconds changes.  The line
@@ -169,7 +127,7 @@ static void edit_audit_line(const char *path, size_t n)
 	ts = strchr(ts + 13, 'Z');
 	cr_assert(ts && ts[-1] >= '0' && ts[-1] <= '9');
 	ts[-1] = (char)('0' + (ts[-1] - '0' + 1) % 10);
-	write_bytes(path, buf, len);
+	kt_write_bytes(path, buf, len, 0600);
 	free(buf);
 }
 
@@ -661,7 +619,7 @@ Test(cli, export_env_prints_the_three_lines, .fini = kt_mount_cleanup_all,
 	cr_assert(strcmp(prev, n.prev) == 0,
 		  "ENCRYPTION_KEY_PREVIOUS is not the tree's previous key");
 
-	log = path_of(m.state, "audit.log");
+	log = kt_path(m.state, "audit.log");
 	last = last_line(log);
 	cr_assert(kt_contains(last, "\"event\":\"key_export\"") &&
 		      kt_contains(last, "\"success\":true"),
@@ -698,7 +656,7 @@ Test(cli, export_env_output_imports_with_the_same_keys,
 		  "import of export-env output failed: %s", err);
 	cr_assert(strcmp(out1, out2) == 0,
 		  "the imported state exports other keys or version");
-	log = path_of(fresh.state, "audit.log");
+	log = kt_path(fresh.state, "audit.log");
 	text = kt_read_file(log, NULL);
 	cr_assert(kt_contains(text, "\"event\":\"key_import\""),
 		  "the fresh state was not imported from the environment");
@@ -750,12 +708,37 @@ static void audited_state(struct kt_mount *m, const char *tag)
 			  kt_keyfs(), m->cfg) == 0);
 	cr_assert(kt_runf(NULL, NULL, "%s backup list -c '%s'", kt_keyfs(),
 			  m->cfg) == 0);
-	snap = path_of(m->state, "backups/snap.json");
+	snap = kt_path(m->state, "backups/snap.json");
 	cr_assert(kt_runf(NULL, &err, "%s restore --offline '%s' -c '%s'",
 			  kt_keyfs(), snap, m->cfg) == 0,
 		  "restore failed: %s", err);
 	free(snap);
 	free(err);
+}
+
+/* `keyfs audit verify [FILE] -c CFG` (file may be NULL): the exit status. */
+static int audit_verify(struct kt_mount *m, const char *file, char **out,
+			char **err)
+{
+	if (file)
+		return kt_runf(out, err, "%s audit verify '%s' -c '%s'",
+			       kt_keyfs(), file, m->cfg);
+	return kt_runf(out, err, "%s audit verify -c '%s'", kt_keyfs(), m->cfg);
+}
+
+/* Deletes the last record of m's audit log: audit verify must fail. */
+static void expect_deleted_tail_detected(struct kt_mount *m, const char *what)
+{
+	char *out = NULL, *err = NULL, *log = kt_path(m->state, "audit.log");
+
+	kt_drop_last_line(log);
+	cr_assert(audit_verify(m, NULL, &out, &err) == 1,
+		  "%s was deleted undetected (audit verify said: %s)", what,
+		  out);
+	cr_assert(one_line(err));
+	free(out);
+	free(err);
+	free(log);
 }
 
 Test(cli, audit_verify_ok_after_operations, .fini = kt_mount_cleanup_all,
@@ -765,9 +748,8 @@ Test(cli, audit_verify_ok_after_operations, .fini = kt_mount_cleanup_all,
 	char *out = NULL, *err = NULL, *log, *want;
 
 	audited_state(&m, "cli-audit-ok");
-	log = path_of(m.state, "audit.log");
-	cr_assert(kt_runf(&out, &err, "%s audit verify -c '%s'", kt_keyfs(),
-			  m.cfg) == 0,
+	log = kt_path(m.state, "audit.log");
+	cr_assert(audit_verify(&m, NULL, &out, &err) == 0,
 		  "audit verify failed on an untouched log: %s", err);
 	cr_assert(asprintf(&want, "ok: %zu records\n", count_lines(log)) > 0);
 	cr_assert(strcmp(out, want) == 0, "audit verify said %s, not %s", out,
@@ -786,13 +768,12 @@ Test(cli, audit_verify_names_the_edited_line, .fini = kt_mount_cleanup_all,
 	char *out = NULL, *err = NULL, *log, *orig;
 
 	audited_state(&m, "cli-audit-edit");
-	log = path_of(m.state, "audit.log");
-	orig = path_of(m.dir, "audit.orig");
-	copy_file(log, orig);
+	log = kt_path(m.state, "audit.log");
+	orig = kt_path(m.dir, "audit.orig");
+	kt_copy_file(log, orig);
 	cr_assert(count_lines(log) >= 5);
 	edit_audit_line(log, 3);
-	cr_assert(kt_runf(&out, &err, "%s audit verify -c '%s'", kt_keyfs(),
-			  m.cfg) == 1,
+	cr_assert(audit_verify(&m, NULL, &out, &err) == 1,
 		  "an edited line 3 was not detected");
 	cr_assert(one_line(err), "stderr is not one line: %s", err);
 	cr_assert(kt_contains(err, "line 3"),
@@ -802,9 +783,8 @@ Test(cli, audit_verify_names_the_edited_line, .fini = kt_mount_cleanup_all,
 	free(out);
 	free(err);
 	/* The edit, and nothing else, was the reason. */
-	copy_file(orig, log);
-	cr_assert(kt_runf(NULL, NULL, "%s audit verify -c '%s'", kt_keyfs(),
-			  m.cfg) == 0);
+	kt_copy_file(orig, log);
+	cr_assert(audit_verify(&m, NULL, NULL, NULL) == 0);
 	free(orig);
 	free(log);
 	mount_free(&m);
@@ -817,18 +797,16 @@ Test(cli, audit_verify_detects_truncation_by_the_anchor,
 	char *out = NULL, *err = NULL, *log, *copy;
 
 	audited_state(&m, "cli-audit-trunc");
-	log = path_of(m.state, "audit.log");
-	copy = path_of(m.dir, "audit-copy.log");
-	delete_last_line(log);
+	log = kt_path(m.state, "audit.log");
+	copy = kt_path(m.dir, "audit-copy.log");
+	kt_drop_last_line(log);
 	/* The chain of what is left is intact: only the anchor can tell. */
-	copy_file(log, copy);
-	cr_assert(kt_runf(&out, &err, "%s audit verify '%s' -c '%s'",
-			  kt_keyfs(), copy, m.cfg) == 0,
+	kt_copy_file(log, copy);
+	cr_assert(audit_verify(&m, copy, &out, &err) == 0,
 		  "the chain of the remaining lines does not verify: %s", err);
 	free(out);
 	free(err);
-	cr_assert(kt_runf(&out, &err, "%s audit verify -c '%s'", kt_keyfs(),
-			  m.cfg) == 1,
+	cr_assert(audit_verify(&m, NULL, &out, &err) == 1,
 		  "a log missing its last record verified");
 	cr_assert(one_line(err), "stderr is not one line: %s", err);
 	cr_assert(kt_contains(err, "truncat"),
@@ -849,11 +827,10 @@ Test(cli, audit_verify_file_checks_a_copy_without_anchor,
 	char *out = NULL, *err = NULL, *log, *copy, *want;
 
 	audited_state(&m, "cli-audit-file");
-	log = path_of(m.state, "audit.log");
-	copy = path_of(m.dir, "audit-copy.log");
-	copy_file(log, copy);
-	cr_assert(kt_runf(&out, &err, "%s audit verify '%s' -c '%s'",
-			  kt_keyfs(), copy, m.cfg) == 0,
+	log = kt_path(m.state, "audit.log");
+	copy = kt_path(m.dir, "audit-copy.log");
+	kt_copy_file(log, copy);
+	cr_assert(audit_verify(&m, copy, &out, &err) == 0,
 		  "a good copy failed: %s", err);
 	cr_assert(asprintf(&want, "ok: %zu records\n", count_lines(copy)) > 0);
 	cr_assert(strcmp(out, want) == 0, "audit verify FILE said %s", out);
@@ -861,8 +838,7 @@ Test(cli, audit_verify_file_checks_a_copy_without_anchor,
 	free(out);
 	free(err);
 	edit_audit_line(copy, 2);
-	cr_assert(kt_runf(&out, &err, "%s audit verify '%s' -c '%s'",
-			  kt_keyfs(), copy, m.cfg) == 1,
+	cr_assert(audit_verify(&m, copy, &out, &err) == 1,
 		  "an edited copy verified");
 	cr_assert(one_line(err) && kt_contains(err, "line 2"),
 		  "the error does not name line 2: %s", err);
@@ -880,25 +856,17 @@ Test(cli, audit_verify_file_checks_a_copy_without_anchor,
 Test(cli, audit_verify_detects_deleted_key_export_record)
 {
 	static struct kt_mount m;
-	char *out = NULL, *err = NULL, *log, *last;
+	char *log, *last;
 
 	offline_state(&m, "cli-audit-export");
 	cr_assert(kt_runf(NULL, NULL, "%s export-env -c '%s' >/dev/null",
 			  kt_keyfs(), m.cfg) == 0);
-	log = path_of(m.state, "audit.log");
+	log = kt_path(m.state, "audit.log");
 	last = last_line(log);
 	cr_assert(kt_contains(last, "\"event\":\"key_export\""));
 	free(last);
-	delete_last_line(log);
-	cr_assert(kt_runf(&out, &err, "%s audit verify -c '%s'", kt_keyfs(),
-			  m.cfg) == 1,
-		  "the record of a key export was deleted undetected "
-		  "(audit verify said: %s)",
-		  out);
-	cr_assert(one_line(err));
-	free(out);
-	free(err);
 	free(log);
+	expect_deleted_tail_detected(&m, "the record of a key export");
 	mount_free(&m);
 }
 
@@ -910,7 +878,7 @@ Test(cli, audit_verify_detects_deleted_tail_after_clean_unmount,
      .fini = kt_mount_cleanup_all, .timeout = 60)
 {
 	static struct kt_mount m;
-	char *out = NULL, *err = NULL, *log, *key;
+	char *key;
 
 	kt_mount_config(&m, "cli-audit-unmount", NULL, NULL);
 	cr_assert(kt_mount_start(&m, NULL) == 0, "mount failed; see %s", m.log);
@@ -918,17 +886,8 @@ Test(cli, audit_verify_detects_deleted_tail_after_clean_unmount,
 	cr_assert(key);
 	wipe_free(key);
 	cr_assert(kt_mount_stop(&m) == 0);
-	log = path_of(m.state, "audit.log");
-	delete_last_line(log);
-	cr_assert(kt_runf(&out, &err, "%s audit verify -c '%s'", kt_keyfs(),
-			  m.cfg) == 1,
-		  "the last record of a cleanly stopped daemon was deleted "
-		  "undetected (audit verify said: %s)",
-		  out);
-	cr_assert(one_line(err));
-	free(out);
-	free(err);
-	free(log);
+	expect_deleted_tail_detected(
+	    &m, "the last record of a cleanly stopped daemon");
 	mount_free(&m);
 }
 
@@ -944,7 +903,7 @@ Test(cli, backup_list_shows_every_archive, .fini = kt_mount_cleanup_all,
 
 	rotated_state(&m, "cli-list", &n);
 	noted_free(&n);
-	dir = path_of(m.state, "backups");
+	dir = kt_path(m.state, "backups");
 	cr_assert(kt_runf(&out, &err, "%s backup list -c '%s'", kt_keyfs(),
 			  m.cfg) == 0,
 		  "backup list failed: %s", err);
@@ -953,7 +912,7 @@ Test(cli, backup_list_shows_every_archive, .fini = kt_mount_cleanup_all,
 	names = dir_listing(dir);
 	for (char *w = strtok_r(names, "\n", &save); w;
 	     w = strtok_r(NULL, "\n", &save)) {
-		char *path = path_of(dir, w), *row, created[64], name[256];
+		char *path = kt_path(dir, w), *row, created[64], name[256];
 		json_error_t jerr;
 		json_t *o = json_load_file(path, 0, &jerr);
 		unsigned version;
@@ -996,19 +955,29 @@ Test(cli, backup_list_shows_every_archive, .fini = kt_mount_cleanup_all,
 	mount_free(&m);
 }
 
+/* Path of the first automatic archive (key_backup_*) of m's state. */
+static char *first_backup(struct kt_mount *m)
+{
+	char *dir = kt_path(m->state, "backups"),
+	     *name = find_entry(dir, "key_backup_"), *path;
+
+	cr_assert(name, "no first backup in %s", dir);
+	path = kt_path(dir, name);
+	free(name);
+	free(dir);
+	return path;
+}
+
 Test(cli, backup_verify_accepts_good_archive_and_changes_nothing)
 {
 	static struct kt_mount m;
 	struct file_id arch, keyring, audit;
-	char *out = NULL, *err = NULL, *dir, *name, *path, *kpath, *apath;
+	char *out = NULL, *err = NULL, *path, *kpath, *apath;
 
 	offline_state(&m, "cli-verify-good");
-	dir = path_of(m.state, "backups");
-	name = find_entry(dir, "key_backup_");
-	cr_assert(name, "no first backup in %s", dir);
-	path = path_of(dir, name);
-	kpath = path_of(m.state, "keyring");
-	apath = path_of(m.state, "audit.log");
+	path = first_backup(&m);
+	kpath = kt_path(m.state, "keyring");
+	apath = kt_path(m.state, "audit.log");
 	file_id_get(path, &arch);
 	file_id_get(kpath, &keyring);
 	file_id_get(apath, &audit);
@@ -1026,8 +995,6 @@ Test(cli, backup_verify_accepts_good_archive_and_changes_nothing)
 	free(apath);
 	free(kpath);
 	free(path);
-	free(name);
-	free(dir);
 	mount_free(&m);
 }
 
@@ -1057,59 +1024,51 @@ static void expect_verify_fails(struct kt_mount *m, const char *path,
 Test(cli, backup_verify_rejects_truncated_archive)
 {
 	static struct kt_mount m;
-	char *dir, *name, *src, *dst, *buf;
+	char *src, *dst, *buf;
 	size_t len;
 
 	offline_state(&m, "cli-verify-trunc");
-	dir = path_of(m.state, "backups");
-	name = find_entry(dir, "key_backup_");
-	cr_assert(name);
-	src = path_of(dir, name);
+	src = first_backup(&m);
 	buf = kt_read_file(src, &len);
 	cr_assert(buf && len > 40);
-	dst = path_of(m.dir, "truncated.json");
-	write_bytes(dst, buf, len / 2);
+	dst = kt_path(m.dir, "truncated.json");
+	kt_write_bytes(dst, buf, len / 2, 0600);
 	expect_verify_fails(&m, dst, "half an archive");
-	write_bytes(dst, buf, len - 1);
+	kt_write_bytes(dst, buf, len - 1, 0600);
 	expect_verify_fails(&m, dst, "an archive missing its last byte");
-	write_bytes(dst, buf, 0);
+	kt_write_bytes(dst, buf, 0, 0600);
 	expect_verify_fails(&m, dst, "an empty file");
 	free(dst);
 	free(buf);
 	free(src);
-	free(name);
-	free(dir);
 	mount_free(&m);
 }
 
 Test(cli, backup_verify_rejects_any_changed_byte)
 {
 	static struct kt_mount m;
-	char *dir, *name, *src, *dst, *buf, *flips, *accepted = NULL;
+	char *src, *dst, *buf, *flips, *accepted = NULL;
 	size_t len;
 
 	offline_state(&m, "cli-verify-byte");
-	dir = path_of(m.state, "backups");
-	name = find_entry(dir, "key_backup_");
-	cr_assert(name);
-	src = path_of(dir, name);
+	src = first_backup(&m);
 	buf = kt_read_file(src, &len);
 	cr_assert(buf && len > 100);
 	/* One byte in the middle of the ciphertext, in detail. */
-	dst = path_of(m.dir, "changed.json");
+	dst = kt_path(m.dir, "changed.json");
 	buf[len - 20] ^= 0x01;
-	write_bytes(dst, buf, len);
+	kt_write_bytes(dst, buf, len, 0600);
 	expect_verify_fails(&m, dst, "one ciphertext byte changed");
 	buf[len - 20] ^= 0x01;
 	/* Then every position, in one shell loop. */
-	flips = path_of(m.dir, "flips");
+	flips = kt_path(m.dir, "flips");
 	cr_assert(mkdir(flips, 0700) == 0);
 	for (size_t i = 0; i < len; i++) {
 		char *p;
 
 		cr_assert(asprintf(&p, "%s/%04zu.json", flips, i) > 0);
 		buf[i] ^= 0x01;
-		write_bytes(p, buf, len);
+		kt_write_bytes(p, buf, len, 0600);
 		buf[i] ^= 0x01;
 		free(p);
 	}
@@ -1125,29 +1084,22 @@ Test(cli, backup_verify_rejects_any_changed_byte)
 	free(dst);
 	free(buf);
 	free(src);
-	free(name);
-	free(dir);
 	mount_free(&m);
 }
 
 Test(cli, backup_verify_rejects_other_master_key)
 {
 	static struct kt_mount m, other;
-	char *dir, *name, *path;
+	char *path;
 
 	offline_state(&m, "cli-verify-mk");
 	offline_state(&other, "cli-verify-mk2");
-	dir = path_of(m.state, "backups");
-	name = find_entry(dir, "key_backup_");
-	cr_assert(name);
-	path = path_of(dir, name);
+	path = first_backup(&m);
 	/* The same archive, judged with the other state's master key. */
 	cr_assert(kt_runf(NULL, NULL, "%s backup verify '%s' -c '%s'",
 			  kt_keyfs(), path, m.cfg) == 0);
 	expect_verify_fails(&other, path, "another master key");
 	free(path);
-	free(name);
-	free(dir);
 	mount_free(&m);
 	mount_free(&other);
 }
@@ -1163,8 +1115,8 @@ Test(cli, restore_offline_restores_and_keeps_pre_restore,
 	char *log, *last;
 
 	rotated_state(&m, "cli-restore", &n);
-	dir = path_of(m.state, "backups");
-	snap = path_of(dir, "snap.json");
+	dir = kt_path(m.state, "backups");
+	snap = kt_path(dir, "snap.json");
 	cr_assert(find_entry(dir, "pre_restore_") == NULL);
 	cr_assert(kt_runf(&out, &err, "%s restore --offline '%s' -c '%s'",
 			  kt_keyfs(), snap, m.cfg) == 0,
@@ -1175,7 +1127,7 @@ Test(cli, restore_offline_restores_and_keeps_pre_restore,
 	free(err);
 	pre = find_entry(dir, "pre_restore_");
 	cr_assert(pre, "no pre_restore_ archive after the restore");
-	log = path_of(m.state, "audit.log");
+	log = kt_path(m.state, "audit.log");
 	last = last_line(log);
 	cr_assert(
 	    kt_contains(last, "\"event\":\"key_restore\"") &&
@@ -1230,8 +1182,8 @@ Test(cli, restore_offline_refused_while_daemon_runs,
 	cr_assert(kt_mount_start(&m, NULL) == 0, "mount failed; see %s", m.log);
 	cr_assert(kt_mwrite(&m, "control/backup", "snap\n") == 0);
 	cr_assert(kt_mwrite(&m, "control/rotate", "1\n") == 0);
-	dir = path_of(m.state, "backups");
-	kpath = path_of(m.state, "keyring");
+	dir = kt_path(m.state, "backups");
+	kpath = kt_path(m.state, "keyring");
 	before = dir_listing(dir);
 	file_id_get(kpath, &keyring);
 
@@ -1314,6 +1266,16 @@ Test(cli, unknown_command_exits_2_without_echo)
 	}
 }
 
+/* `keyfs ARGS </dev/null` fails with one line on standard error. */
+static void expect_one_line_error(const char *args, char **out, char **err)
+{
+	int rc = kt_runf(out, err, "%s %s </dev/null", kt_keyfs(), args);
+
+	cr_assert(rc != 0, "'keyfs %s' succeeded", args);
+	cr_assert(one_line(*err), "'keyfs %s': stderr not one line: %s", args,
+		  *err);
+}
+
 Test(cli, missing_arguments_print_a_usage_line)
 {
 	const char *args[] = {
@@ -1324,12 +1286,8 @@ Test(cli, missing_arguments_print_a_usage_line)
 
 	for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++) {
 		char *out = NULL, *err = NULL;
-		int rc = kt_runf(&out, &err, "%s %s </dev/null", kt_keyfs(),
-				 args[i]);
 
-		cr_assert(rc != 0, "'keyfs %s' succeeded", args[i]);
-		cr_assert(one_line(err), "'keyfs %s': stderr not one line: %s",
-			  args[i], err);
+		expect_one_line_error(args[i], &out, &err);
 		cr_assert(kt_contains(err, "usage") ||
 			      kt_contains(err, "takes no arguments"),
 			  "'keyfs %s': no usage line: %s", args[i], err);
@@ -1347,12 +1305,8 @@ Test(cli, bad_options_are_one_line_errors)
 
 	for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++) {
 		char *out = NULL, *err = NULL;
-		int rc = kt_runf(&out, &err, "%s %s </dev/null", kt_keyfs(),
-				 args[i]);
 
-		cr_assert(rc != 0, "'keyfs %s' succeeded", args[i]);
-		cr_assert(one_line(err), "'keyfs %s': stderr not one line: %s",
-			  args[i], err);
+		expect_one_line_error(args[i], &out, &err);
 		free(out);
 		free(err);
 	}
@@ -1370,8 +1324,7 @@ Test(cli, ctl_status_and_rotate_drive_a_mount, .fini = kt_mount_cleanup_all,
 
 	kt_mount_config(&m, "cli-ctl", NULL, NULL);
 	cr_assert(kt_mount_start(&m, NULL) == 0, "mount failed; see %s", m.log);
-	cr_assert(kt_runf(&out, &err, "%s ctl status --mount '%s'", kt_keyfs(),
-			  m.mnt) == 0,
+	cr_assert(kt_ctl(&m, &out, &err, "status") == 0,
 		  "ctl status failed: %s", err);
 	o = json_loads(out, 0, &jerr);
 	cr_assert(o, "ctl status is not JSON: %s", jerr.text);
@@ -1381,8 +1334,7 @@ Test(cli, ctl_status_and_rotate_drive_a_mount, .fini = kt_mount_cleanup_all,
 	free(out);
 	free(err);
 
-	cr_assert(kt_runf(&out, &err, "%s ctl rotate --mount '%s'", kt_keyfs(),
-			  m.mnt) == 0,
+	cr_assert(kt_ctl(&m, &out, &err, "rotate") == 0,
 		  "ctl rotate failed: %s", err);
 	cr_assert(strcmp(out, "rotated: version 2\n") == 0,
 		  "ctl rotate said: %s", out);
@@ -1392,8 +1344,7 @@ Test(cli, ctl_status_and_rotate_drive_a_mount, .fini = kt_mount_cleanup_all,
 	cr_assert(v && strcmp(v, "2\n") == 0, "version file: %s", v);
 	free(v);
 
-	cr_assert(kt_runf(&out, NULL, "%s ctl status --mount '%s'", kt_keyfs(),
-			  m.mnt) == 0);
+	cr_assert(kt_ctl(&m, &out, NULL, "status") == 0);
 	o = json_loads(out, 0, &jerr);
 	cr_assert(o && json_integer_value(json_object_get(o, "version")) == 2,
 		  "status after ctl rotate is not version 2");

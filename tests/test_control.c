@@ -6,8 +6,6 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,154 +30,6 @@ static void start(struct kt_mount *m, const char *tag, const char *lines)
 		  m->log);
 }
 
-/* One write(2) of len bytes (may hold NUL) to a file of the tree. */
-static int write_raw(struct kt_mount *m, const char *rel, const void *buf,
-		     size_t len)
-{
-	char *p = kt_mpath(m, rel);
-	int fd = open(p, O_WRONLY | O_CLOEXEC), r = 0;
-	ssize_t n;
-
-	free(p);
-	if (fd < 0)
-		return -errno;
-	n = write(fd, buf, len);
-	if (n < 0)
-		r = -errno;
-	else if ((size_t)n != len)
-		r = -EIO; /* a short write is no answer either */
-	close(fd);
-	return r;
-}
-
-static long read_version(struct kt_mount *m)
-{
-	char *text = kt_mread(m, "version", NULL);
-	long v;
-
-	cr_assert(text, "cannot read version: %s", strerror(errno));
-	v = strtol(text, NULL, 10);
-	free(text);
-	return v;
-}
-
-/* The names in a directory of the tree, sorted, one per line. */
-static char *listing(struct kt_mount *m, const char *rel)
-{
-	char *p = kt_mpath(m, rel), *out = NULL;
-	struct dirent **names;
-	size_t len = 0;
-	FILE *f = open_memstream(&out, &len);
-	int n = scandir(p, &names, NULL, alphasort);
-
-	cr_assert(n >= 0, "scandir %s: %s", p, strerror(errno));
-	for (int i = 0; i < n; i++) {
-		if (strcmp(names[i]->d_name, ".") != 0 &&
-		    strcmp(names[i]->d_name, "..") != 0)
-			fprintf(f, "%s\n", names[i]->d_name);
-		free(names[i]);
-	}
-	free(names);
-	fclose(f);
-	free(p);
-	return out;
-}
-
-static bool exists(struct kt_mount *m, const char *rel)
-{
-	char *p = kt_mpath(m, rel);
-	struct stat st;
-	bool ok = stat(p, &st) == 0;
-
-	free(p);
-	return ok;
-}
-
-static size_t audit_size(struct kt_mount *m)
-{
-	char *p, *text;
-	size_t len = 0;
-
-	cr_assert(asprintf(&p, "%s/audit.log", m->state) > 0);
-	text = kt_read_file(p, &len);
-	free(p);
-	free(text);
-	return text ? len : 0;
-}
-
-/* The audit records appended after byte `from`, as a JSON array. */
-static json_t *audit_since(struct kt_mount *m, size_t from)
-{
-	json_t *all = json_array();
-	char *p, *text, *line, *save = NULL;
-	size_t len = 0;
-
-	cr_assert(asprintf(&p, "%s/audit.log", m->state) > 0);
-	text = kt_read_file(p, &len);
-	cr_assert(text, "cannot read %s", p);
-	cr_assert(len >= from, "audit log shrank");
-	for (line = strtok_r(text + from, "\n", &save); line;
-	     line = strtok_r(NULL, "\n", &save)) {
-		json_error_t jerr;
-		json_t *rec = json_loads(line, 0, &jerr);
-
-		cr_assert(rec, "audit line is not JSON: %s", jerr.text);
-		json_array_append_new(all, rec);
-	}
-	free(text);
-	free(p);
-	return all;
-}
-
-static const char *str_of(json_t *rec, const char *field)
-{
-	const char *s = json_string_value(json_object_get(rec, field));
-
-	return s ? s : "";
-}
-
-/* How many records of recs have this event and success value. */
-static size_t count_records(json_t *recs, const char *event, bool success)
-{
-	size_t i, n = 0;
-	json_t *rec;
-
-	json_array_foreach(recs, i, rec)
-	{
-		json_t *ok = json_object_get(rec, "success");
-
-		if (strcmp(str_of(rec, "event"), event) == 0 &&
-		    json_is_boolean(ok) && json_boolean_value(ok) == success)
-			n++;
-	}
-	return n;
-}
-
-/*
- * Whether any record of recs, without its chain MAC, holds `needle` (the
- * MAC is random-looking text that may hold any short string by chance).
- */
-static bool records_contain(json_t *recs, const void *needle, size_t len)
-{
-	size_t i;
-	json_t *rec;
-	bool found = false;
-
-	json_array_foreach(recs, i, rec)
-	{
-		json_t *copy = json_deep_copy(rec);
-		char *s;
-
-		json_object_del(copy, "chain");
-		s = json_dumps(copy, JSON_COMPACT);
-		cr_assert(s);
-		found = found || memmem(s, strlen(s), needle, len) != NULL;
-		free(s);
-		json_decref(copy);
-	}
-	return found;
-}
-
 /* --- control/rotate --------------------------------------------------- */
 
 Test(control, rotate_accepts_1_and_rotate_with_optional_newline)
@@ -189,19 +39,20 @@ Test(control, rotate_accepts_1_and_rotate_with_optional_newline)
 
 	start(&m, "ctl-ok", NULL);
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
-		long before = read_version(&m);
-		size_t mark = audit_size(&m);
+		long before = kt_mversion(&m);
+		size_t mark = kt_audit_size(&m);
 		json_t *recs;
-		int r = write_raw(&m, "control/rotate", ok[i], strlen(ok[i]));
+		int r =
+		    kt_mwrite_raw(&m, "control/rotate", ok[i], strlen(ok[i]));
 
 		cr_assert(r == 0, "write #%zu (%zu bytes) refused: %s", i,
 			  strlen(ok[i]), strerror(-r));
-		cr_assert(read_version(&m) == before + 1,
+		cr_assert(kt_mversion(&m) == before + 1,
 			  "write #%zu: version %ld -> %ld, want exactly one "
 			  "rotation",
-			  i, before, read_version(&m));
-		recs = audit_since(&m, mark);
-		cr_assert(count_records(recs, "key_rotation", true) == 1,
+			  i, before, kt_mversion(&m));
+		recs = kt_audit_since(&m, mark);
+		cr_assert(kt_count_records(recs, "key_rotation", true) == 1,
 			  "write #%zu: want one successful key_rotation "
 			  "record",
 			  i);
@@ -240,32 +91,33 @@ Test(control, rotate_refuses_bad_input_changes_nothing_and_audits_it)
 		memcpy(junk + i, "zqjunkmark-0123.", 16);
 	start(&m, "ctl-bad", NULL);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		long before = read_version(&m);
+		long before = kt_mversion(&m);
 		char *status = kt_mread(&m, "status", NULL), *after;
-		size_t mark = audit_size(&m);
+		size_t mark = kt_audit_size(&m);
 		json_t *recs;
-		int r = write_raw(&m, "control/rotate", bad[i].buf, bad[i].len);
+		int r =
+		    kt_mwrite_raw(&m, "control/rotate", bad[i].buf, bad[i].len);
 
 		cr_assert(r == -EINVAL, "%s: want EINVAL, got %s", bad[i].what,
 			  r ? strerror(-r) : "success");
-		cr_assert(read_version(&m) == before, "%s rotated the key",
+		cr_assert(kt_mversion(&m) == before, "%s rotated the key",
 			  bad[i].what);
 		after = kt_mread(&m, "status", NULL);
 		cr_assert(status && after && strcmp(status, after) == 0,
 			  "%s changed status", bad[i].what);
-		recs = audit_since(&m, mark);
-		cr_assert(count_records(recs, "key_rotation", false) >= 1,
+		recs = kt_audit_since(&m, mark);
+		cr_assert(kt_count_records(recs, "key_rotation", false) >= 1,
 			  "%s: no success:false key_rotation record",
 			  bad[i].what);
-		cr_assert(count_records(recs, "key_rotation", true) == 0,
+		cr_assert(kt_count_records(recs, "key_rotation", true) == 0,
 			  "%s: a successful rotation was recorded",
 			  bad[i].what);
 		if (bad[i].marker)
-			cr_assert(!records_contain(recs, bad[i].marker,
-						   strlen(bad[i].marker)),
+			cr_assert(!kt_records_contain(recs, bad[i].marker,
+						      strlen(bad[i].marker)),
 				  "%s: the bytes written reached the audit log",
 				  bad[i].what);
-		cr_assert(!records_contain(recs, "\xff", 1),
+		cr_assert(!kt_records_contain(recs, "\xff", 1),
 			  "%s: raw 0xff in the audit log", bad[i].what);
 		json_decref(recs);
 		free(status);
@@ -287,14 +139,14 @@ Test(control, rotate_zero_byte_write_does_not_rotate)
 	int r;
 
 	start(&m, "ctl-empty", NULL);
-	before = read_version(&m);
-	r = write_raw(&m, "control/rotate", "", 0);
+	before = kt_mversion(&m);
+	r = kt_mwrite_raw(&m, "control/rotate", "", 0);
 	cr_assert(r == 0 || r == -EINVAL, "zero-byte write: %s", strerror(-r));
-	cr_assert(read_version(&m) == before, "a zero-byte write rotated");
+	cr_assert(kt_mversion(&m) == before, "a zero-byte write rotated");
 	/* `: > control/rotate` (open O_TRUNC, no write) is no rotation. */
 	cr_assert(kt_runf(NULL, NULL, ": > '%s/control/rotate'", m.mnt) == 0,
 		  "truncating open of control/rotate failed");
-	cr_assert(read_version(&m) == before, "an empty truncate rotated");
+	cr_assert(kt_mversion(&m) == before, "an empty truncate rotated");
 }
 
 Test(control, echo_1_through_the_shell_rotates)
@@ -305,15 +157,15 @@ Test(control, echo_1_through_the_shell_rotates)
 	int rc;
 
 	start(&m, "ctl-echo", NULL);
-	before = read_version(&m);
+	before = kt_mversion(&m);
 	rc = kt_runf(NULL, &err, "echo 1 > '%s/control/rotate'", m.mnt);
 	cr_assert(rc == 0, "echo 1 > control/rotate failed (%d): %s", rc, err);
-	cr_assert(read_version(&m) == before + 1, "echo did not rotate once");
+	cr_assert(kt_mversion(&m) == before + 1, "echo did not rotate once");
 	free(err);
 	rc = kt_runf(NULL, &err, "echo rotate > '%s/control/rotate'", m.mnt);
 	cr_assert(rc == 0, "echo rotate > control/rotate failed (%d): %s", rc,
 		  err);
-	cr_assert(read_version(&m) == before + 2, "echo did not rotate once");
+	cr_assert(kt_mversion(&m) == before + 2, "echo did not rotate once");
 	free(err);
 	/* bash, because dash reports every failed echo as "I/O error". */
 	rc = kt_runf(NULL, &err,
@@ -322,7 +174,7 @@ Test(control, echo_1_through_the_shell_rotates)
 	cr_assert(rc != 0, "echo yes > control/rotate succeeded");
 	cr_assert(kt_contains(err, "Invalid argument"),
 		  "the shell did not report EINVAL: %s", err);
-	cr_assert(read_version(&m) == before + 2, "echo yes rotated");
+	cr_assert(kt_mversion(&m) == before + 2, "echo yes rotated");
 	free(err);
 }
 
@@ -365,7 +217,7 @@ Test(control, rotation_is_durable_when_the_write_returns, .timeout = 60)
 	int r;
 
 	start(&m, "ctl-durable", NULL);
-	before = read_version(&m);
+	before = kt_mversion(&m);
 	cr_assert(kt_mwrite(&m, "control/rotate", "1\n") == 0);
 	key_after = kt_mread(&m, "current", NULL);
 	cr_assert(key_after, "cannot read current");
@@ -377,9 +229,9 @@ Test(control, rotation_is_durable_when_the_write_returns, .timeout = 60)
 	cr_assert(r == 0, "restart after kill -9 failed (%d); see %s", r,
 		  m.log);
 	wait_served(&m);
-	cr_assert(read_version(&m) == before + 1,
+	cr_assert(kt_mversion(&m) == before + 1,
 		  "after kill -9 and restart version is %ld, want %ld",
-		  read_version(&m), before + 1);
+		  kt_mversion(&m), before + 1);
 	key_restarted = kt_mread(&m, "current", NULL);
 	cr_assert(key_restarted, "cannot read current after restart");
 	cr_assert(strcmp(key_after, key_restarted) == 0,
@@ -397,14 +249,14 @@ Test(control, restart_after_kill_9_clears_the_stale_mount, .timeout = 60)
 
 	start(&m, "ctl-stale", NULL);
 	cr_assert(kt_mwrite(&m, "control/rotate", "1") == 0);
-	before = read_version(&m);
+	before = kt_mversion(&m);
 	crash(&m);
 	r = kt_mount_start(&m, NULL);
 	cr_assert(r == 0, "restart after kill -9 failed (%d); see %s", r,
 		  m.log);
 	wait_served(&m);
-	cr_assert(read_version(&m) == before, "version %ld after restart",
-		  read_version(&m));
+	cr_assert(kt_mversion(&m) == before, "version %ld after restart",
+		  kt_mversion(&m));
 }
 
 /* --- control/retire --------------------------------------------------- */
@@ -424,13 +276,13 @@ Test(control, retire_refuses_current_unknown_and_junk_without_change)
 
 	start(&m, "ctl-retire-bad", NULL);
 	cr_assert(kt_mwrite(&m, "control/rotate", "1") == 0);
-	cr_assert(read_version(&m) == 2);
-	cr_assert(exists(&m, "previous"), "no previous after a rotation");
+	cr_assert(kt_mversion(&m) == 2);
+	cr_assert(kt_mexists(&m, "previous"), "no previous after a rotation");
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char *status = kt_mread(&m, "status", NULL), *after;
-		char *vers = listing(&m, "versions"), *vers_after;
+		char *vers = kt_mnames(&m, "versions"), *vers_after;
 		char *prev = kt_mread(&m, "previous", NULL), *prev_after;
-		size_t mark = audit_size(&m);
+		size_t mark = kt_audit_size(&m);
 		json_t *recs;
 		int r = kt_mwrite(&m, "control/retire", bad[i].in);
 
@@ -438,9 +290,9 @@ Test(control, retire_refuses_current_unknown_and_junk_without_change)
 			  (int)strcspn(bad[i].in, "\n"), bad[i].in,
 			  strerror(bad[i].want), r ? strerror(-r) : "success");
 		after = kt_mread(&m, "status", NULL);
-		vers_after = listing(&m, "versions");
+		vers_after = kt_mnames(&m, "versions");
 		prev_after = kt_mread(&m, "previous", NULL);
-		cr_assert(read_version(&m) == 2, "version changed");
+		cr_assert(kt_mversion(&m) == 2, "version changed");
 		cr_assert(status && after && strcmp(status, after) == 0,
 			  "retire \"%.*s\" changed status",
 			  (int)strcspn(bad[i].in, "\n"), bad[i].in);
@@ -448,10 +300,10 @@ Test(control, retire_refuses_current_unknown_and_junk_without_change)
 			  "versions/ changed: %s -> %s", vers, vers_after);
 		cr_assert(prev && prev_after && strcmp(prev, prev_after) == 0,
 			  "previous changed or vanished");
-		recs = audit_since(&m, mark);
-		cr_assert(count_records(recs, "key_retire", false) >= 1,
+		recs = kt_audit_since(&m, mark);
+		cr_assert(kt_count_records(recs, "key_retire", false) >= 1,
 			  "no success:false key_retire record");
-		cr_assert(count_records(recs, "key_retire", true) == 0,
+		cr_assert(kt_count_records(recs, "key_retire", true) == 0,
 			  "a successful retire was recorded");
 		json_decref(recs);
 		free(status);
@@ -462,8 +314,8 @@ Test(control, retire_refuses_current_unknown_and_junk_without_change)
 		free(prev_after);
 	}
 	/* A zero-byte write retires nothing either. */
-	cr_assert(write_raw(&m, "control/retire", "", 0) <= 0);
-	cr_assert(exists(&m, "previous") && exists(&m, "versions/1"),
+	cr_assert(kt_mwrite_raw(&m, "control/retire", "", 0) <= 0);
+	cr_assert(kt_mexists(&m, "previous") && kt_mexists(&m, "versions/1"),
 		  "a zero-byte write retired something");
 }
 
@@ -477,16 +329,17 @@ Test(control, retire_previous_removes_it_from_the_tree)
 
 	start(&m, "ctl-retire", NULL);
 	cr_assert(kt_mwrite(&m, "control/rotate", "1") == 0);
-	cr_assert(exists(&m, "versions/1/key"));
-	mark = audit_size(&m);
+	cr_assert(kt_mexists(&m, "versions/1/key"));
+	mark = kt_audit_size(&m);
 	r = kt_mwrite(&m, "control/retire", "1\n");
 	cr_assert(r == 0, "retire 1: %s", strerror(-r));
-	cr_assert(!exists(&m, "previous"), "previous still there");
-	cr_assert(!exists(&m, "versions/1"), "versions/1 still there");
-	cr_assert(!exists(&m, "versions/1/key"), "versions/1/key still there");
-	vers = listing(&m, "versions");
+	cr_assert(!kt_mexists(&m, "previous"), "previous still there");
+	cr_assert(!kt_mexists(&m, "versions/1"), "versions/1 still there");
+	cr_assert(!kt_mexists(&m, "versions/1/key"),
+		  "versions/1/key still there");
+	vers = kt_mnames(&m, "versions");
 	cr_assert(strcmp(vers, "2\n") == 0, "versions/ holds %s", vers);
-	cr_assert(read_version(&m) == 2, "retire changed the version");
+	cr_assert(kt_mversion(&m) == 2, "retire changed the version");
 	status = kt_mread(&m, "status", NULL);
 	o = json_loads(status, 0, NULL);
 	cr_assert(o, "status is not JSON");
@@ -495,8 +348,8 @@ Test(control, retire_previous_removes_it_from_the_tree)
 	cr_assert(json_array_size(json_object_get(o, "versions")) == 1,
 		  "status lists %zu versions",
 		  json_array_size(json_object_get(o, "versions")));
-	recs = audit_since(&m, mark);
-	cr_assert(count_records(recs, "key_retire", true) == 1,
+	recs = kt_audit_since(&m, mark);
+	cr_assert(kt_count_records(recs, "key_retire", true) == 1,
 		  "no successful key_retire record");
 	/* Retiring it again: it is gone. */
 	r = kt_mwrite(&m, "control/retire", "1");
@@ -518,17 +371,15 @@ Test(control, keyfs_ctl_rotate_retire_status_print_what_happened)
 	int rc;
 
 	start(&m, "ctl-cli", NULL);
-	rc = kt_runf(&out, &err, "%s ctl rotate --mount '%s'", kt_keyfs(),
-		     m.mnt);
+	rc = kt_ctl(&m, &out, &err, "rotate");
 	cr_assert(rc == 0, "ctl rotate failed (%d): %s", rc, err);
 	cr_assert(strcmp(out, "rotated: version 2\n") == 0,
 		  "ctl rotate printed: %s", out);
-	cr_assert(read_version(&m) == 2);
+	cr_assert(kt_mversion(&m) == 2);
 	free(out);
 	free(err);
 
-	rc = kt_runf(&out, &err, "%s ctl retire 2 --mount '%s'", kt_keyfs(),
-		     m.mnt);
+	rc = kt_ctl(&m, &out, &err, "retire 2");
 	cr_assert(rc != 0, "ctl retire of the current version succeeded");
 	cr_assert(kt_contains(err, "is the current key"),
 		  "ctl retire 2 said: %s", err);
@@ -536,32 +387,28 @@ Test(control, keyfs_ctl_rotate_retire_status_print_what_happened)
 	free(out);
 	free(err);
 
-	rc = kt_runf(&out, &err, "%s ctl retire 7 --mount '%s'", kt_keyfs(),
-		     m.mnt);
+	rc = kt_ctl(&m, &out, &err, "retire 7");
 	cr_assert(rc != 0, "ctl retire of an unknown version succeeded");
 	cr_assert(kt_contains(err, "7") && kt_contains(err, "not in the"),
 		  "ctl retire 7 said: %s", err);
 	free(out);
 	free(err);
 
-	rc = kt_runf(&out, &err, "%s ctl retire x --mount '%s'", kt_keyfs(),
-		     m.mnt);
+	rc = kt_ctl(&m, &out, &err, "retire x");
 	cr_assert(rc != 0, "ctl retire x succeeded");
 	cr_assert(kt_contains(err, "invalid"), "ctl retire x said: %s", err);
 	free(out);
 	free(err);
 
-	rc = kt_runf(&out, &err, "%s ctl retire 1 --mount '%s'", kt_keyfs(),
-		     m.mnt);
+	rc = kt_ctl(&m, &out, &err, "retire 1");
 	cr_assert(rc == 0, "ctl retire 1 failed (%d): %s", rc, err);
 	cr_assert(strcmp(out, "retired: version 1\n") == 0,
 		  "ctl retire 1 printed: %s", out);
-	cr_assert(!exists(&m, "versions/1"));
+	cr_assert(!kt_mexists(&m, "versions/1"));
 	free(out);
 	free(err);
 
-	rc = kt_runf(&out, &err, "%s ctl status --mount '%s'", kt_keyfs(),
-		     m.mnt);
+	rc = kt_ctl(&m, &out, &err, "status");
 	cr_assert(rc == 0, "ctl status failed (%d): %s", rc, err);
 	o = json_loads(out, 0, NULL);
 	cr_assert(o, "ctl status did not print JSON");
@@ -594,8 +441,8 @@ Test(control, concurrent_rotations_are_serialized, .timeout = 120)
 	int rc;
 
 	start(&m, "ctl-conc", NULL);
-	before = read_version(&m);
-	mark = audit_size(&m);
+	before = kt_mversion(&m);
+	mark = kt_audit_size(&m);
 	rc = kt_runf(NULL, &err,
 		     "pids=; for p in 1 2 3 4; do "
 		     "( i=0; while [ $i -lt 10 ]; do "
@@ -604,19 +451,19 @@ Test(control, concurrent_rotations_are_serialized, .timeout = 120)
 		     "rc=0; for p in $pids; do wait $p || rc=1; done; exit $rc",
 		     m.mnt);
 	cr_assert(rc == 0, "a concurrent rotation failed: %s", err);
-	after = read_version(&m);
+	after = kt_mversion(&m);
 	cr_assert(after == before + 40,
 		  "version grew by %ld after 40 rotations", after - before);
-	recs = audit_since(&m, mark);
-	cr_assert(count_records(recs, "key_rotation", true) == 40,
+	recs = kt_audit_since(&m, mark);
+	cr_assert(kt_count_records(recs, "key_rotation", true) == 40,
 		  "%zu successful key_rotation records, want 40",
-		  count_records(recs, "key_rotation", true));
+		  kt_count_records(recs, "key_rotation", true));
 	json_array_foreach(recs, i, rec)
 	{
 		long v = (long)json_integer_value(
 		    json_object_get(rec, "key_version"));
 
-		if (strcmp(str_of(rec, "event"), "key_rotation") != 0)
+		if (strcmp(kt_str_of(rec, "event"), "key_rotation") != 0)
 			continue;
 		cr_assert(v > before && v <= after, "rotation to version %ld",
 			  v);

@@ -251,6 +251,17 @@ static void make_text(char text[KF_KEY_TEXT_LEN + 1])
 	sodium_memzero(key, sizeof(key));
 }
 
+/* A valid key text with byte pos (0-based) set to c: refused with want. */
+static void expect_invalid_at(size_t pos, char c, const char *want)
+{
+	char text[KF_KEY_TEXT_LEN + 1];
+
+	make_text(text);
+	text[pos] = c;
+	expect_invalid(text, KF_KEY_TEXT_LEN, want);
+	sodium_memzero(text, sizeof(text));
+}
+
 Test(key, decode_rejects_wrong_length)
 {
 	char text[KF_KEY_TEXT_LEN + 2];
@@ -269,21 +280,11 @@ Test(key, decode_rejects_wrong_length)
 
 Test(key, decode_rejects_standard_alphabet)
 {
-	char text[KF_KEY_TEXT_LEN + 1];
-
-	make_text(text);
-	text[6] = '+';
-	expect_invalid(text, KF_KEY_TEXT_LEN,
-		       "invalid character at position 7");
-	expect_invalid(text, KF_KEY_TEXT_LEN, "standard base64");
-	make_text(text);
-	text[20] = '/';
-	expect_invalid(text, KF_KEY_TEXT_LEN,
-		       "invalid character at position 21");
-	make_text(text);
-	text[0] = '*';
-	expect_invalid(text, KF_KEY_TEXT_LEN,
-		       "invalid character at position 1 (not URL-safe base64)");
+	expect_invalid_at(6, '+', "invalid character at position 7");
+	expect_invalid_at(6, '+', "standard base64");
+	expect_invalid_at(20, '/', "invalid character at position 21");
+	expect_invalid_at(
+	    0, '*', "invalid character at position 1 (not URL-safe base64)");
 }
 
 Test(key, decode_rejects_bad_padding)
@@ -300,19 +301,14 @@ Test(key, decode_rejects_bad_padding)
 	cr_assert(kf_key_decode(text, KF_KEY_TEXT_LEN, NULL, NULL) == 0,
 		  "'A' before '=' is valid");
 	/* "==" padding belongs to 31-byte keys. */
-	make_text(text);
-	text[42] = '=';
-	expect_invalid(text, KF_KEY_TEXT_LEN, "position 43");
+	expect_invalid_at(42, '=', "position 43");
 }
 
 Test(key, decode_rejects_missing_padding)
 {
 	char text[KF_KEY_TEXT_LEN + 1];
 
-	make_text(text);
-	text[43] = 'A';
-	expect_invalid(text, KF_KEY_TEXT_LEN,
-		       "bad padding: missing '=' at position 44");
+	expect_invalid_at(43, 'A', "bad padding: missing '=' at position 44");
 	make_text(text);
 	expect_invalid(text, 43, "missing '=' padding");
 }
@@ -326,11 +322,8 @@ Test(key, decode_rejects_empty)
 Test(key, decode_rejects_binary_with_nul)
 {
 	uint8_t raw[KF_KEY_TEXT_LEN];
-	char text[KF_KEY_TEXT_LEN + 1];
 
-	make_text(text);
-	text[10] = 0;
-	expect_invalid(text, KF_KEY_TEXT_LEN, "NUL byte at position 11");
+	expect_invalid_at(10, 0, "NUL byte at position 11");
 	randombytes_buf(raw, sizeof(raw));
 	raw[3] = 0;
 	expect_invalid((const char *)raw, sizeof(raw), "binary data");
@@ -342,18 +335,10 @@ Test(key, decode_rejects_binary_with_nul)
 
 Test(key, decode_rejects_whitespace)
 {
-	char text[KF_KEY_TEXT_LEN + 1];
-
-	make_text(text);
-	text[15] = ' ';
-	expect_invalid(text, KF_KEY_TEXT_LEN,
-		       "invalid character at position 16 (whitespace)");
-	make_text(text);
-	text[0] = '\t';
-	expect_invalid(text, KF_KEY_TEXT_LEN, "position 1 (whitespace)");
-	make_text(text);
-	text[43] = '\n';
-	expect_invalid(text, KF_KEY_TEXT_LEN, "position 44 (whitespace)");
+	expect_invalid_at(15, ' ',
+			  "invalid character at position 16 (whitespace)");
+	expect_invalid_at(0, '\t', "position 1 (whitespace)");
+	expect_invalid_at(43, '\n', "position 44 (whitespace)");
 }
 
 Test(key, fingerprint_is_16_hex_and_deterministic)

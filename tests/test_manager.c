@@ -271,23 +271,6 @@ static void rotate_ok(struct kf_manager *m, uint32_t *ret_version)
 
 /* --- files ---------------------------------------------------------------- */
 
-static char *read_bytes(const char *path, size_t *len)
-{
-	char *p = kt_read_file(path, len);
-
-	cr_assert_not_null(p, "cannot read %s", path);
-	return p;
-}
-
-static void write_bytes(const char *path, const void *data, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-	cr_assert(fd >= 0, "%s: %s", path, strerror(errno));
-	cr_assert(write(fd, data, len) == (ssize_t)len);
-	cr_assert(close(fd) == 0);
-}
-
 static bool same_file(const char *path, const char *data, size_t len)
 {
 	size_t n = 0;
@@ -325,25 +308,6 @@ static size_t count_files(const char *dir, const char *prefix,
 	return n;
 }
 
-/* All entry names of dir, sorted, one per line (malloc'd). */
-static char *listing(const char *dir)
-{
-	struct dirent **v = NULL;
-	char *out = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&out, &len);
-	int n = scandir(dir, &v, NULL, alphasort);
-
-	cr_assert_not_null(f);
-	for (int i = 0; i < n; i++) {
-		fprintf(f, "%s\n", v[i]->d_name);
-		free(v[i]);
-	}
-	free(v);
-	fclose(f);
-	return out;
-}
-
 /* Redirects standard error to a file around a call (to read warnings). */
 static int saved_stderr = -1;
 
@@ -371,67 +335,16 @@ static void stderr_back(void)
 /* --- audit records ---------------------------------------------------------
  */
 
-/* Every line of the audit log, parsed (each must be a JSON object). */
-static json_t *audit_read(const char *path)
-{
-	size_t len = 0;
-	char *buf = read_bytes(path, &len), *p = buf;
-	json_t *all = json_array();
-
-	cr_assert(len == 0 || buf[len - 1] == '\n',
-		  "the audit log does not end with a newline");
-	while (*p) {
-		char *nl = strchr(p, '\n');
-		json_error_t jerr;
-		json_t *o;
-
-		cr_assert_not_null(nl);
-		*nl = 0;
-		o = json_loads(p, 0, &jerr);
-		cr_assert(json_is_object(o), "audit line is not an object: %s",
-			  jerr.text);
-		json_array_append_new(all, o);
-		p = nl + 1;
-	}
-	free(buf);
-	return all;
-}
-
-static const char *event_of(json_t *o)
-{
-	const char *e = json_string_value(json_object_get(o, "event"));
-
-	return e ? e : "";
-}
-
 /* The last record with event (borrowed), or NULL. */
 static json_t *last_record(json_t *recs, const char *event)
 {
 	for (size_t i = json_array_size(recs); i-- > 0;) {
 		json_t *o = json_array_get(recs, i);
 
-		if (!strcmp(event_of(o), event))
+		if (!strcmp(kt_str_of(o, "event"), event))
 			return o;
 	}
 	return NULL;
-}
-
-/* Records of event with success == want (-1: any). */
-static size_t count_records(json_t *recs, const char *event, int want)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < json_array_size(recs); i++) {
-		json_t *o = json_array_get(recs, i);
-		json_t *s = json_object_get(o, "success");
-
-		if (strcmp(event_of(o), event) != 0)
-			continue;
-		if (want < 0 ||
-		    (json_is_boolean(s) && json_is_true(s) == (want == 1)))
-			n++;
-	}
-	return n;
 }
 
 static json_int_t int_field(json_t *o, const char *name, const char *what)
@@ -575,7 +488,7 @@ Test(manager, startup_development_generates_version_1_and_master_key)
 	cr_assert_eq(st.st_mode & 07777, 0600, "master key mode %04o",
 		     st.st_mode & 07777);
 	cr_assert_eq(st.st_uid, 0);
-	mtext = read_bytes(f.master, NULL);
+	mtext = kt_read_file_ok(f.master, NULL);
 	cr_assert(strlen(mtext) >= KF_KEY_TEXT_LEN &&
 		      kf_key_decode(mtext, KF_KEY_TEXT_LEN, NULL, NULL) == 0,
 		  "master key file does not hold a key in text form");
@@ -587,7 +500,7 @@ Test(manager, startup_development_generates_version_1_and_master_key)
 	cr_assert_eq(st.st_mode & 07777, 0700);
 
 	/* the warning, and no key text in it */
-	log = read_bytes(logpath, NULL);
+	log = kt_read_file_ok(logpath, NULL);
 	cr_assert(kt_contains(log, "created a new master key") &&
 		      kt_contains(log, f.master),
 		  "no warning about the new master key: %s", log);
@@ -595,7 +508,7 @@ Test(manager, startup_development_generates_version_1_and_master_key)
 	cr_assert(!holds_key(log, s->key[0]), "stderr shows the data key");
 	free(log);
 
-	recs = audit_read(f.audit);
+	recs = kt_audit_read(f.audit, 0);
 	rec = last_record(recs, "key_generate");
 	assert_common(rec, NULL, "key_generate");
 	cr_assert(bool_field(rec, "success", "key_generate"));
@@ -608,13 +521,13 @@ Test(manager, startup_development_generates_version_1_and_master_key)
 	r = kf_manager_open(f.cfg, &m, err);
 	stderr_back();
 	cr_assert(r == 0, "restart: %d %s", r, err);
-	log = read_bytes(logpath, NULL);
+	log = kt_read_file_ok(logpath, NULL);
 	cr_assert(!kt_contains(log, "created a new master key"),
 		  "a second master key was created");
 	free(log);
 	again = snap_take(m);
 	cr_assert(snap_same(s, again), "restart changed the keyring");
-	mtext2 = read_bytes(f.master, NULL);
+	mtext2 = kt_read_file_ok(f.master, NULL);
 	cr_assert(strncmp(mtext, mtext2, KF_KEY_TEXT_LEN) == 0,
 		  "restart replaced the master key");
 	kf_manager_close(m);
@@ -714,7 +627,7 @@ Test(manager, startup_imports_environment_keys)
 	cr_assert(memcmp(s->key[1], prev, KF_KEY_BYTES) == 0,
 		  "previous key is not the imported ENCRYPTION_KEY_PREVIOUS");
 	cr_assert(exists(f.state_file), "import not sealed to disk");
-	recs = audit_read(f.audit);
+	recs = kt_audit_read(f.audit, 0);
 	rec = last_record(recs, "key_import");
 	assert_common(rec, NULL, "key_import");
 	cr_assert(bool_field(rec, "success", "key_import"));
@@ -866,7 +779,7 @@ Test(manager, startup_state_wins_over_a_different_environment_key)
 		  "a different ENCRYPTION_KEY replaced the stored keyring");
 	cr_assert_eq(again->version[0], 2);
 	kf_manager_close(m);
-	log = read_bytes(logpath, NULL);
+	log = kt_read_file_ok(logpath, NULL);
 	cr_assert(kt_contains(log, "ENCRYPTION_KEY differs"),
 		  "no warning that the stored keyring wins: %s", log);
 	cr_assert(!kt_contains(log, atext) && !kt_contains(log, btext) &&
@@ -884,7 +797,7 @@ Test(manager, startup_state_wins_over_a_different_environment_key)
 	stderr_back();
 	cr_assert(r == 0, "%s", err);
 	kf_manager_close(m);
-	log = read_bytes(logpath, NULL);
+	log = kt_read_file_ok(logpath, NULL);
 	cr_assert(!kt_contains(log, "ENCRYPTION_KEY differs"),
 		  "warned about an ENCRYPTION_KEY equal to the stored key");
 	free(log);
@@ -914,7 +827,7 @@ Test(manager, startup_corrupted_state_refused_and_left_as_it_was)
 	s = snap_take(m);
 	kf_manager_close(m);
 	nb = count_files(f.backups, NULL, NULL);
-	orig = read_bytes(f.state_file, &len);
+	orig = kt_read_file_ok(f.state_file, &len);
 	cr_assert(len > 100);
 	bad = malloc(len);
 	cr_assert_not_null(bad);
@@ -924,7 +837,7 @@ Test(manager, startup_corrupted_state_refused_and_left_as_it_was)
 	for (size_t i = 0; i < sizeof(pos) / sizeof(pos[0]); i++) {
 		memcpy(bad, orig, len);
 		bad[pos[i]] ^= 0x01;
-		write_bytes(f.state_file, bad, len);
+		kt_write_bytes(f.state_file, bad, len, 0600);
 		(void)open_fails(&f, err, "flipped byte");
 		cr_assert(starts_with(err, KVE_LOAD),
 			  "byte %zu flipped: message \"%s\"", pos[i], err);
@@ -935,14 +848,14 @@ Test(manager, startup_corrupted_state_refused_and_left_as_it_was)
 			     "byte %zu flipped: a backup was written", pos[i]);
 	}
 	/* truncated */
-	write_bytes(f.state_file, orig, len / 2);
+	kt_write_bytes(f.state_file, orig, len / 2, 0600);
 	(void)open_fails(&f, err, "truncated state");
 	cr_assert(starts_with(err, KVE_LOAD), "truncated: \"%s\"", err);
 	cr_assert(same_file(f.state_file, orig, len / 2),
 		  "the truncated state file was changed");
 
 	/* the original loads again, unchanged */
-	write_bytes(f.state_file, orig, len);
+	kt_write_bytes(f.state_file, orig, len, 0600);
 	m = open_ok(&f);
 	again = snap_take(m);
 	cr_assert(snap_same(s, again), "the keyring changed");
@@ -974,7 +887,7 @@ Test(manager, startup_wrong_master_key_refused)
 	m = open_ok(&f);
 	s = snap_take(m);
 	kf_manager_close(m);
-	orig = read_bytes(f.state_file, &len);
+	orig = kt_read_file_ok(f.state_file, &len);
 
 	setenv("KEYFS_MASTER_KEY", m2t, 1);
 	(void)open_fails(&f, err, "wrong master key");
@@ -1091,7 +1004,7 @@ Test(manager, each_rotation_writes_a_backup_of_the_new_keyring)
 		cr_assert_eq(
 		    count_files(f.backups, "key_backup_", ".json"), before + 1,
 		    "rotation to %" PRIu32 " did not add one archive", v);
-		recs = audit_read(f.audit);
+		recs = kt_audit_read(f.audit, 0);
 		rec = last_record(recs, "key_rotation");
 		assert_common(rec, &who, "key_rotation");
 		cr_assert(bool_field(rec, "backup_created", "key_rotation"));
@@ -1274,10 +1187,10 @@ Test(manager, concurrent_rotations_serialise, .timeout = 120)
 				  "versions %" PRIu32 " and %" PRIu32
 				  " share a key",
 				  s->version[i], s->version[j]);
-	recs = audit_read(f.audit);
-	cr_assert_eq(count_records(recs, "key_rotation", 1),
+	recs = kt_audit_read(f.audit, 0);
+	cr_assert_eq(kt_count_records(recs, "key_rotation", 1),
 		     THREADS * PER_THREAD);
-	cr_assert_eq(count_records(recs, "key_rotation", 0), 0);
+	cr_assert_eq(kt_count_records(recs, "key_rotation", 0), 0);
 	json_decref(recs);
 	kf_manager_close(m);
 	verify_audit_ok(&f);
@@ -1320,8 +1233,8 @@ Test(manager, retire_refuses_current_and_unknown_and_backs_up_first)
 	s = snap_take(m);
 	cr_assert(snap_same(before, s), "a refused retire changed the keyring");
 	snap_free(s);
-	recs = audit_read(f.audit);
-	cr_assert_eq(count_records(recs, "key_retire", 0), 2,
+	recs = kt_audit_read(f.audit, 0);
+	cr_assert_eq(kt_count_records(recs, "key_retire", 0), 2,
 		     "refused retires not audited");
 	json_decref(recs);
 
@@ -1337,7 +1250,7 @@ Test(manager, retire_refuses_current_and_unknown_and_backs_up_first)
 	cr_assert_eq(count_files(f.backups, NULL, ".json"), nb + 1,
 		     "retire wrote no backup");
 
-	recs = audit_read(f.audit);
+	recs = kt_audit_read(f.audit, 0);
 	rec = last_record(recs, "key_retire");
 	assert_common(rec, &who, "key_retire");
 	cr_assert(bool_field(rec, "success", "key_retire"));
@@ -1401,7 +1314,7 @@ Test(manager, named_and_timestamped_backups)
 	cr_assert(kf_manager_verify_backup(f.cfg, path, &info, err) == 0, "%s",
 		  err);
 	cr_assert_eq(info.key_version, 2);
-	recs = audit_read(f.audit);
+	recs = kt_audit_read(f.audit, 0);
 	rec = last_record(recs, "key_backup");
 	assert_common(rec, &who, "key_backup");
 	cr_assert(bool_field(rec, "success", "key_backup"));
@@ -1411,11 +1324,11 @@ Test(manager, named_and_timestamped_backups)
 	json_decref(recs);
 
 	/* an existing name is refused and the archive stays */
-	orig = read_bytes(path, &len);
+	orig = kt_read_file_ok(path, &len);
 	r = kf_manager_backup(m, &who, "nightly", ret, err);
 	cr_assert_eq(r, -EEXIST, "duplicate name: %d %s", r, err);
 	cr_assert(same_file(path, orig, len), "the archive was overwritten");
-	recs = audit_read(f.audit);
+	recs = kt_audit_read(f.audit, 0);
 	rec = last_record(recs, "key_backup");
 	cr_assert(!bool_field(rec, "success", "duplicate backup"),
 		  "the refused backup is not recorded as failed");
@@ -1462,18 +1375,18 @@ Test(manager, invalid_backup_names_refused_unwritten_unrecorded)
 
 	fx_setup(&f, "mgr-badname", "development", NULL, NULL);
 	m = open_ok(&f);
-	before = listing(f.backups);
+	before = kt_names(f.backups);
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		int r = kf_manager_backup(m, &who, names[i], ret, err);
 
 		cr_assert_eq(r, -EINVAL, "name %zu accepted: %d", i, r);
 		cr_assert(!kt_contains(err, keytext),
 			  "the error echoes the name");
-		after = listing(f.backups);
+		after = kt_names(f.backups);
 		cr_assert_str_eq(after, before,
 				 "name %zu: the backup dir changed", i);
 		free(after);
-		recs = audit_read(f.audit);
+		recs = kt_audit_read(f.audit, 0);
 		rec = last_record(recs, "key_backup");
 		assert_common(rec, &who, "invalid name");
 		cr_assert(!bool_field(rec, "success", "invalid name"),
@@ -1483,7 +1396,7 @@ Test(manager, invalid_backup_names_refused_unwritten_unrecorded)
 	after = kf_path_join(f.dir, "escape-attempt.json");
 	cr_assert(!exists(after), "a name escaped backup_dir");
 	free(after);
-	audit = read_bytes(f.audit, NULL);
+	audit = kt_read_file_ok(f.audit, NULL);
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (strlen(names[i]) >= 5)
 			cr_assert(!kt_contains(audit, names[i]),
@@ -1541,7 +1454,7 @@ Test(manager, restore_by_name_by_name_json_and_by_path)
 		cr_assert_eq(count_files(f.backups, "pre_restore_", ".json"),
 			     pre + 1, "no pre_restore_ archive after \"%s\"",
 			     whats[i]);
-		recs = audit_read(f.audit);
+		recs = kt_audit_read(f.audit, 0);
 		rec = last_record(recs, "key_restore");
 		assert_common(rec, &who, "key_restore");
 		cr_assert(bool_field(rec, "success", "key_restore"));
@@ -1573,16 +1486,6 @@ static const char *in_dir(const char *dir, const char *name)
 	return buf;
 }
 
-/* Copies src to dst (0600). */
-static void copy_file(const char *src, const char *dst)
-{
-	size_t len = 0;
-	char *data = read_bytes(src, &len);
-
-	write_bytes(dst, data, len);
-	free(data);
-}
-
 Test(manager, failed_restores_change_nothing)
 {
 	char err[KF_ERR_MAX] = "", *good, *orig, *data, *p, *state, *list;
@@ -1602,14 +1505,14 @@ Test(manager, failed_restores_change_nothing)
 	kf_manager_close(other);
 	p = kf_path_join(g.backups, "foreign.json");
 	good = kf_path_join(f.backups, "foreign.json");
-	copy_file(p, good);
+	kt_copy_file(p, good);
 	free(p);
 	free(good);
 
 	cr_assert(kf_manager_backup(m, &who, "good", NULL, err) == 0, "%s",
 		  err);
 	good = kf_path_join(f.backups, "good.json");
-	orig = read_bytes(good, &len);
+	orig = kt_read_file_ok(good, &len);
 	data = malloc(len + 1);
 	cr_assert_not_null(data);
 	memcpy(data, orig, len + 1);
@@ -1618,16 +1521,17 @@ Test(manager, failed_restores_change_nothing)
 	cr_assert_not_null(p);
 	p += strlen("\"ciphertext\":\"") + 10;
 	*p = *p == 'A' ? 'B' : 'A';
-	write_bytes(in_dir(f.backups, "tampered.json"), data, len);
+	kt_write_bytes(in_dir(f.backups, "tampered.json"), data, len, 0600);
 	memcpy(data, orig, len);
 	/* a clear field edited: key_version */
 	p = strstr(data, "\"key_version\":");
 	cr_assert_not_null(p);
 	p += strlen("\"key_version\":");
 	*p = *p == '9' ? '8' : (char)(*p + 1);
-	write_bytes(in_dir(f.backups, "edited.json"), data, len);
+	kt_write_bytes(in_dir(f.backups, "edited.json"), data, len, 0600);
 	memcpy(data, orig, len);
-	write_bytes(in_dir(f.backups, "truncated.json"), data, len / 2);
+	kt_write_bytes(in_dir(f.backups, "truncated.json"), data, len / 2,
+		       0600);
 	kt_write_file(in_dir(f.backups, "notarchive.json"),
 		      "{\"hello\":\"world\"}\n", 0600);
 	kt_write_file(in_dir(f.dir, "plain.txt"), "not json\n", 0600);
@@ -1645,8 +1549,8 @@ Test(manager, failed_restores_change_nothing)
 
 	rotate_ok(m, NULL);
 	before = snap_take(m);
-	state = read_bytes(f.state_file, &slen);
-	list = listing(f.backups);
+	state = kt_read_file_ok(f.state_file, &slen);
+	list = kt_names(f.backups);
 	for (size_t i = 0; i < n; i++) {
 		char *now;
 		int r = kf_manager_restore(m, &who, whats[i], &v, err);
@@ -1663,14 +1567,14 @@ Test(manager, failed_restores_change_nothing)
 		cr_assert(same_file(f.state_file, state, slen),
 			  "a failed restore of \"%s\" changed the state",
 			  whats[i]);
-		now = listing(f.backups);
+		now = kt_names(f.backups);
 		cr_assert_str_eq(now, list,
 				 "a failed restore of \"%s\" changed backups/",
 				 whats[i]);
 		free(now);
 	}
-	recs = audit_read(f.audit);
-	failures = count_records(recs, "key_restore", 0);
+	recs = kt_audit_read(f.audit, 0);
+	failures = kt_count_records(recs, "key_restore", 0);
 	cr_assert_eq(failures, n, "%zu failed restores audited, not %zu",
 		     failures, n);
 	assert_common(last_record(recs, "key_restore"), &who, "key_restore");
@@ -1719,7 +1623,7 @@ Test(manager, prune_keeps_n_newest_and_reports_deleted)
 	cr_assert_eq(deleted, n - 2, "prune reported %zu deleted of %zu",
 		     deleted, n);
 	cr_assert_eq(count_files(f.backups, NULL, ".json"), 2);
-	recs = audit_read(f.audit);
+	recs = kt_audit_read(f.audit, 0);
 	rec = last_record(recs, "backup_cleanup");
 	assert_common(rec, &who, "backup_cleanup");
 	cr_assert(bool_field(rec, "success", "backup_cleanup"));
@@ -1752,15 +1656,15 @@ Test(manager, automatic_backups_pruned_to_backup_keep)
 	cr_assert(kf_manager_backup(m, &who, "mine", NULL, err) == 0, "%s",
 		  err);
 	mine = kf_path_join(f.backups, "mine.json");
-	orig = read_bytes(mine, &len);
+	orig = kt_read_file_ok(mine, &len);
 	for (int i = 0; i < 6; i++)
 		rotate_ok(m, NULL);
 	cr_assert_eq(count_files(f.backups, "key_backup_", ".json"), 3,
 		     "%zu automatic archives kept, backup_keep is 3",
 		     count_files(f.backups, "key_backup_", ".json"));
 	cr_assert(same_file(mine, orig, len), "the named backup was touched");
-	recs = audit_read(f.audit);
-	cr_assert(count_records(recs, "backup_cleanup", 1) >= 1,
+	recs = kt_audit_read(f.audit, 0);
+	cr_assert(kt_count_records(recs, "backup_cleanup", 1) >= 1,
 		  "automatic pruning is not audited");
 	json_decref(recs);
 	kf_manager_close(m);
@@ -1828,7 +1732,7 @@ Test(manager, every_operation_is_audited_with_its_fields)
 	m = open_ok(&f); /* key_load */
 	kf_manager_close(m);
 
-	recs = audit_read(f.audit);
+	recs = kt_audit_read(f.audit, 0);
 	lines = json_array_size(recs);
 
 	rec = last_record(recs, "key_generate");
@@ -1849,19 +1753,19 @@ Test(manager, every_operation_is_audited_with_its_fields)
 	cr_assert_eq(int_field(rec, "key_version", "key_backup"), 2);
 	cr_assert_str_eq(str_field(rec, "backup", "key_backup"), "fields.json");
 
-	cr_assert_eq(count_records(recs, "key_retire", 1), 1);
-	cr_assert_eq(count_records(recs, "key_retire", 0), 1);
+	cr_assert_eq(kt_count_records(recs, "key_retire", 1), 1);
+	cr_assert_eq(kt_count_records(recs, "key_retire", 0), 1);
 	rec = last_record(recs, "key_retire");
 	assert_common(rec, &who, "key_retire (refused)");
 	cr_assert(!bool_field(rec, "success", "key_retire"));
 	cr_assert_eq(int_field(rec, "key_version", "key_retire"), 2);
 
-	cr_assert_eq(count_records(recs, "key_restore", 1), 1);
-	cr_assert_eq(count_records(recs, "key_restore", 0), 1);
+	cr_assert_eq(kt_count_records(recs, "key_restore", 1), 1);
+	cr_assert_eq(kt_count_records(recs, "key_restore", 0), 1);
 	for (size_t i = 0; i < lines; i++) {
 		json_t *o = json_array_get(recs, i);
 
-		if (strcmp(event_of(o), "key_restore") != 0 ||
+		if (strcmp(kt_str_of(o, "event"), "key_restore") != 0 ||
 		    !json_is_true(json_object_get(o, "success")))
 			continue;
 		assert_common(o, &who, "key_restore");
@@ -1899,7 +1803,7 @@ Test(manager, every_operation_is_audited_with_its_fields)
 	cr_assert_str_eq(report, want);
 
 	/* no key text anywhere in the log */
-	text = read_bytes(f.audit, NULL);
+	text = kt_read_file_ok(f.audit, NULL);
 	for (size_t i = 0; i < s->n; i++)
 		cr_assert(!holds_key(text, s->key[i]),
 			  "the audit log holds the key of version %" PRIu32,
@@ -1907,20 +1811,6 @@ Test(manager, every_operation_is_audited_with_its_fields)
 	free(text);
 	snap_free(s);
 	fx_done(&f);
-}
-
-/* Removes the last line of the file at path. */
-static void drop_last_line(const char *path)
-{
-	size_t len = 0;
-	char *buf = read_bytes(path, &len);
-
-	cr_assert(len > 1 && buf[len - 1] == '\n');
-	len--;
-	while (len > 0 && buf[len - 1] != '\n')
-		len--;
-	write_bytes(path, buf, len);
-	free(buf);
 }
 
 static void assert_truncation_detected(struct fx *f, const char *what)
@@ -1948,7 +1838,7 @@ Test(manager, truncated_audit_log_detected)
 	kf_manager_close(m);
 	verify_audit_ok(&f);
 	/* the last line is the rotation's: the sealed anchor */
-	drop_last_line(f.audit);
+	kt_drop_last_line(f.audit);
 	assert_truncation_detected(&f, "rotation record removed");
 	fx_done(&f);
 }
@@ -1972,7 +1862,7 @@ Test(manager, truncated_audit_log_detected_after_any_management_record)
 	cr_assert(kf_manager_backup(m, &who, "after", NULL, err) == 0, "%s",
 		  err);
 	kf_manager_close(m);
-	drop_last_line(f.audit);
+	kt_drop_last_line(f.audit);
 	assert_truncation_detected(&f, "key_backup record removed");
 	fx_done(&f);
 
@@ -1981,7 +1871,7 @@ Test(manager, truncated_audit_log_detected_after_any_management_record)
 	rotate_ok(m, NULL);
 	cr_assert(kf_manager_restore(m, &who, "missing", &v, err) < 0);
 	kf_manager_close(m);
-	drop_last_line(f.audit);
+	kt_drop_last_line(f.audit);
 	assert_truncation_detected(&f, "failed key_restore record removed");
 	fx_done(&f);
 }
@@ -1991,20 +1881,11 @@ Test(manager, truncated_audit_log_detected_after_any_management_record)
 /* ======================================================================== */
 
 /* The tmpfs of the current test; unmounted by .fini, also on failure. */
-static char *tiny_mount;
-
-static void unmount_tiny(void)
-{
-	if (tiny_mount)
-		umount2(tiny_mount, MNT_DETACH);
-}
+static const char *tiny_mount;
 
 static char *mount_tiny(const char *tag)
 {
-	tiny_mount = kt_tmpdir(tag);
-	cr_assert(mount("tmpfs", tiny_mount, "tmpfs", MS_NOSUID | MS_NODEV,
-			"size=12k,mode=0700") == 0,
-		  "mount tmpfs on %s: %s", tiny_mount, strerror(errno));
+	tiny_mount = kt_tmpfs(tag, "12k");
 	return kf_path_join(tiny_mount, "audit.log");
 }
 
@@ -2067,16 +1948,16 @@ struct frozen {
 static void freeze(struct kf_manager *m, struct fx *f, struct frozen *z)
 {
 	z->snap = snap_take(m);
-	z->state = read_bytes(f->state_file, &z->slen);
-	z->backups = listing(f->backups);
-	z->statedir = listing(f->cfg->state_dir);
+	z->state = kt_read_file_ok(f->state_file, &z->slen);
+	z->backups = kt_names(f->backups);
+	z->statedir = kt_names(f->cfg->state_dir);
 }
 
 static void assert_unchanged(struct kf_manager *m, struct fx *f,
 			     struct frozen *z, const char *what)
 {
 	struct snap *s = snap_take(m);
-	char *b = listing(f->backups), *sd = listing(f->cfg->state_dir);
+	char *b = kt_names(f->backups), *sd = kt_names(f->cfg->state_dir);
 
 	cr_assert(snap_same(z->snap, s), "%s: the keyring changed in memory",
 		  what);
@@ -2101,7 +1982,7 @@ static void thaw(struct frozen *z)
 }
 
 Test(manager, full_audit_log_refuses_rotation_and_changes_nothing,
-     .fini = unmount_tiny, .timeout = 60)
+     .fini = kt_tmpfs_cleanup, .timeout = 60)
 {
 	char err[KF_ERR_MAX] = "";
 	struct kf_manager *m;
@@ -2134,7 +2015,7 @@ Test(manager, full_audit_log_refuses_rotation_and_changes_nothing,
 	fx_done(&f);
 }
 
-Test(manager, full_audit_log_refuses_backup_and_prune, .fini = unmount_tiny,
+Test(manager, full_audit_log_refuses_backup_and_prune, .fini = kt_tmpfs_cleanup,
      .timeout = 60)
 {
 	char err[KF_ERR_MAX] = "", ret[KF_BACKUP_NAME_MAX + 6];
@@ -2163,7 +2044,7 @@ Test(manager, full_audit_log_refuses_backup_and_prune, .fini = unmount_tiny,
 }
 
 Test(manager, full_audit_log_refuses_retire_and_leaves_no_archive,
-     .fini = unmount_tiny, .timeout = 60)
+     .fini = kt_tmpfs_cleanup, .timeout = 60)
 {
 	char err[KF_ERR_MAX] = "";
 	struct kf_manager *m;
@@ -2184,7 +2065,7 @@ Test(manager, full_audit_log_refuses_retire_and_leaves_no_archive,
 }
 
 Test(manager, full_audit_log_refuses_restore_and_leaves_no_archive,
-     .fini = unmount_tiny, .timeout = 60)
+     .fini = kt_tmpfs_cleanup, .timeout = 60)
 {
 	char err[KF_ERR_MAX] = "";
 	struct kf_manager *m;
@@ -2212,7 +2093,7 @@ Test(manager, full_audit_log_refuses_restore_and_leaves_no_archive,
  * location must refuse to start and change nothing.
  */
 Test(manager, read_only_audit_log_refuses_start_and_changes_nothing,
-     .fini = unmount_tiny, .timeout = 60)
+     .fini = kt_tmpfs_cleanup, .timeout = 60)
 {
 	char err[KF_ERR_MAX] = "", *audit = mount_tiny("mgr-ro"), *state,
 	     *backups, *now;
@@ -2231,8 +2112,8 @@ Test(manager, read_only_audit_log_refuses_start_and_changes_nothing,
 		  strerror(errno));
 	s = snap_take(m);
 	kf_manager_close(m);
-	state = read_bytes(f.state_file, &slen);
-	backups = listing(f.backups);
+	state = kt_read_file_ok(f.state_file, &slen);
+	backups = kt_names(f.backups);
 
 	cr_assert(mount(NULL, tiny_mount, NULL, MS_REMOUNT | MS_RDONLY,
 			"size=12k") == 0,
@@ -2243,7 +2124,7 @@ Test(manager, read_only_audit_log_refuses_start_and_changes_nothing,
 		      kt_contains(err, "Read-only"),
 		  "unclear: %s", err);
 	cr_assert(same_file(f.state_file, state, slen), "the state changed");
-	now = listing(f.backups);
+	now = kt_names(f.backups);
 	cr_assert_str_eq(now, backups, "backups/ changed");
 	free(now);
 

@@ -54,14 +54,6 @@ static const char access_sections[] = "[access]\n"
 
 /* --- helpers -------------------------------------------------------------- */
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 static double now_s(void)
 {
 	struct timespec ts;
@@ -172,18 +164,7 @@ static void derive(const uint8_t key[KEY_LEN], const char *purpose,
 
 static uint32_t read_version(struct kt_mount *m)
 {
-	size_t len = 0;
-	char *text = kt_mread(m, "version", &len), *end;
-	unsigned long v;
-
-	cr_assert(text, "read version: %s", strerror(errno));
-	errno = 0;
-	v = strtoul(text, &end, 10);
-	cr_assert(len >= 2 && end == text + len - 1 && *end == '\n' &&
-		      errno == 0 && v > 0,
-		  "version is not \"N\\n\": \"%s\"", text);
-	free(text);
-	return (uint32_t)v;
+	return (uint32_t)kt_mversion(m);
 }
 
 static json_t *read_status(struct kt_mount *m)
@@ -264,24 +245,15 @@ static void expect_listing(struct kt_mount *m, const char *rel,
 /* The audit log's records (state_dir/audit.log) with event `event`. */
 static json_t *audit_records(struct kt_mount *m, const char *event)
 {
-	char *path, *text, *line, *save = NULL;
-	json_t *list = json_array();
+	json_t *all = kt_audit_since(m, 0), *list = json_array(), *rec;
+	size_t i;
 
-	cr_assert(asprintf(&path, "%s/audit.log", m->state) > 0);
-	text = kt_read_file(path, NULL);
-	cr_assert(text, "read %s: %s", path, strerror(errno));
-	for (line = strtok_r(text, "\n", &save); line;
-	     line = strtok_r(NULL, "\n", &save)) {
-		json_t *r = json_loads(line, 0, NULL);
-		const char *ev = json_string_value(json_object_get(r, "event"));
-
-		cr_assert(r, "an audit line is not JSON");
-		if (ev && strcmp(ev, event) == 0)
-			json_array_append(list, r);
-		json_decref(r);
+	json_array_foreach(all, i, rec)
+	{
+		if (kt_record_is(rec, event, -1))
+			json_array_append(list, rec);
 	}
-	free(text);
-	free(path);
+	json_decref(all);
 	return list;
 }
 
@@ -291,19 +263,6 @@ static json_int_t jint(json_t *o, const char *key)
 
 	cr_assert(json_is_integer(v), "\"%s\" is not an integer", key);
 	return json_integer_value(v);
-}
-
-/* Waits up to ms for the daemon to exit; its wait status, or -1. */
-static int wait_exit(pid_t pid, int ms)
-{
-	int status;
-
-	for (int waited = 0; waited <= ms; waited += 20) {
-		if (waitpid(pid, &status, WNOHANG) == pid)
-			return status;
-		sleep_ms(20);
-	}
-	return -1;
 }
 
 /* --- the tree as root ----------------------------------------------------- */
@@ -1025,10 +984,8 @@ Test(mount, audited_opens_are_recorded, .fini = kt_mount_cleanup_all,
 	read_key(m, "previous", k);
 	read_key(m, vkey, k);
 	sodium_memzero(k, sizeof(k));
-	rc = kt_runf(NULL, NULL,
-		     "setpriv --reuid=1001 --regid=2001 --clear-groups -- "
-		     "cat '%s/derived/phi' >/dev/null",
-		     m->mnt);
+	rc = kt_run_as("--reuid=1001 --regid=2001 --clear-groups", NULL, NULL,
+		       "cat '%s/derived/phi' >/dev/null", m->mnt);
 	cr_assert(rc == 0, "uid 1001 gid 2001 could not read derived/phi");
 
 	list = audit_records(m, "key_open");
@@ -1244,7 +1201,7 @@ static void torn_rotator_main(const char *mnt, struct torn_shared *sh)
 			break;
 		}
 		sh->n_known++;
-		sleep_ms(70);
+		kt_sleep_ms(70);
 	}
 	atomic_store(&sh->done, 1);
 }
@@ -1292,7 +1249,7 @@ static void no_torn_keys(const char *extra)
 		}
 	}
 	for (int i = 0; i <= TORN_READERS; i++) {
-		int st = wait_exit(kids[i], 30000);
+		int st = kt_wait_child(kids[i], 30000);
 
 		if (st < 0) {
 			kill(kids[i], SIGKILL);
@@ -1367,7 +1324,7 @@ static pid_t busy_reader(struct kt_mount *m, atomic_ulong **ret_count)
 	}
 	free(path);
 	for (int i = 0; i < 500 && atomic_load(count) < 100; i++)
-		sleep_ms(10);
+		kt_sleep_ms(10);
 	cr_assert(atomic_load(count) >= 100, "the reader loop is not reading");
 	*ret_count = count;
 	return pid;
@@ -1384,7 +1341,7 @@ static void stop_with(struct kt_mount *m, int sig, bool busy)
 
 	json_decref(list);
 	cr_assert(kill(m->pid, sig) == 0);
-	st = wait_exit(m->pid, 10000);
+	st = kt_wait_child(m->pid, 10000);
 	if (st < 0) {
 		kill(m->pid, SIGKILL);
 		waitpid(m->pid, NULL, 0);
@@ -1469,7 +1426,7 @@ Test(mount, restart_after_kill_9_clears_stale_mount,
 	 * answer: wait until the new daemon really serves.
 	 */
 	for (int i = 0; i < 100 && !(p = kt_mread(m, "version", NULL)); i++)
-		sleep_ms(50);
+		kt_sleep_ms(50);
 	cr_assert(p, "the restarted daemon does not serve: %s",
 		  strerror(errno));
 	free(p);
@@ -1573,10 +1530,9 @@ Test(mount, daemon_is_not_dumpable, .fini = kt_mount_cleanup_all, .timeout = 30)
 	for (int i = 0; i < 2; i++) {
 		const char *f = i ? "maps" : "environ";
 
-		r = kt_runf(NULL, NULL,
-			    "setpriv --reuid=1001 --regid=1001 --clear-groups "
-			    "-- cat /proc/%d/%s >/dev/null",
-			    (int)m->pid, f);
+		r = kt_run_as("--reuid=1001 --regid=1001 --clear-groups", NULL,
+			      NULL, "cat /proc/%d/%s >/dev/null", (int)m->pid,
+			      f);
 		cr_expect(r != 0, "uid 1001 read /proc/PID/%s", f);
 	}
 }
@@ -1634,7 +1590,7 @@ static uint32_t wait_version_above(struct kt_mount *m, uint32_t v, int ms)
 	uint32_t now = read_version(m);
 
 	for (int waited = 0; now <= v && waited < ms; waited += 100) {
-		sleep_ms(100);
+		kt_sleep_ms(100);
 		now = read_version(m);
 	}
 	return now;
@@ -1690,7 +1646,7 @@ Test(mount, automatic_rotation_counts_across_restarts,
 	cr_assert(kt_mount_stop(m) == 0);
 	cr_assert(now_s() - started < 3, "too slow to stop before due");
 	/* The key is now overdue: created + 4 s has passed while down. */
-	sleep_ms((int)((started + 5.2 - now_s()) * 1000));
+	kt_sleep_ms((int)((started + 5.2 - now_s()) * 1000));
 	start_ok(m);
 	started = now_s();
 	/* A daemon counting from its own start would wait 4 s. */

@@ -10,7 +10,6 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,12 +36,15 @@ static const char *const control_files[] = {"rotate", "retire", "backup",
 
 static struct kt_mount M;
 
-/* Mounts the matrix tree and rotates once, so previous and versions/1 exist. */
-static void start_matrix(const char *tag)
+/*
+ * Mounts the matrix tree, with `lines` (may be NULL) added to [keyfs], and
+ * rotates once, so previous and versions/1 exist.
+ */
+static void start_matrix_with(const char *tag, const char *lines)
 {
 	char *v;
 
-	kt_mount_config(&M, tag, NULL, PERMS_SECTIONS);
+	kt_mount_config(&M, tag, lines, PERMS_SECTIONS);
 	cr_assert_eq(kt_mount_start(&M, NULL), 0, "mount failed; see %s",
 		     M.log);
 	cr_assert_eq(kt_mwrite(&M, "control/rotate", "1\n"), 0,
@@ -52,26 +54,9 @@ static void start_matrix(const char *tag)
 	free(v);
 }
 
-/*
- * Runs `setpriv WHO -- CMD` from / (so no inherited directory matters); CMD
- * is fmt's expansion, split into words by the shell of kt_runf.
- */
-static int as_user(const char *who, char **out, char **err, const char *fmt,
-		   ...) __attribute__((format(printf, 4, 5)));
-
-static int as_user(const char *who, char **out, char **err, const char *fmt,
-		   ...)
+static void start_matrix(const char *tag)
 {
-	char *cmd;
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	cr_assert(vasprintf(&cmd, fmt, ap) > 0);
-	va_end(ap);
-	r = kt_runf(out, err, "cd / && exec setpriv %s -- %s", who, cmd);
-	free(cmd);
-	return r;
+	start_matrix_with(tag, NULL);
 }
 
 /* `who` reads rel; its content must equal what root reads. */
@@ -79,7 +64,7 @@ static void assert_reads(const char *who, const char *rel)
 {
 	char *p = kt_mpath(&M, rel), *out = NULL, *err = NULL;
 	char *expect = kt_mread(&M, rel, NULL);
-	int rc = as_user(who, &out, &err, "cat '%s'", p);
+	int rc = kt_run_as(who, &out, &err, "cat '%s'", p);
 
 	cr_assert_not_null(expect, "root cannot read %s", rel);
 	cr_assert_eq(rc, 0, "setpriv %s: cat %s failed (exit %d): %s", who, rel,
@@ -96,7 +81,7 @@ static void assert_reads(const char *who, const char *rel)
 static void assert_denied(const char *who, const char *rel)
 {
 	char *p = kt_mpath(&M, rel), *out = NULL, *err = NULL;
-	int rc = as_user(who, &out, &err, "cat '%s'", p);
+	int rc = kt_run_as(who, &out, &err, "cat '%s'", p);
 
 	cr_assert_neq(rc, 0, "setpriv %s: cat %s succeeded", who, rel);
 	cr_assert(kt_contains(err, "Permission denied"),
@@ -122,24 +107,10 @@ static void assert_no_root_keys(const char *who)
 /* How many audit records of `event` the log holds (read as root). */
 static size_t count_events(const char *event)
 {
-	char *path, *text, *line, *save = NULL;
-	size_t n = 0;
+	json_t *recs = kt_audit_since(&M, 0);
+	size_t n = kt_count_records(recs, event, -1);
 
-	cr_assert(asprintf(&path, "%s/audit.log", M.state) > 0);
-	text = kt_read_file(path, NULL);
-	cr_assert_not_null(text, "cannot read %s", path);
-	for (line = strtok_r(text, "\n", &save); line;
-	     line = strtok_r(NULL, "\n", &save)) {
-		json_t *rec = json_loads(line, 0, NULL);
-		const char *ev =
-		    json_string_value(json_object_get(rec, "event"));
-
-		if (ev && strcmp(ev, event) == 0)
-			n++;
-		json_decref(rec);
-	}
-	free(text);
-	free(path);
+	json_decref(recs);
 	return n;
 }
 
@@ -241,7 +212,7 @@ Test(perms, backups_and_control_not_listable_by_others,
 
 		for (size_t d = 0; d < 2; d++) {
 			p = kt_mpath(&M, dirs[d]);
-			rc = as_user(all_users[i], NULL, &err, "ls '%s'", p);
+			rc = kt_run_as(all_users[i], NULL, &err, "ls '%s'", p);
 			cr_assert_neq(rc, 0, "setpriv %s: ls %s succeeded",
 				      all_users[i], dirs[d]);
 			cr_assert(kt_contains(err, "Permission denied"),
@@ -268,8 +239,8 @@ Test(perms, no_other_user_opens_a_control_file_for_writing,
 					   control_files[c]) > 0);
 			/* O_WRONLY (echo >) and O_RDWR (what keyfs ctl uses).
 			 */
-			rc = as_user(all_users[i], NULL, &err,
-				     "sh -c 'echo 1 > \"%s\"'", p);
+			rc = kt_run_as(all_users[i], NULL, &err,
+				       "sh -c 'echo 1 > \"%s\"'", p);
 			cr_assert_neq(rc, 0,
 				      "setpriv %s: echo > control/%s "
 				      "succeeded",
@@ -278,8 +249,8 @@ Test(perms, no_other_user_opens_a_control_file_for_writing,
 				  "setpriv %s: echo > control/%s: %s",
 				  all_users[i], control_files[c], err);
 			free(err);
-			rc = as_user(all_users[i], NULL, &err,
-				     "sh -c 'exec 3<> \"%s\"'", p);
+			rc = kt_run_as(all_users[i], NULL, &err,
+				       "sh -c 'exec 3<> \"%s\"'", p);
 			cr_assert_neq(rc, 0, "setpriv %s: O_RDWR control/%s",
 				      all_users[i], control_files[c]);
 			cr_assert(kt_contains(err, "Permission denied"),
@@ -290,8 +261,8 @@ Test(perms, no_other_user_opens_a_control_file_for_writing,
 		}
 	}
 	/* keyfs ctl as an app user: refused, in words. */
-	rc = as_user(PHI_APP, &out, &err, "%s ctl rotate --mount '%s'",
-		     kt_keyfs(), M.mnt);
+	rc = kt_run_as(PHI_APP, &out, &err, "%s ctl rotate --mount '%s'",
+		       kt_keyfs(), M.mnt);
 	cr_assert_neq(rc, 0, "keyfs ctl rotate as uid 1001 succeeded");
 	cr_assert(kt_contains(err, "Permission denied"),
 		  "keyfs ctl rotate as uid 1001: %s", err);
@@ -314,7 +285,7 @@ Test(perms, denied_rotate_changes_nothing, .fini = kt_mount_cleanup_all,
 		     rotations);
 
 	p = kt_mpath(&M, "control/rotate");
-	rc = as_user(PHI_APP, NULL, &err, "sh -c 'echo 1 > \"%s\"'", p);
+	rc = kt_run_as(PHI_APP, NULL, &err, "sh -c 'echo 1 > \"%s\"'", p);
 	cr_assert_neq(rc, 0, "echo 1 > control/rotate as uid 1001 succeeded");
 	cr_assert(kt_contains(err, "Permission denied"),
 		  "echo 1 > control/rotate as uid 1001: %s", err);
@@ -398,9 +369,9 @@ Test(perms, python_app_fernet_survives_rotation, .fini = kt_mount_cleanup_all,
 
 	v = kt_mread(&M, "version", NULL);
 	cr_assert(v && strcmp(v, "1\n") == 0, "fresh tree is not version 1");
-	rc = as_user(PHI_APP, &out, &err,
-		     "/usr/bin/python3 -I -c '%s' '%s' '%s'", py_encrypt, M.mnt,
-		     tok);
+	rc = kt_run_as(PHI_APP, &out, &err,
+		       "/usr/bin/python3 -I -c '%s' '%s' '%s'", py_encrypt,
+		       M.mnt, tok);
 	cr_assert_eq(rc, 0, "encrypt as uid 1001 failed: %s", err);
 	cr_assert(strcmp(out, "encrypted\n") == 0, "encrypt said: %s", out);
 	free(out);
@@ -412,9 +383,9 @@ Test(perms, python_app_fernet_survives_rotation, .fini = kt_mount_cleanup_all,
 	v = kt_mread(&M, "version", NULL);
 	cr_assert(v && strcmp(v, "2\n") == 0, "rotation did not give 2");
 
-	rc = as_user(PHI_APP, &out, &err,
-		     "/usr/bin/python3 -I -c '%s' '%s' 1 '%s'", py_decrypt,
-		     M.mnt, tok);
+	rc = kt_run_as(PHI_APP, &out, &err,
+		       "/usr/bin/python3 -I -c '%s' '%s' 1 '%s'", py_decrypt,
+		       M.mnt, tok);
 	cr_assert_eq(rc, 0, "MultiFernet as uid 1001 failed: %s %s", out, err);
 	cr_assert(strcmp(out, "ok\n") == 0, "MultiFernet said: %s", out);
 	free(out);
@@ -432,22 +403,22 @@ Test(perms, python_app_reads_own_purpose_only, .fini = kt_mount_cleanup_all,
 
 	start_matrix("perms-pyc");
 	/* The literal app one-liner, no script file: a valid Fernet key. */
-	rc = as_user(PHI_APP, &out, &err,
-		     "/usr/bin/python3 -I -c '"
-		     "from cryptography.fernet import Fernet; "
-		     "f = Fernet(open(\"%s/derived/phi\", \"rb\").read()); "
-		     "print(\"ok\" if f.decrypt(f.encrypt(b\"x\")) == b\"x\" "
-		     "else \"bad\")'",
-		     M.mnt);
+	rc = kt_run_as(PHI_APP, &out, &err,
+		       "/usr/bin/python3 -I -c '"
+		       "from cryptography.fernet import Fernet; "
+		       "f = Fernet(open(\"%s/derived/phi\", \"rb\").read()); "
+		       "print(\"ok\" if f.decrypt(f.encrypt(b\"x\")) == b\"x\" "
+		       "else \"bad\")'",
+		       M.mnt);
 	cr_assert_eq(rc, 0, "python -c as uid 1001 failed: %s", err);
 	cr_assert(strcmp(out, "ok\n") == 0, "python -c said: %s", out);
 	free(out);
 	free(err);
 	/* The same one-liner on pii: PermissionError, not a key. */
-	rc = as_user(PHI_APP, &out, &err,
-		     "/usr/bin/python3 -I -c '"
-		     "open(\"%s/derived/pii\", \"rb\").read()'",
-		     M.mnt);
+	rc = kt_run_as(PHI_APP, &out, &err,
+		       "/usr/bin/python3 -I -c '"
+		       "open(\"%s/derived/pii\", \"rb\").read()'",
+		       M.mnt);
 	cr_assert_neq(rc, 0, "python read pii as uid 1001");
 	cr_assert(kt_contains(err, "PermissionError"), "python said: %s", err);
 	free(out);
@@ -475,28 +446,20 @@ Test(perms, python_blake2b_of_current_equals_derived,
 /* The key_open record for `path` by `pid`, or NULL (caller decrefs). */
 static json_t *find_open(const char *path, long pid)
 {
-	char *log, *text, *line, *save = NULL;
-	json_t *found = NULL;
+	json_t *recs = kt_audit_since(&M, 0), *rec, *found = NULL;
+	size_t i;
 
-	cr_assert(asprintf(&log, "%s/audit.log", M.state) > 0);
-	text = kt_read_file(log, NULL);
-	cr_assert_not_null(text, "cannot read %s", log);
-	for (line = strtok_r(text, "\n", &save); line && !found;
-	     line = strtok_r(NULL, "\n", &save)) {
-		json_t *rec = json_loads(line, 0, NULL);
-		const char *ev =
-		    json_string_value(json_object_get(rec, "event"));
-		const char *p = json_string_value(json_object_get(rec, "path"));
-
-		if (ev && p && strcmp(ev, "key_open") == 0 &&
-		    strcmp(p, path) == 0 &&
+	json_array_foreach(recs, i, rec)
+	{
+		if (kt_record_is(rec, "key_open", -1) &&
+		    strcmp(kt_str_of(rec, "path"), path) == 0 &&
 		    (pid < 0 ||
-		     json_integer_value(json_object_get(rec, "pid")) == pid))
+		     json_integer_value(json_object_get(rec, "pid")) == pid)) {
 			found = json_incref(rec);
-		json_decref(rec);
+			break;
+		}
 	}
-	free(text);
-	free(log);
+	json_decref(recs);
 	return found;
 }
 
@@ -512,10 +475,10 @@ Test(perms, audit_records_open_by_caller_uid_gid_path,
 	for (size_t i = 0; i < 2; i++) {
 		p = kt_mpath(&M, rels[i]);
 		/* exec keeps the pid, so the record's pid is cat's. */
-		cr_assert_eq(as_user(PHI_APP, &out, NULL,
-				     "sh -c 'echo $$; exec cat \"%s\" "
-				     ">/dev/null'",
-				     p),
+		cr_assert_eq(kt_run_as(PHI_APP, &out, NULL,
+				       "sh -c 'echo $$; exec cat \"%s\" "
+				       ">/dev/null'",
+				       p),
 			     0, "uid 1001 cannot read %s", rels[i]);
 		pid = strtol(out, NULL, 10);
 		cr_assert_gt(pid, 0);
@@ -540,17 +503,7 @@ Test(perms, audit_records_open_by_caller_uid_gid_path,
 Test(perms, cached_mode_checks_every_open, .fini = kt_mount_cleanup_all,
      .timeout = 60)
 {
-	char *v;
-
-	kt_mount_config(&M, "perms-cached", "read_mode = cached\n",
-			PERMS_SECTIONS);
-	cr_assert_eq(kt_mount_start(&M, NULL), 0, "mount failed; see %s",
-		     M.log);
-	cr_assert_eq(kt_mwrite(&M, "control/rotate", "1\n"), 0,
-		     "root could not rotate");
-	v = kt_mread(&M, "version", NULL);
-	cr_assert(v && strcmp(v, "2\n") == 0, "expected version 2 after setup");
-	free(v);
+	start_matrix_with("perms-cached", "read_mode = cached\n");
 	/* Once a key is in the page cache, other callers are still checked. */
 	assert_reads(PHI_APP, "derived/phi");
 	assert_reads(PII_APP, "derived/pii");

@@ -34,15 +34,6 @@ static char *state_path(const char *dir)
 	return p;
 }
 
-static void write_bytes(const char *path, const void *data, size_t len)
-{
-	FILE *f = fopen(path, "wb");
-
-	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-	cr_assert_eq(fwrite(data, 1, len, f), len);
-	cr_assert_eq(fclose(f), 0);
-}
-
 /* A fresh state dir holding a state file of `payload` under key. */
 static char *saved_state(const char *tag, const uint8_t key[32])
 {
@@ -196,7 +187,7 @@ Test(store, truncated_file_is_refused)
 	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
 		size_t n = cuts[i];
 
-		write_bytes(path, data, n);
+		kt_write_bytes(path, data, n, 0666);
 		if (n < 72)
 			snprintf(want, sizeof(want), "truncated (%zu bytes)",
 				 n);
@@ -223,7 +214,7 @@ Test(store, trailing_data_is_refused)
 	data = kt_read_file(path, &size);
 	data = realloc(data, size + 1);
 	data[size] = '\n';
-	write_bytes(path, data, size + 1);
+	kt_write_bytes(path, data, size + 1, 0666);
 	load_fails(dir, key, "has trailing data", "one extra byte");
 	free(data);
 	free(path);
@@ -245,7 +236,7 @@ Test(store, foreign_file_is_refused)
 	load_fails(dir, key, "not a keyfs state file", "short text");
 	randombytes_buf(rnd, sizeof(rnd));
 	rnd[0] = 'x'; /* never the magic by chance */
-	write_bytes(path, rnd, sizeof(rnd));
+	kt_write_bytes(path, rnd, sizeof(rnd), 0666);
 	load_fails(dir, key, "not a keyfs state file", "random bytes");
 	free(path);
 	free(dir);
@@ -262,7 +253,7 @@ Test(store, unsupported_format_is_named)
 	path = state_path(dir);
 	data = kt_read_file(path, &size);
 	data[8] = 2;
-	write_bytes(path, data, size);
+	kt_write_bytes(path, data, size, 0666);
 	load_fails(dir, key, "unsupported format 2", "format 2");
 	free(data);
 	free(path);
@@ -279,7 +270,7 @@ Test(store, oversized_file_is_refused)
 
 	randombytes_buf(key, sizeof(key));
 	memcpy(big, "KEYFSST", 8);
-	write_bytes(path, big, KF_STORE_MAX + 1);
+	kt_write_bytes(path, big, KF_STORE_MAX + 1, 0666);
 	cr_assert_eq(kf_store_load(dir, key, &plain, &len, err), -EFBIG, "%s",
 		     err);
 	cr_assert_eq(kf_store_save(dir, key, big, KF_STORE_MAX, err), -EFBIG);
@@ -329,7 +320,7 @@ Test(store, every_bit_flip_is_detected_and_file_untouched)
 
 			memcpy(mut, data, size);
 			mut[pos] ^= (char)(1u << ((pos + (size_t)bit) % 8));
-			write_bytes(cpath, mut, size);
+			kt_write_bytes(cpath, mut, size, 0666);
 			r = kf_store_load(copy, key, &plain, &len, err);
 			cr_assert_eq(r, -EBADMSG,
 				     "flip at %zu loaded (r=%d, %s)", pos, r,
