@@ -19,6 +19,12 @@
 /* `,"chain":"<64 hex>"}` at the end of every line (before its "\n"). */
 #define CHAIN_SUFFIX_LEN (CHAIN_HEAD_LEN + CHAIN_HEX + 2)
 
+/* A formatted line and the anchor it leaves once written. */
+struct pending {
+	char *line; /* malloc'd, with "\n" */
+	struct kf_audit_anchor anchor;
+};
+
 struct kf_audit {
 	pthread_mutex_t lock;
 	int fd;	    /* O_APPEND; protected by a->lock */
@@ -433,8 +439,8 @@ struct kf_audit *kf_audit_close(struct kf_audit *a)
 }
 
 /* Formats the next line after a->anchor; call with a->lock held. */
-static int format_line(struct kf_audit *a, json_t *record,
-		       struct kf_audit_pending *ret, char err[KF_ERR_MAX])
+static int format_line(struct kf_audit *a, json_t *record, struct pending *ret,
+		       char err[KF_ERR_MAX])
 {
 	char ts[KF_RFC3339_LEN + 1], hex[CHAIN_HEX + 1];
 	uint8_t chain[KF_AUDIT_CHAIN_BYTES];
@@ -578,7 +584,7 @@ undo:
 int kf_audit_append(struct kf_audit *a, json_t *record, bool sync,
 		    char err[KF_ERR_MAX])
 {
-	struct kf_audit_pending p = {0};
+	struct pending p = {0};
 	int r;
 
 	pthread_mutex_lock(&a->lock);
@@ -593,38 +599,40 @@ int kf_audit_append(struct kf_audit *a, json_t *record, bool sync,
 	return r;
 }
 
-int kf_audit_begin(struct kf_audit *a, json_t *record,
-		   struct kf_audit_pending *ret, char err[KF_ERR_MAX])
+int kf_audit_append_anchored(struct kf_audit *a, json_t *record,
+			     struct kf_audit_anchor *ret_anchor,
+			     char err[KF_ERR_MAX])
 {
+	struct pending p = {0};
 	int r;
 
 	pthread_mutex_lock(&a->lock);
-	r = format_line(a, record, ret, err);
-	if (r < 0)
-		pthread_mutex_unlock(&a->lock);
-	/* On success the lock stays held until commit or abort. */
+	r = format_line(a, record, &p, err);
+	if (r >= 0) {
+		r = write_line(a, p.line, false, err);
+		if (r >= 0) {
+			a->anchor = p.anchor;
+			*ret_anchor = p.anchor;
+		}
+	}
+	pthread_mutex_unlock(&a->lock);
+	free(p.line);
 	return r;
 }
 
-int kf_audit_commit(struct kf_audit *a, struct kf_audit_pending *p,
-		    char err[KF_ERR_MAX])
+int kf_audit_sync(struct kf_audit *a, char err[KF_ERR_MAX])
 {
-	int r;
+	int r = 0;
 
-	r = write_line(a, p->line, true, err);
-	if (r >= 0)
-		a->anchor = p->anchor;
-	pthread_mutex_unlock(&a->lock);
-	free(p->line);
-	p->line = NULL;
+	/*
+	 * Outside the lock: the fd never changes while the log is open, and
+	 * readers' opens must not wait for the disk.  Never retried.
+	 */
+	if (fdatasync(a->fd) < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: fdatasync: %s", a->path, strerror(-r));
+	}
 	return r;
-}
-
-void kf_audit_abort(struct kf_audit *a, struct kf_audit_pending *p)
-{
-	pthread_mutex_unlock(&a->lock);
-	free(p->line);
-	p->line = NULL;
 }
 
 void kf_audit_anchor(struct kf_audit *a, struct kf_audit_anchor *ret)

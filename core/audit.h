@@ -36,12 +36,6 @@ struct kf_audit_anchor {
 	uint8_t chain[KF_AUDIT_CHAIN_BYTES];
 };
 
-/* A formatted record not yet written; see kf_audit_begin. */
-struct kf_audit_pending {
-	char *line;		       /* malloc'd, with "\n" */
-	struct kf_audit_anchor anchor; /* the log's anchor once written */
-};
-
 /*
  * Opens (creating, 0600) the log at path for appending.  Reads the existing
  * file to continue its chain from the last complete line (a torn last line
@@ -66,17 +60,18 @@ int kf_audit_append(struct kf_audit *a, json_t *record, bool sync,
 		    char err[KF_ERR_MAX]) KF_WUR;
 
 /*
- * Two-phase append for management operations whose sealed state must hold
- * the anchor of their own record: begin locks the log and formats the line
- * (ret->anchor is what the anchor will be); commit writes it with fdatasync
- * and unlocks; abort unlocks without writing.  Between begin and
- * commit/abort no other line can be written.  Both free ret's line.
+ * For management operations, whose sealed state must hold the anchor of
+ * their own record without making readers wait for the disk: appends record
+ * like kf_audit_append without sync and returns the anchor its line left;
+ * kf_audit_sync then makes it, and every line before it, durable.  The lock
+ * is held only for the write(2), never across an fsync.  A failed
+ * kf_audit_sync cannot take the line back (others may follow it): the
+ * caller must record the failure in a line of its own.
  */
-int kf_audit_begin(struct kf_audit *a, json_t *record,
-		   struct kf_audit_pending *ret, char err[KF_ERR_MAX]) KF_WUR;
-int kf_audit_commit(struct kf_audit *a, struct kf_audit_pending *p,
-		    char err[KF_ERR_MAX]) KF_WUR;
-void kf_audit_abort(struct kf_audit *a, struct kf_audit_pending *p);
+int kf_audit_append_anchored(struct kf_audit *a, json_t *record,
+			     struct kf_audit_anchor *ret_anchor,
+			     char err[KF_ERR_MAX]) KF_WUR;
+int kf_audit_sync(struct kf_audit *a, char err[KF_ERR_MAX]) KF_WUR;
 
 /* The anchor after the last line written. */
 void kf_audit_anchor(struct kf_audit *a, struct kf_audit_anchor *ret);

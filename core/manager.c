@@ -5,17 +5,19 @@
  *
  * Every operation that changes the keyring goes through commit_keyring():
  *
- *   1. format the audit record and reserve its place in the chain
- *      (kf_audit_begin: the anchor it will leave is known);
- *   2. seal the new keyring plus that anchor into a temporary state file,
- *      fsync'd (kf_store_prepare);
- *   3. write the audit record, fdatasync'd (kf_audit_commit) -- if this
- *      fails the temporary file is dropped and nothing has changed;
+ *   1. append its audit record (a write(2), no fsync: readers' opens, which
+ *      are audited too, never wait for the disk) -- if that fails, the
+ *      operation is refused and nothing has changed;
+ *   2. seal the new keyring plus the anchor that record left into a
+ *      temporary state file, fsync'd (kf_store_prepare);
+ *   3. fdatasync the audit log (kf_audit_sync);
  *   4. rename the state file into place and fsync the directory;
  *   5. swap the in-memory keyring pointer.
  *
- * So a change is never visible, in memory or on disk, without its audit
- * record, and the sealed state always holds the anchor of its own record.
+ * So a change is never visible, in memory or on disk, before its audit
+ * record is durable, and the sealed state holds the anchor of its own
+ * record.  If step 2, 3 or 4 fails, nothing changed but the log holds a
+ * success record: the failure record that follows names it ("cancels_seq").
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -88,6 +90,29 @@ static const struct kf_caller *self_caller(struct kf_caller *buf)
 }
 
 /*
+ * Appends record and waits until it is on disk, without holding the audit
+ * lock across the fdatasync (audited opens never wait for the disk).  If
+ * the sync fails the line cannot be taken back: "cancels_seq" is added to
+ * record so that the failure record the caller writes names it.
+ */
+static int record_durable(struct kf_manager *m, json_t *record,
+			  char err[KF_ERR_MAX])
+{
+	struct kf_audit_anchor anchor;
+	int r;
+
+	r = kf_audit_append_anchored(m->audit, record, &anchor, err);
+	if (r == 0) {
+		r = kf_audit_sync(m->audit, err);
+		if (r < 0)
+			json_object_set_new(
+			    record, "cancels_seq",
+			    json_integer((json_int_t)anchor.seq));
+	}
+	return r;
+}
+
+/*
  * A failed operation: an audit record with success false (best effort: the
  * failure may be the audit log itself), an alert-priority log line and the
  * alert command.  `record` is consumed.
@@ -100,7 +125,7 @@ static void report_failure(struct kf_manager *m, json_t *record,
 
 	json_object_set_new(record, "success", json_false());
 	json_object_set_new(record, "error", json_string(error));
-	if (m->audit && kf_audit_append(m->audit, record, true, aerr) < 0)
+	if (m->audit && record_durable(m, record, aerr) < 0)
 		kf_log(LOG_ALERT, "audit log: %s", aerr);
 	text = json_dumps(record, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	kf_log(LOG_ALERT, "%s: %s",
@@ -236,43 +261,45 @@ static int state_plain(const struct kf_keyring *kr,
 static int commit_keyring(struct kf_manager *m, struct kf_keyring *next,
 			  json_t *record, char err[KF_ERR_MAX])
 {
-	struct kf_audit_pending pending;
+	struct kf_audit_anchor anchor;
 	struct kf_store_pending sp;
 	uint8_t *plain = NULL;
 	size_t len = 0;
 	int r;
 
 	json_object_set_new(record, "success", json_true());
-	r = kf_audit_begin(m->audit, record, &pending, err);
+	r = kf_audit_append_anchored(m->audit, record, &anchor, err);
 	if (r < 0) {
 		kf_err_prefix(err, "audit log: ");
 		return r;
 	}
-	r = state_plain(next, &pending.anchor, &plain, &len, err);
+	r = state_plain(next, &anchor, &plain, &len, err);
+	if (r == 0) {
+		r = kf_store_prepare(m->cfg->state_dir, m->keys->state, plain,
+				     len, &sp, err);
+		sodium_free(plain);
+		if (r < 0)
+			kf_err_prefix(err, "saving state: ");
+	}
+	if (r == 0) {
+		r = kf_audit_sync(m->audit, err);
+		if (r < 0) {
+			kf_store_discard(m->cfg->state_dir, &sp);
+			kf_err_prefix(err, "audit log: ");
+		}
+	}
+	if (r == 0) {
+		r = kf_store_commit(m->cfg->state_dir, &sp, err);
+		if (r < 0)
+			kf_err_prefix(err, "saving state: ");
+	}
 	if (r < 0) {
-		kf_audit_abort(m->audit, &pending);
+		/* The record is in the log: the failure record cancels it. */
+		json_object_set_new(record, "cancels_seq",
+				    json_integer((json_int_t)anchor.seq));
 		return r;
 	}
-	r = kf_store_prepare(m->cfg->state_dir, m->keys->state, plain, len, &sp,
-			     err);
-	sodium_free(plain);
-	if (r < 0) {
-		kf_audit_abort(m->audit, &pending);
-		kf_err_prefix(err, "saving state: ");
-		return r;
-	}
-	r = kf_audit_commit(m->audit, &pending, err);
-	if (r < 0) {
-		kf_store_discard(m->cfg->state_dir, &sp);
-		kf_err_prefix(err, "audit log: ");
-		return r;
-	}
-	r = kf_store_commit(m->cfg->state_dir, &sp, err);
-	if (r < 0) {
-		kf_err_prefix(err, "saving state: ");
-		return r;
-	}
-	m->sealed_seq = pending.anchor.seq;
+	m->sealed_seq = anchor.seq;
 	swap_keyring(m, next);
 	return 0;
 }
@@ -351,7 +378,7 @@ static void prune_automatic(struct kf_manager *m, const struct kf_caller *who)
 	json_object_set_new(rec, "keep", json_integer(m->cfg->backup_keep));
 	json_object_set_new(rec, "deleted", json_integer((json_int_t)deleted));
 	json_object_set_new(rec, "success", json_true());
-	if (kf_audit_append(m->audit, rec, true, err) < 0)
+	if (record_durable(m, rec, err) < 0)
 		kf_log(LOG_ALERT, "audit log: %s", err);
 	json_decref(rec);
 }
@@ -625,7 +652,7 @@ static int load_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 			    json_integer(kf_keyring_current_version(kr)));
 	json_object_set_new(rec, "versions", versions_json(kr));
 	json_object_set_new(rec, "success", json_true());
-	r = kf_audit_append(m->audit, rec, true, err);
+	r = record_durable(m, rec, err);
 	if (r < 0)
 		kf_err_prefix(err, "audit log: ");
 	json_decref(rec);
@@ -968,7 +995,7 @@ int kf_manager_backup(struct kf_manager *m, const struct kf_caller *who,
 		    json_integer(kf_keyring_current_version(kr)));
 		json_object_set_new(rec, "versions", versions_json(kr));
 		json_object_set_new(rec, "success", json_true());
-		r = kf_audit_append(m->audit, rec, true, err);
+		r = record_durable(m, rec, err);
 		if (r < 0) {
 			/* Unrecorded: undo, so nothing changed. */
 			remove_backup(m, file);
@@ -1148,7 +1175,7 @@ int kf_manager_prune(struct kf_manager *m, const struct kf_caller *who,
 	    rec, "deleted",
 	    json_integer((json_int_t)(n > keep ? n - keep : 0)));
 	json_object_set_new(rec, "success", json_true());
-	r = kf_audit_append(m->audit, rec, true, err);
+	r = record_durable(m, rec, err);
 	if (r < 0) {
 		kf_err_prefix(err, "audit log: ");
 		json_object_del(rec, "success");
@@ -1296,7 +1323,7 @@ int kf_manager_audit_event(struct kf_manager *m, const struct kf_caller *who,
 	if (fields)
 		json_object_update(rec, fields);
 	json_object_set_new(rec, "success", json_true());
-	r = kf_audit_append(m->audit, rec, true, err);
+	r = record_durable(m, rec, err);
 	json_decref(rec);
 	if (r < 0)
 		kf_log(LOG_ALERT, "audit log: %s", err);

@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct kf_handle;
+
 #include <fuse_lowlevel.h>
 
 #include "manager.h"
@@ -54,6 +56,10 @@ struct kf_fs {
 	bool inval_stop;	  /* protected by inval_lock */
 	struct kf_keyring *shown; /* inval thread only: last invalidated */
 
+	/* Open files, freed at exit when the kernel never released them. */
+	pthread_mutex_t handles_lock;
+	struct kf_handle *handles; /* protected by handles_lock */
+
 	/* Automatic rotation. */
 	pthread_t rot_thread;
 	pthread_mutex_t rot_lock;
@@ -63,6 +69,9 @@ struct kf_fs {
 
 /* The low-level operations (ops.c); userdata is the struct kf_fs. */
 extern const struct fuse_lowlevel_ops kf_ops;
+
+/* Frees every open file's handle (ops.c); after the request loop ended. */
+void kf_ops_release_all(struct kf_fs *fs);
 
 /*
  * Runs the command written to a control file of `kind` (control.c): parses

@@ -288,6 +288,7 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 	fuse_loop_cfg_destroy(loop);
 
 	kf_workers_stop(fs);
+	kf_ops_release_all(fs);
 
 	fuse_session_unmount(fs->se);
 	if (kf_manager_audit_event(fs->m, &self, "unmount", NULL) < 0)
@@ -355,6 +356,7 @@ int kf_mount_main(const struct kf_mount_opts *o)
 	fs.cached = cfg->read_mode == KF_READ_CACHED;
 	fs.mountpoint = mnt;
 	fs.tree = kf_tree_new(m);
+	pthread_mutex_init(&fs.handles_lock, NULL);
 	r = fs.tree ? run_session(&fs, o) : 1;
 	kf_tree_free(fs.tree);
 	kf_manager_close(m);

@@ -29,12 +29,19 @@ const char *const kf_req_names[KF_RQ_COUNT] = {"lookup",  "getattr", "open",
 					       "read",	  "release", "write",
 					       "readdir", "other"};
 
-/* Per open file (audited mode; cached mode has no opens). */
+/*
+ * Per open file (audited mode; cached mode has no opens).  The snapshot of a
+ * key file is a reference to the keyring it opened with -- immutable, in
+ * guarded memory already -- so an open costs no allocation of secrets and a
+ * read renders the 44 bytes on the stack.
+ */
 struct kf_handle {
-	uint8_t *buf; /* snapshot, sodium_malloc'd, or NULL */
+	struct kf_handle *prev, *next; /* in fs->handles; handles_lock */
+	struct kf_keyring *kr;	       /* snapshot: key files, version */
+	uint8_t *buf;		       /* snapshot: status (sodium_malloc) */
 	size_t len;
-	pthread_mutex_t lock;	    /* protects result */
-	char result[KF_RESULT_MAX]; /* last control write's outcome */
+	pthread_mutex_t lock; /* protects result */
+	char *result;	      /* control files: the last write's outcome */
 };
 
 static struct kf_fs *kf_fs(fuse_req_t req)
@@ -285,23 +292,50 @@ static void kf_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 /* --- files ---------------------------------------------------------------- */
 
-static struct kf_handle *handle_new(void)
+static struct kf_handle *handle_new(struct kf_fs *fs, bool control)
 {
 	struct kf_handle *h = calloc(1, sizeof(*h));
 
-	if (h)
-		pthread_mutex_init(&h->lock, NULL);
+	if (!h)
+		return NULL;
+	if (control && !(h->result = calloc(1, KF_RESULT_MAX))) {
+		free(h);
+		return NULL;
+	}
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_mutex_lock(&fs->handles_lock);
+	h->next = fs->handles;
+	if (h->next)
+		h->next->prev = h;
+	fs->handles = h;
+	pthread_mutex_unlock(&fs->handles_lock);
 	return h;
 }
 
-static void handle_free(struct kf_handle *h)
+static void handle_free(struct kf_fs *fs, struct kf_handle *h)
 {
 	if (!h)
 		return;
+	pthread_mutex_lock(&fs->handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		fs->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->handles_lock);
+	kf_keyring_unref(h->kr);
 	if (h->buf)
 		sodium_free(h->buf);
+	free(h->result);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
+}
+
+void kf_ops_release_all(struct kf_fs *fs)
+{
+	while (fs->handles)
+		handle_free(fs, fs->handles);
 }
 
 static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -330,7 +364,7 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		r = -EACCES;
 		goto out;
 	}
-	h = handle_new();
+	h = handle_new(fs, flags & KF_NODE_F_CONTROL);
 	if (!h) {
 		r = -ENOMEM;
 		goto out;
@@ -345,9 +379,13 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 				goto out;
 		}
 		/* The snapshot: this open keeps what it saw. */
-		r = kf_tree_content(fs->tree, kr, n, &h->buf, &h->len);
-		if (r < 0)
-			goto out;
+		if (n.kind == KF_NODE_STATUS) {
+			r = kf_tree_content(fs->tree, kr, n, &h->buf, &h->len);
+			if (r < 0)
+				goto out;
+		} else {
+			h->kr = kf_keyring_ref(kr);
+		}
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->direct_io = 1;
@@ -355,7 +393,7 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h = NULL;
 out:
 	kf_keyring_unref(kr);
-	handle_free(h);
+	handle_free(fs, h);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -367,7 +405,7 @@ static void kf_release(fuse_req_t req, fuse_ino_t ino,
 {
 	(void)ino;
 	count(req, KF_RQ_RELEASE);
-	handle_free((struct kf_handle *)(uintptr_t)fi->fh);
+	handle_free(kf_fs(req), (struct kf_handle *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -425,7 +463,7 @@ static void reply_slice(fuse_req_t req, const uint8_t *buf, size_t len,
 static void result_get(struct kf_handle *h, char out[KF_RESULT_MAX])
 {
 	out[0] = 0;
-	if (!h)
+	if (!h || !h->result)
 		return;
 	pthread_mutex_lock(&h->lock);
 	memcpy(out, h->result, KF_RESULT_MAX);
@@ -434,11 +472,27 @@ static void result_get(struct kf_handle *h, char out[KF_RESULT_MAX])
 
 static void result_set(struct kf_handle *h, const char *text)
 {
-	if (!h)
+	if (!h || !h->result)
 		return;
 	pthread_mutex_lock(&h->lock);
 	snprintf(h->result, KF_RESULT_MAX, "%s", text);
 	pthread_mutex_unlock(&h->lock);
+}
+
+/* A key file or `version` rendered from kr, on the stack, wiped after. */
+static void reply_rendered(fuse_req_t req, struct kf_fs *fs,
+			   const struct kf_keyring *kr, struct kf_node n,
+			   size_t size, off_t off)
+{
+	char text[KF_TREE_SMALL_MAX];
+	size_t len = 0;
+	int r = kf_tree_render(fs->tree, kr, n, text, &len);
+
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		reply_slice(req, (const uint8_t *)text, len, size, off);
+	sodium_memzero(text, sizeof(text));
 }
 
 static void kf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -460,7 +514,9 @@ static void kf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		read_real_file(req, fs, n, size, off);
 	} else if (h && h->buf) {
 		reply_slice(req, h->buf, h->len, size, off);
-	} else {
+	} else if (h && h->kr) {
+		reply_rendered(req, fs, h->kr, n, size, off);
+	} else if (n.kind == KF_NODE_STATUS) {
 		/* Cached mode: the kernel asks once per change. */
 		struct kf_keyring *kr = kf_manager_keyring(fs->m);
 		uint8_t *buf = NULL;
@@ -474,6 +530,11 @@ static void kf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		}
 		reply_slice(req, buf, len, size, off);
 		sodium_free(buf);
+	} else {
+		struct kf_keyring *kr = kf_manager_keyring(fs->m);
+
+		reply_rendered(req, fs, kr, n, size, off);
+		kf_keyring_unref(kr);
 	}
 }
 

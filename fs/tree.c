@@ -379,7 +379,17 @@ int kf_tree_stat(struct kf_tree *t, const struct kf_keyring *kr,
 		st.st_size = KF_KEY_TEXT_LEN;
 		mtime = kf_keyring_find(kr, n.version)->created;
 		break;
-	case KF_NODE_VERSION:
+	case KF_NODE_VERSION: {
+		char buf[KF_TREE_SMALL_MAX];
+		size_t len = 0;
+		int r = kf_tree_render(t, kr, n, buf, &len);
+
+		if (r < 0)
+			return r;
+		st.st_size = (off_t)len;
+		mtime = kf_keyring_at(kr, 0)->created;
+		break;
+	}
 	case KF_NODE_STATUS: {
 		uint8_t *buf;
 		size_t len;
@@ -512,13 +522,12 @@ static int key_text(struct kf_tree *t, const uint8_t *key, bool derive,
 	return r;
 }
 
-int kf_tree_content(struct kf_tree *t, const struct kf_keyring *kr,
-		    struct kf_node n, uint8_t **ret_buf, size_t *ret_len)
+int kf_tree_render(struct kf_tree *t, const struct kf_keyring *kr,
+		   struct kf_node n, char buf[KF_TREE_SMALL_MAX],
+		   size_t *ret_len)
 {
-	const struct kf_keyring_entry *e = NULL;
-	uint8_t *buf = NULL;
-	size_t len = 0;
-	int r = 0;
+	const struct kf_keyring_entry *e;
+	int r;
 
 	if (!node_exists(t, kr, n))
 		return -ENOENT;
@@ -534,18 +543,32 @@ int kf_tree_content(struct kf_tree *t, const struct kf_keyring *kr,
 	case KF_NODE_VDERIVED:
 		e = kf_keyring_find(kr, n.version);
 		break;
-	case KF_NODE_VERSION: {
-		char v[16];
-
-		len = (size_t)snprintf(v, sizeof(v), "%" PRIu32 "\n",
-				       kf_keyring_at(kr, 0)->version);
-		buf = sodium_malloc(len + 1);
-		if (!buf)
-			return -ENOMEM;
-		memcpy(buf, v, len + 1);
-		break;
+	case KF_NODE_VERSION:
+		*ret_len =
+		    (size_t)snprintf(buf, KF_TREE_SMALL_MAX, "%" PRIu32 "\n",
+				     kf_keyring_at(kr, 0)->version);
+		return 0;
+	default:
+		return -EINVAL;
 	}
-	case KF_NODE_STATUS: {
+	r = key_text(t, e->key,
+		     n.kind == KF_NODE_DERIVED || n.kind == KF_NODE_VDERIVED,
+		     n.index, buf);
+	if (r == 0)
+		*ret_len = KF_KEY_TEXT_LEN;
+	return r;
+}
+
+int kf_tree_content(struct kf_tree *t, const struct kf_keyring *kr,
+		    struct kf_node n, uint8_t **ret_buf, size_t *ret_len)
+{
+	uint8_t *buf;
+	size_t len = 0;
+	int r;
+
+	if (!node_exists(t, kr, n))
+		return -ENOENT;
+	if (n.kind == KF_NODE_STATUS) {
 		json_t *o = kf_manager_info(t->m);
 		char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
 
@@ -562,24 +585,15 @@ int kf_tree_content(struct kf_tree *t, const struct kf_keyring *kr,
 		free(s);
 		if (!buf)
 			return -ENOMEM;
-		break;
-	}
-	default:
-		return -EINVAL;
-	}
-	if (e) {
-		bool derive =
-		    n.kind == KF_NODE_DERIVED || n.kind == KF_NODE_VDERIVED;
-
-		buf = sodium_malloc(KF_KEY_TEXT_LEN + 1);
+	} else {
+		buf = sodium_malloc(KF_TREE_SMALL_MAX);
 		if (!buf)
 			return -ENOMEM;
-		r = key_text(t, e->key, derive, n.index, (char *)buf);
+		r = kf_tree_render(t, kr, n, (char *)buf, &len);
 		if (r < 0) {
 			sodium_free(buf);
 			return r;
 		}
-		len = KF_KEY_TEXT_LEN;
 	}
 	*ret_buf = buf;
 	*ret_len = len;

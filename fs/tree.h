@@ -89,6 +89,17 @@ typedef int (*kf_tree_list_fn)(void *ctx, const char *name, struct kf_node n,
 int kf_tree_list(struct kf_tree *t, const struct kf_keyring *kr,
 		 struct kf_node n, kf_tree_list_fn fn, void *ctx);
 
+#define KF_TREE_SMALL_MAX 64 /* key text, "N\n" */
+
+/*
+ * The content of a key file or of `version`, built from kr into buf (a
+ * stack buffer is fine: the caller wipes it).  -EINVAL for other nodes.
+ * This is the per-read path: no allocation.
+ */
+int kf_tree_render(struct kf_tree *t, const struct kf_keyring *kr,
+		   struct kf_node n, char buf[KF_TREE_SMALL_MAX],
+		   size_t *ret_len);
+
 /*
  * The whole content of a file node built from kr: key text, "N\n", status
  * JSON.  *ret_buf is sodium_malloc'd (free with sodium_free) even when the

@@ -564,77 +564,33 @@ Test(audit, garbage_last_line_open_continues_from_last_good_line)
 	free(path);
 }
 
-Test(audit, begin_commit_writes_one_line_with_promised_anchor)
+Test(audit, append_anchored_returns_the_anchor_its_line_left)
 {
-	char *path = log_path("audit-commit"), err[KF_ERR_MAX] = "";
-	struct kf_audit_pending p = {0};
-	struct kf_audit_anchor now;
+	char *path = log_path("audit-anchored"), err[KF_ERR_MAX] = "";
+	struct kf_audit_anchor got, now;
 	struct kf_audit *a;
-	char hex[65], *text;
+	char hex[65];
 	struct lines l;
-	off_t before;
 	json_t *rec;
 
 	make_log(path, 3, "rec", NULL);
 	a = open_log(path);
-	before = kt_file_size(path);
 	rec = json_pack("{s:s,s:i}", "event", "key_rotation", "key_version", 2);
-	cr_assert(kf_audit_begin(a, rec, &p, err) == 0, "%s", err);
-	cr_assert(p.line && p.anchor.seq == 4);
-	cr_assert(kt_file_size(path) == before, "begin wrote to the file");
-	text = strdup(p.line);
-	cr_assert(kf_audit_commit(a, &p, err) == 0, "%s", err);
-	cr_assert(p.line == NULL, "commit did not free the line");
+	cr_assert(kf_audit_append_anchored(a, rec, &got, err) == 0, "%s", err);
+	cr_assert(got.seq == 4, "anchor seq %llu, expected 4",
+		  (unsigned long long)got.seq);
 	kf_audit_anchor(a, &now);
-	cr_assert(now.seq == 4 && memcmp(now.chain, p.anchor.chain, 32) == 0,
-		  "the anchor after commit is not the one begin promised");
+	cr_assert(now.seq == 4 && memcmp(now.chain, got.chain, 32) == 0,
+		  "the log's anchor is not the one returned");
+	cr_assert(kf_audit_sync(a, err) == 0, "%s", err);
 	kf_audit_close(a);
 	json_decref(rec);
 
 	read_lines(path, &l);
-	cr_assert(l.n == 4, "%zu lines after one commit", l.n);
-	cr_assert(strncmp(l.v[3], text, strlen(l.v[3])) == 0 &&
-		  text[strlen(l.v[3])] == '\n');
-	kf_hex(p.anchor.chain, 32, hex);
-	cr_assert(kt_contains(l.v[3], hex), "line 4 lacks the promised chain");
-	assert_report(path, &p.anchor, 0, "ok: 4 records");
-	free(text);
-	free(l.buf);
-	free(path);
-}
-
-Test(audit, begin_abort_writes_nothing, .timeout = 10)
-{
-	char *path = log_path("audit-abort"), err[KF_ERR_MAX] = "";
-	struct kf_audit_pending p = {0};
-	struct kf_audit_anchor before, after;
-	struct kf_audit *a;
-	char *old, *now;
-	struct lines l;
-	json_t *rec;
-
-	make_log(path, 3, "rec", NULL);
-	old = kt_read_file(path, NULL);
-	a = open_log(path);
-	kf_audit_anchor(a, &before);
-	rec = json_pack("{s:s}", "event", "key_rotation");
-	cr_assert(kf_audit_begin(a, rec, &p, err) == 0, "%s", err);
-	kf_audit_abort(a, &p);
-	cr_assert(p.line == NULL, "abort did not free the line");
-	json_decref(rec);
-	now = kt_read_file(path, NULL);
-	cr_assert(strcmp(old, now) == 0, "abort changed the file");
-	kf_audit_anchor(a, &after);
-	cr_assert(after.seq == before.seq &&
-		      memcmp(after.chain, before.chain, 32) == 0,
-		  "abort moved the anchor");
-	append_rec(a, 4, "rec"); /* the lock was released */
-	kf_audit_close(a);
-	read_lines(path, &l);
-	cr_assert(l.n == 4 && kt_contains(l.v[3], "\"seq\":4,"));
-	assert_report(path, NULL, 0, "ok: 4 records");
-	free(old);
-	free(now);
+	cr_assert(l.n == 4, "%zu lines after one append", l.n);
+	kf_hex(got.chain, 32, hex);
+	cr_assert(kt_contains(l.v[3], hex), "line 4 lacks the returned chain");
+	assert_report(path, &got, 0, "ok: 4 records");
 	free(l.buf);
 	free(path);
 }
@@ -660,41 +616,6 @@ static void *append_thread(void *arg)
 	}
 	atomic_store(&t->done, 1);
 	return NULL;
-}
-
-Test(audit, begin_holds_the_log_until_commit, .timeout = 10)
-{
-	char *path = log_path("audit-hold"), err[KF_ERR_MAX] = "";
-	struct kf_audit_pending p = {0};
-	struct appender t = {.id = 1, .count = 1};
-	struct kf_audit *a;
-	struct lines l;
-	pthread_t th;
-	void *res;
-	json_t *rec;
-
-	a = open_log(path);
-	t.a = a;
-	rec = json_pack("{s:s}", "event", "key_rotation");
-	cr_assert(kf_audit_begin(a, rec, &p, err) == 0, "%s", err);
-	cr_assert(pthread_create(&th, NULL, append_thread, &t) == 0);
-	usleep(100 * 1000);
-	cr_assert(atomic_load(&t.done) == 0,
-		  "another append ran between begin and commit");
-	cr_assert(kt_file_size(path) == 0);
-	cr_assert(kf_audit_commit(a, &p, err) == 0, "%s", err);
-	cr_assert(pthread_join(th, &res) == 0 && res == NULL);
-	kf_audit_close(a);
-	json_decref(rec);
-
-	read_lines(path, &l);
-	cr_assert(l.n == 2);
-	cr_assert(kt_contains(l.v[0], "\"seq\":1,\"event\":\"key_rotation\""),
-		  "line 1 is not the committed record: %s", l.v[0]);
-	cr_assert(kt_contains(l.v[1], "\"seq\":2,\"event\":\"open\""));
-	assert_report(path, NULL, 0, "ok: 2 records");
-	free(l.buf);
-	free(path);
 }
 
 Test(audit, concurrent_appends_are_serialised, .timeout = 30)
@@ -759,7 +680,6 @@ Test(audit, reserved_fields_and_non_objects_refused, .timeout = 10)
 	    "\"text\"",
 	};
 	char *path = log_path("audit-reserved"), err[KF_ERR_MAX];
-	struct kf_audit_pending p = {0};
 	struct kf_audit_anchor anchor;
 	struct kf_audit *a = open_log(path);
 
@@ -771,8 +691,8 @@ Test(audit, reserved_fields_and_non_objects_refused, .timeout = 10)
 		cr_assert(kf_audit_append(a, rec, false, err) == -EINVAL,
 			  "record %s accepted", bad[i]);
 		cr_assert(err[0], "no reason for refusing %s", bad[i]);
-		/* begin must release the lock when it refuses */
-		cr_assert(kf_audit_begin(a, rec, &p, err) == -EINVAL);
+		cr_assert(kf_audit_append_anchored(a, rec, &anchor, err) ==
+			  -EINVAL);
 		json_decref(rec);
 	}
 	cr_assert(kt_file_size(path) == 0, "a refused record was written");
@@ -839,8 +759,7 @@ Test(audit, fdatasync_failure_cuts_line_back, .timeout = 60)
 {
 	const char *child = getenv("KT_AUDIT_FIU_LOG");
 	char err[KF_ERR_MAX] = "", exe[PATH_MAX], *path, *out = NULL;
-	struct kf_audit_anchor before, after;
-	struct kf_audit_pending p = {0};
+	struct kf_audit_anchor before, after, got;
 	struct kf_audit *a;
 	ssize_t n;
 	off_t size;
@@ -856,13 +775,20 @@ Test(audit, fdatasync_failure_cuts_line_back, .timeout = 60)
 			  "append with a failing fdatasync: %s", err);
 		cr_assert(kt_contains(err, "fdatasync"), "err: %s", err);
 		cr_assert(kt_file_size(child) == size, "line not cut back");
-		cr_assert(kf_audit_begin(a, rec, &p, err) == 0, "%s", err);
-		cr_assert(kf_audit_commit(a, &p, err) == -EIO, "%s", err);
-		cr_assert(kt_file_size(child) == size, "line not cut back");
 		kf_audit_anchor(a, &after);
 		cr_assert(after.seq == before.seq &&
 			      memcmp(after.chain, before.chain, 32) == 0,
 			  "a failed fdatasync advanced the chain");
+		/*
+		 * The anchored form writes first and syncs apart: a failed
+		 * sync is reported, and the line stays (the caller cancels
+		 * it with a record of its own).
+		 */
+		cr_assert(kf_audit_append_anchored(a, rec, &got, err) == 0,
+			  "%s", err);
+		cr_assert(kf_audit_sync(a, err) == -EIO, "%s", err);
+		cr_assert(kt_contains(err, "fdatasync"), "err: %s", err);
+		cr_assert(got.seq == before.seq + 1);
 		/* without sync no fdatasync is called: appends still work */
 		cr_assert(kf_audit_append(a, rec, false, err) == 0, "%s", err);
 		json_decref(rec);
@@ -888,7 +814,7 @@ Test(audit, fdatasync_failure_cuts_line_back, .timeout = 60)
 		     path, EIO, exe);
 	cr_assert(rc == 0 && kt_contains(out, "Passing: 1"),
 		  "the run under fiu-run failed (%d):\n%s", rc, out);
-	assert_report(path, NULL, 0, "ok: 4 records");
+	assert_report(path, NULL, 0, "ok: 5 records");
 	free(out);
 	free(path);
 }
@@ -905,8 +831,7 @@ static char *mount_tiny_tmpfs(const char *tag)
 Test(audit, full_disk_leaves_log_intact, .fini = kt_tmpfs_cleanup)
 {
 	char *path = mount_tiny_tmpfs("audit-full"), err[KF_ERR_MAX] = "";
-	struct kf_audit_pending p = {0};
-	struct kf_audit_anchor before, after;
+	struct kf_audit_anchor before, after, got;
 	char want[64];
 	struct kf_audit *a = open_log(path);
 	off_t size = 0;
@@ -936,8 +861,8 @@ Test(audit, full_disk_leaves_log_intact, .fini = kt_tmpfs_cleanup)
 		  "a failed append advanced the chain");
 
 	/* a management record fails the same way and changes nothing */
-	cr_assert(kf_audit_begin(a, rec, &p, err) == 0, "%s", err);
-	cr_assert(kf_audit_commit(a, &p, err) == -ENOSPC, "%s", err);
+	cr_assert(kf_audit_append_anchored(a, rec, &got, err) == -ENOSPC, "%s",
+		  err);
 	cr_assert(kt_file_size(path) == size);
 	kf_audit_anchor(a, &after);
 	cr_assert(after.seq == before.seq);
