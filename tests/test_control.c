@@ -473,3 +473,52 @@ Test(control, concurrent_rotations_are_serialized, .timeout = 120)
 	json_decref(recs);
 	free(err);
 }
+
+/* --- alerts ----------------------------------------------------------- */
+
+/* Polls for path to hold needle (the alert command runs detached). */
+static char *wait_for_text(const char *path, const char *needle)
+{
+	for (int i = 0; i < 250; i++) {
+		char *text = kt_read_file(path, NULL);
+
+		if (text && strstr(text, needle))
+			return text;
+		free(text);
+		kt_sleep_ms(20);
+	}
+	return NULL;
+}
+
+Test(control, failed_operation_runs_alert_command_with_the_record)
+{
+	static struct kt_mount m;
+	char *lines, *alerts, *text;
+	json_t *rec;
+
+	cr_assert(asprintf(&alerts, "%s/alerts.log", kt_tmpdir("ctl-alerts")) >
+		  0);
+	cr_assert(asprintf(&lines, "alert_command = cat >> %s\n", alerts) > 0);
+	start(&m, "ctl-alert", lines);
+	cr_assert(kt_mwrite(&m, "control/retire", "1\n") == -EBUSY);
+	text = wait_for_text(alerts, "key_retire");
+	cr_assert(text, "alert_command did not receive the failure record");
+	rec = json_loads(text, JSON_DISABLE_EOF_CHECK, NULL);
+	cr_assert(rec, "the alert is not a JSON record");
+	cr_assert_str_eq(kt_str_of(rec, "event"), "key_retire");
+	cr_assert(json_is_false(json_object_get(rec, "success")));
+	cr_assert(strstr(kt_str_of(rec, "error"), "current key"),
+		  "the alert does not say why: %s", kt_str_of(rec, "error"));
+	cr_assert(json_integer_value(json_object_get(rec, "uid")) == 0);
+	json_decref(rec);
+	free(text);
+	/* A good operation raises no alert. */
+	cr_assert(kt_mwrite(&m, "control/rotate", "1\n") == 0);
+	kt_sleep_ms(300);
+	text = kt_read_file(alerts, NULL);
+	cr_assert(text && !strstr(text, "key_rotation"),
+		  "a successful rotation raised an alert");
+	free(text);
+	free(lines);
+	free(alerts);
+}

@@ -1662,3 +1662,27 @@ Test(mount, automatic_rotation_counts_across_restarts,
 		  "status has no next_rotation");
 	json_decref(s);
 }
+
+Test(mount, options_that_weaken_the_mount_are_refused,
+     .fini = kt_mount_cleanup_all, .timeout = 60)
+{
+	static const char *const weak[] = {"suid", "dev", "allow_root",
+					   "ro,suid"};
+	static struct kt_mount m;
+
+	kt_mount_config(&m, "mnt-weak", NULL, NULL);
+	for (size_t i = 0; i < sizeof(weak) / sizeof(weak[0]); i++) {
+		char *err = NULL;
+		int rc = kt_runf(NULL, &err, "'%s' mount -f -o '%s' -c '%s'",
+				 kt_keyfs(), weak[i], m.cfg);
+
+		cr_assert(rc == 1, "-o %s: exit %d", weak[i], rc);
+		cr_assert(kt_contains(err, "would weaken the mount"),
+			  "-o %s: %s", weak[i], err);
+		cr_assert(!kt_is_mounted(m.mnt), "-o %s mounted", weak[i]);
+		free(err);
+	}
+	/* The same configuration without them mounts. */
+	cr_assert(kt_mount_start(&m, NULL) == 0);
+	kt_mount_stop(&m);
+}
