@@ -493,11 +493,11 @@ static char *wait_for_text(const char *path, const char *needle)
 Test(control, failed_operation_runs_alert_command_with_the_record)
 {
 	static struct kt_mount m;
-	char *lines, *alerts, *text;
+	char *dir = kt_tmpdir("ctl-alerts"), *lines, *alerts, *text;
 	json_t *rec;
 
-	cr_assert(asprintf(&alerts, "%s/alerts.log", kt_tmpdir("ctl-alerts")) >
-		  0);
+	cr_assert(asprintf(&alerts, "%s/alerts.log", dir) > 0);
+	free(dir);
 	cr_assert(asprintf(&lines, "alert_command = cat >> %s\n", alerts) > 0);
 	start(&m, "ctl-alert", lines);
 	cr_assert(kt_mwrite(&m, "control/retire", "1\n") == -EBUSY);
