@@ -581,8 +581,9 @@ undo:
 	return r;
 }
 
-int kf_audit_append(struct kf_audit *a, json_t *record, bool sync,
-		    char err[KF_ERR_MAX])
+/* Formats and writes one line under the lock; the anchor it left. */
+static int append_line(struct kf_audit *a, json_t *record, bool sync,
+		       struct kf_audit_anchor *ret_anchor, char err[KF_ERR_MAX])
 {
 	struct pending p = {0};
 	int r;
@@ -591,33 +592,28 @@ int kf_audit_append(struct kf_audit *a, json_t *record, bool sync,
 	r = format_line(a, record, &p, err);
 	if (r >= 0) {
 		r = write_line(a, p.line, sync, err);
-		if (r >= 0)
+		if (r >= 0) {
 			a->anchor = p.anchor;
+			if (ret_anchor)
+				*ret_anchor = p.anchor;
+		}
 	}
 	pthread_mutex_unlock(&a->lock);
 	free(p.line);
 	return r;
 }
 
+int kf_audit_append(struct kf_audit *a, json_t *record, bool sync,
+		    char err[KF_ERR_MAX])
+{
+	return append_line(a, record, sync, NULL, err);
+}
+
 int kf_audit_append_anchored(struct kf_audit *a, json_t *record,
 			     struct kf_audit_anchor *ret_anchor,
 			     char err[KF_ERR_MAX])
 {
-	struct pending p = {0};
-	int r;
-
-	pthread_mutex_lock(&a->lock);
-	r = format_line(a, record, &p, err);
-	if (r >= 0) {
-		r = write_line(a, p.line, false, err);
-		if (r >= 0) {
-			a->anchor = p.anchor;
-			*ret_anchor = p.anchor;
-		}
-	}
-	pthread_mutex_unlock(&a->lock);
-	free(p.line);
-	return r;
+	return append_line(a, record, false, ret_anchor, err);
 }
 
 int kf_audit_sync(struct kf_audit *a, char err[KF_ERR_MAX])
