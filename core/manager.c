@@ -611,6 +611,37 @@ static int create_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 	return r;
 }
 
+/* The highest version number known: the keyring's and every archive's. */
+static uint32_t highest_known(struct kf_manager *m, const struct kf_keyring *kr)
+{
+	struct kf_backup_info *list = NULL;
+	uint32_t high = kr ? kf_keyring_highest(kr) : 0;
+	size_t n = 0;
+
+	if (kf_backup_list(m->cfg->backup_dir, &list, &n, NULL) == 0)
+		for (size_t i = 0; i < n; i++)
+			if (list[i].key_version > high)
+				high = list[i].key_version;
+	free(list);
+	return high;
+}
+
+/*
+ * A crash between an automatic backup and the state's rename leaves an
+ * archive of a version the state never committed: that number must not be
+ * issued again, so the keyring's highest goes up to every archive's.
+ */
+static void raise_to_archives(struct kf_manager *m, struct kf_keyring **kr)
+{
+	struct kf_keyring *raised = NULL;
+
+	if (kf_keyring_raise_highest(*kr, highest_known(m, *kr), &raised) ==
+	    0) {
+		kf_keyring_unref(*kr);
+		*kr = raised;
+	}
+}
+
 static int load_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 {
 	struct kf_audit_anchor anchor, tail;
@@ -638,6 +669,7 @@ static int load_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 		return r;
 	}
 	warn_env_differs(kr);
+	raise_to_archives(m, &kr);
 	m->sealed_seq = anchor.seq;
 	kf_audit_anchor(m->audit, &tail);
 	if (tail.seq < anchor.seq)
@@ -1015,21 +1047,6 @@ int kf_manager_backup(struct kf_manager *m, const struct kf_caller *who,
 	if (!name)
 		prune_automatic(m, who);
 	return 0;
-}
-
-/* The highest version number known: the keyring's and every archive's. */
-static uint32_t highest_known(struct kf_manager *m, const struct kf_keyring *kr)
-{
-	struct kf_backup_info *list = NULL;
-	uint32_t high = kr ? kf_keyring_highest(kr) : 0;
-	size_t n = 0;
-
-	if (kf_backup_list(m->cfg->backup_dir, &list, &n, NULL) == 0)
-		for (size_t i = 0; i < n; i++)
-			if (list[i].key_version > high)
-				high = list[i].key_version;
-	free(list);
-	return high;
 }
 
 /* A backup name (with or without .json) or an absolute path -> a path. */

@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -521,4 +522,119 @@ Test(control, failed_operation_runs_alert_command_with_the_record)
 	free(text);
 	free(lines);
 	free(alerts);
+}
+
+/* --- kill -9 at any moment -------------------------------------------- */
+
+/* Child: rotates until the tree goes away; writes each acknowledged
+ * version, as read right after its write returned, to fd. */
+static void rotate_until_killed(struct kt_mount *m, int fd)
+{
+	char *ctl = kt_mpath(m, "control/rotate"),
+	     *ver = kt_mpath(m, "version");
+
+	for (;;) {
+		char buf[32];
+		int c = open(ctl, O_WRONLY), v;
+		ssize_t n;
+
+		if (c < 0 || write(c, "1\n", 2) != 2)
+			_exit(0);
+		close(c);
+		v = open(ver, O_RDONLY);
+		if (v < 0)
+			_exit(0);
+		n = read(v, buf, sizeof(buf) - 1);
+		close(v);
+		if (n <= 0 || write(fd, buf, (size_t)n) != n)
+			_exit(0);
+	}
+}
+
+static long highest_line(const char *text)
+{
+	long high = 0;
+
+	for (const char *p = text; p && *p; p = strchr(p, '\n')) {
+		long v;
+
+		if (*p == '\n')
+			p++;
+		v = strtol(p, NULL, 10);
+		high = v > high ? v : high;
+	}
+	return high;
+}
+
+Test(control, kill_9_during_rotations_never_loses_a_key, .timeout = 300)
+{
+	static struct kt_mount m;
+	long acked = 0, archived = 0;
+	char *out = NULL, *list = NULL;
+	int rc;
+
+	start(&m, "ctl-kill9", "backup_keep = 1000\n");
+	srand((unsigned)getpid());
+	for (int round = 0; round < 12; round++) {
+		int fds[2], status = 0;
+		char buf[4096];
+		ssize_t n;
+		pid_t child;
+		long v;
+
+		cr_assert(pipe(fds) == 0);
+		child = fork();
+		cr_assert(child >= 0);
+		if (child == 0) {
+			close(fds[0]);
+			rotate_until_killed(&m, fds[1]);
+		}
+		close(fds[1]);
+		kt_sleep_ms(5 + rand() % 60);
+		kill(m.pid, SIGKILL);
+		waitpid(m.pid, &status, 0);
+		m.pid = 0;
+		if (kt_wait_child(child, 10000) < 0) {
+			kill(child, SIGKILL);
+			waitpid(child, NULL, 0);
+		}
+		while ((n = read(fds[0], buf, sizeof(buf) - 1)) > 0) {
+			buf[n] = 0;
+			v = highest_line(buf);
+			acked = v > acked ? v : acked;
+		}
+		close(fds[0]);
+		rc = kt_mount_start(&m, NULL);
+		cr_assert(rc == 0, "round %d: no restart after kill -9 (%d)",
+			  round, rc);
+		v = kt_mversion(&m);
+		cr_assert(v >= acked,
+			  "round %d: version %ld served, %ld was acknowledged",
+			  round, v, acked);
+	}
+	cr_assert(acked > 0, "no rotation was acknowledged at all");
+	kt_mount_stop(&m);
+
+	/* The log's chain holds, and every archive verifies. */
+	rc =
+	    kt_runf(&out, NULL, "'%s' audit verify -c '%s'", kt_keyfs(), m.cfg);
+	cr_assert(rc == 0, "audit verify after kill -9: %s", out);
+	free(out);
+	rc = kt_runf(
+	    &list, NULL,
+	    "cd '%s/backups' && for f in *.json; do '%s' backup "
+	    "verify \"$PWD/$f\" -c '%s' >/dev/null || echo \"BAD $f\"; "
+	    "done; '%s' backup list -c '%s' | awk 'NR > 1 { print $3 }'",
+	    m.state, kt_keyfs(), m.cfg, kt_keyfs(), m.cfg);
+	cr_assert(rc == 0 && !kt_contains(list, "BAD"),
+		  "an archive does not verify: %s", list);
+	archived = highest_line(list);
+	free(list);
+
+	/* No number any archive holds is issued again. */
+	cr_assert(kt_mount_start(&m, NULL) == 0);
+	cr_assert(kt_mwrite(&m, "control/rotate", "1\n") == 0);
+	cr_assert(kt_mversion(&m) > archived,
+		  "version %ld issued again (archives hold up to %ld)",
+		  kt_mversion(&m), archived);
 }

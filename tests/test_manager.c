@@ -2318,3 +2318,68 @@ Test(manager, status_fields_and_no_key_material)
 	snap_free(s);
 	fx_done(&f);
 }
+
+/*
+ * A full disk under state_dir: the rotation is refused, nothing changes in
+ * memory or on disk, its automatic backup is removed again, and the success
+ * record already in the log is cancelled by a failure record naming it.
+ */
+Test(manager, full_state_disk_refuses_rotation_and_loses_nothing,
+     .fini = kt_tmpfs_cleanup, .timeout = 60)
+{
+	char err[KF_ERR_MAX] = "", *filler, *cmd;
+	size_t backups_before, mark;
+	struct kf_manager *m;
+	struct snap *before, *after;
+	json_t *recs, *ok, *bad;
+	uint32_t v = 0;
+	struct fx f;
+	int r;
+
+	fx_setup(&f, "mgr-full-state", "development", NULL, NULL);
+	free(f.cfg->state_dir);
+	f.cfg->state_dir = strdup(kt_tmpfs("mgr-full-state-fs", "16k"));
+	m = open_ok(&f);
+	before = snap_take(m);
+	backups_before = count_files(f.backups, "key_backup_", ".json");
+	cr_assert(asprintf(&filler, "%s/filler", f.cfg->state_dir) > 0);
+	cr_assert(asprintf(&cmd, "dd if=/dev/zero of='%s' bs=1k count=64",
+			   filler) > 0);
+	kt_run(cmd, NULL, NULL,
+	       NULL); /* fails with ENOSPC: that is the point */
+	mark = kt_file_size(f.audit);
+
+	r = kf_manager_rotate(m, &who, &v, err);
+	cr_assert_eq(r, -ENOSPC, "rotation on a full state disk: %d %s", r,
+		     err);
+	cr_assert(kt_contains(err, "saving state"), "unclear: %s", err);
+	after = snap_take(m);
+	cr_assert(snap_same(before, after), "the keyring changed in memory");
+	snap_free(after);
+	cr_assert_eq(count_files(f.backups, "key_backup_", ".json"),
+		     backups_before, "the refused rotation left its backup");
+	recs = kt_audit_read(f.audit, mark);
+	ok = kt_find_record(recs, "key_rotation", 1);
+	bad = kt_find_record(recs, "key_rotation", 0);
+	cr_assert(ok && bad, "want a success record and its cancellation");
+	cr_assert(json_integer_value(json_object_get(bad, "cancels_seq")) ==
+		      json_integer_value(json_object_get(ok, "seq")),
+		  "the failure record does not name the record it cancels");
+	json_decref(recs);
+
+	/* Space again: the state on disk is the old keyring. */
+	cr_assert(unlink(filler) == 0);
+	kf_manager_close(m);
+	m = open_ok(&f);
+	after = snap_take(m);
+	cr_assert(snap_same(before, after), "the reloaded keyring differs");
+	snap_free(after);
+	rotate_ok(m, &v);
+	cr_assert_eq(v, before->version[0] + 1);
+	kf_manager_close(m);
+	verify_audit_ok(&f);
+	snap_free(before);
+	free(filler);
+	free(cmd);
+	fx_done(&f);
+}
