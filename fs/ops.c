@@ -118,6 +118,13 @@ static void kf_getattr(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_attr(req, &st, ttl_of(n));
 }
 
+/* Replies err to a request the tree refuses. */
+static void refuse(fuse_req_t req, int err)
+{
+	count(req, KF_RQ_OTHER);
+	fuse_reply_err(req, err);
+}
+
 /*
  * The tree is read-only: only truncation of a control file (what `echo >`
  * does before writing) is accepted, as a no-op.
@@ -128,6 +135,7 @@ static void kf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	struct kf_node n = kf_tree_node(ino);
 
 	(void)fi;
+	count(req, KF_RQ_OTHER);
 	if ((kf_tree_flags(n.kind) & KF_NODE_F_CONTROL) &&
 	    (to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME |
 			FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME)) == 0 &&
@@ -143,6 +151,7 @@ static void kf_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 	/* Nodes are computed from their inode number: nothing to drop. */
 	(void)ino;
 	(void)nlookup;
+	count(req, KF_RQ_OTHER);
 	fuse_reply_none(req);
 }
 
@@ -151,20 +160,20 @@ static void kf_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, dev_t rdev)
 {
 	(void)parent, (void)name, (void)mode, (void)rdev;
-	fuse_reply_err(req, EROFS);
+	refuse(req, EROFS);
 }
 
 static void kf_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
 	(void)parent, (void)name, (void)mode;
-	fuse_reply_err(req, EROFS);
+	refuse(req, EROFS);
 }
 
 static void kf_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	(void)parent, (void)name;
-	fuse_reply_err(req, EROFS);
+	refuse(req, EROFS);
 }
 
 static void kf_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -172,53 +181,54 @@ static void kf_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      unsigned int flags)
 {
 	(void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
-	fuse_reply_err(req, EROFS);
+	refuse(req, EROFS);
 }
 
 static void kf_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		    const char *newname)
 {
 	(void)ino, (void)newparent, (void)newname;
-	fuse_reply_err(req, EROFS);
+	refuse(req, EROFS);
 }
 
 static void kf_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
 {
 	(void)link, (void)parent, (void)name;
-	fuse_reply_err(req, EROFS);
+	refuse(req, EROFS);
 }
 
 static void kf_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, struct fuse_file_info *fi)
 {
 	(void)parent, (void)name, (void)mode, (void)fi;
-	fuse_reply_err(req, EROFS);
+	refuse(req, EROFS);
 }
 
 static void kf_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			const char *value, size_t size, int flags)
 {
 	(void)ino, (void)name, (void)value, (void)size, (void)flags;
-	fuse_reply_err(req, EPERM);
+	refuse(req, EPERM);
 }
 
 static void kf_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	(void)ino, (void)name;
-	fuse_reply_err(req, EPERM);
+	refuse(req, EPERM);
 }
 
 static void kf_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
 	(void)ino, (void)name, (void)size;
-	fuse_reply_err(req, ENODATA);
+	refuse(req, ENODATA);
 }
 
 static void kf_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	(void)ino;
+	count(req, KF_RQ_OTHER);
 	if (size == 0)
 		fuse_reply_xattr(req, 0);
 	else
@@ -230,6 +240,7 @@ static void kf_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct statvfs st = {0};
 
 	(void)ino;
+	count(req, KF_RQ_OTHER);
 	st.f_bsize = 4096;
 	st.f_frsize = 4096;
 	st.f_namemax = 255;
