@@ -959,22 +959,10 @@ static int read_text(const char *path, char **ret, char err[KF_ERR_MAX])
 	size_t got = 0;
 	int fd, r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		kf_err_set(err, "%s: %s", path, strerror(-r));
-		return r;
-	}
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		kf_err_set(err, "%s: %s", path, strerror(-r));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		r = -EINVAL;
-		kf_err_set(err, "%s: not a regular file", path);
-		goto out;
-	}
+	/* Symlinks are fine here: /etc/keyfs/keyfs.ini may be one. */
+	fd = kf_file_open_regular(path, 0, &st, err);
+	if (fd < 0)
+		return fd;
 	if (st.st_size > CONFIG_MAX_BYTES) {
 		r = -EFBIG;
 		kf_err_set(err, "%s: larger than 1 MiB", path);

@@ -247,6 +247,32 @@ int kf_file_write_atomic(const char *dir, const char *name, const void *data,
 	return r;
 }
 
+int kf_file_open_regular(const char *path, int flags, struct stat *ret_st,
+			 char err[KF_ERR_MAX])
+{
+	int fd, r;
+
+	/* O_NONBLOCK: a FIFO given as a path must not hang the caller. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | flags);
+	if (fd < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: %s", path, strerror(-r));
+		return r;
+	}
+	if (fstat(fd, ret_st) < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: %s", path, strerror(-r));
+		close(fd);
+		return r;
+	}
+	if (!S_ISREG(ret_st->st_mode)) {
+		kf_err_set(err, "%s: not a regular file", path);
+		close(fd);
+		return -EINVAL;
+	}
+	return fd;
+}
+
 int kf_file_read_all(const char *path, size_t max, uint8_t **ret_buf,
 		     size_t *ret_len, char err[KF_ERR_MAX])
 {
@@ -255,23 +281,9 @@ int kf_file_read_all(const char *path, size_t max, uint8_t **ret_buf,
 	size_t got = 0;
 	int fd, r;
 
-	/* O_NONBLOCK: a FIFO given as a path must not hang the caller. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-	if (fd < 0) {
-		r = -errno;
-		kf_err_set(err, "%s: %s", path, strerror(-r));
-		return r;
-	}
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		kf_err_set(err, "%s: %s", path, strerror(-r));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		r = -EINVAL;
-		kf_err_set(err, "%s: not a regular file", path);
-		goto out;
-	}
+	fd = kf_file_open_regular(path, O_NOFOLLOW, &st, err);
+	if (fd < 0)
+		return fd;
 	if ((uint64_t)st.st_size > max) {
 		r = -EFBIG;
 		kf_err_set(err, "%s: larger than %zu bytes", path, max);

@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #define KF_ERR_MAX 512
@@ -63,6 +64,14 @@ int kf_file_prepare(const char *dir, const char *name, const void *data,
 int kf_file_commit(const char *dir, const char *tmp_name, const char *name,
 		   char err[KF_ERR_MAX]) KF_WUR;
 void kf_file_discard(const char *dir, const char *tmp_name);
+
+/*
+ * Opens path read-only (O_NONBLOCK, so a FIFO never hangs; plus `flags`,
+ * e.g. O_NOFOLLOW) and checks it is a regular file.  Returns the fd with
+ * its stat in *ret_st, or -errno with the reason in err.
+ */
+int kf_file_open_regular(const char *path, int flags, struct stat *ret_st,
+			 char err[KF_ERR_MAX]) KF_WUR;
 
 /*
  * Reads a whole regular file of at most max bytes (larger: -EFBIG) into a
