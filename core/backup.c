@@ -67,6 +67,17 @@ bool kf_backup_name_valid(const char *name)
 	return strstr(name, "..") == NULL;
 }
 
+bool kf_backup_name_reserved(const char *name)
+{
+	static const char *const reserved[] = {KF_BACKUP_AUTO_PREFIX,
+					       KF_BACKUP_PRE_RESTORE_PREFIX};
+
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+		if (strncmp(name, reserved[i], strlen(reserved[i])) == 0)
+			return true;
+	return false;
+}
+
 /* A field name from a file, safe to put in a message (ASCII, 32 chars). */
 static void printable(const char *s, char out[40])
 {
@@ -348,16 +359,11 @@ int kf_backup_read(const char *path, const uint8_t key[32], uint8_t **ret_blob,
 	size_t len;
 	int r;
 
-	r = kf_file_read_all(path, KF_BACKUP_FILE_MAX, &buf, &len, err);
+	r = kf_file_read_all(path, KF_BACKUP_FILE_MAX, &buf, &len, &st, err);
 	if (r == -ENOENT)
 		kf_err_set(err, "no such backup");
 	if (r < 0)
 		return r;
-	if (stat(path, &st) < 0) {
-		r = -errno;
-		kf_err_set(err, "%s: %s", path, strerror(-r));
-		goto out;
-	}
 	r = archive_parse(buf, len, &a, err);
 	if (r < 0)
 		goto out;
@@ -431,7 +437,7 @@ static bool generated_name(const char *prefix, int64_t now, int i,
 	if (i > 1)
 		snprintf(tail, sizeof(tail), "_%d", i);
 	n = snprintf(out, KF_BACKUP_NAME_MAX + 1, "%s%s%s",
-		     prefix ? prefix : "key_backup_", stamp, tail);
+		     prefix ? prefix : KF_BACKUP_AUTO_PREFIX, stamp, tail);
 	return n > 0 && n <= KF_BACKUP_NAME_MAX && kf_backup_name_valid(out);
 }
 
@@ -567,6 +573,15 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 				   KF_BACKUP_NAME_MAX);
 			return -EINVAL;
 		}
+		if (kf_backup_name_reserved(name)) {
+			kf_err_set(err,
+				   "invalid backup name: names starting with "
+				   "\"%s\" or \"%s\" are reserved for the "
+				   "archives keyfs makes itself",
+				   KF_BACKUP_AUTO_PREFIX,
+				   KF_BACKUP_PRE_RESTORE_PREFIX);
+			return -EINVAL;
+		}
 		snprintf(first, sizeof(first), "%s", name);
 	} else if (!generated_name(prefix, now, 1, first)) {
 		kf_err_set(err, "invalid backup name prefix");
@@ -665,7 +680,8 @@ static int list_one(const char *dir, int dirfd, const char *file,
 	path = kf_path_join(dir, file);
 	if (!path)
 		return -ENOMEM;
-	r = kf_file_read_all(path, KF_BACKUP_FILE_MAX, &buf, &len, NULL);
+	/* The size and mtime listed are those of the file read. */
+	r = kf_file_read_all(path, KF_BACKUP_FILE_MAX, &buf, &len, &st, NULL);
 	free(path);
 	if (r < 0)
 		return r;
@@ -760,38 +776,172 @@ int kf_backup_list(const char *dir, struct kf_backup_info **ret, size_t *ret_n,
 	return 0;
 }
 
-int kf_backup_prune(const char *dir, unsigned keep, size_t *ret_deleted,
-		    char err[KF_ERR_MAX])
+/* The versions held by the archive dir/file (from its clear fields). */
+static int archive_versions(const char *dir, const char *file,
+			    struct archive *ret)
 {
-	struct kf_backup_info *list = NULL;
-	size_t n = 0, deleted = 0;
-	int r, r2;
+	uint8_t *buf = NULL;
+	size_t len;
+	char *path = kf_path_join(dir, file);
+	int r;
 
-	r = kf_backup_list(dir, &list, &n, err);
+	if (!path)
+		return -ENOMEM;
+	r = kf_file_read_all(path, KF_BACKUP_FILE_MAX, &buf, &len, NULL, NULL);
+	free(path);
 	if (r < 0)
 		return r;
-	for (size_t i = keep; i < n; i++) {
-		char *path = kf_path_join(dir, list[i].name);
+	r = archive_parse(buf, len, ret, NULL);
+	sodium_free(buf);
+	return r;
+}
 
+/* A growing set of version numbers (small: linear search is fine). */
+struct version_set {
+	uint32_t *v;
+	size_t n, cap;
+};
+
+static bool set_has(const struct version_set *set, uint32_t version)
+{
+	for (size_t i = 0; i < set->n; i++)
+		if (set->v[i] == version)
+			return true;
+	return false;
+}
+
+static int set_add_all(struct version_set *set, const struct archive *a)
+{
+	for (size_t i = 0; i < a->n_versions; i++) {
+		if (set_has(set, a->versions[i]))
+			continue;
+		if (set->n == set->cap) {
+			size_t cap = set->cap ? set->cap * 2 : 64;
+			uint32_t *grown = realloc(set->v, cap * sizeof(*grown));
+
+			if (!grown)
+				return -ENOMEM;
+			set->v = grown;
+			set->cap = cap;
+		}
+		set->v[set->n++] = a->versions[i];
+	}
+	return 0;
+}
+
+/*
+ * Whether list[i] must be kept: it holds a version that `held` says the
+ * keyring no longer has and that no archive kept so far (`covered`) holds.
+ * A kept archive's versions join `covered`.
+ */
+static int must_keep(const char *dir, const struct kf_backup_info *info,
+		     const struct kf_backup_prune_opts *o,
+		     struct version_set *covered, bool *ret_keep)
+{
+	struct archive a = {0};
+	bool keep = false;
+	int r;
+
+	r = archive_versions(dir, info->name, &a);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < a.n_versions && !keep; i++)
+		keep = !o->held(a.versions[i], o->data) &&
+		       !set_has(covered, a.versions[i]);
+	r = keep ? set_add_all(covered, &a) : 0;
+	archive_done(&a);
+	*ret_keep = keep;
+	return r;
+}
+
+int kf_backup_prune(const char *dir, const struct kf_backup_prune_opts *o,
+		    struct kf_backup_prune_result *ret, char err[KF_ERR_MAX])
+{
+	struct kf_backup_info *list = NULL;
+	struct version_set covered = {0};
+	struct kf_backup_prune_result res = {0};
+	size_t prefix_len = o->prefix ? strlen(o->prefix) : 0;
+	bool protect = !o->force && o->held;
+	bool *doomed = NULL;
+	unsigned seen = 0;
+	int r = 0, r2;
+
+	r = kf_backup_list(dir, &list, &res.listed, err);
+	if (r < 0)
+		return r;
+	doomed = calloc(res.listed ? res.listed : 1, sizeof(*doomed));
+	if (!doomed) {
+		free(list);
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	/* First what stays whatever happens: its versions are covered. */
+	for (size_t i = 0; i < res.listed && r == 0; i++) {
+		struct archive a = {0};
+
+		if ((!prefix_len ||
+		     strncmp(list[i].name, o->prefix, prefix_len) == 0) &&
+		    seen++ >= o->keep) {
+			doomed[i] = true;
+			continue;
+		}
+		if (!protect)
+			continue;
+		r = archive_versions(dir, list[i].name, &a);
+		if (r == 0)
+			r = set_add_all(&covered, &a);
+		archive_done(&a);
+		if (r < 0)
+			kf_err_set(err, "%s: cannot read its versions: %s",
+				   list[i].name, strerror(-r));
+	}
+	/*
+	 * Then the older ones, newest first: the newest archive holding a
+	 * version the keyring no longer has, and that nothing kept holds, is
+	 * that version's last copy.
+	 */
+	for (size_t i = 0; i < res.listed && r == 0; i++) {
+		bool keep = false;
+		char *path;
+
+		if (!doomed[i])
+			continue;
+		if (protect) {
+			r = must_keep(dir, &list[i], o, &covered, &keep);
+			if (r < 0) {
+				kf_err_set(err,
+					   "%s: cannot read its versions: %s",
+					   list[i].name, strerror(-r));
+				break;
+			}
+			res.protected += keep;
+			if (keep)
+				continue;
+		}
+		if (o->dry_run) {
+			res.deleted++;
+			continue;
+		}
+		path = kf_path_join(dir, list[i].name);
 		if (!path) {
 			r = -ENOMEM;
 			kf_err_set(err, "out of memory");
 			break;
 		}
 		if (unlink(path) == 0) {
-			deleted++;
+			res.deleted++;
 		} else if (errno != ENOENT) {
 			r = -errno;
 			kf_err_set(err,
 				   "%s: cannot delete (after %zu deleted): %s",
-				   path, deleted, strerror(-r));
-			free(path);
-			break;
+				   path, res.deleted, strerror(-r));
 		}
 		free(path);
 	}
+	free(doomed);
 	free(list);
-	if (deleted > 0) {
+	free(covered.v);
+	if (res.deleted > 0) {
 		r2 = kf_dir_fsync(dir);
 		if (r2 < 0 && r == 0) {
 			r = r2;
@@ -799,8 +949,6 @@ int kf_backup_prune(const char *dir, unsigned keep, size_t *ret_deleted,
 				   strerror(-r));
 		}
 	}
-	if (r < 0)
-		return r;
-	*ret_deleted = deleted;
-	return 0;
+	*ret = res;
+	return r;
 }

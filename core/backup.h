@@ -26,6 +26,9 @@
 #define KF_BACKUP_FORMAT "keyfs-backup-v1"
 #define KF_BACKUP_NAME_MAX 64	      /* without ".json" */
 #define KF_BACKUP_FILE_MAX (8u << 20) /* refuse larger archives */
+/* Names keyfs gives its own archives; a named backup may not take them. */
+#define KF_BACKUP_AUTO_PREFIX "key_backup_"
+#define KF_BACKUP_PRE_RESTORE_PREFIX "pre_restore_"
 
 struct kf_backup_info {
 	char name[KF_BACKUP_NAME_MAX + 6]; /* file name, with ".json" */
@@ -39,13 +42,18 @@ struct kf_backup_info {
 /* True if name matches [A-Za-z0-9][A-Za-z0-9._-]{0,63} (no "..", no "/"). */
 bool kf_backup_name_valid(const char *name);
 
+/* True if name starts with a prefix reserved for keyfs's own archives
+ * (KF_BACKUP_AUTO_PREFIX, KF_BACKUP_PRE_RESTORE_PREFIX). */
+bool kf_backup_name_reserved(const char *name);
+
 /*
  * Writes a new archive of blob into dir (durably, 0600, never replacing an
- * existing file: -EEXIST).  `name` NULL gives key_backup_YYYYMMDD_HHMMSS
- * from `now` (UTC); if that exists, a suffix _2, _3... is added.  `prefix`
- * (may be NULL) is put before a generated name (e.g. "pre_restore_").
- * The archive's mtime is set to `now`.  ret_name (KF_BACKUP_NAME_MAX + 6
- * bytes) gets the file name written.
+ * existing file: -EEXIST).  A given `name` that is invalid or reserved
+ * (kf_backup_name_reserved) is refused with -EINVAL.  `name` NULL gives
+ * key_backup_YYYYMMDD_HHMMSS from `now` (UTC); if that exists, a suffix _2,
+ * _3... is added.  `prefix` (may be NULL) is put before a generated name (e.g.
+ * "pre_restore_"). The archive's mtime is set to `now`.  ret_name
+ * (KF_BACKUP_NAME_MAX + 6 bytes) gets the file name written.
  */
 int kf_backup_write(const char *dir, const char *name, const char *prefix,
 		    const uint8_t key[32], const uint8_t *blob, size_t len,
@@ -72,11 +80,34 @@ int kf_backup_read(const char *path, const uint8_t key[32], uint8_t **ret_blob,
 int kf_backup_list(const char *dir, struct kf_backup_info **ret, size_t *ret_n,
 		   char err[KF_ERR_MAX]) KF_WUR;
 
+struct kf_backup_prune_opts {
+	unsigned keep;	    /* the `keep` newest (of those with prefix) stay */
+	const char *prefix; /* only archives whose name starts so; NULL: all */
+	bool force;	    /* also delete the last copy of a version */
+	bool dry_run;	    /* delete nothing: count what would go */
+	/* Whether the keyring still holds version (NULL: never protect). */
+	bool (*held)(uint32_t version, void *data);
+	void *data;
+};
+
+struct kf_backup_prune_result {
+	size_t listed;	  /* archives in dir */
+	size_t deleted;	  /* archives deleted (dry_run: would be) */
+	size_t protected; /* older than `keep` but kept: a version's last copy
+			   */
+};
+
 /*
- * Keeps the `keep` newest archives of kf_backup_list and deletes the rest
- * (then fsyncs dir).  *ret_deleted gets how many were deleted.
+ * cleanup_old_backups: keeps the o->keep newest archives (of those named
+ * with o->prefix) and deletes the older ones, then fsyncs dir.  Unless
+ * o->force, an older archive is kept when it is the newest holding a
+ * version that o->held says the keyring no longer has (retired or dropped
+ * beyond retain_versions) and no archive kept before it holds that version:
+ * pruning never destroys the last copy of a key.  *ret is filled even on
+ * failure (what was deleted before it).
  */
-int kf_backup_prune(const char *dir, unsigned keep, size_t *ret_deleted,
+int kf_backup_prune(const char *dir, const struct kf_backup_prune_opts *o,
+		    struct kf_backup_prune_result *ret,
 		    char err[KF_ERR_MAX]) KF_WUR;
 
 #endif

@@ -11,13 +11,16 @@
 #include "keyring.h"
 
 #define KR_MAGIC "KFKR"
-#define KR_FORMAT 1u
+#define KR_FORMAT_V1 1u	  /* no retired list */
+#define KR_FORMAT 2u	  /* written: the retired list follows the entries */
 #define KR_HEADER_LEN 16u /* magic, format, highest, count */
 #define KR_ENTRY_LEN (4u + 8u + KF_KEY_BYTES) /* version, created, key */
 
 struct kf_keyring {
 	atomic_uint_fast32_t refs;
 	uint32_t highest;
+	uint32_t *retired; /* ascending, malloc'd (NULL when none) */
+	size_t n_retired;
 	size_t count;
 	uint8_t *keys; /* count * KF_KEY_BYTES, sodium_malloc, read-only */
 	struct kf_keyring_entry entries[];
@@ -29,8 +32,43 @@ static struct kf_keyring *kr_free(struct kf_keyring *kr)
 		return NULL;
 	if (kr->keys)
 		sodium_free(kr->keys); /* wipes */
+	free(kr->retired);
 	free(kr);
 	return NULL;
+}
+
+/*
+ * Gives dst the retired list of src (may be NULL) plus `extra` (0: none),
+ * less every version dst holds.  0 or -ENOMEM / -E2BIG.
+ */
+static int kr_set_retired(struct kf_keyring *dst, const uint32_t *src, size_t n,
+			  uint32_t extra)
+{
+	size_t cap = n + (extra != 0), k = 0;
+	bool added = extra == 0;
+
+	if (cap > KF_KEYRING_MAX_RETIRED)
+		return -E2BIG;
+	if (cap == 0)
+		return 0;
+	dst->retired = malloc(cap * sizeof(*dst->retired));
+	if (!dst->retired)
+		return -ENOMEM;
+	for (size_t i = 0; i <= n; i++) {
+		uint32_t v = i < n ? src[i] : UINT32_MAX;
+
+		if (!added && extra <= v) {
+			if (!kf_keyring_find(dst, extra))
+				dst->retired[k++] = extra;
+			added = true;
+			if (extra == v)
+				continue;
+		}
+		if (i < n && !kf_keyring_find(dst, v))
+			dst->retired[k++] = v;
+	}
+	dst->n_retired = k;
+	return 0;
 }
 
 /*
@@ -180,6 +218,10 @@ int kf_keyring_rotate(const struct kf_keyring *kr, int64_t now,
 	nk->entries[0].created = now;
 	for (size_t i = 0; i < kr->count; i++)
 		kr_copy_entry(nk, i + 1, &kr->entries[i]);
+	if (kr_set_retired(nk, kr->retired, kr->n_retired, 0) < 0) {
+		kr_free(nk);
+		return -ENOMEM;
+	}
 	*ret = kr_seal(nk);
 	return 0;
 }
@@ -198,6 +240,10 @@ int kf_keyring_trim(const struct kf_keyring *kr, unsigned retain,
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++)
 		kr_copy_entry(nk, i, &kr->entries[i]);
+	if (kr_set_retired(nk, kr->retired, kr->n_retired, 0) < 0) {
+		kr_free(nk);
+		return -ENOMEM;
+	}
 	*ret = kr_seal(nk);
 	return 0;
 }
@@ -207,6 +253,7 @@ int kf_keyring_retire(const struct kf_keyring *kr, uint32_t version,
 {
 	struct kf_keyring *nk;
 	size_t j = 0;
+	int r;
 
 	if (version == kr->entries[0].version)
 		return -EBUSY;
@@ -218,6 +265,12 @@ int kf_keyring_retire(const struct kf_keyring *kr, uint32_t version,
 	for (size_t i = 0; i < kr->count; i++)
 		if (kr->entries[i].version != version)
 			kr_copy_entry(nk, j++, &kr->entries[i]);
+	/* Remembered, so a restore cannot quietly bring it back. */
+	r = kr_set_retired(nk, kr->retired, kr->n_retired, version);
+	if (r < 0) {
+		kr_free(nk);
+		return r;
+	}
 	*ret = kr_seal(nk);
 	return 0;
 }
@@ -232,6 +285,83 @@ int kf_keyring_raise_highest(const struct kf_keyring *kr, uint32_t highest,
 		return -ENOMEM;
 	for (size_t i = 0; i < kr->count; i++)
 		kr_copy_entry(nk, i, &kr->entries[i]);
+	if (kr_set_retired(nk, kr->retired, kr->n_retired, 0) < 0) {
+		kr_free(nk);
+		return -ENOMEM;
+	}
+	*ret = kr_seal(nk);
+	return 0;
+}
+
+bool kf_keyring_is_retired(const struct kf_keyring *kr, uint32_t version)
+{
+	for (size_t i = 0; i < kr->n_retired; i++)
+		if (kr->retired[i] == version)
+			return true;
+	return false;
+}
+
+size_t kf_keyring_retired_count(const struct kf_keyring *kr)
+{
+	return kr->n_retired;
+}
+
+uint32_t kf_keyring_retired_at(const struct kf_keyring *kr, size_t i)
+{
+	return i < kr->n_retired ? kr->retired[i] : 0;
+}
+
+int kf_keyring_adopt_retired(const struct kf_keyring *kr,
+			     const struct kf_keyring *from, bool force,
+			     struct kf_keyring **ret, uint32_t *ret_dropped,
+			     size_t *ret_n_dropped)
+{
+	struct kf_keyring *nk;
+	size_t n = 0, k = 0;
+	uint32_t *merged;
+	int r;
+
+	*ret_n_dropped = 0;
+	for (size_t i = 0; i < kr->count; i++)
+		n += force ||
+		     !kf_keyring_is_retired(from, kr->entries[i].version);
+	if (!force && kf_keyring_is_retired(from, kr->entries[0].version))
+		return -EBUSY;
+	nk = kr_alloc(n, kr->highest > from->highest ? kr->highest
+						     : from->highest);
+	if (!nk)
+		return -ENOMEM;
+	for (size_t i = 0; i < kr->count; i++) {
+		uint32_t v = kr->entries[i].version;
+
+		if (force || !kf_keyring_is_retired(from, v))
+			kr_copy_entry(nk, k++, &kr->entries[i]);
+		else
+			ret_dropped[(*ret_n_dropped)++] = v;
+	}
+	/* Both lists, ascending and without repeats. */
+	merged =
+	    malloc((kr->n_retired + from->n_retired + 1) * sizeof(*merged));
+	if (!merged) {
+		kr_free(nk);
+		return -ENOMEM;
+	}
+	n = 0;
+	for (size_t i = 0, j = 0; i < kr->n_retired || j < from->n_retired;) {
+		uint32_t a = i < kr->n_retired ? kr->retired[i] : UINT32_MAX;
+		uint32_t b =
+		    j < from->n_retired ? from->retired[j] : UINT32_MAX;
+
+		merged[n++] = a < b ? a : b;
+		i += a <= b;
+		j += b <= a;
+	}
+	r = kr_set_retired(nk, merged, n, 0);
+	free(merged);
+	if (r < 0) {
+		kr_free(nk);
+		return r;
+	}
 	*ret = kr_seal(nk);
 	return 0;
 }
@@ -301,7 +431,8 @@ static int64_t get_i64(const uint8_t *p)
 int kf_keyring_encode(const struct kf_keyring *kr, uint8_t **ret_buf,
 		      size_t *ret_len)
 {
-	size_t len = KR_HEADER_LEN + kr->count * KR_ENTRY_LEN;
+	size_t len =
+	    KR_HEADER_LEN + kr->count * KR_ENTRY_LEN + 4 + kr->n_retired * 4;
 	uint8_t *buf, *p;
 
 	buf = sodium_malloc(len);
@@ -317,8 +448,39 @@ int kf_keyring_encode(const struct kf_keyring *kr, uint8_t **ret_buf,
 		put_i64(p + 4, kr->entries[i].created);
 		memcpy(p + 12, kr->entries[i].key, KF_KEY_BYTES);
 	}
+	put_u32(p, (uint32_t)kr->n_retired);
+	for (size_t i = 0; i < kr->n_retired; i++)
+		put_u32(p + 4 + 4 * i, kr->retired[i]);
 	*ret_buf = buf;
 	*ret_len = len;
+	return 0;
+}
+
+/*
+ * The retired list of an encoded keyring into kr (whose entries are not
+ * set yet): strictly ascending, each in 1..highest.
+ */
+static int decode_retired(struct kf_keyring *kr, const uint8_t *p, uint32_t n,
+			  char err[KF_ERR_MAX])
+{
+	if (n == 0)
+		return 0;
+	kr->retired = malloc((size_t)n * sizeof(*kr->retired));
+	if (!kr->retired) {
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t v = get_u32(p + 4 * i);
+
+		if (v == 0 || v > kr->highest ||
+		    (i > 0 && v <= kr->retired[i - 1])) {
+			kf_err_set(err, "keyring retired list is malformed");
+			return -EBADMSG;
+		}
+		kr->retired[i] = v;
+	}
+	kr->n_retired = n;
 	return 0;
 }
 
@@ -326,8 +488,10 @@ int kf_keyring_decode(const uint8_t *buf, size_t len, struct kf_keyring **ret,
 		      char err[KF_ERR_MAX])
 {
 	struct kf_keyring *kr;
-	uint32_t format, highest, count, prev = 0;
+	uint32_t format, highest, count, prev = 0, n_retired = 0;
+	size_t body, tail = 0;
 	const uint8_t *p;
+	int r;
 
 	if (len < KR_HEADER_LEN) {
 		kf_err_set(err, "keyring truncated (%zu bytes)", len);
@@ -338,7 +502,7 @@ int kf_keyring_decode(const uint8_t *buf, size_t len, struct kf_keyring **ret,
 		return -EBADMSG;
 	}
 	format = get_u32(buf + 4);
-	if (format != KR_FORMAT) {
+	if (format != KR_FORMAT && format != KR_FORMAT_V1) {
 		kf_err_set(err, "unsupported keyring format %u", format);
 		return -EBADMSG;
 	}
@@ -349,10 +513,25 @@ int kf_keyring_decode(const uint8_t *buf, size_t len, struct kf_keyring **ret,
 			   count, KF_KEYRING_MAX_VERSIONS);
 		return -EBADMSG;
 	}
-	if (len != KR_HEADER_LEN + (size_t)count * KR_ENTRY_LEN) {
-		kf_err_set(
-		    err, "keyring of %u versions has %zu bytes, expected %zu",
-		    count, len, KR_HEADER_LEN + (size_t)count * KR_ENTRY_LEN);
+	body = KR_HEADER_LEN + (size_t)count * KR_ENTRY_LEN;
+	if (format != KR_FORMAT_V1 && len >= body + 4) {
+		n_retired = get_u32(buf + body);
+		if (n_retired > KF_KEYRING_MAX_RETIRED) {
+			kf_err_set(err,
+				   "keyring lists %u retired versions "
+				   "(at most %u)",
+				   n_retired, KF_KEYRING_MAX_RETIRED);
+			return -EBADMSG;
+		}
+		tail = 4 + (size_t)n_retired * 4;
+	} else if (format != KR_FORMAT_V1) {
+		tail = 4;
+	}
+	if (len != body + tail) {
+		kf_err_set(err,
+			   "keyring of %u versions has %zu bytes, expected "
+			   "%zu",
+			   count, len, body + tail);
 		return -EBADMSG;
 	}
 	p = buf + KR_HEADER_LEN;
@@ -384,11 +563,26 @@ int kf_keyring_decode(const uint8_t *buf, size_t len, struct kf_keyring **ret,
 		kf_err_set(err, "out of memory");
 		return -ENOMEM;
 	}
+	r = decode_retired(kr, buf + body + 4, n_retired, err);
+	if (r < 0) {
+		kr_free(kr);
+		return r;
+	}
 	p = buf + KR_HEADER_LEN;
 	for (uint32_t i = 0; i < count; i++, p += KR_ENTRY_LEN) {
 		kr->entries[i].version = get_u32(p);
 		kr->entries[i].created = get_i64(p + 4);
 		memcpy(kr_slot(kr, i), p + 12, KF_KEY_BYTES);
+	}
+	for (size_t i = 0; i < kr->n_retired; i++) {
+		if (kf_keyring_find(kr, kr->retired[i])) {
+			kf_err_set(err,
+				   "keyring lists version %u as both "
+				   "held and retired",
+				   kr->retired[i]);
+			kr_free(kr);
+			return -EBADMSG;
+		}
 	}
 	*ret = kr_seal(kr);
 	return 0;

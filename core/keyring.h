@@ -10,11 +10,14 @@
  *
  * Entries are kept newest first.  The current version is entry 0.  The
  * keyring also remembers the highest version number it ever issued, so a
- * number is never issued twice (kf_keyring_rotate goes above it).
+ * number is never issued twice (kf_keyring_rotate goes above it), and the
+ * numbers it retired, so that a restore of an older archive cannot quietly
+ * bring a destroyed key back (kf_keyring_adopt_retired).
  */
 #ifndef KF_KEYRING_H
 #define KF_KEYRING_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +25,7 @@
 #include "util.h"
 
 #define KF_KEYRING_MAX_VERSIONS 1024
+#define KF_KEYRING_MAX_RETIRED 65536 /* retired numbers remembered */
 
 struct kf_keyring;
 
@@ -72,8 +76,10 @@ int kf_keyring_trim(const struct kf_keyring *kr, unsigned retain,
 		    struct kf_keyring **ret) KF_WUR;
 
 /*
- * A new keyring without version `version`, whose key bytes are not copied.
- * -EBUSY if it is the current version, -ENOENT if not held.
+ * A new keyring without version `version`, whose key bytes are not copied,
+ * and which remembers `version` as retired.  -EBUSY if it is the current
+ * version, -ENOENT if not held, -E2BIG when KF_KEYRING_MAX_RETIRED numbers
+ * are already remembered.
  */
 int kf_keyring_retire(const struct kf_keyring *kr, uint32_t version,
 		      struct kf_keyring **ret) KF_WUR;
@@ -81,6 +87,26 @@ int kf_keyring_retire(const struct kf_keyring *kr, uint32_t version,
 /* A new keyring like kr but remembering highest = max(kr's, highest). */
 int kf_keyring_raise_highest(const struct kf_keyring *kr, uint32_t highest,
 			     struct kf_keyring **ret) KF_WUR;
+
+/* Whether kr remembers `version` as retired. */
+bool kf_keyring_is_retired(const struct kf_keyring *kr, uint32_t version);
+/* The retired numbers, ascending: count, and number i (0 past the end). */
+size_t kf_keyring_retired_count(const struct kf_keyring *kr);
+uint32_t kf_keyring_retired_at(const struct kf_keyring *kr, size_t i);
+
+/*
+ * For a restore: kr (from an archive) as it may be adopted by a keyring
+ * `from` that has retired some numbers since.  Without force, every entry
+ * of kr that `from` retired is left out (its number goes to ret_dropped,
+ * which has room for kf_keyring_count(kr) numbers; *ret_n_dropped), and if
+ * that is kr's current version the restore is refused: -EBUSY.  With force
+ * every entry is kept and is no longer retired.  The result remembers the
+ * retired numbers of both and the higher `highest`.
+ */
+int kf_keyring_adopt_retired(const struct kf_keyring *kr,
+			     const struct kf_keyring *from, bool force,
+			     struct kf_keyring **ret, uint32_t *ret_dropped,
+			     size_t *ret_n_dropped) KF_WUR;
 
 size_t kf_keyring_count(const struct kf_keyring *kr);
 /* Entry i (0 = current); NULL when i >= count. Valid while kr is held. */
@@ -93,8 +119,10 @@ uint32_t kf_keyring_current_version(const struct kf_keyring *kr);
 uint32_t kf_keyring_highest(const struct kf_keyring *kr);
 
 /*
- * Serialises kr to a little-endian binary blob (magic "KFKR", format 1,
- * highest, count, then per entry version, created, key).  *ret_buf is
+ * Serialises kr to a little-endian binary blob (magic "KFKR", format 2,
+ * highest, count, then per entry version, created, key, then the number of
+ * retired versions and each, ascending; format 1 lacks the retired list and
+ * is still read).  *ret_buf is
  * sodium_malloc'd (free with sodium_free).
  */
 int kf_keyring_encode(const struct kf_keyring *kr, uint8_t **ret_buf,

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "log.h"
 
 static bool use_syslog;
@@ -80,9 +81,12 @@ void kf_log_run_alert(const char *command, const char *text)
 		/* Double fork: the daemon never waits on a slow command. */
 		if (fork() != 0)
 			_exit(0);
+		char *argv[] = {"sh", "-c", (char *)command, NULL};
+
 		setsid();
 		dup2(fds[0], 0);
-		execl("/bin/sh", "sh", "-c", command, (char *)NULL);
+		/* A clean environment: the daemon's may have held keys. */
+		execve("/bin/sh", argv, kf_env_child());
 		_exit(127);
 	}
 	close(fds[0]);

@@ -33,6 +33,7 @@
 #include <sodium.h>
 
 #include "audit.h"
+#include "env.h"
 #include "backup.h"
 #include "key.h"
 #include "keyring.h"
@@ -94,15 +95,18 @@ static const struct kf_caller *self_caller(struct kf_caller *buf)
  * lock across the fdatasync (audited opens never wait for the disk).  If
  * the sync fails the line cannot be taken back: "cancels_seq" is added to
  * record so that the failure record the caller writes names it.
+ * *ret_seq (may be NULL) gets the record's seq once it is in the log.
  */
 static int record_durable(struct kf_manager *m, json_t *record,
-			  char err[KF_ERR_MAX])
+			  uint64_t *ret_seq, char err[KF_ERR_MAX])
 {
 	struct kf_audit_anchor anchor;
 	int r;
 
 	r = kf_audit_append_anchored(m->audit, record, &anchor, err);
 	if (r == 0) {
+		if (ret_seq)
+			*ret_seq = anchor.seq;
 		r = kf_audit_sync(m->audit, err);
 		if (r < 0)
 			json_object_set_new(
@@ -113,33 +117,79 @@ static int record_durable(struct kf_manager *m, json_t *record,
 }
 
 /*
- * A failed operation: an audit record with success false (best effort: the
- * failure may be the audit log itself), an alert-priority log line and the
- * alert command.  `record` is consumed.
+ * Runs alert_command with one line on its standard input: the failure's
+ * audit record as a JSON object -- "timestamp", "seq" of its line in the
+ * audit log (absent when the log could not take it, then "audit_error"
+ * says why), "host" -- then the record's own fields, and a final newline,
+ * so alerts appended to one file stay one per line.
  */
-static void report_failure(struct kf_manager *m, json_t *record,
-			   const char *error)
+static void run_alert(const struct kf_config *cfg, json_t *record, uint64_t seq,
+		      const char *audit_error)
 {
-	char aerr[KF_ERR_MAX];
+	char ts[KF_RFC3339_LEN + 1], host[256] = "";
+	json_t *alert;
 	char *text;
 
-	json_object_set_new(record, "success", json_false());
-	json_object_set_new(record, "error", json_string(error));
-	if (m->audit && record_durable(m, record, aerr) < 0)
-		kf_log(LOG_ALERT, "audit log: %s", aerr);
-	text = json_dumps(record, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	kf_log(LOG_ALERT, "%s: %s",
-	       json_string_value(json_object_get(record, "event")), error);
-	if (text && m->cfg->alert_command) {
+	if (!cfg->alert_command || !*cfg->alert_command)
+		return;
+	alert = json_object();
+	kf_time_rfc3339(kf_time_now(), ts);
+	json_object_set_new(alert, "timestamp", json_string(ts));
+	if (seq > 0)
+		json_object_set_new(alert, "seq",
+				    json_integer((json_int_t)seq));
+	if (gethostname(host, sizeof(host) - 1) < 0)
+		host[0] = 0;
+	json_object_set_new(alert, "host", json_string(host));
+	json_object_update(alert, record);
+	if (audit_error)
+		json_object_set_new(alert, "audit_error",
+				    json_string(audit_error));
+	text = json_dumps(alert, JSON_COMPACT | JSON_ENSURE_ASCII |
+				     JSON_PRESERVE_ORDER);
+	if (text) {
 		char *line;
 
 		if (asprintf(&line, "%s\n", text) > 0) {
-			kf_log_run_alert(m->cfg->alert_command, line);
+			kf_log_run_alert(cfg->alert_command, line);
 			free(line);
 		}
+		free(text);
 	}
-	free(text);
+	json_decref(alert);
+}
+
+/*
+ * A failure's audit record (success false, best effort: the failure may be
+ * the audit log itself) and alert_command; `record` is consumed.
+ */
+static void record_failure(struct kf_manager *m, json_t *record,
+			   const char *error)
+{
+	char aerr[KF_ERR_MAX];
+	uint64_t seq = 0;
+	bool logged = false;
+
+	json_object_set_new(record, "success", json_false());
+	json_object_set_new(record, "error", json_string(error));
+	if (m->audit) {
+		logged = record_durable(m, record, &seq, aerr) == 0;
+		if (!logged)
+			kf_log(LOG_ALERT, "audit log: %s", aerr);
+	} else {
+		kf_err_set(aerr, "the audit log is not open");
+	}
+	run_alert(m->cfg, record, seq, logged ? NULL : aerr);
 	json_decref(record);
+}
+
+/* A failed operation: record_failure plus an alert-priority log line. */
+static void report_failure(struct kf_manager *m, json_t *record,
+			   const char *error)
+{
+	kf_log(LOG_ALERT, "%s: %s",
+	       json_string_value(json_object_get(record, "event")), error);
+	record_failure(m, record, error);
 }
 
 static struct kf_keyring *current_ref(struct kf_manager *m)
@@ -342,59 +392,64 @@ int kf_manager_checkpoint(struct kf_manager *m, char err[KF_ERR_MAX])
 	return r;
 }
 
-/* Deletes automatic backups beyond backup_keep; audits what it did. */
-static void prune_automatic(struct kf_manager *m, const struct kf_caller *who)
+/* kf_backup_prune's `held`: does the keyring (data) still hold version? */
+static bool keyring_holds(uint32_t version, void *data)
 {
-	struct kf_backup_info *list = NULL;
-	size_t n = 0, kept = 0, deleted = 0;
+	return kf_keyring_find(data, version) != NULL;
+}
+
+/*
+ * Deletes automatic backups beyond backup_keep, never the last copy of a
+ * version the keyring no longer has; audits what it did.  Caller holds
+ * op_lock, so it never races a restore or a manual prune.
+ */
+static void prune_automatic_locked(struct kf_manager *m,
+				   const struct kf_caller *who)
+{
+	struct kf_keyring *kr = current_ref(m);
+	struct kf_backup_prune_opts o = {.keep = m->cfg->backup_keep,
+					 .prefix = KF_BACKUP_AUTO_PREFIX,
+					 .held = keyring_holds,
+					 .data = kr};
+	struct kf_backup_prune_result res;
 	char err[KF_ERR_MAX];
+	json_t *rec;
+	int r;
 
-	if (kf_backup_list(m->cfg->backup_dir, &list, &n, err) < 0) {
-		kf_log(LOG_WARNING, "listing backups: %s", err);
+	r = kf_backup_prune(m->cfg->backup_dir, &o, &res, err);
+	kf_keyring_unref(kr);
+	if (r < 0)
+		kf_log(LOG_WARNING, "automatic backup pruning: %s", err);
+	if (res.deleted == 0)
 		return;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (strncmp(list[i].name, AUTO_BACKUP_PREFIX,
-			    strlen(AUTO_BACKUP_PREFIX)) != 0)
-			continue;
-		if (kept < m->cfg->backup_keep) {
-			kept++;
-			continue;
-		}
-		char *path = kf_path_join(m->cfg->backup_dir, list[i].name);
-
-		if (path && unlink(path) == 0)
-			deleted++;
-		free(path);
-	}
-	free(list);
-	if (deleted == 0)
-		return;
-	if (kf_dir_fsync(m->cfg->backup_dir) < 0)
-		kf_log(LOG_WARNING, "fsync of %s failed", m->cfg->backup_dir);
-	json_t *rec = record_new("backup_cleanup", who);
-
+	rec = record_new("backup_cleanup", who);
 	json_object_set_new(rec, "automatic", json_true());
 	json_object_set_new(rec, "keep", json_integer(m->cfg->backup_keep));
-	json_object_set_new(rec, "deleted", json_integer((json_int_t)deleted));
+	json_object_set_new(rec, "deleted",
+			    json_integer((json_int_t)res.deleted));
+	json_object_set_new(rec, "kept_last_copies",
+			    json_integer((json_int_t)res.protected));
 	json_object_set_new(rec, "success", json_true());
-	if (record_durable(m, rec, err) < 0)
+	if (record_durable(m, rec, NULL, err) < 0)
 		kf_log(LOG_ALERT, "audit log: %s", err);
 	json_decref(rec);
+}
+
+/* prune_automatic_locked under op_lock, after the change was announced. */
+static void prune_automatic(struct kf_manager *m, const struct kf_caller *who)
+{
+	pthread_mutex_lock(&m->op_lock);
+	prune_automatic_locked(m, who);
+	pthread_mutex_unlock(&m->op_lock);
 }
 
 /* --- start-up ----------------------------------------------------------- */
 
 static int parse_version(const char *s, uint32_t *ret)
 {
-	char *end;
-	unsigned long long v;
+	uint64_t v;
 
-	if (!s || !*s || *s == '-' || *s == '+')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end || v == 0 || v > UINT32_MAX)
+	if (kf_parse_u64(s, UINT32_MAX, &v) < 0 || v == 0)
 		return -EINVAL;
 	*ret = (uint32_t)v;
 	return 0;
@@ -403,8 +458,8 @@ static int parse_version(const char *s, uint32_t *ret)
 /* ENCRYPTION_KEY[_PREVIOUS|_VERSION] into a new keyring. */
 static int import_env(struct kf_keyring **ret, char err[KF_ERR_MAX])
 {
-	const char *cur = getenv("ENCRYPTION_KEY");
-	const char *prev = getenv("ENCRYPTION_KEY_PREVIOUS");
+	const char *cur = kf_env_get(KF_ENV_ENCRYPTION_KEY);
+	const char *prev = kf_env_get(KF_ENV_ENCRYPTION_KEY_PREVIOUS);
 	const char *ver = getenv("ENCRYPTION_KEY_VERSION");
 	uint8_t *keys = sodium_malloc(2 * KF_KEY_BYTES);
 	char why[KF_ERR_MAX];
@@ -415,7 +470,17 @@ static int import_env(struct kf_keyring **ret, char err[KF_ERR_MAX])
 		kf_err_set(err, "out of memory");
 		return -ENOMEM;
 	}
-	if (ver && *ver && parse_version(ver, &version) < 0) {
+	if (!*cur) {
+		kf_err_set(err, "KeyValidationError: Failed to load keys: "
+				"ENCRYPTION_KEY is set but empty");
+		r = -EINVAL;
+		goto out;
+	}
+	/* An empty ENCRYPTION_KEY_PREVIOUS is "no previous key" (a .env
+	 * template's blank line); every other value must be a key. */
+	if (prev && !*prev)
+		prev = NULL;
+	if (ver && parse_version(ver, &version) < 0) {
 		kf_err_set(err, "KeyValidationError: Failed to load keys: "
 				"ENCRYPTION_KEY_VERSION is not a positive "
 				"integer");
@@ -430,7 +495,7 @@ static int import_env(struct kf_keyring **ret, char err[KF_ERR_MAX])
 			   why);
 		goto out;
 	}
-	if (prev && *prev) {
+	if (prev) {
 		r = kf_key_decode(prev, strlen(prev), keys + KF_KEY_BYTES, why);
 		if (r < 0) {
 			kf_err_set(err,
@@ -440,8 +505,8 @@ static int import_env(struct kf_keyring **ret, char err[KF_ERR_MAX])
 			goto out;
 		}
 	}
-	r = kf_keyring_import(keys, prev && *prev ? keys + KF_KEY_BYTES : NULL,
-			      version, kf_time_now(), ret, why);
+	r = kf_keyring_import(keys, prev ? keys + KF_KEY_BYTES : NULL, version,
+			      kf_time_now(), ret, why);
 	if (r < 0)
 		kf_err_set(err, "KeyValidationError: Failed to load keys: %s",
 			   why);
@@ -470,10 +535,10 @@ static int decode_state(const uint8_t *plain, size_t len,
 /* Warns when ENCRYPTION_KEY is set and differs from the loaded state. */
 static void warn_env_differs(const struct kf_keyring *kr)
 {
-	const char *env = getenv("ENCRYPTION_KEY");
+	const char *env = kf_env_get(KF_ENV_ENCRYPTION_KEY);
 	uint8_t *key;
 
-	if (!env || !*env)
+	if (!env)
 		return;
 	key = sodium_malloc(KF_KEY_BYTES);
 	if (!key)
@@ -560,7 +625,7 @@ static int prepare_dirs(struct kf_manager *m, char err[KF_ERR_MAX])
 /* The first keyring of this state_dir: imported or generated. */
 static int create_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 {
-	const char *env = getenv("ENCRYPTION_KEY");
+	const char *env = kf_env_get(KF_ENV_ENCRYPTION_KEY);
 	const char *event;
 	struct kf_keyring *kr = NULL;
 	struct kf_caller self;
@@ -568,7 +633,7 @@ static int create_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 	json_t *rec;
 	int r;
 
-	if (env && *env) {
+	if (env) {
 		r = import_env(&kr, err);
 		event = "key_import";
 	} else if (m->cfg->mode == KF_MODE_DEVELOPMENT) {
@@ -684,7 +749,7 @@ static int load_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 			    json_integer(kf_keyring_current_version(kr)));
 	json_object_set_new(rec, "versions", versions_json(kr));
 	json_object_set_new(rec, "success", json_true());
-	r = record_durable(m, rec, err);
+	r = record_durable(m, rec, NULL, err);
 	if (r < 0)
 		kf_err_prefix(err, "audit log: ");
 	json_decref(rec);
@@ -721,6 +786,7 @@ static int manager_open(const struct kf_config *cfg, bool restore_only,
 			struct kf_manager **ret, char err[KF_ERR_MAX])
 {
 	struct kf_manager *m;
+	struct kf_caller self;
 	bool broken = false;
 	int r;
 
@@ -764,6 +830,9 @@ static int manager_open(const struct kf_config *cfg, bool restore_only,
 	*ret = m;
 	return 0;
 fail:
+	/* A refused start is a failure like any other: audited if the log
+	 * is open, and alerted; the caller logs err once. */
+	record_failure(m, record_new("startup", self_caller(&self)), err);
 	kf_manager_close(m);
 	return r;
 }
@@ -894,15 +963,43 @@ fail:
 	return r;
 }
 
-static int rotate(struct kf_manager *m, const struct kf_caller *who,
-		  bool automatic, uint32_t *ret_version, char err[KF_ERR_MAX])
+/* Seconds until kr's current key is due (<= 0: due); -1 = off. */
+static int64_t due_in(const struct kf_manager *m, const struct kf_keyring *kr)
 {
-	int r;
+	int64_t due;
+
+	if (m->cfg->rotate_interval <= 0)
+		return -1;
+	due = kf_keyring_at(kr, 0)->created + m->cfg->rotate_interval -
+	      kf_time_now();
+	return due < 0 ? 0 : due;
+}
+
+/*
+ * A rotation; an automatic one only if still due once op_lock is held, so
+ * a manual rotation that just ran is never followed by an automatic one.
+ * *ret_rotated (may be NULL) says whether it rotated.
+ */
+static int rotate(struct kf_manager *m, const struct kf_caller *who,
+		  bool automatic, uint32_t *ret_version, bool *ret_rotated,
+		  char err[KF_ERR_MAX])
+{
+	struct kf_keyring *kr;
+	bool due = true;
+	int r = 0;
 
 	pthread_mutex_lock(&m->op_lock);
-	r = rotate_locked(m, who, automatic, ret_version, err);
+	if (automatic) {
+		kr = current_ref(m);
+		due = due_in(m, kr) == 0;
+		kf_keyring_unref(kr);
+	}
+	if (due)
+		r = rotate_locked(m, who, automatic, ret_version, err);
 	pthread_mutex_unlock(&m->op_lock);
-	if (r == 0) {
+	if (ret_rotated)
+		*ret_rotated = due && r == 0;
+	if (due && r == 0) {
 		notify_change(m);
 		prune_automatic(m, who);
 	}
@@ -912,36 +1009,27 @@ static int rotate(struct kf_manager *m, const struct kf_caller *who,
 int kf_manager_rotate(struct kf_manager *m, const struct kf_caller *who,
 		      uint32_t *ret_version, char err[KF_ERR_MAX])
 {
-	return rotate(m, who, false, ret_version, err);
+	return rotate(m, who, false, ret_version, NULL, err);
 }
 
 int64_t kf_manager_rotation_due_in(struct kf_manager *m)
 {
-	struct kf_keyring *kr;
-	int64_t due;
+	struct kf_keyring *kr = current_ref(m);
+	int64_t due = due_in(m, kr);
 
-	if (m->cfg->rotate_interval <= 0)
-		return -1;
-	kr = current_ref(m);
-	due = kf_keyring_at(kr, 0)->created + m->cfg->rotate_interval -
-	      kf_time_now();
 	kf_keyring_unref(kr);
-	return due < 0 ? 0 : due;
+	return due;
 }
 
 int kf_manager_rotate_if_due(struct kf_manager *m, bool *ret_rotated,
 			     char err[KF_ERR_MAX])
 {
 	struct kf_caller self;
-	int r;
 
 	*ret_rotated = false;
 	if (kf_manager_rotation_due_in(m) != 0)
 		return 0;
-	r = rotate(m, self_caller(&self), true, NULL, err);
-	if (r == 0)
-		*ret_rotated = true;
-	return r;
+	return rotate(m, self_caller(&self), true, NULL, ret_rotated, err);
 }
 
 int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
@@ -1027,7 +1115,7 @@ int kf_manager_backup(struct kf_manager *m, const struct kf_caller *who,
 		    json_integer(kf_keyring_current_version(kr)));
 		json_object_set_new(rec, "versions", versions_json(kr));
 		json_object_set_new(rec, "success", json_true());
-		r = record_durable(m, rec, err);
+		r = record_durable(m, rec, NULL, err);
 		if (r < 0) {
 			/* Unrecorded: undo, so nothing changed. */
 			remove_backup(m, file);
@@ -1089,9 +1177,64 @@ static char *restore_path(struct kf_manager *m, const char *what,
 	return kf_path_join(m->cfg->backup_dir, base);
 }
 
+/*
+ * The keyring a restore adopts: `restored` less what `old` retired since
+ * (unless force), the retired numbers of both remembered.  The record gets
+ * what was kept out ("retired_kept_out") or brought back ("unretired").
+ */
+static int adopt_retired(struct kf_keyring *old, struct kf_keyring **restored,
+			 bool force, json_t *rec, char *ret_note,
+			 char why[KF_ERR_MAX])
+{
+	uint32_t dropped[KF_KEYRING_MAX_VERSIONS];
+	struct kf_keyring *adopted = NULL;
+	json_t *back = json_array(), *out = json_array();
+	size_t n = 0;
+	char list[KF_ERR_MAX] = "";
+	int r;
+
+	for (size_t i = 0; i < kf_keyring_count(*restored); i++) {
+		uint32_t v = kf_keyring_at(*restored, i)->version;
+
+		if (kf_keyring_is_retired(old, v))
+			json_array_append_new(force ? back : out,
+					      json_integer(v));
+	}
+	r = kf_keyring_adopt_retired(*restored, old, force, &adopted, dropped,
+				     &n);
+	if (r == -EBUSY) {
+		kf_err_set(why,
+			   "the archive's current version %" PRIu32
+			   " was retired; to bring a retired key back, "
+			   "restore with \"force\" (NAME force)",
+			   kf_keyring_current_version(*restored));
+	} else if (r < 0) {
+		kf_err_set(why, "%s", strerror(-r));
+	} else {
+		kf_keyring_unref(*restored);
+		*restored = adopted;
+		if (json_array_size(out) > 0)
+			json_object_set(rec, "retired_kept_out", out);
+		if (json_array_size(back) > 0)
+			json_object_set(rec, "unretired", back);
+		for (size_t i = 0; i < n; i++)
+			snprintf(list + strlen(list),
+				 sizeof(list) - strlen(list), "%s%" PRIu32,
+				 i ? ", " : "", dropped[i]);
+		if (ret_note && n > 0)
+			kf_err_set(ret_note,
+				   "retired versions stay retired: %s (restore "
+				   "with \"force\" to bring them back)",
+				   list);
+	}
+	json_decref(back);
+	json_decref(out);
+	return r;
+}
+
 int kf_manager_restore(struct kf_manager *m, const struct kf_caller *who,
-		       const char *what, uint32_t *ret_version,
-		       char err[KF_ERR_MAX])
+		       const char *what, bool force, uint32_t *ret_version,
+		       char *ret_note, char err[KF_ERR_MAX])
 {
 	struct kf_keyring *old = NULL, *restored = NULL, *next = NULL;
 	char pre[KF_BACKUP_NAME_MAX + 6] = "", why[KF_ERR_MAX];
@@ -1107,6 +1250,10 @@ int kf_manager_restore(struct kf_manager *m, const struct kf_caller *who,
 		goto fail_unlocked;
 	}
 	json_object_set_new(rec, "backup", json_string(what));
+	if (force)
+		json_object_set_new(rec, "force", json_true());
+	if (ret_note)
+		ret_note[0] = 0;
 	pthread_mutex_lock(&m->op_lock);
 	r = kf_backup_read(path, m->keys->backup, &blob, &len, NULL, why);
 	if (r == 0) {
@@ -1118,6 +1265,11 @@ int kf_manager_restore(struct kf_manager *m, const struct kf_caller *who,
 	if (r < 0)
 		goto fail;
 	old = current_ref(m);
+	if (old) {
+		r = adopt_retired(old, &restored, force, rec, ret_note, why);
+		if (r < 0)
+			goto fail;
+	}
 	/* A restore never loses a key: the keyring it replaces is kept. */
 	if (old) {
 		r = write_backup(m, old, NULL, "pre_restore_", pre, why);
@@ -1174,43 +1326,64 @@ fail_unlocked:
 }
 
 int kf_manager_prune(struct kf_manager *m, const struct kf_caller *who,
-		     unsigned keep, size_t *ret_deleted, char err[KF_ERR_MAX])
+		     unsigned keep, bool force, size_t *ret_deleted,
+		     size_t *ret_kept_last, char err[KF_ERR_MAX])
 {
-	struct kf_backup_info *list = NULL;
-	size_t n = 0, deleted = 0;
+	struct kf_backup_prune_opts o = {
+	    .keep = keep, .force = force, .held = keyring_holds};
+	struct kf_backup_prune_result res = {0};
 	json_t *rec = record_new("backup_cleanup", who);
+	size_t done = 0;
 	int r;
 
 	json_object_set_new(rec, "keep", json_integer(keep));
+	if (force)
+		json_object_set_new(rec, "force", json_true());
+	if (keep == 0 && !force) {
+		kf_err_set(err, "pruning to 0 would delete every backup; "
+				"write \"0 force\" to mean it");
+		report_failure(m, rec, err);
+		return -EINVAL;
+	}
 	pthread_mutex_lock(&m->op_lock);
-	r = kf_backup_list(m->cfg->backup_dir, &list, &n, err);
-	free(list);
+	o.data = current_ref(m);
+	/* Planned, then recorded, then done: unrecorded, nothing changes. */
+	o.dry_run = true;
+	r = kf_backup_prune(m->cfg->backup_dir, &o, &res, err);
 	if (r < 0)
 		goto fail;
-	/* Recorded before anything is deleted: unrecorded, nothing changes. */
-	json_object_set_new(
-	    rec, "deleted",
-	    json_integer((json_int_t)(n > keep ? n - keep : 0)));
+	json_object_set_new(rec, "deleted",
+			    json_integer((json_int_t)res.deleted));
+	json_object_set_new(rec, "kept_last_copies",
+			    json_integer((json_int_t)res.protected));
 	json_object_set_new(rec, "success", json_true());
-	r = record_durable(m, rec, err);
+	r = record_durable(m, rec, NULL, err);
 	if (r < 0) {
 		kf_err_prefix(err, "audit log: ");
-		json_object_del(rec, "success");
 		goto fail;
 	}
-	r = kf_backup_prune(m->cfg->backup_dir, keep, &deleted, err);
-	if (r < 0) {
-		json_object_del(rec, "success");
-		json_object_set_new(rec, "deleted",
-				    json_integer((json_int_t)deleted));
+	o.dry_run = false;
+	r = kf_backup_prune(m->cfg->backup_dir, &o, &res, err);
+	done = res.deleted;
+	if (r < 0)
 		goto fail;
-	}
+	kf_keyring_unref(o.data);
 	pthread_mutex_unlock(&m->op_lock);
 	json_decref(rec);
-	*ret_deleted = deleted;
+	*ret_deleted = res.deleted;
+	if (ret_kept_last)
+		*ret_kept_last = res.protected;
 	return 0;
 fail:
+	kf_keyring_unref(o.data);
 	pthread_mutex_unlock(&m->op_lock);
+	/* A failure record of its own: what was asked and what happened. */
+	json_decref(rec);
+	rec = record_new("backup_cleanup", who);
+	json_object_set_new(rec, "keep", json_integer(keep));
+	if (force)
+		json_object_set_new(rec, "force", json_true());
+	json_object_set_new(rec, "deleted", json_integer((json_int_t)done));
 	report_failure(m, rec, err);
 	return r;
 }
@@ -1259,6 +1432,7 @@ json_t *kf_manager_info(struct kf_manager *m)
 	const struct kf_keyring_entry *prev = kf_keyring_at(kr, 1);
 	char fpr[KF_KEY_FPR_LEN + 1];
 	json_t *o = json_object(), *vs = json_array(), *ps = json_array();
+	json_t *rs = json_array();
 
 	json_object_set_new(o, "version", json_integer(cur->version));
 	json_object_set_new(o, "has_current_key", json_true());
@@ -1288,6 +1462,10 @@ json_t *kf_manager_info(struct kf_manager *m)
 	json_object_set_new(o, "versions", vs);
 	json_object_set_new(o, "highest_issued",
 			    json_integer(kf_keyring_highest(kr)));
+	for (size_t i = 0; i < kf_keyring_retired_count(kr); i++)
+		json_array_append_new(
+		    rs, json_integer(kf_keyring_retired_at(kr, i)));
+	json_object_set_new(o, "retired_versions", rs);
 	json_object_set_new(o, "retain_versions",
 			    json_integer(cfg->retain_versions));
 	for (size_t i = 0; i < cfg->n_purposes; i++)
@@ -1340,7 +1518,7 @@ int kf_manager_audit_event(struct kf_manager *m, const struct kf_caller *who,
 	if (fields)
 		json_object_update(rec, fields);
 	json_object_set_new(rec, "success", json_true());
-	r = record_durable(m, rec, err);
+	r = record_durable(m, rec, NULL, err);
 	json_decref(rec);
 	if (r < 0)
 		kf_log(LOG_ALERT, "audit log: %s", err);

@@ -106,15 +106,25 @@ int kf_manager_backup(struct kf_manager *m, const struct kf_caller *who,
  * restore_keys: `what` is a file name in backup_dir (with or without .json)
  * or an absolute path.  Verifies first; backs up the current keyring
  * (pre_restore_...) before replacing it.  *ret_version = restored version.
+ * Versions retired since the archive was taken stay retired (left out of
+ * the restored keyring, said in ret_note, KF_ERR_MAX bytes, may be NULL);
+ * an archive whose current version was retired is refused (-EBUSY).  With
+ * force, retired versions in the archive come back.
  */
 int kf_manager_restore(struct kf_manager *m, const struct kf_caller *who,
-		       const char *what, uint32_t *ret_version,
-		       char err[KF_ERR_MAX]) KF_WUR;
+		       const char *what, bool force, uint32_t *ret_version,
+		       char *ret_note, char err[KF_ERR_MAX]) KF_WUR;
 
-/* cleanup_old_backups: keep the `keep` newest; *ret_deleted. */
+/*
+ * cleanup_old_backups: keeps the `keep` newest archives and deletes the
+ * older ones, except (unless force) the last archive holding a version the
+ * keyring no longer has (retired, or dropped beyond retain_versions):
+ * *ret_kept_last (may be NULL) counts those.  keep 0 without force is
+ * refused (-EINVAL): it would delete every backup.  *ret_deleted.
+ */
 int kf_manager_prune(struct kf_manager *m, const struct kf_caller *who,
-		     unsigned keep, size_t *ret_deleted,
-		     char err[KF_ERR_MAX]) KF_WUR;
+		     unsigned keep, bool force, size_t *ret_deleted,
+		     size_t *ret_kept_last, char err[KF_ERR_MAX]) KF_WUR;
 
 /* list_backups: as kf_backup_list of backup_dir. */
 int kf_manager_list_backups(struct kf_manager *m, struct kf_backup_info **ret,

@@ -11,6 +11,7 @@
 
 #include <sodium.h>
 
+#include "env.h"
 #include "master.h"
 
 #define MASTER_ENV "KEYFS_MASTER_KEY"
@@ -166,7 +167,7 @@ static int master_create(const char *path, uint8_t *key, char err[KF_ERR_MAX])
 int kf_master_load(const char *path, bool may_create, uint8_t **ret_key,
 		   bool *ret_created, char err[KF_ERR_MAX])
 {
-	const char *env = getenv(MASTER_ENV);
+	const char *env = kf_env_get(KF_ENV_MASTER_KEY);
 	bool created = false;
 	uint8_t *key;
 	int fd, r;
@@ -176,8 +177,14 @@ int kf_master_load(const char *path, bool may_create, uint8_t **ret_key,
 		kf_err_set(err, "out of memory");
 		return -ENOMEM;
 	}
-	if (env && *env) {
-		r = master_from_env(env, key, err);
+	if (env) {
+		/* Set but empty is a mistake, never "unset": say so. */
+		if (!*env) {
+			r = -EINVAL;
+			kf_err_set(err, "%s is set but empty", MASTER_ENV);
+		} else {
+			r = master_from_env(env, key, err);
+		}
 		goto out;
 	}
 	if (!path || !*path) {

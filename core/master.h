@@ -21,12 +21,14 @@ enum kf_subkey {
 
 /*
  * Loads the master key: KEYFS_MASTER_KEY when set in the environment (text
- * form), else the file `path` (text form, optional trailing newline), which
- * must be a regular file owned by root with no group/other permission bits.
- * When neither exists and `may_create` (development mode), creates `path`
- * (0600, parent 0700) with a new key and sets *ret_created.  Otherwise
- * -ENOENT, "no master key: set KEYFS_MASTER_KEY or create <path>".
- * *ret_key is KF_KEY_BYTES of sodium_malloc memory (free with sodium_free).
+ * form; taken through kf_env_get, so it is scrubbed from the environment;
+ * set but empty: -EINVAL), else the file `path` (text form, optional
+ * trailing newline), which must be a regular file owned by root with no
+ * group/other permission bits. When neither exists and `may_create`
+ * (development mode), creates `path` (0600, parent 0700) with a new key and
+ * sets *ret_created.  Otherwise -ENOENT, "no master key: set KEYFS_MASTER_KEY
+ * or create <path>". *ret_key is KF_KEY_BYTES of sodium_malloc memory (free
+ * with sodium_free).
  */
 int kf_master_load(const char *path, bool may_create, uint8_t **ret_key,
 		   bool *ret_created, char err[KF_ERR_MAX]) KF_WUR;

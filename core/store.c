@@ -110,7 +110,7 @@ int kf_store_load(const char *state_dir, const uint8_t seal_key[32],
 		kf_err_set(err, "%s: path too long", state_dir);
 		return -ENAMETOOLONG;
 	}
-	r = kf_file_read_all(path, KF_STORE_MAX, &buf, &size, err);
+	r = kf_file_read_all(path, KF_STORE_MAX, &buf, &size, NULL, err);
 	if (r < 0)
 		return r;
 	r = store_check(path, buf, size, seal_key, &len, err);

@@ -274,7 +274,7 @@ int kf_file_open_regular(const char *path, int flags, struct stat *ret_st,
 }
 
 int kf_file_read_all(const char *path, size_t max, uint8_t **ret_buf,
-		     size_t *ret_len, char err[KF_ERR_MAX])
+		     size_t *ret_len, struct stat *ret_st, char err[KF_ERR_MAX])
 {
 	struct stat st;
 	uint8_t *buf = NULL;
@@ -313,6 +313,8 @@ int kf_file_read_all(const char *path, size_t max, uint8_t **ret_buf,
 	buf[got] = 0;
 	*ret_buf = buf;
 	*ret_len = got;
+	if (ret_st)
+		*ret_st = st;
 	buf = NULL;
 	r = 0;
 out:
@@ -394,6 +396,25 @@ char *kf_path_join(const char *a, const char *b)
 	if (asprintf(&s, "%s/%s", a, b) < 0)
 		return NULL;
 	return s;
+}
+
+int kf_parse_u64(const char *s, uint64_t max, uint64_t *ret)
+{
+	uint64_t v = 0;
+
+	if (!s || !*s)
+		return -EINVAL;
+	for (; *s; s++) {
+		unsigned d = (unsigned)(*s - '0');
+
+		if (d > 9)
+			return -EINVAL;
+		if (d > max || v > (max - d) / 10)
+			return -ERANGE;
+		v = v * 10 + d;
+	}
+	*ret = v;
+	return 0;
 }
 
 void kf_hex(const uint8_t *in, size_t n, char *out)

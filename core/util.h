@@ -76,10 +76,13 @@ int kf_file_open_regular(const char *path, int flags, struct stat *ret_st,
 /*
  * Reads a whole regular file of at most max bytes (larger: -EFBIG) into a
  * buffer from sodium_malloc (so secrets read this way stay in guarded
- * memory).  The caller frees it with sodium_free.  *ret_len gets its size.
+ * memory).  The caller frees it with sodium_free.  *ret_len gets its size;
+ * *ret_st (may be NULL) the stat of the descriptor that was read, so it
+ * describes the very file read (never a path looked up again).
  */
 int kf_file_read_all(const char *path, size_t max, uint8_t **ret_buf,
-		     size_t *ret_len, char err[KF_ERR_MAX]) KF_WUR;
+		     size_t *ret_len, struct stat *ret_st,
+		     char err[KF_ERR_MAX]) KF_WUR;
 
 /* fsync(2) of a directory by path. */
 int kf_dir_fsync(const char *dir) KF_WUR;
@@ -94,6 +97,13 @@ int kf_dir_ensure(const char *dir, mode_t mode, int *ret_tightened,
 
 /* Joins a and b with one '/' into a new malloc'd string (NULL on ENOMEM). */
 char *kf_path_join(const char *a, const char *b);
+
+/*
+ * Parses a decimal number made of ASCII digits only (no sign, no space, no
+ * "0x"; leading zeros are fine) that is at most max.  0 and *ret, or
+ * -EINVAL (empty, other characters) or -ERANGE (above max).
+ */
+int kf_parse_u64(const char *s, uint64_t max, uint64_t *ret) KF_WUR;
 
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void kf_hex(const uint8_t *in, size_t n, char *out);

@@ -372,8 +372,10 @@ static const char *ctl_operand(const char *op)
 	if (strcmp(op, "backup") == 0)
 		return " [NAME]";
 	if (strcmp(op, "restore") == 0)
-		return " NAME";
-	if (strcmp(op, "prune") == 0 || strcmp(op, "retire") == 0)
+		return " NAME [force]";
+	if (strcmp(op, "prune") == 0)
+		return " N [force]";
+	if (strcmp(op, "retire") == 0)
 		return " N";
 	return "";
 }
@@ -383,20 +385,22 @@ int kf_cli_ctl(int argc, char **argv)
 	static const char *const ops[] = {"rotate", "backup", "restore",
 					  "prune",  "retire", "status"};
 	struct common_opts o = {0};
-	char path[PATH_MAX], line[KF_ERR_MAX + 64], result[KF_ERR_MAX + 64];
+	char path[PATH_MAX], line[PATH_MAX + 16], result[KF_ERR_MAX + 64];
 	const char *op, *arg = NULL;
-	char *mnt = NULL, *before = NULL, *after = NULL;
+	char *mnt = NULL, *before = NULL, *after = NULL, forced[PATH_MAX + 8];
 	size_t n_before = 0, n_after = 0;
-	bool known = false;
+	bool known = false, force = false;
 	ssize_t w;
 	int fd, r, rc = 1;
 
 	if (parse_common(argc, argv, &o) < 0)
 		return 2;
 	if (optind >= argc)
-		return fail("ctl", "usage: keyfs ctl rotate|backup [NAME]|"
-				   "restore NAME|prune N|retire N|status "
-				   "[--mount DIR] [-c FILE]");
+		return fail("ctl",
+			    "usage: keyfs ctl rotate|backup [NAME]|"
+			    "restore NAME [force]|prune N [force]|retire N|"
+			    "status "
+			    "[--mount DIR] [-c FILE]");
 	op = argv[optind];
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
 		known |= strcmp(op, ops[i]) == 0;
@@ -405,7 +409,15 @@ int kf_cli_ctl(int argc, char **argv)
 				   "restore, prune, retire, status)");
 	if (optind + 1 < argc)
 		arg = argv[optind + 1];
-	if (optind + 2 < argc ||
+	/* prune N force, restore NAME force: a second word. */
+	if ((strcmp(op, "prune") == 0 || strcmp(op, "restore") == 0) &&
+	    optind + 2 < argc && strcmp(argv[optind + 2], "force") == 0) {
+		force = true;
+		if (snprintf(forced, sizeof(forced), "%s force", arg) >=
+		    (int)sizeof(forced))
+			return fail("ctl", "operand too long");
+	}
+	if (optind + 2 + force < argc ||
 	    ((strcmp(op, "restore") == 0 || strcmp(op, "prune") == 0 ||
 	      strcmp(op, "retire") == 0) &&
 	     !arg) ||
@@ -429,6 +441,8 @@ int kf_cli_ctl(int argc, char **argv)
 		arg = "1";
 	if (strcmp(op, "backup") == 0 || strcmp(op, "prune") == 0)
 		before = backup_names(mnt, &n_before);
+	if (force)
+		arg = forced;
 
 	snprintf(path, sizeof(path), "%s/control/%s", mnt, op);
 	fd = open(path, O_RDWR | O_CLOEXEC);
@@ -546,19 +560,21 @@ int kf_cli_restore(int argc, char **argv)
 	struct kf_caller self = {getuid(), getgid(), getpid()};
 	struct kf_manager *m = NULL;
 	struct kf_config *cfg;
-	char err[KF_ERR_MAX];
+	char err[KF_ERR_MAX], note[KF_ERR_MAX];
 	const char *what;
 	char *abs = NULL;
 	uint32_t version;
+	bool force;
 	int rc = 1;
 
 	if (parse_common(argc, argv, &o) < 0)
 		return 2;
-	if (!o.offline || optind + 1 != argc)
+	force = optind + 2 == argc && strcmp(argv[optind + 1], "force") == 0;
+	if (!o.offline || optind + 1 + force != argc)
 		return fail("restore",
-			    "usage: keyfs restore --offline FILE [-c FILE] "
-			    "(with the daemon stopped; a running tree "
-			    "restores with keyfs ctl restore)");
+			    "usage: keyfs restore --offline FILE [force] "
+			    "[-c FILE] (with the daemon stopped; a running "
+			    "tree restores with keyfs ctl restore)");
 	what = argv[optind];
 	/* A path given relative to here, else a name in backup_dir. */
 	if (what[0] != '/' && (strchr(what, '/') || access(what, F_OK) == 0)) {
@@ -578,11 +594,14 @@ int kf_cli_restore(int argc, char **argv)
 		fprintf(stderr, "keyfs restore: %s\n", err);
 		goto out;
 	}
-	if (kf_manager_restore(m, &self, what, &version, err) < 0) {
+	if (kf_manager_restore(m, &self, what, force, &version, note, err) <
+	    0) {
 		fprintf(stderr, "keyfs restore: %s\n", err);
 		goto out;
 	}
 	printf("restored: version %" PRIu32 "\n", version);
+	if (note[0])
+		printf("%s\n", note);
 	rc = 0;
 out:
 	kf_manager_close(m);

@@ -19,16 +19,19 @@
 
 /*
  * The command written to a control file: one line, optional final "\n",
- * printable ASCII only.  Copied into arg (CTL_INPUT_MAX + 1 bytes).
+ * printable ASCII words separated by single spaces ("3 force").  Copied
+ * into arg (CTL_INPUT_MAX + 1 bytes).
  */
 static int ctl_argument(const char *buf, size_t size, char *arg)
 {
 	if (size > 0 && buf[size - 1] == '\n')
 		size--;
-	if (size == 0 || size > CTL_INPUT_MAX)
+	if (size == 0 || size > CTL_INPUT_MAX || buf[0] == ' ' ||
+	    buf[size - 1] == ' ')
 		return -EINVAL;
 	for (size_t i = 0; i < size; i++)
-		if (buf[i] < 0x21 || buf[i] > 0x7e)
+		if (buf[i] < 0x20 || buf[i] > 0x7e ||
+		    (buf[i] == ' ' && buf[i + 1] == ' '))
 			return -EINVAL;
 	memcpy(arg, buf, size);
 	arg[size] = 0;
@@ -37,17 +40,7 @@ static int ctl_argument(const char *buf, size_t size, char *arg)
 
 static int parse_uint(const char *s, uint64_t max, uint64_t *ret)
 {
-	unsigned long long v;
-	char *end;
-
-	if (*s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end || v > max)
-		return -EINVAL;
-	*ret = v;
-	return 0;
+	return kf_parse_u64(s, max, ret) < 0 ? -EINVAL : 0;
 }
 
 static const char *ctl_event(enum kf_node_kind kind)
@@ -75,10 +68,14 @@ static const char *ctl_usage(enum kf_node_kind kind)
 		return "write \"1\" or a backup name "
 		       "([A-Za-z0-9][A-Za-z0-9._-]{0,63})";
 	case KF_NODE_CTL_RESTORE:
-		return "write a backup name from backups/ or an absolute path";
+		return "write a backup name from backups/ or an absolute path, "
+		       "optionally followed by \" force\" to bring retired "
+		       "versions back";
 	case KF_NODE_CTL_PRUNE:
-		return "write how many of the newest backups to keep (0 or "
-		       "more)";
+		return "write how many of the newest backups to keep (1 or "
+		       "more), optionally followed by \" force\" to delete "
+		       "the last copies of retired versions too (\"0 force\" "
+		       "deletes every backup)";
 	default:
 		return "write the version number to retire";
 	}
@@ -118,20 +115,45 @@ static int ctl_run(struct kf_fs *fs, const struct kf_caller *who,
 		if (r == 0)
 			snprintf(out, KF_RESULT_MAX, "backup: %s\n", name);
 		break;
-	case KF_NODE_CTL_RESTORE:
-		r = kf_manager_restore(fs->m, who, arg, &version, err);
+	case KF_NODE_CTL_RESTORE: {
+		char *word = strchr(arg, ' '), note[KF_ERR_MAX];
+		bool force = word && strcmp(word, " force") == 0;
+
+		if (word && !force)
+			break;
+		if (word)
+			*word = 0;
+		r = kf_manager_restore(fs->m, who, arg, force, &version, note,
+				       err);
 		if (r == 0)
 			snprintf(out, KF_RESULT_MAX,
-				 "restored: version %" PRIu32 "\n", version);
+				 "restored: version %" PRIu32 "%s%s\n", version,
+				 note[0] ? "; " : "", note);
 		break;
-	case KF_NODE_CTL_PRUNE:
+	}
+	case KF_NODE_CTL_PRUNE: {
+		char *word = strchr(arg, ' ');
+		bool force = word && strcmp(word, " force") == 0;
+		size_t kept_last = 0;
+
+		if (word && !force)
+			break;
+		if (word)
+			*word = 0;
 		if (parse_uint(arg, UINT32_MAX, &v) < 0)
 			break;
-		r = kf_manager_prune(fs->m, who, (unsigned)v, &deleted, err);
-		if (r == 0)
+		r = kf_manager_prune(fs->m, who, (unsigned)v, force, &deleted,
+				     &kept_last, err);
+		if (r == 0 && kept_last > 0)
+			snprintf(out, KF_RESULT_MAX,
+				 "pruned: %zu deleted, %zu kept as the last "
+				 "copy of a version\n",
+				 deleted, kept_last);
+		else if (r == 0)
 			snprintf(out, KF_RESULT_MAX, "pruned: %zu deleted\n",
 				 deleted);
 		break;
+	}
 	default:
 		r = -EACCES;
 		break;

@@ -9,6 +9,7 @@
 #include <sodium.h>
 
 #include "cli.h"
+#include "env.h"
 #include "log.h"
 #include "mount.h"
 
@@ -21,12 +22,12 @@ static const char usage[] =
     "  genkey              print a new key (Fernet text form)\n"
     "  validate [KEY|-]    exit 0 and \"valid\", or exit 1 and the reason\n"
     "  derive PURPOSE      key on standard input, purpose key out\n"
-    "  ctl rotate|backup [NAME]|restore NAME|prune N|retire N|status\n"
-    "      [--mount DIR] [-c FILE]\n"
+    "  ctl rotate|backup [NAME]|restore NAME [force]|prune N [force]|\n"
+    "      retire N|status [--mount DIR] [-c FILE]\n"
     "                      drive a mounted tree and print what happened\n"
     "  backup list|verify FILE [-c FILE]\n"
     "                      list archives, or verify one with the master key\n"
-    "  restore --offline FILE [-c FILE]\n"
+    "  restore --offline FILE [force] [-c FILE]\n"
     "                      restore an archive while the daemon is stopped\n"
     "  audit verify [FILE] [-c FILE]\n"
     "                      check the audit log's chain and anchor\n"
@@ -100,6 +101,11 @@ int main(int argc, char **argv)
 	setrlimit(RLIMIT_CORE, &no_core);
 	if (sodium_init() < 0) {
 		fprintf(stderr, "keyfs: libsodium failed to initialise\n");
+		return 1;
+	}
+	/* Before anything can start a child: secrets leave the environment. */
+	if (kf_env_take() < 0) {
+		fprintf(stderr, "keyfs: out of memory\n");
 		return 1;
 	}
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 ||

@@ -46,6 +46,19 @@ static char *put(const char *dir, const char *name, const char *prefix,
 	return strdup(file);
 }
 
+/* Like put, generated name at `now`, holding `versions` (newest first). */
+static char *put_versions(const char *dir, int64_t now, uint32_t current,
+			  const uint32_t *versions, size_t n)
+{
+	char file[KF_BACKUP_NAME_MAX + 6], err[KF_ERR_MAX] = "";
+	int r;
+
+	r = kf_backup_write(dir, NULL, NULL, key1, blob, sizeof(blob), current,
+			    versions, n, now, file, err);
+	cr_assert(r == 0, "write: %d %s", r, err);
+	return strdup(file);
+}
+
 static size_t count_entries(const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -700,6 +713,65 @@ Test(backup, list_missing_dir_is_empty)
 	free(dir);
 }
 
+/* kf_backup_prune of every archive, protecting none; *deleted. */
+static int prune(const char *dir, unsigned keep, size_t *deleted, char *err)
+{
+	struct kf_backup_prune_opts o = {.keep = keep};
+	struct kf_backup_prune_result res;
+	int r = kf_backup_prune(dir, &o, &res, err);
+
+	*deleted = res.deleted;
+	return r;
+}
+
+/* Holds versions >= the threshold in data (a uint32_t). */
+static bool holds_from(uint32_t version, void *data)
+{
+	return version >= *(uint32_t *)data;
+}
+
+Test(backup, prune_keeps_the_last_copy_of_a_version_unless_forced)
+{
+	char *dir = kt_tmpdir("backup"), *names[4], *p, err[KF_ERR_MAX];
+	static const uint32_t v1[] = {1}, v21[] = {2, 1}, v32[] = {3, 2},
+			      v43[] = {4, 3};
+	const uint32_t *vs[] = {v1, v21, v32, v43};
+	const size_t ns[] = {1, 2, 2, 2};
+	uint32_t held_from = 3; /* the keyring holds 4 and 3 */
+	struct kf_backup_prune_opts o = {
+	    .keep = 1, .held = holds_from, .data = &held_from};
+	struct kf_backup_prune_result res;
+
+	for (int i = 0; i < 4; i++)
+		names[i] =
+		    put_versions(dir, T0 + 60 * i, vs[i][0], vs[i], ns[i]);
+	/* Kept: the newest (4,3); (3,2) is the last copy of 2; (2,1) the
+	 * last of 1; (1) goes, since (2,1) holds 1 too. */
+	o.dry_run = true;
+	cr_assert(kf_backup_prune(dir, &o, &res, err) == 0, "%s", err);
+	cr_assert(res.deleted == 1 && res.protected == 2,
+		  "dry run: %zu deleted, %zu protected", res.deleted,
+		  res.protected);
+	cr_assert(count_entries(dir) == 4, "a dry run deleted something");
+	o.dry_run = false;
+	cr_assert(kf_backup_prune(dir, &o, &res, err) == 0, "%s", err);
+	cr_assert(res.deleted == 1 && res.protected == 2);
+	for (int i = 0; i < 4; i++) {
+		p = kt_path(dir, names[i]);
+		cr_assert((access(p, F_OK) == 0) == (i > 0), "%s wrongly %s",
+			  names[i], i > 0 ? "deleted" : "kept");
+		free(p);
+	}
+	/* force: the last copies go too. */
+	o.force = true;
+	cr_assert(kf_backup_prune(dir, &o, &res, err) == 0, "%s", err);
+	cr_assert(res.deleted == 2 && res.protected == 0);
+	cr_assert(count_entries(dir) == 1);
+	for (int i = 0; i < 4; i++)
+		free(names[i]);
+	free(dir);
+}
+
 Test(backup, prune_keeps_newest)
 {
 	char *dir = kt_tmpdir("backup"), *names[5], *p, err[KF_ERR_MAX];
@@ -711,7 +783,7 @@ Test(backup, prune_keeps_newest)
 	p = kt_path(dir, "notes.txt");
 	kt_write_file(p, "keep me\n", 0600);
 	free(p);
-	cr_assert(kf_backup_prune(dir, 2, &deleted, err) == 0, "%s", err);
+	cr_assert(prune(dir, 2, &deleted, err) == 0, "%s", err);
 	cr_assert(deleted == 3, "deleted %zu", deleted);
 	for (int i = 0; i < 5; i++) {
 		p = kt_path(dir, names[i]);
@@ -728,7 +800,7 @@ Test(backup, prune_keeps_newest)
 		  l[1].created == T0 + 3 * 3600);
 	free(l);
 	/* Keeping more than there are deletes nothing. */
-	cr_assert(kf_backup_prune(dir, 10, &deleted, err) == 0);
+	cr_assert(prune(dir, 10, &deleted, err) == 0);
 	cr_assert(deleted == 0);
 	free(dir);
 }
@@ -740,7 +812,7 @@ Test(backup, prune_keep_zero_deletes_all)
 
 	for (int i = 0; i < 4; i++)
 		free(put(dir, NULL, NULL, T0 + i));
-	cr_assert(kf_backup_prune(dir, 0, &deleted, err) == 0, "%s", err);
+	cr_assert(prune(dir, 0, &deleted, err) == 0, "%s", err);
 	cr_assert(deleted == 4, "deleted %zu", deleted);
 	cr_assert(count_entries(dir) == 0);
 	free(dir);
@@ -751,10 +823,10 @@ Test(backup, prune_empty_or_missing_dir)
 	char *dir = kt_tmpdir("backup"), *p = kt_path(dir, "absent");
 	size_t deleted = 99;
 
-	cr_assert(kf_backup_prune(dir, 0, &deleted, NULL) == 0);
+	cr_assert(prune(dir, 0, &deleted, NULL) == 0);
 	cr_assert(deleted == 0);
 	deleted = 99;
-	cr_assert(kf_backup_prune(p, 3, &deleted, NULL) == 0);
+	cr_assert(prune(p, 3, &deleted, NULL) == 0);
 	cr_assert(deleted == 0);
 	free(p);
 	free(dir);

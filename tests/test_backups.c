@@ -705,15 +705,20 @@ Test(backups, automatic_backups_are_pruned_to_backup_keep)
 	cur = kt_mversion(&m);
 	cr_assert(cur == 7);
 	list = auto_names(&m);
-	cr_assert(count_lines(list, NULL) == 3,
+	/*
+	 * Kept: the three newest (versions 7, 6, 5: each archive holds the
+	 * new key and the retained ones) and the archive of version 4, which
+	 * holds 4, 3, 2 -- the last copy of version 2, which the keyring
+	 * (7, 6) no longer has.  Version 1 is also in "named".
+	 */
+	cr_assert(count_lines(list, NULL) == 4,
 		  "after 6 rotations with backup_keep = 3: %s", list);
-	/* The three kept are the newest: versions 5, 6 and 7. */
 	FOR_EACH_LINE(list, n)
 	{
 		char *p = bpath(&m, n);
 		long v = archive_version(p);
 
-		cr_assert(v >= cur - 2, "kept %s holds version %ld, an old one",
+		cr_assert(v >= cur - 3, "kept %s holds version %ld, an old one",
 			  n, v);
 		free(p);
 	}
@@ -728,9 +733,9 @@ Test(backups, automatic_backups_are_pruned_to_backup_keep)
 		deleted +=
 		    (size_t)json_integer_value(json_object_get(rec, "deleted"));
 	}
-	cr_assert(deleted == 4,
+	cr_assert(deleted == 3,
 		  "backup_cleanup records count %zu deleted, "
-		  "want 4 (1 + 6 - 3)",
+		  "want 3 (1 + 6 - 3, less the last copy of version 2)",
 		  deleted);
 	json_decref(recs);
 	free(list);
@@ -1165,8 +1170,10 @@ Test(backups, prune_keeps_the_n_newest_and_ctl_prune_says_how_many,
      .timeout = 60)
 {
 	static struct kt_mount m;
-	static const char *const junk[] = {"x",	 "-1", "\n", "1.5",
-					   " 2", "2x", "+1", "99999999999"};
+	static const char *const junk[] = {
+	    "x",       "-1",	    "\n",	   "1.5",   " 2",
+	    "2x",      "+1",	    "99999999999", "2 now", "2  force",
+	    "force 2", "2 force x", "2 force ",	   "0"};
 	char *before, *after, *out = NULL, *err = NULL;
 	size_t mark;
 	json_t *recs, *rec;
@@ -1232,11 +1239,20 @@ Test(backups, prune_keeps_the_n_newest_and_ctl_prune_says_how_many,
 		  "ctl prune 5 printed: %s", out);
 	free(out);
 	free(err);
+	/* 0 would delete every backup: only with the force word. */
 	rc = kt_ctl(&m, &out, &err, "prune 0");
-	cr_assert(rc == 0 && strcmp(out, "pruned: 1 deleted\n") == 0,
-		  "ctl prune 0 printed: %s", out);
+	cr_assert(rc != 0 && kt_contains(err, "0 force"),
+		  "ctl prune 0 was not refused: %s%s", out, err);
 	after = real_names(&m);
-	cr_assert(after[0] == 0, "after prune 0: %s", after);
+	cr_assert(strcmp(after, "p3.json\n") == 0, "after prune 0: %s", after);
+	free(after);
+	free(out);
+	free(err);
+	rc = kt_ctl(&m, &out, &err, "prune 0 force");
+	cr_assert(rc == 0 && strcmp(out, "pruned: 1 deleted\n") == 0,
+		  "ctl prune 0 force printed: %s", out);
+	after = real_names(&m);
+	cr_assert(after[0] == 0, "after prune 0 force: %s", after);
 	free(after);
 	free(out);
 	free(err);
@@ -1542,7 +1558,37 @@ Test(backups, key_compromise_response_retires_the_old_key_backup_keeps_it)
 		      kt_contains(out, "2 versions"),
 		  "backup verify printed: %s", out);
 	cr_assert(archive_holds(path, 1), "the archive does not list 1");
-	cr_assert(ctl(&m, "restore", "pre_retire_check") == 0);
+	/*
+	 * A routine restore of that archive does not undo the retire: the
+	 * keyring remembers retired numbers, the record and the answer say
+	 * so.  Only "NAME force" brings the key back.
+	 */
+	{
+		size_t mark = kt_audit_size(&m);
+		json_t *recs, *rec;
+
+		free(out);
+		free(err);
+		out = err = NULL;
+		rc = kt_ctl(&m, &out, &err, "restore pre_retire_check");
+		cr_assert(rc == 0, "restore failed: %s", err);
+		cr_assert(kt_contains(out, "stay retired: 1"),
+			  "the restore did not say version 1 stays retired: "
+			  "%s",
+			  out);
+		cr_assert(!kt_mexists(&m, "versions/1"),
+			  "a routine restore brought a retired key back");
+		cr_assert(!kt_mexists(&m, "previous"));
+		recs = kt_audit_since(&m, mark);
+		rec = kt_find_record(recs, "key_restore", 1);
+		cr_assert(rec, "no key_restore record");
+		cr_assert(json_integer_value(json_array_get(
+			      json_object_get(rec, "retired_kept_out"), 0)) ==
+			      1,
+			  "the record does not say version 1 was kept out");
+		json_decref(recs);
+	}
+	cr_assert(ctl(&m, "restore", "pre_retire_check force") == 0);
 	prev_back = kt_mread(&m, "previous", NULL);
 	vkey_back = kt_mread(&m, "versions/1/key", NULL);
 	cr_assert(prev_back && strcmp(prev_back, old_key) == 0,

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
 #include "helpers.h"
 
@@ -522,6 +523,145 @@ Test(control, failed_operation_runs_alert_command_with_the_record)
 	free(text);
 	free(lines);
 	free(alerts);
+}
+
+/* A new key's text form from `keyfs genkey` (45 bytes with the NUL). */
+static void genkey(char text[45])
+{
+	char *out = NULL;
+
+	cr_assert(kt_runf(&out, NULL, "%s genkey", kt_keyfs()) == 0);
+	cr_assert(out && strlen(out) >= 44, "genkey printed no key");
+	memcpy(text, out, 44);
+	text[44] = 0;
+	sodium_memzero(out, strlen(out));
+	free(out);
+}
+
+Test(control, secrets_in_the_environment_reach_no_child_process)
+{
+	static struct kt_mount m;
+	char master[45], imported[45], *dir = kt_tmpdir("ctl-env");
+	char *envfile, *lines, *env, *text, *environ_path, *cur;
+	size_t len = 0;
+
+	genkey(master);
+	genkey(imported);
+	cr_assert(asprintf(&envfile, "%s/child.env", dir) > 0);
+	cr_assert(asprintf(&lines, "alert_command = env >> %s\n", envfile) > 0);
+	cr_assert(
+	    asprintf(&env,
+		     "KEYFS_MASTER_KEY=%s ENCRYPTION_KEY=%s "
+		     "ENCRYPTION_KEY_PREVIOUS=%s ENCRYPTION_KEY_VERSION=5",
+		     master, imported, master) > 0);
+	kt_mount_config(&m, "ctl-env", lines, NULL);
+	cr_assert(kt_mount_start(&m, env) == 0, "keyfs mount did not come up");
+	/* The import took effect: the secrets were read before the scrub. */
+	cur = kt_mread(&m, "current", NULL);
+	cr_assert(cur && strcmp(cur, imported) == 0,
+		  "the tree does not serve the imported ENCRYPTION_KEY");
+	cr_assert(kt_mversion(&m) == 5);
+	/* A failed operation runs alert_command, which dumps its env. */
+	cr_assert(kt_mwrite(&m, "control/retire", "5\n") == -EBUSY);
+	text = wait_for_text(envfile, "PATH=");
+	cr_assert(text, "alert_command did not run");
+	cr_assert(!strstr(text, master) && !strstr(text, imported),
+		  "a key reached alert_command's environment");
+	cr_assert(!strstr(text, "KEYFS_MASTER_KEY") &&
+		      !strstr(text, "ENCRYPTION_KEY"),
+		  "a secret variable reached alert_command's environment");
+	free(text);
+	/* Nor does the daemon's own environment block still hold them. */
+	cr_assert(asprintf(&environ_path, "/proc/%d/environ", (int)m.pid) > 0);
+	text = kt_read_file(environ_path, &len);
+	cr_assert(text, "cannot read %s", environ_path);
+	cr_assert(!memmem(text, len, master, 44) &&
+		      !memmem(text, len, imported, 44),
+		  "a key is still in the daemon's /proc/PID/environ");
+	sodium_memzero(master, sizeof(master));
+	sodium_memzero(imported, sizeof(imported));
+	sodium_memzero(env, strlen(env));
+	free(text);
+	free(cur);
+	free(environ_path);
+	free(env);
+	free(lines);
+	free(envfile);
+	free(dir);
+}
+
+Test(control, each_alert_is_one_json_line_with_time_seq_and_host)
+{
+	static struct kt_mount m;
+	char *dir = kt_tmpdir("ctl-alert-lines"), *alerts, *lines, *text;
+	char host[256] = "";
+	json_t *first, *second;
+	char *nl;
+
+	cr_assert(asprintf(&alerts, "%s/alerts.log", dir) > 0);
+	cr_assert(asprintf(&lines, "alert_command = cat >> %s\n", alerts) > 0);
+	start(&m, "ctl-alert-lines", lines);
+	cr_assert(kt_mwrite(&m, "control/retire", "1\n") == -EBUSY);
+	cr_assert(wait_for_text(alerts, "\n") != NULL);
+	cr_assert(kt_mwrite(&m, "control/prune", "0\n") < 0);
+	text = wait_for_text(alerts, "backup_cleanup");
+	cr_assert(text, "the second alert did not arrive");
+	/* Appended alerts do not run together: one record per line. */
+	nl = strchr(text, '\n');
+	cr_assert(nl && nl[1] == '{', "alerts are not one per line: %s", text);
+	cr_assert(text[strlen(text) - 1] == '\n', "the last alert has no "
+						  "final newline");
+	first = json_loadb(text, (size_t)(nl - text), 0, NULL);
+	second = json_loads(nl + 1, 0, NULL);
+	cr_assert(first && second, "an alert line is not a JSON record");
+	gethostname(host, sizeof(host) - 1);
+	for (int i = 0; i < 2; i++) {
+		json_t *rec = i ? second : first;
+
+		cr_assert(strlen(kt_str_of(rec, "timestamp")) == 20,
+			  "alert %d has no RFC 3339 timestamp", i);
+		cr_assert(json_integer_value(json_object_get(rec, "seq")) > 0,
+			  "alert %d has no seq of its audit record", i);
+		cr_assert_str_eq(kt_str_of(rec, "host"), host);
+		cr_assert(json_is_false(json_object_get(rec, "success")));
+	}
+	cr_assert(json_integer_value(json_object_get(second, "seq")) >
+		  json_integer_value(json_object_get(first, "seq")));
+	json_decref(first);
+	json_decref(second);
+	free(text);
+	free(lines);
+	free(alerts);
+	free(dir);
+}
+
+Test(control, a_refused_start_runs_alert_command)
+{
+	static struct kt_mount m;
+	char *dir = kt_tmpdir("ctl-alert-start"), *alerts, *body, *text;
+	json_t *rec;
+
+	cr_assert(asprintf(&alerts, "%s/alerts.log", dir) > 0);
+	cr_assert(asprintf(&body,
+			   "mode = production\nrotate_interval = 0\n"
+			   "alert_command = cat >> %s\n",
+			   alerts) > 0);
+	kt_mount_config_full(&m, "ctl-alert-start", body, NULL);
+	/* Production, no state, nothing to import: refused. */
+	cr_assert(kt_mount_start(&m, NULL) > 0, "keyfs started with no key");
+	text = wait_for_text(alerts, "KeyValidationError");
+	cr_assert(text, "a refused start ran no alert");
+	rec = json_loads(text, JSON_DISABLE_EOF_CHECK, NULL);
+	cr_assert(rec, "the alert is not a JSON record");
+	cr_assert_str_eq(kt_str_of(rec, "event"), "startup");
+	cr_assert(json_is_false(json_object_get(rec, "success")));
+	cr_assert(strstr(kt_str_of(rec, "error"),
+			 "No current encryption key available"));
+	json_decref(rec);
+	free(text);
+	free(body);
+	free(alerts);
+	free(dir);
 }
 
 /* --- kill -9 at any moment -------------------------------------------- */

@@ -396,12 +396,18 @@ Test(keyring, encode_decode_round_trip)
 	cr_assert(kf_keyring_retire(kr, 2, &r1) == 0);
 	cr_assert(kf_keyring_raise_highest(r1, 40, &r2) == 0);
 	encoded(r2, &buf, &len);
-	cr_assert_eq(len, 16 + 4 * 44);
-	cr_assert(memcmp(buf, "KFKR\1\0\0\0\50\0\0\0\4\0\0\0", 16) == 0,
+	/* Header, 4 entries, then the retired list: count 1, version 2. */
+	cr_assert_eq(len, 16 + 4 * 44 + 4 + 4);
+	cr_assert(memcmp(buf, "KFKR\2\0\0\0\50\0\0\0\4\0\0\0", 16) == 0,
 		  "header bytes are not the documented layout");
+	cr_assert(memcmp(buf + 16 + 4 * 44, "\1\0\0\0\2\0\0\0", 8) == 0,
+		  "the retired list is not the documented layout");
 	cr_assert(kf_keyring_decode(buf, len, &back, err) == 0, "%s", err);
 	cr_assert_eq(kf_keyring_count(back), 4);
 	cr_assert_eq(kf_keyring_highest(back), 40);
+	cr_assert(kf_keyring_retired_count(back) == 1 &&
+		      kf_keyring_is_retired(back, 2),
+		  "the retired version did not survive the round trip");
 	for (size_t i = 0; i < 4; i++) {
 		const struct kf_keyring_entry *a = kf_keyring_at(r2, i);
 		const struct kf_keyring_entry *b = kf_keyring_at(back, i);
@@ -489,8 +495,8 @@ Test(keyring, decode_refuses_bad_fields)
 	refused(c, len, "bad magic");
 
 	memcpy(c, buf, len);
-	put32(c + 4, 2);
-	refused(c, len, "format 2");
+	put32(c + 4, 3);
+	refused(c, len, "format 3");
 
 	memcpy(c, buf, len);
 	put32(c + 12, 0);
@@ -516,6 +522,87 @@ Test(keyring, decode_refuses_bad_fields)
 
 	free(c);
 	sodium_free(buf);
+	kf_keyring_unref(kr);
+}
+
+Test(keyring, decode_reads_format_1_without_a_retired_list)
+{
+	struct kf_keyring *kr = five_versions(), *back = NULL;
+	uint8_t *buf;
+	size_t len;
+	char err[KF_ERR_MAX] = "";
+
+	encoded(kr, &buf, &len);
+	/* Format 1 is format 2 without the retired list. */
+	put32(buf + 4, 1);
+	cr_assert(kf_keyring_decode(buf, len - 4, &back, err) == 0, "%s", err);
+	cr_assert_eq(kf_keyring_count(back), 5);
+	cr_assert_eq(kf_keyring_retired_count(back), 0);
+	refused(buf, len, "format 1 with a retired list");
+	sodium_free(buf);
+	kf_keyring_unref(back);
+	kf_keyring_unref(kr);
+}
+
+Test(keyring, decode_refuses_a_bad_retired_list)
+{
+	struct kf_keyring *kr = five_versions(), *r1 = NULL, *r2 = NULL;
+	uint8_t *buf;
+	size_t len, at;
+
+	/* Retired 2 and 3: the list is 2, 3 after the 3 entries. */
+	cr_assert(kf_keyring_retire(kr, 2, &r1) == 0);
+	cr_assert(kf_keyring_retire(r1, 3, &r2) == 0);
+	encoded(r2, &buf, &len);
+	at = 16 + 3 * 44;
+	put32(buf + at + 4, 3);
+	refused(buf, len, "retired list not ascending");
+	put32(buf + at + 4, 2);
+	put32(buf + at + 8, 4);
+	refused(buf, len, "a held version listed as retired");
+	put32(buf + at + 8, 99);
+	refused(buf, len, "a retired version above highest");
+	put32(buf + at + 8, 0);
+	refused(buf, len, "retired version 0");
+	put32(buf + at + 8, 3);
+	put32(buf + at, KF_KEYRING_MAX_RETIRED + 1);
+	refused(buf, len, "too many retired");
+	sodium_free(buf);
+	kf_keyring_unref(r2);
+	kf_keyring_unref(r1);
+	kf_keyring_unref(kr);
+}
+
+Test(keyring, adopt_retired_keeps_retired_keys_out_unless_forced)
+{
+	struct kf_keyring *kr = five_versions(), *now = NULL, *r1 = NULL;
+	struct kf_keyring *got = NULL;
+	uint32_t dropped[8];
+	size_t n = 99;
+
+	/* `now` retired 2 after the archive `kr` (5..1) was taken. */
+	cr_assert(kf_keyring_retire(kr, 2, &r1) == 0);
+	cr_assert(kf_keyring_rotate(r1, 100, &now) == 0);
+	cr_assert(kf_keyring_adopt_retired(kr, now, false, &got, dropped, &n) ==
+		  0);
+	cr_assert(n == 1 && dropped[0] == 2);
+	cr_assert_null(kf_keyring_find(got, 2), "a retired key came back");
+	cr_assert(kf_keyring_is_retired(got, 2));
+	cr_assert_eq(kf_keyring_highest(got), 6, "highest went down");
+	kf_keyring_unref(got);
+	/* Forced: it is back and no longer retired. */
+	cr_assert(kf_keyring_adopt_retired(kr, now, true, &got, dropped, &n) ==
+		  0);
+	cr_assert(n == 0 && kf_keyring_find(got, 2));
+	cr_assert(!kf_keyring_is_retired(got, 2));
+	kf_keyring_unref(got);
+	/* An archive whose current version was retired: refused. */
+	kf_keyring_unref(r1);
+	cr_assert(kf_keyring_retire(now, 5, &r1) == 0);
+	cr_assert(kf_keyring_adopt_retired(kr, r1, false, &got, dropped, &n) ==
+		  -EBUSY);
+	kf_keyring_unref(r1);
+	kf_keyring_unref(now);
 	kf_keyring_unref(kr);
 }
 

@@ -29,6 +29,7 @@
 #include "helpers.h"
 #include "key.h"
 #include "keyring.h"
+#include "env.h"
 #include "manager.h"
 
 #define KVE_NONE "KeyValidationError: No current encryption key available"
@@ -48,6 +49,7 @@ static void clear_env(void)
 {
 	for (size_t i = 0; i < N_ENV; i++)
 		unsetenv(env_names[i]);
+	kf_env_forget(); /* what was taken from the environment, too */
 }
 
 static void suite_init(void)
@@ -1075,7 +1077,7 @@ Test(manager, version_numbers_never_reused_after_restore)
 	rotate_ok(m, &v);
 	cr_assert_eq(v, 4);
 
-	r = kf_manager_restore(m, &who, name, &v, err);
+	r = kf_manager_restore(m, &who, name, false, &v, NULL, err);
 	cr_assert(r == 0, "restore %s: %d %s", name, r, err);
 	cr_assert_eq(v, 2, "restore reported version %" PRIu32, v);
 	now = snap_take(m);
@@ -1089,7 +1091,8 @@ Test(manager, version_numbers_never_reused_after_restore)
 	rotate_ok(m, &v);
 	cr_assert_eq(v, 5, "rotation after restore issued %" PRIu32, v);
 	/* and across a restart */
-	cr_assert(kf_manager_restore(m, &who, name, &v, err) == 0, "%s", err);
+	cr_assert(kf_manager_restore(m, &who, name, false, &v, NULL, err) == 0,
+		  "%s", err);
 	kf_manager_close(m);
 	m = open_ok(&f);
 	rotate_ok(m, &v);
@@ -1271,8 +1274,28 @@ Test(manager, retire_refuses_current_and_unknown_and_backs_up_first)
 	cr_assert(snap_find(s, 1) < 0, "the retired version came back");
 	snap_free(s);
 
-	/* the backup brings it back, with the same key */
-	r = kf_manager_restore(m, &who, name, &v, err);
+	/* a routine restore keeps it retired, and says so */
+	{
+		char note[KF_ERR_MAX] = "";
+
+		r = kf_manager_restore(m, &who, name, false, &v, note, err);
+		cr_assert(r == 0, "restore of %s: %s", name, err);
+		cr_assert(kt_contains(note, "stay retired: 1"), "note: %s",
+			  note);
+		s = snap_take(m);
+		cr_assert(snap_find(s, 1) < 0,
+			  "a restore brought retired version 1 back");
+		snap_free(s);
+	}
+	/* and across a restart: the keyring remembers what it retired */
+	kf_manager_close(m);
+	m = open_ok(&f);
+	s = snap_take(m);
+	cr_assert(snap_find(s, 1) < 0, "the retired version came back");
+	snap_free(s);
+
+	/* the backup brings it back with force, with the same key */
+	r = kf_manager_restore(m, &who, name, true, &v, NULL, err);
 	cr_assert(r == 0, "restore of %s: %s", name, err);
 	s = snap_take(m);
 	cr_assert(snap_find(s, 1) == 1, "restore did not bring version 1 back");
@@ -1440,7 +1463,7 @@ Test(manager, restore_by_name_by_name_json_and_by_path)
 		rotate_ok(m, NULL);
 		rotate_ok(m, NULL);
 		was = current_version(m);
-		r = kf_manager_restore(m, &who, whats[i], &v, err);
+		r = kf_manager_restore(m, &who, whats[i], false, &v, NULL, err);
 		cr_assert(r == 0, "restore \"%s\": %d %s", whats[i], r, err);
 		cr_assert_eq(v, 1);
 		s = snap_take(m);
@@ -1553,7 +1576,8 @@ Test(manager, failed_restores_change_nothing)
 	list = kt_names(f.backups);
 	for (size_t i = 0; i < n; i++) {
 		char *now;
-		int r = kf_manager_restore(m, &who, whats[i], &v, err);
+		int r =
+		    kf_manager_restore(m, &who, whats[i], false, &v, NULL, err);
 
 		cr_assert(r < 0, "restore of \"%s\" succeeded", whats[i]);
 		cr_assert(starts_with(err, KBE_RESTORE) &&
@@ -1618,7 +1642,7 @@ Test(manager, prune_keeps_n_newest_and_reports_deleted)
 	free(list);
 	cr_assert(n >= 5);
 
-	r = kf_manager_prune(m, &who, 2, &deleted, err);
+	r = kf_manager_prune(m, &who, 2, false, &deleted, NULL, err);
 	cr_assert(r == 0, "prune: %d %s", r, err);
 	cr_assert_eq(deleted, n - 2, "prune reported %zu deleted of %zu",
 		     deleted, n);
@@ -1632,11 +1656,16 @@ Test(manager, prune_keeps_n_newest_and_reports_deleted)
 		     (json_int_t)(n - 2));
 	json_decref(recs);
 
-	r = kf_manager_prune(m, &who, 2, &deleted, err);
+	r = kf_manager_prune(m, &who, 2, false, &deleted, NULL, err);
 	cr_assert(r == 0 && deleted == 0, "second prune: %d, %zu deleted", r,
 		  deleted);
-	r = kf_manager_prune(m, &who, 0, &deleted, err);
-	cr_assert(r == 0 && deleted == 2, "prune 0: %d, %zu deleted", r,
+	/* 0 would delete every backup: refused unless forced. */
+	r = kf_manager_prune(m, &who, 0, false, &deleted, NULL, err);
+	cr_assert(r == -EINVAL && kt_contains(err, "0 force"), "prune 0: %d %s",
+		  r, err);
+	cr_assert_eq(count_files(f.backups, NULL, ".json"), 2);
+	r = kf_manager_prune(m, &who, 0, true, &deleted, NULL, err);
+	cr_assert(r == 0 && deleted == 2, "prune 0 force: %d, %zu deleted", r,
 		  deleted);
 	cr_assert_eq(count_files(f.backups, NULL, ".json"), 0);
 	kf_manager_close(m);
@@ -1659,7 +1688,9 @@ Test(manager, automatic_backups_pruned_to_backup_keep)
 	orig = kt_read_file_ok(mine, &len);
 	for (int i = 0; i < 6; i++)
 		rotate_ok(m, NULL);
-	cr_assert_eq(count_files(f.backups, "key_backup_", ".json"), 3,
+	/* The newest 3 (versions 7, 6, 5), and version 4's (4, 3, 2), the
+	 * last copy of version 2; version 1 is in "mine". */
+	cr_assert_eq(count_files(f.backups, "key_backup_", ".json"), 4,
 		     "%zu automatic archives kept, backup_keep is 3",
 		     count_files(f.backups, "key_backup_", ".json"));
 	cr_assert(same_file(mine, orig, len), "the named backup was touched");
@@ -1722,11 +1753,14 @@ Test(manager, every_operation_is_audited_with_its_fields)
 		  err);
 	cr_assert(kf_manager_retire(m, &who, 1, err) == 0, "%s", err);
 	cr_assert(kf_manager_retire(m, &who, 2, err) == -EBUSY);
-	cr_assert(kf_manager_restore(m, &who, "fields", &v, err) == 0, "%s",
-		  err);
-	cr_assert(kf_manager_prune(m, &who, 100, &deleted, err) == 0, "%s",
-		  err);
-	cr_assert(kf_manager_restore(m, &who, "missing", &v, err) < 0);
+	cr_assert(kf_manager_restore(m, &who, "fields", false, &v, NULL, err) ==
+		      0,
+		  "%s", err);
+	cr_assert(kf_manager_prune(m, &who, 100, false, &deleted, NULL, err) ==
+		      0,
+		  "%s", err);
+	cr_assert(kf_manager_restore(m, &who, "missing", false, &v, NULL, err) <
+		  0);
 	s = snap_take(m);
 	kf_manager_close(m);
 	m = open_ok(&f); /* key_load */
@@ -1869,7 +1903,8 @@ Test(manager, truncated_audit_log_detected_after_any_management_record)
 	fx_setup(&f, "mgr-trunc4", "development", NULL, NULL);
 	m = open_ok(&f);
 	rotate_ok(m, NULL);
-	cr_assert(kf_manager_restore(m, &who, "missing", &v, err) < 0);
+	cr_assert(kf_manager_restore(m, &who, "missing", false, &v, NULL, err) <
+		  0);
 	kf_manager_close(m);
 	kt_drop_last_line(f.audit);
 	assert_truncation_detected(&f, "failed key_restore record removed");
@@ -1932,7 +1967,7 @@ static struct kf_manager *full_audit(struct fx *f, const char *tag)
 		  err);
 	fill_tiny();
 	for (i = 0; i < 200 && r == 0; i++)
-		r = kf_manager_prune(m, &who, 9, &deleted, err);
+		r = kf_manager_prune(m, &who, 9, false, &deleted, NULL, err);
 	cr_assert(r == -ENOSPC, "prune on a full audit fs ended with %d (%s)",
 		  r, err);
 	cr_assert(kt_contains(err, "audit log"), "unclear: %s", err);
@@ -2033,7 +2068,7 @@ Test(manager, full_audit_log_refuses_backup_and_prune, .fini = kt_tmpfs_cleanup,
 	r = kf_manager_backup(m, &who, NULL, ret, err);
 	cr_assert(r < 0, "a backup succeeded with a full audit log");
 	assert_unchanged(m, &f, &z, "timestamped backup");
-	r = kf_manager_prune(m, &who, 0, &deleted, err);
+	r = kf_manager_prune(m, &who, 0, true, &deleted, NULL, err);
 	cr_assert(r < 0, "prune succeeded with a full audit log");
 	assert_unchanged(m, &f, &z, "prune 0");
 	free_tiny();
@@ -2076,7 +2111,7 @@ Test(manager, full_audit_log_refuses_restore_and_leaves_no_archive,
 
 	m = full_audit(&f, "mgr-full-restore");
 	freeze(m, &f, &z);
-	r = kf_manager_restore(m, &who, "kept", &v, err);
+	r = kf_manager_restore(m, &who, "kept", false, &v, NULL, err);
 	cr_assert(r < 0, "restore succeeded with a full audit log");
 	cr_assert(starts_with(err, KBE_RESTORE), "message: %s", err);
 	assert_unchanged(m, &f, &z, "restore");

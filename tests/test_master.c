@@ -10,6 +10,7 @@
 #include <sodium.h>
 
 #include "helpers.h"
+#include "env.h"
 #include "master.h"
 
 #define ENV "KEYFS_MASTER_KEY"
@@ -106,10 +107,20 @@ Test(master, env_wins_over_file)
 	load_ok(path, ekey, "env set");
 	/* Also when the file is missing. */
 	load_ok("/nonexistent/master.key", ekey, "env, no file");
-	/* An empty variable counts as unset. */
+	/* An empty variable is a mistake, not "unset": refused, clearly. */
 	cr_assert(setenv(ENV, "", 1) == 0);
-	load_ok(path, fkey, "env empty");
+	{
+		uint8_t *key = NULL;
+		char err[KF_ERR_MAX] = "";
+		int r = kf_master_load(path, false, &key, NULL, err);
+
+		cr_assert(r == -EINVAL && strstr(err, "set but empty"),
+			  "empty %s: %d %s", ENV, r, err);
+	}
+	/* The variable left the environment when it was read. */
+	cr_assert_null(getenv(ENV), "%s is still in the environment", ENV);
 	unsetenv(ENV);
+	kf_env_forget();
 	load_ok(path, fkey, "env unset");
 	sodium_memzero(etext, sizeof(etext));
 	sodium_memzero(ftext, sizeof(ftext));
