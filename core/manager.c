@@ -304,9 +304,15 @@ static int state_plain(const struct kf_keyring *kr,
 
 /*
  * The commit protocol described at the top of this file.  `record` (not
- * consumed) gets "success": true added.  On failure nothing changed, unless
- * the final rename failed after the record was written, which is then
- * followed by a failure record.
+ * consumed) gets "success": true added.  Returns 0 (committed), -errno
+ * (nothing changed; the record, if written, is cancelled by the failure
+ * record the caller writes: "cancels_seq"), or KF_FILE_UNSYNCED: the state
+ * was renamed into place but the directory's fsync failed.  The change is
+ * then in effect -- in memory, on disk as far as anyone can see, and in the
+ * audit log, which already holds the success record durably -- so memory
+ * is swapped (a number the disk shows as issued is never issued again), a
+ * "state_sync" failure record and an alert say that its durability is not
+ * confirmed, and err says so for the caller to pass on.
  */
 static int commit_keyring(struct kf_manager *m, struct kf_keyring *next,
 			  json_t *record, char err[KF_ERR_MAX])
@@ -351,7 +357,24 @@ static int commit_keyring(struct kf_manager *m, struct kf_keyring *next,
 	}
 	m->sealed_seq = anchor.seq;
 	swap_keyring(m, next);
-	return 0;
+	if (r == KF_FILE_UNSYNCED) {
+		json_t *rec = record_new("state_sync", NULL);
+		char why[KF_ERR_MAX];
+
+		snprintf(why, sizeof(why), "%s", err);
+		json_object_set_new(
+		    rec, "key_version",
+		    json_integer(kf_keyring_current_version(next)));
+		json_object_set_new(rec, "record_seq",
+				    json_integer((json_int_t)anchor.seq));
+		report_failure(m, rec, why);
+		kf_err_set(err,
+			   "version %" PRIu32 " is in effect, but the state "
+			   "directory could not be synced, so it may not "
+			   "survive a crash (%s); check the disk",
+			   kf_keyring_current_version(next), why);
+	}
+	return r;
 }
 
 /*
@@ -603,6 +626,21 @@ static int prepare_dirs(struct kf_manager *m, char err[KF_ERR_MAX])
 	if (tightened)
 		kf_log(LOG_WARNING, "%s had a looser mode; set to 0700",
 		       cfg->backup_dir);
+	/* Left by a process killed between writing and renaming. */
+	for (int i = 0; i < 2; i++) {
+		const char *dir = i ? cfg->backup_dir : cfg->state_dir;
+		size_t removed = 0;
+
+		if (kf_dir_sweep_temp(dir, &removed) < 0)
+			kf_log(LOG_WARNING,
+			       "%s: could not remove every temporary file",
+			       dir);
+		if (removed > 0)
+			kf_log(LOG_NOTICE,
+			       "%s: removed %zu temporary file%s left by an "
+			       "interrupted write",
+			       dir, removed, removed == 1 ? "" : "s");
+	}
 	if (kf_backup_list(cfg->backup_dir, &list, &n, NULL) == 0) {
 		for (size_t i = 0; i < n; i++) {
 			char *p = kf_path_join(cfg->backup_dir, list[i].name);
@@ -663,6 +701,9 @@ static int create_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 	json_object_set_new(rec, "versions", versions_json(kr));
 	r = commit_keyring(m, kr, rec, err);
 	json_decref(rec);
+	/* Unsynced: in effect and alerted; the daemon serves it. */
+	if (r == KF_FILE_UNSYNCED)
+		r = 0;
 	if (r == 0) {
 		kf_log(LOG_NOTICE, "%s: version %" PRIu32,
 		       strcmp(event, "key_import") == 0 ? "imported keys"
@@ -760,11 +801,20 @@ static int load_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 static int lock_state(struct kf_manager *m, char err[KF_ERR_MAX])
 {
 	char *path = kf_path_join(m->cfg->state_dir, "lock");
+	struct stat st;
 	int r = 0;
 
 	if (!path) {
 		kf_err_set(err, "out of memory");
 		return -ENOMEM;
+	}
+	/* Only a missing folder is made here; modes are fixed once locked. */
+	if (stat(m->cfg->state_dir, &st) < 0 && errno == ENOENT) {
+		r = kf_dir_ensure(m->cfg->state_dir, 0700, NULL, err);
+		if (r < 0) {
+			free(path);
+			return r;
+		}
 	}
 	m->lock_fd =
 	    open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -804,13 +854,17 @@ static int manager_open(const struct kf_config *cfg, bool restore_only,
 	m->lock_fd = -1;
 	pthread_mutex_init(&m->op_lock, NULL);
 	pthread_mutex_init(&m->kr_lock, NULL);
-	r = load_master(m, err);
+	/*
+	 * The lock first: a second process, which will be refused, must not
+	 * change the first one's folder (modes, a new master key, temp files).
+	 */
+	r = lock_state(m, err);
 	if (r < 0)
 		goto fail;
 	r = prepare_dirs(m, err);
 	if (r < 0)
 		goto fail;
-	r = lock_state(m, err);
+	r = load_master(m, err);
 	if (r < 0)
 		goto fail;
 	r = kf_audit_open(cfg->audit_log, m->keys->audit, &m->audit, &broken,
@@ -950,7 +1004,7 @@ static int rotate_locked(struct kf_manager *m, const struct kf_caller *who,
 	kf_keyring_unref(next);
 	kf_keyring_unref(plus);
 	kf_keyring_unref(old);
-	return 0;
+	return r; /* 0 or KF_FILE_UNSYNCED */
 fail:
 	json_object_del(rec, "success");
 	json_object_del(rec, "key_version");
@@ -998,12 +1052,13 @@ static int rotate(struct kf_manager *m, const struct kf_caller *who,
 		r = rotate_locked(m, who, automatic, ret_version, err);
 	pthread_mutex_unlock(&m->op_lock);
 	if (ret_rotated)
-		*ret_rotated = due && r == 0;
-	if (due && r == 0) {
+		*ret_rotated = due && r >= 0;
+	if (due && r >= 0) {
 		notify_change(m);
 		prune_automatic(m, who);
 	}
-	return r;
+	/* In effect but not confirmed durable: the caller hears of it. */
+	return r == KF_FILE_UNSYNCED ? -EIO : r;
 }
 
 int kf_manager_rotate(struct kf_manager *m, const struct kf_caller *who,
@@ -1081,7 +1136,7 @@ int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
 	kf_keyring_unref(old);
 	notify_change(m);
 	prune_automatic(m, who);
-	return 0;
+	return r == KF_FILE_UNSYNCED ? -EIO : 0;
 fail:
 	pthread_mutex_unlock(&m->op_lock);
 	report_failure(m, rec, err);
@@ -1312,6 +1367,10 @@ int kf_manager_restore(struct kf_manager *m, const struct kf_caller *who,
 	kf_keyring_unref(old);
 	free(path);
 	notify_change(m);
+	if (r == KF_FILE_UNSYNCED) {
+		snprintf(err, KF_ERR_MAX, "%s", why);
+		return -EIO;
+	}
 	return 0;
 fail:
 	pthread_mutex_unlock(&m->op_lock);

@@ -215,5 +215,6 @@ int kf_store_save(const char *state_dir, const uint8_t seal_key[32],
 	r = kf_store_prepare(state_dir, seal_key, plain, len, &pending, err);
 	if (r < 0)
 		return r;
-	return kf_store_commit(state_dir, &pending, err);
+	r = kf_store_commit(state_dir, &pending, err);
+	return r == KF_FILE_UNSYNCED ? -EIO : r;
 }

@@ -55,14 +55,19 @@ int kf_store_prepare(const char *state_dir, const uint8_t seal_key[32],
 		     struct kf_store_pending *ret_pending,
 		     char err[KF_ERR_MAX]) KF_WUR;
 
-/* Second phase: rename over state_dir/keyring and fsync the directory. */
+/*
+ * Second phase: rename over state_dir/keyring and fsync the directory.
+ * 0, -errno (the old state is still in place), or KF_FILE_UNSYNCED: the
+ * new state is in place but the directory's fsync failed (util.h).
+ */
 int kf_store_commit(const char *state_dir, struct kf_store_pending *pending,
 		    char err[KF_ERR_MAX]) KF_WUR;
 
 /* Drops a prepared save (unlinks its temporary file). */
 void kf_store_discard(const char *state_dir, struct kf_store_pending *pending);
 
-/* prepare + commit. */
+/* prepare + commit; KF_FILE_UNSYNCED becomes -EIO (the new state is in
+ * place, not confirmed durable). */
 int kf_store_save(const char *state_dir, const uint8_t seal_key[32],
 		  const uint8_t *plain, size_t len,
 		  char err[KF_ERR_MAX]) KF_WUR;

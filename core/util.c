@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 /* util: error text, time and durable file helpers. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -13,6 +15,8 @@
 #include <sodium.h>
 
 #include "util.h"
+
+#include <fiu-local.h>
 
 void kf_err_set(char *err, const char *fmt, ...)
 {
@@ -190,10 +194,15 @@ int kf_file_commit(const char *dir, const char *tmp_name, const char *name,
 		return r;
 	}
 	r = kf_dir_fsync(dir);
-	if (r < 0)
+	/* Test builds only (FIU_ENABLE): the fault that follows a rename. */
+	fiu_do_on("keyfs/file/commit_dir_fsync", r = -EIO);
+	if (r < 0) {
+		/* The rename happened: the new file is what dir shows. */
 		kf_err_set(err, "%s: fsync of directory: %s", dir,
 			   strerror(-r));
-	return r;
+		return KF_FILE_UNSYNCED;
+	}
+	return 0;
 }
 
 void kf_file_discard(const char *dir, const char *tmp_name)
@@ -207,6 +216,55 @@ void kf_file_discard(const char *dir, const char *tmp_name)
 		unlink(path);
 }
 
+/* Whether name is one kf_file_prepare makes: ".NAME.tmp.<12 hex>". */
+static bool is_temp_name(const char *name)
+{
+	size_t len = strlen(name);
+	const char *tail;
+
+	if (name[0] != '.' || len < 1 + 1 + 5 + 12)
+		return false;
+	tail = name + len - 12;
+	if (strncmp(tail - 5, ".tmp.", 5) != 0)
+		return false;
+	for (int i = 0; i < 12; i++)
+		if (!((tail[i] >= '0' && tail[i] <= '9') ||
+		      (tail[i] >= 'a' && tail[i] <= 'f')))
+			return false;
+	return true;
+}
+
+int kf_dir_sweep_temp(const char *dir, size_t *ret_removed)
+{
+	struct dirent *de;
+	size_t removed = 0;
+	int r = 0;
+	DIR *d;
+
+	*ret_removed = 0;
+	d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (!is_temp_name(de->d_name) ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) <
+			0 ||
+		    !S_ISREG(st.st_mode))
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+			removed++;
+		else if (r == 0)
+			r = -errno;
+	}
+	closedir(d);
+	if (removed > 0 && kf_dir_fsync(dir) < 0 && r == 0)
+		r = -EIO;
+	*ret_removed = removed;
+	return r;
+}
+
 int kf_file_write_atomic(const char *dir, const char *name, const void *data,
 			 size_t len, mode_t mode, int exclusive,
 			 char err[KF_ERR_MAX])
@@ -217,8 +275,10 @@ int kf_file_write_atomic(const char *dir, const char *name, const void *data,
 	r = kf_file_prepare(dir, name, data, len, mode, tmp, err);
 	if (r < 0)
 		return r;
-	if (!exclusive)
-		return kf_file_commit(dir, tmp, name, err);
+	if (!exclusive) {
+		r = kf_file_commit(dir, tmp, name, err);
+		return r == KF_FILE_UNSYNCED ? -EIO : r;
+	}
 
 	/* link(2) fails with EEXIST instead of replacing: never overwrite. */
 	if (snprintf(from, sizeof(from), "%s/%s", dir, tmp) >=

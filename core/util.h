@@ -57,13 +57,27 @@ int kf_file_write_atomic(const char *dir, const char *name, const void *data,
  * Two-phase form of kf_file_write_atomic: prepare writes and fsyncs the
  * temporary file and returns its name in tmp_name (PATH_MAX bytes); commit
  * renames it over `name` and fsyncs the directory; discard unlinks it.
+ * commit returns 0, -errno when the rename failed (nothing changed), or
+ * KF_FILE_UNSYNCED (> 0, err says why) when the rename happened but the
+ * directory's fsync failed: the new file is in place, its durability is
+ * not confirmed.  The caller decides; it must not act as if nothing
+ * changed.
  */
+#define KF_FILE_UNSYNCED 1
 int kf_file_prepare(const char *dir, const char *name, const void *data,
 		    size_t len, mode_t mode, char *tmp_name,
 		    char err[KF_ERR_MAX]) KF_WUR;
 int kf_file_commit(const char *dir, const char *tmp_name, const char *name,
 		   char err[KF_ERR_MAX]) KF_WUR;
 void kf_file_discard(const char *dir, const char *tmp_name);
+
+/*
+ * Removes the temporary files kf_file_prepare leaves when the process dies
+ * between prepare and commit (regular files named ".NAME.tmp.<12 hex>")
+ * from dir; *ret_removed counts them.  Call only while no writer can be
+ * running (the manager holds the state lock).  A missing dir is fine.
+ */
+int kf_dir_sweep_temp(const char *dir, size_t *ret_removed) KF_WUR;
 
 /*
  * Opens path read-only (O_NONBLOCK, so a FIFO never hangs; plus `flags`,

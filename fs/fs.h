@@ -85,8 +85,9 @@ int kf_control_write(struct kf_fs *fs, const struct kf_caller *who,
 /*
  * Starts the invalidation and rotation threads and registers for keyring
  * changes (workers.c); fs must be mounted.  kf_workers_stop undoes it.
+ * 0, or -errno when a thread cannot be created (then nothing runs).
  */
-void kf_workers_start(struct kf_fs *fs);
+int kf_workers_start(struct kf_fs *fs) KF_WUR;
 void kf_workers_stop(struct kf_fs *fs);
 
 #endif

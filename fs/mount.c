@@ -235,7 +235,7 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 	struct sig_ctx sig = {fs, {{0}}};
 	pthread_t sig_thread;
 	json_t *fields;
-	int r = 1;
+	int r = 1, e;
 
 	fuse_opt_add_arg(&args, "keyfs");
 	fuse_opt_add_arg(&args, "-o");
@@ -278,9 +278,18 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 	sigaddset(&sig.set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &sig.set, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	pthread_create(&sig_thread, NULL, sig_main, &sig);
-	pthread_detach(sig_thread);
-	kf_workers_start(fs);
+	e = pthread_create(&sig_thread, NULL, sig_main, &sig);
+	if (e == 0) {
+		pthread_detach(sig_thread);
+		e = -kf_workers_start(fs);
+	}
+	if (e != 0) {
+		/* Never serve a tree whose control writes could not finish. */
+		kf_log(LOG_ERR, "cannot start a thread: %s; unmounting",
+		       strerror(e));
+		fuse_session_unmount(fs->se);
+		goto out;
+	}
 
 	loop = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_max_threads(loop, 16);

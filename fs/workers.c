@@ -191,16 +191,33 @@ static void *rot_main(void *arg)
 	return NULL;
 }
 
-void kf_workers_start(struct kf_fs *fs)
+int kf_workers_start(struct kf_fs *fs)
 {
+	int e;
+
 	pthread_mutex_init(&fs->inval_lock, NULL);
 	pthread_cond_init(&fs->inval_cond, NULL);
 	pthread_mutex_init(&fs->rot_lock, NULL);
 	pthread_cond_init(&fs->rot_cond, NULL);
 	fs->shown = kf_manager_keyring(fs->m);
-	pthread_create(&fs->inval_thread, NULL, inval_main, fs);
-	pthread_create(&fs->rot_thread, NULL, rot_main, fs);
+	/* Without these threads a control write would wait forever. */
+	e = pthread_create(&fs->inval_thread, NULL, inval_main, fs);
+	if (e != 0) {
+		fs->shown = kf_keyring_unref(fs->shown);
+		return -e;
+	}
+	e = pthread_create(&fs->rot_thread, NULL, rot_main, fs);
+	if (e != 0) {
+		pthread_mutex_lock(&fs->inval_lock);
+		fs->inval_stop = true;
+		pthread_cond_broadcast(&fs->inval_cond);
+		pthread_mutex_unlock(&fs->inval_lock);
+		pthread_join(fs->inval_thread, NULL);
+		fs->shown = kf_keyring_unref(fs->shown);
+		return -e;
+	}
 	kf_manager_on_change(fs->m, on_change, fs);
+	return 0;
 }
 
 void kf_workers_stop(struct kf_fs *fs)

@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fiu-control.h>
+#include <fiu.h>
 #include <jansson.h>
 #include <sodium.h>
 
@@ -2416,5 +2418,240 @@ Test(manager, full_state_disk_refuses_rotation_and_loses_nothing,
 	snap_free(before);
 	free(filler);
 	free(cmd);
+	fx_done(&f);
+}
+
+/* --- issue 8: start-up order, environment, names, last copies ---------- */
+
+Test(manager, a_refused_second_manager_changes_nothing_in_the_folder)
+{
+	char err[KF_ERR_MAX] = "", *archive, *tmp, *name;
+	struct kf_manager *m, *m2 = NULL;
+	struct stat st;
+	struct fx f;
+	int r;
+
+	fx_setup(&f, "mgr-second", "development", NULL, NULL);
+	m = open_ok(&f);
+	cr_assert(kf_manager_backup(m, &who, "loose", NULL, err) == 0, "%s",
+		  err);
+	archive = kf_path_join(f.backups, "loose.json");
+	cr_assert(chmod(archive, 0644) == 0);
+	/* What a second, refused start must not touch: a looser archive, a
+	 * missing master key file, a temporary file of the first. */
+	cr_assert(unlink(f.master) == 0);
+	name = kf_path_join(f.dir, "state");
+	tmp = kf_path_join(name, ".keyring.tmp.0123456789ab");
+	kt_write_file(tmp, "in flight\n", 0600);
+	r = kf_manager_open(f.cfg, &m2, err);
+	cr_assert(r == -EBUSY, "second open: %d %s", r, err);
+	cr_assert(stat(archive, &st) == 0 && (st.st_mode & 07777) == 0644,
+		  "the refused manager changed an archive's mode");
+	cr_assert(access(f.master, F_OK) != 0,
+		  "the refused manager created a master key");
+	cr_assert(access(tmp, F_OK) == 0,
+		  "the refused manager removed the first one's temp file");
+	kf_manager_close(m);
+	free(archive);
+	free(tmp);
+	free(name);
+	fx_done(&f);
+}
+
+Test(manager, start_removes_temp_files_of_interrupted_writes)
+{
+	char *state, *paths[3];
+	struct kf_manager *m;
+	struct fx f;
+
+	fx_setup(&f, "mgr-sweep", "development", NULL, NULL);
+	m = open_ok(&f);
+	kf_manager_close(m);
+	state = kf_path_join(f.dir, "state");
+	paths[0] = kf_path_join(state, ".keyring.tmp.0123456789ab");
+	paths[1] = kf_path_join(f.backups, ".nightly.json.tmp.abcdef012345");
+	/* Not one of ours: kept. */
+	paths[2] = kf_path_join(f.backups, ".notes.tmp.txt");
+	for (int i = 0; i < 3; i++)
+		kt_write_file(paths[i], "x\n", 0600);
+	m = open_ok(&f);
+	cr_assert(access(paths[0], F_OK) != 0, "state temp file left");
+	cr_assert(access(paths[1], F_OK) != 0, "backup temp file left");
+	cr_assert(access(paths[2], F_OK) == 0, "a foreign file was removed");
+	kf_manager_close(m);
+	for (int i = 0; i < 3; i++)
+		free(paths[i]);
+	free(state);
+	fx_done(&f);
+}
+
+Test(manager, import_refuses_a_padded_version_and_an_empty_key)
+{
+	char err[KF_ERR_MAX], text[KF_KEY_TEXT_LEN + 1];
+	uint8_t key[KF_KEY_BYTES];
+	struct fx f;
+	int r;
+
+	fx_setup(&f, "mgr-import-strict", "development", NULL, NULL);
+	kf_key_generate(key);
+	kf_key_encode(key, text);
+	text[KF_KEY_TEXT_LEN] = 0;
+	static const char *const bad[] = {" 3", "3 ", "+3", "0x3", "", "3\n"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		clear_env();
+		setenv("ENCRYPTION_KEY", text, 1);
+		setenv("ENCRYPTION_KEY_VERSION", bad[i], 1);
+		r = open_fails(&f, err, "a padded ENCRYPTION_KEY_VERSION");
+		cr_assert(r == -EINVAL && kt_contains(err, KVE_LOAD) &&
+			      kt_contains(err, "ENCRYPTION_KEY_VERSION"),
+			  "version #%zu: %d %s", i, r, err);
+	}
+	clear_env();
+	setenv("ENCRYPTION_KEY", "", 1);
+	r = open_fails(&f, err, "an empty ENCRYPTION_KEY");
+	cr_assert(kt_contains(err, KVE_LOAD) && kt_contains(err, "empty"),
+		  "empty ENCRYPTION_KEY: %d %s", r, err);
+	cr_assert(access(f.state_file, F_OK) != 0,
+		  "a keyring was made from an empty ENCRYPTION_KEY");
+	clear_env();
+	sodium_memzero(text, sizeof(text));
+	sodium_memzero(key, sizeof(key));
+	fx_done(&f);
+}
+
+Test(manager, a_named_backup_may_not_take_a_reserved_name)
+{
+	static const char *const reserved[] = {"key_backup_99991231_235959",
+					       "pre_restore_20240101_000000",
+					       "key_backup_x"};
+	char err[KF_ERR_MAX] = "";
+	struct kf_manager *m;
+	struct fx f;
+
+	fx_setup(&f, "mgr-reserved", "development", NULL, NULL);
+	m = open_ok(&f);
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+		int r = kf_manager_backup(m, &who, reserved[i], NULL, err);
+
+		cr_assert(r == -EINVAL && kt_contains(err, "reserved"),
+			  "%s: %d %s", reserved[i], r, err);
+	}
+	cr_assert(kf_manager_backup(m, &who, "key_backupx", NULL, err) == 0,
+		  "%s", err);
+	kf_manager_close(m);
+	fx_done(&f);
+}
+
+Test(manager, prune_keeps_the_last_archive_of_a_retired_version)
+{
+	char err[KF_ERR_MAX] = "", note[KF_ERR_MAX];
+	size_t deleted = 0, kept = 0;
+	struct kf_manager *m;
+	json_t *recs, *rec;
+	struct fx f;
+	int r;
+
+	fx_setup(&f, "mgr-prune-last", "development", NULL,
+		 "retain_versions = 3\n");
+	m = open_ok(&f);
+	rotate_ok(m, NULL);
+	/* The backup taken before the retire is version 1's last copy... */
+	cr_assert(kf_manager_retire(m, &who, 1, err) == 0, "%s", err);
+	/* ...once the first archives (which hold 1 too) are pruned; and
+	 * version 2 drops out of the keyring (5, 4, 3) on the way. */
+	for (int i = 0; i < 3; i++) {
+		rotate_ok(m, NULL);
+		cr_assert(kf_manager_backup(m, &who, NULL, NULL, err) == 0);
+	}
+	r = kf_manager_prune(m, &who, 1, false, &deleted, &kept, err);
+	cr_assert(r == 0, "%d %s", r, err);
+	/* Kept: the newest, the last copy of 2 (4, 3, 2), of 1 (2, 1). */
+	cr_assert(kept == 2, "%zu archives kept as a last copy", kept);
+	cr_assert_eq(count_files(f.backups, NULL, ".json"), 3);
+	recs = kt_audit_read(f.audit, 0);
+	rec = last_record(recs, "backup_cleanup");
+	cr_assert_eq(int_field(rec, "kept_last_copies", "prune"), 2);
+	json_decref(recs);
+	/* The kept one still restores version 1 (with force: retired). */
+	{
+		struct kf_backup_info *list = NULL;
+		size_t n = 0;
+		uint32_t v;
+
+		cr_assert(kf_manager_list_backups(m, &list, &n, err) == 0);
+		cr_assert(n == 3 && list[2].key_version == 2);
+		r = kf_manager_restore(m, &who, list[2].name, true, &v, note,
+				       err);
+		cr_assert(r == 0, "restore of the last copy: %s", err);
+		free(list);
+	}
+	/* force: the last copies go too (the restore's pre_restore_ archive
+	 * is now the newest). */
+	r = kf_manager_prune(m, &who, 1, true, &deleted, &kept, err);
+	cr_assert(r == 0 && kept == 0, "%d %s", r, err);
+	cr_assert_eq(count_files(f.backups, NULL, ".json"), 1);
+	kf_manager_close(m);
+	fx_done(&f);
+}
+
+/*
+ * The state was renamed into place but the directory's fsync failed: the
+ * change is in effect (memory, disk and the audit log agree), the caller
+ * hears that its durability is not confirmed, and its number is never
+ * issued again.  The fault is injected at that one step (libfiu).
+ */
+Test(manager, a_failed_directory_sync_after_the_rename_keeps_the_change)
+{
+	char err[KF_ERR_MAX] = "";
+	struct kf_manager *m;
+	struct kf_keyring *kr;
+	uint8_t key2[KF_KEY_BYTES];
+	json_t *recs, *rec;
+	uint32_t v = 0;
+	struct fx f;
+	int r;
+
+	fx_setup(&f, "mgr-dirsync", "development", NULL, NULL);
+	m = open_ok(&f);
+	cr_assert(fiu_init(0) == 0);
+	cr_assert(fiu_enable("keyfs/file/commit_dir_fsync", 1, NULL, 0) == 0);
+	r = kf_manager_rotate(m, &who, &v, err);
+	fiu_disable("keyfs/file/commit_dir_fsync");
+	cr_assert(r == -EIO, "rotate with a failing directory sync: %d %s", r,
+		  err);
+	cr_assert(kt_contains(err, "version 2 is in effect"), "%s", err);
+	kr = kf_manager_keyring(m);
+	cr_assert_eq(kf_keyring_current_version(kr), 2,
+		     "memory does not hold what the disk shows");
+	memcpy(key2, kf_keyring_at(kr, 0)->key, KF_KEY_BYTES);
+	kf_keyring_unref(kr);
+	/* The next rotation goes on from there: 2 is never issued twice. */
+	rotate_ok(m, &v);
+	cr_assert_eq(v, 3);
+	recs = kt_audit_read(f.audit, 0);
+	cr_assert(kt_count_records(recs, "state_sync", 0) == 1,
+		  "the unconfirmed sync was not recorded");
+	rec = kt_find_record(recs, "key_rotation", 1);
+	cr_assert(rec &&
+		      json_integer_value(json_object_get(rec, "key_version")) ==
+			  2 &&
+		      !json_object_get(rec, "cancels_seq"),
+		  "the rotation to 2 is not recorded as done");
+	cr_assert(kt_count_records(recs, "key_rotation", 0) == 0,
+		  "the rotation was recorded as failed");
+	json_decref(recs);
+	kf_manager_close(m);
+	/* After a restart: 3 current, 2 held with the same key. */
+	m = open_ok(&f);
+	kr = kf_manager_keyring(m);
+	cr_assert_eq(kf_keyring_current_version(kr), 3);
+	cr_assert(kf_keyring_find(kr, 2) &&
+		      sodium_memcmp(kf_keyring_find(kr, 2)->key, key2,
+				    KF_KEY_BYTES) == 0,
+		  "version 2 came back with another key");
+	kf_keyring_unref(kr);
+	kf_manager_close(m);
+	sodium_memzero(key2, sizeof(key2));
+	verify_audit_ok(&f);
 	fx_done(&f);
 }
