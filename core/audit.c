@@ -105,9 +105,10 @@ static bool chain_from_hex(const char *hex, uint8_t out[KF_AUDIT_CHAIN_BYTES])
 }
 
 /*
- * Parses one line (len without its "\n"): a JSON object with a positive
- * integer seq that ends with the chain field.  On failure returns -EBADMSG
- * and sets *why.
+ * Parses one line (len without its "\n", less than KF_AUDIT_LINE_MAX: the
+ * reader never returns a longer one): a JSON object with a positive integer
+ * seq that ends with the chain field.  On failure returns -EBADMSG and sets
+ * *why.
  */
 static int parse_line(const char *line, size_t len, uint64_t *ret_seq,
 		      uint8_t ret_chain[KF_AUDIT_CHAIN_BYTES], const char **why)
@@ -117,10 +118,6 @@ static int parse_line(const char *line, size_t len, uint64_t *ret_seq,
 	json_t *root, *seq;
 	int r = -EBADMSG;
 
-	if (len >= KF_AUDIT_LINE_MAX) {
-		*why = "longer than the line limit";
-		return r;
-	}
 	/* Duplicate keys could show a reader another seq or chain; NUL is
 	 * allowed because the writer escapes it as \u0000. */
 	root =
@@ -199,37 +196,190 @@ static void scan_line(struct scan *s, const char *line, size_t len)
 	s->next_seq++;
 }
 
-/*
- * Reads f line by line (never the whole file at once) into s.  With
- * stop_at_bad, stops at the first bad line.  Returns 0 or -errno on a read
- * error.
- */
-static int scan_file(FILE *f, struct scan *s, bool stop_at_bad)
-{
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t n;
-	int r = 0;
+/* Bytes asked of read(2) at a time: several lines, so few calls. */
+#define READ_BUF (8 * KF_AUDIT_LINE_MAX)
 
+/*
+ * Reads a log line by line in READ_BUF bytes of memory, whatever the file
+ * holds.  No line the writer makes is longer than KF_AUDIT_LINE_MAX with its
+ * "\n", so a longer one is never held whole.  (getline(3) grew its buffer
+ * to the length of the line, and the ENOMEM it then returned looked like
+ * end of file.)
+ */
+struct reader {
+	int fd;
+	char *buf;	   /* READ_BUF bytes */
+	size_t start, end; /* unread bytes: buf[start, end) */
+	bool eof;
+};
+
+/* One line from reader_next. */
+struct line {
+	const char *text; /* in the reader's buffer; NULL if overlong */
+	size_t len;	  /* bytes consumed, "\n" included if any */
+	bool complete;	  /* ends with "\n"; else the file ended first */
+};
+
+/* Moves the unread bytes to the front and reads more after them. */
+static int reader_fill(struct reader *rd)
+{
+	ssize_t n;
+
+	if (rd->start > 0) {
+		memmove(rd->buf, rd->buf + rd->start, rd->end - rd->start);
+		rd->end -= rd->start;
+		rd->start = 0;
+	}
+	do
+		n = read(rd->fd, rd->buf + rd->end, READ_BUF - rd->end);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	if (n == 0)
+		rd->eof = true;
+	rd->end += (size_t)n;
+	return 0;
+}
+
+/*
+ * An overlong line (its first bytes are unread at rd->start): with `skip`,
+ * consumes it through its "\n" or to the end of the file, a buffer at a
+ * time; else leaves it.  *ret gets no text.
+ */
+static int reader_skip(struct reader *rd, bool skip, struct line *ret)
+{
+	*ret = (struct line){0};
+	while (skip) {
+		char *p = rd->buf + rd->start;
+		char *nl = memchr(p, '\n', rd->end - rd->start);
+		int r;
+
+		if (nl) {
+			ret->len += (size_t)(nl - p) + 1;
+			ret->complete = true;
+			rd->start += (size_t)(nl - p) + 1;
+			break;
+		}
+		ret->len += rd->end - rd->start;
+		rd->start = rd->end = 0;
+		if (rd->eof)
+			break;
+		r = reader_fill(rd);
+		if (r < 0)
+			return r;
+	}
+	return 1;
+}
+
+/*
+ * The next line: 1 with *ret filled in, 0 at the end of the file, or -errno
+ * on a read error (never taken for the end).  A line longer than
+ * KF_AUDIT_LINE_MAX has no text; with skip_long it is consumed.
+ */
+static int reader_next(struct reader *rd, bool skip_long, struct line *ret)
+{
+	for (;;) {
+		char *p = rd->buf + rd->start;
+		size_t have = rd->end - rd->start;
+		char *nl = memchr(p, '\n', have);
+		int r;
+
+		if (nl && (size_t)(nl - p) < KF_AUDIT_LINE_MAX) {
+			ret->text = p;
+			ret->len = (size_t)(nl - p) + 1;
+			ret->complete = true;
+			rd->start += ret->len;
+			return 1;
+		}
+		if (nl || have >= KF_AUDIT_LINE_MAX)
+			return reader_skip(rd, skip_long, ret);
+		if (rd->eof) {
+			if (have == 0)
+				return 0;
+			ret->text = p;
+			ret->len = have;
+			ret->complete = false;
+			rd->start = rd->end;
+			return 1;
+		}
+		/* fewer than KF_AUDIT_LINE_MAX bytes left: there is room */
+		r = reader_fill(rd);
+		if (r < 0)
+			return r;
+	}
+}
+
+/*
+ * Reads the file at fd line by line (in bounded memory) into s.  With
+ * stop_at_bad, stops at the first bad line; else reads past bad and
+ * overlong lines to the end.  Returns 0, or -errno on a read error.
+ */
+static int scan_file(int fd, struct scan *s, bool stop_at_bad)
+{
+	struct reader rd = {.fd = fd};
+	struct line l;
+	int r;
+
+	rd.buf = malloc(READ_BUF);
+	if (!rd.buf)
+		return -ENOMEM;
 	s->next_seq = 1;
 	memset(s->prev, 0, sizeof(s->prev));
-	errno = 0;
-	while ((n = getline(&line, &cap, f)) > 0) {
-		if (line[n - 1] != '\n') {
+	while ((r = reader_next(&rd, !stop_at_bad, &l)) > 0) {
+		if (!l.text) {
+			if (!s->bad)
+				kf_err_set(s->reason,
+					   "line %llu: line longer than %d "
+					   "bytes",
+					   (unsigned long long)s->lines + 1,
+					   KF_AUDIT_LINE_MAX);
+			s->bad = true;
+		}
+		if (!l.complete) {
 			s->torn = true;
 			break;
 		}
 		s->lines++;
-		s->good_end += n;
-		scan_line(s, line, (size_t)n - 1);
+		s->good_end += (off_t)l.len;
+		if (l.text)
+			scan_line(s, l.text, l.len - 1);
 		if (s->bad && stop_at_bad)
 			break;
-		errno = 0;
 	}
-	if (n < 0 && ferror(f))
-		r = errno ? -errno : -EIO;
-	free(line);
-	return r;
+	free(rd.buf);
+	return r < 0 ? r : 0;
+}
+
+/* "ok: ..." saying what was checked, and what was not. */
+static void report_ok(const struct scan *s,
+		      const struct kf_audit_anchor *anchor,
+		      char report[KF_ERR_MAX])
+{
+	unsigned long long n = s->lines, a = anchor ? anchor->seq : 0;
+	char range[64] = "";
+
+	if (n > 0)
+		snprintf(range, sizeof(range), " (seq 1-%llu)", n);
+	if (!anchor)
+		kf_err_set(report,
+			   "ok: %llu records%s; end not checked against the "
+			   "sealed anchor",
+			   n, range);
+	else if (a == 0)
+		kf_err_set(report,
+			   "ok: %llu records%s; end not checked: the sealed "
+			   "state holds no anchor",
+			   n, range);
+	else if (a == n)
+		kf_err_set(report,
+			   "ok: %llu records%s; end checked: seq %llu matches "
+			   "the sealed anchor",
+			   n, range, a);
+	else
+		kf_err_set(report,
+			   "ok: %llu records%s; end checked: seq %llu matches "
+			   "the sealed anchor (%llu later records not covered)",
+			   n, range, a, n - a);
 }
 
 int kf_audit_verify(const char *path, const uint8_t key[32],
@@ -237,21 +387,20 @@ int kf_audit_verify(const char *path, const uint8_t key[32],
 		    char report[KF_ERR_MAX], uint64_t *ret_lines)
 {
 	struct scan s = {.key = key, .anchor = anchor};
-	FILE *f;
-	int r;
+	struct stat st;
+	int fd, r;
 
 	if (sodium_init() < 0) {
 		kf_err_set(report, "libsodium cannot be initialised");
 		return -EIO;
 	}
-	f = fopen(path, "re");
-	if (!f) {
-		r = -errno;
-		kf_err_set(report, "%s: %s", path, strerror(-r));
-		return r;
-	}
-	r = scan_file(f, &s, true);
-	fclose(f);
+	/* Refused at once: a FIFO (which would block), a device such as
+	 * /dev/zero (which never ends), a directory. */
+	fd = kf_file_open_regular(path, 0, &st, report);
+	if (fd < 0)
+		return fd;
+	r = scan_file(fd, &s, true);
+	close(fd);
 	if (r < 0) {
 		kf_err_set(report, "%s: read: %s", path, strerror(-r));
 		return r;
@@ -282,51 +431,25 @@ int kf_audit_verify(const char *path, const uint8_t key[32],
 	if (ret_lines)
 		*ret_lines = s.lines;
 	if (s.bad) {
-		kf_err_set(report, "%s", s.reason);
+		kf_err_set(report, "%s: %s", path, s.reason);
 		return -EBADMSG;
 	}
-	kf_err_set(report, "ok: %llu records", (unsigned long long)s.lines);
+	report_ok(&s, anchor, report);
 	return 0;
 }
 
 /*
- * Reads the existing log through a second descriptor of the same file and
- * continues its chain; cuts a torn last line off.
+ * Reads the existing log through a->fd itself (opened read-write, so no
+ * second open by name can meet another file) and continues its chain; cuts
+ * a torn last line off.
  */
 static int audit_load(struct kf_audit *a, bool *ret_broken,
 		      char err[KF_ERR_MAX])
 {
 	struct scan s = {.key = a->key};
-	struct stat st_w, st_r;
-	FILE *f;
-	int fd, r;
+	int r;
 
-	fd = open(a->path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		kf_err_set(err, "%s: cannot read: %s", a->path, strerror(-r));
-		return r;
-	}
-	if (fstat(a->fd, &st_w) < 0 || fstat(fd, &st_r) < 0) {
-		r = -errno;
-		kf_err_set(err, "%s: %s", a->path, strerror(-r));
-		close(fd);
-		return r;
-	}
-	if (st_w.st_dev != st_r.st_dev || st_w.st_ino != st_r.st_ino) {
-		kf_err_set(err, "%s: replaced while being opened", a->path);
-		close(fd);
-		return -EAGAIN;
-	}
-	f = fdopen(fd, "r");
-	if (!f) {
-		r = -errno;
-		kf_err_set(err, "%s: %s", a->path, strerror(-r));
-		close(fd);
-		return r;
-	}
-	r = scan_file(f, &s, false);
-	fclose(f);
+	r = scan_file(a->fd, &s, false);
 	if (r < 0) {
 		kf_err_set(err, "%s: read: %s", a->path, strerror(-r));
 		return r;
@@ -354,16 +477,11 @@ int kf_audit_open(const char *path, const uint8_t key[32],
 	struct kf_audit *a;
 	struct stat st;
 	bool broken = false;
-	int r;
+	int r, flags;
 
 	if (sodium_init() < 0) {
 		kf_err_set(err, "libsodium cannot be initialised");
 		return -EIO;
-	}
-	/* Opening a FIFO for writing would block; refuse anything odd. */
-	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
-		kf_err_set(err, "%s: audit log is not a regular file", path);
-		return -EINVAL;
 	}
 	a = calloc(1, sizeof(*a));
 	if (!a) {
@@ -384,11 +502,27 @@ int kf_audit_open(const char *path, const uint8_t key[32],
 		kf_err_set(err, "mutex: %s", strerror(-r));
 		goto fail;
 	}
-	a->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	/*
+	 * Whatever is at path when open(2) runs is what gets checked, on the
+	 * descriptor: O_NONBLOCK so that a FIFO swapped in opens at once (and
+	 * O_RDWR so that it opens even with no reader) and is then refused
+	 * by fstat; O_NOFOLLOW so that the path is the file itself.  The
+	 * existing lines are read through this descriptor too.
+	 */
+	a->fd = open(path,
+		     O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
+			 O_NONBLOCK,
+		     0600);
 	if (a->fd < 0) {
 		r = -errno;
-		kf_err_set(err, "%s: cannot open audit log: %s", path,
-			   strerror(-r));
+		if (r == -ELOOP)
+			kf_err_set(err,
+				   "%s: audit log is a symbolic link (give "
+				   "the file's own path)",
+				   path);
+		else
+			kf_err_set(err, "%s: cannot open audit log: %s", path,
+				   strerror(-r));
 		goto fail_mutex;
 	}
 	if (fstat(a->fd, &st) < 0) {
@@ -399,6 +533,14 @@ int kf_audit_open(const char *path, const uint8_t key[32],
 	if (!S_ISREG(st.st_mode)) {
 		r = -EINVAL;
 		kf_err_set(err, "%s: audit log is not a regular file", path);
+		goto fail_mutex;
+	}
+	/* A regular file ignores O_NONBLOCK on Linux; drop it all the same,
+	 * so that no write can ever see EAGAIN. */
+	flags = fcntl(a->fd, F_GETFL);
+	if (flags < 0 || fcntl(a->fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: fcntl: %s", path, strerror(-r));
 		goto fail_mutex;
 	}
 	if ((st.st_mode & 07777 & ~(mode_t)0600) != 0 &&

@@ -27,6 +27,12 @@
 #include "util.h"
 
 #define KF_AUDIT_CHAIN_BYTES 32
+/*
+ * The longest line, "\n" included.  The writer refuses a longer record, and
+ * a reader takes a longer line for a bad one ("line longer than 8192
+ * bytes") without ever holding it whole: reading a log takes bounded memory
+ * whatever the file holds.
+ */
 #define KF_AUDIT_LINE_MAX 8192
 
 struct kf_audit;
@@ -37,11 +43,15 @@ struct kf_audit_anchor {
 };
 
 /*
- * Opens (creating, 0600) the log at path for appending.  Reads the existing
- * file to continue its chain from the last complete line (a torn last line
- * left by a crash is cut off).  If the existing chain does not verify, the
- * daemon still starts (availability) but *ret_broken is set so the caller can
- * alert; the chain continues from the last line.
+ * Opens (creating, 0600) the log at path for appending.  Anything but a
+ * regular file at path when it is opened -- a FIFO or device swapped in
+ * after any earlier check, a symbolic link (-ELOOP) -- is refused without
+ * blocking.  Reads the existing file through the same descriptor to
+ * continue its chain from the last complete line (a torn last line left by
+ * a crash is cut off).  If the existing chain does not verify, the daemon
+ * still starts (availability) but *ret_broken is set so the caller can
+ * alert; the chain continues from the last line that parses.  A read error
+ * fails the open.
  */
 int kf_audit_open(const char *path, const uint8_t key[32],
 		  struct kf_audit **ret, bool *ret_broken,
@@ -77,12 +87,20 @@ int kf_audit_sync(struct kf_audit *a, char err[KF_ERR_MAX]) KF_WUR;
 void kf_audit_anchor(struct kf_audit *a, struct kf_audit_anchor *ret);
 
 /*
- * Verifies the whole file at path: every line parses, seq runs 1, 2, 3...,
- * every chain matches.  When `anchor` is non-NULL and anchor->seq > 0, the
- * line with that seq must exist and carry that chain (else the log was
- * truncated or replaced).  Returns 0 with "ok: N records" in report, or
- * -EBADMSG with "line N: reason" naming the first bad line, or an I/O errno.
- * *ret_lines (may be NULL) gets the number of lines read.
+ * Verifies the whole file at path, to its end: every line parses, seq runs
+ * 1, 2, 3..., every chain matches.  When `anchor` is non-NULL and
+ * anchor->seq > 0, the line with that seq must exist and carry that chain
+ * (else the log was truncated or replaced).
+ *
+ * Returns 0 only when every byte was read and checked, with a report that
+ * says what was checked: "ok: N records (seq 1-N); end checked: seq A
+ * matches the sealed anchor", or "...; end not checked against the sealed
+ * anchor" when anchor is NULL (or "...: the sealed state holds no anchor"
+ * for seq 0).  Else -EBADMSG with "PATH: line N: reason" naming the first
+ * bad line (an overlong one too) or "PATH: truncated: ..."; -EINVAL at once
+ * for anything but a regular file (FIFO, device, directory); or the errno of
+ * a failed open or read ("PATH: read: ...").  *ret_lines (may be NULL) gets
+ * the number of complete lines read.
  */
 int kf_audit_verify(const char *path, const uint8_t key[32],
 		    const struct kf_audit_anchor *anchor,

@@ -1612,12 +1612,11 @@ static int offline_subkey(const struct kf_config *cfg, enum kf_subkey id,
 }
 
 int kf_manager_verify_audit(const struct kf_config *cfg, const char *path,
-			    char report[KF_ERR_MAX])
+			    bool check_anchor, char report[KF_ERR_MAX])
 {
 	struct kf_subkeys *keys = sodium_malloc(sizeof(*keys));
 	struct kf_audit_anchor anchor = {0};
 	struct kf_keyring *kr = NULL;
-	bool use_anchor = !path || strcmp(path, cfg->audit_log) == 0;
 	uint8_t *plain = NULL;
 	size_t len = 0;
 	int r;
@@ -1629,7 +1628,13 @@ int kf_manager_verify_audit(const struct kf_config *cfg, const char *path,
 	r = offline_subkey(cfg, KF_SUBKEY_AUDIT, keys->audit, report);
 	if (r < 0)
 		goto out;
-	if (use_anchor) {
+	/*
+	 * A copy given as path is checked against the anchor too, or a copy
+	 * cut short would verify.  A state that cannot be read fails the
+	 * check rather than skipping it: skipping is the caller's explicit
+	 * choice (check_anchor false), and the report then says so.
+	 */
+	if (check_anchor) {
 		r = offline_subkey(cfg, KF_SUBKEY_STATE, keys->state, report);
 		if (r < 0)
 			goto out;
@@ -1645,7 +1650,7 @@ int kf_manager_verify_audit(const struct kf_config *cfg, const char *path,
 		}
 	}
 	r = kf_audit_verify(path ? path : cfg->audit_log, keys->audit,
-			    use_anchor ? &anchor : NULL, report, NULL);
+			    check_anchor ? &anchor : NULL, report, NULL);
 out:
 	kf_keyring_unref(kr);
 	sodium_free(keys);

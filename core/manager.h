@@ -164,12 +164,16 @@ void kf_manager_audit_refused(struct kf_manager *m, const struct kf_caller *who,
 
 /*
  * audit verify: checks the chain of the audit log at path (NULL = the
- * configured one) with the audit key from the master key.  For the configured
- * log the anchor in the sealed state is checked too (truncation).  0 with
- * "ok: N records" in report, -EBADMSG naming the first bad line, or an error.
+ * configured one; else a copy) with the audit key from the master key, to
+ * its end (kf_audit_verify).  With check_anchor the log must also reach the
+ * anchor sealed in the state (else it was cut short); a state that cannot be
+ * read is then a failure ("sealed state: ...").  Without it (an archived
+ * older copy) the state is not read and the report says that the end was
+ * not checked.  0 with "ok: ..." in report saying what was checked, -EBADMSG
+ * naming the first bad line or the truncation, or an error.
  */
 int kf_manager_verify_audit(const struct kf_config *cfg, const char *path,
-			    char report[KF_ERR_MAX]) KF_WUR;
+			    bool check_anchor, char report[KF_ERR_MAX]) KF_WUR;
 
 /*
  * backup verify: authenticates and decrypts the archive at path with the

@@ -612,24 +612,43 @@ out:
 
 int kf_cli_audit(int argc, char **argv)
 {
-	struct common_opts o = {0};
+	static const struct option longopts[] = {
+	    {"config", required_argument, 0, 'c'},
+	    {"no-anchor", no_argument, 0, 'A'},
+	    {0, 0, 0, 0}};
 	struct kf_config *cfg;
 	char report[KF_ERR_MAX];
-	const char *file = NULL;
-	int r;
+	const char *config = NULL, *file = NULL;
+	bool check_anchor = true;
+	int c, r;
 
-	if (parse_common(argc, argv, &o) < 0)
-		return 2;
+	/* Its own options (not parse_common's): --no-anchor is for this
+	 * command only, and --mount, --offline mean nothing here. */
+	optind = 1;
+	opterr = 0; /* one line of our own, the option not echoed */
+	while ((c = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			config = optarg;
+			break;
+		case 'A':
+			check_anchor = false;
+			break;
+		default:
+			return fail("audit", "unknown option or missing value "
+					     "(see keyfs --help)");
+		}
+	}
 	if (optind >= argc || strcmp(argv[optind], "verify") != 0 ||
 	    argc - optind > 2)
 		return fail("audit", "usage: keyfs audit verify [FILE] "
-				     "[-c FILE]");
+				     "[--no-anchor] [-c FILE]");
 	if (optind + 1 < argc)
 		file = argv[optind + 1];
-	cfg = load_config("audit", o.config);
+	cfg = load_config("audit", config);
 	if (!cfg)
 		return 1;
-	r = kf_manager_verify_audit(cfg, file, report);
+	r = kf_manager_verify_audit(cfg, file, check_anchor, report);
 	kf_config_free(cfg);
 	if (r < 0) {
 		fprintf(stderr, "keyfs audit verify: %s\n", report);

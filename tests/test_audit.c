@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -129,17 +131,52 @@ static int verify(const char *path, const struct kf_audit_anchor *anchor,
 	return kf_audit_verify(path, key, anchor, report, &lines);
 }
 
+/* A failure's report is "PATH: " and then `want`. */
 static void assert_report(const char *path,
 			  const struct kf_audit_anchor *anchor, int want_r,
 			  const char *want)
 {
-	char report[KF_ERR_MAX];
+	char report[KF_ERR_MAX], full[KF_ERR_MAX];
 	int r = verify(path, anchor, report);
 
+	if (want_r < 0)
+		snprintf(full, sizeof(full), "%s: %s", path, want);
+	else
+		snprintf(full, sizeof(full), "%s", want);
 	cr_assert(r == want_r, "verify returned %d (%s), expected %d", r,
 		  report, want_r);
-	cr_assert(strcmp(report, want) == 0, "report \"%s\", expected \"%s\"",
-		  report, want);
+	cr_assert(strcmp(report, full) == 0, "report \"%s\", expected \"%s\"",
+		  report, full);
+}
+
+/*
+ * Verify of a good log of n records says how many, their seq range, and
+ * whether its end was checked against anchor (may be NULL).
+ */
+static void assert_ok(const char *path, const struct kf_audit_anchor *anchor,
+		      unsigned long long n)
+{
+	char want[KF_ERR_MAX], range[64] = "", end[128];
+
+	if (n > 0)
+		snprintf(range, sizeof(range), " (seq 1-%llu)", n);
+	if (!anchor)
+		snprintf(end, sizeof(end),
+			 "end not checked against the sealed anchor");
+	else if (anchor->seq == 0)
+		snprintf(end, sizeof(end),
+			 "end not checked: the sealed state holds no anchor");
+	else if (anchor->seq == n)
+		snprintf(end, sizeof(end),
+			 "end checked: seq %llu matches the sealed anchor", n);
+	else
+		snprintf(end, sizeof(end),
+			 "end checked: seq %llu matches the sealed anchor "
+			 "(%llu later records not covered)",
+			 (unsigned long long)anchor->seq,
+			 n - (unsigned long long)anchor->seq);
+	snprintf(want, sizeof(want), "ok: %llu records%s; %s", n, range, end);
+	assert_report(path, anchor, 0, want);
 }
 
 Test(audit, lines_have_timestamp_seq_fields_in_order_and_chain_last)
@@ -205,7 +242,7 @@ Test(audit, lines_have_timestamp_seq_fields_in_order_and_chain_last)
 				  i + 1);
 		json_decref(o);
 	}
-	assert_report(path, NULL, 0, "ok: 5 records");
+	assert_ok(path, NULL, 5);
 	free(l.buf);
 	free(path);
 }
@@ -282,20 +319,52 @@ Test(audit, open_refuses_non_regular_file)
 	free(dir);
 }
 
+/* The chain of line n of the log at path (a static buffer). */
+static const uint8_t *chain_of_line(const char *path, size_t n)
+{
+	static uint8_t chain[KF_AUDIT_CHAIN_BYTES];
+	struct lines l;
+	const char *hex;
+
+	read_lines(path, &l);
+	cr_assert(n >= 1 && n <= l.n);
+	hex = l.v[n - 1] + strlen(l.v[n - 1]) - 2 - 2 * sizeof(chain);
+	cr_assert(sodium_hex2bin(chain, sizeof(chain), hex, 2 * sizeof(chain),
+				 NULL, NULL, NULL) == 0);
+	free(l.buf);
+	return chain;
+}
+
 Test(audit, verify_accepts_intact_log)
 {
 	char *path = log_path("audit-ok"), report[KF_ERR_MAX];
-	struct kf_audit_anchor anchor;
+	struct kf_audit_anchor anchor, zero = {0};
 	uint64_t lines = 0;
 
 	make_log(path, 5, "ok", &anchor);
 	cr_assert(kf_audit_verify(path, key, &anchor, report, &lines) == 0,
 		  "%s", report);
-	cr_assert(strcmp(report, "ok: 5 records") == 0, "report: %s", report);
+	cr_assert(strcmp(report, "ok: 5 records (seq 1-5); end checked: seq 5 "
+				 "matches the sealed anchor") == 0,
+		  "report: %s", report);
 	cr_assert(lines == 5);
+	/* The report says what was checked, and what was not. */
+	assert_report(path, NULL, 0,
+		      "ok: 5 records (seq 1-5); end not checked against the "
+		      "sealed anchor");
+	assert_report(path, &zero, 0,
+		      "ok: 5 records (seq 1-5); end not checked: the sealed "
+		      "state holds no anchor");
+	anchor.seq = 3;
+	memcpy(anchor.chain, chain_of_line(path, 3), sizeof(anchor.chain));
+	assert_report(path, &anchor, 0,
+		      "ok: 5 records (seq 1-5); end checked: seq 3 matches the "
+		      "sealed anchor (2 later records not covered)");
 	/* an empty log is fine too */
 	kt_write_file(path, "", 0600);
-	assert_report(path, NULL, 0, "ok: 0 records");
+	assert_report(path, NULL, 0,
+		      "ok: 0 records; end not checked against the sealed "
+		      "anchor");
 	free(path);
 }
 
@@ -329,7 +398,7 @@ Test(audit, reopen_continues_seq_and_chain)
 	read_lines(path, &l);
 	cr_assert(l.n == 6);
 	cr_assert(kt_contains(l.v[3], "\"seq\":4,"), "line 4: %s", l.v[3]);
-	assert_report(path, &again, 0, "ok: 6 records");
+	assert_ok(path, &again, 6);
 	free(l.buf);
 	free(path);
 }
@@ -394,8 +463,8 @@ Test(audit, truncation_detected_with_anchor_only)
 	assert_report(path, &anchor, -EBADMSG,
 		      "truncated: the log ends at seq 3 but the sealed state "
 		      "saw seq 5");
-	assert_report(path, NULL, 0, "ok: 3 records");
-	assert_report(path, &zero, 0, "ok: 3 records");
+	assert_ok(path, NULL, 3);
+	assert_ok(path, &zero, 3);
 	free(l.buf);
 	free(path);
 }
@@ -407,11 +476,11 @@ Test(audit, replaced_log_detected_by_anchor)
 
 	make_log(a_path, 3, "original", &a_anchor);
 	make_log(b_path, 3, "forged", &b_anchor);
-	assert_report(b_path, NULL, 0, "ok: 3 records");
+	assert_ok(b_path, NULL, 3);
 	assert_report(b_path, &a_anchor, -EBADMSG,
 		      "the log's line 3 does not carry the chain the sealed "
 		      "state recorded (replaced)");
-	assert_report(a_path, &a_anchor, 0, "ok: 3 records");
+	assert_ok(a_path, &a_anchor, 3);
 	free(a_path);
 	free(b_path);
 }
@@ -425,8 +494,9 @@ Test(audit, wrong_key_fails_at_line_1)
 	memcpy(other, key, sizeof(other));
 	other[31] ^= 1;
 	cr_assert(kf_audit_verify(path, other, NULL, report, NULL) == -EBADMSG);
-	cr_assert(strcmp(report, "line 1: chain mismatch (edited, or a line "
-				 "before it was changed)") == 0,
+	cr_assert(kt_contains(report, path) &&
+		      kt_contains(report, ": line 1: chain mismatch (edited, "
+					  "or a line before it was changed)"),
 		  "report: %s", report);
 	sodium_memzero(other, sizeof(other));
 	free(path);
@@ -456,7 +526,7 @@ Test(audit, malformed_lines_named)
 
 	l.v[1] = saved;
 	write_lines(path, &l, 0);
-	assert_report(path, NULL, 0, "ok: 3 records");
+	assert_ok(path, NULL, 3);
 	free(l.buf);
 	free(path);
 }
@@ -493,7 +563,7 @@ Test(audit, torn_last_line_cut_at_open)
 	kf_audit_anchor(a, &anchor);
 	kf_audit_close(a);
 	cr_assert(anchor.seq == 5);
-	assert_report(path, &anchor, 0, "ok: 5 records");
+	assert_ok(path, &anchor, 5);
 	free(path);
 }
 
@@ -531,7 +601,7 @@ Test(audit, broken_log_opens_and_chain_continues)
 	kt_write_file(path, orig, 0600);
 	append_raw(path, l.v[4]);
 	append_raw(path, "\n");
-	assert_report(path, NULL, 0, "ok: 5 records");
+	assert_ok(path, NULL, 5);
 	free(orig);
 	free(l.buf);
 	free(path);
@@ -559,7 +629,7 @@ Test(audit, garbage_last_line_open_continues_from_last_good_line)
 	read_lines(path, &l);
 	cr_assert(l.n == 5);
 	write_lines(path, &l, 4);
-	assert_report(path, &anchor, 0, "ok: 4 records");
+	assert_ok(path, &anchor, 4);
 	free(l.buf);
 	free(path);
 }
@@ -590,7 +660,7 @@ Test(audit, append_anchored_returns_the_anchor_its_line_left)
 	cr_assert(l.n == 4, "%zu lines after one append", l.n);
 	kf_hex(got.chain, 32, hex);
 	cr_assert(kt_contains(l.v[3], hex), "line 4 lacks the returned chain");
-	assert_report(path, &got, 0, "ok: 4 records");
+	assert_ok(path, &got, 4);
 	free(l.buf);
 	free(path);
 }
@@ -665,7 +735,7 @@ Test(audit, concurrent_appends_are_serialised, .timeout = 30)
 	}
 	for (int i = 0; i < 4; i++)
 		cr_assert(per[i] == 200, "thread %d: %d lines", i, per[i]);
-	assert_report(path, &anchor, 0, "ok: 800 records");
+	assert_ok(path, &anchor, 800);
 	free(l.buf);
 	free(path);
 }
@@ -744,7 +814,7 @@ Test(audit, line_limit_enforced)
 	cr_assert(anchor.seq == 2);
 	read_lines(path, &l);
 	cr_assert(l.n == 2);
-	assert_report(path, &anchor, 0, "ok: 2 records");
+	assert_ok(path, &anchor, 2);
 	free(l.buf);
 	free(path);
 }
@@ -814,7 +884,7 @@ Test(audit, fdatasync_failure_cuts_line_back, .timeout = 60)
 		     path, EIO, exe);
 	cr_assert(rc == 0 && kt_contains(out, "Passing: 1"),
 		  "the run under fiu-run failed (%d):\n%s", rc, out);
-	assert_report(path, NULL, 0, "ok: 5 records");
+	assert_ok(path, NULL, 5);
 	free(out);
 	free(path);
 }
@@ -832,7 +902,6 @@ Test(audit, full_disk_leaves_log_intact, .fini = kt_tmpfs_cleanup)
 {
 	char *path = mount_tiny_tmpfs("audit-full"), err[KF_ERR_MAX] = "";
 	struct kf_audit_anchor before, after, got;
-	char want[64];
 	struct kf_audit *a = open_log(path);
 	off_t size = 0;
 	char *text;
@@ -873,9 +942,7 @@ Test(audit, full_disk_leaves_log_intact, .fini = kt_tmpfs_cleanup)
 	cr_assert(text && len > 0 && text[len - 1] == '\n',
 		  "the log does not end with a complete line");
 	free(text);
-	snprintf(want, sizeof(want), "ok: %llu records",
-		 (unsigned long long)after.seq);
-	assert_report(path, &after, 0, want);
+	assert_ok(path, &after, after.seq);
 	free(path);
 }
 
@@ -898,7 +965,307 @@ Test(audit, read_only_file_system_refused, .fini = kt_tmpfs_cleanup)
 		  "unclear error: %s", err);
 	cr_assert(kf_audit_open(other, key, &a, &broken, err) == -EROFS);
 	/* the log can still be verified */
-	assert_report(path, NULL, 0, "ok: 2 records");
+	assert_ok(path, NULL, 2);
 	free(other);
+	free(path);
+}
+
+/* --- reading without bound, non-regular files, read errors --------------- */
+
+/* What a child of run_limited found. */
+struct child_result {
+	int r;
+	bool broken;
+	uint64_t seq; /* the anchor after one more append (open only) */
+	char report[KF_ERR_MAX];
+};
+
+/* Lowers RLIMIT_AS to what this process maps now plus headroom bytes. */
+static int limit_address_space(size_t headroom)
+{
+	unsigned long long kib = 0;
+	char line[256];
+	struct rlimit rl;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmSize: %llu kB", &kib) == 1)
+			break;
+	fclose(f);
+	if (kib == 0)
+		return -1;
+	rl.rlim_cur = rl.rlim_max = (rlim_t)kib * 1024 + headroom;
+	return setrlimit(RLIMIT_AS, &rl);
+}
+
+static void child_verify(const char *path, struct child_result *res)
+{
+	res->r = kf_audit_verify(path, key, NULL, res->report, NULL);
+}
+
+static void child_open(const char *path, struct child_result *res)
+{
+	struct kf_audit_anchor anchor;
+	struct kf_audit *a = NULL;
+	json_t *rec;
+
+	res->r = kf_audit_open(path, key, &a, &res->broken, res->report);
+	if (res->r < 0)
+		return;
+	rec = json_pack("{s:s}", "event", "test");
+	if (!rec || kf_audit_append(a, rec, false, res->report) < 0)
+		res->r = -EIO;
+	json_decref(rec);
+	kf_audit_anchor(a, &anchor);
+	res->seq = anchor.seq;
+	kf_audit_close(a);
+}
+
+/*
+ * Runs fn(path) in a child process whose address space may grow by at most
+ * `headroom` bytes, so that a reader holding a whole line in memory fails
+ * there, fast, instead of eating the machine.  The result comes back
+ * through a pipe; a child that dies fails the test.
+ */
+static void run_limited(void (*fn)(const char *, struct child_result *),
+			const char *path, size_t headroom,
+			struct child_result *ret)
+{
+	struct child_result res = {0};
+	int fds[2], status = 0;
+	ssize_t n;
+	pid_t pid;
+
+	cr_assert(pipe(fds) == 0);
+	pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		close(fds[0]);
+		if (limit_address_space(headroom) < 0)
+			_exit(3);
+		fn(path, &res);
+		n = write(fds[1], &res, sizeof(res));
+		_exit(n == (ssize_t)sizeof(res) ? 0 : 4);
+	}
+	close(fds[1]);
+	do
+		n = read(fds[0], ret, sizeof(*ret));
+	while (n < 0 && errno == EINTR);
+	close(fds[0]);
+	cr_assert(waitpid(pid, &status, 0) == pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the child died or failed (wait status 0x%x)", status);
+	cr_assert(n == (ssize_t)sizeof(*ret), "short result from the child");
+}
+
+#define HUGE_LINE ((off_t)300 << 20)
+#define HEADROOM ((size_t)64 << 20)
+
+/* Appends a line of HUGE_LINE zero bytes (a hole: no disk used), then
+ * "\n" if `newline`. */
+static void append_huge_line(const char *path, bool newline)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	off_t end;
+
+	cr_assert(fd >= 0);
+	end = lseek(fd, 0, SEEK_END);
+	cr_assert(end >= 0);
+	cr_assert(ftruncate(fd, end + HUGE_LINE) == 0);
+	if (newline)
+		cr_assert(pwrite(fd, "\n", 1, end + HUGE_LINE) == 1);
+	cr_assert(close(fd) == 0);
+}
+
+Test(audit, verify_fails_on_an_overlong_line_naming_file_and_line)
+{
+	char *path = log_path("audit-overlong"), want[KF_ERR_MAX];
+	char *line = malloc(KF_AUDIT_LINE_MAX + 2);
+
+	cr_assert(line);
+	make_log(path, 2, "rec", NULL);
+	/* KF_AUDIT_LINE_MAX bytes and its "\n": one more than the writer
+	 * ever writes. */
+	memset(line, 'x', KF_AUDIT_LINE_MAX);
+	line[KF_AUDIT_LINE_MAX] = '\n';
+	line[KF_AUDIT_LINE_MAX + 1] = 0;
+	append_raw(path, line);
+	snprintf(want, sizeof(want), "line 3: line longer than %d bytes",
+		 KF_AUDIT_LINE_MAX);
+	assert_report(path, NULL, -EBADMSG, want);
+	free(line);
+	free(path);
+}
+
+/*
+ * A 300 MB line under an address-space limit: getline(3) ran out of memory,
+ * returned -1 as at end of file, and the log verified "ok".  The limit is
+ * measured from VmSize, so it works under ASan too (its shadow is reserved
+ * at start and counted there): a reader that grows a buffer to the line
+ * makes ASan report out-of-memory and the child dies, which fails too.
+ */
+Test(audit, verify_of_a_huge_line_fails_in_bounded_memory, .timeout = 60)
+{
+	char *path = log_path("audit-huge"), want[KF_ERR_MAX];
+	struct child_result res;
+
+	make_log(path, 2, "rec", NULL);
+	append_huge_line(path, false);
+	run_limited(child_verify, path, HEADROOM, &res);
+	cr_assert(unlink(path) == 0); /* the leak check reads every file */
+	snprintf(want, sizeof(want), "%s: line 3: line longer than %d bytes",
+		 path, KF_AUDIT_LINE_MAX);
+	cr_assert(res.r == -EBADMSG && strcmp(res.report, want) == 0,
+		  "verify of a 300 MB line: %d \"%s\"", res.r, res.report);
+	free(path);
+}
+
+Test(audit, open_reads_past_a_huge_line_in_bounded_memory, .timeout = 60)
+{
+	char *path = log_path("audit-huge-open"), want[KF_ERR_MAX];
+	struct child_result res;
+
+	make_log(path, 2, "rec", NULL);
+	append_huge_line(path, true);
+	run_limited(child_open, path, HEADROOM, &res);
+	cr_assert(unlink(path) == 0);
+	cr_assert(res.r == 0, "open: %d %s", res.r, res.report);
+	snprintf(want, sizeof(want), "line 3: line longer than %d bytes",
+		 KF_AUDIT_LINE_MAX);
+	cr_assert(res.broken && kt_contains(res.report, want),
+		  "a log with a 300 MB line was not reported broken: %s",
+		  res.report);
+	cr_assert(res.seq == 3, "the chain went on from seq %llu, not 2",
+		  (unsigned long long)res.seq - 1);
+	free(path);
+}
+
+/* Without O_NONBLOCK, opening a FIFO that no one writes blocks forever;
+ * the timeout turns that into a failure. */
+Test(audit, verify_refuses_a_fifo_without_blocking, .timeout = 10)
+{
+	char *dir = kt_tmpdir("audit-verify-fifo"), *path = kt_path(dir, "p");
+	char report[KF_ERR_MAX];
+
+	cr_assert(mkfifo(path, 0600) == 0);
+	cr_assert(verify(path, NULL, report) == -EINVAL, "report: %s", report);
+	cr_assert(kt_contains(report, path) &&
+		      kt_contains(report, "not a regular file"),
+		  "report: %s", report);
+	free(path);
+	free(dir);
+}
+
+/* /dev/zero is one endless line: verified in a child with an address-space
+ * limit, so that a reader without bound fails fast there. */
+Test(audit, verify_refuses_devices_and_directories, .timeout = 30)
+{
+	char *dir = kt_tmpdir("audit-verify-dir"), report[KF_ERR_MAX];
+	struct child_result res;
+
+	run_limited(child_verify, "/dev/zero", HEADROOM, &res);
+	cr_assert(res.r == -EINVAL &&
+		      kt_contains(res.report, "/dev/zero: not a regular file"),
+		  "verify /dev/zero: %d %s", res.r, res.report);
+	cr_assert(verify(dir, NULL, report) == -EINVAL, "report: %s", report);
+	cr_assert(kt_contains(report, "not a regular file"), "report: %s",
+		  report);
+	free(dir);
+}
+
+/* /proc/self/mem is a regular file whose first page is never mapped, so
+ * its first read fails with EIO. */
+Test(audit, verify_fails_on_a_read_error)
+{
+	char report[KF_ERR_MAX];
+	int r = verify("/proc/self/mem", NULL, report);
+
+	cr_assert(r == -EIO, "verify of an unreadable file: %d %s", r, report);
+	cr_assert(strcmp(report, "/proc/self/mem: read: Input/output error") ==
+		      0,
+		  "report: %s", report);
+}
+
+Test(audit, open_refuses_a_symlink)
+{
+	char *path = log_path("audit-symlink"), *link = log_path("audit-link");
+	char err[KF_ERR_MAX] = "";
+	struct kf_audit *a = NULL;
+	bool broken = false;
+	int r;
+
+	make_log(path, 1, "rec", NULL);
+	cr_assert(symlink(path, link) == 0);
+	r = kf_audit_open(link, key, &a, &broken, err);
+	cr_assert(r == -ELOOP && a == NULL, "open through a symlink: %d %s", r,
+		  err);
+	cr_assert(kt_contains(err, link) && kt_contains(err, "symbolic link"),
+		  "err: %s", err);
+	free(link);
+	free(path);
+}
+
+struct swapper {
+	const char *a, *b;
+	atomic_bool stop;
+	atomic_long swaps;
+};
+
+static void *swap_thread(void *arg)
+{
+	struct swapper *s = arg;
+
+	while (!atomic_load(&s->stop)) {
+		int r =
+		    renameat2(AT_FDCWD, s->a, AT_FDCWD, s->b, RENAME_EXCHANGE);
+
+		if (r < 0)
+			return (void *)1;
+		atomic_fetch_add(&s->swaps, 1);
+	}
+	return NULL;
+}
+
+/*
+ * A FIFO swapped in for the log while it is being opened (after any check
+ * by name) must be refused, never waited on.  Another thread exchanges the
+ * log and a FIFO as fast as it can; an open that blocks ends in the
+ * timeout.
+ */
+Test(audit, open_never_blocks_on_a_fifo_swapped_in, .timeout = 30)
+{
+	char *path = log_path("audit-swap-fifo"), *fifo = log_path("audit-f");
+	struct swapper s = {.a = path, .b = fifo};
+	int opened = 0, refused = 0;
+	pthread_t th;
+	void *res;
+
+	make_log(path, 2, "rec", NULL);
+	cr_assert(mkfifo(fifo, 0600) == 0);
+	cr_assert(pthread_create(&th, NULL, swap_thread, &s) == 0);
+	for (int i = 0; i < 2000; i++) {
+		char err[KF_ERR_MAX] = "";
+		struct kf_audit *a = NULL;
+		bool broken = false;
+		int r = kf_audit_open(path, key, &a, &broken, err);
+
+		cr_assert(r == 0 || (r == -EINVAL &&
+				     kt_contains(err, "not a regular file")),
+			  "open: %d %s", r, err);
+		if (r == 0)
+			opened++;
+		else
+			refused++;
+		kf_audit_close(a);
+	}
+	atomic_store(&s.stop, true);
+	cr_assert(pthread_join(th, &res) == 0 && res == NULL,
+		  "renameat2(RENAME_EXCHANGE) failed");
+	cr_assert(refused > 0 && atomic_load(&s.swaps) > 0,
+		  "the FIFO was never met (%d opened, %d refused)", opened,
+		  refused);
+	free(fifo);
 	free(path);
 }

@@ -726,6 +726,18 @@ static int audit_verify(struct kt_mount *m, const char *file, char **out,
 	return kt_runf(out, err, "%s audit verify -c '%s'", kt_keyfs(), m->cfg);
 }
 
+/* The report of a log of n records whose last one the anchor holds. */
+static char *ok_anchored(size_t n)
+{
+	char *want;
+
+	cr_assert(asprintf(&want,
+			   "ok: %zu records (seq 1-%zu); end checked: seq %zu "
+			   "matches the sealed anchor\n",
+			   n, n, n) > 0);
+	return want;
+}
+
 /* Deletes the last record of m's audit log: audit verify must fail. */
 static void expect_deleted_tail_detected(struct kt_mount *m, const char *what)
 {
@@ -751,7 +763,7 @@ Test(cli, audit_verify_ok_after_operations, .fini = kt_mount_cleanup_all,
 	log = kt_path(m.state, "audit.log");
 	cr_assert(audit_verify(&m, NULL, &out, &err) == 0,
 		  "audit verify failed on an untouched log: %s", err);
-	cr_assert(asprintf(&want, "ok: %zu records\n", count_lines(log)) > 0);
+	want = ok_anchored(count_lines(log));
 	cr_assert(strcmp(out, want) == 0, "audit verify said %s, not %s", out,
 		  want);
 	free(want);
@@ -802,7 +814,9 @@ Test(cli, audit_verify_detects_truncation_by_the_anchor,
 	kt_drop_last_line(log);
 	/* The chain of what is left is intact: only the anchor can tell. */
 	kt_copy_file(log, copy);
-	cr_assert(audit_verify(&m, copy, &out, &err) == 0,
+	cr_assert(kt_runf(&out, &err,
+			  "%s audit verify --no-anchor '%s' -c '%s'",
+			  kt_keyfs(), copy, m.cfg) == 0,
 		  "the chain of the remaining lines does not verify: %s", err);
 	free(out);
 	free(err);
@@ -820,7 +834,7 @@ Test(cli, audit_verify_detects_truncation_by_the_anchor,
 	mount_free(&m);
 }
 
-Test(cli, audit_verify_file_checks_a_copy_without_anchor,
+Test(cli, audit_verify_file_checks_a_copy_against_the_anchor,
      .fini = kt_mount_cleanup_all, .timeout = 60)
 {
 	static struct kt_mount m;
@@ -832,7 +846,7 @@ Test(cli, audit_verify_file_checks_a_copy_without_anchor,
 	kt_copy_file(log, copy);
 	cr_assert(audit_verify(&m, copy, &out, &err) == 0,
 		  "a good copy failed: %s", err);
-	cr_assert(asprintf(&want, "ok: %zu records\n", count_lines(copy)) > 0);
+	want = ok_anchored(count_lines(copy));
 	cr_assert(strcmp(out, want) == 0, "audit verify FILE said %s", out);
 	free(want);
 	free(out);
@@ -846,6 +860,144 @@ Test(cli, audit_verify_file_checks_a_copy_without_anchor,
 	free(err);
 	free(copy);
 	free(log);
+	mount_free(&m);
+}
+
+/*
+ * A copy cut short before the record the sealed state saw fails even though
+ * its chain is intact, naming where it ends and what the state saw.  The
+ * configured log itself is untouched.
+ */
+Test(cli, audit_verify_file_cut_short_fails_against_the_anchor,
+     .fini = kt_mount_cleanup_all, .timeout = 60)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *log, *copy, *want;
+	size_t n;
+
+	audited_state(&m, "cli-audit-cut");
+	log = kt_path(m.state, "audit.log");
+	copy = kt_path(m.dir, "audit-cut.log");
+	kt_copy_file(log, copy);
+	kt_drop_last_line(copy);
+	n = count_lines(log);
+	cr_assert(audit_verify(&m, copy, &out, &err) == 1,
+		  "a copy missing its last record verified: %s", out);
+	cr_assert(strcmp(out, "") == 0 && one_line(err), "stdout %s stderr %s",
+		  out, err);
+	cr_assert(asprintf(&want,
+			   "keyfs audit verify: %s: truncated: the log ends at "
+			   "seq %zu but the sealed state saw seq %zu\n",
+			   copy, n - 1, n) > 0);
+	cr_assert(strcmp(err, want) == 0, "stderr: %s", err);
+	free(want);
+	free(out);
+	free(err);
+	cr_assert(audit_verify(&m, NULL, NULL, NULL) == 0,
+		  "the configured log no longer verifies");
+	free(copy);
+	free(log);
+	mount_free(&m);
+}
+
+/*
+ * --no-anchor verifies an archived older copy, and says that its end was not
+ * checked; without it, a FILE whose sealed state cannot be read fails.
+ */
+Test(cli, audit_verify_no_anchor_says_the_end_was_not_checked,
+     .fini = kt_mount_cleanup_all, .timeout = 60)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *log, *copy, *want, *kr, *away;
+	size_t n;
+
+	audited_state(&m, "cli-audit-noanchor");
+	log = kt_path(m.state, "audit.log");
+	copy = kt_path(m.dir, "audit-old.log");
+	kt_copy_file(log, copy);
+	kt_drop_last_line(copy);
+	n = count_lines(copy);
+	cr_assert(asprintf(&want,
+			   "ok: %zu records (seq 1-%zu); end not checked "
+			   "against the sealed anchor\n",
+			   n, n) > 0);
+	/* before or after FILE */
+	cr_assert(kt_runf(&out, &err,
+			  "%s audit verify --no-anchor '%s' -c '%s'",
+			  kt_keyfs(), copy, m.cfg) == 0,
+		  "an archived copy failed with --no-anchor: %s", err);
+	cr_assert(strcmp(out, want) == 0, "audit verify said %s", out);
+	free(out);
+	free(err);
+	cr_assert(kt_runf(&out, &err,
+			  "%s audit verify '%s' -c '%s' --no-anchor",
+			  kt_keyfs(), copy, m.cfg) == 0,
+		  "%s", err);
+	cr_assert(strcmp(out, want) == 0, "audit verify said %s", out);
+	free(out);
+	free(err);
+	/* the chain is still checked */
+	edit_audit_line(copy, 2);
+	cr_assert(kt_runf(&out, &err,
+			  "%s audit verify --no-anchor '%s' -c '%s'",
+			  kt_keyfs(), copy, m.cfg) == 1,
+		  "an edited copy verified with --no-anchor: %s", out);
+	cr_assert(one_line(err) && kt_contains(err, "line 2"), "stderr: %s",
+		  err);
+	free(out);
+	free(err);
+
+	/* No sealed state: a FILE is not silently left unanchored. */
+	kt_copy_file(log, copy);
+	kr = kt_path(m.state, "keyring");
+	away = kt_path(m.dir, "keyring.away");
+	cr_assert(rename(kr, away) == 0);
+	cr_assert(audit_verify(&m, copy, &out, &err) == 1,
+		  "verified without the sealed state: %s", out);
+	cr_assert(one_line(err) && kt_contains(err, "sealed state"),
+		  "stderr: %s", err);
+	free(out);
+	free(err);
+	cr_assert(kt_runf(&out, &err,
+			  "%s audit verify --no-anchor '%s' -c '%s'",
+			  kt_keyfs(), copy, m.cfg) == 0,
+		  "--no-anchor needs the sealed state: %s", err);
+	cr_assert(kt_contains(out, "end not checked against the sealed anchor"),
+		  "audit verify said %s", out);
+	cr_assert(rename(away, kr) == 0);
+	free(out);
+	free(err);
+	free(want);
+	free(away);
+	free(kr);
+	free(copy);
+	free(log);
+	mount_free(&m);
+}
+
+/* A FIFO no one writes would block a plain open forever: `timeout` turns
+ * that into exit 124 instead of a hung suite. */
+Test(cli, audit_verify_refuses_a_fifo, .fini = kt_mount_cleanup_all,
+     .timeout = 60)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *fifo;
+	int rc;
+
+	audited_state(&m, "cli-audit-fifo");
+	fifo = kt_path(m.dir, "audit.fifo");
+	cr_assert(mkfifo(fifo, 0600) == 0);
+	rc = kt_runf(&out, &err, "timeout 10 %s audit verify '%s' -c '%s'",
+		     kt_keyfs(), fifo, m.cfg);
+	cr_assert(rc == 1, "audit verify of a FIFO: exit %d (124: it blocked)",
+		  rc);
+	cr_assert(strcmp(out, "") == 0 && one_line(err) &&
+		      kt_contains(err, fifo) &&
+		      kt_contains(err, "not a regular file"),
+		  "stdout %s stderr %s", out, err);
+	free(out);
+	free(err);
+	free(fifo);
 	mount_free(&m);
 }
 
