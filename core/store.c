@@ -87,7 +87,8 @@ static int store_check(const char *path, const uint8_t *buf, size_t size,
 	store_kcv(seal_key, kcv);
 	if (sodium_memcmp(kcv, buf + ST_OFF_KCV, ST_KCV_LEN) != 0) {
 		sodium_memzero(kcv, sizeof(kcv));
-		kf_err_set(err, "%s: sealed with a different master key", path);
+		kf_err_set(err, "%s: wrong master key or corrupted header",
+			   path);
 		return -EBADMSG;
 	}
 	sodium_memzero(kcv, sizeof(kcv));

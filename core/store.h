@@ -11,7 +11,8 @@
  *   8  4  format version (1)
  *  12  4  plaintext length
  *  16 16  key check value: BLAKE2b-128 keyed with the seal key over
- *         "keyfs.state.kcv" (tells a wrong master key from corruption)
+ *         "keyfs.state.kcv" (a mismatch is a wrong master key, or a flip
+ *         in these 16 bytes: the message names both)
  *  32 24  nonce
  *  56  n  ciphertext (plaintext length + 16-byte tag); bytes 0..55 are the
  *         associated data, so every header byte is authenticated.
@@ -38,8 +39,9 @@ struct kf_store_pending {
  * own reason in err and the file left as it was:
  *   -ENOENT   no state file
  *   -EBADMSG  "not a keyfs state file" (magic), "unsupported format N",
- *             "truncated (N bytes, expected M)", "sealed with a different
- *             master key", "authentication failed (corrupted or tampered)"
+ *             "truncated (N bytes, expected M)", "wrong master key or
+ *             corrupted header", "authentication failed (corrupted or
+ *             tampered)"
  *   other     I/O errors.
  */
 int kf_store_load(const char *state_dir, const uint8_t seal_key[32],

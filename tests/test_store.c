@@ -166,7 +166,7 @@ Test(store, wrong_master_key_is_named)
 	randombytes_buf(key, sizeof(key));
 	randombytes_buf(other, sizeof(other));
 	dir = saved_state("store-wrong", key);
-	load_fails(dir, other, "sealed with a different master key",
+	load_fails(dir, other, "wrong master key or corrupted header",
 		   "other key");
 	free(dir);
 }
@@ -289,7 +289,7 @@ static const char *expected_reason(size_t pos)
 	if (pos < 16)
 		return NULL; /* truncated or trailing data */
 	if (pos < 32)
-		return "sealed with a different master key";
+		return "wrong master key or corrupted header";
 	return "authentication failed (corrupted or tampered)";
 }
 
