@@ -476,6 +476,29 @@ Test(control, concurrent_rotations_are_serialized, .timeout = 120)
 	free(err);
 }
 
+/* --- control/backup names -------------------------------------------- */
+
+Test(control, a_named_backup_cannot_pass_for_an_automatic_one)
+{
+	static const char *const reserved[] = {"key_backup_99991231_235959\n",
+					       "pre_restore_20991231_000000\n"};
+	static struct kt_mount m;
+	char *before, *after;
+
+	start(&m, "ctl-reserved", NULL);
+	before = kt_mnames(&m, "backups");
+	for (size_t i = 0; i < 2; i++) {
+		int r = kt_mwrite(&m, "control/backup", reserved[i]);
+
+		cr_assert(r == -EINVAL, "reserved name #%zu: %s", i,
+			  r ? strerror(-r) : "accepted");
+	}
+	after = kt_mnames(&m, "backups");
+	cr_assert_str_eq(before, after, "a reserved name made an archive");
+	free(before);
+	free(after);
+}
+
 /* --- alerts ----------------------------------------------------------- */
 
 /* Polls for path to hold needle (the alert command runs detached). */
