@@ -1048,6 +1048,69 @@ Test(mount, cached_opens_are_not_audited, .fini = kt_mount_cleanup_all,
 	json_decref(s);
 }
 
+/* Stops the daemons, then detaches the tmpfs they wrote to. */
+static void cleanup_mounts_and_tmpfs(void)
+{
+	kt_mount_cleanup_all();
+	kt_tmpfs_cleanup();
+}
+
+/*
+ * Fail closed (DESIGN.md §1): with the audit log's disk full, an open of a
+ * key file that cannot be recorded is refused with EIO -- not with the
+ * ENOSPC of the failed write -- and opens work again once there is room.
+ */
+Test(mount, audited_open_on_a_full_audit_disk_fails_with_eio,
+     .fini = cleanup_mounts_and_tmpfs, .timeout = 60)
+{
+	const char *disk = kt_tmpfs("full-audit-disk", "32k");
+	char *audit = kt_path(disk, "audit.log");
+	char *filler = kt_path(disk, "filler");
+	char *current, *phi, *line, buf[512];
+	struct kt_mount *m;
+	ssize_t got = 0;
+	int fd, i;
+
+	cr_assert(asprintf(&line, "audit_log = %s\n", audit) > 0);
+	m = start("fullaudit", line);
+	current = kt_mpath(m, "current");
+	got = raw_read(current, buf, sizeof(buf));
+	cr_assert(got == TEXT_LEN, "read current with room on the disk: %s",
+		  got < 0 ? strerror((int)-got) : "short read");
+
+	fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	cr_assert(fd >= 0, "%s: %s", filler, strerror(errno));
+	memset(buf, 'x', sizeof(buf));
+	while (write(fd, buf, sizeof(buf)) > 0)
+		;
+	close(fd);
+	/* The log's last page may still hold a few records. */
+	for (i = 0; i < 1000 && got == TEXT_LEN; i++)
+		got = raw_read(current, buf, sizeof(buf));
+	cr_assert(got < 0, "%d opens of current succeeded on a full audit disk",
+		  i);
+	cr_expect(got == -EIO,
+		  "an open that cannot be recorded failed with \"%s\", "
+		  "want \"%s\"",
+		  strerror((int)-got), strerror(EIO));
+	phi = kt_mpath(m, "derived/phi");
+	got = raw_read(phi, buf, sizeof(buf));
+	cr_expect(got == -EIO, "derived/phi on a full audit disk: %s",
+		  got < 0 ? strerror((int)-got) : "read");
+
+	cr_assert(unlink(filler) == 0);
+	got = raw_read(current, buf, sizeof(buf));
+	cr_expect(got == TEXT_LEN, "read current after space was freed: %s",
+		  got < 0 ? strerror((int)-got) : "short read");
+	sodium_memzero(buf, sizeof(buf));
+	cr_expect(kt_mount_stop(m) == 0);
+	free(current);
+	free(phi);
+	free(filler);
+	free(audit);
+	free(line);
+}
+
 /* --- no torn keys --------------------------------------------------------- */
 
 #define TORN_READERS 3
