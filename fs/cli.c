@@ -22,6 +22,11 @@
 #include "manager.h"
 
 #define STDIN_MAX 4096
+/*
+ * Largest file of the tree read whole.  status at the configuration's limits
+ * (4,096 purposes of 32 characters, 1,000 versions) is about 240 KB.
+ */
+#define TREE_FILE_MAX (4u << 20)
 
 static int fail(const char *cmd, const char *msg)
 {
@@ -256,6 +261,62 @@ static int read_small(const char *dir, const char *name, char *buf, size_t size)
 	return (int)n;
 }
 
+/*
+ * Reads all of the tree's file dir/name, to its end, into a malloc'd
+ * NUL-terminated buffer: for status, whose size grows with the purposes and
+ * versions configured.  Returns 0, -EFBIG past TREE_FILE_MAX, or -errno.
+ */
+static int read_whole(const char *dir, const char *name, char **ret_buf,
+		      size_t *ret_len)
+{
+	char path[PATH_MAX], *buf = NULL;
+	size_t len = 0, cap = 0;
+	int fd, r = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		ssize_t n;
+
+		if (cap - len < 2) {
+			char *grown;
+
+			if (cap >= TREE_FILE_MAX) {
+				r = -EFBIG;
+				break;
+			}
+			cap = cap ? cap * 2 : 65536;
+			grown = realloc(buf, cap);
+			if (!grown) {
+				r = -ENOMEM;
+				break;
+			}
+			buf = grown;
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	buf[len] = 0;
+	*ret_buf = buf;
+	*ret_len = len;
+	return 0;
+}
+
 /* Names in MOUNT/backups, one per line in a malloc'd string; count too. */
 static char *backup_names(const char *mnt, size_t *ret_count)
 {
@@ -348,17 +409,19 @@ static const char *errno_words(const char *op, int e)
 
 static int ctl_status(const char *mnt)
 {
-	char buf[65536];
 	json_error_t jerr;
+	char *buf = NULL;
+	size_t len = 0;
 	json_t *o;
-	int n = read_small(mnt, "status", buf, sizeof(buf));
+	int r = read_whole(mnt, "status", &buf, &len);
 
-	if (n < 0) {
+	if (r < 0) {
 		fprintf(stderr, "keyfs ctl status: %s/status: %s\n", mnt,
-			strerror(-n));
+			strerror(-r));
 		return 1;
 	}
-	o = json_loads(buf, 0, &jerr);
+	o = json_loadb(buf, len, 0, &jerr);
+	free(buf);
 	if (!o)
 		return fail("ctl status", "status is not JSON");
 	json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

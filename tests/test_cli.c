@@ -1354,3 +1354,73 @@ Test(cli, ctl_status_and_rotate_drive_a_mount, .fini = kt_mount_cleanup_all,
 	cr_assert(kt_mount_stop(&m) == 0);
 	mount_free(&m);
 }
+
+#define MANY_PURPOSES 4096 /* KF_CONFIG_MAX_PURPOSES */
+
+/*
+ * At the configuration's limit of purposes the status object is far above
+ * 64 KiB; ctl status reads it to the end and prints all of it.
+ */
+Test(cli, ctl_status_prints_a_status_of_4096_purposes,
+     .fini = kt_mount_cleanup_all, .timeout = 120)
+{
+	static struct kt_mount m;
+	char *sections = NULL, *out = NULL, *err = NULL, *raw, *path;
+	size_t len = 0, cap = 0, raw_len = 0;
+	json_error_t jerr;
+	struct stat st;
+	json_t *o, *ps;
+	FILE *f = open_memstream(&sections, &cap);
+
+	cr_assert(f);
+	/* One short [purpose] section each: inih lines are 200 chars. */
+	for (int i = 0; i < MANY_PURPOSES; i++)
+		fprintf(f,
+			"[purpose p%04d-with-a-longer-name]\n"
+			"access = 0:0 0400\n",
+			i);
+	cr_assert(fclose(f) == 0);
+	/* The list replaces the default four, the sections add the rest. */
+	kt_mount_config(&m, "cli-many",
+			"retain_versions = 1000\n"
+			"purposes = p0000-with-a-longer-name\n",
+			sections);
+	cr_assert(kt_mount_start(&m, NULL) == 0, "mount failed; see %s", m.log);
+	for (int i = 0; i < 3; i++)
+		cr_assert(kt_mwrite(&m, "control/rotate", "1\n") == 0);
+
+	path = kt_mpath(&m, "status");
+	cr_assert(stat(path, &st) == 0, "stat status: %s", strerror(errno));
+	raw = kt_read_file(path, &raw_len);
+	cr_assert(raw, "read status: %s", strerror(errno));
+	cr_assert(raw_len > 65536, "status is only %zu bytes", raw_len);
+	cr_expect((size_t)st.st_size == raw_len,
+		  "status: stat says %lld bytes, a read gives %zu",
+		  (long long)st.st_size, raw_len);
+
+	cr_assert(kt_ctl(&m, &out, &err, "status") == 0,
+		  "ctl status of %zu bytes failed: %s", raw_len, err);
+	len = strlen(out);
+	o = json_loads(out, 0, &jerr);
+	cr_assert(o, "ctl status printed no JSON (%zu bytes): %s", len,
+		  jerr.text);
+	ps = json_object_get(o, "purposes");
+	cr_expect(json_array_size(ps) == MANY_PURPOSES,
+		  "ctl status lists %zu purposes", json_array_size(ps));
+	cr_expect(strcmp(json_string_value(json_array_get(ps, 4095)),
+			 "p4095-with-a-longer-name") == 0,
+		  "the last purpose is missing");
+	cr_expect(json_integer_value(json_object_get(o, "version")) == 4,
+		  "status version is not 4");
+	cr_expect(json_array_size(json_object_get(o, "versions")) == 4,
+		  "status lists %zu versions",
+		  json_array_size(json_object_get(o, "versions")));
+	json_decref(o);
+	cr_assert(kt_mount_stop(&m) == 0);
+	free(raw);
+	free(path);
+	free(out);
+	free(err);
+	free(sections);
+	mount_free(&m);
+}
