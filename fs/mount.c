@@ -178,18 +178,22 @@ struct sig_ctx {
 /*
  * SIGTERM/SIGINT/SIGHUP: tell the loop to exit and unmount, which wakes
  * every worker blocked on /dev/fuse, idle or busy.  SIGUSR1: log the request
- * counters.
+ * counters, and the size of the backups/ name table on a line of its own
+ * (the benchmark sums every field of the requests line).
  */
 static void log_requests(struct kf_fs *fs)
 {
 	char line[512];
-	size_t len = 0;
+	size_t len = 0, names, slots;
 
 	for (int k = 0; k < KF_RQ_COUNT; k++)
 		len += (size_t)snprintf(line + len, sizeof(line) - len,
 					" %s=%lu", kf_req_names[k],
 					(unsigned long)fs->requests[k]);
 	kf_log(LOG_NOTICE, "requests:%s", line);
+	kf_tree_backup_names(fs->tree, &names, &slots);
+	kf_log(LOG_NOTICE, "backup name table: %zu names in %zu slots", names,
+	       slots);
 }
 
 static void *sig_main(void *arg)
