@@ -248,16 +248,17 @@ static int read_small(const char *dir, const char *name, char *buf, size_t size)
 {
 	char path[PATH_MAX];
 	ssize_t n;
-	int fd;
+	int fd, e;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	n = read(fd, buf, size - 1);
+	e = errno; /* close may change it */
 	close(fd);
 	if (n < 0)
-		return -errno;
+		return -e;
 	buf[n] = 0;
 	return (int)n;
 }
