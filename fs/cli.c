@@ -22,6 +22,12 @@
 #include "manager.h"
 
 #define STDIN_MAX 4096
+/*
+ * Largest file of the tree read whole.  status at the configuration's limits
+ * (4,096 purposes of 32 characters, 1,000 versions) is about 240 KB.
+ */
+#define TREE_FILE_MAX (4u << 20)
+#define KEY_TEXT_BUF 64 /* a key file's text and then some */
 
 static int fail(const char *cmd, const char *msg)
 {
@@ -242,18 +248,75 @@ static int read_small(const char *dir, const char *name, char *buf, size_t size)
 {
 	char path[PATH_MAX];
 	ssize_t n;
-	int fd;
+	int fd, e;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	n = read(fd, buf, size - 1);
+	e = errno; /* close may change it */
 	close(fd);
 	if (n < 0)
-		return -errno;
+		return -e;
 	buf[n] = 0;
 	return (int)n;
+}
+
+/*
+ * Reads all of the tree's file dir/name, to its end, into a malloc'd
+ * NUL-terminated buffer: for status, whose size grows with the purposes and
+ * versions configured.  Returns 0, -EFBIG past TREE_FILE_MAX, or -errno.
+ */
+static int read_whole(const char *dir, const char *name, char **ret_buf,
+		      size_t *ret_len)
+{
+	char path[PATH_MAX], *buf = NULL;
+	size_t len = 0, cap = 0;
+	int fd, r = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		ssize_t n;
+
+		if (cap - len < 2) {
+			char *grown;
+
+			if (cap >= TREE_FILE_MAX) {
+				r = -EFBIG;
+				break;
+			}
+			cap = cap ? cap * 2 : 65536;
+			grown = realloc(buf, cap);
+			if (!grown) {
+				r = -ENOMEM;
+				break;
+			}
+			buf = grown;
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	buf[len] = 0;
+	*ret_buf = buf;
+	*ret_len = len;
+	return 0;
 }
 
 /* Names in MOUNT/backups, one per line in a malloc'd string; count too. */
@@ -348,17 +411,19 @@ static const char *errno_words(const char *op, int e)
 
 static int ctl_status(const char *mnt)
 {
-	char buf[65536];
 	json_error_t jerr;
+	char *buf = NULL;
+	size_t len = 0;
 	json_t *o;
-	int n = read_small(mnt, "status", buf, sizeof(buf));
+	int r = read_whole(mnt, "status", &buf, &len);
 
-	if (n < 0) {
+	if (r < 0) {
 		fprintf(stderr, "keyfs ctl status: %s/status: %s\n", mnt,
-			strerror(-n));
+			strerror(-r));
 		return 1;
 	}
-	o = json_loads(buf, 0, &jerr);
+	o = json_loadb(buf, len, 0, &jerr);
+	free(buf);
 	if (!o)
 		return fail("ctl status", "status is not JSON");
 	json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -658,36 +723,131 @@ int kf_cli_audit(int argc, char **argv)
 	return 0;
 }
 
-/* export-env through a mounted tree: its opens are audited there. */
+#define EXPORT_TRIES 20 /* snapshots tried before export-env gives up */
+
+/*
+ * Reads versions/<v>/key of the tree into key (raw bytes) and checks it
+ * against the fingerprint status gave for v.  -EAGAIN when the file is gone
+ * or holds another key: the keyring changed since status was read.
+ */
+static int read_version_key(const char *mnt, uint32_t v, const char *fpr,
+			    uint8_t key[KF_KEY_BYTES], char rel[64])
+{
+	char got[KF_KEY_FPR_LEN + 1];
+	char *text = sodium_malloc(KEY_TEXT_BUF);
+	int r;
+
+	snprintf(rel, 64, "versions/%" PRIu32 "/key", v);
+	if (!text)
+		return -ENOMEM;
+	r = read_small(mnt, rel, text, KEY_TEXT_BUF);
+	if (r == -ENOENT)
+		r = -EAGAIN;
+	else if (r >= 0 && (r != KF_KEY_TEXT_LEN ||
+			    kf_key_decode(text, (size_t)r, key, NULL) < 0))
+		r = -EBADMSG;
+	else if (r >= 0) {
+		kf_key_fingerprint(key, got);
+		r = fpr && strcmp(got, fpr) == 0 ? 0 : -EAGAIN;
+	}
+	sodium_free(text);
+	return r;
+}
+
+/* A version number of status (a JSON integer in 1..UINT32_MAX), or 0. */
+static uint32_t json_version(json_t *o, const char *field)
+{
+	json_t *v = json_object_get(o, field);
+
+	if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+	    json_integer_value(v) > UINT32_MAX)
+		return 0;
+	return (uint32_t)json_integer_value(v);
+}
+
+/*
+ * One consistent snapshot of the tree's keys.  status is one snapshot of
+ * the keyring: its version and fingerprints say which keys belong together.
+ * The keys are read from versions/<N>/key, which never changes for a
+ * version, and confirmed against those fingerprints.  keys gets current
+ * then previous (2 * KF_KEY_BYTES); -EAGAIN when the keyring changed
+ * in between, another -errno when the tree cannot be read.
+ */
+static int export_snapshot(const char *mnt, uint8_t *keys,
+			   uint32_t *ret_version, bool *ret_has_previous,
+			   char what[64])
+{
+	const char *fpr, *prev_fpr;
+	uint32_t version, previous;
+	json_error_t jerr;
+	char *text = NULL;
+	size_t len = 0;
+	json_t *o;
+	int r;
+
+	snprintf(what, 64, "status");
+	r = read_whole(mnt, "status", &text, &len);
+	if (r < 0)
+		return r;
+	o = json_loadb(text, len, 0, &jerr);
+	free(text);
+	version = json_version(o, "version");
+	previous = json_version(o, "previous_version");
+	if (!version) {
+		json_decref(o);
+		return -EBADMSG;
+	}
+	fpr = json_string_value(json_object_get(o, "fingerprint"));
+	prev_fpr =
+	    json_string_value(json_object_get(o, "previous_fingerprint"));
+	r = read_version_key(mnt, version, fpr, keys, what);
+	if (r == 0 && previous)
+		r = read_version_key(mnt, previous, prev_fpr,
+				     keys + KF_KEY_BYTES, what);
+	json_decref(o);
+	if (r < 0)
+		return r;
+	*ret_version = version;
+	*ret_has_previous = previous != 0;
+	return 0;
+}
+
+/*
+ * export-env through a mounted tree: its opens are audited there.  Nothing
+ * is printed until one snapshot is consistent.
+ */
 static int export_from_mount(const char *mnt)
 {
-	char *buf = sodium_malloc(3 * 64);
-	int r, rc = 1;
+	uint8_t *keys = sodium_malloc(2 * KF_KEY_BYTES);
+	char what[64] = "status";
+	bool has_previous = false;
+	uint32_t version = 0;
+	int r = -EAGAIN;
 
-	if (!buf)
+	if (!keys)
 		return fail("export-env", "out of memory");
-	r = read_small(mnt, "current", buf, 64);
-	if (r != KF_KEY_TEXT_LEN) {
-		fprintf(stderr, "keyfs export-env: %s/current: %s\n", mnt,
-			r < 0 ? strerror(-r) : "unexpected size");
-		goto out;
+	for (int i = 0; i < EXPORT_TRIES && r == -EAGAIN; i++) {
+		if (i > 0)
+			usleep(1000 * (useconds_t)i);
+		r = export_snapshot(mnt, keys, &version, &has_previous, what);
 	}
-	r = read_small(mnt, "version", buf + 128, 64);
-	if (r <= 0) {
-		fprintf(stderr, "keyfs export-env: %s/version: %s\n", mnt,
-			r < 0 ? strerror(-r) : "empty");
-		goto out;
+	if (r == 0) {
+		print_key(keys, "ENCRYPTION_KEY=");
+		if (has_previous)
+			print_key(keys + KF_KEY_BYTES,
+				  "ENCRYPTION_KEY_PREVIOUS=");
+		printf("ENCRYPTION_KEY_VERSION=%" PRIu32 "\n", version);
+	} else if (r == -EAGAIN) {
+		fprintf(stderr,
+			"keyfs export-env: %s: the keys changed during each "
+			"of %d reads (rotations?); nothing exported\n",
+			mnt, EXPORT_TRIES);
+	} else {
+		fprintf(stderr, "keyfs export-env: %s/%s: %s\n", mnt, what,
+			r == -EBADMSG ? "not what keyfs serves" : strerror(-r));
 	}
-	buf[128 + strcspn(buf + 128, "\n")] = 0;
-	printf("ENCRYPTION_KEY=%s\n", buf);
-	r = read_small(mnt, "previous", buf + 64, 64);
-	if (r == KF_KEY_TEXT_LEN)
-		printf("ENCRYPTION_KEY_PREVIOUS=%s\n", buf + 64);
-	printf("ENCRYPTION_KEY_VERSION=%s\n", buf + 128);
-	rc = 0;
-out:
-	sodium_free(buf);
-	return rc;
+	sodium_free(keys);
+	return r == 0 ? 0 : 1;
 }
 
 /* Whether dir is a live FUSE mount (its root answers). */

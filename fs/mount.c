@@ -4,8 +4,11 @@
  * mountpoint, the manager, the FUSE session, signals and the exit.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <mntent.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +17,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fs.h"
@@ -115,11 +119,76 @@ static int check_extra_options(const char *extra)
 	return r;
 }
 
+/* fusermount3's environment: the daemon's may hold KEYFS_MASTER_KEY. */
+#define CLEAN_PATH "/usr/sbin:/usr/bin:/sbin:/bin"
+
+/*
+ * Runs `fusermount3 -uz -- mnt` and waits for it: no shell, so the
+ * mountpoint's name may hold any character; an environment of PATH alone;
+ * standard input from /dev/null, no other descriptor of the daemon, no
+ * blocked or ignored signals.  Returns 0, or -errno (-EBUSY if it failed).
+ */
+static int fusermount_unmount(const char *mnt)
+{
+	static const char *const dirs[] = {"/usr/sbin", "/usr/bin", "/sbin",
+					   "/bin"};
+	char *const envp[] = {(char *)"PATH=" CLEAN_PATH, NULL};
+	char *const argv[] = {(char *)"fusermount3", (char *)"-uz",
+			      (char *)"--", (char *)mnt, NULL};
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	char path[PATH_MAX] = "";
+	sigset_t none, defaults;
+	int r, status;
+	pid_t pid;
+
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		snprintf(path, sizeof(path), "%s/fusermount3", dirs[i]);
+		if (access(path, X_OK) == 0)
+			break;
+		path[0] = 0;
+	}
+	if (!path[0])
+		return -ENOENT;
+	sigemptyset(&none);
+	sigfillset(&defaults);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &defaults);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
+					    POSIX_SPAWN_SETSIGDEF);
+	r = -posix_spawn(&pid, path, &fa, &attr, argv, envp);
+	posix_spawnattr_destroy(&attr);
+	posix_spawn_file_actions_destroy(&fa);
+	if (r < 0)
+		return r;
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EBUSY;
+}
+
+/*
+ * Detaches the mount on mnt: umount2 when the daemon may, else through
+ * fusermount3 (setuid root).  Returns 0 or -errno.
+ */
+static int unmount_detached(const char *mnt)
+{
+	if (umount2(mnt, MNT_DETACH) == 0)
+		return 0;
+	return fusermount_unmount(mnt);
+}
+
 /* Clears a mount left by a killed daemon ("Transport endpoint ..."). */
 static int prepare_mountpoint(const char *mnt)
 {
 	struct statvfs sv;
 	struct stat st;
+	int e, r;
 
 	/*
 	 * stat alone may be answered from the dead mount's attribute cache;
@@ -133,40 +202,42 @@ static int prepare_mountpoint(const char *mnt)
 		}
 		return 0;
 	}
-	if (errno == ENOTCONN || errno == ECONNABORTED) {
+	e = errno; /* before anything can clobber it */
+	if (e == ENOTCONN || e == ECONNABORTED) {
 		kf_log(LOG_WARNING, "clearing a stale mount on %s", mnt);
-		if (umount2(mnt, MNT_DETACH) < 0) {
-			char cmd[PATH_MAX + 64];
-
-			snprintf(cmd, sizeof(cmd), "fusermount3 -uz '%s'", mnt);
-			if (system(cmd) != 0) {
-				kf_log(LOG_ERR, "cannot clear stale mount %s",
-				       mnt);
-				return -EBUSY;
-			}
+		r = unmount_detached(mnt);
+		if (r < 0) {
+			kf_log(LOG_ERR, "cannot clear stale mount %s: %s", mnt,
+			       strerror(-r));
+			return -EBUSY;
 		}
 		return 0;
 	}
-	if (errno == ENOENT && kf_dir_ensure(mnt, 0755, NULL, NULL) == 0)
-		return 0;
-	kf_log(LOG_ERR, "mountpoint %s: %s", mnt, strerror(errno));
-	return -errno;
+	if (e == ENOENT) {
+		r = kf_dir_ensure(mnt, 0755, NULL, NULL);
+		if (r == 0)
+			return 0;
+		e = -r;
+	}
+	kf_log(LOG_ERR, "mountpoint %s: %s", mnt, strerror(e));
+	return -e;
 }
 
 /* Whether mnt is already a live keyfs mount. */
 static bool already_mounted(const char *mnt)
 {
-	FILE *f = fopen("/proc/self/mounts", "r");
-	char line[PATH_MAX * 2], dev[256], dir[PATH_MAX], type[64];
+	FILE *f = setmntent("/proc/self/mounts", "re");
+	char buf[2 * PATH_MAX + 512];
+	struct mntent ent;
 	bool found = false;
 
 	if (!f)
 		return false;
-	while (!found && fgets(line, sizeof(line), f))
-		if (sscanf(line, "%255s %4095s %63s", dev, dir, type) == 3 &&
-		    strcmp(dir, mnt) == 0 && strncmp(type, "fuse", 4) == 0)
-			found = true;
-	fclose(f);
+	/* getmntent decodes the octal escapes of spaces, tabs, newlines. */
+	while (!found && getmntent_r(f, &ent, buf, sizeof(buf)))
+		found = strcmp(ent.mnt_dir, mnt) == 0 &&
+			strncmp(ent.mnt_type, "fuse", 4) == 0;
+	endmntent(f);
 	return found;
 }
 
@@ -178,24 +249,28 @@ struct sig_ctx {
 /*
  * SIGTERM/SIGINT/SIGHUP: tell the loop to exit and unmount, which wakes
  * every worker blocked on /dev/fuse, idle or busy.  SIGUSR1: log the request
- * counters.
+ * counters, and the size of the backups/ name table on a line of its own
+ * (the benchmark sums every field of the requests line).
  */
 static void log_requests(struct kf_fs *fs)
 {
 	char line[512];
-	size_t len = 0;
+	size_t len = 0, names, slots;
 
 	for (int k = 0; k < KF_RQ_COUNT; k++)
 		len += (size_t)snprintf(line + len, sizeof(line) - len,
 					" %s=%lu", kf_req_names[k],
 					(unsigned long)fs->requests[k]);
 	kf_log(LOG_NOTICE, "requests:%s", line);
+	kf_tree_backup_names(fs->tree, &names, &slots);
+	kf_log(LOG_NOTICE, "backup name table: %zu names in %zu slots", names,
+	       slots);
 }
 
 static void *sig_main(void *arg)
 {
 	struct sig_ctx *s = arg;
-	int sig;
+	int sig, r;
 
 	for (;;) {
 		if (sigwait(&s->set, &sig) != 0)
@@ -206,15 +281,10 @@ static void *sig_main(void *arg)
 	}
 	kf_log(LOG_NOTICE, "signal %d: unmounting %s", sig, s->fs->mountpoint);
 	fuse_session_exit(s->fs->se);
-	if (umount2(s->fs->mountpoint, MNT_DETACH) < 0) {
-		char cmd[PATH_MAX + 64];
-
-		snprintf(cmd, sizeof(cmd), "fusermount3 -uz '%s'",
-			 s->fs->mountpoint);
-		if (system(cmd) != 0)
-			kf_log(LOG_ERR, "unmount of %s failed",
-			       s->fs->mountpoint);
-	}
+	r = unmount_detached(s->fs->mountpoint);
+	if (r < 0)
+		kf_log(LOG_ERR, "unmount of %s failed: %s", s->fs->mountpoint,
+		       strerror(-r));
 	return NULL;
 }
 

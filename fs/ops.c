@@ -385,9 +385,15 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		kr = kf_manager_keyring(fs->m);
 		if (flags & KF_NODE_F_KEY) {
 			kf_tree_path(fs->tree, n, path, sizeof(path));
-			r = kf_manager_audit_open(fs->m, &who, path);
-			if (r < 0)
+			/*
+			 * Fail closed with EIO whatever stopped the record
+			 * (a full or read-only disk): the reader's open did
+			 * not run out of space, the audit trail did.
+			 */
+			if (kf_manager_audit_open(fs->m, &who, path) < 0) {
+				r = -EIO;
 				goto out;
+			}
 		}
 		/* The snapshot: this open keeps what it saw. */
 		if (n.kind == KF_NODE_STATUS) {

@@ -13,20 +13,38 @@
 #include "key.h"
 #include "tree.h"
 
-#define BACKUP_IDS_MAX (1u << 24)
+/*
+ * backups/ entries.  A name gets a slot when the tree finds an archive file
+ * of that name -- never for a name that does not exist -- and keeps it while
+ * the file exists.  The node is (index = slot, version = the slot's
+ * generation), so a slot reused for another name is another inode.  Names
+ * whose file is gone leave the table when a request notices, and in a sweep
+ * before the table grows, so it holds about the archives that exist; never
+ * more than BACKUP_NAMES_MAX (above config's backup_keep limit of 100,000).
+ */
+#define BACKUP_NAMES_MAX (1u << 18)
+#define BACKUP_SLOTS_MIN 16u
+#define NO_SLOT UINT32_MAX
+
+struct backup_slot {
+	char *name;	    /* file name; NULL: a free slot */
+	uint32_t gen;	    /* the node's version while name holds the slot */
+	uint32_t next_free; /* free slots: the next free one, or NO_SLOT */
+};
 
 struct kf_tree {
 	struct kf_manager *m;
 	const struct kf_config *cfg;
 	time_t started;
 
-	/*
-	 * backups/ entries get an id the first time their name is seen; the
-	 * id is the node's index, so an inode always means one name.
-	 */
 	pthread_mutex_t lock;
-	char **backup_names;	 /* protected by lock */
-	uint32_t n_backup_names; /* protected by lock */
+	struct backup_slot *slots; /* protected by lock */
+	uint32_t n_slots;	   /* allocated; protected by lock */
+	uint32_t n_names;	   /* slots in use; protected by lock */
+	uint32_t first_free;	   /* protected by lock */
+	uint32_t last_gen;	   /* protected by lock */
+	/* name hash -> slot + 1 (0: empty), linear probing, 2 * n_slots */
+	uint32_t *index; /* protected by lock */
 };
 
 enum access_class {
@@ -87,6 +105,7 @@ struct kf_tree *kf_tree_new(struct kf_manager *m)
 	t->m = m;
 	t->cfg = kf_manager_config(m);
 	t->started = time(NULL);
+	t->first_free = NO_SLOT;
 	pthread_mutex_init(&t->lock, NULL);
 	return t;
 }
@@ -95,9 +114,10 @@ struct kf_tree *kf_tree_free(struct kf_tree *t)
 {
 	if (!t)
 		return NULL;
-	for (uint32_t i = 0; i < t->n_backup_names; i++)
-		free(t->backup_names[i]);
-	free(t->backup_names);
+	for (uint32_t i = 0; i < t->n_slots; i++)
+		free(t->slots[i].name);
+	free(t->slots);
+	free(t->index);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 	return NULL;
@@ -128,39 +148,210 @@ unsigned kf_tree_flags(enum kf_node_kind kind)
 	return kind < KF_NODE_KIND_COUNT ? kinds[kind].flags : 0;
 }
 
-/* The id of a backup file name, assigned on first sight. */
-static int backup_id(struct kf_tree *t, const char *name, uint32_t *ret)
+/* --- the backups/ name table ----------------------------------------- */
+
+/* FNV-1a: names in the table are archives' names, chosen by root. */
+static uint32_t name_hash(const char *name)
 {
+	uint32_t h = 2166136261u;
+
+	for (; *name; name++)
+		h = (h ^ (uint8_t)*name) * 16777619u;
+	return h;
+}
+
+/* The slot holding name, or NO_SLOT.  Called with lock held. */
+static uint32_t slot_find(struct kf_tree *t, const char *name)
+{
+	uint32_t mask = 2 * t->n_slots - 1;
+
+	if (!t->n_slots)
+		return NO_SLOT;
+	for (uint32_t i = name_hash(name) & mask; t->index[i];
+	     i = (i + 1) & mask)
+		if (strcmp(t->slots[t->index[i] - 1].name, name) == 0)
+			return t->index[i] - 1;
+	return NO_SLOT;
+}
+
+static void index_add(struct kf_tree *t, uint32_t slot)
+{
+	uint32_t mask = 2 * t->n_slots - 1;
+	uint32_t i = name_hash(t->slots[slot].name) & mask;
+
+	while (t->index[i])
+		i = (i + 1) & mask;
+	t->index[i] = slot + 1;
+}
+
+/* Rebuilds the index from the slots (after a drop or a growth). */
+static void index_rebuild(struct kf_tree *t)
+{
+	memset(t->index, 0, 2 * (size_t)t->n_slots * sizeof(*t->index));
+	for (uint32_t i = 0; i < t->n_slots; i++)
+		if (t->slots[i].name)
+			index_add(t, i);
+}
+
+/* Frees slot; the caller rebuilds the index. */
+static void slot_drop(struct kf_tree *t, uint32_t slot)
+{
+	free(t->slots[slot].name);
+	t->slots[slot].name = NULL;
+	t->slots[slot].next_free = t->first_free;
+	t->first_free = slot;
+	t->n_names--;
+}
+
+enum backup_file { BACKUP_FILE_GONE, BACKUP_FILE_THERE, BACKUP_FILE_UNKNOWN };
+
+/* Whether an archive file of this name is in the backup directory. */
+static enum backup_file backup_file(struct kf_tree *t, const char *name)
+{
+	char *p = kf_path_join(t->cfg->backup_dir, name);
+	enum backup_file f = BACKUP_FILE_UNKNOWN;
+	struct stat st;
+
+	if (!p)
+		return f;
+	if (lstat(p, &st) == 0)
+		f = S_ISREG(st.st_mode) ? BACKUP_FILE_THERE : BACKUP_FILE_GONE;
+	else if (errno == ENOENT || errno == ENOTDIR)
+		f = BACKUP_FILE_GONE;
+	free(p);
+	return f;
+}
+
+/* Drops every name whose file is gone; true if any was.  Lock held. */
+static bool slots_sweep(struct kf_tree *t)
+{
+	bool dropped = false;
+
+	for (uint32_t i = 0; i < t->n_slots; i++) {
+		if (t->slots[i].name &&
+		    backup_file(t, t->slots[i].name) == BACKUP_FILE_GONE) {
+			slot_drop(t, i);
+			dropped = true;
+		}
+	}
+	if (dropped)
+		index_rebuild(t);
+	return dropped;
+}
+
+/* Doubles the table, up to BACKUP_NAMES_MAX.  Lock held. */
+static int slots_grow(struct kf_tree *t)
+{
+	uint32_t n = t->n_slots ? 2 * t->n_slots : BACKUP_SLOTS_MIN;
+	struct backup_slot *slots;
+	uint32_t *index;
+
+	if (t->n_slots >= BACKUP_NAMES_MAX)
+		return -ENOSPC;
+	slots = realloc(t->slots, n * sizeof(*slots));
+	if (!slots)
+		return -ENOMEM;
+	t->slots = slots;
+	index = realloc(t->index, 2 * (size_t)n * sizeof(*index));
+	if (!index)
+		return -ENOMEM; /* slots stay larger, unused: harmless */
+	t->index = index;
+	for (uint32_t i = n; i-- > t->n_slots;) {
+		slots[i].name = NULL;
+		slots[i].gen = 0;
+		slots[i].next_free = t->first_free;
+		t->first_free = i;
+	}
+	t->n_slots = n;
+	index_rebuild(t);
+	return 0;
+}
+
+/*
+ * The node of backups/<name>, an archive file the caller has seen exist:
+ * its slot, or a new one.  -ENOSPC when BACKUP_NAMES_MAX names of existing
+ * files are held.
+ */
+static int backup_node(struct kf_tree *t, const char *name, struct kf_node *ret)
+{
+	uint32_t slot;
+	char *copy;
 	int r = 0;
 
 	pthread_mutex_lock(&t->lock);
-	for (uint32_t i = 0; i < t->n_backup_names; i++) {
-		if (strcmp(t->backup_names[i], name) == 0) {
-			*ret = i;
-			goto out;
+	slot = slot_find(t, name);
+	if (slot != NO_SLOT)
+		goto found;
+	/*
+	 * Full: drop the names of deleted archives first, and grow if that
+	 * leaves the table more than three quarters full, so that sweeps
+	 * stay rare.
+	 */
+	if (t->first_free == NO_SLOT) {
+		slots_sweep(t);
+		if (t->first_free == NO_SLOT ||
+		    t->n_names > t->n_slots / 4 * 3) {
+			r = slots_grow(t);
+			if (r < 0 && t->first_free == NO_SLOT)
+				goto out;
+			r = 0;
 		}
 	}
-	if (t->n_backup_names >= BACKUP_IDS_MAX) {
-		r = -ENOSPC;
-		goto out;
-	}
-	char **grown =
-	    realloc(t->backup_names, (t->n_backup_names + 1) * sizeof(char *));
-	char *copy = strdup(name);
-
-	if (!grown || !copy) {
-		free(copy);
-		if (grown)
-			t->backup_names = grown;
+	copy = strdup(name);
+	if (!copy) {
 		r = -ENOMEM;
 		goto out;
 	}
-	t->backup_names = grown;
-	t->backup_names[t->n_backup_names] = copy;
-	*ret = t->n_backup_names++;
+	slot = t->first_free;
+	t->first_free = t->slots[slot].next_free;
+	t->slots[slot].name = copy;
+	if (++t->last_gen == 0)
+		t->last_gen = 1;
+	t->slots[slot].gen = t->last_gen;
+	t->n_names++;
+	index_add(t, slot);
+found:
+	ret->kind = KF_NODE_BACKUP;
+	ret->index = slot;
+	ret->version = t->slots[slot].gen;
 out:
 	pthread_mutex_unlock(&t->lock);
 	return r;
+}
+
+/* Drops node n's name if it still holds n's slot (its file is gone). */
+static void backup_forget(struct kf_tree *t, struct kf_node n)
+{
+	pthread_mutex_lock(&t->lock);
+	if (n.index < t->n_slots && t->slots[n.index].name &&
+	    t->slots[n.index].gen == n.version) {
+		slot_drop(t, n.index);
+		index_rebuild(t);
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* Drops name from the table, if it is there (its file is gone). */
+static void backup_forget_name(struct kf_tree *t, const char *name)
+{
+	uint32_t slot;
+
+	pthread_mutex_lock(&t->lock);
+	slot = slot_find(t, name);
+	if (slot != NO_SLOT) {
+		slot_drop(t, slot);
+		index_rebuild(t);
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+void kf_tree_backup_names(struct kf_tree *t, size_t *ret_names,
+			  size_t *ret_slots)
+{
+	pthread_mutex_lock(&t->lock);
+	*ret_names = t->n_names;
+	*ret_slots = t->n_slots;
+	pthread_mutex_unlock(&t->lock);
 }
 
 int kf_tree_file_path(struct kf_tree *t, struct kf_node n, char **ret_path)
@@ -170,12 +361,16 @@ int kf_tree_file_path(struct kf_tree *t, struct kf_node n, char **ret_path)
 	if (n.kind == KF_NODE_AUDIT) {
 		p = strdup(t->cfg->audit_log);
 	} else if (n.kind == KF_NODE_BACKUP) {
+		bool known;
+
 		pthread_mutex_lock(&t->lock);
-		if (n.index < t->n_backup_names)
+		known = n.index < t->n_slots && t->slots[n.index].name &&
+			t->slots[n.index].gen == n.version;
+		if (known)
 			p = kf_path_join(t->cfg->backup_dir,
-					 t->backup_names[n.index]);
+					 t->slots[n.index].name);
 		pthread_mutex_unlock(&t->lock);
-		if (!p)
+		if (!known)
 			return -ENOENT;
 	} else {
 		return -EINVAL;
@@ -253,6 +448,8 @@ static bool node_exists(struct kf_tree *t, const struct kf_keyring *kr,
 			return false;
 		ok = lstat(p, &st) == 0 && S_ISREG(st.st_mode);
 		free(p);
+		if (!ok)
+			backup_forget(t, n);
 		return ok;
 	}
 	default:
@@ -284,12 +481,18 @@ int kf_tree_lookup(struct kf_tree *t, const struct kf_keyring *kr,
 		n.kind = KF_NODE_VDIR;
 		break;
 	case KF_NODE_BACKUPS_DIR:
+		/* Only a name that is an archive file gets a node. */
 		if (!is_backup_file_name(name))
 			return -ENOENT;
-		if (backup_id(t, name, &n.index) < 0)
+		switch (backup_file(t, name)) {
+		case BACKUP_FILE_THERE:
+			return backup_node(t, name, ret);
+		case BACKUP_FILE_GONE:
+			backup_forget_name(t, name);
 			return -ENOENT;
-		n.kind = KF_NODE_BACKUP;
-		break;
+		default:
+			return -ENOENT;
+		}
 	default:
 		for (int k = KF_NODE_ROOT + 1; k < KF_NODE_KIND_COUNT; k++) {
 			if (kinds[k].parent == parent.kind && kinds[k].name &&
@@ -477,10 +680,14 @@ int kf_tree_list(struct kf_tree *t, const struct kf_keyring *kr,
 
 		if (r < 0)
 			return r;
+		/* A listing is the time to drop names of deleted archives. */
+		pthread_mutex_lock(&t->lock);
+		slots_sweep(t);
+		pthread_mutex_unlock(&t->lock);
 		c.kind = KF_NODE_BACKUP;
 		for (size_t i = count; i-- > 0;) {
 			if (!is_backup_file_name(list[i].name) ||
-			    backup_id(t, list[i].name, &c.index) < 0)
+			    backup_node(t, list[i].name, &c) < 0)
 				continue;
 			if (fn(ctx, list[i].name, c, S_IFREG))
 				break;

@@ -5,8 +5,10 @@
  * A path is resolved once into a node -- (kind, version, index) -- and the
  * node is its inode number, so no per-inode state is kept: every attribute
  * and every byte of content is computed from the node, the configuration and
- * a keyring snapshot.  `index` is the purpose index for derived files and a
- * backup name id for backups/ entries.
+ * a keyring snapshot.  `index` is the purpose index for derived files; for
+ * backups/ entries it is the slot of the archive's name in the tree's name
+ * table and `version` that slot's generation, so an inode always means one
+ * name, for as long as the archive exists.
  */
 #ifndef KF_TREE_H
 #define KF_TREE_H
@@ -46,8 +48,8 @@ enum kf_node_kind {
 
 struct kf_node {
 	enum kf_node_kind kind;
-	uint32_t version; /* VDIR, VKEY, VDERIVED_DIR, VDERIVED */
-	uint32_t index;	  /* purpose index, or backup name id */
+	uint32_t version; /* VDIR, VKEY, VDERIVED_DIR, VDERIVED; BACKUP: gen */
+	uint32_t index;	  /* purpose index, or backup name slot */
 };
 
 /* Node flags, from the kind table. */
@@ -68,7 +70,8 @@ unsigned kf_tree_flags(enum kf_node_kind kind);
 
 /*
  * Resolves name in directory `parent` against kr.  Returns 0 and *ret, or
- * -ENOENT / -ENOTDIR.
+ * -ENOENT / -ENOTDIR.  In backups/ only the name of an archive file that
+ * exists gets a node (-ENOSPC when the name table is full).
  */
 int kf_tree_lookup(struct kf_tree *t, const struct kf_keyring *kr,
 		   struct kf_node parent, const char *name,
@@ -114,6 +117,13 @@ int kf_tree_content(struct kf_tree *t, const struct kf_keyring *kr,
  * -ENOENT when the backup name id is unknown.
  */
 int kf_tree_file_path(struct kf_tree *t, struct kf_node n, char **ret_path);
+
+/*
+ * How many names the backups/ name table holds, and how many slots it has
+ * allocated: logged on SIGUSR1 beside the request counters.
+ */
+void kf_tree_backup_names(struct kf_tree *t, size_t *ret_names,
+			  size_t *ret_slots);
 
 /* The path of n inside the mount ("derived/phi"), for audit records. */
 void kf_tree_path(struct kf_tree *t, struct kf_node n, char *buf, size_t len);

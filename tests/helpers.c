@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <mntent.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -528,18 +529,38 @@ void kt_mount_config_full(struct kt_mount *m, const char *tag,
 
 bool kt_is_mounted(const char *path)
 {
-	FILE *f = fopen("/proc/self/mounts", "r");
-	char line[8192], dev[256], dir[4096];
+	FILE *f = setmntent("/proc/self/mounts", "re");
+	char buf[8192];
+	struct mntent ent;
 	bool found = false;
 
 	if (!f)
 		return false;
-	while (!found && fgets(line, sizeof(line), f))
-		if (sscanf(line, "%255s %4095s", dev, dir) == 2 &&
-		    strcmp(dir, path) == 0)
-			found = true;
-	fclose(f);
+	/* getmntent decodes the octal escapes of spaces and tabs. */
+	while (!found && getmntent_r(f, &ent, buf, sizeof(buf)))
+		found = strcmp(ent.mnt_dir, path) == 0;
+	endmntent(f);
 	return found;
+}
+
+void kt_unmount(const char *path)
+{
+	pid_t pid = fork();
+
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+		if (null >= 0) {
+			dup2(null, 1);
+			dup2(null, 2);
+		}
+		execlp("fusermount3", "fusermount3", "-uz", "--", path,
+		       (char *)NULL);
+		_exit(127);
+	}
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
 }
 
 char *kt_mpath(struct kt_mount *m, const char *rel)
@@ -551,6 +572,12 @@ char *kt_mpath(struct kt_mount *m, const char *rel)
 }
 
 int kt_mount_start(struct kt_mount *m, const char *env)
+{
+	return kt_mount_start_with(m, env, NULL);
+}
+
+int kt_mount_start_with(struct kt_mount *m, const char *env,
+			void (*in_child)(void))
 {
 	char *version = kt_mpath(m, "version");
 	int status;
@@ -570,6 +597,8 @@ int kt_mount_start(struct kt_mount *m, const char *env)
 			dup2(fd, 1);
 			dup2(fd, 2);
 		}
+		if (in_child)
+			in_child();
 		execl(kt_keyfs(), "keyfs", "mount", "-f", "-c", m->cfg,
 		      (char *)NULL);
 		_exit(127);
@@ -623,7 +652,7 @@ int kt_mount_stop(struct kt_mount *m)
 		kill(m->pid, SIGKILL);
 		waitpid(m->pid, &status, 0);
 		m->pid = 0;
-		kt_runf(NULL, NULL, "fusermount3 -uz '%s'", m->mnt);
+		kt_unmount(m->mnt);
 		cr_assert(false, "daemon did not exit on SIGTERM");
 	}
 	cr_assert(!kt_is_mounted(m->mnt), "still mounted after SIGTERM");
@@ -650,7 +679,7 @@ void kt_mount_cleanup_all(void)
 			m->pid = 0;
 		}
 		if (kt_is_mounted(m->mnt))
-			kt_runf(NULL, NULL, "fusermount3 -uz '%s'", m->mnt);
+			kt_unmount(m->mnt);
 	}
 }
 

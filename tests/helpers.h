@@ -171,6 +171,13 @@ void kt_mount_config_full(struct kt_mount *m, const char *tag,
  */
 int kt_mount_start(struct kt_mount *m, const char *env);
 
+/*
+ * kt_mount_start, with in_child (may be NULL) called in the forked child
+ * just before it executes keyfs: to run the daemon under a restriction.
+ */
+int kt_mount_start_with(struct kt_mount *m, const char *env,
+			void (*in_child)(void));
+
 /* SIGTERM, waits for the daemon; returns its exit status.  Asserts that the
  * mountpoint is no longer mounted. */
 int kt_mount_stop(struct kt_mount *m);
@@ -187,8 +194,11 @@ char *kt_mread(struct kt_mount *m, const char *rel, size_t *len);
 /* One write(2) of text to a file of the tree: 0, or -errno. */
 int kt_mwrite(struct kt_mount *m, const char *rel, const char *text);
 
-/* True if path is a mountpoint in /proc/self/mounts. */
+/* True if path is a mountpoint in /proc/self/mounts (any characters). */
 bool kt_is_mounted(const char *path);
+
+/* Runs `fusermount3 -uz -- path`, no shell: path may hold any character. */
+void kt_unmount(const char *path);
 
 /* One write(2) of len bytes (may hold NUL) to a file of the tree: 0, or
  * -errno, or -EIO for a short write. */

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <regex.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -627,6 +628,129 @@ Test(backups, reading_an_entry_gives_the_archive_bytes_and_cp_works)
 	free(names);
 }
 
+/*
+ * The daemon's backups/ name table, from the line SIGUSR1 logs: how many
+ * names it holds (*ret_slots: how many slots it has allocated).
+ */
+static size_t name_table(struct kt_mount *m, size_t *ret_slots)
+{
+	const char *tag = "backup name table: ";
+	size_t before = log_count(m, tag), names = 0, slots = 0;
+	char *text = NULL;
+	const char *last = NULL;
+
+	cr_assert(kill(m->pid, SIGUSR1) == 0);
+	for (int i = 0; i < 250 && log_count(m, tag) <= before; i++)
+		kt_sleep_ms(20);
+	text = kt_read_file(m->log, NULL);
+	for (const char *p = text; p && (p = strstr(p, tag)); p++)
+		last = p;
+	cr_assert(last && log_count(m, tag) > before,
+		  "no \"%s\" line after SIGUSR1 in %s", tag, m->log);
+	cr_assert(sscanf(last + strlen(tag), "%zu names in %zu slots", &names,
+			 &slots) == 2,
+		  "unreadable name table line in %s", m->log);
+	free(text);
+	if (ret_slots)
+		*ret_slots = slots;
+	return names;
+}
+
+static ino_t ino_of(struct kt_mount *m, const char *rel)
+{
+	char *p = kt_mpath(m, rel);
+	struct stat st;
+
+	cr_assert(stat(p, &st) == 0, "stat %s: %s", rel, strerror(errno));
+	free(p);
+	return st.st_ino;
+}
+
+#define MISSING_LOOKUPS 20000
+
+/*
+ * Looking up names that are not archives -- anyone who may search backups/
+ * can -- assigns them nothing: the daemon's name table does not grow.
+ * Archives keep their inode number while they exist, and names of deleted
+ * archives leave the table.
+ */
+Test(backups, lookups_of_missing_names_do_not_grow_the_name_table,
+     .timeout = 180)
+{
+	static struct kt_mount m;
+	size_t names, after, slots, slots0, n_real;
+	ino_t one, two;
+	char *list, *real;
+	int misses = 0;
+
+	setup(&m, "bk-names", NULL);
+	cr_assert(ctl(&m, "backup", "one") == 0);
+	cr_assert(ctl(&m, "backup", "two") == 0);
+	list = kt_mnames(&m, "backups");
+	free(list);
+	one = ino_of(&m, "backups/one.json");
+	two = ino_of(&m, "backups/two.json");
+	cr_assert(one != two, "two archives share an inode number");
+	names = name_table(&m, &slots0);
+	real = real_names(&m);
+	n_real = count_lines(real, NULL);
+	free(real);
+	cr_assert(names <= n_real, "the table holds %zu names for %zu archives",
+		  names, n_real);
+
+	for (int i = 0; i < MISSING_LOOKUPS; i++) {
+		char rel[64];
+		char *p;
+		struct stat st;
+
+		/* Valid archive names: only existence tells them apart. */
+		snprintf(rel, sizeof(rel), "backups/missing_%d.json", i);
+		p = kt_mpath(&m, rel);
+		misses += stat(p, &st) < 0 && errno == ENOENT;
+		free(p);
+	}
+	cr_assert(misses == MISSING_LOOKUPS, "%d of %d missing names found",
+		  MISSING_LOOKUPS - misses, MISSING_LOOKUPS);
+	after = name_table(&m, &slots);
+	cr_expect(after == names,
+		  "%d lookups of missing names grew the name table from %zu "
+		  "to %zu names",
+		  MISSING_LOOKUPS, names, after);
+	cr_expect(slots == slots0, "the table grew from %zu to %zu slots",
+		  slots0, slots);
+
+	/* Existing names still resolve, to the same inodes. */
+	cr_expect(ino_of(&m, "backups/one.json") == one,
+		  "backups/one.json changed its inode number");
+	cr_expect(ino_of(&m, "backups/two.json") == two,
+		  "backups/two.json changed its inode number");
+	{
+		char *a = kt_mread(&m, "backups/two.json", NULL);
+		char *b = kt_read_file(real = bpath(&m, "two.json"), NULL);
+
+		cr_expect(a && b && strcmp(a, b) == 0,
+			  "backups/two.json does not read as the archive");
+		free(a);
+		free(b);
+		free(real);
+	}
+
+	/* Pruned archives leave the table once the tree sees them gone. */
+	cr_assert(ctl(&m, "prune", "1\n") == 0);
+	list = kt_mnames(&m, "backups");
+	cr_expect(!kt_mexists(&m, "backups/one.json"),
+		  "a pruned archive still resolves");
+	real = real_names(&m);
+	n_real = count_lines(real, NULL);
+	names = name_table(&m, NULL);
+	cr_expect(names <= n_real,
+		  "after prune the table holds %zu names for %zu archives",
+		  names, n_real);
+	free(real);
+	free(list);
+}
+
+/* --- automatic backups ------------------------------------------------ */
 /* --- automatic backups ------------------------------------------------ */
 
 Test(backups, a_backup_is_made_at_every_rotation_and_retire)

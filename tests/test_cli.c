@@ -11,12 +11,17 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -688,6 +693,127 @@ Test(cli, export_env_output_imports_with_the_same_keys,
 	noted_free(&n);
 	mount_free(&m);
 	mount_free(&fresh);
+}
+
+#define RACE_EXPORTS 300
+#define RACE_ROTATIONS_MAX 900 /* below retain_versions: none drops out */
+
+/*
+ * A child rotating m through control/rotate, as fast as it can, until *stop
+ * or RACE_ROTATIONS_MAX; *done counts the rotations.
+ */
+static pid_t rotator(struct kt_mount *m, atomic_int *stop, atomic_int *done)
+{
+	char *path = kt_path(m->mnt, "control/rotate");
+	pid_t pid = fork();
+
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		while (!atomic_load(stop) &&
+		       atomic_load(done) < RACE_ROTATIONS_MAX) {
+			int fd = open(path, O_WRONLY | O_CLOEXEC);
+
+			if (fd < 0 || write(fd, "1\n", 2) != 2)
+				_exit(1);
+			close(fd);
+			atomic_fetch_add(done, 1);
+		}
+		_exit(0);
+	}
+	free(path);
+	return pid;
+}
+
+/* Whether key text equals the tree's versions/<v>/key. */
+static bool is_version_key(struct kt_mount *m, const char *key, long v)
+{
+	char rel[64], *text;
+	size_t len = 0;
+	bool same;
+
+	snprintf(rel, sizeof(rel), "versions/%ld/key", v);
+	text = kt_mread(m, rel, &len);
+	cr_assert(text, "read %s: %s", rel, strerror(errno));
+	same = key && strlen(key) == len && strcmp(key, text) == 0;
+	wipe_free(text);
+	return same;
+}
+
+/*
+ * export-env through a mount under rotations: every export is one
+ * consistent snapshot, whose ENCRYPTION_KEY is versions/N/key and
+ * ENCRYPTION_KEY_PREVIOUS versions/N-1/key for its ENCRYPTION_KEY_VERSION N.
+ */
+Test(cli, export_env_from_a_mount_is_consistent_under_rotations,
+     .fini = kt_mount_cleanup_all, .timeout = 240)
+{
+	static struct kt_mount m;
+	atomic_int *shared;
+	int bad_cur = 0, bad_prev = 0, failed = 0, rotations, st;
+	long first = 0, last = 0;
+	pid_t pid;
+
+	kt_mount_config(&m, "cli-export-race", "retain_versions = 1000\n",
+			NULL);
+	cr_assert(kt_mount_start(&m, NULL) == 0, "mount failed; see %s", m.log);
+	shared = mmap(NULL, 2 * sizeof(*shared), PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(shared != MAP_FAILED);
+	atomic_store(&shared[0], 0);
+	atomic_store(&shared[1], 0);
+	pid = rotator(&m, &shared[0], &shared[1]);
+	for (int i = 0; i < RACE_EXPORTS; i++) {
+		char *out = NULL, *err = NULL, *cur, *prev, *ver;
+		long v;
+
+		if (kt_runf(&out, &err, "%s export-env --mount '%s'",
+			    kt_keyfs(), m.mnt) != 0) {
+			failed++;
+			cr_log_warn("export-env failed: %s", err);
+			wipe_free(out);
+			free(err);
+			continue;
+		}
+		cur = env_value(out, "ENCRYPTION_KEY");
+		prev = env_value(out, "ENCRYPTION_KEY_PREVIOUS");
+		ver = env_value(out, "ENCRYPTION_KEY_VERSION");
+		cr_assert(cur && ver, "a line is missing from export-env");
+		v = strtol(ver, NULL, 10);
+		cr_assert(v > 0, "ENCRYPTION_KEY_VERSION=%s", ver);
+		if (!first)
+			first = v;
+		last = v;
+		bad_cur += !is_version_key(&m, cur, v);
+		if (v > 1)
+			bad_prev += !is_version_key(&m, prev, v - 1);
+		else
+			bad_prev += prev != NULL;
+		wipe_free(cur);
+		wipe_free(prev);
+		free(ver);
+		wipe_free(out);
+		free(err);
+	}
+	atomic_store(&shared[0], 1);
+	cr_assert(waitpid(pid, &st, 0) == pid);
+	rotations = atomic_load(&shared[1]);
+	munmap(shared, 2 * sizeof(*shared));
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		  "the rotating child failed after %d rotations", rotations);
+	cr_assert(last - first >= 20,
+		  "only %ld rotations happened during the exports: no race",
+		  last - first);
+	cr_expect(failed == 0, "%d of %d exports failed", failed, RACE_EXPORTS);
+	cr_expect(bad_cur == 0,
+		  "%d of %d exports printed an ENCRYPTION_KEY that is not "
+		  "the key of their ENCRYPTION_KEY_VERSION (%d rotations)",
+		  bad_cur, RACE_EXPORTS, rotations);
+	cr_expect(bad_prev == 0,
+		  "%d of %d exports printed an ENCRYPTION_KEY_PREVIOUS that "
+		  "is not the key of version N-1 (%d rotations)",
+		  bad_prev, RACE_EXPORTS, rotations);
+	cr_assert(kt_mount_stop(&m) == 0);
+	mount_free(&m);
 }
 
 /* --- audit verify ------------------------------------------------------- */
@@ -1504,5 +1630,75 @@ Test(cli, ctl_status_and_rotate_drive_a_mount, .fini = kt_mount_cleanup_all,
 	json_decref(o);
 	free(out);
 	cr_assert(kt_mount_stop(&m) == 0);
+	mount_free(&m);
+}
+
+#define MANY_PURPOSES 4096 /* KF_CONFIG_MAX_PURPOSES */
+
+/*
+ * At the configuration's limit of purposes the status object is far above
+ * 64 KiB; ctl status reads it to the end and prints all of it.
+ */
+Test(cli, ctl_status_prints_a_status_of_4096_purposes,
+     .fini = kt_mount_cleanup_all, .timeout = 120)
+{
+	static struct kt_mount m;
+	char *sections = NULL, *out = NULL, *err = NULL, *raw, *path;
+	size_t len = 0, cap = 0, raw_len = 0;
+	json_error_t jerr;
+	struct stat st;
+	json_t *o, *ps;
+	FILE *f = open_memstream(&sections, &cap);
+
+	cr_assert(f);
+	/* One short [purpose] section each: inih lines are 200 chars. */
+	for (int i = 0; i < MANY_PURPOSES; i++)
+		fprintf(f,
+			"[purpose p%04d-with-a-longer-name]\n"
+			"access = 0:0 0400\n",
+			i);
+	cr_assert(fclose(f) == 0);
+	/* The list replaces the default four, the sections add the rest. */
+	kt_mount_config(&m, "cli-many",
+			"retain_versions = 1000\n"
+			"purposes = p0000-with-a-longer-name\n",
+			sections);
+	cr_assert(kt_mount_start(&m, NULL) == 0, "mount failed; see %s", m.log);
+	for (int i = 0; i < 3; i++)
+		cr_assert(kt_mwrite(&m, "control/rotate", "1\n") == 0);
+
+	path = kt_mpath(&m, "status");
+	cr_assert(stat(path, &st) == 0, "stat status: %s", strerror(errno));
+	raw = kt_read_file(path, &raw_len);
+	cr_assert(raw, "read status: %s", strerror(errno));
+	cr_assert(raw_len > 65536, "status is only %zu bytes", raw_len);
+	cr_expect((size_t)st.st_size == raw_len,
+		  "status: stat says %lld bytes, a read gives %zu",
+		  (long long)st.st_size, raw_len);
+
+	cr_assert(kt_ctl(&m, &out, &err, "status") == 0,
+		  "ctl status of %zu bytes failed: %s", raw_len, err);
+	len = strlen(out);
+	o = json_loads(out, 0, &jerr);
+	cr_assert(o, "ctl status printed no JSON (%zu bytes): %s", len,
+		  jerr.text);
+	ps = json_object_get(o, "purposes");
+	cr_expect(json_array_size(ps) == MANY_PURPOSES,
+		  "ctl status lists %zu purposes", json_array_size(ps));
+	cr_expect(strcmp(json_string_value(json_array_get(ps, 4095)),
+			 "p4095-with-a-longer-name") == 0,
+		  "the last purpose is missing");
+	cr_expect(json_integer_value(json_object_get(o, "version")) == 4,
+		  "status version is not 4");
+	cr_expect(json_array_size(json_object_get(o, "versions")) == 4,
+		  "status lists %zu versions",
+		  json_array_size(json_object_get(o, "versions")));
+	json_decref(o);
+	cr_assert(kt_mount_stop(&m) == 0);
+	free(raw);
+	free(path);
+	free(out);
+	free(err);
+	free(sections);
 	mount_free(&m);
 }

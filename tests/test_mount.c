@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <sys/stat.h>
@@ -28,7 +29,13 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sodium.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 
 #include "helpers.h"
 #include "key.h"
@@ -1048,6 +1055,69 @@ Test(mount, cached_opens_are_not_audited, .fini = kt_mount_cleanup_all,
 	json_decref(s);
 }
 
+/* Stops the daemons, then detaches the tmpfs they wrote to. */
+static void cleanup_mounts_and_tmpfs(void)
+{
+	kt_mount_cleanup_all();
+	kt_tmpfs_cleanup();
+}
+
+/*
+ * Fail closed (DESIGN.md §1): with the audit log's disk full, an open of a
+ * key file that cannot be recorded is refused with EIO -- not with the
+ * ENOSPC of the failed write -- and opens work again once there is room.
+ */
+Test(mount, audited_open_on_a_full_audit_disk_fails_with_eio,
+     .fini = cleanup_mounts_and_tmpfs, .timeout = 60)
+{
+	const char *disk = kt_tmpfs("full-audit-disk", "32k");
+	char *audit = kt_path(disk, "audit.log");
+	char *filler = kt_path(disk, "filler");
+	char *current, *phi, *line, buf[512];
+	struct kt_mount *m;
+	ssize_t got = 0;
+	int fd, i;
+
+	cr_assert(asprintf(&line, "audit_log = %s\n", audit) > 0);
+	m = start("fullaudit", line);
+	current = kt_mpath(m, "current");
+	got = raw_read(current, buf, sizeof(buf));
+	cr_assert(got == TEXT_LEN, "read current with room on the disk: %s",
+		  got < 0 ? strerror((int)-got) : "short read");
+
+	fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	cr_assert(fd >= 0, "%s: %s", filler, strerror(errno));
+	memset(buf, 'x', sizeof(buf));
+	while (write(fd, buf, sizeof(buf)) > 0)
+		;
+	close(fd);
+	/* The log's last page may still hold a few records. */
+	for (i = 0; i < 1000 && got == TEXT_LEN; i++)
+		got = raw_read(current, buf, sizeof(buf));
+	cr_assert(got < 0, "%d opens of current succeeded on a full audit disk",
+		  i);
+	cr_expect(got == -EIO,
+		  "an open that cannot be recorded failed with \"%s\", "
+		  "want \"%s\"",
+		  strerror((int)-got), strerror(EIO));
+	phi = kt_mpath(m, "derived/phi");
+	got = raw_read(phi, buf, sizeof(buf));
+	cr_expect(got == -EIO, "derived/phi on a full audit disk: %s",
+		  got < 0 ? strerror((int)-got) : "read");
+
+	cr_assert(unlink(filler) == 0);
+	got = raw_read(current, buf, sizeof(buf));
+	cr_expect(got == TEXT_LEN, "read current after space was freed: %s",
+		  got < 0 ? strerror((int)-got) : "short read");
+	sodium_memzero(buf, sizeof(buf));
+	cr_expect(kt_mount_stop(m) == 0);
+	free(current);
+	free(phi);
+	free(filler);
+	free(audit);
+	free(line);
+}
+
 /* --- no torn keys --------------------------------------------------------- */
 
 #define TORN_READERS 3
@@ -1438,6 +1508,104 @@ Test(mount, restart_after_kill_9_clears_stale_mount,
 	sodium_memzero(before, sizeof(before));
 	sodium_memzero(after, sizeof(after));
 	cr_expect(kt_mount_stop(m) == 0);
+}
+
+/*
+ * In the daemon's child before exec: umount2(path, MNT_DETACH) -- the
+ * daemon's own unmount -- fails with EPERM, as for a daemon without
+ * CAP_SYS_ADMIN, so it must fall back to fusermount3.  fusermount3 itself
+ * unmounts with MNT_DETACH | UMOUNT_NOFOLLOW and is let through.
+ */
+static void deny_own_umount(void)
+{
+	struct sock_filter code[] = {
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+		     offsetof(struct seccomp_data, arch)),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+		     offsetof(struct seccomp_data, nr)),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_umount2, 0, 3),
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+		     offsetof(struct seccomp_data, args[1])),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, MNT_DETACH, 0, 1),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {sizeof(code) / sizeof(code[0]), code};
+
+	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+		_exit(126);
+}
+
+/*
+ * A mountpoint named with a single quote and a space, and a daemon that
+ * must unmount through fusermount3: after kill -9 the stale mount is
+ * cleared and the tree remounts; SIGTERM unmounts it; a second daemon on
+ * the live mount is refused.
+ */
+Test(mount, quoted_mountpoint_is_cleared_after_kill_9_and_remounts,
+     .fini = kt_mount_cleanup_all, .timeout = 60)
+{
+	struct kt_mount *m = mount_new(), *b = mount_new();
+	struct statvfs sv;
+	char *text, *p;
+	uint32_t v;
+	int r;
+
+#if !defined(__x86_64__)
+	cr_skip_test("the seccomp filter here is written for x86-64");
+#endif
+	kt_mount_config(m, "quoted", NULL, NULL);
+	cr_assert(rmdir(m->mnt) == 0);
+	free(m->mnt);
+	cr_assert(asprintf(&m->mnt, "%s/it's a mnt", m->dir) > 0);
+	cr_assert(mkdir(m->mnt, 0755) == 0);
+	cr_assert(asprintf(&text,
+			   "[keyfs]\nmode = development\nrotate_interval = 0\n"
+			   "state_dir = %s\nmaster_key_file = %s/master.key\n"
+			   "mountpoint = %s\n",
+			   m->state, m->dir, m->mnt) > 0);
+	kt_write_file(m->cfg, text, 0644);
+	r = kt_mount_start_with(m, NULL, deny_own_umount);
+	cr_assert(r == 0, "no mount on \"%s\" (%d); log in %s", m->mnt, r,
+		  m->log);
+	rotate_ok(m);
+	v = read_version(m);
+
+	cr_assert(kill(m->pid, SIGKILL) == 0);
+	waitpid(m->pid, NULL, 0);
+	m->pid = 0;
+	errno = 0;
+	cr_assert(statvfs(m->mnt, &sv) < 0 && errno == ENOTCONN,
+		  "kill -9 left no stale mount on \"%s\"", m->mnt);
+
+	r = kt_mount_start_with(m, NULL, deny_own_umount);
+	cr_assert(r == 0,
+		  "the stale mount on \"%s\" was not cleared (%d); log in %s",
+		  m->mnt, r, m->log);
+	for (int i = 0; i < 100 && !(p = kt_mread(m, "version", NULL)); i++)
+		kt_sleep_ms(50);
+	cr_assert(p, "the restarted daemon does not serve: %s",
+		  strerror(errno));
+	free(p);
+	cr_expect(read_version(m) == v, "the restarted daemon serves %u",
+		  (unsigned)read_version(m));
+
+	/* The same mountpoint, live: a second daemon is refused. */
+	kt_mount_config(b, "quoted-b", NULL, NULL);
+	free(b->cfg);
+	b->cfg = strdup(m->cfg);
+	r = kt_mount_start(b, NULL);
+	cr_expect(r > 0, "a second daemon mounted on \"%s\" (%d)", m->mnt, r);
+	p = kt_read_file(b->log, NULL);
+	cr_expect(kt_contains(p, "already mounted"),
+		  "the second daemon did not say the mountpoint is in use");
+	free(p);
+
+	cr_expect(kt_mount_stop(m) == 0,
+		  "SIGTERM did not unmount \"%s\" cleanly", m->mnt);
+	free(text);
 }
 
 /*
