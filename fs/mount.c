@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "fs.h"
 #include "log.h"
 #include "mount.h"
@@ -119,8 +120,6 @@ static int check_extra_options(const char *extra)
 	return r;
 }
 
-/* fusermount3's environment: the daemon's may hold KEYFS_MASTER_KEY. */
-#define CLEAN_PATH "/usr/sbin:/usr/bin:/sbin:/bin"
 
 /*
  * Runs `fusermount3 -uz -- mnt` and waits for it: no shell, so the
@@ -132,7 +131,6 @@ static int fusermount_unmount(const char *mnt)
 {
 	static const char *const dirs[] = {"/usr/sbin", "/usr/bin", "/sbin",
 					   "/bin"};
-	char *const envp[] = {(char *)"PATH=" CLEAN_PATH, NULL};
 	char *const argv[] = {(char *)"fusermount3", (char *)"-uz",
 			      (char *)"--", (char *)mnt, NULL};
 	posix_spawn_file_actions_t fa;
@@ -160,7 +158,8 @@ static int fusermount_unmount(const char *mnt)
 	posix_spawnattr_setsigdefault(&attr, &defaults);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
 					    POSIX_SPAWN_SETSIGDEF);
-	r = -posix_spawn(&pid, path, &fa, &attr, argv, envp);
+	/* kf_env_child: PATH alone, never the daemon's environment. */
+	r = -posix_spawn(&pid, path, &fa, &attr, argv, kf_env_child());
 	posix_spawnattr_destroy(&attr);
 	posix_spawn_file_actions_destroy(&fa);
 	if (r < 0)
