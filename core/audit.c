@@ -82,28 +82,6 @@ static void chain_mac(const uint8_t *key, const uint8_t *prev,
 	sodium_memzero(&st, sizeof(st));
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
-/* Decodes exactly CHAIN_HEX lower-case hex digits. */
-static bool chain_from_hex(const char *hex, uint8_t out[KF_AUDIT_CHAIN_BYTES])
-{
-	for (size_t i = 0; i < KF_AUDIT_CHAIN_BYTES; i++) {
-		int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return false;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return true;
-}
-
 /*
  * Parses one line (len without its "\n", less than KF_AUDIT_LINE_MAX: the
  * reader never returns a longer one): a JSON object with a positive integer
@@ -142,7 +120,8 @@ static int parse_line(const char *line, size_t len, uint64_t *ret_seq,
 	tail = len > CHAIN_SUFFIX_LEN ? line + len - CHAIN_SUFFIX_LEN : NULL;
 	if (!tail || memcmp(tail, CHAIN_HEAD, CHAIN_HEAD_LEN) != 0 ||
 	    memcmp(line + len - 2, "\"}", 2) != 0 ||
-	    !chain_from_hex(tail + CHAIN_HEAD_LEN, ret_chain)) {
+	    kf_unhex(tail + CHAIN_HEAD_LEN, ret_chain, KF_AUDIT_CHAIN_BYTES) <
+		0) {
 		*why = "chain field malformed or not last";
 		goto out;
 	}

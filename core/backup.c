@@ -490,8 +490,9 @@ static int highest_suffix(const char *dir, const char *prefix, int64_t now)
 	blen = strlen(base);
 	while ((de = readdir(d))) {
 		const char *rest = de->d_name + blen;
-		char *end;
-		long n;
+		size_t digits;
+		char num[8];
+		uint64_t n;
 
 		if (strncmp(de->d_name, base, blen) != 0)
 			continue;
@@ -499,11 +500,16 @@ static int highest_suffix(const char *dir, const char *prefix, int64_t now)
 			best = best > 1 ? best : 1;
 			continue;
 		}
-		if (rest[0] != '_' || rest[1] < '1' || rest[1] > '9')
+		digits = strlen(rest) -
+			 (strlen(rest) >= SUFFIX_LEN ? SUFFIX_LEN : 0);
+		if (rest[0] != '_' || rest[1] < '1' || rest[1] > '9' ||
+		    digits < 2 || digits > 7 ||
+		    strcmp(rest + digits, SUFFIX) != 0)
 			continue;
-		n = strtol(rest + 1, &end, 10);
-		if (strcmp(end, SUFFIX) == 0 && n >= 2 && n <= MAX_SUFFIX &&
-		    n > best)
+		memcpy(num, rest + 1, digits - 1);
+		num[digits - 1] = 0;
+		if (kf_parse_u64(num, MAX_SUFFIX, &n) == 0 && n >= 2 &&
+		    n > (uint64_t)best)
 			best = (int)n;
 	}
 	closedir(d);

@@ -199,16 +199,6 @@ static char *cwd_clean(void)
 	return r;
 }
 
-/* True if path is dir or lies below it (both clean and absolute). */
-static bool path_under(const char *path, const char *dir)
-{
-	size_t n = strlen(dir);
-
-	if (strcmp(dir, "/") == 0)
-		return true;
-	return strncmp(path, dir, n) == 0 && (path[n] == 0 || path[n] == '/');
-}
-
 /*
  * The first of state_dir, backup_dir, audit_log and master_key_file that lies
  * under mnt, with its key, or NULL.
@@ -222,7 +212,7 @@ static const char *under_mountpoint(const struct kf_config *cfg,
 			       cfg->master_key_file};
 
 	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
-		if (paths[i] && path_under(paths[i], mnt)) {
+		if (paths[i] && kf_path_under(paths[i], mnt)) {
 			*ret_key = ids[i];
 			return paths[i];
 		}
@@ -1085,7 +1075,7 @@ int kf_config_load(const char *path, struct kf_config **ret,
 			kf_err_set(err, "out of memory");
 			goto out;
 		}
-		if (cfg->mountpoint && path_under(b, cfg->mountpoint)) {
+		if (cfg->mountpoint && kf_path_under(b, cfg->mountpoint)) {
 			kf_err_set(err,
 				   "KEY_BACKUP_DIR: backup_dir %s lies under "
 				   "the mountpoint %s",

@@ -396,38 +396,6 @@ uint32_t kf_keyring_highest(const struct kf_keyring *kr)
 	return kr->highest;
 }
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_i64(uint8_t *p, int64_t v)
-{
-	uint64_t u = (uint64_t)v;
-
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(u >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	uint32_t v = 0;
-
-	for (int i = 0; i < 4; i++)
-		v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
-
-static int64_t get_i64(const uint8_t *p)
-{
-	uint64_t u = 0;
-
-	for (int i = 0; i < 8; i++)
-		u |= (uint64_t)p[i] << (8 * i);
-	return (int64_t)u;
-}
-
 int kf_keyring_encode(const struct kf_keyring *kr, uint8_t **ret_buf,
 		      size_t *ret_len)
 {
@@ -439,18 +407,18 @@ int kf_keyring_encode(const struct kf_keyring *kr, uint8_t **ret_buf,
 	if (!buf)
 		return -ENOMEM;
 	memcpy(buf, KR_MAGIC, 4);
-	put_u32(buf + 4, KR_FORMAT);
-	put_u32(buf + 8, kr->highest);
-	put_u32(buf + 12, (uint32_t)kr->count);
+	kf_le_put32(buf + 4, KR_FORMAT);
+	kf_le_put32(buf + 8, kr->highest);
+	kf_le_put32(buf + 12, (uint32_t)kr->count);
 	p = buf + KR_HEADER_LEN;
 	for (size_t i = 0; i < kr->count; i++, p += KR_ENTRY_LEN) {
-		put_u32(p, kr->entries[i].version);
-		put_i64(p + 4, kr->entries[i].created);
+		kf_le_put32(p, kr->entries[i].version);
+		kf_le_put64(p + 4, (uint64_t)kr->entries[i].created);
 		memcpy(p + 12, kr->entries[i].key, KF_KEY_BYTES);
 	}
-	put_u32(p, (uint32_t)kr->n_retired);
+	kf_le_put32(p, (uint32_t)kr->n_retired);
 	for (size_t i = 0; i < kr->n_retired; i++)
-		put_u32(p + 4 + 4 * i, kr->retired[i]);
+		kf_le_put32(p + 4 + 4 * i, kr->retired[i]);
 	*ret_buf = buf;
 	*ret_len = len;
 	return 0;
@@ -471,7 +439,7 @@ static int decode_retired(struct kf_keyring *kr, const uint8_t *p, uint32_t n,
 		return -ENOMEM;
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		uint32_t v = get_u32(p + 4 * i);
+		uint32_t v = kf_le_get32(p + 4 * i);
 
 		if (v == 0 || v > kr->highest ||
 		    (i > 0 && v <= kr->retired[i - 1])) {
@@ -501,13 +469,13 @@ int kf_keyring_decode(const uint8_t *buf, size_t len, struct kf_keyring **ret,
 		kf_err_set(err, "not an encoded keyring (bad magic)");
 		return -EBADMSG;
 	}
-	format = get_u32(buf + 4);
+	format = kf_le_get32(buf + 4);
 	if (format != KR_FORMAT && format != KR_FORMAT_V1) {
 		kf_err_set(err, "unsupported keyring format %u", format);
 		return -EBADMSG;
 	}
-	highest = get_u32(buf + 8);
-	count = get_u32(buf + 12);
+	highest = kf_le_get32(buf + 8);
+	count = kf_le_get32(buf + 12);
 	if (count < 1 || count > KF_KEYRING_MAX_VERSIONS) {
 		kf_err_set(err, "keyring holds %u versions (must be 1..%u)",
 			   count, KF_KEYRING_MAX_VERSIONS);
@@ -515,7 +483,7 @@ int kf_keyring_decode(const uint8_t *buf, size_t len, struct kf_keyring **ret,
 	}
 	body = KR_HEADER_LEN + (size_t)count * KR_ENTRY_LEN;
 	if (format != KR_FORMAT_V1 && len >= body + 4) {
-		n_retired = get_u32(buf + body);
+		n_retired = kf_le_get32(buf + body);
 		if (n_retired > KF_KEYRING_MAX_RETIRED) {
 			kf_err_set(err,
 				   "keyring lists %u retired versions "
@@ -536,7 +504,7 @@ int kf_keyring_decode(const uint8_t *buf, size_t len, struct kf_keyring **ret,
 	}
 	p = buf + KR_HEADER_LEN;
 	for (uint32_t i = 0; i < count; i++, p += KR_ENTRY_LEN) {
-		uint32_t v = get_u32(p);
+		uint32_t v = kf_le_get32(p);
 
 		if (v == 0) {
 			kf_err_set(err, "keyring entry %u has version 0", i);
@@ -551,11 +519,11 @@ int kf_keyring_decode(const uint8_t *buf, size_t len, struct kf_keyring **ret,
 		}
 		prev = v;
 	}
-	if (highest < get_u32(buf + KR_HEADER_LEN)) {
+	if (highest < kf_le_get32(buf + KR_HEADER_LEN)) {
 		kf_err_set(err,
 			   "keyring highest version %u is below its current "
 			   "version %u",
-			   highest, get_u32(buf + KR_HEADER_LEN));
+			   highest, kf_le_get32(buf + KR_HEADER_LEN));
 		return -EBADMSG;
 	}
 	kr = kr_alloc(count, highest);
@@ -570,8 +538,8 @@ int kf_keyring_decode(const uint8_t *buf, size_t len, struct kf_keyring **ret,
 	}
 	p = buf + KR_HEADER_LEN;
 	for (uint32_t i = 0; i < count; i++, p += KR_ENTRY_LEN) {
-		kr->entries[i].version = get_u32(p);
-		kr->entries[i].created = get_i64(p + 4);
+		kr->entries[i].version = kf_le_get32(p);
+		kr->entries[i].created = (int64_t)kf_le_get64(p + 4);
 		memcpy(kr_slot(kr, i), p + 12, KF_KEY_BYTES);
 	}
 	for (size_t i = 0; i < kr->n_retired; i++) {

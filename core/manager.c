@@ -292,8 +292,7 @@ static int state_plain(const struct kf_keyring *kr,
 		kf_err_set(err, "out of memory");
 		return -ENOMEM;
 	}
-	for (int i = 0; i < 8; i++)
-		plain[i] = (uint8_t)(anchor->seq >> (8 * i));
+	kf_le_put64(plain, anchor->seq);
 	memcpy(plain + 8, anchor->chain, KF_AUDIT_CHAIN_BYTES);
 	memcpy(plain + ANCHOR_BYTES, blob, len);
 	sodium_free(blob);
@@ -547,9 +546,7 @@ static int decode_state(const uint8_t *plain, size_t len,
 		kf_err_set(err, "state too short");
 		return -EBADMSG;
 	}
-	ret_anchor->seq = 0;
-	for (int i = 0; i < 8; i++)
-		ret_anchor->seq |= (uint64_t)plain[i] << (8 * i);
+	ret_anchor->seq = kf_le_get64(plain);
 	memcpy(ret_anchor->chain, plain + 8, KF_AUDIT_CHAIN_BYTES);
 	return kf_keyring_decode(plain + ANCHOR_BYTES, len - ANCHOR_BYTES, ret,
 				 err);
@@ -1204,8 +1201,7 @@ static char *restore_path(struct kf_manager *m, const char *what,
 		size_t n = mnt ? strlen(mnt) : 0;
 
 		/* Never read through our own mount: map backups/NAME. */
-		if (!mnt || strncmp(what, mnt, n) != 0 ||
-		    (what[n] != '/' && what[n] != 0))
+		if (!mnt || !kf_path_under(what, mnt))
 			return strdup(what);
 		if (strncmp(what + n, "/backups/", 9) != 0 ||
 		    strchr(what + n + 9, '/')) {

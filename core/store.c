@@ -22,21 +22,6 @@
 #define ST_TAG_LEN crypto_aead_xchacha20poly1305_ietf_ABYTES
 #define ST_KCV_MSG "keyfs.state.kcv"
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	uint32_t v = 0;
-
-	for (int i = 0; i < 4; i++)
-		v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
-
 static void store_kcv(const uint8_t seal_key[32], uint8_t kcv[ST_KCV_LEN])
 {
 	crypto_generichash(kcv, ST_KCV_LEN, (const uint8_t *)ST_KCV_MSG,
@@ -66,12 +51,12 @@ static int store_check(const char *path, const uint8_t *buf, size_t size,
 		kf_err_set(err, "%s: truncated (%zu bytes)", path, size);
 		return -EBADMSG;
 	}
-	format = get_u32(buf + ST_OFF_FORMAT);
+	format = kf_le_get32(buf + ST_OFF_FORMAT);
 	if (format != ST_FORMAT) {
 		kf_err_set(err, "%s: unsupported format %u", path, format);
 		return -EBADMSG;
 	}
-	len = get_u32(buf + ST_OFF_LEN);
+	len = kf_le_get32(buf + ST_OFF_LEN);
 	expected = (uint64_t)ST_HEADER_LEN + len + ST_TAG_LEN;
 	if (size < expected) {
 		kf_err_set(err, "%s: truncated (%zu bytes, expected %llu)",
@@ -169,8 +154,8 @@ int kf_store_prepare(const char *state_dir, const uint8_t seal_key[32],
 		return -ENOMEM;
 	}
 	memcpy(buf, ST_MAGIC, ST_MAGIC_LEN);
-	put_u32(buf + ST_OFF_FORMAT, ST_FORMAT);
-	put_u32(buf + ST_OFF_LEN, (uint32_t)len);
+	kf_le_put32(buf + ST_OFF_FORMAT, ST_FORMAT);
+	kf_le_put32(buf + ST_OFF_LEN, (uint32_t)len);
 	store_kcv(seal_key, buf + ST_OFF_KCV);
 	randombytes_buf(buf + ST_OFF_NONCE,
 			crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);

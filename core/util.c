@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -479,11 +481,36 @@ int kf_parse_u64(const char *s, uint64_t max, uint64_t *ret)
 
 void kf_hex(const uint8_t *in, size_t n, char *out)
 {
-	static const char digits[] = "0123456789abcdef";
+	sodium_bin2hex(out, 2 * n + 1, in, n);
+}
 
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * n] = 0;
+int kf_unhex(const char *hex, uint8_t *out, size_t n)
+{
+	size_t got = 0;
+
+	for (size_t i = 0; i < 2 * n; i++)
+		if (!((hex[i] >= '0' && hex[i] <= '9') ||
+		      (hex[i] >= 'a' && hex[i] <= 'f')))
+			return -EINVAL;
+	if (sodium_hex2bin(out, n, hex, 2 * n, NULL, &got, NULL) != 0 ||
+	    got != n)
+		return -EINVAL;
+	return 0;
+}
+
+bool kf_path_under(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+
+	if (strcmp(dir, "/") == 0)
+		return true;
+	return strncmp(path, dir, n) == 0 && (path[n] == 0 || path[n] == '/');
+}
+
+void kf_harden_process(void)
+{
+	struct rlimit no_core = {0, 0};
+
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	setrlimit(RLIMIT_CORE, &no_core);
 }

@@ -11,6 +11,7 @@
 #define KF_UTIL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -119,7 +120,54 @@ char *kf_path_join(const char *a, const char *b);
  */
 int kf_parse_u64(const char *s, uint64_t max, uint64_t *ret) KF_WUR;
 
-/* Lower-case hex of n bytes into out (2n+1 bytes). */
+/* Lower-case hex of n bytes into out (2n+1 bytes): sodium_bin2hex. */
 void kf_hex(const uint8_t *in, size_t n, char *out);
+
+/*
+ * Decodes exactly 2n lower-case hex digits at hex (no separators, nothing
+ * after them checked) into n bytes at out: sodium_hex2bin, plus the case
+ * rule, so one value has one text.  0 or -EINVAL (out then undefined).
+ */
+int kf_unhex(const char *hex, uint8_t *out, size_t n) KF_WUR;
+
+/* Whether path is dir or lies below it (both absolute and clean). */
+bool kf_path_under(const char *path, const char *dir);
+
+/*
+ * Turns off core dumps and ptrace by non-root (PR_SET_DUMPABLE 0,
+ * RLIMIT_CORE 0): every keyfs process may hold a key.
+ */
+void kf_harden_process(void);
+
+/* Little-endian integers in on-disk formats (state, keyring). */
+static inline void kf_le_put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint32_t kf_le_get32(const uint8_t *p)
+{
+	uint32_t v = 0;
+
+	for (int i = 0; i < 4; i++)
+		v |= (uint32_t)p[i] << (8 * i);
+	return v;
+}
+
+static inline void kf_le_put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint64_t kf_le_get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
 
 #endif

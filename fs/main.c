@@ -3,8 +3,6 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 
 #include <sodium.h>
 
@@ -12,6 +10,7 @@
 #include "env.h"
 #include "log.h"
 #include "mount.h"
+#include "util.h"
 
 static const char usage[] =
     "usage: keyfs COMMAND [ARGS]\n"
@@ -95,11 +94,8 @@ static const struct command {
 
 int main(int argc, char **argv)
 {
-	struct rlimit no_core = {0, 0};
-
 	/* Every command may hold a key: never dump core, never be traced. */
-	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	setrlimit(RLIMIT_CORE, &no_core);
+	kf_harden_process();
 	if (sodium_init() < 0) {
 		fprintf(stderr, "keyfs: libsodium failed to initialise\n");
 		return 1;

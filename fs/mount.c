@@ -13,8 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -24,16 +22,6 @@
 #include "fs.h"
 #include "log.h"
 #include "mount.h"
-
-/* Whether path lies under (or is) dir; both absolute and clean. */
-static bool path_under(const char *path, const char *dir)
-{
-	size_t n = strlen(dir);
-
-	if (n == 1 && dir[0] == '/')
-		return true;
-	return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == 0);
-}
 
 /* Resolves the existing prefix of path with realpath, keeping the rest. */
 static char *resolve(const char *path)
@@ -74,7 +62,7 @@ static int check_paths(const struct kf_config *cfg, const char *mnt)
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
 		char *p = resolve(paths[i]);
 
-		if (p && path_under(p, mnt)) {
+		if (p && kf_path_under(p, mnt)) {
 			kf_log(LOG_ERR,
 			       "%s %s lies under the mountpoint %s; "
 			       "refusing to start",
@@ -119,7 +107,6 @@ static int check_extra_options(const char *extra)
 	free(copy);
 	return r;
 }
-
 
 /*
  * Runs `fusermount3 -uz -- mnt` and waits for it: no shell, so the
@@ -287,15 +274,6 @@ static void *sig_main(void *arg)
 	return NULL;
 }
 
-static void harden_process(void)
-{
-	struct rlimit no_core = {0, 0};
-
-	/* No core dumps, no ptrace by other users: keys stay in memory. */
-	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	setrlimit(RLIMIT_CORE, &no_core);
-}
-
 static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
@@ -338,7 +316,8 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 		fuse_session_unmount(fs->se);
 		goto out;
 	}
-	harden_process();
+	/* Again in the detached daemon, whatever fuse_daemonize did. */
+	kf_harden_process();
 
 	sigemptyset(&sig.set);
 	sigaddset(&sig.set, SIGTERM);
@@ -388,7 +367,8 @@ int kf_mount_main(const struct kf_mount_opts *o)
 	char *mnt = NULL;
 	int r;
 
-	harden_process();
+	/* Again in the detached daemon, whatever fuse_daemonize did. */
+	kf_harden_process();
 	if (check_extra_options(o->extra) < 0)
 		return 1;
 	r = kf_config_load(o->config_path, &cfg, err);

@@ -394,16 +394,12 @@ static bool is_backup_file_name(const char *name)
 	return kf_backup_name_valid(base);
 }
 
+/* A version number as a name: no leading zero (one name per version). */
 static int parse_u32(const char *s, uint32_t *ret)
 {
-	unsigned long long v;
-	char *end;
+	uint64_t v;
 
-	if (!s || *s < '1' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end || v > UINT32_MAX)
+	if (!s || *s < '1' || *s > '9' || kf_parse_u64(s, UINT32_MAX, &v) < 0)
 		return -EINVAL;
 	*ret = (uint32_t)v;
 	return 0;
