@@ -69,27 +69,6 @@ struct kf_manager {
 
 /* --- helpers ------------------------------------------------------------ */
 
-static json_t *record_new(const char *event, const struct kf_caller *who)
-{
-	json_t *r = json_object();
-
-	json_object_set_new(r, "event", json_string(event));
-	if (who) {
-		json_object_set_new(r, "uid", json_integer(who->uid));
-		json_object_set_new(r, "gid", json_integer(who->gid));
-		json_object_set_new(r, "pid", json_integer(who->pid));
-	}
-	return r;
-}
-
-static const struct kf_caller *self_caller(struct kf_caller *buf)
-{
-	buf->uid = getuid();
-	buf->gid = getgid();
-	buf->pid = getpid();
-	return buf;
-}
-
 /*
  * Appends record and waits until it is on disk, without holding the audit
  * lock across the fdatasync (audited opens never wait for the disk).  If
@@ -357,7 +336,7 @@ static int commit_keyring(struct kf_manager *m, struct kf_keyring *next,
 	m->sealed_seq = anchor.seq;
 	swap_keyring(m, next);
 	if (r == KF_FILE_UNSYNCED) {
-		json_t *rec = record_new("state_sync", NULL);
+		json_t *rec = kf_event_record(KF_EVENT_STATE_SYNC, NULL);
 		char why[KF_ERR_MAX];
 
 		snprintf(why, sizeof(why), "%s", err);
@@ -444,7 +423,7 @@ static void prune_automatic_locked(struct kf_manager *m,
 		kf_log(LOG_WARNING, "automatic backup pruning: %s", err);
 	if (res.deleted == 0)
 		return;
-	rec = record_new("backup_cleanup", who);
+	rec = kf_event_record(KF_EVENT_BACKUP_CLEANUP, who);
 	json_object_set_new(rec, "automatic", json_true());
 	json_object_set_new(rec, "keep", json_integer(m->cfg->backup_keep));
 	json_object_set_new(rec, "deleted",
@@ -661,7 +640,7 @@ static int prepare_dirs(struct kf_manager *m, char err[KF_ERR_MAX])
 static int create_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 {
 	const char *env = kf_env_get(KF_ENV_ENCRYPTION_KEY);
-	const char *event;
+	enum kf_event event;
 	struct kf_keyring *kr = NULL;
 	struct kf_caller self;
 	char name[KF_BACKUP_NAME_MAX + 6], berr[KF_ERR_MAX];
@@ -670,7 +649,7 @@ static int create_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 
 	if (env) {
 		r = import_env(&kr, err);
-		event = "key_import";
+		event = KF_EVENT_KEY_IMPORT;
 	} else if (m->cfg->mode == KF_MODE_DEVELOPMENT) {
 		uint8_t *key = sodium_malloc(KF_KEY_BYTES);
 
@@ -684,7 +663,7 @@ static int create_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 		if (r < 0)
 			kf_err_set(err, "cannot create keyring: %s",
 				   strerror(-r));
-		event = "key_generate";
+		event = KF_EVENT_KEY_GENERATE;
 	} else {
 		kf_err_set(err, "KeyValidationError: No current encryption key "
 				"available");
@@ -692,7 +671,7 @@ static int create_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 	}
 	if (r < 0)
 		return r;
-	rec = record_new(event, self_caller(&self));
+	rec = kf_event_record(event, kf_event_self(&self));
 	json_object_set_new(rec, "key_version",
 			    json_integer(kf_keyring_current_version(kr)));
 	json_object_set_new(rec, "versions", versions_json(kr));
@@ -703,8 +682,8 @@ static int create_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 		r = 0;
 	if (r == 0) {
 		kf_log(LOG_NOTICE, "%s: version %" PRIu32,
-		       strcmp(event, "key_import") == 0 ? "imported keys"
-							: "generated a keyring",
+		       event == KF_EVENT_KEY_IMPORT ? "imported keys"
+						    : "generated a keyring",
 		       kf_keyring_current_version(kr));
 		/* A first backup, so a new keyring is never held only once. */
 		if (write_backup(m, kr, NULL, NULL, name, berr) < 0)
@@ -782,7 +761,7 @@ static int load_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 		       ": the log was truncated or replaced",
 		       m->cfg->audit_log, tail.seq, anchor.seq);
 	swap_keyring(m, kr);
-	rec = record_new("key_load", self_caller(&self));
+	rec = kf_event_record(KF_EVENT_KEY_LOAD, kf_event_self(&self));
 	json_object_set_new(rec, "key_version",
 			    json_integer(kf_keyring_current_version(kr)));
 	json_object_set_new(rec, "versions", versions_json(kr));
@@ -883,7 +862,8 @@ static int manager_open(const struct kf_config *cfg, bool restore_only,
 fail:
 	/* A refused start is a failure like any other: audited if the log
 	 * is open, and alerted; the caller logs err once. */
-	record_failure(m, record_new("startup", self_caller(&self)), err);
+	record_failure(
+	    m, kf_event_record(KF_EVENT_STARTUP, kf_event_self(&self)), err);
 	kf_manager_close(m);
 	return r;
 }
@@ -948,7 +928,7 @@ static int rotate_locked(struct kf_manager *m, const struct kf_caller *who,
 	struct kf_keyring *old = current_ref(m), *plus = NULL, *next = NULL;
 	char name[KF_BACKUP_NAME_MAX + 6] = "", berr[KF_ERR_MAX];
 	bool backed_up;
-	json_t *rec = record_new("key_rotation", who);
+	json_t *rec = kf_event_record(KF_EVENT_KEY_ROTATION, who);
 	int r;
 
 	json_object_set_new(rec, "previous_version",
@@ -1081,7 +1061,7 @@ int kf_manager_rotate_if_due(struct kf_manager *m, bool *ret_rotated,
 	*ret_rotated = false;
 	if (kf_manager_rotation_due_in(m) != 0)
 		return 0;
-	return rotate(m, self_caller(&self), true, NULL, ret_rotated, err);
+	return rotate(m, kf_event_self(&self), true, NULL, ret_rotated, err);
 }
 
 int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
@@ -1089,7 +1069,7 @@ int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
 {
 	struct kf_keyring *old, *next = NULL;
 	char name[KF_BACKUP_NAME_MAX + 6] = "";
-	json_t *rec = record_new("key_retire", who);
+	json_t *rec = kf_event_record(KF_EVENT_KEY_RETIRE, who);
 	int r;
 
 	json_object_set_new(rec, "key_version", json_integer(version));
@@ -1147,7 +1127,7 @@ int kf_manager_backup(struct kf_manager *m, const struct kf_caller *who,
 {
 	struct kf_keyring *kr;
 	char file[KF_BACKUP_NAME_MAX + 6] = "";
-	json_t *rec = record_new("key_backup", who);
+	json_t *rec = kf_event_record(KF_EVENT_KEY_BACKUP, who);
 	int r;
 
 	/* An invalid name is never recorded: it could be a pasted key. */
@@ -1289,7 +1269,7 @@ int kf_manager_restore(struct kf_manager *m, const struct kf_caller *who,
 {
 	struct kf_keyring *old = NULL, *restored = NULL, *next = NULL;
 	char pre[KF_BACKUP_NAME_MAX + 6] = "", why[KF_ERR_MAX];
-	json_t *rec = record_new("key_restore", who);
+	json_t *rec = kf_event_record(KF_EVENT_KEY_RESTORE, who);
 	uint8_t *blob = NULL;
 	size_t len = 0;
 	char *path;
@@ -1387,7 +1367,7 @@ int kf_manager_prune(struct kf_manager *m, const struct kf_caller *who,
 	struct kf_backup_prune_opts o = {
 	    .keep = keep, .force = force, .held = keyring_holds};
 	struct kf_backup_prune_result res = {0};
-	json_t *rec = record_new("backup_cleanup", who);
+	json_t *rec = kf_event_record(KF_EVENT_BACKUP_CLEANUP, who);
 	size_t done = 0;
 	int r;
 
@@ -1434,7 +1414,7 @@ fail:
 	pthread_mutex_unlock(&m->op_lock);
 	/* A failure record of its own: what was asked and what happened. */
 	json_decref(rec);
-	rec = record_new("backup_cleanup", who);
+	rec = kf_event_record(KF_EVENT_BACKUP_CLEANUP, who);
 	json_object_set_new(rec, "keep", json_integer(keep));
 	if (force)
 		json_object_set_new(rec, "force", json_true());
@@ -1551,7 +1531,7 @@ int kf_manager_audit_open(struct kf_manager *m, const struct kf_caller *who,
 			  const char *path)
 {
 	char err[KF_ERR_MAX];
-	json_t *rec = record_new("key_open", who);
+	json_t *rec = kf_event_record(KF_EVENT_KEY_OPEN, who);
 	int r;
 
 	json_object_set_new(rec, "path", json_string(path));
@@ -1564,10 +1544,10 @@ int kf_manager_audit_open(struct kf_manager *m, const struct kf_caller *who,
 }
 
 int kf_manager_audit_event(struct kf_manager *m, const struct kf_caller *who,
-			   const char *event, json_t *fields)
+			   enum kf_event event, json_t *fields)
 {
 	char err[KF_ERR_MAX];
-	json_t *rec = record_new(event, who);
+	json_t *rec = kf_event_record(event, who);
 	int r;
 
 	if (fields)
@@ -1581,9 +1561,9 @@ int kf_manager_audit_event(struct kf_manager *m, const struct kf_caller *who,
 }
 
 void kf_manager_audit_refused(struct kf_manager *m, const struct kf_caller *who,
-			      const char *event, const char *error)
+			      enum kf_event event, const char *error)
 {
-	report_failure(m, record_new(event, who), error);
+	report_failure(m, kf_event_record(event, who), error);
 }
 
 /* --- offline ------------------------------------------------------------ */

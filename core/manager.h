@@ -24,17 +24,11 @@
 
 #include "backup.h"
 #include "config.h"
+#include "event.h"
 #include "keyring.h"
 #include "util.h"
 
 struct kf_manager;
-
-/* Who asked: from the FUSE request context, or the command's own ids. */
-struct kf_caller {
-	uid_t uid;
-	gid_t gid;
-	pid_t pid;
-};
 
 /* Called after each change of the keyring, outside the manager's locks. */
 typedef void (*kf_manager_change_fn)(void *userdata);
@@ -147,18 +141,18 @@ int kf_manager_audit_open(struct kf_manager *m, const struct kf_caller *who,
 			  const char *path) KF_WUR;
 
 /*
- * Audits a lifecycle event ("mount", "unmount"); fields (may be NULL, not
- * stolen) are added to the record.  Synced to disk.
+ * Audits a lifecycle event (KF_EVENT_MOUNT, _UNMOUNT, _KEY_EXPORT); fields
+ * (may be NULL, not stolen) are added to the record.  Synced to disk.
  */
 int kf_manager_audit_event(struct kf_manager *m, const struct kf_caller *who,
-			   const char *event, json_t *fields) KF_WUR;
+			   enum kf_event event, json_t *fields) KF_WUR;
 
 /*
  * Records a refused management request (bad input in a control file):
  * audit record with success false and the error, alert.
  */
 void kf_manager_audit_refused(struct kf_manager *m, const struct kf_caller *who,
-			      const char *event, const char *error);
+			      enum kf_event event, const char *error);
 
 /* --- offline, for the keyfs command: no daemon needed -------------------- */
 

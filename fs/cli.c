@@ -890,7 +890,7 @@ int kf_cli_export_env(int argc, char **argv)
 		goto out;
 	}
 	kr = kf_manager_keyring(m);
-	if (kf_manager_audit_event(m, &self, "key_export", NULL) < 0) {
+	if (kf_manager_audit_event(m, &self, KF_EVENT_KEY_EXPORT, NULL) < 0) {
 		fprintf(stderr, "keyfs export-env: cannot write the audit "
 				"log; nothing exported\n");
 		goto out;

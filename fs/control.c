@@ -43,19 +43,19 @@ static int parse_uint(const char *s, uint64_t max, uint64_t *ret)
 	return kf_parse_u64(s, max, ret) < 0 ? -EINVAL : 0;
 }
 
-static const char *ctl_event(enum kf_node_kind kind)
+static enum kf_event ctl_event(enum kf_node_kind kind)
 {
 	switch (kind) {
 	case KF_NODE_CTL_ROTATE:
-		return "key_rotation";
+		return KF_EVENT_KEY_ROTATION;
 	case KF_NODE_CTL_BACKUP:
-		return "key_backup";
+		return KF_EVENT_KEY_BACKUP;
 	case KF_NODE_CTL_RESTORE:
-		return "key_restore";
+		return KF_EVENT_KEY_RESTORE;
 	case KF_NODE_CTL_PRUNE:
-		return "backup_cleanup";
+		return KF_EVENT_BACKUP_CLEANUP;
 	default:
-		return "key_retire";
+		return KF_EVENT_KEY_RETIRE;
 	}
 }
 

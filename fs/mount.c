@@ -303,7 +303,7 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 	}
 	fields = json_pack("{s:s, s:s}", "mountpoint", fs->mountpoint,
 			   "read_mode", fs->cached ? "cached" : "audited");
-	if (kf_manager_audit_event(fs->m, &self, "mount", fields) < 0) {
+	if (kf_manager_audit_event(fs->m, &self, KF_EVENT_MOUNT, fields) < 0) {
 		json_decref(fields);
 		kf_log(LOG_ERR, "cannot write the audit log; unmounting");
 		fuse_session_unmount(fs->se);
@@ -348,7 +348,7 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 	kf_ops_release_all(fs);
 
 	fuse_session_unmount(fs->se);
-	if (kf_manager_audit_event(fs->m, &self, "unmount", NULL) < 0)
+	if (kf_manager_audit_event(fs->m, &self, KF_EVENT_UNMOUNT, NULL) < 0)
 		r = 1;
 	kf_log(LOG_NOTICE, "unmounted %s", fs->mountpoint);
 out:
