@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config_private: what the three parts of the config module share.  Other
+ * modules include config.h only.
+ *
+ *   config_parse.c  the inih adapter: sections, keys, line numbers, defaults,
+ *                   kf_config_parse
+ *   config_value.c  one value at a time: words, numbers, intervals,
+ *                   owner:group MODE, purpose lists
+ *   config_load.c   which file, reading it, the environment, paths, the
+ *                   mountpoint rule, kf_config_load and kf_config_free
+ *
+ * The value parsers know nothing of files or lines: each returns 0, or
+ * -errno with the reason in `reason` (KF_ERR_MAX bytes); the adapter adds
+ * "file:line: ".
+ */
+#ifndef KF_CONFIG_PRIVATE_H
+#define KF_CONFIG_PRIVATE_H
+
+#include <stdint.h>
+
+#include "config.h"
+
+/* A value quoted in a message: this many characters at most, then "...". */
+#define KF_CONFIG_QUOTE_MAX 80
+#define KF_CONFIG_QUOTE_SIZE (KF_CONFIG_QUOTE_MAX + sizeof("..."))
+
+/* A purpose name with its NUL, as in struct kf_purpose. */
+typedef char kf_config_purpose_name[KF_PURPOSE_MAX + 1];
+
+/*
+ * Copies s into out for a message: printable ASCII only (others become '?'),
+ * shortened to KF_CONFIG_QUOTE_MAX characters and "...".  Returns out.
+ */
+const char *kf_config_quote(char out[KF_CONFIG_QUOTE_SIZE], const char *s);
+
+/* One of two words for `key`: returns 0 for names[0], 1 for names[1]. */
+int kf_config_parse_choice(const char *key, const char *value,
+			   const char *const names[2],
+			   char reason[KF_ERR_MAX]) KF_WUR;
+
+/* A whole number in [min, max] for `key`: digits only, no sign, no space. */
+int kf_config_parse_uint(const char *key, const char *value, unsigned min,
+			 unsigned max, unsigned *ret,
+			 char reason[KF_ERR_MAX]) KF_WUR;
+
+/* rotate_interval: "0" (off), or N followed by s, m, h or d; in seconds. */
+int kf_config_parse_interval(const char *value, int64_t *ret,
+			     char reason[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * "owner:group MODE" for `key`: names or numeric ids, MODE octal with a
+ * leading 0 and no special bits.  A failed user or group lookup other than
+ * "no such name" returns its -errno.
+ */
+int kf_config_parse_access(const char *key, const char *value,
+			   struct kf_access *ret,
+			   char reason[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Appends the space- or comma-separated purpose names in value to *list
+ * (realloc'd; the caller frees it), *n counting them.  Refuses invalid and
+ * duplicate names and more than KF_CONFIG_MAX_PURPOSES.  On failure the
+ * names before the bad one stay appended.
+ */
+int kf_config_parse_purposes(const char *value, kf_config_purpose_name **list,
+			     size_t *n, char reason[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * base + "/" + path (or path alone if absolute) with "//", "." and ".."
+ * collapsed lexically; symlinks are not resolved.  malloc'd, or NULL.
+ */
+char *kf_config_path_clean(const char *base, const char *path);
+
+/*
+ * Sets *ret (freeing what it held) to value resolved against basedir as
+ * kf_config_path_clean does, for `key`; refuses a result of PATH_MAX bytes
+ * or more.
+ */
+int kf_config_path_set(const char *key, const char *basedir, const char *value,
+		       char **ret, char reason[KF_ERR_MAX]) KF_WUR;
+
+/* The current directory, cleaned: malloc'd, or NULL (errno says why). */
+char *kf_config_cwd(void);
+
+/*
+ * path made absolute against the current directory and cleaned; NULL path:
+ * the current directory.  An absolute path needs no current directory.
+ * malloc'd, or NULL.
+ */
+char *kf_config_path_abs(const char *path);
+
+/*
+ * The first of state_dir, backup_dir, audit_log and master_key_file that lies
+ * under mnt (absolute and clean), with its key's name in *ret_key; or NULL.
+ */
+const char *kf_config_under_mountpoint(const struct kf_config *cfg,
+				       const char *mnt, const char **ret_key);
+
+#endif

@@ -1,0 +1,308 @@
+// SPDX-License-Identifier: MIT
+/*
+ * config_value: the values of keyfs.ini, one at a time (config_private.h).
+ * No file names or line numbers here: the inih adapter (config_parse.c) puts
+ * "file:line: " in front of the reason.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config_private.h"
+
+#define DAY_SECONDS 86400
+#define INTERVAL_MAX_DAYS 36500 /* 100 years */
+#define ID_BUF_HINT 16384	/* getpwnam_r buffer when sysconf has no hint */
+#define ID_BUF_MAX (1u << 24)	/* it doubles on ERANGE up to this */
+
+static const struct {
+	char suffix;
+	uint64_t seconds;
+} interval_units[] = {
+    {'s', 1},
+    {'m', 60},
+    {'h', 3600},
+    {'d', DAY_SECONDS},
+};
+
+#define N_INTERVAL_UNITS (sizeof(interval_units) / sizeof(interval_units[0]))
+
+/* Writes the reason; returns err, for `return refuse(...)`. */
+static int refuse(char reason[KF_ERR_MAX], int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int refuse(char reason[KF_ERR_MAX], int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, KF_ERR_MAX, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+const char *kf_config_quote(char out[KF_CONFIG_QUOTE_SIZE], const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] && i < KF_CONFIG_QUOTE_MAX; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		out[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	if (s[i]) {
+		memcpy(out + i, "...", 3);
+		i += 3;
+	}
+	out[i] = 0;
+	return out;
+}
+
+int kf_config_parse_choice(const char *key, const char *value,
+			   const char *const names[2], char reason[KF_ERR_MAX])
+{
+	char q[KF_CONFIG_QUOTE_SIZE];
+
+	for (int i = 0; i < 2; i++)
+		if (strcmp(value, names[i]) == 0)
+			return i;
+	return refuse(reason, -EINVAL, "bad %s \"%s\": expected %s or %s", key,
+		      kf_config_quote(q, value), names[0], names[1]);
+}
+
+int kf_config_parse_uint(const char *key, const char *value, unsigned min,
+			 unsigned max, unsigned *ret, char reason[KF_ERR_MAX])
+{
+	char q[KF_CONFIG_QUOTE_SIZE];
+	uint64_t v;
+
+	if (kf_parse_u64(value, max, &v) < 0 || v < min)
+		return refuse(reason, -EINVAL,
+			      "%s must be a whole number from %u to %u, not "
+			      "\"%s\"",
+			      key, min, max, kf_config_quote(q, value));
+	*ret = (unsigned)v;
+	return 0;
+}
+
+int kf_config_parse_interval(const char *value, int64_t *ret,
+			     char reason[KF_ERR_MAX])
+{
+	const uint64_t max = (uint64_t)INTERVAL_MAX_DAYS * DAY_SECONDS;
+	size_t n = strspn(value, "0123456789"), u = 0;
+	char q[KF_CONFIG_QUOTE_SIZE], digits[KF_ERR_MAX];
+	uint64_t v = 0;
+	int r = -EINVAL;
+
+	if (strcmp(value, "0") == 0) {
+		*ret = 0;
+		return 0;
+	}
+	while (u < N_INTERVAL_UNITS && interval_units[u].suffix != value[n])
+		u++;
+	/* Digits, one unit letter, nothing after it. */
+	if (n > 0 && u < N_INTERVAL_UNITS && !value[n + 1]) {
+		/* A line is shorter than this: only a huge number gets here. */
+		if (n >= sizeof(digits)) {
+			r = -ERANGE;
+		} else {
+			memcpy(digits, value, n);
+			digits[n] = 0;
+			r = kf_parse_u64(digits,
+					 max / interval_units[u].seconds, &v);
+		}
+	}
+	if (r == -ERANGE)
+		return refuse(reason, -EINVAL,
+			      "rotate_interval \"%s\" is too large (at most "
+			      "%dd)",
+			      kf_config_quote(q, value), INTERVAL_MAX_DAYS);
+	if (r < 0 || v == 0)
+		return refuse(reason, -EINVAL,
+			      "bad rotate_interval \"%s\": expected 0 (off) or "
+			      "a positive whole number followed by s, m, h or "
+			      "d, e.g. 90d",
+			      kf_config_quote(q, value));
+	*ret = (int64_t)(v * interval_units[u].seconds);
+	return 0;
+}
+
+/* Numeric id: digits only, below (id_t)-1 which means "no change". */
+static bool parse_id(const char *s, uint32_t *ret)
+{
+	uint64_t v;
+
+	if (kf_parse_u64(s, UINT32_MAX - 1, &v) < 0)
+		return false;
+	*ret = (uint32_t)v;
+	return true;
+}
+
+static bool all_digits(const char *s)
+{
+	return *s && strspn(s, "0123456789") == strlen(s);
+}
+
+/* Errors that getpwnam_r/getgrnam_r may give for "no such name". */
+static bool not_found(int e)
+{
+	return e == 0 || e == ENOENT || e == ESRCH || e == EBADF || e == EPERM;
+}
+
+/* 0 and *ret, -ENOENT for no such user/group, or another -errno. */
+static int lookup_id(const char *name, bool group, uint32_t *ret)
+{
+	long hint =
+	    sysconf(group ? _SC_GETGR_R_SIZE_MAX : _SC_GETPW_R_SIZE_MAX);
+	size_t size = hint > 0 ? (size_t)hint : ID_BUF_HINT;
+	int e, r;
+
+	for (;;) {
+		char *buf = malloc(size);
+		struct passwd pw, *pwr = NULL;
+		struct group gr, *grr = NULL;
+
+		if (!buf)
+			return -ENOMEM;
+		if (group)
+			e = getgrnam_r(name, &gr, buf, size, &grr);
+		else
+			e = getpwnam_r(name, &pw, buf, size, &pwr);
+		if (e == ERANGE && size < ID_BUF_MAX) {
+			free(buf);
+			size *= 2;
+			continue;
+		}
+		if (group && e == 0 && grr) {
+			*ret = (uint32_t)gr.gr_gid;
+			r = 0;
+		} else if (!group && e == 0 && pwr) {
+			*ret = (uint32_t)pw.pw_uid;
+			r = 0;
+		} else {
+			r = not_found(e) ? -ENOENT : -e;
+		}
+		free(buf);
+		return r;
+	}
+}
+
+static int resolve_id(const char *name, bool group, uint32_t *ret,
+		      char reason[KF_ERR_MAX])
+{
+	const char *what = group ? "group" : "user";
+	char q[KF_CONFIG_QUOTE_SIZE];
+	int r;
+
+	if (all_digits(name)) {
+		if (!parse_id(name, ret))
+			return refuse(reason, -EINVAL,
+				      "%s id \"%s\" out of range", what,
+				      kf_config_quote(q, name));
+		return 0;
+	}
+	r = lookup_id(name, group, ret);
+	if (r == -ENOENT)
+		return refuse(reason, -EINVAL, "unknown %s \"%s\"", what,
+			      kf_config_quote(q, name));
+	if (r < 0)
+		return refuse(reason, r, "looking up %s \"%s\": %s", what,
+			      kf_config_quote(q, name), strerror(-r));
+	return 0;
+}
+
+int kf_config_parse_access(const char *key, const char *value,
+			   struct kf_access *ret, char reason[KF_ERR_MAX])
+{
+	char q[KF_CONFIG_QUOTE_SIZE], buf[KF_ERR_MAX], *who, *mode, *rest;
+	char *save = NULL, *colon;
+	uint32_t uid, gid;
+	size_t n;
+	int r;
+
+	if (strlen(value) >= sizeof(buf))
+		return refuse(reason, -EINVAL, "%s: value too long", key);
+	strcpy(buf, value);
+	who = strtok_r(buf, " \t", &save);
+	mode = who ? strtok_r(NULL, " \t", &save) : NULL;
+	rest = mode ? strtok_r(NULL, " \t", &save) : NULL;
+	if (!who || !mode || rest)
+		return refuse(reason, -EINVAL,
+			      "%s: expected owner:group MODE (e.g. root:root "
+			      "0400), not \"%s\"",
+			      key, kf_config_quote(q, value));
+	colon = strchr(who, ':');
+	if (!colon || colon == who || !colon[1] || strchr(colon + 1, ':'))
+		return refuse(reason, -EINVAL,
+			      "%s: expected owner:group with one ':' (e.g. "
+			      "root:root 0400), not \"%s\"",
+			      key, kf_config_quote(q, who));
+	*colon = 0;
+	r = resolve_id(who, false, &uid, reason);
+	if (r == 0)
+		r = resolve_id(colon + 1, true, &gid, reason);
+	if (r < 0)
+		return r;
+	n = strlen(mode);
+	if ((n != 3 && n != 4) || mode[0] != '0' ||
+	    strspn(mode, "01234567") != n)
+		return refuse(reason, -EINVAL,
+			      "%s: bad mode \"%s\": expected octal with a "
+			      "leading 0 such as 0440, without setuid, setgid "
+			      "or sticky bits",
+			      key, kf_config_quote(q, mode));
+	ret->uid = (uid_t)uid;
+	ret->gid = (gid_t)gid;
+	ret->mode = (mode_t)strtoul(mode, NULL, 8);
+	return 0;
+}
+
+int kf_config_parse_purposes(const char *value, kf_config_purpose_name **list,
+			     size_t *n, char reason[KF_ERR_MAX])
+{
+	char q[KF_CONFIG_QUOTE_SIZE], *copy, *tok, *save = NULL;
+	int r = 0;
+
+	copy = strdup(value);
+	if (!copy)
+		return refuse(reason, -ENOMEM, "out of memory");
+	for (tok = strtok_r(copy, " \t,", &save); tok;
+	     tok = strtok_r(NULL, " \t,", &save)) {
+		kf_config_purpose_name *grown;
+
+		if (!kf_purpose_valid(tok)) {
+			r = refuse(reason, -EINVAL,
+				   "invalid purpose name \"%s\" in purposes: "
+				   "must match [a-z0-9][a-z0-9_-]{0,%d}",
+				   kf_config_quote(q, tok), KF_PURPOSE_MAX - 1);
+			break;
+		}
+		for (size_t i = 0; i < *n && r == 0; i++)
+			if (strcmp((*list)[i], tok) == 0)
+				r = refuse(reason, -EINVAL,
+					   "duplicate purpose \"%s\" in "
+					   "purposes",
+					   tok);
+		if (r < 0)
+			break;
+		if (*n >= KF_CONFIG_MAX_PURPOSES) {
+			r = refuse(reason, -EINVAL,
+				   "too many purposes (at most %d)",
+				   KF_CONFIG_MAX_PURPOSES);
+			break;
+		}
+		grown = realloc(*list, (*n + 1) * sizeof(**list));
+		if (!grown) {
+			r = refuse(reason, -ENOMEM, "out of memory");
+			break;
+		}
+		*list = grown;
+		strcpy((*list)[(*n)++], tok);
+	}
+	free(copy);
+	return r;
+}
