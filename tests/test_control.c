@@ -625,7 +625,9 @@ Test(control, each_alert_is_one_json_line_with_time_seq_and_host)
 	cr_assert(asprintf(&lines, "alert_command = cat >> %s\n", alerts) > 0);
 	start(&m, "ctl-alert-lines", lines);
 	cr_assert(kt_mwrite(&m, "control/retire", "1\n") == -EBUSY);
-	cr_assert(wait_for_text(alerts, "\n") != NULL);
+	text = wait_for_text(alerts, "\n");
+	cr_assert(text != NULL, "the first alert did not arrive");
+	free(text);
 	cr_assert(kt_mwrite(&m, "control/prune", "0\n") < 0);
 	text = wait_for_text(alerts, "backup_cleanup");
 	cr_assert(text, "the second alert did not arrive");
