@@ -22,16 +22,21 @@
 #define ST_TAG_LEN crypto_aead_xchacha20poly1305_ietf_ABYTES
 #define ST_KCV_MSG "keyfs.state.kcv"
 
-static void store_kcv(const uint8_t seal_key[32], uint8_t kcv[ST_KCV_LEN])
+_Static_assert(KF_STORE_KEY_BYTES ==
+		   crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
+	       "the seal key is an XChaCha20-Poly1305 key");
+
+static void store_kcv(const uint8_t seal_key[KF_STORE_KEY_BYTES],
+		      uint8_t kcv[ST_KCV_LEN])
 {
 	crypto_generichash(kcv, ST_KCV_LEN, (const uint8_t *)ST_KCV_MSG,
-			   strlen(ST_KCV_MSG), seal_key, 32);
+			   strlen(ST_KCV_MSG), seal_key, KF_STORE_KEY_BYTES);
 }
 
 /* Checks the header and size of a state file read into buf; 0 or -EBADMSG. */
 static int store_check(const char *path, const uint8_t *buf, size_t size,
-		       const uint8_t seal_key[32], uint32_t *ret_len,
-		       char err[KF_ERR_MAX])
+		       const uint8_t seal_key[KF_STORE_KEY_BYTES],
+		       uint32_t *ret_len, char err[KF_ERR_MAX])
 {
 	uint8_t kcv[ST_KCV_LEN];
 	uint64_t expected;
@@ -81,7 +86,8 @@ static int store_check(const char *path, const uint8_t *buf, size_t size,
 	return 0;
 }
 
-int kf_store_load(const char *state_dir, const uint8_t seal_key[32],
+int kf_store_load(const char *state_dir,
+		  const uint8_t seal_key[KF_STORE_KEY_BYTES],
 		  uint8_t **ret_plain, size_t *ret_len, char err[KF_ERR_MAX])
 {
 	char path[PATH_MAX];
@@ -132,7 +138,8 @@ out:
 	return r;
 }
 
-int kf_store_prepare(const char *state_dir, const uint8_t seal_key[32],
+int kf_store_prepare(const char *state_dir,
+		     const uint8_t seal_key[KF_STORE_KEY_BYTES],
 		     const uint8_t *plain, size_t len,
 		     struct kf_store_pending *ret_pending, char err[KF_ERR_MAX])
 {
@@ -192,7 +199,8 @@ void kf_store_discard(const char *state_dir, struct kf_store_pending *pending)
 	pending->tmp_name[0] = 0;
 }
 
-int kf_store_save(const char *state_dir, const uint8_t seal_key[32],
+int kf_store_save(const char *state_dir,
+		  const uint8_t seal_key[KF_STORE_KEY_BYTES],
 		  const uint8_t *plain, size_t len, char err[KF_ERR_MAX])
 {
 	struct kf_store_pending pending;

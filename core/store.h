@@ -28,6 +28,7 @@
 
 #define KF_STORE_FILE "keyring"
 #define KF_STORE_MAX (4u << 20) /* refuse larger state files */
+#define KF_STORE_KEY_BYTES 32	/* the seal key (master subkey 1) */
 
 struct kf_store_pending {
 	char tmp_name[PATH_MAX];
@@ -44,7 +45,8 @@ struct kf_store_pending {
  *             tampered)"
  *   other     I/O errors.
  */
-int kf_store_load(const char *state_dir, const uint8_t seal_key[32],
+int kf_store_load(const char *state_dir,
+		  const uint8_t seal_key[KF_STORE_KEY_BYTES],
 		  uint8_t **ret_plain, size_t *ret_len,
 		  char err[KF_ERR_MAX]) KF_WUR;
 
@@ -52,7 +54,8 @@ int kf_store_load(const char *state_dir, const uint8_t seal_key[32],
  * First phase of a save: seals plain and writes it durably to a temporary
  * file in state_dir (0600).  Nothing visible changes until commit.
  */
-int kf_store_prepare(const char *state_dir, const uint8_t seal_key[32],
+int kf_store_prepare(const char *state_dir,
+		     const uint8_t seal_key[KF_STORE_KEY_BYTES],
 		     const uint8_t *plain, size_t len,
 		     struct kf_store_pending *ret_pending,
 		     char err[KF_ERR_MAX]) KF_WUR;
@@ -70,7 +73,8 @@ void kf_store_discard(const char *state_dir, struct kf_store_pending *pending);
 
 /* prepare + commit; KF_FILE_UNSYNCED becomes -EIO (the new state is in
  * place, not confirmed durable). */
-int kf_store_save(const char *state_dir, const uint8_t seal_key[32],
+int kf_store_save(const char *state_dir,
+		  const uint8_t seal_key[KF_STORE_KEY_BYTES],
 		  const uint8_t *plain, size_t len,
 		  char err[KF_ERR_MAX]) KF_WUR;
 
