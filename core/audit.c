@@ -19,6 +19,10 @@
 /* `,"chain":"<64 hex>"}` at the end of every line (before its "\n"). */
 #define CHAIN_SUFFIX_LEN (CHAIN_HEAD_LEN + CHAIN_HEX + 2)
 
+_Static_assert(KF_AUDIT_KEY_BYTES >= crypto_generichash_KEYBYTES_MIN &&
+		   KF_AUDIT_KEY_BYTES <= crypto_generichash_KEYBYTES_MAX,
+	       "the audit key is a BLAKE2b key");
+
 /* A formatted line and the anchor it leaves once written. */
 struct pending {
 	char *line; /* malloc'd, with "\n" */
@@ -72,7 +76,7 @@ static void chain_mac(const uint8_t *key, const uint8_t *prev,
 {
 	crypto_generichash_state st;
 
-	crypto_generichash_init(&st, key, KF_AUDIT_CHAIN_BYTES,
+	crypto_generichash_init(&st, key, KF_AUDIT_KEY_BYTES,
 				KF_AUDIT_CHAIN_BYTES);
 	crypto_generichash_update(&st, prev, KF_AUDIT_CHAIN_BYTES);
 	crypto_generichash_update(&st, (const unsigned char *)prefix,
@@ -361,7 +365,7 @@ static void report_ok(const struct scan *s,
 			   n, range, a, n - a);
 }
 
-int kf_audit_verify(const char *path, const uint8_t key[32],
+int kf_audit_verify(const char *path, const uint8_t key[KF_AUDIT_KEY_BYTES],
 		    const struct kf_audit_anchor *anchor,
 		    char report[KF_ERR_MAX], uint64_t *ret_lines)
 {
@@ -450,7 +454,7 @@ static int audit_load(struct kf_audit *a, bool *ret_broken,
 	return 0;
 }
 
-int kf_audit_open(const char *path, const uint8_t key[32],
+int kf_audit_open(const char *path, const uint8_t key[KF_AUDIT_KEY_BYTES],
 		  struct kf_audit **ret, bool *ret_broken, char err[KF_ERR_MAX])
 {
 	struct kf_audit *a;
@@ -469,13 +473,13 @@ int kf_audit_open(const char *path, const uint8_t key[32],
 	}
 	a->fd = -1;
 	a->path = strdup(path);
-	a->key = sodium_malloc(KF_AUDIT_CHAIN_BYTES);
+	a->key = sodium_malloc(KF_AUDIT_KEY_BYTES);
 	if (!a->path || !a->key) {
 		r = -ENOMEM;
 		kf_err_set(err, "out of memory");
 		goto fail;
 	}
-	memcpy(a->key, key, KF_AUDIT_CHAIN_BYTES);
+	memcpy(a->key, key, KF_AUDIT_KEY_BYTES);
 	r = -pthread_mutex_init(&a->lock, NULL);
 	if (r < 0) {
 		kf_err_set(err, "mutex: %s", strerror(-r));

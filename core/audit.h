@@ -27,6 +27,7 @@
 #include "util.h"
 
 #define KF_AUDIT_CHAIN_BYTES 32
+#define KF_AUDIT_KEY_BYTES 32 /* the chain's MAC key (master subkey 3) */
 /*
  * The longest line, "\n" included.  The writer refuses a longer record, and
  * a reader takes a longer line for a bad one ("line longer than 8192
@@ -53,7 +54,7 @@ struct kf_audit_anchor {
  * alert; the chain continues from the last line that parses.  A read error
  * fails the open.
  */
-int kf_audit_open(const char *path, const uint8_t key[32],
+int kf_audit_open(const char *path, const uint8_t key[KF_AUDIT_KEY_BYTES],
 		  struct kf_audit **ret, bool *ret_broken,
 		  char err[KF_ERR_MAX]) KF_WUR;
 
@@ -102,7 +103,7 @@ void kf_audit_anchor(struct kf_audit *a, struct kf_audit_anchor *ret);
  * a failed open or read ("PATH: read: ...").  *ret_lines (may be NULL) gets
  * the number of complete lines read.
  */
-int kf_audit_verify(const char *path, const uint8_t key[32],
+int kf_audit_verify(const char *path, const uint8_t key[KF_AUDIT_KEY_BYTES],
 		    const struct kf_audit_anchor *anchor,
 		    char report[KF_ERR_MAX], uint64_t *ret_lines) KF_WUR;
 

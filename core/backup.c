@@ -22,9 +22,11 @@
 #define MAX_VERSIONS 65536u /* far above any keyring's retain_versions */
 #define MAX_LIST 100000u    /* archives listed from one directory */
 #define MAX_SUFFIX 100000   /* _2 ... for generated names */
-#define SUFFIX ".json"
-#define SUFFIX_LEN 5
-#define STAMP_LEN 15 /* YYYYMMDD_HHMMSS */
+#define STAMP_LEN 15	    /* YYYYMMDD_HHMMSS */
+
+_Static_assert(KF_BACKUP_KEY_BYTES ==
+		   crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
+	       "the archive key is an XChaCha20-Poly1305 key");
 
 static const char *const fields[] = {"format",	 "created", "key_version",
 				     "versions", "nonce",   "ciphertext"};
@@ -76,6 +78,33 @@ bool kf_backup_name_reserved(const char *name)
 		if (strncmp(name, reserved[i], strlen(reserved[i])) == 0)
 			return true;
 	return false;
+}
+
+bool kf_backup_stem(const char *file, bool need_suffix,
+		    char stem[KF_BACKUP_NAME_MAX + 1])
+{
+	size_t len = strlen(file);
+	bool has =
+	    len > KF_BACKUP_SUFFIX_LEN &&
+	    strcmp(file + len - KF_BACKUP_SUFFIX_LEN, KF_BACKUP_SUFFIX) == 0;
+
+	if (need_suffix && !has)
+		return false;
+	if (has)
+		len -= KF_BACKUP_SUFFIX_LEN;
+	if (len == 0 || len > KF_BACKUP_NAME_MAX)
+		return false;
+	memcpy(stem, file, len);
+	stem[len] = 0;
+	return kf_backup_name_valid(stem);
+}
+
+bool kf_backup_file_name(const char *name, char file[KF_BACKUP_FILE_NAME_MAX])
+{
+	int n = snprintf(file, KF_BACKUP_FILE_NAME_MAX, "%s" KF_BACKUP_SUFFIX,
+			 name);
+
+	return n > 0 && n < (int)KF_BACKUP_FILE_NAME_MAX;
 }
 
 /* A field name from a file, safe to put in a message (ASCII, 32 chars). */
@@ -346,9 +375,9 @@ out:
 	return r;
 }
 
-int kf_backup_read(const char *path, const uint8_t key[32], uint8_t **ret_blob,
-		   size_t *ret_len, struct kf_backup_info *ret_info,
-		   char err[KF_ERR_MAX])
+int kf_backup_read(const char *path, const uint8_t key[KF_BACKUP_KEY_BYTES],
+		   uint8_t **ret_blob, size_t *ret_len,
+		   struct kf_backup_info *ret_info, char err[KF_ERR_MAX])
 {
 	struct archive a = {0};
 	struct stat st;
@@ -496,15 +525,16 @@ static int highest_suffix(const char *dir, const char *prefix, int64_t now)
 
 		if (strncmp(de->d_name, base, blen) != 0)
 			continue;
-		if (strcmp(rest, SUFFIX) == 0) {
+		if (strcmp(rest, KF_BACKUP_SUFFIX) == 0) {
 			best = best > 1 ? best : 1;
 			continue;
 		}
-		digits = strlen(rest) -
-			 (strlen(rest) >= SUFFIX_LEN ? SUFFIX_LEN : 0);
+		digits = strlen(rest) - (strlen(rest) >= KF_BACKUP_SUFFIX_LEN
+					     ? KF_BACKUP_SUFFIX_LEN
+					     : 0);
 		if (rest[0] != '_' || rest[1] < '1' || rest[1] > '9' ||
 		    digits < 2 || digits > 7 ||
-		    strcmp(rest + digits, SUFFIX) != 0)
+		    strcmp(rest + digits, KF_BACKUP_SUFFIX) != 0)
 			continue;
 		memcpy(num, rest + 1, digits - 1);
 		num[digits - 1] = 0;
@@ -517,7 +547,8 @@ static int highest_suffix(const char *dir, const char *prefix, int64_t now)
 }
 
 static int link_new(const char *dir, const char *tmp, const char *name,
-		    const char *prefix, int64_t now, char file[], char *err)
+		    const char *prefix, int64_t now,
+		    char file[KF_BACKUP_FILE_NAME_MAX], char *err)
 {
 	char from[PATH_MAX], to[PATH_MAX], cand[KF_BACKUP_NAME_MAX + 1];
 	int r = -EEXIST;
@@ -529,8 +560,7 @@ static int link_new(const char *dir, const char *tmp, const char *name,
 			snprintf(cand, sizeof(cand), "%s", name);
 		else if (!generated_name(prefix, now, i, cand))
 			break;
-		snprintf(file, KF_BACKUP_NAME_MAX + SUFFIX_LEN + 1, "%s" SUFFIX,
-			 cand);
+		kf_backup_file_name(cand, file);
 		snprintf(to, sizeof(to), "%s/%s", dir, file);
 		if (link(from, to) == 0)
 			return 0;
@@ -550,8 +580,8 @@ static int link_new(const char *dir, const char *tmp, const char *name,
 }
 
 int kf_backup_write(const char *dir, const char *name, const char *prefix,
-		    const uint8_t key[32], const uint8_t *blob, size_t len,
-		    uint32_t key_version, const uint32_t *versions,
+		    const uint8_t key[KF_BACKUP_KEY_BYTES], const uint8_t *blob,
+		    size_t len, uint32_t key_version, const uint32_t *versions,
 		    size_t n_versions, int64_t now, char *ret_name,
 		    char err[KF_ERR_MAX])
 {
@@ -560,7 +590,7 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 			    .versions = (uint32_t *)versions,
 			    .n_versions = n_versions};
 	char tmp[PATH_MAX] = "", first[KF_BACKUP_NAME_MAX + 1];
-	char file[KF_BACKUP_NAME_MAX + SUFFIX_LEN + 1];
+	char file[KF_BACKUP_FILE_NAME_MAX];
 	char *ad = NULL, *text = NULL;
 	size_t nlen;
 	int r;
@@ -569,8 +599,9 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 	if (name) {
 		nlen = strlen(name);
 		if (!kf_backup_name_valid(name) ||
-		    (nlen >= SUFFIX_LEN &&
-		     strcmp(name + nlen - SUFFIX_LEN, SUFFIX) == 0)) {
+		    (nlen >= KF_BACKUP_SUFFIX_LEN &&
+		     strcmp(name + nlen - KF_BACKUP_SUFFIX_LEN,
+			    KF_BACKUP_SUFFIX) == 0)) {
 			kf_err_set(err,
 				   "invalid backup name: use 1 to %d "
 				   "letters, digits, '.', '_' or '-', "
@@ -626,7 +657,7 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 			   KF_BACKUP_FILE_MAX);
 		goto out;
 	}
-	snprintf(file, sizeof(file), "%s" SUFFIX, first);
+	kf_backup_file_name(first, file);
 	r = kf_file_prepare(dir, file, text, strlen(text), 0600, tmp, err);
 	if (r < 0) {
 		tmp[0] = 0;
@@ -651,8 +682,7 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 		goto out;
 	}
 	if (ret_name)
-		snprintf(ret_name, KF_BACKUP_NAME_MAX + SUFFIX_LEN + 1, "%s",
-			 file);
+		snprintf(ret_name, KF_BACKUP_FILE_NAME_MAX, "%s", file);
 out:
 	kf_file_discard(dir, tmp);
 	free(text);
@@ -668,16 +698,11 @@ static int list_one(const char *dir, int dirfd, const char *file,
 	struct archive a;
 	struct stat st;
 	uint8_t *buf = NULL;
-	size_t flen = strlen(file), len;
 	char stem[KF_BACKUP_NAME_MAX + 1], *path;
+	size_t len;
 	int r;
 
-	if (flen <= SUFFIX_LEN || flen - SUFFIX_LEN > KF_BACKUP_NAME_MAX ||
-	    strcmp(file + flen - SUFFIX_LEN, SUFFIX) != 0)
-		return -EINVAL;
-	memcpy(stem, file, flen - SUFFIX_LEN);
-	stem[flen - SUFFIX_LEN] = 0;
-	if (!kf_backup_name_valid(stem))
+	if (!kf_backup_stem(file, true, stem))
 		return -EINVAL;
 	if (fstatat(dirfd, file, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
@@ -696,7 +721,7 @@ static int list_one(const char *dir, int dirfd, const char *file,
 	if (r < 0)
 		return r;
 	memset(info, 0, sizeof(*info));
-	snprintf(info->name, sizeof(info->name), "%s", file);
+	kf_backup_file_name(stem, info->name);
 	info->created = a.created;
 	info->key_version = a.key_version;
 	info->n_versions = (uint32_t)a.n_versions;

@@ -24,14 +24,20 @@
 #include "util.h"
 
 #define KF_BACKUP_FORMAT "keyfs-backup-v1"
-#define KF_BACKUP_NAME_MAX 64	      /* without ".json" */
+#define KF_BACKUP_KEY_BYTES 32	      /* the archive key (master subkey 2) */
 #define KF_BACKUP_FILE_MAX (8u << 20) /* refuse larger archives */
+/* An archive's file name is a backup name plus this ending. */
+#define KF_BACKUP_NAME_MAX 64 /* without ".json" */
+#define KF_BACKUP_SUFFIX ".json"
+#define KF_BACKUP_SUFFIX_LEN (sizeof(KF_BACKUP_SUFFIX) - 1)
+/* A buffer for a file name: a name, ".json" and the NUL. */
+#define KF_BACKUP_FILE_NAME_MAX (KF_BACKUP_NAME_MAX + KF_BACKUP_SUFFIX_LEN + 1)
 /* Names keyfs gives its own archives; a named backup may not take them. */
 #define KF_BACKUP_AUTO_PREFIX "key_backup_"
 #define KF_BACKUP_PRE_RESTORE_PREFIX "pre_restore_"
 
 struct kf_backup_info {
-	char name[KF_BACKUP_NAME_MAX + 6]; /* file name, with ".json" */
+	char name[KF_BACKUP_FILE_NAME_MAX]; /* file name, with ".json" */
 	int64_t created;
 	uint32_t key_version;
 	uint32_t n_versions;
@@ -47,17 +53,28 @@ bool kf_backup_name_valid(const char *name);
 bool kf_backup_name_reserved(const char *name);
 
 /*
+ * The backup name in a file name: `file` less its ".json" ending (which
+ * must be there when need_suffix, else may be) into stem.  True when that
+ * is a valid name (kf_backup_name_valid); stem is then NUL-terminated.
+ */
+bool kf_backup_stem(const char *file, bool need_suffix,
+		    char stem[KF_BACKUP_NAME_MAX + 1]);
+
+/* name + ".json" into file; false (file cut short) when name is too long. */
+bool kf_backup_file_name(const char *name, char file[KF_BACKUP_FILE_NAME_MAX]);
+
+/*
  * Writes a new archive of blob into dir (durably, 0600, never replacing an
  * existing file: -EEXIST).  A given `name` that is invalid or reserved
  * (kf_backup_name_reserved) is refused with -EINVAL.  `name` NULL gives
  * key_backup_YYYYMMDD_HHMMSS from `now` (UTC); if that exists, a suffix _2,
  * _3... is added.  `prefix` (may be NULL) is put before a generated name (e.g.
  * "pre_restore_"). The archive's mtime is set to `now`.  ret_name
- * (KF_BACKUP_NAME_MAX + 6 bytes) gets the file name written.
+ * (KF_BACKUP_FILE_NAME_MAX bytes) gets the file name written.
  */
 int kf_backup_write(const char *dir, const char *name, const char *prefix,
-		    const uint8_t key[32], const uint8_t *blob, size_t len,
-		    uint32_t key_version, const uint32_t *versions,
+		    const uint8_t key[KF_BACKUP_KEY_BYTES], const uint8_t *blob,
+		    size_t len, uint32_t key_version, const uint32_t *versions,
 		    size_t n_versions, int64_t now, char *ret_name,
 		    char err[KF_ERR_MAX]) KF_WUR;
 
@@ -68,8 +85,9 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
  * "authentication failed (tampered, or made under another master key)".
  * *ret_blob is sodium_malloc'd.  ret_info may be NULL.
  */
-int kf_backup_read(const char *path, const uint8_t key[32], uint8_t **ret_blob,
-		   size_t *ret_len, struct kf_backup_info *ret_info,
+int kf_backup_read(const char *path, const uint8_t key[KF_BACKUP_KEY_BYTES],
+		   uint8_t **ret_blob, size_t *ret_len,
+		   struct kf_backup_info *ret_info,
 		   char err[KF_ERR_MAX]) KF_WUR;
 
 /*

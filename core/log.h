@@ -24,8 +24,12 @@ void kf_log(int prio, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /*
- * Runs `command` with /bin/sh -c, detached (the caller never waits for it),
- * with `text` on its standard input.  NULL or empty command: nothing.
+ * Runs `command` with /bin/sh -c (posix_spawn), detached: in a session of
+ * its own, with the clean child environment (env.h), and `text` on its
+ * standard input (a pipe that already holds it, then end of file).  The
+ * caller never waits for it: a thread made for each command reaps it, so
+ * none is left a zombie and SIGCHLD keeps its disposition.  Failures are
+ * logged.  NULL or empty command: nothing.
  */
 void kf_log_run_alert(const char *command, const char *text);
 

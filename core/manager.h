@@ -4,15 +4,20 @@
  *
  * Owns the configuration (borrowed), the master-derived internal keys, the
  * current keyring (an immutable snapshot swapped under a short lock), the
- * audit log and the backup directory.  Management operations (rotate,
- * retire, backup, restore, prune) are serialised by one mutex; readers take
- * a reference to the current keyring and are never blocked for longer than
- * that pointer swap.
+ * store of the sealed state (store.h), the audit log and the backup
+ * directory.  Management operations (rotate, retire, backup, restore,
+ * prune) are serialised by one mutex; readers take a reference to the
+ * current keyring and are never blocked for longer than that pointer swap.
  *
  * Every management operation is audited.  Its record is written before its
  * state change becomes visible; if the record cannot be written the operation
- * is refused and nothing changes.  Failures are also logged at alert priority
- * and passed to alert_command.
+ * is refused and nothing changes.  A failure has a record of its own (what
+ * was asked, the error, and "cancels_seq" when a success record had been
+ * written), is logged at alert priority and passed to alert_command.
+ *
+ * Implemented in manager.c (commit protocol), startup.c, rotation.c,
+ * archives.c, status.c and offline.c; manager_private.h says which holds
+ * what.
  */
 #ifndef KF_MANAGER_H
 #define KF_MANAGER_H

@@ -226,9 +226,13 @@ out:
 	return 0;
 }
 
+_Static_assert(KF_SUBKEY_BYTES >= crypto_kdf_BYTES_MIN &&
+		   KF_SUBKEY_BYTES <= crypto_kdf_BYTES_MAX,
+	       "a subkey is a crypto_kdf output");
+
 void kf_master_subkey(const uint8_t master[KF_KEY_BYTES], enum kf_subkey id,
-		      uint8_t out[32])
+		      uint8_t out[KF_SUBKEY_BYTES])
 {
-	(void)crypto_kdf_derive_from_key(out, 32, (uint64_t)id,
+	(void)crypto_kdf_derive_from_key(out, KF_SUBKEY_BYTES, (uint64_t)id,
 					 KF_MASTER_CONTEXT, master);
 }

@@ -13,6 +13,7 @@
 #include "util.h"
 
 #define KF_MASTER_CONTEXT "keyfs-mk"
+#define KF_SUBKEY_BYTES 32 /* every internal key */
 enum kf_subkey {
 	KF_SUBKEY_STATE = 1,
 	KF_SUBKEY_BACKUP = 2,
@@ -33,8 +34,8 @@ enum kf_subkey {
 int kf_master_load(const char *path, bool may_create, uint8_t **ret_key,
 		   bool *ret_created, char err[KF_ERR_MAX]) KF_WUR;
 
-/* crypto_kdf_derive_from_key(out, 32, id, "keyfs-mk", master). */
+/* crypto_kdf_derive_from_key(out, KF_SUBKEY_BYTES, id, "keyfs-mk", master). */
 void kf_master_subkey(const uint8_t master[KF_KEY_BYTES], enum kf_subkey id,
-		      uint8_t out[32]);
+		      uint8_t out[KF_SUBKEY_BYTES]);
 
 #endif

@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MIT
-/* store: the sealed, atomically replaced state file. */
+/*
+ * store: the sealed, atomically replaced state file, and the file store
+ * that puts it behind struct kf_store_ops.
+ */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -22,16 +25,21 @@
 #define ST_TAG_LEN crypto_aead_xchacha20poly1305_ietf_ABYTES
 #define ST_KCV_MSG "keyfs.state.kcv"
 
-static void store_kcv(const uint8_t seal_key[32], uint8_t kcv[ST_KCV_LEN])
+_Static_assert(KF_STORE_KEY_BYTES ==
+		   crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
+	       "the seal key is an XChaCha20-Poly1305 key");
+
+static void store_kcv(const uint8_t seal_key[KF_STORE_KEY_BYTES],
+		      uint8_t kcv[ST_KCV_LEN])
 {
 	crypto_generichash(kcv, ST_KCV_LEN, (const uint8_t *)ST_KCV_MSG,
-			   strlen(ST_KCV_MSG), seal_key, 32);
+			   strlen(ST_KCV_MSG), seal_key, KF_STORE_KEY_BYTES);
 }
 
 /* Checks the header and size of a state file read into buf; 0 or -EBADMSG. */
 static int store_check(const char *path, const uint8_t *buf, size_t size,
-		       const uint8_t seal_key[32], uint32_t *ret_len,
-		       char err[KF_ERR_MAX])
+		       const uint8_t seal_key[KF_STORE_KEY_BYTES],
+		       uint32_t *ret_len, char err[KF_ERR_MAX])
 {
 	uint8_t kcv[ST_KCV_LEN];
 	uint64_t expected;
@@ -81,7 +89,8 @@ static int store_check(const char *path, const uint8_t *buf, size_t size,
 	return 0;
 }
 
-int kf_store_load(const char *state_dir, const uint8_t seal_key[32],
+int kf_store_load(const char *state_dir,
+		  const uint8_t seal_key[KF_STORE_KEY_BYTES],
 		  uint8_t **ret_plain, size_t *ret_len, char err[KF_ERR_MAX])
 {
 	char path[PATH_MAX];
@@ -132,7 +141,8 @@ out:
 	return r;
 }
 
-int kf_store_prepare(const char *state_dir, const uint8_t seal_key[32],
+int kf_store_prepare(const char *state_dir,
+		     const uint8_t seal_key[KF_STORE_KEY_BYTES],
 		     const uint8_t *plain, size_t len,
 		     struct kf_store_pending *ret_pending, char err[KF_ERR_MAX])
 {
@@ -192,7 +202,8 @@ void kf_store_discard(const char *state_dir, struct kf_store_pending *pending)
 	pending->tmp_name[0] = 0;
 }
 
-int kf_store_save(const char *state_dir, const uint8_t seal_key[32],
+int kf_store_save(const char *state_dir,
+		  const uint8_t seal_key[KF_STORE_KEY_BYTES],
 		  const uint8_t *plain, size_t len, char err[KF_ERR_MAX])
 {
 	struct kf_store_pending pending;
@@ -203,4 +214,88 @@ int kf_store_save(const char *state_dir, const uint8_t seal_key[32],
 		return r;
 	r = kf_store_commit(state_dir, &pending, err);
 	return r == KF_FILE_UNSYNCED ? -EIO : r;
+}
+
+/* --- the file store behind struct kf_store_ops --------------------------- */
+
+struct file_store {
+	struct kf_store base; /* first: a kf_store * is a file_store * */
+	const char *state_dir;
+	const uint8_t *seal_key;
+	/* Used only by the store's one caller at a time (kf_store_ops). */
+	struct kf_store_pending pending;
+};
+
+static struct file_store *file_store(struct kf_store *s)
+{
+	return (struct file_store *)s;
+}
+
+static int file_load(struct kf_store *s, uint8_t **ret_plain, size_t *ret_len,
+		     char err[KF_ERR_MAX])
+{
+	struct file_store *fs = file_store(s);
+
+	return kf_store_load(fs->state_dir, fs->seal_key, ret_plain, ret_len,
+			     err);
+}
+
+static int file_prepare(struct kf_store *s, const uint8_t *plain, size_t len,
+			char err[KF_ERR_MAX])
+{
+	struct file_store *fs = file_store(s);
+
+	kf_store_discard(fs->state_dir, &fs->pending);
+	return kf_store_prepare(fs->state_dir, fs->seal_key, plain, len,
+				&fs->pending, err);
+}
+
+static int file_commit(struct kf_store *s, char err[KF_ERR_MAX])
+{
+	struct file_store *fs = file_store(s);
+
+	return kf_store_commit(fs->state_dir, &fs->pending, err);
+}
+
+static void file_discard(struct kf_store *s)
+{
+	struct file_store *fs = file_store(s);
+
+	kf_store_discard(fs->state_dir, &fs->pending);
+}
+
+static void file_free(struct kf_store *s)
+{
+	file_discard(s);
+	free(file_store(s));
+}
+
+static const struct kf_store_ops file_ops = {
+    .load = file_load,
+    .prepare = file_prepare,
+    .commit = file_commit,
+    .discard = file_discard,
+    .free = file_free,
+};
+
+int kf_store_file_new(const char *state_dir,
+		      const uint8_t seal_key[KF_STORE_KEY_BYTES],
+		      struct kf_store **ret)
+{
+	struct file_store *fs = calloc(1, sizeof(*fs));
+
+	if (!fs)
+		return -ENOMEM;
+	fs->base.ops = &file_ops;
+	fs->state_dir = state_dir;
+	fs->seal_key = seal_key;
+	*ret = &fs->base;
+	return 0;
+}
+
+struct kf_store *kf_store_free(struct kf_store *s)
+{
+	if (s)
+		s->ops->free(s);
+	return NULL;
 }

@@ -5,6 +5,7 @@
  * nothing and is audited), durability of a rotation, concurrent rotations.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -546,6 +547,70 @@ Test(control, failed_operation_runs_alert_command_with_the_record)
 	free(text);
 	free(lines);
 	free(alerts);
+}
+
+/* How many children of parent have exited and not been reaped (state Z). */
+static int zombie_children(pid_t parent)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	int n = 0;
+
+	cr_assert_not_null(d);
+	while ((e = readdir(d))) {
+		char path[300], *stat, *end;
+		int ppid = 0;
+		char state = 0;
+
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		stat = kt_read_file(path, NULL);
+		/* "pid (comm) S ppid ...": comm may hold spaces and ')'. */
+		end = stat ? strrchr(stat, ')') : NULL;
+		if (end && sscanf(end + 1, " %c %d", &state, &ppid) == 2 &&
+		    ppid == parent && state == 'Z')
+			n++;
+		free(stat);
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * alert_command runs in a session of its own, and the daemon reaps it
+ * without ever waiting for it in the request: no zombie is left.
+ */
+Test(control, alert_command_runs_in_its_own_session_and_is_reaped)
+{
+	static struct kt_mount m;
+	char *dir = kt_tmpdir("ctl-alert-reap"), *ids, *lines, *text;
+	long pid = 0, sid = 0;
+	int zombies = -1;
+
+	cr_assert(asprintf(&ids, "%s/ids", dir) > 0);
+	/* Its pid and session (field 6 of its stat), once stdin is read. */
+	cr_assert(asprintf(&lines,
+			   "alert_command = cat >/dev/null && echo \"$$ "
+			   "$(cut -d' ' -f6 /proc/$$/stat)\" >> %s\n",
+			   ids) > 0);
+	start(&m, "ctl-alert-reap", lines);
+	cr_assert(kt_mwrite(&m, "control/retire", "1\n") == -EBUSY);
+	text = wait_for_text(ids, "\n");
+	cr_assert(text, "alert_command did not run");
+	cr_assert(sscanf(text, "%ld %ld", &pid, &sid) == 2, "ids: %s", text);
+	cr_assert(pid > 0 && sid == pid,
+		  "alert_command is not a session leader (pid %ld, sid %ld)",
+		  pid, sid);
+	for (int i = 0; i < 100 && zombies != 0; i++) {
+		kt_sleep_ms(20);
+		zombies = zombie_children(m.pid);
+	}
+	cr_assert_eq(zombies, 0, "the daemon left %d zombie children", zombies);
+	free(text);
+	free(lines);
+	free(ids);
+	free(dir);
 }
 
 /* A new key's text form from `keyfs genkey` (45 bytes with the NUL). */

@@ -500,3 +500,44 @@ Test(store, kill_during_save_leaves_old_or_new)
 	cr_assert_eq(seen_a + seen_b, 30);
 	free(dir);
 }
+
+/* The file store behind struct kf_store_ops, the manager's only way in. */
+Test(store, file_store_through_its_ops)
+{
+	uint8_t key[KF_STORE_KEY_BYTES], *plain = NULL;
+	static const uint8_t other[] = "another state";
+	char err[KF_ERR_MAX] = "", *dir = kt_tmpdir("store-ops");
+	struct kf_store *s = NULL;
+	size_t len = 0;
+
+	randombytes_buf(key, sizeof(key));
+	cr_assert(kf_store_file_new(dir, key, &s) == 0);
+	cr_assert_eq(s->ops->load(s, &plain, &len, err), -ENOENT);
+	cr_assert_eq(s->ops->commit(s, NULL), -EINVAL,
+		     "a commit with nothing prepared");
+	/* Prepared, then discarded: nothing visible, nothing left. */
+	cr_assert(s->ops->prepare(s, payload, PAYLOAD_LEN, err) == 0, "%s",
+		  err);
+	cr_assert_eq(s->ops->load(s, &plain, &len, NULL), -ENOENT,
+		     "a prepared state is visible");
+	s->ops->discard(s);
+	cr_assert_eq(dir_entries(dir, false), 0, "discard left the temp");
+	/* A second prepare replaces the first; commit makes it current. */
+	cr_assert(s->ops->prepare(s, payload, PAYLOAD_LEN, err) == 0, "%s",
+		  err);
+	cr_assert(s->ops->prepare(s, other, sizeof(other), err) == 0, "%s",
+		  err);
+	cr_assert(s->ops->commit(s, err) == 0, "%s", err);
+	cr_assert_eq(dir_entries(dir, false), 1, "a prepared state was left");
+	cr_assert(s->ops->load(s, &plain, &len, err) == 0, "%s", err);
+	cr_assert(len == sizeof(other) && !memcmp(plain, other, len),
+		  "commit did not make the prepared state current");
+	sodium_free(plain);
+	/* The very file that kf_store_load reads. */
+	cr_assert(kf_store_load(dir, key, &plain, &len, err) == 0, "%s", err);
+	cr_assert(len == sizeof(other) && !memcmp(plain, other, len));
+	sodium_free(plain);
+	cr_assert_null(kf_store_free(s));
+	cr_assert_null(kf_store_free(NULL));
+	free(dir);
+}

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * manager_private: what the files of the manager share; nothing outside
+ * them includes it.  The manager (manager.h) is one object in six files,
+ * one concern each:
+ *
+ *   manager.c   the commit protocol, audit records and failure reports,
+ *               the keyring swap, checkpoint, close and the accessors
+ *   startup.c   kf_manager_open: state lock, directories, master key, the
+ *               store, then load, import or generate the keyring
+ *   rotation.c  rotate (manual and automatic) and retire
+ *   archives.c  backup, restore, prune and list, and the archive helpers
+ *               the other operations use
+ *   status.c    kf_manager_info, the status object
+ *   offline.c   audit verify, backup verify and list, without a manager
+ *
+ * The functions below are kf_mgr_*: external only so those files can share
+ * them.  Every one is called with what its comment says held.  Open and
+ * close run alone (before and after any other call), so what is "op_lock"
+ * below is also touched there without it.
+ */
+#ifndef KF_MANAGER_PRIVATE_H
+#define KF_MANAGER_PRIVATE_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "audit.h"
+#include "backup.h"
+#include "event.h"
+#include "keyring.h"
+#include "manager.h"
+#include "master.h"
+#include "store.h"
+
+/* The internal keys derived from the master key (DESIGN.md §4). */
+struct kf_subkeys {
+	uint8_t state[KF_STORE_KEY_BYTES];
+	uint8_t backup[KF_BACKUP_KEY_BYTES];
+	uint8_t audit[KF_AUDIT_KEY_BYTES];
+};
+
+_Static_assert(KF_STORE_KEY_BYTES == KF_SUBKEY_BYTES &&
+		   KF_BACKUP_KEY_BYTES == KF_SUBKEY_BYTES &&
+		   KF_AUDIT_KEY_BYTES == KF_SUBKEY_BYTES,
+	       "each internal key is one master subkey");
+
+struct kf_manager {
+	const struct kf_config *cfg; /* borrowed; read-only */
+	struct kf_subkeys *keys;     /* sodium_malloc'd; read-only after open */
+	struct kf_store *store;	     /* the sealed state; op_lock */
+	struct kf_audit *audit;	     /* locks itself */
+	int lock_fd;		     /* flock'd state_dir/lock; open/close */
+	uint64_t sealed_seq;	     /* anchor in the state; op_lock */
+	bool restore_only;	     /* no keyring needed; set at open */
+
+	pthread_mutex_t op_lock; /* serialises management operations */
+	pthread_mutex_t kr_lock; /* held only to read or swap kr */
+	struct kf_keyring *kr;	 /* protected by kr_lock */
+
+	kf_manager_change_fn on_change; /* set before any request runs */
+	void *on_change_data;
+};
+
+/* --- manager.c ----------------------------------------------------------- */
+
+/*
+ * Appends record (not consumed) and waits until it is on disk, without
+ * holding the audit lock across the fdatasync (audited opens never wait
+ * for the disk).  *ret_seq (may be NULL) gets the record's seq once its
+ * line is in the log -- also when the sync then fails: that line cannot be
+ * taken back, and the caller's failure record must cancel it.
+ */
+int kf_mgr_record_durable(struct kf_manager *m, json_t *record,
+			  uint64_t *ret_seq, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * A failure: `record` (consumed; made with kf_event_record and holding
+ * what was asked) gets "cancels_seq" (when cancels_seq > 0: the seq of
+ * the success line the failure cancels), "success": false and "error";
+ * it is audited (best effort: the failure may be the audit log itself) and
+ * passed to alert_command.  The caller logs.
+ */
+void kf_mgr_record_failure(struct kf_manager *m, json_t *record,
+			   uint64_t cancels_seq, const char *error);
+
+/* kf_mgr_record_failure plus an alert-priority log line. */
+void kf_mgr_report_failure(struct kf_manager *m, json_t *record,
+			   uint64_t cancels_seq, const char *error);
+
+/*
+ * The commit protocol (manager.c): audits record (not consumed; it gets
+ * "success": true), seals next into the store, then swaps it in.  Caller
+ * holds op_lock.  0; -errno when nothing changed, with *cancel_seq the seq
+ * of the success line written before the step that failed (0: none); or
+ * KF_FILE_UNSYNCED: in effect, durability unconfirmed, already reported.
+ */
+int kf_mgr_commit(struct kf_manager *m, struct kf_keyring *next, json_t *record,
+		  uint64_t *cancel_seq, char err[KF_ERR_MAX]) KF_WUR;
+
+/* A new reference to the current keyring (NULL before one is loaded). */
+struct kf_keyring *kf_mgr_current(struct kf_manager *m);
+
+/* Makes next (a new reference is taken) the current keyring. */
+void kf_mgr_swap(struct kf_manager *m, struct kf_keyring *next);
+
+/* Calls the change callback; outside op_lock. */
+void kf_mgr_notify(struct kf_manager *m);
+
+/* The versions held by kr, newest first, as a new JSON array. */
+json_t *kf_mgr_versions_json(const struct kf_keyring *kr);
+
+/* --- archives.c ---------------------------------------------------------- */
+
+/*
+ * Writes an archive of kr into backup_dir: `name`, or NULL for a generated
+ * one (with prefix when non-NULL); ret_name (KF_BACKUP_FILE_NAME_MAX bytes)
+ * gets the file name.
+ */
+int kf_mgr_write_backup(struct kf_manager *m, const struct kf_keyring *kr,
+			const char *name, const char *prefix, char *ret_name,
+			char err[KF_ERR_MAX]) KF_WUR;
+
+/* Deletes the archive `file` again (an operation that was refused). */
+void kf_mgr_remove_backup(struct kf_manager *m, const char *file);
+
+/* The highest version number known: kr's (may be NULL) and every archive's. */
+uint32_t kf_mgr_highest_known(struct kf_manager *m,
+			      const struct kf_keyring *kr);
+
+/*
+ * Automatic pruning to backup_keep after a change was announced; takes
+ * op_lock itself.
+ */
+void kf_mgr_prune_automatic(struct kf_manager *m, const struct kf_caller *who);
+
+#endif

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * state: what the sealed state holds -- the plaintext a store seals
+ * (store.h), made of the audit log's anchor and the encoded keyring.
+ *
+ * Layout (integers little-endian):
+ *   0   8  seq of the last audit record the state saw (0: none)
+ *   8  32  that record's chain value
+ *  40   n  the keyring, as kf_keyring_encode makes it
+ *
+ * The anchor lets a truncated audit log be told from a whole one
+ * (DESIGN.md §6): the log must reach the record the state saw.
+ */
+#ifndef KF_STATE_H
+#define KF_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "audit.h"
+#include "keyring.h"
+#include "util.h"
+
+#define KF_STATE_ANCHOR_BYTES (8 + KF_AUDIT_CHAIN_BYTES)
+
+/*
+ * The plaintext of a state holding kr and anchor.  *ret is sodium_malloc'd
+ * (it holds keys; the caller sodium_free's it).  0, or -errno with err.
+ */
+int kf_state_encode(const struct kf_keyring *kr,
+		    const struct kf_audit_anchor *anchor, uint8_t **ret,
+		    size_t *ret_len, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Splits a state plaintext into its anchor and a new keyring (*ret, a
+ * reference the caller drops).  -EBADMSG with the reason in err when it is
+ * too short or the keyring does not decode (kf_keyring_decode), or another
+ * -errno; the outputs are written only on success.
+ */
+int kf_state_decode(const uint8_t *plain, size_t len,
+		    struct kf_audit_anchor *ret_anchor, struct kf_keyring **ret,
+		    char err[KF_ERR_MAX]) KF_WUR;
+
+#endif

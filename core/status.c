@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: MIT
+/*
+ * status: kf_manager_info, the seed's get_key_info -- the object the
+ * `status` file and `keyfs ctl status` show.  Fingerprints and numbers
+ * only: never a key byte.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "key.h"
+#include "manager_private.h"
+
+/* rotate_interval in the configuration's words: "90d", "12h", "0". */
+static json_t *interval_json(int64_t s)
+{
+	static const struct {
+		int64_t secs;
+		char unit;
+	} units[] = {{86400, 'd'}, {3600, 'h'}, {60, 'm'}, {1, 's'}};
+	char buf[32];
+
+	if (s <= 0)
+		return json_string("0");
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (s % units[i].secs == 0) {
+			snprintf(buf, sizeof(buf), "%" PRId64 "%c",
+				 s / units[i].secs, units[i].unit);
+			break;
+		}
+	}
+	return json_string(buf);
+}
+
+static json_t *time_json(int64_t t)
+{
+	char buf[KF_RFC3339_LEN + 1];
+
+	kf_time_rfc3339(t, buf);
+	return json_string(buf);
+}
+
+static json_t *fingerprint_json(const struct kf_keyring_entry *e)
+{
+	char fpr[KF_KEY_FPR_LEN + 1];
+
+	if (!e)
+		return json_null();
+	kf_key_fingerprint(e->key, fpr);
+	return json_string(fpr);
+}
+
+/* The keyring's part: current, previous, every version, retired ones. */
+static void keyring_info(json_t *o, const struct kf_keyring *kr)
+{
+	const struct kf_keyring_entry *cur = kf_keyring_at(kr, 0);
+	const struct kf_keyring_entry *prev = kf_keyring_at(kr, 1);
+	json_t *vs = json_array(), *rs = json_array();
+
+	json_object_set_new(o, "version", json_integer(cur->version));
+	json_object_set_new(o, "has_current_key", json_true());
+	json_object_set_new(o, "has_previous_key", json_boolean(prev != NULL));
+	json_object_set_new(o, "previous_version",
+			    prev ? json_integer(prev->version) : json_null());
+	json_object_set_new(o, "created", time_json(cur->created));
+	json_object_set_new(o, "fingerprint", fingerprint_json(cur));
+	json_object_set_new(o, "previous_fingerprint", fingerprint_json(prev));
+	for (size_t i = 0; i < kf_keyring_count(kr); i++) {
+		const struct kf_keyring_entry *e = kf_keyring_at(kr, i);
+		json_t *v = json_object();
+
+		json_object_set_new(v, "version", json_integer(e->version));
+		json_object_set_new(v, "created", time_json(e->created));
+		json_object_set_new(v, "fingerprint", fingerprint_json(e));
+		json_array_append_new(vs, v);
+	}
+	json_object_set_new(o, "versions", vs);
+	json_object_set_new(o, "highest_issued",
+			    json_integer(kf_keyring_highest(kr)));
+	for (size_t i = 0; i < kf_keyring_retired_count(kr); i++)
+		json_array_append_new(
+		    rs, json_integer(kf_keyring_retired_at(kr, i)));
+	json_object_set_new(o, "retired_versions", rs);
+}
+
+/* The configuration's part; created is the current key's. */
+static void config_info(json_t *o, const struct kf_config *cfg, int64_t created)
+{
+	json_t *ps = json_array();
+
+	json_object_set_new(o, "retain_versions",
+			    json_integer(cfg->retain_versions));
+	for (size_t i = 0; i < cfg->n_purposes; i++)
+		json_array_append_new(ps, json_string(cfg->purposes[i].name));
+	json_object_set_new(o, "purposes", ps);
+	json_object_set_new(o, "mode",
+			    json_string(cfg->mode == KF_MODE_PRODUCTION
+					    ? "production"
+					    : "development"));
+	json_object_set_new(o, "read_mode",
+			    json_string(cfg->read_mode == KF_READ_AUDITED
+					    ? "audited"
+					    : "cached"));
+	json_object_set_new(o, "opens_audited",
+			    json_boolean(cfg->read_mode == KF_READ_AUDITED));
+	json_object_set_new(o, "rotate_interval",
+			    interval_json(cfg->rotate_interval));
+	json_object_set_new(o, "next_rotation",
+			    cfg->rotate_interval > 0
+				? time_json(created + cfg->rotate_interval)
+				: json_null());
+	json_object_set_new(o, "backup_keep", json_integer(cfg->backup_keep));
+}
+
+json_t *kf_manager_info(struct kf_manager *m)
+{
+	struct kf_keyring *kr = kf_mgr_current(m);
+	json_t *o = json_object();
+
+	keyring_info(o, kr);
+	config_info(o, m->cfg, kf_keyring_at(kr, 0)->created);
+	kf_keyring_unref(kr);
+	return o;
+}
