@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
- * control: what a write to control/rotate, backup, restore, prune or retire
- * does.  Input is one line of printable ASCII; anything else is refused with
- * EINVAL and recorded as a failed attempt -- without its content, which
- * could be a key pasted into the wrong file.
+ * control: the table of control commands, their handlers, and the operand
+ * rules both the daemon (parsing a write) and `keyfs ctl` (composing one)
+ * follow.  Input is one line of printable ASCII; anything else is refused
+ * with EINVAL and recorded as a failed attempt -- without its content.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -13,16 +13,243 @@
 
 #include <sodium.h>
 
-#include "fs.h"
+#include "archives.h"
+#include "control.h"
 
 #define CTL_INPUT_MAX 4096 /* longer control writes are refused */
+
+/* --- the handlers ----------------------------------------------------- */
+
+static int ctl_rotate(struct kf_manager *m, const struct kf_caller *who,
+		      const struct kf_control_arg *arg, char *detail,
+		      size_t size, char err[KF_ERR_MAX])
+{
+	uint32_t version = 0;
+	int r = kf_manager_rotate(m, who, &version, err);
+
+	(void)arg;
+	if (r == 0)
+		snprintf(detail, size, "version %" PRIu32, version);
+	return r;
+}
+
+static int ctl_backup(struct kf_manager *m, const struct kf_caller *who,
+		      const struct kf_control_arg *arg, char *detail,
+		      size_t size, char err[KF_ERR_MAX])
+{
+	char name[KF_ARCHIVES_NAME_MAX];
+	int r = kf_manager_backup(m, who, arg->word, name, err);
+
+	if (r == 0)
+		snprintf(detail, size, "%s", name);
+	return r;
+}
+
+static int ctl_restore(struct kf_manager *m, const struct kf_caller *who,
+		       const struct kf_control_arg *arg, char *detail,
+		       size_t size, char err[KF_ERR_MAX])
+{
+	char note[KF_ERR_MAX] = "";
+	uint32_t version = 0;
+	int r = kf_manager_restore(m, who, arg->word, arg->force, &version,
+				   note, err);
+
+	if (r == 0)
+		snprintf(detail, size, "version %" PRIu32 "%s%s", version,
+			 note[0] ? "; " : "", note);
+	return r;
+}
+
+static int ctl_prune(struct kf_manager *m, const struct kf_caller *who,
+		     const struct kf_control_arg *arg, char *detail,
+		     size_t size, char err[KF_ERR_MAX])
+{
+	size_t deleted = 0, kept_last = 0;
+	int r = kf_manager_prune(m, who, (unsigned)arg->number, arg->force,
+				 &deleted, &kept_last, err);
+
+	if (r == 0 && kept_last > 0)
+		snprintf(detail, size,
+			 "%zu deleted, %zu kept as the last copy of a version",
+			 deleted, kept_last);
+	else if (r == 0)
+		snprintf(detail, size, "%zu deleted", deleted);
+	return r;
+}
+
+static int ctl_retire(struct kf_manager *m, const struct kf_caller *who,
+		      const struct kf_control_arg *arg, char *detail,
+		      size_t size, char err[KF_ERR_MAX])
+{
+	int r = kf_manager_retire(m, who, (uint32_t)arg->number, err);
+
+	if (r == 0)
+		snprintf(detail, size, "version %" PRIu64, arg->number);
+	return r;
+}
+
+/* --- the table -------------------------------------------------------- */
+
+static const struct kf_control_cmd cmds[] = {
+    {
+	.name = "rotate",
+	.run = ctl_rotate,
+	.operand = KF_CONTROL_YES,
+	.usage = "write \"1\" or \"rotate\"",
+	.event = KF_EVENT_KEY_ROTATION,
+	.verb = "rotated",
+	.enoent = "no such backup",
+	.report = KF_CONTROL_REPORT_VERSION_NOW,
+    },
+    {
+	.name = "backup",
+	.run = ctl_backup,
+	.operand = KF_CONTROL_NAME,
+	.usage = "write \"1\" or a backup name "
+		 "([A-Za-z0-9][A-Za-z0-9._-]{0,63})",
+	.event = KF_EVENT_KEY_BACKUP,
+	.verb = "backup",
+	.enoent = "no such backup",
+	.report = KF_CONTROL_REPORT_NEW_BACKUP,
+    },
+    {
+	.name = "restore",
+	.run = ctl_restore,
+	.operand = KF_CONTROL_SOURCE_FORCE,
+	.usage = "write a backup name from backups/ or an absolute path, "
+		 "optionally followed by \" force\" to bring retired "
+		 "versions back",
+	.event = KF_EVENT_KEY_RESTORE,
+	.verb = "restored",
+	.enoent = "no such backup",
+	.report = KF_CONTROL_REPORT_VERSION_NOW,
+    },
+    {
+	.name = "prune",
+	.run = ctl_prune,
+	.operand = KF_CONTROL_COUNT_FORCE,
+	.usage = "write how many of the newest backups to keep (1 or "
+		 "more), optionally followed by \" force\" to delete "
+		 "the last copies of retired versions too (\"0 force\" "
+		 "deletes every backup)",
+	.event = KF_EVENT_BACKUP_CLEANUP,
+	.verb = "pruned",
+	.enoent = "no such backup",
+	.report = KF_CONTROL_REPORT_DELETED,
+    },
+    {
+	.name = "retire",
+	.run = ctl_retire,
+	.operand = KF_CONTROL_VERSION,
+	.usage = "write the version number to retire",
+	.event = KF_EVENT_KEY_RETIRE,
+	.verb = "retired",
+	.enoent = "no such version in the keyring",
+	.report = KF_CONTROL_REPORT_VERSION_GIVEN,
+    },
+};
+
+size_t kf_control_count(void)
+{
+	return sizeof(cmds) / sizeof(cmds[0]);
+}
+
+const struct kf_control_cmd *kf_control_at(size_t i)
+{
+	return i < kf_control_count() ? &cmds[i] : NULL;
+}
+
+int kf_control_find(const char *name)
+{
+	for (size_t i = 0; i < kf_control_count(); i++)
+		if (strcmp(cmds[i].name, name) == 0)
+			return (int)i;
+	return -ENOENT;
+}
+
+/* --- operand rules ---------------------------------------------------- */
+
+enum cli_words {
+	WORDS_NONE,	/* keyfs ctl takes no operand and writes "1" */
+	WORDS_OPTIONAL, /* one operand, else "1" */
+	WORDS_ONE,	/* one operand */
+};
+
+static const struct operand_rule {
+	const char *synopsis; /* after the name in keyfs ctl's usage */
+	enum cli_words words;
+	bool force;   /* a second word "force" may follow */
+	bool number;  /* the operand is a decimal number ... */
+	uint64_t min; /* ... at least this */
+} rules[KF_CONTROL_OPERAND_COUNT] = {
+    [KF_CONTROL_YES] = {"", WORDS_NONE, false, false, 0},
+    [KF_CONTROL_NAME] = {" [NAME]", WORDS_OPTIONAL, false, false, 0},
+    [KF_CONTROL_VERSION] = {" N", WORDS_ONE, false, true, 1},
+    [KF_CONTROL_COUNT_FORCE] = {" N [force]", WORDS_ONE, true, true, 0},
+    [KF_CONTROL_SOURCE_FORCE] = {" NAME [force]", WORDS_ONE, true, false, 0},
+};
+
+/*
+ * The operand of a write to c, by c's rule: arg is the checked line (its
+ * " force" is cut off here).  -EINVAL when it does not fit the rule.
+ */
+static int operand_parse(const struct kf_control_cmd *c, char *arg,
+			 struct kf_control_arg *ret)
+{
+	const struct operand_rule *rule = &rules[c->operand];
+	struct kf_control_arg a = {arg, 0, false};
+	char *word = rule->force ? strchr(arg, ' ') : NULL;
+
+	if (word) {
+		if (strcmp(word, " force") != 0)
+			return -EINVAL;
+		*word = 0;
+		a.force = true;
+	}
+	if (rule->number) {
+		if (kf_parse_u64(arg, UINT32_MAX, &a.number) < 0 ||
+		    a.number < rule->min)
+			return -EINVAL;
+	} else if (c->operand == KF_CONTROL_YES) {
+		if (strcmp(arg, "1") != 0 && strcmp(arg, c->name) != 0)
+			return -EINVAL;
+		a.word = NULL;
+	} else if (c->operand == KF_CONTROL_NAME && strcmp(arg, "1") == 0) {
+		a.word = NULL; /* a timestamped name */
+	}
+	*ret = a;
+	return 0;
+}
+
+const char *kf_control_synopsis(const struct kf_control_cmd *c)
+{
+	return rules[c->operand].synopsis;
+}
+
+int kf_control_line(const struct kf_control_cmd *c, int argc, char **argv,
+		    char *line, size_t size)
+{
+	const struct operand_rule *rule = &rules[c->operand];
+	bool force = rule->force && argc >= 2 && strcmp(argv[1], "force") == 0;
+	int n;
+
+	if (argc > 1 + force || (rule->words == WORDS_ONE && argc == 0) ||
+	    (rule->words == WORDS_NONE && argc > 0))
+		return -EINVAL;
+	n = snprintf(line, size, "%s%s\n", argc > 0 ? argv[0] : "1",
+		     force ? " force" : "");
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+/* --- a write ---------------------------------------------------------- */
 
 /*
  * The command written to a control file: one line, optional final "\n",
  * printable ASCII words separated by single spaces ("3 force").  Copied
  * into arg (CTL_INPUT_MAX + 1 bytes).
  */
-static int ctl_argument(const char *buf, size_t size, char *arg)
+static int ctl_argument(const char *buf, size_t size,
+			char arg[CTL_INPUT_MAX + 1])
 {
 	if (size > 0 && buf[size - 1] == '\n')
 		size--;
@@ -38,156 +265,37 @@ static int ctl_argument(const char *buf, size_t size, char *arg)
 	return 0;
 }
 
-static int parse_uint(const char *s, uint64_t max, uint64_t *ret)
+int kf_control_write(struct kf_manager *m, const struct kf_caller *who,
+		     const struct kf_control_cmd *c, const char *buf,
+		     size_t size, char out[KF_CONTROL_RESULT_MAX])
 {
-	return kf_parse_u64(s, max, ret) < 0 ? -EINVAL : 0;
-}
+	char arg[CTL_INPUT_MAX + 1], err[KF_ERR_MAX] = "";
+	char detail[KF_CONTROL_RESULT_MAX] = "";
+	struct kf_control_arg a;
+	int r = ctl_argument(buf, size, arg);
 
-static enum kf_event ctl_event(enum kf_node_kind kind)
-{
-	switch (kind) {
-	case KF_NODE_CTL_ROTATE:
-		return KF_EVENT_KEY_ROTATION;
-	case KF_NODE_CTL_BACKUP:
-		return KF_EVENT_KEY_BACKUP;
-	case KF_NODE_CTL_RESTORE:
-		return KF_EVENT_KEY_RESTORE;
-	case KF_NODE_CTL_PRUNE:
-		return KF_EVENT_BACKUP_CLEANUP;
-	default:
-		return KF_EVENT_KEY_RETIRE;
+	if (r < 0) {
+		snprintf(err, sizeof(err),
+			 "invalid input to control file (%zu bytes; %s)", size,
+			 c->usage);
+		kf_manager_audit_refused(m, who, c->event, err);
+		goto out;
 	}
-}
-
-static const char *ctl_usage(enum kf_node_kind kind)
-{
-	switch (kind) {
-	case KF_NODE_CTL_ROTATE:
-		return "write \"1\" or \"rotate\"";
-	case KF_NODE_CTL_BACKUP:
-		return "write \"1\" or a backup name "
-		       "([A-Za-z0-9][A-Za-z0-9._-]{0,63})";
-	case KF_NODE_CTL_RESTORE:
-		return "write a backup name from backups/ or an absolute path, "
-		       "optionally followed by \" force\" to bring retired "
-		       "versions back";
-	case KF_NODE_CTL_PRUNE:
-		return "write how many of the newest backups to keep (1 or "
-		       "more), optionally followed by \" force\" to delete "
-		       "the last copies of retired versions too (\"0 force\" "
-		       "deletes every backup)";
-	default:
-		return "write the version number to retire";
-	}
-}
-
-/* Runs one control command; result text for the writer in out. */
-static int ctl_run(struct kf_fs *fs, const struct kf_caller *who,
-		   enum kf_node_kind kind, const char *arg,
-		   char out[KF_RESULT_MAX])
-{
-	char err[KF_ERR_MAX] = "", name[KF_BACKUP_NAME_MAX + 6];
-	uint32_t version = 0;
-	size_t deleted = 0;
-	uint64_t v;
-	int r = -EINVAL;
-
-	switch (kind) {
-	case KF_NODE_CTL_ROTATE:
-		if (strcmp(arg, "1") != 0 && strcmp(arg, "rotate") != 0)
-			break;
-		r = kf_manager_rotate(fs->m, who, &version, err);
-		if (r == 0)
-			snprintf(out, KF_RESULT_MAX,
-				 "rotated: version %" PRIu32 "\n", version);
-		break;
-	case KF_NODE_CTL_RETIRE:
-		if (parse_uint(arg, UINT32_MAX, &v) < 0 || v == 0)
-			break;
-		r = kf_manager_retire(fs->m, who, (uint32_t)v, err);
-		if (r == 0)
-			snprintf(out, KF_RESULT_MAX,
-				 "retired: version %" PRIu64 "\n", v);
-		break;
-	case KF_NODE_CTL_BACKUP:
-		r = kf_manager_backup(
-		    fs->m, who, strcmp(arg, "1") == 0 ? NULL : arg, name, err);
-		if (r == 0)
-			snprintf(out, KF_RESULT_MAX, "backup: %s\n", name);
-		break;
-	case KF_NODE_CTL_RESTORE: {
-		char *word = strchr(arg, ' '), note[KF_ERR_MAX];
-		bool force = word && strcmp(word, " force") == 0;
-
-		if (word && !force)
-			break;
-		if (word)
-			*word = 0;
-		r = kf_manager_restore(fs->m, who, arg, force, &version, note,
-				       err);
-		if (r == 0)
-			snprintf(out, KF_RESULT_MAX,
-				 "restored: version %" PRIu32 "%s%s\n", version,
-				 note[0] ? "; " : "", note);
-		break;
-	}
-	case KF_NODE_CTL_PRUNE: {
-		char *word = strchr(arg, ' ');
-		bool force = word && strcmp(word, " force") == 0;
-		size_t kept_last = 0;
-
-		if (word && !force)
-			break;
-		if (word)
-			*word = 0;
-		if (parse_uint(arg, UINT32_MAX, &v) < 0)
-			break;
-		r = kf_manager_prune(fs->m, who, (unsigned)v, force, &deleted,
-				     &kept_last, err);
-		if (r == 0 && kept_last > 0)
-			snprintf(out, KF_RESULT_MAX,
-				 "pruned: %zu deleted, %zu kept as the last "
-				 "copy of a version\n",
-				 deleted, kept_last);
-		else if (r == 0)
-			snprintf(out, KF_RESULT_MAX, "pruned: %zu deleted\n",
-				 deleted);
-		break;
-	}
-	default:
-		r = -EACCES;
-		break;
-	}
+	r = operand_parse(c, arg, &a);
+	if (r == 0)
+		r = c->run(m, who, &a, detail, sizeof(detail), err);
 	if (r == -EINVAL && !err[0]) {
 		/* Malformed input: the manager never saw it; record it here. */
 		snprintf(err, sizeof(err), "invalid input to control file (%s)",
-			 ctl_usage(kind));
-		kf_manager_audit_refused(fs->m, who, ctl_event(kind), err);
+			 c->usage);
+		kf_manager_audit_refused(m, who, c->event, err);
 	}
+out:
 	if (r < 0)
-		snprintf(out, KF_RESULT_MAX, "error: %s\n", err);
-	return r;
-}
-
-int kf_control_write(struct kf_fs *fs, const struct kf_caller *who,
-		     enum kf_node_kind kind, const char *buf, size_t size,
-		     char out[KF_RESULT_MAX])
-{
-	char arg[CTL_INPUT_MAX + 1];
-	int r;
-
-	r = ctl_argument(buf, size, arg);
-	if (r < 0) {
-		char err[KF_ERR_MAX];
-
-		snprintf(err, sizeof(err),
-			 "invalid input to control file (%zu bytes; %s)", size,
-			 ctl_usage(kind));
-		kf_manager_audit_refused(fs->m, who, ctl_event(kind), err);
-		snprintf(out, KF_RESULT_MAX, "error: %s\n", err);
-	} else {
-		r = ctl_run(fs, who, kind, arg, out);
-	}
+		snprintf(out, KF_CONTROL_RESULT_MAX, "error: %s\n", err);
+	else
+		snprintf(out, KF_CONTROL_RESULT_MAX, "%s: %s\n", c->verb,
+			 detail);
 	sodium_memzero(arg, sizeof(arg));
 	return r;
 }

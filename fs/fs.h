@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fs: what the daemon's parts share -- the context every request reaches
- * through fuse_req_userdata, and the entry points of ops.c (the FUSE
- * operations), control.c (control files) and workers.c (invalidation and
- * automatic rotation).  mount.c owns the life cycle.
+ * fs: what the daemon's FUSE parts share -- the context every request
+ * reaches through fuse_req_userdata, and the entry points of ops.c (the
+ * FUSE operations) and workers.c (invalidation and automatic rotation).
+ * mount.c owns the life cycle.  What the tree looks like is tree.h's; what
+ * a control file does is control.h's; neither includes FUSE.
  */
 #ifndef KF_FS_H
 #define KF_FS_H
@@ -22,7 +23,6 @@ struct kf_handle;
 #include "tree.h"
 
 #define KF_TTL 86400.0 /* seconds; stable names and attributes */
-#define KF_RESULT_MAX (KF_ERR_MAX + 64)
 
 /* Requests handled, by kind: logged on SIGUSR1 (the benchmark reads them). */
 enum kf_req_kind {
@@ -72,15 +72,6 @@ extern const struct fuse_lowlevel_ops kf_ops;
 
 /* Frees every open file's handle (ops.c); after the request loop ended. */
 void kf_ops_release_all(struct kf_fs *fs);
-
-/*
- * Runs the command written to a control file of `kind` (control.c): parses
- * buf, calls the manager, records refused input in the audit log.  Returns
- * 0 or -errno; the outcome for the writer, in words, goes to out.
- */
-int kf_control_write(struct kf_fs *fs, const struct kf_caller *who,
-		     enum kf_node_kind kind, const char *buf, size_t size,
-		     char out[KF_RESULT_MAX]);
 
 /*
  * Starts the invalidation and rotation threads and registers for keyring

@@ -23,6 +23,11 @@
 #include "log.h"
 #include "mount.h"
 
+/* A line of /proc/self/mounts: two paths, type, options and the rest. */
+#define MNTENT_LINE_MAX (2 * PATH_MAX + 512)
+#define REQUESTS_LINE_MAX 512 /* the SIGUSR1 line of request counters */
+#define LOOP_THREADS 16	      /* request threads at most */
+
 /* Resolves the existing prefix of path with realpath, keeping the rest. */
 static char *resolve(const char *path)
 {
@@ -213,7 +218,7 @@ static int prepare_mountpoint(const char *mnt)
 static bool already_mounted(const char *mnt)
 {
 	FILE *f = setmntent("/proc/self/mounts", "re");
-	char buf[2 * PATH_MAX + 512];
+	char buf[MNTENT_LINE_MAX];
 	struct mntent ent;
 	bool found = false;
 
@@ -240,7 +245,7 @@ struct sig_ctx {
  */
 static void log_requests(struct kf_fs *fs)
 {
-	char line[512];
+	char line[REQUESTS_LINE_MAX];
 	size_t len = 0, names, slots;
 
 	for (int k = 0; k < KF_RQ_COUNT; k++)
@@ -340,7 +345,7 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 	}
 
 	loop = fuse_loop_cfg_create();
-	fuse_loop_cfg_set_max_threads(loop, 16);
+	fuse_loop_cfg_set_max_threads(loop, LOOP_THREADS);
 	r = fuse_session_loop_mt(fs->se, loop) < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(loop);
 

@@ -8,7 +8,8 @@
  * ENOSYS (FUSE_CAP_NO_OPEN_SUPPORT): the kernel then opens every file without
  * asking and serves key files from its page cache.
  *
- * Every handler replies exactly once.
+ * Handlers decide by a node's flags (tree.h), never by its kind: what a
+ * node is and holds is the tree's.  Every handler replies exactly once.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -66,7 +67,7 @@ static struct kf_caller caller_of(fuse_req_t req)
 
 static double ttl_of(struct kf_node n)
 {
-	return kf_tree_flags(n.kind) & KF_NODE_F_VOLATILE ? 0.0 : KF_TTL;
+	return kf_tree_flags(n) & KF_NODE_F_VOLATILE ? 0.0 : KF_TTL;
 }
 
 static int fill_entry(struct kf_fs *fs, const struct kf_keyring *kr,
@@ -136,7 +137,7 @@ static void kf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 
 	(void)fi;
 	count(req, KF_RQ_OTHER);
-	if ((kf_tree_flags(n.kind) & KF_NODE_F_CONTROL) &&
+	if ((kf_tree_flags(n) & KF_NODE_F_CONTROL) &&
 	    (to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME |
 			FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME)) == 0 &&
 	    (!(to_set & FUSE_SET_ATTR_SIZE) || attr->st_size == 0)) {
@@ -241,9 +242,9 @@ static void kf_statfs(fuse_req_t req, fuse_ino_t ino)
 
 	(void)ino;
 	count(req, KF_RQ_OTHER);
-	st.f_bsize = 4096;
-	st.f_frsize = 4096;
-	st.f_namemax = 255;
+	st.f_bsize = KF_TREE_BLOCK_SIZE;
+	st.f_frsize = KF_TREE_BLOCK_SIZE;
+	st.f_namemax = NAME_MAX;
 	st.f_flag = ST_NOSUID | ST_NODEV;
 	fuse_reply_statfs(req, &st);
 }
@@ -309,7 +310,7 @@ static struct kf_handle *handle_new(struct kf_fs *fs, bool control)
 
 	if (!h)
 		return NULL;
-	if (control && !(h->result = calloc(1, KF_RESULT_MAX))) {
+	if (control && !(h->result = calloc(1, KF_CONTROL_RESULT_MAX))) {
 		free(h);
 		return NULL;
 	}
@@ -353,7 +354,7 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct kf_fs *fs = kf_fs(req);
 	struct kf_node n = kf_tree_node(ino);
-	unsigned flags = kf_tree_flags(n.kind);
+	unsigned flags = kf_tree_flags(n);
 	bool writing = (fi->flags & O_ACCMODE) != O_RDONLY;
 	struct kf_keyring *kr = NULL;
 	struct kf_handle *h = NULL;
@@ -380,8 +381,8 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		r = -ENOMEM;
 		goto out;
 	}
-	if (!(flags & KF_NODE_F_CONTROL) && n.kind != KF_NODE_BACKUP &&
-	    n.kind != KF_NODE_AUDIT) {
+	/* Control files answer per open; real files are read through. */
+	if (!(flags & (KF_NODE_F_CONTROL | KF_NODE_F_FILE))) {
 		kr = kf_manager_keyring(fs->m);
 		if (flags & KF_NODE_F_KEY) {
 			kf_tree_path(fs->tree, n, path, sizeof(path));
@@ -396,7 +397,7 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			}
 		}
 		/* The snapshot: this open keeps what it saw. */
-		if (n.kind == KF_NODE_STATUS) {
+		if (flags & KF_NODE_F_SNAPSHOT) {
 			r = kf_tree_content(fs->tree, kr, n, &h->buf, &h->len);
 			if (r < 0)
 				goto out;
@@ -430,35 +431,15 @@ static void kf_release(fuse_req_t req, fuse_ino_t ino,
 static void read_real_file(fuse_req_t req, struct kf_fs *fs, struct kf_node n,
 			   size_t size, off_t off)
 {
-	char *path = NULL, *buf = NULL;
-	ssize_t got = 0;
-	int fd = -1, r;
+	char *buf = malloc(size ? size : 1);
+	ssize_t got =
+	    buf ? kf_tree_read_file(fs->tree, n, buf, size, off) : -ENOMEM;
 
-	r = kf_tree_file_path(fs->tree, n, &path);
-	if (r < 0)
-		goto out;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0) {
-		r = errno == ENOENT && n.kind == KF_NODE_AUDIT ? 0 : -errno;
-		goto out;
-	}
-	buf = malloc(size ? size : 1);
-	if (!buf) {
-		r = -ENOMEM;
-		goto out;
-	}
-	got = pread(fd, buf, size, off);
 	if (got < 0)
-		r = -errno;
-out:
-	if (r < 0)
-		fuse_reply_err(req, -r);
+		fuse_reply_err(req, (int)-got);
 	else
-		fuse_reply_buf(req, buf, got > 0 ? (size_t)got : 0);
-	if (fd >= 0)
-		close(fd);
+		fuse_reply_buf(req, buf, (size_t)got);
 	free(buf);
-	free(path);
 }
 
 static void reply_slice(fuse_req_t req, const uint8_t *buf, size_t len,
@@ -477,13 +458,13 @@ static void reply_slice(fuse_req_t req, const uint8_t *buf, size_t len,
  * `keyfs ctl` does).  Cached mode has no opens, hence no handle: there the
  * command tells the outcome from the tree instead.
  */
-static void result_get(struct kf_handle *h, char out[KF_RESULT_MAX])
+static void result_get(struct kf_handle *h, char out[KF_CONTROL_RESULT_MAX])
 {
 	out[0] = 0;
 	if (!h || !h->result)
 		return;
 	pthread_mutex_lock(&h->lock);
-	memcpy(out, h->result, KF_RESULT_MAX);
+	memcpy(out, h->result, KF_CONTROL_RESULT_MAX);
 	pthread_mutex_unlock(&h->lock);
 }
 
@@ -492,7 +473,7 @@ static void result_set(struct kf_handle *h, const char *text)
 	if (!h || !h->result)
 		return;
 	pthread_mutex_lock(&h->lock);
-	snprintf(h->result, KF_RESULT_MAX, "%s", text);
+	snprintf(h->result, KF_CONTROL_RESULT_MAX, "%s", text);
 	pthread_mutex_unlock(&h->lock);
 }
 
@@ -518,22 +499,22 @@ static void kf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct kf_fs *fs = kf_fs(req);
 	struct kf_handle *h = (struct kf_handle *)(uintptr_t)fi->fh;
 	struct kf_node n = kf_tree_node(ino);
-	unsigned flags = kf_tree_flags(n.kind);
+	unsigned flags = kf_tree_flags(n);
 
 	count(req, KF_RQ_READ);
 	if (flags & KF_NODE_F_CONTROL) {
-		char text[KF_RESULT_MAX];
+		char text[KF_CONTROL_RESULT_MAX];
 
 		result_get(h, text);
 		reply_slice(req, (const uint8_t *)text, strlen(text), size,
 			    off);
-	} else if (n.kind == KF_NODE_BACKUP || n.kind == KF_NODE_AUDIT) {
+	} else if (flags & KF_NODE_F_FILE) {
 		read_real_file(req, fs, n, size, off);
 	} else if (h && h->buf) {
 		reply_slice(req, h->buf, h->len, size, off);
 	} else if (h && h->kr) {
 		reply_rendered(req, fs, h->kr, n, size, off);
-	} else if (n.kind == KF_NODE_STATUS) {
+	} else if (flags & KF_NODE_F_SNAPSHOT) {
 		/* Cached mode: the kernel asks once per change. */
 		struct kf_keyring *kr = kf_manager_keyring(fs->m);
 		uint8_t *buf = NULL;
@@ -561,17 +542,18 @@ static void kf_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	struct kf_fs *fs = kf_fs(req);
 	struct kf_handle *h = (struct kf_handle *)(uintptr_t)fi->fh;
 	struct kf_node n = kf_tree_node(ino);
+	const struct kf_control_cmd *cmd = kf_tree_command(n);
 	struct kf_caller who = caller_of(req);
-	char out[KF_RESULT_MAX];
+	char out[KF_CONTROL_RESULT_MAX];
 	int r;
 
 	count(req, KF_RQ_WRITE);
 	(void)off;
-	if (!(kf_tree_flags(n.kind) & KF_NODE_F_CONTROL)) {
+	if (!cmd) {
 		fuse_reply_err(req, EACCES);
 		return;
 	}
-	r = kf_control_write(fs, &who, n.kind, buf, size, out);
+	r = kf_control_write(fs->m, &who, cmd, buf, size, out);
 	result_set(h, out);
 	if (r < 0)
 		fuse_reply_err(req, -r);

@@ -1,99 +1,83 @@
 // SPDX-License-Identifier: MIT
-/* tree: nodes, names, attributes and content of the keyfs tree. */
+/*
+ * tree: the node table, and the tree's shape -- which nodes exist, their
+ * names and listings, and what a keyring change touches.  What a node holds
+ * is tree_content.c's.
+ */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
-#include "key.h"
-#include "tree.h"
+#include "tree_i.h"
+
+/* A version number as a name: up to 10 digits, and the NUL. */
+#define VERSION_NAME_MAX 16
+
+#define F_DIR KF_NODE_F_DIR
+#define F_KEY KF_NODE_F_KEY
+#define F_CONTROL KF_NODE_F_CONTROL
+#define F_VOLATILE KF_NODE_F_VOLATILE
+#define F_FILE KF_NODE_F_FILE
+#define F_SNAPSHOT KF_NODE_F_SNAPSHOT
+#define F_CHANGES KF_NODE_F_CHANGES
 
 /*
- * backups/ entries.  A name gets a slot when the tree finds an archive file
- * of that name -- never for a name that does not exist -- and keeps it while
- * the file exists.  The node is (index = slot, version = the slot's
- * generation), so a slot reused for another name is another inode.  Names
- * whose file is gone leave the table when a request notices, and in a sweep
- * before the table grows, so it holds about the archives that exist; never
- * more than BACKUP_NAMES_MAX (above config's backup_keep limit of 100,000).
+ * The node table: one row per kind -- name, parent, naming, flags, entry,
+ * content, access.  Everything in the tree module reads it.
  */
-#define BACKUP_NAMES_MAX (1u << 18)
-#define BACKUP_SLOTS_MIN 16u
-#define NO_SLOT UINT32_MAX
-
-struct backup_slot {
-	char *name;	    /* file name; NULL: a free slot */
-	uint32_t gen;	    /* the node's version while name holds the slot */
-	uint32_t next_free; /* free slots: the next free one, or NO_SLOT */
-};
-
-struct kf_tree {
-	struct kf_manager *m;
-	const struct kf_config *cfg;
-	time_t started;
-
-	pthread_mutex_t lock;
-	struct backup_slot *slots; /* protected by lock */
-	uint32_t n_slots;	   /* allocated; protected by lock */
-	uint32_t n_names;	   /* slots in use; protected by lock */
-	uint32_t first_free;	   /* protected by lock */
-	uint32_t last_gen;	   /* protected by lock */
-	/* name hash -> slot + 1 (0: empty), linear probing, 2 * n_slots */
-	uint32_t *index; /* protected by lock */
-};
-
-enum access_class {
-	A_DIR,
-	A_KEYS,
-	A_STATUS,
-	A_PURPOSE,
-	A_BACKUPS,
-	A_AUDIT,
-	A_CONTROL,
-	A_CONTROL_DIR
-};
-
-/* The kind table: one row per kind, dispatch goes through it. */
-static const struct kind_info {
-	const char *name; /* fixed name, or NULL for generated names */
-	enum kf_node_kind parent;
-	unsigned flags;
-	enum access_class access;
-} kinds[KF_NODE_KIND_COUNT] = {
-    [KF_NODE_ROOT] = {"", KF_NODE_NONE, KF_NODE_F_DIR, A_DIR},
-    [KF_NODE_CURRENT] = {"current", KF_NODE_ROOT, KF_NODE_F_KEY, A_KEYS},
-    [KF_NODE_PREVIOUS] = {"previous", KF_NODE_ROOT, KF_NODE_F_KEY, A_KEYS},
-    [KF_NODE_VERSION] = {"version", KF_NODE_ROOT, 0, A_STATUS},
-    [KF_NODE_STATUS] = {"status", KF_NODE_ROOT, 0, A_STATUS},
-    [KF_NODE_DERIVED_DIR] = {"derived", KF_NODE_ROOT, KF_NODE_F_DIR, A_DIR},
-    [KF_NODE_DERIVED] = {NULL, KF_NODE_DERIVED_DIR, KF_NODE_F_KEY, A_PURPOSE},
-    [KF_NODE_VERSIONS_DIR] = {"versions", KF_NODE_ROOT, KF_NODE_F_DIR, A_DIR},
-    [KF_NODE_VDIR] = {NULL, KF_NODE_VERSIONS_DIR, KF_NODE_F_DIR, A_DIR},
-    [KF_NODE_VKEY] = {"key", KF_NODE_VDIR, KF_NODE_F_KEY, A_KEYS},
-    [KF_NODE_VDERIVED_DIR] = {"derived", KF_NODE_VDIR, KF_NODE_F_DIR, A_DIR},
-    [KF_NODE_VDERIVED] = {NULL, KF_NODE_VDERIVED_DIR, KF_NODE_F_KEY, A_PURPOSE},
-    [KF_NODE_BACKUPS_DIR] = {"backups", KF_NODE_ROOT,
-			     KF_NODE_F_DIR | KF_NODE_F_VOLATILE, A_BACKUPS},
-    [KF_NODE_BACKUP] = {NULL, KF_NODE_BACKUPS_DIR, KF_NODE_F_VOLATILE,
-			A_BACKUPS},
-    [KF_NODE_CONTROL_DIR] = {"control", KF_NODE_ROOT, KF_NODE_F_DIR,
-			     A_CONTROL_DIR},
-    [KF_NODE_CTL_ROTATE] = {"rotate", KF_NODE_CONTROL_DIR,
-			    KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE, A_CONTROL},
-    [KF_NODE_CTL_BACKUP] = {"backup", KF_NODE_CONTROL_DIR,
-			    KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE, A_CONTROL},
-    [KF_NODE_CTL_RESTORE] = {"restore", KF_NODE_CONTROL_DIR,
-			     KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE, A_CONTROL},
-    [KF_NODE_CTL_PRUNE] = {"prune", KF_NODE_CONTROL_DIR,
-			   KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE, A_CONTROL},
-    [KF_NODE_CTL_RETIRE] = {"retire", KF_NODE_CONTROL_DIR,
-			    KF_NODE_F_CONTROL | KF_NODE_F_VOLATILE, A_CONTROL},
-    [KF_NODE_AUDIT] = {"audit.log", KF_NODE_ROOT, KF_NODE_F_VOLATILE, A_AUDIT},
+const struct kf_node_info kf_tree_kinds[KF_NODE_KIND_COUNT] = {
+    [KF_NODE_ROOT] = {"", KF_NODE_NONE, KF_NAMED_FIXED, F_DIR | F_CHANGES,
+		      KF_ENTRY_NONE, KF_CONTENT_NONE, KF_ACCESS_DIR},
+    [KF_NODE_CURRENT] = {"current", KF_NODE_ROOT, KF_NAMED_FIXED,
+			 F_KEY | F_CHANGES, KF_ENTRY_CURRENT, KF_CONTENT_KEY,
+			 KF_ACCESS_KEYS},
+    [KF_NODE_PREVIOUS] = {"previous", KF_NODE_ROOT, KF_NAMED_FIXED,
+			  F_KEY | F_CHANGES, KF_ENTRY_PREVIOUS, KF_CONTENT_KEY,
+			  KF_ACCESS_KEYS},
+    [KF_NODE_VERSION] = {"version", KF_NODE_ROOT, KF_NAMED_FIXED, F_CHANGES,
+			 KF_ENTRY_CURRENT, KF_CONTENT_VERSION,
+			 KF_ACCESS_STATUS},
+    [KF_NODE_STATUS] = {"status", KF_NODE_ROOT, KF_NAMED_FIXED,
+			F_SNAPSHOT | F_CHANGES, KF_ENTRY_CURRENT,
+			KF_CONTENT_STATUS, KF_ACCESS_STATUS},
+    [KF_NODE_DERIVED_DIR] = {"derived", KF_NODE_ROOT, KF_NAMED_FIXED, F_DIR,
+			     KF_ENTRY_NONE, KF_CONTENT_NONE, KF_ACCESS_DIR},
+    [KF_NODE_DERIVED] = {NULL, KF_NODE_DERIVED_DIR, KF_NAMED_PURPOSE,
+			 F_KEY | F_CHANGES, KF_ENTRY_CURRENT,
+			 KF_CONTENT_DERIVED, KF_ACCESS_PURPOSE},
+    [KF_NODE_VERSIONS_DIR] = {"versions", KF_NODE_ROOT, KF_NAMED_FIXED,
+			      F_DIR | F_CHANGES, KF_ENTRY_NONE, KF_CONTENT_NONE,
+			      KF_ACCESS_DIR},
+    [KF_NODE_VDIR] = {NULL, KF_NODE_VERSIONS_DIR, KF_NAMED_VERSION, F_DIR,
+		      KF_ENTRY_VERSION, KF_CONTENT_NONE, KF_ACCESS_DIR},
+    [KF_NODE_VKEY] = {"key", KF_NODE_VDIR, KF_NAMED_FIXED, F_KEY,
+		      KF_ENTRY_VERSION, KF_CONTENT_KEY, KF_ACCESS_KEYS},
+    [KF_NODE_VDERIVED_DIR] = {"derived", KF_NODE_VDIR, KF_NAMED_FIXED, F_DIR,
+			      KF_ENTRY_VERSION, KF_CONTENT_NONE, KF_ACCESS_DIR},
+    [KF_NODE_VDERIVED] = {NULL, KF_NODE_VDERIVED_DIR, KF_NAMED_PURPOSE, F_KEY,
+			  KF_ENTRY_VERSION, KF_CONTENT_DERIVED,
+			  KF_ACCESS_PURPOSE},
+    [KF_NODE_BACKUPS_DIR] = {"backups", KF_NODE_ROOT, KF_NAMED_FIXED,
+			     F_DIR | F_VOLATILE | F_CHANGES, KF_ENTRY_NONE,
+			     KF_CONTENT_NONE, KF_ACCESS_BACKUPS},
+    [KF_NODE_BACKUP] = {NULL, KF_NODE_BACKUPS_DIR, KF_NAMED_ARCHIVE,
+			F_FILE | F_VOLATILE, KF_ENTRY_NONE, KF_CONTENT_ARCHIVE,
+			KF_ACCESS_BACKUPS},
+    [KF_NODE_CONTROL_DIR] = {"control", KF_NODE_ROOT, KF_NAMED_FIXED, F_DIR,
+			     KF_ENTRY_NONE, KF_CONTENT_NONE,
+			     KF_ACCESS_CONTROL_DIR},
+    [KF_NODE_CONTROL] = {NULL, KF_NODE_CONTROL_DIR, KF_NAMED_COMMAND,
+			 F_CONTROL | F_VOLATILE, KF_ENTRY_NONE, KF_CONTENT_NONE,
+			 KF_ACCESS_CONTROL},
+    [KF_NODE_AUDIT] = {"audit.log", KF_NODE_ROOT, KF_NAMED_FIXED,
+		       F_FILE | F_VOLATILE | F_CHANGES, KF_ENTRY_NONE,
+		       KF_CONTENT_AUDIT_LOG, KF_ACCESS_AUDIT},
 };
 
 struct kf_tree *kf_tree_new(struct kf_manager *m)
@@ -105,8 +89,11 @@ struct kf_tree *kf_tree_new(struct kf_manager *m)
 	t->m = m;
 	t->cfg = kf_manager_config(m);
 	t->started = time(NULL);
-	t->first_free = NO_SLOT;
-	pthread_mutex_init(&t->lock, NULL);
+	t->archives = kf_archives_new(t->cfg->backup_dir);
+	if (!t->archives) {
+		free(t);
+		return NULL;
+	}
 	return t;
 }
 
@@ -114,11 +101,7 @@ struct kf_tree *kf_tree_free(struct kf_tree *t)
 {
 	if (!t)
 		return NULL;
-	for (uint32_t i = 0; i < t->n_slots; i++)
-		free(t->slots[i].name);
-	free(t->slots);
-	free(t->index);
-	pthread_mutex_destroy(&t->lock);
+	kf_archives_free(t->archives);
 	free(t);
 	return NULL;
 }
@@ -136,266 +119,79 @@ struct kf_node kf_tree_node(uint64_t ino)
 	unsigned kind = ino & 0xff;
 
 	if (kind > KF_NODE_NONE && kind < KF_NODE_KIND_COUNT) {
-		n.kind = (enum kf_node_kind)kind;
+		n.kind = kind;
 		n.index = (uint32_t)(ino >> 8) & 0xffffff;
 		n.version = (uint32_t)(ino >> 32);
 	}
 	return n;
 }
 
-unsigned kf_tree_flags(enum kf_node_kind kind)
+unsigned kf_tree_flags(struct kf_node n)
 {
-	return kind < KF_NODE_KIND_COUNT ? kinds[kind].flags : 0;
+	return n.kind < KF_NODE_KIND_COUNT ? kf_tree_kinds[n.kind].flags : 0;
 }
 
-/* --- the backups/ name table ----------------------------------------- */
-
-/* FNV-1a: names in the table are archives' names, chosen by root. */
-static uint32_t name_hash(const char *name)
+const struct kf_control_cmd *kf_tree_command(struct kf_node n)
 {
-	uint32_t h = 2166136261u;
-
-	for (; *name; name++)
-		h = (h ^ (uint8_t)*name) * 16777619u;
-	return h;
-}
-
-/* The slot holding name, or NO_SLOT.  Called with lock held. */
-static uint32_t slot_find(struct kf_tree *t, const char *name)
-{
-	uint32_t mask = 2 * t->n_slots - 1;
-
-	if (!t->n_slots)
-		return NO_SLOT;
-	for (uint32_t i = name_hash(name) & mask; t->index[i];
-	     i = (i + 1) & mask)
-		if (strcmp(t->slots[t->index[i] - 1].name, name) == 0)
-			return t->index[i] - 1;
-	return NO_SLOT;
-}
-
-static void index_add(struct kf_tree *t, uint32_t slot)
-{
-	uint32_t mask = 2 * t->n_slots - 1;
-	uint32_t i = name_hash(t->slots[slot].name) & mask;
-
-	while (t->index[i])
-		i = (i + 1) & mask;
-	t->index[i] = slot + 1;
-}
-
-/* Rebuilds the index from the slots (after a drop or a growth). */
-static void index_rebuild(struct kf_tree *t)
-{
-	memset(t->index, 0, 2 * (size_t)t->n_slots * sizeof(*t->index));
-	for (uint32_t i = 0; i < t->n_slots; i++)
-		if (t->slots[i].name)
-			index_add(t, i);
-}
-
-/* Frees slot; the caller rebuilds the index. */
-static void slot_drop(struct kf_tree *t, uint32_t slot)
-{
-	free(t->slots[slot].name);
-	t->slots[slot].name = NULL;
-	t->slots[slot].next_free = t->first_free;
-	t->first_free = slot;
-	t->n_names--;
-}
-
-enum backup_file { BACKUP_FILE_GONE, BACKUP_FILE_THERE, BACKUP_FILE_UNKNOWN };
-
-/* Whether an archive file of this name is in the backup directory. */
-static enum backup_file backup_file(struct kf_tree *t, const char *name)
-{
-	char *p = kf_path_join(t->cfg->backup_dir, name);
-	enum backup_file f = BACKUP_FILE_UNKNOWN;
-	struct stat st;
-
-	if (!p)
-		return f;
-	if (lstat(p, &st) == 0)
-		f = S_ISREG(st.st_mode) ? BACKUP_FILE_THERE : BACKUP_FILE_GONE;
-	else if (errno == ENOENT || errno == ENOTDIR)
-		f = BACKUP_FILE_GONE;
-	free(p);
-	return f;
-}
-
-/* Drops every name whose file is gone; true if any was.  Lock held. */
-static bool slots_sweep(struct kf_tree *t)
-{
-	bool dropped = false;
-
-	for (uint32_t i = 0; i < t->n_slots; i++) {
-		if (t->slots[i].name &&
-		    backup_file(t, t->slots[i].name) == BACKUP_FILE_GONE) {
-			slot_drop(t, i);
-			dropped = true;
-		}
-	}
-	if (dropped)
-		index_rebuild(t);
-	return dropped;
-}
-
-/* Doubles the table, up to BACKUP_NAMES_MAX.  Lock held. */
-static int slots_grow(struct kf_tree *t)
-{
-	uint32_t n = t->n_slots ? 2 * t->n_slots : BACKUP_SLOTS_MIN;
-	struct backup_slot *slots;
-	uint32_t *index;
-
-	if (t->n_slots >= BACKUP_NAMES_MAX)
-		return -ENOSPC;
-	slots = realloc(t->slots, n * sizeof(*slots));
-	if (!slots)
-		return -ENOMEM;
-	t->slots = slots;
-	index = realloc(t->index, 2 * (size_t)n * sizeof(*index));
-	if (!index)
-		return -ENOMEM; /* slots stay larger, unused: harmless */
-	t->index = index;
-	for (uint32_t i = n; i-- > t->n_slots;) {
-		slots[i].name = NULL;
-		slots[i].gen = 0;
-		slots[i].next_free = t->first_free;
-		t->first_free = i;
-	}
-	t->n_slots = n;
-	index_rebuild(t);
-	return 0;
-}
-
-/*
- * The node of backups/<name>, an archive file the caller has seen exist:
- * its slot, or a new one.  -ENOSPC when BACKUP_NAMES_MAX names of existing
- * files are held.
- */
-static int backup_node(struct kf_tree *t, const char *name, struct kf_node *ret)
-{
-	uint32_t slot;
-	char *copy;
-	int r = 0;
-
-	pthread_mutex_lock(&t->lock);
-	slot = slot_find(t, name);
-	if (slot != NO_SLOT)
-		goto found;
-	/*
-	 * Full: drop the names of deleted archives first, and grow if that
-	 * leaves the table more than three quarters full, so that sweeps
-	 * stay rare.
-	 */
-	if (t->first_free == NO_SLOT) {
-		slots_sweep(t);
-		if (t->first_free == NO_SLOT ||
-		    t->n_names > t->n_slots / 4 * 3) {
-			r = slots_grow(t);
-			if (r < 0 && t->first_free == NO_SLOT)
-				goto out;
-			r = 0;
-		}
-	}
-	copy = strdup(name);
-	if (!copy) {
-		r = -ENOMEM;
-		goto out;
-	}
-	slot = t->first_free;
-	t->first_free = t->slots[slot].next_free;
-	t->slots[slot].name = copy;
-	if (++t->last_gen == 0)
-		t->last_gen = 1;
-	t->slots[slot].gen = t->last_gen;
-	t->n_names++;
-	index_add(t, slot);
-found:
-	ret->kind = KF_NODE_BACKUP;
-	ret->index = slot;
-	ret->version = t->slots[slot].gen;
-out:
-	pthread_mutex_unlock(&t->lock);
-	return r;
-}
-
-/* Drops node n's name if it still holds n's slot (its file is gone). */
-static void backup_forget(struct kf_tree *t, struct kf_node n)
-{
-	pthread_mutex_lock(&t->lock);
-	if (n.index < t->n_slots && t->slots[n.index].name &&
-	    t->slots[n.index].gen == n.version) {
-		slot_drop(t, n.index);
-		index_rebuild(t);
-	}
-	pthread_mutex_unlock(&t->lock);
-}
-
-/* Drops name from the table, if it is there (its file is gone). */
-static void backup_forget_name(struct kf_tree *t, const char *name)
-{
-	uint32_t slot;
-
-	pthread_mutex_lock(&t->lock);
-	slot = slot_find(t, name);
-	if (slot != NO_SLOT) {
-		slot_drop(t, slot);
-		index_rebuild(t);
-	}
-	pthread_mutex_unlock(&t->lock);
+	return n.kind == KF_NODE_CONTROL ? kf_control_at(n.index) : NULL;
 }
 
 void kf_tree_backup_names(struct kf_tree *t, size_t *ret_names,
 			  size_t *ret_slots)
 {
-	pthread_mutex_lock(&t->lock);
-	*ret_names = t->n_names;
-	*ret_slots = t->n_slots;
-	pthread_mutex_unlock(&t->lock);
+	kf_archives_count(t->archives, ret_names, ret_slots);
 }
 
-int kf_tree_file_path(struct kf_tree *t, struct kf_node n, char **ret_path)
+/* --- nodes and names ------------------------------------------------- */
+
+/* The directory holding n: what n's name adds (version, index) dropped. */
+static struct kf_node parent_of(struct kf_node n)
 {
-	char *p = NULL;
+	enum kf_node_naming naming = kf_tree_kinds[n.kind].naming;
+	struct kf_node p = {kf_tree_kinds[n.kind].parent, n.version, 0};
 
-	if (n.kind == KF_NODE_AUDIT) {
-		p = strdup(t->cfg->audit_log);
-	} else if (n.kind == KF_NODE_BACKUP) {
-		bool known;
+	if (naming == KF_NAMED_VERSION || naming == KF_NAMED_ARCHIVE)
+		p.version = 0;
+	return p;
+}
 
-		pthread_mutex_lock(&t->lock);
-		known = n.index < t->n_slots && t->slots[n.index].name &&
-			t->slots[n.index].gen == n.version;
-		if (known)
-			p = kf_path_join(t->cfg->backup_dir,
-					 t->slots[n.index].name);
-		pthread_mutex_unlock(&t->lock);
-		if (!known)
-			return -ENOENT;
-	} else {
-		return -EINVAL;
+const struct kf_keyring_entry *kf_tree_entry(const struct kf_keyring *kr,
+					     struct kf_node n)
+{
+	switch (kf_tree_kinds[n.kind].entry) {
+	case KF_ENTRY_CURRENT:
+		return kf_keyring_at(kr, 0);
+	case KF_ENTRY_PREVIOUS:
+		return kf_keyring_at(kr, 1);
+	case KF_ENTRY_VERSION:
+		return kf_keyring_find(kr, n.version);
+	default:
+		return NULL;
 	}
-	if (!p)
-		return -ENOMEM;
-	*ret_path = p;
-	return 0;
 }
 
-static bool is_backup_file_name(const char *name)
+bool kf_tree_exists(struct kf_tree *t, const struct kf_keyring *kr,
+		    struct kf_node n)
 {
-	size_t len = strlen(name);
-	char base[KF_BACKUP_NAME_MAX + 1];
-
-	if (len <= 5 || len - 5 > KF_BACKUP_NAME_MAX ||
-	    strcmp(name + len - 5, ".json") != 0)
+	if (n.kind == KF_NODE_NONE || n.kind >= KF_NODE_KIND_COUNT)
 		return false;
-	memcpy(base, name, len - 5);
-	base[len - 5] = 0;
-	return kf_backup_name_valid(base);
+	if (kf_tree_kinds[n.kind].entry != KF_ENTRY_NONE &&
+	    !kf_tree_entry(kr, n))
+		return false;
+	switch (kf_tree_kinds[n.kind].naming) {
+	case KF_NAMED_PURPOSE:
+		return n.index < t->cfg->n_purposes;
+	case KF_NAMED_COMMAND:
+		return kf_control_at(n.index) != NULL;
+	case KF_NAMED_ARCHIVE:
+		return kf_archives_exists(t->archives, n.index, n.version);
+	default:
+		return true;
+	}
 }
 
 /* A version number as a name: no leading zero (one name per version). */
-static int parse_u32(const char *s, uint32_t *ret)
+static int parse_version(const char *s, uint32_t *ret)
 {
 	uint64_t v;
 
@@ -416,414 +212,261 @@ static int purpose_index(struct kf_tree *t, const char *name, uint32_t *ret)
 	return -ENOENT;
 }
 
-/* Whether node n exists given keyring kr (and the backup directory). */
-static bool node_exists(struct kf_tree *t, const struct kf_keyring *kr,
-			struct kf_node n)
+/*
+ * Whether `name` names a node of n's kind (whose version came from the
+ * parent): 0 and n completed, -ENOENT, or another -errno.
+ */
+static int name_to_node(struct kf_tree *t, const char *name, struct kf_node *n)
 {
-	switch (n.kind) {
-	case KF_NODE_NONE:
-	case KF_NODE_KIND_COUNT:
-		return false;
-	case KF_NODE_PREVIOUS:
-		return kf_keyring_count(kr) > 1;
-	case KF_NODE_DERIVED:
-		return n.index < t->cfg->n_purposes;
-	case KF_NODE_VDIR:
-	case KF_NODE_VKEY:
-	case KF_NODE_VDERIVED_DIR:
-		return kf_keyring_find(kr, n.version) != NULL;
-	case KF_NODE_VDERIVED:
-		return kf_keyring_find(kr, n.version) != NULL &&
-		       n.index < t->cfg->n_purposes;
-	case KF_NODE_BACKUP: {
-		char *p = NULL;
-		struct stat st;
-		bool ok;
+	int r;
 
-		if (kf_tree_file_path(t, n, &p) < 0)
-			return false;
-		ok = lstat(p, &st) == 0 && S_ISREG(st.st_mode);
-		free(p);
-		if (!ok)
-			backup_forget(t, n);
-		return ok;
+	switch (kf_tree_kinds[n->kind].naming) {
+	case KF_NAMED_FIXED:
+		return strcmp(kf_tree_kinds[n->kind].name, name) == 0 ? 0
+								      : -ENOENT;
+	case KF_NAMED_PURPOSE:
+		return purpose_index(t, name, &n->index);
+	case KF_NAMED_VERSION:
+		return parse_version(name, &n->version) < 0 ? -ENOENT : 0;
+	case KF_NAMED_ARCHIVE:
+		/* Only a name that is an archive file gets a node. */
+		return kf_archives_lookup(t->archives, name, &n->index,
+					  &n->version);
+	case KF_NAMED_COMMAND:
+		r = kf_control_find(name);
+		if (r >= 0)
+			n->index = (uint32_t)r;
+		return r < 0 ? r : 0;
 	}
-	default:
-		return true;
+	return -ENOENT;
+}
+
+/* n's name in its directory, into buf (len bytes); "" when it has none. */
+static void node_name(struct kf_tree *t, struct kf_node n, char *buf,
+		      size_t len)
+{
+	char archive[KF_ARCHIVES_NAME_MAX] = "";
+	const struct kf_control_cmd *c;
+	const char *s = "";
+
+	switch (kf_tree_kinds[n.kind].naming) {
+	case KF_NAMED_FIXED:
+		s = kf_tree_kinds[n.kind].name;
+		break;
+	case KF_NAMED_PURPOSE:
+		if (n.index < t->cfg->n_purposes)
+			s = t->cfg->purposes[n.index].name;
+		break;
+	case KF_NAMED_VERSION:
+		snprintf(buf, len, "%" PRIu32, n.version);
+		return;
+	case KF_NAMED_ARCHIVE:
+		if (kf_archives_name(t->archives, n.index, n.version,
+				     archive) == 0)
+			s = archive;
+		break;
+	case KF_NAMED_COMMAND:
+		c = kf_control_at(n.index);
+		if (c)
+			s = c->name;
+		break;
 	}
+	snprintf(buf, len, "%s", s);
+}
+
+void kf_tree_path(struct kf_tree *t, struct kf_node n, char *buf, size_t len)
+{
+	struct kf_node p;
+	size_t used;
+
+	buf[0] = 0;
+	if (n.kind == KF_NODE_NONE || n.kind >= KF_NODE_KIND_COUNT ||
+	    n.kind == KF_NODE_ROOT)
+		return;
+	p = parent_of(n);
+	if (p.kind != KF_NODE_ROOT) {
+		kf_tree_path(t, p, buf, len);
+		used = strlen(buf);
+		if (used + 1 < len) {
+			buf[used++] = '/';
+			buf[used] = 0;
+		}
+		buf += used;
+		len -= used;
+	}
+	node_name(t, n, buf, len);
 }
 
 int kf_tree_lookup(struct kf_tree *t, const struct kf_keyring *kr,
 		   struct kf_node parent, const char *name, struct kf_node *ret)
 {
 	struct kf_node n = {KF_NODE_NONE, 0, 0};
+	int r = -ENOENT;
 
-	if (!(kf_tree_flags(parent.kind) & KF_NODE_F_DIR))
+	if (!(kf_tree_flags(parent) & F_DIR))
 		return -ENOTDIR;
-	if (!node_exists(t, kr, parent))
+	if (!kf_tree_exists(t, kr, parent))
 		return -ENOENT;
-	switch (parent.kind) {
-	case KF_NODE_DERIVED_DIR:
-	case KF_NODE_VDERIVED_DIR:
-		if (purpose_index(t, name, &n.index) < 0)
-			return -ENOENT;
-		n.kind = parent.kind == KF_NODE_DERIVED_DIR ? KF_NODE_DERIVED
-							    : KF_NODE_VDERIVED;
-		n.version = parent.version;
-		break;
-	case KF_NODE_VERSIONS_DIR:
-		if (parse_u32(name, &n.version) < 0)
-			return -ENOENT;
-		n.kind = KF_NODE_VDIR;
-		break;
-	case KF_NODE_BACKUPS_DIR:
-		/* Only a name that is an archive file gets a node. */
-		if (!is_backup_file_name(name))
-			return -ENOENT;
-		switch (backup_file(t, name)) {
-		case BACKUP_FILE_THERE:
-			return backup_node(t, name, ret);
-		case BACKUP_FILE_GONE:
-			backup_forget_name(t, name);
-			return -ENOENT;
-		default:
-			return -ENOENT;
-		}
-	default:
-		for (int k = KF_NODE_ROOT + 1; k < KF_NODE_KIND_COUNT; k++) {
-			if (kinds[k].parent == parent.kind && kinds[k].name &&
-			    strcmp(kinds[k].name, name) == 0) {
-				n.kind = (enum kf_node_kind)k;
-				n.version = parent.version;
-				break;
-			}
-		}
-		break;
+	for (unsigned k = KF_NODE_ROOT + 1;
+	     k < KF_NODE_KIND_COUNT && r == -ENOENT; k++) {
+		if (kf_tree_kinds[k].parent != parent.kind)
+			continue;
+		n = (struct kf_node){k, parent.version, 0};
+		r = name_to_node(t, name, &n);
 	}
-	if (n.kind == KF_NODE_NONE || !node_exists(t, kr, n))
+	if (r < 0)
+		return r;
+	if (!kf_tree_exists(t, kr, n))
 		return -ENOENT;
 	*ret = n;
 	return 0;
 }
 
-static const struct kf_access *access_of(struct kf_tree *t, struct kf_node n)
+/*
+ * Lists the nodes of kind k in directory dir.  1 when fn asked to stop, 0,
+ * or -errno.
+ */
+static int list_kind(struct kf_tree *t, const struct kf_keyring *kr,
+		     struct kf_node dir, unsigned k, kf_tree_list_fn fn,
+		     void *ctx)
 {
-	static const struct kf_access dir = {0, 0, 0555};
-	static const struct kf_access control_dir = {0, 0, 0700};
-	static const struct kf_access control = {0, 0, 0600};
+	mode_t type = kf_tree_kinds[k].flags & F_DIR ? S_IFDIR : S_IFREG;
+	struct kf_node c = {k, dir.version, 0};
+	char name[VERSION_NAME_MAX];
+	struct kf_backup_info *list = NULL;
+	size_t count = 0;
+	int r = 0;
 
-	switch (kinds[n.kind].access) {
-	case A_KEYS:
-		return &t->cfg->keys;
-	case A_STATUS:
-		return &t->cfg->status;
-	case A_PURPOSE:
-		return &t->cfg->purposes[n.index].access;
-	case A_BACKUPS:
-		return &t->cfg->backups;
-	case A_AUDIT:
-		return &t->cfg->audit;
-	case A_CONTROL:
-		return &control;
-	case A_CONTROL_DIR:
-		return &control_dir;
-	case A_DIR:
-	default:
-		return &dir;
-	}
-}
-
-/* A directory's mode: x wherever r is, so a readable folder can be entered. */
-static mode_t dir_mode(mode_t m)
-{
-	return m | (m & 0444) >> 2;
-}
-
-int kf_tree_stat(struct kf_tree *t, const struct kf_keyring *kr,
-		 struct kf_node n, struct stat *ret)
-{
-	const struct kf_access *a;
-	struct stat st = {0};
-	int64_t mtime = t->started;
-
-	if (!node_exists(t, kr, n))
-		return -ENOENT;
-	a = access_of(t, n);
-	st.st_ino = kf_tree_ino(n);
-	st.st_uid = a->uid;
-	st.st_gid = a->gid;
-	st.st_nlink = 1;
-	if (kinds[n.kind].flags & KF_NODE_F_DIR) {
-		st.st_mode = S_IFDIR | dir_mode(a->mode);
-		st.st_nlink = 2;
-	} else {
-		st.st_mode = S_IFREG | a->mode;
-	}
-	switch (n.kind) {
-	case KF_NODE_CURRENT:
-	case KF_NODE_DERIVED:
-		st.st_size = KF_KEY_TEXT_LEN;
-		mtime = kf_keyring_at(kr, 0)->created;
-		break;
-	case KF_NODE_PREVIOUS:
-		st.st_size = KF_KEY_TEXT_LEN;
-		mtime = kf_keyring_at(kr, 1)->created;
-		break;
-	case KF_NODE_VDIR:
-	case KF_NODE_VDERIVED_DIR:
-		mtime = kf_keyring_find(kr, n.version)->created;
-		break;
-	case KF_NODE_VKEY:
-	case KF_NODE_VDERIVED:
-		st.st_size = KF_KEY_TEXT_LEN;
-		mtime = kf_keyring_find(kr, n.version)->created;
-		break;
-	case KF_NODE_VERSION: {
-		char buf[KF_TREE_SMALL_MAX];
-		size_t len = 0;
-		int r = kf_tree_render(t, kr, n, buf, &len);
-
-		if (r < 0)
-			return r;
-		st.st_size = (off_t)len;
-		mtime = kf_keyring_at(kr, 0)->created;
-		break;
-	}
-	case KF_NODE_STATUS: {
-		uint8_t *buf;
-		size_t len;
-		int r = kf_tree_content(t, kr, n, &buf, &len);
-
-		if (r < 0)
-			return r;
-		sodium_free(buf);
-		st.st_size = (off_t)len;
-		mtime = kf_keyring_at(kr, 0)->created;
-		break;
-	}
-	case KF_NODE_BACKUP:
-	case KF_NODE_AUDIT: {
-		struct stat real;
-		char *p = NULL;
-		int r = kf_tree_file_path(t, n, &p);
-
-		if (r < 0)
-			return r;
-		r = stat(p, &real) < 0 ? -errno : 0;
-		free(p);
-		if (r == -ENOENT && n.kind == KF_NODE_AUDIT)
-			r = 0; /* not written yet: an empty log */
-		else if (r < 0)
-			return r;
-		else {
-			st.st_size = real.st_size;
-			mtime = real.st_mtime;
+	switch (kf_tree_kinds[k].naming) {
+	case KF_NAMED_FIXED:
+		if (kf_tree_exists(t, kr, c))
+			r = fn(ctx, kf_tree_kinds[k].name, c, type) ? 1 : 0;
+		return r;
+	case KF_NAMED_PURPOSE:
+		for (size_t i = 0; i < t->cfg->n_purposes && !r; i++) {
+			c.index = (uint32_t)i;
+			r = fn(ctx, t->cfg->purposes[i].name, c, type) ? 1 : 0;
 		}
-		break;
+		return r;
+	case KF_NAMED_VERSION:
+		/* Oldest first, as ls would sort them anyway. */
+		for (size_t i = kf_keyring_count(kr); i-- > 0 && !r;) {
+			c.version = kf_keyring_at(kr, i)->version;
+			node_name(t, c, name, sizeof(name));
+			r = fn(ctx, name, c, type) ? 1 : 0;
+		}
+		return r;
+	case KF_NAMED_COMMAND:
+		for (uint32_t i = 0; kf_control_at(i) && !r; i++) {
+			c.index = i;
+			r = fn(ctx, kf_control_at(i)->name, c, type) ? 1 : 0;
+		}
+		return r;
+	case KF_NAMED_ARCHIVE:
+		r = kf_manager_list_backups(t->m, &list, &count, NULL);
+		if (r < 0)
+			return r;
+		/* A listing is the time to drop names of deleted archives. */
+		kf_archives_sweep(t->archives);
+		for (size_t i = count; i-- > 0 && !r;) {
+			if (kf_archives_add(t->archives, list[i].name, &c.index,
+					    &c.version) < 0)
+				continue;
+			r = fn(ctx, list[i].name, c, type) ? 1 : 0;
+		}
+		free(list);
+		return r;
 	}
-	default:
-		break;
-	}
-	st.st_mtime = st.st_ctime = st.st_atime = (time_t)mtime;
-	st.st_blksize = 4096;
-	st.st_blocks = (st.st_size + 511) / 512;
-	*ret = st;
 	return 0;
 }
-
-struct list_ctx {
-	kf_tree_list_fn fn;
-	void *ctx;
-};
 
 int kf_tree_list(struct kf_tree *t, const struct kf_keyring *kr,
 		 struct kf_node n, kf_tree_list_fn fn, void *ctx)
 {
-	struct kf_node c = {KF_NODE_NONE, n.version, 0};
-	char name[32];
+	int r = 0;
 
-	if (!(kf_tree_flags(n.kind) & KF_NODE_F_DIR))
+	if (!(kf_tree_flags(n) & F_DIR))
 		return -ENOTDIR;
-	if (!node_exists(t, kr, n))
+	if (!kf_tree_exists(t, kr, n))
 		return -ENOENT;
 	if (fn(ctx, ".", n, S_IFDIR) || fn(ctx, "..", n, S_IFDIR))
 		return 0;
-	switch (n.kind) {
-	case KF_NODE_DERIVED_DIR:
-	case KF_NODE_VDERIVED_DIR:
-		c.kind = n.kind == KF_NODE_DERIVED_DIR ? KF_NODE_DERIVED
-						       : KF_NODE_VDERIVED;
-		for (size_t i = 0; i < t->cfg->n_purposes; i++) {
-			c.index = (uint32_t)i;
-			if (fn(ctx, t->cfg->purposes[i].name, c, S_IFREG))
-				return 0;
-		}
-		return 0;
-	case KF_NODE_VERSIONS_DIR:
-		c.kind = KF_NODE_VDIR;
-		/* Oldest first, as ls would sort them anyway. */
-		for (size_t i = kf_keyring_count(kr); i-- > 0;) {
-			c.version = kf_keyring_at(kr, i)->version;
-			snprintf(name, sizeof(name), "%" PRIu32, c.version);
-			if (fn(ctx, name, c, S_IFDIR))
-				return 0;
-		}
-		return 0;
-	case KF_NODE_BACKUPS_DIR: {
-		struct kf_backup_info *list = NULL;
-		size_t count = 0;
-		int r = kf_manager_list_backups(t->m, &list, &count, NULL);
+	for (unsigned k = KF_NODE_ROOT + 1; k < KF_NODE_KIND_COUNT && r == 0;
+	     k++)
+		if (kf_tree_kinds[k].parent == n.kind)
+			r = list_kind(t, kr, n, k, fn, ctx);
+	return r < 0 ? r : 0;
+}
 
-		if (r < 0)
-			return r;
-		/* A listing is the time to drop names of deleted archives. */
-		pthread_mutex_lock(&t->lock);
-		slots_sweep(t);
-		pthread_mutex_unlock(&t->lock);
-		c.kind = KF_NODE_BACKUP;
-		for (size_t i = count; i-- > 0;) {
-			if (!is_backup_file_name(list[i].name) ||
-			    backup_node(t, list[i].name, &c) < 0)
-				continue;
-			if (fn(ctx, list[i].name, c, S_IFREG))
-				break;
-		}
-		free(list);
-		return 0;
+/* --- changes ---------------------------------------------------------- */
+
+/* Whether nodes of kind k come and go with the keyring's entries. */
+static bool comes_and_goes(unsigned k)
+{
+	return kf_tree_kinds[k].entry == KF_ENTRY_PREVIOUS ||
+	       kf_tree_kinds[k].entry == KF_ENTRY_VERSION;
+}
+
+/*
+ * Every node of kind k (at version v) to fn: one per purpose for derived
+ * files.  A kind that comes and goes in a directory that stays also has
+ * its entry there named.
+ */
+static void kind_changed(struct kf_tree *t, unsigned k, uint32_t v,
+			 kf_tree_change_fn fn, void *ctx)
+{
+	struct kf_node n = {k, v, 0};
+	char name[NAME_MAX + 1];
+
+	if (comes_and_goes(k) && !comes_and_goes(kf_tree_kinds[k].parent)) {
+		node_name(t, n, name, sizeof(name));
+		fn(ctx, parent_of(n), name);
 	}
-	default:
-		for (int k = KF_NODE_ROOT + 1; k < KF_NODE_KIND_COUNT; k++) {
-			if (kinds[k].parent != n.kind || !kinds[k].name)
-				continue;
-			c.kind = (enum kf_node_kind)k;
-			if (!node_exists(t, kr, c))
-				continue;
-			if (fn(ctx, kinds[k].name, c,
-			       kinds[k].flags & KF_NODE_F_DIR ? S_IFDIR
-							      : S_IFREG))
-				return 0;
-		}
-		return 0;
+	if (kf_tree_kinds[k].naming != KF_NAMED_PURPOSE) {
+		fn(ctx, n, NULL);
+		return;
+	}
+	for (size_t i = 0; i < t->cfg->n_purposes; i++) {
+		n.index = (uint32_t)i;
+		fn(ctx, n, NULL);
 	}
 }
 
-/* Key text of raw key bytes, or of derive(key, purpose i), into buf. */
-static int key_text(struct kf_tree *t, const uint8_t *key, bool derive,
-		    uint32_t purpose, char buf[KF_KEY_TEXT_LEN + 1])
+/* Every node under versions/<v>/. */
+static void version_changed(struct kf_tree *t, uint32_t v, kf_tree_change_fn fn,
+			    void *ctx)
 {
-	uint8_t d[KF_KEY_BYTES];
-	int r = 0;
-
-	if (!derive) {
-		kf_key_encode(key, buf);
-		return 0;
-	}
-	r = kf_key_derive(key, t->cfg->purposes[purpose].name, d, NULL);
-	if (r == 0)
-		kf_key_encode(d, buf);
-	sodium_memzero(d, sizeof(d));
-	return r;
+	for (unsigned k = KF_NODE_ROOT; k < KF_NODE_KIND_COUNT; k++)
+		if (kf_tree_kinds[k].entry == KF_ENTRY_VERSION)
+			kind_changed(t, k, v, fn, ctx);
 }
 
-int kf_tree_render(struct kf_tree *t, const struct kf_keyring *kr,
-		   struct kf_node n, char buf[KF_TREE_SMALL_MAX],
-		   size_t *ret_len)
+/* True if version e of one keyring is absent from, or differs in, other. */
+static bool differs(const struct kf_keyring_entry *e,
+		    const struct kf_keyring *other)
 {
-	const struct kf_keyring_entry *e;
-	int r;
+	const struct kf_keyring_entry *o = kf_keyring_find(other, e->version);
 
-	if (!node_exists(t, kr, n))
-		return -ENOENT;
-	switch (n.kind) {
-	case KF_NODE_CURRENT:
-	case KF_NODE_DERIVED:
-		e = kf_keyring_at(kr, 0);
-		break;
-	case KF_NODE_PREVIOUS:
-		e = kf_keyring_at(kr, 1);
-		break;
-	case KF_NODE_VKEY:
-	case KF_NODE_VDERIVED:
-		e = kf_keyring_find(kr, n.version);
-		break;
-	case KF_NODE_VERSION:
-		*ret_len =
-		    (size_t)snprintf(buf, KF_TREE_SMALL_MAX, "%" PRIu32 "\n",
-				     kf_keyring_at(kr, 0)->version);
-		return 0;
-	default:
-		return -EINVAL;
-	}
-	r = key_text(t, e->key,
-		     n.kind == KF_NODE_DERIVED || n.kind == KF_NODE_VDERIVED,
-		     n.index, buf);
-	if (r == 0)
-		*ret_len = KF_KEY_TEXT_LEN;
-	return r;
+	return !o || sodium_memcmp(o->key, e->key, KF_KEY_BYTES) != 0;
 }
 
-int kf_tree_content(struct kf_tree *t, const struct kf_keyring *kr,
-		    struct kf_node n, uint8_t **ret_buf, size_t *ret_len)
+void kf_tree_changes(struct kf_tree *t, const struct kf_keyring *old,
+		     const struct kf_keyring *now, kf_tree_change_fn fn,
+		     void *ctx)
 {
-	uint8_t *buf;
-	size_t len = 0;
-	int r;
+	for (unsigned k = KF_NODE_ROOT; k < KF_NODE_KIND_COUNT; k++)
+		if (kf_tree_kinds[k].flags & F_CHANGES)
+			kind_changed(t, k, 0, fn, ctx);
+	for (size_t i = 0; i < kf_keyring_count(now); i++) {
+		const struct kf_keyring_entry *e = kf_keyring_at(now, i);
 
-	if (!node_exists(t, kr, n))
-		return -ENOENT;
-	if (n.kind == KF_NODE_STATUS) {
-		json_t *o = kf_manager_info(t->m);
-		char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-
-		json_decref(o);
-		if (!s)
-			return -ENOMEM;
-		len = strlen(s) + 1;
-		buf = sodium_malloc(len + 1);
-		if (buf) {
-			memcpy(buf, s, len - 1);
-			buf[len - 1] = '\n';
-			buf[len] = 0;
-		}
-		free(s);
-		if (!buf)
-			return -ENOMEM;
-	} else {
-		buf = sodium_malloc(KF_TREE_SMALL_MAX);
-		if (!buf)
-			return -ENOMEM;
-		r = kf_tree_render(t, kr, n, (char *)buf, &len);
-		if (r < 0) {
-			sodium_free(buf);
-			return r;
-		}
+		if (!old || differs(e, old))
+			version_changed(t, e->version, fn, ctx);
 	}
-	*ret_buf = buf;
-	*ret_len = len;
-	return 0;
-}
+	for (size_t i = 0; old && i < kf_keyring_count(old); i++) {
+		const struct kf_keyring_entry *e = kf_keyring_at(old, i);
 
-void kf_tree_path(struct kf_tree *t, struct kf_node n, char *buf, size_t len)
-{
-	const char *purpose = "";
-
-	if ((n.kind == KF_NODE_DERIVED || n.kind == KF_NODE_VDERIVED) &&
-	    n.index < t->cfg->n_purposes)
-		purpose = t->cfg->purposes[n.index].name;
-	switch (n.kind) {
-	case KF_NODE_DERIVED:
-		snprintf(buf, len, "derived/%s", purpose);
-		break;
-	case KF_NODE_VKEY:
-		snprintf(buf, len, "versions/%" PRIu32 "/key", n.version);
-		break;
-	case KF_NODE_VDERIVED:
-		snprintf(buf, len, "versions/%" PRIu32 "/derived/%s", n.version,
-			 purpose);
-		break;
-	default:
-		snprintf(buf, len, "%s",
-			 kinds[n.kind].name ? kinds[n.kind].name : "?");
-		break;
+		if (differs(e, now))
+			version_changed(t, e->version, fn, ctx);
 	}
 }

@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * tree: the keyfs tree as nodes (DESIGN.md §1).
+ * tree: the keyfs tree as nodes (DESIGN.md §1) -- the one place that knows
+ * its shape.
  *
  * A path is resolved once into a node -- (kind, version, index) -- and the
  * node is its inode number, so no per-inode state is kept: every attribute
  * and every byte of content is computed from the node, the configuration and
- * a keyring snapshot.  `index` is the purpose index for derived files; for
- * backups/ entries it is the slot of the archive's name in the tree's name
- * table and `version` that slot's generation, so an inode always means one
- * name, for as long as the archive exists.
+ * a keyring snapshot.  The kinds are tree.c's own (its node table); callers
+ * decide by a node's flags.  `index` is the purpose index for derived files
+ * and the row of the control table (control.h) for control files; for
+ * backups/ entries it is the slot of the archive's name (archives.h) and
+ * `version` that slot's generation, so an inode always means one name, for
+ * as long as the archive exists.
  */
 #ifndef KF_TREE_H
 #define KF_TREE_H
@@ -17,56 +20,50 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 
+#include "control.h"
 #include "manager.h"
 
-enum kf_node_kind {
-	KF_NODE_NONE = 0,
-	KF_NODE_ROOT = 1, /* inode 1, FUSE_ROOT_ID */
-	KF_NODE_CURRENT,
-	KF_NODE_PREVIOUS,
-	KF_NODE_VERSION,
-	KF_NODE_STATUS,
-	KF_NODE_DERIVED_DIR,
-	KF_NODE_DERIVED,
-	KF_NODE_VERSIONS_DIR,
-	KF_NODE_VDIR,
-	KF_NODE_VKEY,
-	KF_NODE_VDERIVED_DIR,
-	KF_NODE_VDERIVED,
-	KF_NODE_BACKUPS_DIR,
-	KF_NODE_BACKUP,
-	KF_NODE_CONTROL_DIR,
-	KF_NODE_CTL_ROTATE,
-	KF_NODE_CTL_BACKUP,
-	KF_NODE_CTL_RESTORE,
-	KF_NODE_CTL_PRUNE,
-	KF_NODE_CTL_RETIRE,
-	KF_NODE_AUDIT,
-	KF_NODE_KIND_COUNT
-};
-
 struct kf_node {
-	enum kf_node_kind kind;
-	uint32_t version; /* VDIR, VKEY, VDERIVED_DIR, VDERIVED; BACKUP: gen */
-	uint32_t index;	  /* purpose index, or backup name slot */
+	uint32_t kind;	  /* tree.c's node table; 0: no node */
+	uint32_t version; /* versions/<N>/...; backups/ entries: generation */
+	uint32_t index;	  /* purpose, control command, or backup name slot */
 };
 
-/* Node flags, from the kind table. */
-#define KF_NODE_F_DIR 0x1
-#define KF_NODE_F_KEY 0x2      /* key material: snapshot per open, audited */
-#define KF_NODE_F_CONTROL 0x4  /* a control file: writes drive the manager */
-#define KF_NODE_F_VOLATILE 0x8 /* attributes change often: no attr cache */
+/* Node flags, from the node table: what callers decide by. */
+#define KF_NODE_F_DIR 0x01
+#define KF_NODE_F_KEY 0x02	/* key material: audited open, snapshot */
+#define KF_NODE_F_CONTROL 0x04	/* a control file: writes run a command */
+#define KF_NODE_F_VOLATILE 0x08 /* attributes change often: no attr cache */
+#define KF_NODE_F_FILE 0x10	/* a real file's bytes (kf_tree_read_file) */
+/*
+ * Content built whole at open (kf_tree_content) and kept by the open file:
+ * status.  Other files of the keyring keep the keyring and render per read
+ * (kf_tree_render).
+ */
+#define KF_NODE_F_SNAPSHOT 0x20
+/* Follows every keyring change: kf_tree_changes names it each time. */
+#define KF_NODE_F_CHANGES 0x40
+
+/* Largest content kf_tree_render writes, with its NUL: key text, "N\n". */
+#define KF_TREE_SMALL_MAX 64
+/* The block size the tree reports (st_blksize, statfs). */
+#define KF_TREE_BLOCK_SIZE 4096
 
 struct kf_tree;
 
-/* A tree over m (borrowed; outlives the tree). */
+/* A tree over m (borrowed; outlives the tree).  NULL: out of memory. */
 struct kf_tree *kf_tree_new(struct kf_manager *m);
+/* Frees t (NULL is fine); returns NULL. */
 struct kf_tree *kf_tree_free(struct kf_tree *t);
 
+/* A node's inode number, and back (kind 0 for a number that is none). */
 uint64_t kf_tree_ino(struct kf_node n);
 struct kf_node kf_tree_node(uint64_t ino);
-unsigned kf_tree_flags(enum kf_node_kind kind);
+
+/* The KF_NODE_F_* flags of n's kind; 0 for no node. */
+unsigned kf_tree_flags(struct kf_node n);
 
 /*
  * Resolves name in directory `parent` against kr.  Returns 0 and *ret, or
@@ -92,8 +89,6 @@ typedef int (*kf_tree_list_fn)(void *ctx, const char *name, struct kf_node n,
 int kf_tree_list(struct kf_tree *t, const struct kf_keyring *kr,
 		 struct kf_node n, kf_tree_list_fn fn, void *ctx);
 
-#define KF_TREE_SMALL_MAX 64 /* key text, "N\n" */
-
 /*
  * The content of a key file or of `version`, built from kr into buf (a
  * stack buffer is fine: the caller wipes it).  -EINVAL for other nodes.
@@ -106,17 +101,41 @@ int kf_tree_render(struct kf_tree *t, const struct kf_keyring *kr,
 /*
  * The whole content of a file node built from kr: key text, "N\n", status
  * JSON.  *ret_buf is sodium_malloc'd (free with sodium_free) even when the
- * content is not secret, so callers handle every buffer alike.  Backups and
- * audit.log are not built here (kf_tree_file_path).
+ * content is not secret, so callers handle every buffer alike.  Real files
+ * (KF_NODE_F_FILE) are read with kf_tree_read_file.
  */
 int kf_tree_content(struct kf_tree *t, const struct kf_keyring *kr,
 		    struct kf_node n, uint8_t **ret_buf, size_t *ret_len);
 
 /*
- * For nodes backed by a real file (BACKUP, AUDIT): its path, malloc'd.
- * -ENOENT when the backup name id is unknown.
+ * Reads up to size bytes at off of the real file behind n (KF_NODE_F_FILE:
+ * an archive, the audit log) into buf.  The number of bytes read, or
+ * -errno (-EINVAL for other nodes); an audit log not written yet reads as
+ * empty.
  */
-int kf_tree_file_path(struct kf_tree *t, struct kf_node n, char **ret_path);
+ssize_t kf_tree_read_file(struct kf_tree *t, struct kf_node n, char *buf,
+			  size_t size, off_t off);
+
+/* The control command behind n (KF_NODE_F_CONTROL), or NULL. */
+const struct kf_control_cmd *kf_tree_command(struct kf_node n);
+
+/*
+ * Called by kf_tree_changes for each thing a keyring change may have made
+ * stale: with name NULL, node n's attributes or content; else the entry
+ * `name` in directory n, which may now resolve differently or not at all.
+ */
+typedef void (*kf_tree_change_fn)(void *ctx, struct kf_node n,
+				  const char *name);
+
+/*
+ * What changed between keyrings old (NULL: unknown, so everything) and
+ * now: every node that follows each change, and the nodes of each version
+ * that came, went or holds another key.  fn is called once per node or
+ * entry; the tree is not otherwise touched.
+ */
+void kf_tree_changes(struct kf_tree *t, const struct kf_keyring *old,
+		     const struct kf_keyring *now, kf_tree_change_fn fn,
+		     void *ctx);
 
 /*
  * How many names the backups/ name table holds, and how many slots it has

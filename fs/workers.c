@@ -3,102 +3,45 @@
  * workers: the daemon's two background threads.
  *
  * Invalidation: names and attributes are cached by the kernel for KF_TTL,
- * which halves the cost of a key read; whatever a change affects is
- * invalidated before the control write that made it returns.  The
- * invalidations are sent by this thread, never from a request handler: the
- * handler hands the work over and waits for it to finish.
+ * which halves the cost of a key read; whatever a change affects (the tree
+ * says what: kf_tree_changes) is invalidated before the control write that
+ * made it returns.  The invalidations are sent by this thread, never from a
+ * request handler: the handler hands the work over and waits for it to
+ * finish.
  *
  * Rotation: rotates when rotate_interval says so, and seals the audit
  * anchor hourly.
  */
-#include <inttypes.h>
-#include <stdio.h>
 #include <string.h>
 #include <time.h>
-
-#include <sodium.h>
 
 #include "fs.h"
 #include "log.h"
 
-static void inval_inode(struct kf_fs *fs, struct kf_node n)
+/*
+ * Drops one thing kf_tree_changes names from the kernel's caches: an inode's
+ * attributes and pages, or a name in a directory.  -ENOENT from the kernel
+ * means it does not hold it: nothing to drop.
+ */
+static void drop(void *arg, struct kf_node n, const char *name)
 {
-	/* -ENOENT: the kernel does not hold it, nothing to drop. */
-	(void)fuse_lowlevel_notify_inval_inode(fs->se, kf_tree_ino(n), 0, 0);
-}
+	struct kf_fs *fs = arg;
 
-static void inval_entry(struct kf_fs *fs, struct kf_node parent,
-			const char *name)
-{
-	(void)fuse_lowlevel_notify_inval_entry(fs->se, kf_tree_ino(parent),
-					       name, strlen(name));
-}
-
-/* Everything under versions/<v>/. */
-static void inval_version(struct kf_fs *fs, uint32_t v)
-{
-	struct kf_node n = {KF_NODE_VERSIONS_DIR, 0, 0};
-	char name[16];
-
-	snprintf(name, sizeof(name), "%" PRIu32, v);
-	inval_entry(fs, n, name);
-	n.version = v;
-	n.kind = KF_NODE_VDIR;
-	inval_inode(fs, n);
-	n.kind = KF_NODE_VKEY;
-	inval_inode(fs, n);
-	n.kind = KF_NODE_VDERIVED_DIR;
-	inval_inode(fs, n);
-	n.kind = KF_NODE_VDERIVED;
-	for (size_t i = 0; i < fs->cfg->n_purposes; i++) {
-		n.index = (uint32_t)i;
-		inval_inode(fs, n);
-	}
-}
-
-/* True if version e of one keyring is absent from, or differs in, other. */
-static bool version_changed(const struct kf_keyring_entry *e,
-			    const struct kf_keyring *other)
-{
-	const struct kf_keyring_entry *o = kf_keyring_find(other, e->version);
-
-	return !o || sodium_memcmp(o->key, e->key, KF_KEY_BYTES) != 0;
+	if (name)
+		(void)fuse_lowlevel_notify_inval_entry(fs->se, kf_tree_ino(n),
+						       name, strlen(name));
+	else
+		(void)fuse_lowlevel_notify_inval_inode(fs->se, kf_tree_ino(n),
+						       0, 0);
 }
 
 /* Drops from the kernel every name, attribute and page that changed. */
 static void invalidate_changes(struct kf_fs *fs)
 {
-	static const enum kf_node_kind top[] = {
-	    KF_NODE_ROOT,	 KF_NODE_CURRENT, KF_NODE_PREVIOUS,
-	    KF_NODE_VERSION,	 KF_NODE_STATUS,  KF_NODE_VERSIONS_DIR,
-	    KF_NODE_BACKUPS_DIR, KF_NODE_AUDIT,
-	};
-	struct kf_keyring *now = kf_manager_keyring(fs->m), *old = fs->shown;
-	struct kf_node n = {KF_NODE_ROOT, 0, 0};
+	struct kf_keyring *now = kf_manager_keyring(fs->m);
 
-	inval_entry(fs, n, "previous");
-	for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
-		n.kind = top[i];
-		inval_inode(fs, n);
-	}
-	n.kind = KF_NODE_DERIVED;
-	for (size_t i = 0; i < fs->cfg->n_purposes; i++) {
-		n.index = (uint32_t)i;
-		inval_inode(fs, n);
-	}
-	for (size_t i = 0; i < kf_keyring_count(now); i++) {
-		const struct kf_keyring_entry *e = kf_keyring_at(now, i);
-
-		if (!old || version_changed(e, old))
-			inval_version(fs, e->version);
-	}
-	for (size_t i = 0; old && i < kf_keyring_count(old); i++) {
-		const struct kf_keyring_entry *e = kf_keyring_at(old, i);
-
-		if (version_changed(e, now))
-			inval_version(fs, e->version);
-	}
-	kf_keyring_unref(old);
+	kf_tree_changes(fs->tree, fs->shown, now, drop, fs);
+	kf_keyring_unref(fs->shown);
 	fs->shown = now;
 }
 

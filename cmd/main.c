@@ -12,7 +12,8 @@
 #include "mount.h"
 #include "util.h"
 
-static const char usage[] =
+/* keyfs --help: usage_head, then ctl's lines (kf_cli_ctl_help), usage_tail. */
+static const char usage_head[] =
     "usage: keyfs COMMAND [ARGS]\n"
     "\n"
     "  mount [-c FILE] [-f] [-o OPTS] [MOUNTPOINT]\n"
@@ -20,9 +21,8 @@ static const char usage[] =
     "                      foreground; SIGTERM/SIGINT unmount cleanly\n"
     "  genkey              print a new key (Fernet text form)\n"
     "  validate [KEY|-]    exit 0 and \"valid\", or exit 1 and the reason\n"
-    "  derive PURPOSE      key on standard input, purpose key out\n"
-    "  ctl rotate|backup [NAME]|restore NAME [force]|prune N [force]|\n"
-    "      retire N|status [--mount DIR] [-c FILE]\n"
+    "  derive PURPOSE      key on standard input, purpose key out\n";
+static const char usage_tail[] =
     "                      drive a mounted tree and print what happened\n"
     "  backup list|verify FILE [-c FILE]\n"
     "                      list archives, or verify one with the master key\n"
@@ -37,6 +37,13 @@ static const char usage[] =
     "\n"
     "Configuration: -c FILE, else $KEYFS_CONFIG, else /etc/keyfs/keyfs.ini,\n"
     "else the embedded development configuration (etc/keyfs-dev.ini).\n";
+
+static void print_usage(FILE *f)
+{
+	fputs(usage_head, f);
+	kf_cli_ctl_help(f);
+	fputs(usage_tail, f);
+}
 
 static int cmd_mount(int argc, char **argv)
 {
@@ -59,7 +66,7 @@ static int cmd_mount(int argc, char **argv)
 			o.extra = optarg;
 			break;
 		case 'h':
-			fputs(usage, stdout);
+			print_usage(stdout);
 			return 0;
 		default:
 			fprintf(stderr,
@@ -107,7 +114,7 @@ int main(int argc, char **argv)
 	}
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
-		fputs(usage, argc < 2 ? stderr : stdout);
+		print_usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
 	}
 	if (strcmp(argv[1], "--version") == 0) {
