@@ -137,6 +137,7 @@ int kf_key_derive(const uint8_t key[KF_KEY_BYTES], const char *purpose,
 {
 	static const uint8_t salt[crypto_generichash_blake2b_SALTBYTES];
 	uint8_t personal[crypto_generichash_blake2b_PERSONALBYTES] = {0};
+	int r;
 
 	if (!kf_purpose_valid(purpose)) {
 		kf_err_set(err,
@@ -147,9 +148,12 @@ int kf_key_derive(const uint8_t key[KF_KEY_BYTES], const char *purpose,
 	}
 	memcpy(personal, KF_KEY_DERIVE_PERSONAL,
 	       sizeof(KF_KEY_DERIVE_PERSONAL) - 1);
-	if (crypto_generichash_blake2b_salt_personal(
-		ret, KF_KEY_BYTES, (const uint8_t *)purpose, strlen(purpose),
-		key, KF_KEY_BYTES, salt, personal) != 0) {
+	r = crypto_generichash_blake2b_salt_personal(
+	    ret, KF_KEY_BYTES, (const uint8_t *)purpose, strlen(purpose), key,
+	    KF_KEY_BYTES, salt, personal);
+	/* BLAKE2b's state, holding the derived key, is on its stack. */
+	kf_key_wipe_stack(KF_KEY_WIPE_CALL);
+	if (r != 0) {
 		kf_err_set(err, "BLAKE2b failed");
 		return -EIO;
 	}
@@ -167,6 +171,7 @@ void kf_key_fingerprint(const uint8_t key[KF_KEY_BYTES],
 	/* Cannot fail: every length is within BLAKE2b's limits. */
 	crypto_generichash_blake2b_salt_personal(
 	    h, sizeof(h), key, KF_KEY_BYTES, NULL, 0, salt, personal);
+	kf_key_wipe_stack(KF_KEY_WIPE_CALL); /* the key was its message */
 	kf_hex(h, KF_KEY_FPR_LEN / 2, ret);
 	sodium_memzero(h, sizeof(h));
 }
@@ -186,4 +191,86 @@ bool kf_purpose_valid(const char *name)
 			return false;
 	}
 	return i > 0;
+}
+
+#if defined(__x86_64__)
+/* Registers 16-31 exist only with AVX-512, and vzeroall leaves them. */
+__attribute__((target("avx512f"))) static void wipe_zmm16_31(void)
+{
+	__asm__ volatile("vpxord %%zmm16, %%zmm16, %%zmm16\n\t"
+			 "vpxord %%zmm17, %%zmm17, %%zmm17\n\t"
+			 "vpxord %%zmm18, %%zmm18, %%zmm18\n\t"
+			 "vpxord %%zmm19, %%zmm19, %%zmm19\n\t"
+			 "vpxord %%zmm20, %%zmm20, %%zmm20\n\t"
+			 "vpxord %%zmm21, %%zmm21, %%zmm21\n\t"
+			 "vpxord %%zmm22, %%zmm22, %%zmm22\n\t"
+			 "vpxord %%zmm23, %%zmm23, %%zmm23\n\t"
+			 "vpxord %%zmm24, %%zmm24, %%zmm24\n\t"
+			 "vpxord %%zmm25, %%zmm25, %%zmm25\n\t"
+			 "vpxord %%zmm26, %%zmm26, %%zmm26\n\t"
+			 "vpxord %%zmm27, %%zmm27, %%zmm27\n\t"
+			 "vpxord %%zmm28, %%zmm28, %%zmm28\n\t"
+			 "vpxord %%zmm29, %%zmm29, %%zmm29\n\t"
+			 "vpxord %%zmm30, %%zmm30, %%zmm30\n\t"
+			 "vpxord %%zmm31, %%zmm31, %%zmm31"
+			 :
+			 :
+			 : "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21",
+			   "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27",
+			   "xmm28", "xmm29", "xmm30", "xmm31");
+}
+#endif
+
+/*
+ * The vector registers can still hold key bytes that memcpy or libsodium
+ * moved; a core stores them.  Only x86-64 is handled.
+ */
+static void wipe_vector_registers(void)
+{
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("avx")) {
+		__asm__ volatile("vzeroall"
+				 :
+				 :
+				 : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4",
+				   "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+				   "xmm10", "xmm11", "xmm12", "xmm13", "xmm14",
+				   "xmm15");
+	} else {
+		__asm__ volatile("pxor %%xmm0, %%xmm0\n\t"
+				 "pxor %%xmm1, %%xmm1\n\t"
+				 "pxor %%xmm2, %%xmm2\n\t"
+				 "pxor %%xmm3, %%xmm3\n\t"
+				 "pxor %%xmm4, %%xmm4\n\t"
+				 "pxor %%xmm5, %%xmm5\n\t"
+				 "pxor %%xmm6, %%xmm6\n\t"
+				 "pxor %%xmm7, %%xmm7\n\t"
+				 "pxor %%xmm8, %%xmm8\n\t"
+				 "pxor %%xmm9, %%xmm9\n\t"
+				 "pxor %%xmm10, %%xmm10\n\t"
+				 "pxor %%xmm11, %%xmm11\n\t"
+				 "pxor %%xmm12, %%xmm12\n\t"
+				 "pxor %%xmm13, %%xmm13\n\t"
+				 "pxor %%xmm14, %%xmm14\n\t"
+				 "pxor %%xmm15, %%xmm15"
+				 :
+				 :
+				 : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4",
+				   "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+				   "xmm10", "xmm11", "xmm12", "xmm13", "xmm14",
+				   "xmm15");
+	}
+	if (__builtin_cpu_supports("avx512f"))
+		wipe_zmm16_31();
+#endif
+}
+
+__attribute__((noinline)) void kf_key_wipe_stack(size_t len)
+{
+	size_t n = len < KF_KEY_WIPE_OPERATION ? len : KF_KEY_WIPE_OPERATION;
+	/* A VLA, so that the wiped bytes start right below the caller. */
+	unsigned char pad[n > 0 ? n : 1];
+
+	sodium_memzero(pad, sizeof(pad));
+	wipe_vector_registers();
 }

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * key: data keys, their Fernet text form, validation, purpose derivation and
- * fingerprints (DESIGN.md §2).  Pure functions; no I/O, no logging.
+ * fingerprints (DESIGN.md §2); and wiping the places outside guarded memory
+ * where key bytes end up (the stack, the vector registers).  No I/O, no
+ * logging.  (Keys given in the environment: core/env.h.)
  */
 #ifndef KF_KEY_H
 #define KF_KEY_H
@@ -51,5 +53,28 @@ void kf_key_fingerprint(const uint8_t key[KF_KEY_BYTES],
 
 /* True if name matches [a-z0-9][a-z0-9_-]{0,31}. */
 bool kf_purpose_valid(const char *name);
+
+/*
+ * How much stack kf_key_wipe_stack clears: after one libsodium call (its
+ * frames, measured under 1 KiB) ...
+ */
+#define KF_KEY_WIPE_CALL 2048
+/* ... and after a whole operation (a rotation, a restore, the start:
+ * measured at most 29 KiB deep). */
+#define KF_KEY_WIPE_OPERATION (64 * 1024)
+
+/*
+ * Clears len bytes (at most KF_KEY_WIPE_OPERATION) of the calling thread's
+ * stack just below the caller's frame, where the functions it called kept
+ * their locals.  Key bytes stay there that no code of ours can reach:
+ * libsodium 1.0.18's one-shot BLAKE2b keeps its state, and so its output (a
+ * derived key, a subkey), on its stack without wiping it, and its portable
+ * compression function copies the key block there; the dynamic linker's
+ * lazy-binding trampoline saves every vector register, which may still hold
+ * key bytes a memcpy moved, onto the stack.  Then clears those vector
+ * registers too (x86-64 only): a core stores them.  Call it after such
+ * calls, before the caller returns.  Never inlined.
+ */
+void kf_key_wipe_stack(size_t len);
 
 #endif

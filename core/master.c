@@ -235,4 +235,5 @@ void kf_master_subkey(const uint8_t master[KF_KEY_BYTES], enum kf_subkey id,
 {
 	(void)crypto_kdf_derive_from_key(out, KF_SUBKEY_BYTES, (uint64_t)id,
 					 KF_MASTER_CONTEXT, master);
+	kf_key_wipe_stack(KF_KEY_WIPE_CALL); /* BLAKE2b left the subkey */
 }

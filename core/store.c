@@ -11,6 +11,7 @@
 
 #include <sodium.h>
 
+#include "key.h"
 #include "store.h"
 
 #define ST_MAGIC "KEYFSST" /* with its NUL: 8 bytes */
@@ -34,6 +35,7 @@ static void store_kcv(const uint8_t seal_key[KF_STORE_KEY_BYTES],
 {
 	crypto_generichash(kcv, ST_KCV_LEN, (const uint8_t *)ST_KCV_MSG,
 			   strlen(ST_KCV_MSG), seal_key, KF_STORE_KEY_BYTES);
+	kf_key_wipe_stack(KF_KEY_WIPE_CALL); /* BLAKE2b keyed with seal_key */
 }
 
 /* Checks the header and size of a state file read into buf; 0 or -EBADMSG. */

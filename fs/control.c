@@ -15,6 +15,7 @@
 
 #include "archives.h"
 #include "control.h"
+#include "key.h"
 
 #define CTL_INPUT_MAX 4096 /* longer control writes are refused */
 
@@ -297,5 +298,13 @@ out:
 		snprintf(out, KF_CONTROL_RESULT_MAX, "%s: %s\n", c->verb,
 			 detail);
 	sodium_memzero(arg, sizeof(arg));
+	/*
+	 * The write's text may be a key pasted into the wrong file, and the
+	 * kernel put it in libfuse's receive buffer, which libfuse does not
+	 * touch again (keyfs has no write_buf, so no splice: plain writable
+	 * memory).  An operation also leaves key bytes on this stack.
+	 */
+	sodium_memzero((char *)buf, size);
+	kf_key_wipe_stack(KF_KEY_WIPE_OPERATION);
 	return r;
 }

@@ -409,6 +409,9 @@ int kf_mount_main(const struct kf_mount_opts *o)
 	if (check_paths(cfg, mnt) < 0)
 		goto fail;
 	r = kf_manager_open(cfg, &m, err);
+	/* What opening left on this stack: subkeys, registers the dynamic
+	 * linker saved (README: Keys in memory). */
+	kf_key_wipe_stack(KF_KEY_WIPE_OPERATION);
 	if (r < 0) {
 		kf_log(LOG_ERR, "%s", err);
 		goto fail;

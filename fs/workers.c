@@ -111,6 +111,7 @@ static void *rot_main(void *arg)
 			} else if (rotated) {
 				kf_log(LOG_NOTICE, "automatic rotation done");
 			}
+			kf_key_wipe_stack(KF_KEY_WIPE_OPERATION);
 			pthread_mutex_lock(&fs->rot_lock);
 			if (due == 0)
 				continue;
@@ -127,6 +128,7 @@ static void *rot_main(void *arg)
 			if (kf_manager_checkpoint(fs->m, err) < 0)
 				kf_log(LOG_ALERT,
 				       "sealing the audit anchor: %s", err);
+			kf_key_wipe_stack(KF_KEY_WIPE_OPERATION);
 			pthread_mutex_lock(&fs->rot_lock);
 		}
 	}
