@@ -3,7 +3,7 @@
  * archives: the manager's backup operations (DESIGN.md §5) -- backup,
  * restore, prune and list -- and the archive helpers the other operations
  * use (an archive before every change, automatic pruning, the highest
- * version any archive holds).  The archive format is backup.c's.
+ * version any archive holds).  The archive format is backup_format.c's.
  */
 #include <errno.h>
 #include <inttypes.h>

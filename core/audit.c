@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MIT
-/* audit: the tamper-evident audit log (see audit.h and DESIGN.md §6). */
+/*
+ * audit: writing the tamper-evident audit log (see audit.h and DESIGN.md §6).
+ * Reading and verifying it is in audit_read.c.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -11,17 +14,7 @@
 
 #include <sodium.h>
 
-#include "audit.h"
-
-#define CHAIN_HEX (2 * KF_AUDIT_CHAIN_BYTES)
-#define CHAIN_HEAD ",\"chain\":\""
-#define CHAIN_HEAD_LEN (sizeof(CHAIN_HEAD) - 1)
-/* `,"chain":"<64 hex>"}` at the end of every line (before its "\n"). */
-#define CHAIN_SUFFIX_LEN (CHAIN_HEAD_LEN + CHAIN_HEX + 2)
-
-_Static_assert(KF_AUDIT_KEY_BYTES >= crypto_generichash_KEYBYTES_MIN &&
-		   KF_AUDIT_KEY_BYTES <= crypto_generichash_KEYBYTES_MAX,
-	       "the audit key is a BLAKE2b key");
+#include "audit_private.h"
 
 /* A formatted line and the anchor it leaves once written. */
 struct pending {
@@ -41,24 +34,6 @@ struct kf_audit {
 	char *path;   /* for messages; read-only after open */
 };
 
-/* State of one pass over a log file, shared by open and verify. */
-struct scan {
-	const uint8_t *key;
-	const struct kf_audit_anchor *anchor; /* may be NULL */
-	uint64_t lines;			      /* complete lines read */
-	off_t good_end; /* offset just after the last complete line */
-	bool torn;	/* the file ends with a line without "\n" */
-	/* First problem found; verification stops advancing after it. */
-	bool bad;
-	char reason[KF_ERR_MAX];
-	uint64_t next_seq;
-	uint8_t prev[KF_AUDIT_CHAIN_BYTES];
-	bool anchor_seen, anchor_match;
-	/* The last line that parses, whether or not it verifies. */
-	bool have_last;
-	struct kf_audit_anchor last;
-};
-
 static bool is_reserved(const char *key, size_t len)
 {
 	static const char *const names[] = {"timestamp", "seq", "chain"};
@@ -69,358 +44,6 @@ static bool is_reserved(const char *key, size_t len)
 	return false;
 }
 
-/* chain = BLAKE2b-256(key, prev || prefix || "}"), body = prefix + "}". */
-static void chain_mac(const uint8_t *key, const uint8_t *prev,
-		      const char *prefix, size_t prefix_len,
-		      uint8_t out[KF_AUDIT_CHAIN_BYTES])
-{
-	crypto_generichash_state st;
-
-	crypto_generichash_init(&st, key, KF_AUDIT_KEY_BYTES,
-				KF_AUDIT_CHAIN_BYTES);
-	crypto_generichash_update(&st, prev, KF_AUDIT_CHAIN_BYTES);
-	crypto_generichash_update(&st, (const unsigned char *)prefix,
-				  prefix_len);
-	crypto_generichash_update(&st, (const unsigned char *)"}", 1);
-	crypto_generichash_final(&st, out, KF_AUDIT_CHAIN_BYTES);
-	sodium_memzero(&st, sizeof(st));
-}
-
-/*
- * Parses one line (len without its "\n", less than KF_AUDIT_LINE_MAX: the
- * reader never returns a longer one): a JSON object with a positive integer
- * seq that ends with the chain field.  On failure returns -EBADMSG and sets
- * *why.
- */
-static int parse_line(const char *line, size_t len, uint64_t *ret_seq,
-		      uint8_t ret_chain[KF_AUDIT_CHAIN_BYTES], const char **why)
-{
-	const char *tail;
-	json_error_t e;
-	json_t *root, *seq;
-	int r = -EBADMSG;
-
-	/* Duplicate keys could show a reader another seq or chain; NUL is
-	 * allowed because the writer escapes it as \u0000. */
-	root =
-	    json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &e);
-	if (!root) {
-		*why = "not JSON";
-		return r;
-	}
-	if (!json_is_object(root)) {
-		*why = "not a JSON object";
-		goto out;
-	}
-	seq = json_object_get(root, "seq");
-	if (!json_is_integer(seq) || json_integer_value(seq) < 1) {
-		*why = "no seq field";
-		goto out;
-	}
-	if (!json_object_get(root, "chain")) {
-		*why = "no chain field";
-		goto out;
-	}
-	tail = len > CHAIN_SUFFIX_LEN ? line + len - CHAIN_SUFFIX_LEN : NULL;
-	if (!tail || memcmp(tail, CHAIN_HEAD, CHAIN_HEAD_LEN) != 0 ||
-	    memcmp(line + len - 2, "\"}", 2) != 0 ||
-	    kf_unhex(tail + CHAIN_HEAD_LEN, ret_chain, KF_AUDIT_CHAIN_BYTES) <
-		0) {
-		*why = "chain field malformed or not last";
-		goto out;
-	}
-	*ret_seq = (uint64_t)json_integer_value(seq);
-	r = 0;
-out:
-	json_decref(root);
-	return r;
-}
-
-static void scan_line(struct scan *s, const char *line, size_t len)
-{
-	uint8_t chain[KF_AUDIT_CHAIN_BYTES], want[KF_AUDIT_CHAIN_BYTES];
-	unsigned long long no = (unsigned long long)s->lines;
-	const char *why = NULL;
-	uint64_t seq = 0;
-
-	if (parse_line(line, len, &seq, chain, &why) < 0) {
-		if (!s->bad)
-			kf_err_set(s->reason, "line %llu: %s", no, why);
-		s->bad = true;
-		return;
-	}
-	s->have_last = true;
-	s->last.seq = seq;
-	memcpy(s->last.chain, chain, sizeof(chain));
-	if (s->bad)
-		return;
-	if (seq != s->next_seq) {
-		kf_err_set(s->reason, "line %llu: seq %llu, expected %llu", no,
-			   (unsigned long long)seq,
-			   (unsigned long long)s->next_seq);
-		s->bad = true;
-		return;
-	}
-	chain_mac(s->key, s->prev, line, len - CHAIN_SUFFIX_LEN, want);
-	if (sodium_memcmp(want, chain, sizeof(want)) != 0) {
-		kf_err_set(s->reason,
-			   "line %llu: chain mismatch (edited, or a line "
-			   "before it was changed)",
-			   no);
-		s->bad = true;
-		return;
-	}
-	if (s->anchor && s->anchor->seq == seq) {
-		s->anchor_seen = true;
-		s->anchor_match =
-		    sodium_memcmp(s->anchor->chain, chain, sizeof(chain)) == 0;
-	}
-	memcpy(s->prev, chain, sizeof(chain));
-	s->next_seq++;
-}
-
-/* Bytes asked of read(2) at a time: several lines, so few calls. */
-#define READ_BUF (8 * KF_AUDIT_LINE_MAX)
-
-/*
- * Reads a log line by line in READ_BUF bytes of memory, whatever the file
- * holds.  No line the writer makes is longer than KF_AUDIT_LINE_MAX with its
- * "\n", so a longer one is never held whole.  (getline(3) grew its buffer
- * to the length of the line, and the ENOMEM it then returned looked like
- * end of file.)
- */
-struct reader {
-	int fd;
-	char *buf;	   /* READ_BUF bytes */
-	size_t start, end; /* unread bytes: buf[start, end) */
-	bool eof;
-};
-
-/* One line from reader_next. */
-struct line {
-	const char *text; /* in the reader's buffer; NULL if overlong */
-	size_t len;	  /* bytes consumed, "\n" included if any */
-	bool complete;	  /* ends with "\n"; else the file ended first */
-};
-
-/* Moves the unread bytes to the front and reads more after them. */
-static int reader_fill(struct reader *rd)
-{
-	ssize_t n;
-
-	if (rd->start > 0) {
-		memmove(rd->buf, rd->buf + rd->start, rd->end - rd->start);
-		rd->end -= rd->start;
-		rd->start = 0;
-	}
-	do
-		n = read(rd->fd, rd->buf + rd->end, READ_BUF - rd->end);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	if (n == 0)
-		rd->eof = true;
-	rd->end += (size_t)n;
-	return 0;
-}
-
-/*
- * An overlong line (its first bytes are unread at rd->start): with `skip`,
- * consumes it through its "\n" or to the end of the file, a buffer at a
- * time; else leaves it.  *ret gets no text.
- */
-static int reader_skip(struct reader *rd, bool skip, struct line *ret)
-{
-	*ret = (struct line){0};
-	while (skip) {
-		char *p = rd->buf + rd->start;
-		char *nl = memchr(p, '\n', rd->end - rd->start);
-		int r;
-
-		if (nl) {
-			ret->len += (size_t)(nl - p) + 1;
-			ret->complete = true;
-			rd->start += (size_t)(nl - p) + 1;
-			break;
-		}
-		ret->len += rd->end - rd->start;
-		rd->start = rd->end = 0;
-		if (rd->eof)
-			break;
-		r = reader_fill(rd);
-		if (r < 0)
-			return r;
-	}
-	return 1;
-}
-
-/*
- * The next line: 1 with *ret filled in, 0 at the end of the file, or -errno
- * on a read error (never taken for the end).  A line longer than
- * KF_AUDIT_LINE_MAX has no text; with skip_long it is consumed.
- */
-static int reader_next(struct reader *rd, bool skip_long, struct line *ret)
-{
-	for (;;) {
-		char *p = rd->buf + rd->start;
-		size_t have = rd->end - rd->start;
-		char *nl = memchr(p, '\n', have);
-		int r;
-
-		if (nl && (size_t)(nl - p) < KF_AUDIT_LINE_MAX) {
-			ret->text = p;
-			ret->len = (size_t)(nl - p) + 1;
-			ret->complete = true;
-			rd->start += ret->len;
-			return 1;
-		}
-		if (nl || have >= KF_AUDIT_LINE_MAX)
-			return reader_skip(rd, skip_long, ret);
-		if (rd->eof) {
-			if (have == 0)
-				return 0;
-			ret->text = p;
-			ret->len = have;
-			ret->complete = false;
-			rd->start = rd->end;
-			return 1;
-		}
-		/* fewer than KF_AUDIT_LINE_MAX bytes left: there is room */
-		r = reader_fill(rd);
-		if (r < 0)
-			return r;
-	}
-}
-
-/*
- * Reads the file at fd line by line (in bounded memory) into s.  With
- * stop_at_bad, stops at the first bad line; else reads past bad and
- * overlong lines to the end.  Returns 0, or -errno on a read error.
- */
-static int scan_file(int fd, struct scan *s, bool stop_at_bad)
-{
-	struct reader rd = {.fd = fd};
-	struct line l;
-	int r;
-
-	rd.buf = malloc(READ_BUF);
-	if (!rd.buf)
-		return -ENOMEM;
-	s->next_seq = 1;
-	memset(s->prev, 0, sizeof(s->prev));
-	while ((r = reader_next(&rd, !stop_at_bad, &l)) > 0) {
-		if (!l.text) {
-			if (!s->bad)
-				kf_err_set(s->reason,
-					   "line %llu: line longer than %d "
-					   "bytes",
-					   (unsigned long long)s->lines + 1,
-					   KF_AUDIT_LINE_MAX);
-			s->bad = true;
-		}
-		if (!l.complete) {
-			s->torn = true;
-			break;
-		}
-		s->lines++;
-		s->good_end += (off_t)l.len;
-		if (l.text)
-			scan_line(s, l.text, l.len - 1);
-		if (s->bad && stop_at_bad)
-			break;
-	}
-	free(rd.buf);
-	return r < 0 ? r : 0;
-}
-
-/* "ok: ..." saying what was checked, and what was not. */
-static void report_ok(const struct scan *s,
-		      const struct kf_audit_anchor *anchor,
-		      char report[KF_ERR_MAX])
-{
-	unsigned long long n = s->lines, a = anchor ? anchor->seq : 0;
-	char range[64] = "";
-
-	if (n > 0)
-		snprintf(range, sizeof(range), " (seq 1-%llu)", n);
-	if (!anchor)
-		kf_err_set(report,
-			   "ok: %llu records%s; end not checked against the "
-			   "sealed anchor",
-			   n, range);
-	else if (a == 0)
-		kf_err_set(report,
-			   "ok: %llu records%s; end not checked: the sealed "
-			   "state holds no anchor",
-			   n, range);
-	else if (a == n)
-		kf_err_set(report,
-			   "ok: %llu records%s; end checked: seq %llu matches "
-			   "the sealed anchor",
-			   n, range, a);
-	else
-		kf_err_set(report,
-			   "ok: %llu records%s; end checked: seq %llu matches "
-			   "the sealed anchor (%llu later records not covered)",
-			   n, range, a, n - a);
-}
-
-int kf_audit_verify(const char *path, const uint8_t key[KF_AUDIT_KEY_BYTES],
-		    const struct kf_audit_anchor *anchor,
-		    char report[KF_ERR_MAX], uint64_t *ret_lines)
-{
-	struct scan s = {.key = key, .anchor = anchor};
-	struct stat st;
-	int fd, r;
-
-	if (sodium_init() < 0) {
-		kf_err_set(report, "libsodium cannot be initialised");
-		return -EIO;
-	}
-	/* Refused at once: a FIFO (which would block), a device such as
-	 * /dev/zero (which never ends), a directory. */
-	fd = kf_file_open_regular(path, 0, &st, report);
-	if (fd < 0)
-		return fd;
-	r = scan_file(fd, &s, true);
-	close(fd);
-	if (r < 0) {
-		kf_err_set(report, "%s: read: %s", path, strerror(-r));
-		return r;
-	}
-	if (!s.bad && s.torn) {
-		kf_err_set(s.reason,
-			   "line %llu: incomplete last line (no newline; a "
-			   "torn write?)",
-			   (unsigned long long)s.lines + 1);
-		s.bad = true;
-	}
-	if (!s.bad && anchor && anchor->seq > 0) {
-		if (!s.anchor_seen) {
-			kf_err_set(s.reason,
-				   "truncated: the log ends at seq %llu but "
-				   "the sealed state saw seq %llu",
-				   (unsigned long long)s.next_seq - 1,
-				   (unsigned long long)anchor->seq);
-			s.bad = true;
-		} else if (!s.anchor_match) {
-			kf_err_set(s.reason,
-				   "the log's line %llu does not carry the "
-				   "chain the sealed state recorded (replaced)",
-				   (unsigned long long)anchor->seq);
-			s.bad = true;
-		}
-	}
-	if (ret_lines)
-		*ret_lines = s.lines;
-	if (s.bad) {
-		kf_err_set(report, "%s: %s", path, s.reason);
-		return -EBADMSG;
-	}
-	report_ok(&s, anchor, report);
-	return 0;
-}
-
 /*
  * Reads the existing log through a->fd itself (opened read-write, so no
  * second open by name can meet another file) and continues its chain; cuts
@@ -429,10 +52,10 @@ int kf_audit_verify(const char *path, const uint8_t key[KF_AUDIT_KEY_BYTES],
 static int audit_load(struct kf_audit *a, bool *ret_broken,
 		      char err[KF_ERR_MAX])
 {
-	struct scan s = {.key = a->key};
+	struct kf_audit_scan s = {.key = a->key};
 	int r;
 
-	r = scan_file(a->fd, &s, false);
+	r = kf_audit_scan_file(a->fd, &s, false);
 	if (r < 0) {
 		kf_err_set(err, "%s: read: %s", a->path, strerror(-r));
 		return r;
@@ -567,7 +190,7 @@ struct kf_audit *kf_audit_close(struct kf_audit *a)
 static int format_line(struct kf_audit *a, json_t *record, struct pending *ret,
 		       char err[KF_ERR_MAX])
 {
-	char ts[KF_RFC3339_LEN + 1], hex[CHAIN_HEX + 1];
+	char ts[KF_RFC3339_LEN + 1], hex[KF_AUDIT_CHAIN_HEX + 1];
 	uint8_t chain[KF_AUDIT_CHAIN_BYTES];
 	uint64_t seq = a->anchor.seq + 1;
 	char *body = NULL, *line = NULL;
@@ -620,14 +243,14 @@ static int format_line(struct kf_audit *a, json_t *record, struct pending *ret,
 		goto out;
 	}
 	body_len = strlen(body);
-	line_len = body_len - 1 + CHAIN_SUFFIX_LEN + 1;
+	line_len = body_len - 1 + KF_AUDIT_CHAIN_SUFFIX_LEN + 1;
 	if (line_len > KF_AUDIT_LINE_MAX) {
 		r = -E2BIG;
 		kf_err_set(err, "audit record too long (%zu bytes, at most %d)",
 			   line_len, KF_AUDIT_LINE_MAX);
 		goto out;
 	}
-	chain_mac(a->key, a->anchor.chain, body, body_len - 1, chain);
+	kf_audit_chain_mac(a->key, a->anchor.chain, body, body_len - 1, chain);
 	kf_hex(chain, sizeof(chain), hex);
 	line = malloc(line_len + 1);
 	if (!line) {
@@ -636,7 +259,7 @@ static int format_line(struct kf_audit *a, json_t *record, struct pending *ret,
 		goto out;
 	}
 	snprintf(line, line_len + 1, "%.*s%s%s\"}\n", (int)(body_len - 1), body,
-		 CHAIN_HEAD, hex);
+		 KF_AUDIT_CHAIN_HEAD, hex);
 	ret->line = line;
 	ret->anchor.seq = seq;
 	memcpy(ret->anchor.chain, chain, sizeof(chain));

@@ -16,6 +16,9 @@
  * in the sealed state by the manager, so truncation is detected too.
  *
  * One kf_audit is shared by all threads; appends are serialised inside.
+ *
+ * Implemented in audit.c (the writer) and audit_read.c (reading and
+ * verifying); audit_private.h is what they share.
  */
 #ifndef KF_AUDIT_H
 #define KF_AUDIT_H

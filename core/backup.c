@@ -1,5 +1,9 @@
 // SPDX-License-Identifier: MIT
-/* backup: encrypted, authenticated backup archives (DESIGN.md §5). */
+/*
+ * backup: the backup directory (backup.h, DESIGN.md §5): archive names,
+ * writing new archives without ever replacing one, listing and pruning.
+ * The archive format itself is in backup_format.c.
+ */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,43 +15,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-#include <sodium.h>
+#include "backup_private.h"
 
-#include "backup.h"
-
-#define NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
-#define TAG_LEN crypto_aead_xchacha20poly1305_ietf_ABYTES
-#define B64 sodium_base64_VARIANT_ORIGINAL
-#define MAX_VERSIONS 65536u /* far above any keyring's retain_versions */
-#define MAX_LIST 100000u    /* archives listed from one directory */
-#define MAX_SUFFIX 100000   /* _2 ... for generated names */
-#define STAMP_LEN 15	    /* YYYYMMDD_HHMMSS */
-
-_Static_assert(KF_BACKUP_KEY_BYTES ==
-		   crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
-	       "the archive key is an XChaCha20-Poly1305 key");
-
-static const char *const fields[] = {"format",	 "created", "key_version",
-				     "versions", "nonce",   "ciphertext"};
-
-/* The clear fields and the decoded sealed part of one archive. */
-struct archive {
-	int64_t created;
-	uint32_t key_version;
-	uint32_t *versions;
-	size_t n_versions;
-	uint8_t nonce[NONCE_LEN];
-	uint8_t *ct;
-	size_t ct_len;
-};
-
-static void archive_done(struct archive *a)
-{
-	free(a->versions);
-	free(a->ct);
-	memset(a, 0, sizeof(*a));
-}
+#define MAX_LIST 100000u  /* archives listed from one directory */
+#define MAX_SUFFIX 100000 /* _2 ... for generated names */
+#define STAMP_LEN 15	  /* YYYYMMDD_HHMMSS */
 
 bool kf_backup_name_valid(const char *name)
 {
@@ -107,350 +79,6 @@ bool kf_backup_file_name(const char *name, char file[KF_BACKUP_FILE_NAME_MAX])
 	return n > 0 && n < (int)KF_BACKUP_FILE_NAME_MAX;
 }
 
-/* A field name from a file, safe to put in a message (ASCII, 32 chars). */
-static void printable(const char *s, char out[40])
-{
-	size_t i;
-
-	for (i = 0; s[i] && i < 32; i++)
-		out[i] = s[i] > 0x20 && s[i] < 0x7f ? s[i] : '?';
-	strcpy(out + i, s[i] ? "..." : "");
-}
-
-/*
- * {"format","created","key_version","versions"} in that order: the
- * associated data, and the head of the archive object.
- */
-static json_t *clear_object(int64_t created, uint32_t key_version,
-			    const uint32_t *versions, size_t n_versions)
-{
-	char stamp[KF_RFC3339_LEN + 1];
-	json_t *o = json_object(), *arr = json_array();
-	int bad = !o || !arr;
-
-	kf_time_rfc3339(created, stamp);
-	for (size_t i = 0; !bad && i < n_versions; i++)
-		bad = json_array_append_new(arr, json_integer(versions[i]));
-	if (!bad)
-		bad = json_object_set_new(o, "format",
-					  json_string(KF_BACKUP_FORMAT)) ||
-		      json_object_set_new(o, "created", json_string(stamp)) ||
-		      json_object_set_new(o, "key_version",
-					  json_integer(key_version));
-	if (!bad) {
-		bad = json_object_set_new(o, "versions", arr);
-		arr = NULL;
-	}
-	json_decref(arr);
-	if (bad) {
-		json_decref(o);
-		return NULL;
-	}
-	return o;
-}
-
-static char *dump(const json_t *o)
-{
-	return json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-}
-
-static char *b64_encode(const uint8_t *bin, size_t len)
-{
-	size_t n = sodium_base64_encoded_len(len, B64);
-	char *s = malloc(n);
-
-	if (s)
-		sodium_bin2base64(s, n, bin, len, B64);
-	return s;
-}
-
-/* Strict: the whole string must be canonical padded base64. */
-static int b64_decode(const char *s, size_t slen, uint8_t **ret,
-		      size_t *ret_len)
-{
-	size_t cap = slen / 4 * 3 + 1, n;
-	uint8_t *bin = malloc(cap);
-
-	if (!bin)
-		return -ENOMEM;
-	if (sodium_base642bin(bin, cap, s, slen, NULL, &n, NULL, B64) != 0) {
-		free(bin);
-		return -EBADMSG;
-	}
-	*ret = bin;
-	*ret_len = n;
-	return 0;
-}
-
-/*
- * The archive text exactly as written: one compact JSON line and "\n".
- * Reading rebuilds it from the decoded values and compares, so an archive
- * has exactly one accepted byte sequence.
- */
-static char *archive_text(const struct archive *a)
-{
-	json_t *o;
-	char *nonce = NULL, *ct = NULL, *s = NULL, *line = NULL;
-
-	o = clear_object(a->created, a->key_version, a->versions,
-			 a->n_versions);
-	nonce = b64_encode(a->nonce, sizeof(a->nonce));
-	ct = b64_encode(a->ct, a->ct_len);
-	if (!o || !nonce || !ct ||
-	    json_object_set_new(o, "nonce", json_string(nonce)) ||
-	    json_object_set_new(o, "ciphertext", json_string(ct)))
-		goto out;
-	s = dump(o);
-	if (s && asprintf(&line, "%s\n", s) < 0)
-		line = NULL;
-out:
-	free(s);
-	free(ct);
-	free(nonce);
-	json_decref(o);
-	return line;
-}
-
-static char *ad_text(const struct archive *a)
-{
-	json_t *o = clear_object(a->created, a->key_version, a->versions,
-				 a->n_versions);
-	char *s = o ? dump(o) : NULL;
-
-	json_decref(o);
-	return s;
-}
-
-static int get_u32(const json_t *v, uint32_t *ret)
-{
-	json_int_t n;
-
-	if (!json_is_integer(v))
-		return -EBADMSG;
-	n = json_integer_value(v);
-	if (n < 1 || n > (json_int_t)UINT32_MAX)
-		return -EBADMSG;
-	*ret = (uint32_t)n;
-	return 0;
-}
-
-static int parse_versions(const json_t *arr, struct archive *a)
-{
-	size_t n = json_array_size(arr);
-
-	if (!json_is_array(arr) || n == 0 || n > MAX_VERSIONS)
-		return -EBADMSG;
-	a->versions = calloc(n, sizeof(*a->versions));
-	if (!a->versions)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		if (get_u32(json_array_get(arr, i), &a->versions[i]) < 0 ||
-		    (i > 0 && a->versions[i] >= a->versions[i - 1]))
-			return -EBADMSG;
-	}
-	a->n_versions = n;
-	return 0;
-}
-
-static int field_error(char *err, const char *name, int r)
-{
-	if (r == -ENOMEM)
-		kf_err_set(err, "out of memory");
-	else
-		kf_err_set(err, "field %s missing or malformed", name);
-	return r;
-}
-
-/* The clear fields and sealed part of buf, checked (no decryption). */
-static int archive_parse(const uint8_t *buf, size_t len, struct archive *a,
-			 char *err)
-{
-	json_error_t jerr;
-	json_t *root, *v;
-	const char *key;
-	uint8_t *nonce = NULL;
-	size_t nonce_len = 0;
-	char *text = NULL;
-	bool in = false;
-	int r = -EBADMSG;
-
-	memset(a, 0, sizeof(*a));
-	if (len == 0 || buf[len - 1] != '\n') {
-		kf_err_set(err, "truncated or not JSON");
-		return -EBADMSG;
-	}
-	root =
-	    json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root) {
-		kf_err_set(err, "truncated or not JSON");
-		return -EBADMSG;
-	}
-	v = json_object_get(root, "format");
-	if (!json_is_object(root) || !json_is_string(v) ||
-	    strcmp(json_string_value(v), KF_BACKUP_FORMAT) != 0) {
-		kf_err_set(err, "not a keyfs backup (format)");
-		goto out;
-	}
-	json_object_foreach(root, key, v)
-	{
-		size_t i = 0;
-
-		while (i < sizeof(fields) / sizeof(fields[0]) &&
-		       strcmp(key, fields[i]) != 0)
-			i++;
-		if (i == sizeof(fields) / sizeof(fields[0])) {
-			char shown[40];
-
-			printable(key, shown);
-			kf_err_set(err, "unexpected field %s", shown);
-			goto out;
-		}
-	}
-	v = json_object_get(root, "created");
-	if (!json_is_string(v) ||
-	    kf_time_parse_rfc3339(json_string_value(v), &a->created) < 0) {
-		r = field_error(err, "created", -EBADMSG);
-		goto out;
-	}
-	if (get_u32(json_object_get(root, "key_version"), &a->key_version) <
-	    0) {
-		r = field_error(err, "key_version", -EBADMSG);
-		goto out;
-	}
-	r = parse_versions(json_object_get(root, "versions"), a);
-	if (r < 0) {
-		field_error(err, "versions", r);
-		goto out;
-	}
-	for (size_t i = 0; i < a->n_versions; i++)
-		in = in || a->versions[i] == a->key_version;
-	if (!in) {
-		r = -EBADMSG;
-		kf_err_set(err, "field key_version missing or malformed "
-				"(not among versions)");
-		goto out;
-	}
-	v = json_object_get(root, "nonce");
-	r = json_is_string(v)
-		? b64_decode(json_string_value(v), json_string_length(v),
-			     &nonce, &nonce_len)
-		: -EBADMSG;
-	if (r == 0 && nonce_len != NONCE_LEN)
-		r = -EBADMSG;
-	if (r < 0) {
-		field_error(err, "nonce", r);
-		goto out;
-	}
-	memcpy(a->nonce, nonce, NONCE_LEN);
-	v = json_object_get(root, "ciphertext");
-	r = json_is_string(v)
-		? b64_decode(json_string_value(v), json_string_length(v),
-			     &a->ct, &a->ct_len)
-		: -EBADMSG;
-	if (r == 0 && a->ct_len < TAG_LEN)
-		r = -EBADMSG;
-	if (r < 0) {
-		field_error(err, "ciphertext", r);
-		goto out;
-	}
-	text = archive_text(a);
-	if (!text) {
-		r = -ENOMEM;
-		kf_err_set(err, "out of memory");
-		goto out;
-	}
-	if (strlen(text) != len || memcmp(text, buf, len) != 0) {
-		r = -EBADMSG;
-		kf_err_set(err, "not in canonical form (fields reordered or "
-				"spacing changed)");
-		goto out;
-	}
-	r = 0;
-out:
-	free(text);
-	free(nonce);
-	json_decref(root);
-	if (r < 0)
-		archive_done(a);
-	return r;
-}
-
-int kf_backup_read(const char *path, const uint8_t key[KF_BACKUP_KEY_BYTES],
-		   uint8_t **ret_blob, size_t *ret_len,
-		   struct kf_backup_info *ret_info, char err[KF_ERR_MAX])
-{
-	struct archive a = {0};
-	struct stat st;
-	uint8_t *buf = NULL, *m = NULL;
-	unsigned long long mlen = 0;
-	char *ad = NULL;
-	const char *base;
-	size_t len;
-	int r;
-
-	r = kf_file_read_all(path, KF_BACKUP_FILE_MAX, &buf, &len, &st, err);
-	if (r == -ENOENT)
-		kf_err_set(err, "no such backup");
-	if (r < 0)
-		return r;
-	r = archive_parse(buf, len, &a, err);
-	if (r < 0)
-		goto out;
-	ad = ad_text(&a);
-	m = sodium_malloc(a.ct_len - TAG_LEN + 1);
-	if (!ad || !m) {
-		r = -ENOMEM;
-		kf_err_set(err, "out of memory");
-		goto out;
-	}
-	if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-		m, &mlen, NULL, a.ct, a.ct_len, (const uint8_t *)ad, strlen(ad),
-		a.nonce, key) != 0) {
-		r = -EBADMSG;
-		kf_err_set(err, "authentication failed (tampered, or made "
-				"under another master key)");
-		goto out;
-	}
-	if (ret_info) {
-		memset(ret_info, 0, sizeof(*ret_info));
-		base = strrchr(path, '/');
-		snprintf(ret_info->name, sizeof(ret_info->name), "%s",
-			 base ? base + 1 : path);
-		ret_info->created = a.created;
-		ret_info->key_version = a.key_version;
-		ret_info->n_versions = (uint32_t)a.n_versions;
-		ret_info->size = st.st_size;
-		ret_info->mtime = (int64_t)st.st_mtim.tv_sec;
-	}
-	*ret_blob = m;
-	*ret_len = (size_t)mlen;
-	m = NULL;
-	r = 0;
-out:
-	if (m)
-		sodium_free(m);
-	free(ad);
-	archive_done(&a);
-	sodium_free(buf);
-	return r;
-}
-
-static int check_versions(uint32_t key_version, const uint32_t *versions,
-			  size_t n_versions)
-{
-	bool in = false;
-
-	if (!versions || n_versions == 0 || n_versions > MAX_VERSIONS)
-		return -EINVAL;
-	for (size_t i = 0; i < n_versions; i++) {
-		if (versions[i] == 0 ||
-		    (i > 0 && versions[i] >= versions[i - 1]))
-			return -EINVAL;
-		in = in || versions[i] == key_version;
-	}
-	return in ? 0 : -EINVAL;
-}
-
 /* Candidate i (1 = none, 2.. = "_i") of a generated name; false if invalid. */
 static bool generated_name(const char *prefix, int64_t now, int i,
 			   char out[KF_BACKUP_NAME_MAX + 1])
@@ -498,10 +126,6 @@ static int set_mtime(const char *dir, const char *tmp, int64_t now, char *err)
 }
 
 /*
- * Links the prepared temporary file to its first free name: `name`, or the
- * generated candidates.  link(2) never replaces an existing file.
- */
-/*
  * The highest suffix already used by generated names of this second (1 for
  * the bare name, 0 for none), so a new archive always sorts after them even
  * when a prune removed some.
@@ -546,6 +170,10 @@ static int highest_suffix(const char *dir, const char *prefix, int64_t now)
 	return best;
 }
 
+/*
+ * Links the prepared temporary file to its first free name: `name`, or the
+ * generated candidates.  link(2) never replaces an existing file.
+ */
 static int link_new(const char *dir, const char *tmp, const char *name,
 		    const char *prefix, int64_t now,
 		    char file[KF_BACKUP_FILE_NAME_MAX], char *err)
@@ -585,13 +213,13 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 		    size_t n_versions, int64_t now, char *ret_name,
 		    char err[KF_ERR_MAX])
 {
-	struct archive a = {.created = now,
-			    .key_version = key_version,
-			    .versions = (uint32_t *)versions,
-			    .n_versions = n_versions};
+	const struct kf_backup_clear clear = {.created = now,
+					      .key_version = key_version,
+					      .versions = (uint32_t *)versions,
+					      .n_versions = n_versions};
 	char tmp[PATH_MAX] = "", first[KF_BACKUP_NAME_MAX + 1];
 	char file[KF_BACKUP_FILE_NAME_MAX];
-	char *ad = NULL, *text = NULL;
+	char *text = NULL;
 	size_t nlen;
 	int r;
 
@@ -624,39 +252,9 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 		kf_err_set(err, "invalid backup name prefix");
 		return -EINVAL;
 	}
-	if (!key || (!blob && len > 0) ||
-	    check_versions(key_version, versions, n_versions) < 0) {
-		kf_err_set(err, "backup: invalid key version list");
-		return -EINVAL;
-	}
-	if (len > KF_BACKUP_FILE_MAX) {
-		kf_err_set(err, "backup: keyring too large to archive");
-		return -EFBIG;
-	}
-	randombytes_buf(a.nonce, sizeof(a.nonce));
-	a.ct_len = len + TAG_LEN;
-	a.ct = malloc(a.ct_len);
-	ad = ad_text(&a);
-	if (!a.ct || !ad) {
-		r = -ENOMEM;
-		kf_err_set(err, "out of memory");
-		goto out;
-	}
-	crypto_aead_xchacha20poly1305_ietf_encrypt(
-	    a.ct, NULL, blob, len, (const uint8_t *)ad, strlen(ad), NULL,
-	    a.nonce, key);
-	text = archive_text(&a);
-	if (!text) {
-		r = -ENOMEM;
-		kf_err_set(err, "out of memory");
-		goto out;
-	}
-	if (strlen(text) > KF_BACKUP_FILE_MAX) {
-		r = -EFBIG;
-		kf_err_set(err, "backup: archive would exceed %u bytes",
-			   KF_BACKUP_FILE_MAX);
-		goto out;
-	}
+	r = kf_backup_seal(&clear, key, blob, len, &text, err);
+	if (r < 0)
+		return r;
 	kf_backup_file_name(first, file);
 	r = kf_file_prepare(dir, file, text, strlen(text), 0600, tmp, err);
 	if (r < 0) {
@@ -686,8 +284,6 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 out:
 	kf_file_discard(dir, tmp);
 	free(text);
-	free(ad);
-	free(a.ct);
 	return r;
 }
 
@@ -695,11 +291,9 @@ out:
 static int list_one(const char *dir, int dirfd, const char *file,
 		    struct kf_backup_info *info)
 {
-	struct archive a;
+	struct kf_backup_clear c;
 	struct stat st;
-	uint8_t *buf = NULL;
 	char stem[KF_BACKUP_NAME_MAX + 1], *path;
-	size_t len;
 	int r;
 
 	if (!kf_backup_stem(file, true, stem))
@@ -712,22 +306,18 @@ static int list_one(const char *dir, int dirfd, const char *file,
 	if (!path)
 		return -ENOMEM;
 	/* The size and mtime listed are those of the file read. */
-	r = kf_file_read_all(path, KF_BACKUP_FILE_MAX, &buf, &len, &st, NULL);
+	r = kf_backup_load_clear(path, &c, &st, NULL);
 	free(path);
-	if (r < 0)
-		return r;
-	r = archive_parse(buf, len, &a, NULL);
-	sodium_free(buf);
 	if (r < 0)
 		return r;
 	memset(info, 0, sizeof(*info));
 	kf_backup_file_name(stem, info->name);
-	info->created = a.created;
-	info->key_version = a.key_version;
-	info->n_versions = (uint32_t)a.n_versions;
+	info->created = c.created;
+	info->key_version = c.key_version;
+	info->n_versions = (uint32_t)c.n_versions;
 	info->size = st.st_size;
 	info->mtime = (int64_t)st.st_mtim.tv_sec;
-	archive_done(&a);
+	kf_backup_clear_done(&c);
 	return 0;
 }
 
@@ -809,21 +399,15 @@ int kf_backup_list(const char *dir, struct kf_backup_info **ret, size_t *ret_n,
 
 /* The versions held by the archive dir/file (from its clear fields). */
 static int archive_versions(const char *dir, const char *file,
-			    struct archive *ret)
+			    struct kf_backup_clear *ret)
 {
-	uint8_t *buf = NULL;
-	size_t len;
 	char *path = kf_path_join(dir, file);
 	int r;
 
 	if (!path)
 		return -ENOMEM;
-	r = kf_file_read_all(path, KF_BACKUP_FILE_MAX, &buf, &len, NULL, NULL);
+	r = kf_backup_load_clear(path, ret, NULL, NULL);
 	free(path);
-	if (r < 0)
-		return r;
-	r = archive_parse(buf, len, ret, NULL);
-	sodium_free(buf);
 	return r;
 }
 
@@ -841,7 +425,7 @@ static bool set_has(const struct version_set *set, uint32_t version)
 	return false;
 }
 
-static int set_add_all(struct version_set *set, const struct archive *a)
+static int set_add_all(struct version_set *set, const struct kf_backup_clear *a)
 {
 	for (size_t i = 0; i < a->n_versions; i++) {
 		if (set_has(set, a->versions[i]))
@@ -869,7 +453,7 @@ static int must_keep(const char *dir, const struct kf_backup_info *info,
 		     const struct kf_backup_prune_opts *o,
 		     struct version_set *covered, bool *ret_keep)
 {
-	struct archive a = {0};
+	struct kf_backup_clear a = {0};
 	bool keep = false;
 	int r;
 
@@ -880,7 +464,7 @@ static int must_keep(const char *dir, const struct kf_backup_info *info,
 		keep = !o->held(a.versions[i], o->data) &&
 		       !set_has(covered, a.versions[i]);
 	r = keep ? set_add_all(covered, &a) : 0;
-	archive_done(&a);
+	kf_backup_clear_done(&a);
 	*ret_keep = keep;
 	return r;
 }
@@ -908,7 +492,7 @@ int kf_backup_prune(const char *dir, const struct kf_backup_prune_opts *o,
 	}
 	/* First what stays whatever happens: its versions are covered. */
 	for (size_t i = 0; i < res.listed && r == 0; i++) {
-		struct archive a = {0};
+		struct kf_backup_clear a = {0};
 
 		if ((!prefix_len ||
 		     strncmp(list[i].name, o->prefix, prefix_len) == 0) &&
@@ -921,7 +505,7 @@ int kf_backup_prune(const char *dir, const struct kf_backup_prune_opts *o,
 		r = archive_versions(dir, list[i].name, &a);
 		if (r == 0)
 			r = set_add_all(&covered, &a);
-		archive_done(&a);
+		kf_backup_clear_done(&a);
 		if (r < 0)
 			kf_err_set(err, "%s: cannot read its versions: %s",
 				   list[i].name, strerror(-r));

@@ -12,6 +12,10 @@
  * {"format":...,"created":...,"key_version":...,"versions":[...]} in that
  * order.  Archives are 0600 files named NAME.json in a 0700 directory and are
  * never overwritten.
+ *
+ * Implemented in backup_format.c (one archive: seal, parse, kf_backup_read)
+ * and backup.c (the directory: names, write, list, prune);
+ * backup_private.h is what they share.
  */
 #ifndef KF_BACKUP_H
 #define KF_BACKUP_H

@@ -1,0 +1,462 @@
+// SPDX-License-Identifier: MIT
+/*
+ * backup_format: one encrypted, authenticated backup archive (backup.h,
+ * DESIGN.md §5): its clear fields, sealing, the strict parse and the read.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "backup_private.h"
+
+#define NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define TAG_LEN crypto_aead_xchacha20poly1305_ietf_ABYTES
+#define B64 sodium_base64_VARIANT_ORIGINAL
+#define MAX_VERSIONS 65536u /* far above any keyring's retain_versions */
+
+_Static_assert(KF_BACKUP_KEY_BYTES ==
+		   crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
+	       "the archive key is an XChaCha20-Poly1305 key");
+
+static const char *const fields[] = {"format",	 "created", "key_version",
+				     "versions", "nonce",   "ciphertext"};
+
+/* The clear fields and the decoded sealed part of one archive. */
+struct archive {
+	struct kf_backup_clear c;
+	uint8_t nonce[NONCE_LEN];
+	uint8_t *ct;
+	size_t ct_len;
+};
+
+void kf_backup_clear_done(struct kf_backup_clear *c)
+{
+	free(c->versions);
+	memset(c, 0, sizeof(*c));
+}
+
+static void archive_done(struct archive *a)
+{
+	kf_backup_clear_done(&a->c);
+	free(a->ct);
+	memset(a, 0, sizeof(*a));
+}
+
+/* A field name from a file, safe to put in a message (ASCII, 32 chars). */
+static void printable(const char *s, char out[40])
+{
+	size_t i;
+
+	for (i = 0; s[i] && i < 32; i++)
+		out[i] = s[i] > 0x20 && s[i] < 0x7f ? s[i] : '?';
+	strcpy(out + i, s[i] ? "..." : "");
+}
+
+/*
+ * {"format","created","key_version","versions"} in that order: the
+ * associated data, and the head of the archive object.
+ */
+static json_t *clear_object(const struct kf_backup_clear *c)
+{
+	char stamp[KF_RFC3339_LEN + 1];
+	json_t *o = json_object(), *arr = json_array();
+	int bad = !o || !arr;
+
+	kf_time_rfc3339(c->created, stamp);
+	for (size_t i = 0; !bad && i < c->n_versions; i++)
+		bad = json_array_append_new(arr, json_integer(c->versions[i]));
+	if (!bad)
+		bad = json_object_set_new(o, "format",
+					  json_string(KF_BACKUP_FORMAT)) ||
+		      json_object_set_new(o, "created", json_string(stamp)) ||
+		      json_object_set_new(o, "key_version",
+					  json_integer(c->key_version));
+	if (!bad) {
+		bad = json_object_set_new(o, "versions", arr);
+		arr = NULL;
+	}
+	json_decref(arr);
+	if (bad) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static char *dump(const json_t *o)
+{
+	return json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+}
+
+static char *b64_encode(const uint8_t *bin, size_t len)
+{
+	size_t n = sodium_base64_encoded_len(len, B64);
+	char *s = malloc(n);
+
+	if (s)
+		sodium_bin2base64(s, n, bin, len, B64);
+	return s;
+}
+
+/* Strict: the whole string must be canonical padded base64. */
+static int b64_decode(const char *s, size_t slen, uint8_t **ret,
+		      size_t *ret_len)
+{
+	size_t cap = slen / 4 * 3 + 1, n;
+	uint8_t *bin = malloc(cap);
+
+	if (!bin)
+		return -ENOMEM;
+	if (sodium_base642bin(bin, cap, s, slen, NULL, &n, NULL, B64) != 0) {
+		free(bin);
+		return -EBADMSG;
+	}
+	*ret = bin;
+	*ret_len = n;
+	return 0;
+}
+
+/*
+ * The archive text exactly as written: one compact JSON line and "\n".
+ * Reading rebuilds it from the decoded values and compares, so an archive
+ * has exactly one accepted byte sequence.
+ */
+static char *archive_text(const struct archive *a)
+{
+	json_t *o;
+	char *nonce = NULL, *ct = NULL, *s = NULL, *line = NULL;
+
+	o = clear_object(&a->c);
+	nonce = b64_encode(a->nonce, sizeof(a->nonce));
+	ct = b64_encode(a->ct, a->ct_len);
+	if (!o || !nonce || !ct ||
+	    json_object_set_new(o, "nonce", json_string(nonce)) ||
+	    json_object_set_new(o, "ciphertext", json_string(ct)))
+		goto out;
+	s = dump(o);
+	if (s && asprintf(&line, "%s\n", s) < 0)
+		line = NULL;
+out:
+	free(s);
+	free(ct);
+	free(nonce);
+	json_decref(o);
+	return line;
+}
+
+static char *ad_text(const struct archive *a)
+{
+	json_t *o = clear_object(&a->c);
+	char *s = o ? dump(o) : NULL;
+
+	json_decref(o);
+	return s;
+}
+
+static int get_u32(const json_t *v, uint32_t *ret)
+{
+	json_int_t n;
+
+	if (!json_is_integer(v))
+		return -EBADMSG;
+	n = json_integer_value(v);
+	if (n < 1 || n > (json_int_t)UINT32_MAX)
+		return -EBADMSG;
+	*ret = (uint32_t)n;
+	return 0;
+}
+
+static int parse_versions(const json_t *arr, struct kf_backup_clear *c)
+{
+	size_t n = json_array_size(arr);
+
+	if (!json_is_array(arr) || n == 0 || n > MAX_VERSIONS)
+		return -EBADMSG;
+	c->versions = calloc(n, sizeof(*c->versions));
+	if (!c->versions)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (get_u32(json_array_get(arr, i), &c->versions[i]) < 0 ||
+		    (i > 0 && c->versions[i] >= c->versions[i - 1]))
+			return -EBADMSG;
+	}
+	c->n_versions = n;
+	return 0;
+}
+
+static int field_error(char *err, const char *name, int r)
+{
+	if (r == -ENOMEM)
+		kf_err_set(err, "out of memory");
+	else
+		kf_err_set(err, "field %s missing or malformed", name);
+	return r;
+}
+
+/* The clear fields and sealed part of buf, checked (no decryption). */
+static int archive_parse(const uint8_t *buf, size_t len, struct archive *a,
+			 char *err)
+{
+	json_error_t jerr;
+	json_t *root, *v;
+	const char *key;
+	uint8_t *nonce = NULL;
+	size_t nonce_len = 0;
+	char *text = NULL;
+	bool in = false;
+	int r = -EBADMSG;
+
+	memset(a, 0, sizeof(*a));
+	if (len == 0 || buf[len - 1] != '\n') {
+		kf_err_set(err, "truncated or not JSON");
+		return -EBADMSG;
+	}
+	root =
+	    json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		kf_err_set(err, "truncated or not JSON");
+		return -EBADMSG;
+	}
+	v = json_object_get(root, "format");
+	if (!json_is_object(root) || !json_is_string(v) ||
+	    strcmp(json_string_value(v), KF_BACKUP_FORMAT) != 0) {
+		kf_err_set(err, "not a keyfs backup (format)");
+		goto out;
+	}
+	json_object_foreach(root, key, v)
+	{
+		size_t i = 0;
+
+		while (i < sizeof(fields) / sizeof(fields[0]) &&
+		       strcmp(key, fields[i]) != 0)
+			i++;
+		if (i == sizeof(fields) / sizeof(fields[0])) {
+			char shown[40];
+
+			printable(key, shown);
+			kf_err_set(err, "unexpected field %s", shown);
+			goto out;
+		}
+	}
+	v = json_object_get(root, "created");
+	if (!json_is_string(v) ||
+	    kf_time_parse_rfc3339(json_string_value(v), &a->c.created) < 0) {
+		r = field_error(err, "created", -EBADMSG);
+		goto out;
+	}
+	if (get_u32(json_object_get(root, "key_version"), &a->c.key_version) <
+	    0) {
+		r = field_error(err, "key_version", -EBADMSG);
+		goto out;
+	}
+	r = parse_versions(json_object_get(root, "versions"), &a->c);
+	if (r < 0) {
+		field_error(err, "versions", r);
+		goto out;
+	}
+	for (size_t i = 0; i < a->c.n_versions; i++)
+		in = in || a->c.versions[i] == a->c.key_version;
+	if (!in) {
+		r = -EBADMSG;
+		kf_err_set(err, "field key_version missing or malformed "
+				"(not among versions)");
+		goto out;
+	}
+	v = json_object_get(root, "nonce");
+	r = json_is_string(v)
+		? b64_decode(json_string_value(v), json_string_length(v),
+			     &nonce, &nonce_len)
+		: -EBADMSG;
+	if (r == 0 && nonce_len != NONCE_LEN)
+		r = -EBADMSG;
+	if (r < 0) {
+		field_error(err, "nonce", r);
+		goto out;
+	}
+	memcpy(a->nonce, nonce, NONCE_LEN);
+	v = json_object_get(root, "ciphertext");
+	r = json_is_string(v)
+		? b64_decode(json_string_value(v), json_string_length(v),
+			     &a->ct, &a->ct_len)
+		: -EBADMSG;
+	if (r == 0 && a->ct_len < TAG_LEN)
+		r = -EBADMSG;
+	if (r < 0) {
+		field_error(err, "ciphertext", r);
+		goto out;
+	}
+	text = archive_text(a);
+	if (!text) {
+		r = -ENOMEM;
+		kf_err_set(err, "out of memory");
+		goto out;
+	}
+	if (strlen(text) != len || memcmp(text, buf, len) != 0) {
+		r = -EBADMSG;
+		kf_err_set(err, "not in canonical form (fields reordered or "
+				"spacing changed)");
+		goto out;
+	}
+	r = 0;
+out:
+	free(text);
+	free(nonce);
+	json_decref(root);
+	if (r < 0)
+		archive_done(a);
+	return r;
+}
+
+/* Reads and parses the archive at path (no decryption); err may be NULL. */
+static int archive_load(const char *path, struct archive *a, struct stat *st,
+			char *err)
+{
+	uint8_t *buf = NULL;
+	size_t len;
+	int r;
+
+	memset(a, 0, sizeof(*a));
+	r = kf_file_read_all(path, KF_BACKUP_FILE_MAX, &buf, &len, st, err);
+	if (r < 0)
+		return r;
+	r = archive_parse(buf, len, a, err);
+	sodium_free(buf);
+	return r;
+}
+
+int kf_backup_load_clear(const char *path, struct kf_backup_clear *ret,
+			 struct stat *ret_st, char *err)
+{
+	struct archive a;
+	int r = archive_load(path, &a, ret_st, err);
+
+	if (r < 0)
+		return r;
+	*ret = a.c;
+	free(a.ct);
+	return 0;
+}
+
+int kf_backup_read(const char *path, const uint8_t key[KF_BACKUP_KEY_BYTES],
+		   uint8_t **ret_blob, size_t *ret_len,
+		   struct kf_backup_info *ret_info, char err[KF_ERR_MAX])
+{
+	struct archive a;
+	struct stat st;
+	uint8_t *m = NULL;
+	unsigned long long mlen = 0;
+	char *ad = NULL;
+	const char *base;
+	int r;
+
+	r = archive_load(path, &a, &st, err);
+	if (r == -ENOENT)
+		kf_err_set(err, "no such backup");
+	if (r < 0)
+		return r;
+	ad = ad_text(&a);
+	m = sodium_malloc(a.ct_len - TAG_LEN + 1);
+	if (!ad || !m) {
+		r = -ENOMEM;
+		kf_err_set(err, "out of memory");
+		goto out;
+	}
+	if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+		m, &mlen, NULL, a.ct, a.ct_len, (const uint8_t *)ad, strlen(ad),
+		a.nonce, key) != 0) {
+		r = -EBADMSG;
+		kf_err_set(err, "authentication failed (tampered, or made "
+				"under another master key)");
+		goto out;
+	}
+	if (ret_info) {
+		memset(ret_info, 0, sizeof(*ret_info));
+		base = strrchr(path, '/');
+		snprintf(ret_info->name, sizeof(ret_info->name), "%s",
+			 base ? base + 1 : path);
+		ret_info->created = a.c.created;
+		ret_info->key_version = a.c.key_version;
+		ret_info->n_versions = (uint32_t)a.c.n_versions;
+		ret_info->size = st.st_size;
+		ret_info->mtime = (int64_t)st.st_mtim.tv_sec;
+	}
+	*ret_blob = m;
+	*ret_len = (size_t)mlen;
+	m = NULL;
+	r = 0;
+out:
+	if (m)
+		sodium_free(m);
+	free(ad);
+	archive_done(&a);
+	return r;
+}
+
+static int check_versions(const struct kf_backup_clear *c)
+{
+	bool in = false;
+
+	if (!c->versions || c->n_versions == 0 || c->n_versions > MAX_VERSIONS)
+		return -EINVAL;
+	for (size_t i = 0; i < c->n_versions; i++) {
+		if (c->versions[i] == 0 ||
+		    (i > 0 && c->versions[i] >= c->versions[i - 1]))
+			return -EINVAL;
+		in = in || c->versions[i] == c->key_version;
+	}
+	return in ? 0 : -EINVAL;
+}
+
+int kf_backup_seal(const struct kf_backup_clear *c,
+		   const uint8_t key[KF_BACKUP_KEY_BYTES], const uint8_t *blob,
+		   size_t len, char **ret_text, char err[KF_ERR_MAX])
+{
+	struct archive a = {.c = *c};
+	char *ad = NULL, *text = NULL;
+	int r = 0;
+
+	if (!key || (!blob && len > 0) || check_versions(c) < 0) {
+		kf_err_set(err, "backup: invalid key version list");
+		return -EINVAL;
+	}
+	if (len > KF_BACKUP_FILE_MAX) {
+		kf_err_set(err, "backup: keyring too large to archive");
+		return -EFBIG;
+	}
+	randombytes_buf(a.nonce, sizeof(a.nonce));
+	a.ct_len = len + TAG_LEN;
+	a.ct = malloc(a.ct_len);
+	ad = ad_text(&a);
+	if (!a.ct || !ad) {
+		r = -ENOMEM;
+		kf_err_set(err, "out of memory");
+		goto out;
+	}
+	crypto_aead_xchacha20poly1305_ietf_encrypt(
+	    a.ct, NULL, blob, len, (const uint8_t *)ad, strlen(ad), NULL,
+	    a.nonce, key);
+	text = archive_text(&a);
+	if (!text) {
+		r = -ENOMEM;
+		kf_err_set(err, "out of memory");
+		goto out;
+	}
+	if (strlen(text) > KF_BACKUP_FILE_MAX) {
+		r = -EFBIG;
+		kf_err_set(err, "backup: archive would exceed %u bytes",
+			   KF_BACKUP_FILE_MAX);
+		goto out;
+	}
+	*ret_text = text;
+	text = NULL;
+out:
+	free(text);
+	free(ad);
+	free(a.ct);
+	return r;
+}
