@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "audit_private.h"
+#include "key.h"
 
 _Static_assert(KF_AUDIT_KEY_BYTES >= crypto_generichash_KEYBYTES_MIN &&
 		   KF_AUDIT_KEY_BYTES <= crypto_generichash_KEYBYTES_MAX,
@@ -32,6 +33,8 @@ void kf_audit_chain_mac(const uint8_t *key, const uint8_t *prev,
 	crypto_generichash_update(&st, (const unsigned char *)"}", 1);
 	crypto_generichash_final(&st, out, KF_AUDIT_CHAIN_BYTES);
 	sodium_memzero(&st, sizeof(st));
+	/* libsodium's portable BLAKE2b compresses the key block on its stack */
+	kf_key_wipe_stack(KF_KEY_WIPE_CALL);
 }
 
 /*
