@@ -338,6 +338,29 @@ char *kt_names(const char *dir)
 	return out;
 }
 
+unsigned kt_seed(void)
+{
+	const char *given = getenv("KEYFS_TEST_SEED");
+	unsigned long seed;
+	char *end;
+
+	if (given && *given) {
+		errno = 0;
+		seed = strtoul(given, &end, 10);
+		cr_assert(errno == 0 && *end == 0 && seed <= UINT_MAX,
+			  "KEYFS_TEST_SEED is not a number: \"%s\"", given);
+	} else {
+		seed = ((unsigned long)time(NULL) ^
+			((unsigned long)getpid() << 16)) &
+		       UINT_MAX;
+	}
+	fprintf(stderr, "%s::%s: seed %lu (KEYFS_TEST_SEED=%lu replays it)\n",
+		criterion_current_test->category, criterion_current_test->name,
+		seed, seed);
+	srand((unsigned)seed);
+	return (unsigned)seed;
+}
+
 void kt_sleep_ms(int ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -571,6 +594,33 @@ char *kt_mpath(struct kt_mount *m, const char *rel)
 	return p;
 }
 
+/* The N > 0 of text ("N\n", len bytes), or -1. */
+static long version_of(const char *text, size_t len)
+{
+	char *end;
+	long v;
+
+	if (len < 2 || text[0] < '1' || text[0] > '9')
+		return -1;
+	errno = 0;
+	v = strtol(text, &end, 10);
+	return errno == 0 && end == text + len - 1 && *end == '\n' ? v : -1;
+}
+
+/* Whether the file at path opens and reads "N\n". */
+static bool version_reads(const char *path)
+{
+	char buf[32];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return n > 0 && version_of(buf, (size_t)n) > 0;
+}
+
 int kt_mount_start(struct kt_mount *m, const char *env)
 {
 	return kt_mount_start_with(m, env, NULL);
@@ -612,16 +662,16 @@ int kt_mount_start_with(struct kt_mount *m, const char *env,
 	}
 	for (int waited = 0; waited < 15000; waited += 20) {
 		struct statvfs sv;
-		struct stat st;
 
 		if (waitpid(pid, &status, WNOHANG) == pid) {
 			m->pid = 0;
 			free(version);
 			return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 		}
-		/* statfs reaches the daemon: a stale mount's caches do not. */
+		/* statfs and a read of version reach the daemon: a stale
+		 * mount's caches may answer a stat, never these. */
 		if (kt_is_mounted(m->mnt) && statvfs(m->mnt, &sv) == 0 &&
-		    stat(version, &st) == 0) {
+		    version_reads(version)) {
 			free(version);
 			return 0;
 		}
@@ -751,15 +801,12 @@ char *kt_mnames(struct kt_mount *m, const char *rel)
 long kt_mversion(struct kt_mount *m)
 {
 	size_t len = 0;
-	char *text = kt_mread(m, "version", &len), *end;
+	char *text = kt_mread(m, "version", &len);
 	long v;
 
 	cr_assert(text, "cannot read version: %s", strerror(errno));
-	errno = 0;
-	v = strtol(text, &end, 10);
-	cr_assert(len >= 2 && end == text + len - 1 && *end == '\n' &&
-		      errno == 0 && v > 0,
-		  "version is not \"N\\n\": \"%s\"", text);
+	v = version_of(text, len);
+	cr_assert(v > 0, "version is not \"N\\n\": \"%s\"", text);
 	free(text);
 	return v;
 }

@@ -78,6 +78,13 @@ off_t kt_file_size(const char *path);
  * asserts that dir can be read.  malloc'd. */
 char *kt_names(const char *dir);
 
+/*
+ * Seeds rand() for a test that makes random choices, and returns the seed:
+ * $KEYFS_TEST_SEED if set, to replay a failure, else a new one.  Prints it,
+ * with the test's name, to standard error.
+ */
+unsigned kt_seed(void);
+
 /* Sleeps ms milliseconds (resumed after a signal). */
 void kt_sleep_ms(int ms);
 
@@ -165,9 +172,11 @@ void kt_mount_config_full(struct kt_mount *m, const char *tag,
 /*
  * Starts `keyfs mount -f -c CFG` in the background with `env` (may be NULL;
  * "NAME=value NAME2=value" words added to the environment), standard error
- * to m->log, and waits until the tree answers (up to 15 s).  Returns 0, or
- * the daemon's exit status (> 0) if it exited first, or -1 on time-out.  The
- * daemon gets SIGTERM if the test process dies.
+ * to m->log, and waits until the daemon itself answers (up to 15 s): statfs
+ * succeeds and `version` opens and reads "N\n" (a stale mount's caches may
+ * answer a stat, never these).  Returns 0, or the daemon's exit status (> 0)
+ * if it exited first, or -1 on time-out.  The daemon gets SIGTERM if the
+ * test process dies.
  */
 int kt_mount_start(struct kt_mount *m, const char *env);
 

@@ -865,23 +865,41 @@ Test(backups, automatic_backups_are_pruned_to_backup_keep)
 	free(list);
 }
 
+/*
+ * Writes text to control/<file> through one read-write open: the write's
+ * result (0 or -errno); answer (cap bytes) gets the outcome read back from
+ * the same open ("" if none).
+ */
+static int ctl_answer(struct kt_mount *m, const char *file, const char *text,
+		      char *answer, size_t cap)
+{
+	char *rel, *p;
+	ssize_t n;
+	int fd, r = 0;
+
+	cr_assert(asprintf(&rel, "control/%s", file) > 0);
+	p = kt_mpath(m, rel);
+	fd = open(p, O_RDWR | O_CLOEXEC);
+	cr_assert(fd >= 0, "open %s: %s", p, strerror(errno));
+	if (write(fd, text, strlen(text)) < 0)
+		r = -errno;
+	n = pread(fd, answer, cap - 1, 0);
+	answer[n > 0 ? n : 0] = 0;
+	close(fd);
+	free(p);
+	free(rel);
+	return r;
+}
+
 /* control/backup "1", the archive's name read back from the same open. */
 static char *backup_now(struct kt_mount *m)
 {
-	char *p = kt_mpath(m, "control/backup"), buf[256], *name;
-	int fd = open(p, O_RDWR | O_CLOEXEC);
-	ssize_t n;
+	char buf[256];
+	int r = ctl_answer(m, "backup", "1\n", buf, sizeof(buf));
 
-	cr_assert(fd >= 0, "open %s: %s", p, strerror(errno));
-	cr_assert(write(fd, "1\n", 2) == 2, "backup 1: %s", strerror(errno));
-	n = pread(fd, buf, sizeof(buf) - 1, 0);
-	close(fd);
-	free(p);
-	cr_assert(n > 8, "no result from control/backup");
-	buf[n] = 0;
+	cr_assert(r == 0, "backup 1: %s", strerror(-r));
 	cr_assert(strncmp(buf, "backup: ", 8) == 0, "result: %s", buf);
-	name = strndup(buf + 8, strcspn(buf + 8, "\n"));
-	return name;
+	return strndup(buf + 8, strcspn(buf + 8, "\n"));
 }
 
 /*
@@ -1257,27 +1275,89 @@ Test(backups, restore_of_a_non_regular_file_is_refused_without_blocking,
 }
 
 /*
- * The path an administrator sees in `ls MOUNT/backups`: restored, or
- * refused with a reason; either way at once and consistently.
+ * README: "A path inside the mount is refused, except MOUNT/backups/NAME,
+ * which is taken as NAME" -- the daemon never reads through its own mount.
+ * The refusal is EINVAL with its reason, in the answer read back from the
+ * control file and in the audit record, and changes nothing.
  */
-Test(backups, restore_by_a_path_inside_the_mount_answers_promptly,
+Test(backups, restore_by_a_path_inside_the_mount_takes_only_backups_name,
      .timeout = 60)
 {
+	static const char *const inside[] = {
+	    "",
+	    "/current",
+	    "/status",
+	    "/versions/1/key",
+	    "/backups",
+	    "/backups/own.json/x",
+	    "/backups/../backups/own.json",
+	    "/control/restore",
+	};
+	static const char why[] =
+	    RESTORE_ERR " a path inside the mount; give a name from backups/";
 	static struct kt_mount m;
-	char *path;
+	struct snap noted, rotated, now;
+	char *path, answer[256];
+	json_t *recs, *rec;
+	size_t mark;
 	int r;
 
 	setup(&m, "bk-own", NULL);
+	snap_take(&m, &noted);
 	cr_assert(ctl(&m, "backup", "own") == 0);
 	rotate(&m);
+	snap_take(&m, &rotated);
+	for (size_t i = 0; i < sizeof(inside) / sizeof(inside[0]); i++) {
+		cr_assert(asprintf(&path, "%s%s", m.mnt, inside[i]) > 0);
+		mark = kt_audit_size(&m);
+		r = ctl_answer(&m, "restore", path, answer, sizeof(answer));
+		cr_assert(r == -EINVAL,
+			  "restore of MOUNT%s: want EINVAL, got %s", inside[i],
+			  r ? strerror(-r) : "success");
+		cr_assert(strncmp(answer, "error: ", 7) == 0 &&
+			      strncmp(answer + 7, why, strlen(why)) == 0 &&
+			      strcmp(answer + 7 + strlen(why), "\n") == 0,
+			  "restore of MOUNT%s answered \"%s\", want \"error: "
+			  "%s\\n\"",
+			  inside[i], answer, why);
+		recs = kt_audit_since(&m, mark);
+		rec = kt_find_record(recs, "key_restore", false);
+		cr_assert(rec && strcmp(kt_str_of(rec, "error"), why) == 0,
+			  "restore of MOUNT%s: no failed key_restore record "
+			  "with the reason",
+			  inside[i]);
+		json_decref(recs);
+		snap_take(&m, &now);
+		snap_same(&rotated, &now, true, path);
+		snap_free(&now);
+		free(path);
+	}
+
+	/* A name in MOUNT/backups/ is that name: a missing one is missing. */
+	cr_assert(asprintf(&path, "%s/backups/nosuch.json", m.mnt) > 0);
+	r = ctl_answer(&m, "restore", path, answer, sizeof(answer));
+	cr_assert(r == -ENOENT, "restore of MOUNT/backups/nosuch.json: %s",
+		  r ? strerror(-r) : "success");
+	free(path);
+
+	/* MOUNT/backups/own.json restores own.json. */
 	cr_assert(asprintf(&path, "%s/backups/own.json", m.mnt) > 0);
-	r = ctl(&m, "restore", path);
-	if (r == 0)
-		cr_assert(kt_mversion(&m) == 1, "restore said yes, version %ld",
-			  kt_mversion(&m));
-	else
-		cr_assert(kt_mversion(&m) == 2,
-			  "a refused restore changed the version");
+	mark = kt_audit_size(&m);
+	r = ctl_answer(&m, "restore", path, answer, sizeof(answer));
+	cr_assert(r == 0, "restore of MOUNT/backups/own.json: %s (%s)",
+		  strerror(-r), answer);
+	cr_assert_str_eq(answer, "restored: version 1\n");
+	snap_take(&m, &now);
+	snap_same(&noted, &now, false,
+		  "after restore of MOUNT/backups/own.json");
+	snap_free(&now);
+	recs = kt_audit_since(&m, mark);
+	rec = kt_find_record(recs, "key_restore", true);
+	cr_assert(rec && kt_contains(kt_str_of(rec, "backup"), "own"),
+		  "no successful key_restore record of own");
+	json_decref(recs);
+	snap_free(&noted);
+	snap_free(&rotated);
 	free(path);
 }
 

@@ -460,7 +460,7 @@ Test(store, kill_during_save_leaves_old_or_new)
 	memset(crash_a, 'a', sizeof(crash_a));
 	memset(crash_b, 'b', sizeof(crash_b));
 	cr_assert(kf_store_save(dir, key, crash_a, sizeof(crash_a), NULL) == 0);
-	srand((unsigned)time(NULL));
+	kt_seed();
 	for (int iter = 0; iter < 30; iter++) {
 		struct timespec ts = {0, (long)(rand() % 8000 + 500) * 1000};
 		uint8_t *plain = NULL;
