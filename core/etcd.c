@@ -29,6 +29,10 @@ struct kf_etcd {
 	char *cacert, *cert, *key;
 	CURL *curl; /* unary requests: one handle, so keep-alive */
 	struct curl_slist *headers;
+	char *user;			 /* NULL: no authentication */
+	char *password;			 /* sodium_malloc */
+	char *token;			 /* of the last login, or NULL */
+	struct curl_slist *auth_headers; /* headers + the token */
 };
 
 /* A reply body, bounded. */
@@ -207,7 +211,8 @@ static void set_common(struct kf_etcd *c, CURL *h, const char *url,
 {
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER,
+			 c->auth_headers ? c->auth_headers : c->headers);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, buf_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->timeout_ms);
@@ -239,12 +244,18 @@ static bool unreachable(CURLcode rc)
 	}
 }
 
-/* The "error" text of an etcd error body, or the body's start. */
-static void http_error(const struct buf *b, long status, const char *url,
-		       char *err)
+/* The gRPC codes of etcd's error replies that keyfs tells apart. */
+#define GRPC_PERMISSION_DENIED 7
+#define GRPC_UNAUTHENTICATED 16
+
+/* The "error" text of an etcd error body, or the body's start, into err;
+ * returns the body's gRPC "code" (0 if none). */
+static int http_error(const struct buf *b, long status, const char *url,
+		      char *err)
 {
 	json_t *j = b->data ? json_loadb(b->data, b->len, 0, NULL) : NULL;
 	const char *msg = json_string_value(json_object_get(j, "error"));
+	int code = (int)j_int(j, "code");
 
 	if (msg)
 		kf_err_set(err, "etcd %s: HTTP %ld: %s", url, status, msg);
@@ -252,6 +263,7 @@ static void http_error(const struct buf *b, long status, const char *url,
 		kf_err_set(err, "etcd %s: HTTP %ld: %.100s", url, status,
 			   b->data ? b->data : "");
 	json_decref(j);
+	return code;
 }
 
 /* Appends "endpoint: why" to the list of failures in reasons (KF_ERR_MAX). */
@@ -264,20 +276,16 @@ static void add_reason(char *reasons, const char *endpoint, const char *why)
 }
 
 /*
- * POSTs body to path on the first endpoint that answers.  0 and the reply
- * object in *ret (caller decrefs), or -errno.
+ * POSTs text to path on the first endpoint that answers.  0 and the reply
+ * object in *ret (caller decrefs), or -errno: -EKEYEXPIRED when etcd
+ * refused the token (log in again), -EACCES when it denied permission.
  */
-static int post(struct kf_etcd *c, const char *path, json_t *body, json_t **ret,
-		char *err)
+static int post_text(struct kf_etcd *c, const char *path, const char *text,
+		     json_t **ret, char *err)
 {
-	char *text = json_dumps(body, JSON_COMPACT);
 	char reasons[KF_ERR_MAX] = "";
 	int r = -EHOSTUNREACH;
 
-	if (!text) {
-		kf_err_set(err, "etcd: out of memory");
-		return -ENOMEM;
-	}
 	for (size_t i = 0; i < c->n_endpoints; i++) {
 		size_t e = (c->cur + i) % c->n_endpoints;
 		struct buf b = {.max = KF_ETCD_REPLY_MAX};
@@ -310,8 +318,11 @@ static int post(struct kf_etcd *c, const char *path, json_t *body, json_t **ret,
 			free(b.data);
 			continue;
 		} else if (status != 200) {
-			http_error(&b, status, url, err);
-			r = -EIO;
+			int code = http_error(&b, status, url, err);
+
+			r = code == GRPC_UNAUTHENTICATED     ? -EKEYEXPIRED
+			    : code == GRPC_PERMISSION_DENIED ? -EACCES
+							     : -EIO;
 		} else if (!(j = json_loadb(b.data ? b.data : "", b.len, 0,
 					    NULL)) ||
 			   !json_is_object(j)) {
@@ -325,11 +336,125 @@ static int post(struct kf_etcd *c, const char *path, json_t *body, json_t **ret,
 		}
 		c->cur = e;
 		free(b.data);
-		free(text);
 		return r;
 	}
-	free(text);
 	kf_err_set(err, "etcd unreachable: %s", reasons);
+	return r;
+}
+
+/* Appends s as a JSON string (quoted, escaped) at out; returns the end. */
+static char *json_quote(char *out, const char *s)
+{
+	*out++ = '"';
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\') {
+			*out++ = '\\';
+			*out++ = (char)ch;
+		} else if (ch < 0x20) {
+			out += sprintf(out, "\\u%04x", ch);
+		} else {
+			*out++ = (char)ch;
+		}
+	}
+	*out++ = '"';
+	*out = '\0';
+	return out;
+}
+
+/* Forgets the token (the next request logs in). */
+static void drop_token(struct kf_etcd *c)
+{
+	curl_slist_free_all(c->auth_headers);
+	c->auth_headers = NULL;
+	free(c->token);
+	c->token = NULL;
+}
+
+/*
+ * Logs in as c->user (/v3/auth/authenticate) and keeps the token for the
+ * requests that follow.  The body, which holds the password, is built in
+ * guarded memory and wiped.  -EACCES for a refused user or password.
+ */
+static int login(struct kf_etcd *c, char *err)
+{
+	size_t cap = 32 + 6 * (strlen(c->user) + strlen(c->password));
+	char *body = sodium_malloc(cap), *p, *h = NULL;
+	json_t *rep = NULL;
+	const char *token;
+	struct curl_slist *l = NULL, *n;
+	int r;
+
+	drop_token(c);
+	if (!body) {
+		kf_err_set(err, "etcd: out of memory");
+		return -ENOMEM;
+	}
+	p = stpcpy(body, "{\"name\":");
+	p = json_quote(p, c->user);
+	p = stpcpy(p, ",\"password\":");
+	p = json_quote(p, c->password);
+	stpcpy(p, "}");
+	r = post_text(c, "/v3/auth/authenticate", body, &rep, err);
+	sodium_free(body);
+	if (r == -EIO || r == -EKEYEXPIRED) {
+		kf_err_prefix(err, "etcd login as %s: ", c->user);
+		return -EACCES;
+	}
+	if (r < 0)
+		return r;
+	token = json_string_value(json_object_get(rep, "token"));
+	if (!token || !*token) {
+		kf_err_set(err, "etcd login as %s: no token", c->user);
+		json_decref(rep);
+		return -EPROTO;
+	}
+	for (n = c->headers; n; n = n->next)
+		if (!(l = curl_slist_append(l, n->data)))
+			break;
+	if (l && asprintf(&h, "Authorization: %s", token) > 0)
+		n = curl_slist_append(l, h);
+	else
+		n = NULL;
+	c->token = strdup(token);
+	free(h);
+	json_decref(rep);
+	if (!n || !c->token) {
+		curl_slist_free_all(n ? n : l);
+		free(c->token);
+		c->token = NULL;
+		kf_err_set(err, "etcd: out of memory");
+		return -ENOMEM;
+	}
+	c->auth_headers = n;
+	return 0;
+}
+
+/* post_text of body's JSON, logged in first if the client has a user, and
+ * once more after a new login if etcd refuses the token. */
+static int post(struct kf_etcd *c, const char *path, json_t *body, json_t **ret,
+		char *err)
+{
+	char *text = json_dumps(body, JSON_COMPACT);
+	int r = 0;
+
+	if (!text) {
+		kf_err_set(err, "etcd: out of memory");
+		return -ENOMEM;
+	}
+	if (c->user && !c->token)
+		r = login(c, err);
+	if (r == 0)
+		r = post_text(c, path, text, ret, err);
+	if (r == -EKEYEXPIRED && c->user) {
+		r = login(c, err);
+		if (r == 0)
+			r = post_text(c, path, text, ret, err);
+	}
+	if (r == -EKEYEXPIRED)
+		r = -EACCES;
+	free(text);
 	return r;
 }
 
@@ -379,6 +504,10 @@ int kf_etcd_new(const struct kf_etcd_config *cfg, struct kf_etcd **ret,
 				"end in '/'");
 		return -EINVAL;
 	}
+	if (cfg->user && (!*cfg->user || !cfg->password)) {
+		kf_err_set(err, "etcd: a user needs a name and a password");
+		return -EINVAL;
+	}
 	if (cfg->timeout_ms <= 0) {
 		kf_err_set(err, "etcd: the timeout must be positive");
 		return -EINVAL;
@@ -398,6 +527,12 @@ int kf_etcd_new(const struct kf_etcd_config *cfg, struct kf_etcd **ret,
 	}
 	c->prefix = strdup(cfg->prefix);
 	c->timeout_ms = cfg->timeout_ms;
+	if (cfg->user &&
+	    (!(c->user = strdup(cfg->user)) ||
+	     !(c->password = sodium_malloc(strlen(cfg->password) + 1))))
+		goto nomem;
+	if (c->password)
+		memcpy(c->password, cfg->password, strlen(cfg->password) + 1);
 	if (!c->prefix || (cfg->cacert && !(c->cacert = strdup(cfg->cacert))) ||
 	    (cfg->cert && !(c->cert = strdup(cfg->cert))) ||
 	    (cfg->key && !(c->key = strdup(cfg->key))))
@@ -432,6 +567,10 @@ struct kf_etcd *kf_etcd_free(struct kf_etcd *c)
 	if (c->curl)
 		curl_easy_cleanup(c->curl);
 	curl_slist_free_all(c->headers);
+	drop_token(c);
+	free(c->user);
+	if (c->password)
+		sodium_free(c->password);
 	free(c);
 	return NULL;
 }
@@ -735,8 +874,11 @@ static void watch_line(struct watch *w, const char *s, size_t len)
 
 	if (!res) {
 		json_t *e = json_object_get(j, "error");
+		/* A stream's error ({message}) or a request's (a string). */
 		const char *m =
-		    json_string_value(json_object_get(e, "message"));
+		    json_is_string(e)
+			? json_string_value(e)
+			: json_string_value(json_object_get(e, "message"));
 
 		kf_err_set(w->err, "etcd watch: %s",
 			   m ? m
@@ -853,6 +995,8 @@ int kf_etcd_watch(struct kf_etcd *c, const char *sub, int64_t start,
 		kf_err_set(err, "etcd: out of memory");
 		return -ENOMEM;
 	}
+	if (c->user && !c->token)
+		w.stop = login(c, err);
 	while (!w.stop) {
 		size_t e = c->cur;
 		json_t *req = watch_req(c, sub, w.next);

@@ -20,18 +20,25 @@
  *
  * Errors: -errno and a one-line reason in err (KF_ERR_MAX, may be NULL).
  * -EHOSTUNREACH: no endpoint answered (the reason names each one's error);
- * -EIO: etcd answered with an error (its HTTP status and message); -EPROTO:
+ * -EIO: etcd answered with an error (its HTTP status and message); -EACCES:
+ * a refused login or a permission denied (see Authentication); -EPROTO:
  * a reply that is not etcd's JSON; -EFBIG: a value or a reply over the
  * limits below; -ENOMEM.
  *
  * A client is used by one thread at a time; a watcher thread makes its own.
  *
- * TODO (issue 10): https endpoints work through libcurl with the cacert,
- * cert and key of the configuration, but no test covers them yet; etcd user
- * and password authentication (`/v3/auth/authenticate`, the token in an
- * `Authorization` header, a new login on code 16 "invalid auth token",
- * the password in sodium_malloc memory, the note's CN trap) is not
- * implemented.
+ * Authentication: with a user, the client logs in (`/v3/auth/authenticate`)
+ * before its first request, sends the token in an `Authorization` header,
+ * and logs in again once when etcd refuses the token (code 16: simple tokens
+ * expire after --auth-token-ttl of disuse).  A refused login or a denied
+ * permission: -EACCES.  Over https with client certificates, the
+ * certificate must have no CN (the note's CN trap).
+ *
+ * TODO (issue 10): https endpoints go through libcurl with the cacert, cert
+ * and key of the configuration, but no test covers them yet (nor the CN
+ * trap).  kf_etcd_watch logs in when the client has no token, but does not
+ * yet log in again when etcd refuses a stale one (a client whose last
+ * request was long ago): it returns that refusal.
  */
 #ifndef KF_ETCD_H
 #define KF_ETCD_H
@@ -65,6 +72,8 @@ struct kf_etcd_config {
 	const char *cacert; /* https: PEM files, each may be NULL */
 	const char *cert;
 	const char *key;
+	const char *user;     /* etcd authentication: NULL for none */
+	const char *password; /* with user (copied into guarded memory) */
 };
 
 /* One key and its value as etcd holds it. */

@@ -147,7 +147,7 @@ void kt_etcd_setup(void)
 			       "--initial-cluster-state", "new",
 			       "--initial-cluster-token", token,
 			       "--experimental-watch-progress-notify-interval",
-			       "500ms", (char *)NULL);
+			       "500ms", "--auth-token-ttl", "2", (char *)NULL);
 			_exit(127);
 		}
 		kt_etcd.pid[i] = pid;

@@ -5,7 +5,8 @@
  * $KEYFS_TEST_TMP, members killed with SIGKILL and their data removed at
  * teardown.  Give the Test `.init = kt_etcd_setup, .fini = kt_etcd_teardown`
  * (the fini runs even when an assertion fails; a member outlives no test
- * process: each gets PR_SET_PDEATHSIG SIGKILL).
+ * process: each gets PR_SET_PDEATHSIG SIGKILL).  Progress notifications
+ * every 500 ms; with auth on, tokens expire after 2 s of disuse.
  */
 #ifndef KT_ETCD_FIXTURE_H
 #define KT_ETCD_FIXTURE_H

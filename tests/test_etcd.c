@@ -466,3 +466,103 @@ Test(etcd, a_broken_watch_resumes_on_another_member, .init = setup,
 	kf_etcd_free(w);
 	kf_etcd_free(r.writer);
 }
+
+/* Runs etcdctl against member 0 as root (once auth is on); asserts. */
+static void etcdctl(const char *args)
+{
+	char *err = NULL;
+	int rc =
+	    kt_runf(NULL, &err,
+		    "etcdctl --endpoints=%s --user=root:rootpw %s </dev/null",
+		    kt_etcd.endpoints[0], args);
+
+	cr_assert_eq(rc, 0, "etcdctl %s: %s", args, err ? err : "");
+	free(err);
+}
+
+static int auth_put(const char *prefix, const char *user, const char *pw,
+		    char *err)
+{
+	const struct kf_etcd_config cfg = {.endpoints = kt_etcd.endpoints,
+					   .n_endpoints = KT_ETCD_MEMBERS,
+					   .prefix = prefix,
+					   .timeout_ms = TIMEOUT_MS,
+					   .user = user,
+					   .password = pw};
+	struct kf_etcd *c = NULL;
+	struct kf_etcd_kv kv = {0};
+	int r;
+
+	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
+	r = kf_etcd_put(c, "keyring", (const uint8_t *)"v", 1, 0, NULL, err);
+	if (r == 0) {
+		cr_assert_eq(kf_etcd_get(c, "keyring", &kv, err), 0, "%s", err);
+		assert_value(&kv, "v");
+		kf_etcd_kv_clear(&kv);
+	}
+	kf_etcd_free(c);
+	return r;
+}
+
+Test(etcd, a_password_user_reaches_its_prefix_only, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	char err[KF_ERR_MAX] = "";
+
+	etcdctl("user add root --new-user-password=rootpw");
+	etcdctl("user add keyfs --new-user-password='p\"w\\'");
+	etcdctl("role add keyfs-rw");
+	etcdctl("role grant-permission --prefix=true keyfs-rw readwrite "
+		"/keyfs/");
+	etcdctl("user grant-role keyfs keyfs-rw");
+	etcdctl("auth enable");
+	cr_assert_eq(auth_put("/keyfs/t", "keyfs", "p\"w\\", err), 0, "%s",
+		     err);
+	cr_assert_eq(auth_put("/other", "keyfs", "p\"w\\", err), -EACCES);
+	cr_assert(kt_contains(err, "permission denied"), "%s", err);
+	cr_assert_eq(auth_put("/keyfs/t", "keyfs", "wrong", err), -EACCES);
+	cr_assert(kt_contains(err, "login as keyfs"), "%s", err);
+	cr_assert_eq(auth_put("/keyfs/t", NULL, NULL, err), -EIO);
+	cr_assert(kt_contains(err, "user name is empty"), "%s", err);
+}
+
+Test(etcd, an_expired_token_means_a_new_login, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	const struct kf_etcd_config cfg = {.endpoints = kt_etcd.endpoints,
+					   .n_endpoints = KT_ETCD_MEMBERS,
+					   .prefix = "/keyfs/t",
+					   .timeout_ms = TIMEOUT_MS,
+					   .user = "root",
+					   .password = "rootpw"};
+	struct kf_etcd *c = NULL;
+	char err[KF_ERR_MAX] = "", *out = NULL, *cmd;
+	json_t *j;
+
+	etcdctl("user add root --new-user-password=rootpw");
+	etcdctl("auth enable");
+	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
+	put_ok(c, "keyring", "v1");
+	/* A token of its own shows that tokens do expire here. */
+	cr_assert_eq(kt_runf(&out, NULL,
+			     "curl -sf -m 5 -X POST %s/v3/auth/authenticate "
+			     "-d '{\"name\":\"root\",\"password\":\"rootpw\"}'",
+			     kt_etcd.endpoints[0]),
+		     0);
+	j = json_loads(out, 0, NULL);
+	cr_assert(json_string_value(json_object_get(j, "token")), "%s", out);
+	cr_assert(asprintf(&cmd,
+			   "curl -s -m 5 -X POST %s/v3/kv/range -H "
+			   "'Authorization: %s' -d '{\"key\":\"eA==\"}'",
+			   kt_etcd.endpoints[0],
+			   json_string_value(json_object_get(j, "token"))) > 0);
+	json_decref(j);
+	free(out);
+	kt_sleep_ms(3500);
+	cr_assert_eq(kt_run(cmd, NULL, &out, NULL), 0);
+	cr_assert(kt_contains(out, "invalid auth token"), "%s", out);
+	free(out);
+	free(cmd);
+	put_ok(c, "keyring", "v2");
+	kf_etcd_free(c);
+}
