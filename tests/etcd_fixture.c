@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: MIT
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "etcd_fixture.h"
+#include "helpers.h"
+
+struct kt_etcd kt_etcd;
+
+/* Binds n sockets to port 0 at once (so the ports differ), then frees
+ * them. */
+static void free_ports(int *ports, int n)
+{
+	int fds[2 * KT_ETCD_MEMBERS];
+
+	cr_assert(n <= 2 * KT_ETCD_MEMBERS);
+	for (int i = 0; i < n; i++) {
+		struct sockaddr_in a = {.sin_family = AF_INET,
+					.sin_addr.s_addr =
+					    htonl(INADDR_LOOPBACK)};
+		socklen_t len = sizeof(a);
+
+		fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		cr_assert(fds[i] >= 0);
+		cr_assert(bind(fds[i], (struct sockaddr *)&a, sizeof(a)) == 0,
+			  "bind: %s", strerror(errno));
+		cr_assert(getsockname(fds[i], (struct sockaddr *)&a, &len) ==
+			  0);
+		ports[i] = ntohs(a.sin_port);
+	}
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+int kt_free_port(void)
+{
+	int p;
+
+	free_ports(&p, 1);
+	return p;
+}
+
+/* One request with a 200 ms limit: the body (malloc'd) or NULL. */
+static char *probe(const char *url, const char *post)
+{
+	CURL *h = curl_easy_init();
+	FILE *f;
+	char *body = NULL;
+	size_t len = 0;
+	long status = 0;
+	CURLcode rc;
+
+	cr_assert(h);
+	f = open_memstream(&body, &len);
+	cr_assert(f);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 200L);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, f);
+	if (post)
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, post);
+	rc = curl_easy_perform(h);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(h);
+	fclose(f);
+	if (rc != CURLE_OK || status != 200) {
+		free(body);
+		return NULL;
+	}
+	return body;
+}
+
+static bool healthy(int i)
+{
+	char url[128];
+	char *b;
+	bool ok;
+
+	snprintf(url, sizeof(url), "%s/health", kt_etcd.client[i]);
+	b = probe(url, NULL);
+	ok = b && strstr(b, "\"health\":\"true\"");
+	free(b);
+	return ok;
+}
+
+void kt_etcd_setup(void)
+{
+	int ports[2 * KT_ETCD_MEMBERS];
+	char cluster[512] = "", token[64];
+	struct timespec t0, t;
+
+	memset(&kt_etcd, 0, sizeof(kt_etcd));
+	kt_etcd.dir = kt_tmpdir("etcd");
+	free_ports(ports, 2 * KT_ETCD_MEMBERS);
+	for (int i = 0; i < KT_ETCD_MEMBERS; i++) {
+		size_t n = strlen(cluster);
+
+		snprintf(cluster + n, sizeof(cluster) - n,
+			 "%sm%d=http://127.0.0.1:%d", i ? "," : "", i,
+			 ports[KT_ETCD_MEMBERS + i]);
+		cr_assert(asprintf(&kt_etcd.client[i], "http://127.0.0.1:%d",
+				   ports[i]) > 0);
+		kt_etcd.endpoints[i] = kt_etcd.client[i];
+	}
+	snprintf(token, sizeof(token), "kt-%d-%ld", (int)getpid(),
+		 (long)time(NULL));
+	for (int i = 0; i < KT_ETCD_MEMBERS; i++) {
+		char name[8], data[PATH_MAX], log[PATH_MAX], peer[64];
+		pid_t pid;
+
+		snprintf(name, sizeof(name), "m%d", i);
+		snprintf(data, sizeof(data), "%s/%s", kt_etcd.dir, name);
+		snprintf(log, sizeof(log), "%s/%s.out", kt_etcd.dir, name);
+		snprintf(peer, sizeof(peer), "http://127.0.0.1:%d",
+			 ports[KT_ETCD_MEMBERS + i]);
+		pid = fork();
+		cr_assert(pid >= 0);
+		if (pid == 0) {
+			int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			if (fd >= 0) {
+				dup2(fd, 1);
+				dup2(fd, 2);
+			}
+			execlp("etcd", "etcd", "--name", name, "--data-dir",
+			       data, "--listen-client-urls", kt_etcd.client[i],
+			       "--advertise-client-urls", kt_etcd.client[i],
+			       "--listen-peer-urls", peer,
+			       "--initial-advertise-peer-urls", peer,
+			       "--initial-cluster", cluster,
+			       "--initial-cluster-state", "new",
+			       "--initial-cluster-token", token,
+			       "--experimental-watch-progress-notify-interval",
+			       "500ms", "--auth-token-ttl", "2", (char *)NULL);
+			_exit(127);
+		}
+		kt_etcd.pid[i] = pid;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < KT_ETCD_MEMBERS;) {
+		if (healthy(i)) {
+			i++;
+			continue;
+		}
+		cr_assert(kt_wait_child(kt_etcd.pid[i], 0) == -1,
+			  "etcd member %d exited (see %s/m%d.out)", i,
+			  kt_etcd.dir, i);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		cr_assert(t.tv_sec - t0.tv_sec < 20,
+			  "the etcd cluster was not healthy within 20 s");
+		kt_sleep_ms(20);
+	}
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag,
+		  struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+void kt_etcd_kill(int i)
+{
+	if (kt_etcd.pid[i] <= 0)
+		return;
+	kill(kt_etcd.pid[i], SIGKILL);
+	waitpid(kt_etcd.pid[i], NULL, 0);
+	kt_etcd.pid[i] = 0;
+}
+
+void kt_etcd_teardown(void)
+{
+	for (int i = 0; i < KT_ETCD_MEMBERS; i++) {
+		kt_etcd_kill(i);
+		free(kt_etcd.client[i]);
+	}
+	if (kt_etcd.dir)
+		nftw(kt_etcd.dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(kt_etcd.dir);
+	memset(&kt_etcd, 0, sizeof(kt_etcd));
+}
+
+int kt_etcd_leader(void)
+{
+	for (int tries = 0; tries < 250; tries++) {
+		for (int i = 0; i < KT_ETCD_MEMBERS; i++) {
+			char url[128];
+			char *b;
+			json_t *j;
+			const char *me, *leader;
+			bool is;
+
+			if (kt_etcd.pid[i] <= 0)
+				continue;
+			snprintf(url, sizeof(url), "%s/v3/maintenance/status",
+				 kt_etcd.client[i]);
+			b = probe(url, "{}");
+			j = b ? json_loads(b, 0, NULL) : NULL;
+			free(b);
+			me = json_string_value(json_object_get(
+			    json_object_get(j, "header"), "member_id"));
+			leader =
+			    json_string_value(json_object_get(j, "leader"));
+			is = me && leader && !strcmp(me, leader);
+			json_decref(j);
+			if (is)
+				return i;
+		}
+		kt_sleep_ms(20);
+	}
+	cr_assert_fail("no etcd leader within 5 s");
+	return -1;
+}

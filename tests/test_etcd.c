@@ -1,0 +1,568 @@
+// SPDX-License-Identifier: MIT
+/*
+ * core/etcd.c against a real 3-member etcd cluster (etcd_fixture.c), one
+ * cluster per test.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "etcd.h"
+#include "etcd_fixture.h"
+#include "helpers.h"
+
+#define TIMEOUT_MS 2000
+
+static void setup(void)
+{
+	cr_assert(sodium_init() >= 0);
+	kt_etcd_setup();
+}
+
+TestSuite(etcd);
+
+/* A client of the given members (indexes into the cluster) and prefix. */
+static struct kf_etcd *client_of(const int *members, size_t n,
+				 const char *prefix)
+{
+	const char *eps[KT_ETCD_MEMBERS];
+	struct kf_etcd_config cfg = {.endpoints = eps,
+				     .n_endpoints = n,
+				     .prefix = prefix,
+				     .timeout_ms = TIMEOUT_MS};
+	struct kf_etcd *c = NULL;
+	char err[KF_ERR_MAX] = "";
+
+	for (size_t i = 0; i < n; i++)
+		eps[i] = kt_etcd.endpoints[members[i]];
+	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
+	return c;
+}
+
+static struct kf_etcd *client_all(const char *prefix)
+{
+	static const int all[] = {0, 1, 2};
+
+	return client_of(all, 3, prefix);
+}
+
+static int64_t put_ok(struct kf_etcd *c, const char *name, const char *value)
+{
+	char err[KF_ERR_MAX] = "";
+	int64_t rev = 0;
+
+	cr_assert_eq(kf_etcd_put(c, name, (const uint8_t *)value, strlen(value),
+				 0, &rev, err),
+		     0, "put %s: %s", name, err);
+	cr_assert_gt(rev, 0);
+	return rev;
+}
+
+static void assert_value(const struct kf_etcd_kv *kv, const char *value)
+{
+	cr_assert_eq(kv->len, strlen(value));
+	cr_assert(memcmp(kv->value, value, kv->len) == 0,
+		  "value %.*s, expected %s", (int)kv->len, kv->value, value);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+Test(etcd, put_get_round_trip_of_binary_bytes, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	struct kf_etcd *c = client_all("/keyfs/t");
+	uint8_t bytes[512];
+	struct kf_etcd_kv kv = {0};
+	char err[KF_ERR_MAX] = "";
+	int64_t rev = 0;
+
+	for (size_t i = 0; i < sizeof(bytes); i++)
+		bytes[i] = (uint8_t)(255 - i % 256);
+	cr_assert_eq(
+	    kf_etcd_put(c, "keyring", bytes, sizeof(bytes), 0, &rev, err), 0,
+	    "%s", err);
+	cr_assert_eq(kf_etcd_get(c, "keyring", &kv, err), 0, "%s", err);
+	cr_assert_str_eq(kv.name, "keyring");
+	cr_assert_eq(kv.len, sizeof(bytes));
+	cr_assert(memcmp(kv.value, bytes, sizeof(bytes)) == 0);
+	cr_assert_eq(kv.mod_revision, rev);
+	cr_assert_eq(kv.version, 1);
+	kf_etcd_kv_clear(&kv);
+	cr_assert_eq(kf_etcd_get(c, "missing", &kv, err), -ENOENT);
+	cr_assert(kt_contains(err, "/keyfs/t/missing"), "%s", err);
+	kf_etcd_free(c);
+}
+
+Test(etcd, cas_succeeds_on_current_fails_on_stale, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	struct kf_etcd *c = client_all("/keyfs/t");
+	struct kf_etcd_op op = {"keyring", (const uint8_t *)"v2", 2, 0};
+	struct kf_etcd_kv cur = {0}, kv = {0};
+	char err[KF_ERR_MAX] = "";
+	int64_t r1 = put_ok(c, "keyring", "v1"), r2 = 0;
+
+	cr_assert_eq(kf_etcd_cas(c, "keyring", r1, &op, 1, &r2, &cur, err), 0,
+		     "%s", err);
+	cr_assert_gt(r2, r1);
+	op.value = (const uint8_t *)"v3";
+	cr_assert_eq(kf_etcd_cas(c, "keyring", r1, &op, 1, NULL, &cur, err),
+		     KF_ETCD_CONFLICT);
+	cr_assert_eq(cur.mod_revision, r2);
+	assert_value(&cur, "v2");
+	kf_etcd_kv_clear(&cur);
+	cr_assert_eq(kf_etcd_get(c, "keyring", &kv, err), 0, "%s", err);
+	assert_value(&kv, "v2");
+	cr_assert_eq(kv.mod_revision, r2);
+	kf_etcd_kv_clear(&kv);
+	kf_etcd_free(c);
+}
+
+Test(etcd, create_if_absent_fails_the_second_time, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	struct kf_etcd *c = client_all("/keyfs/t");
+	struct kf_etcd_op op = {"keyring", (const uint8_t *)"first", 5, 0};
+	struct kf_etcd_kv cur = {0};
+	char err[KF_ERR_MAX] = "";
+	int64_t rev = 0;
+
+	cr_assert_eq(kf_etcd_cas(c, "keyring", 0, &op, 1, &rev, &cur, err), 0,
+		     "%s", err);
+	op.value = (const uint8_t *)"secnd";
+	cr_assert_eq(kf_etcd_cas(c, "keyring", 0, &op, 1, NULL, &cur, err),
+		     KF_ETCD_CONFLICT);
+	cr_assert_eq(cur.mod_revision, rev);
+	assert_value(&cur, "first");
+	kf_etcd_kv_clear(&cur);
+	kf_etcd_free(c);
+}
+
+Test(etcd, txn_of_two_keys_commits_at_one_revision, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	struct kf_etcd *c = client_all("/keyfs/t");
+	struct kf_etcd_op ops[2] = {
+	    {"keyring", (const uint8_t *)"ring", 4, 0},
+	    {"changes/1", (const uint8_t *)"change", 6, 0},
+	};
+	struct kf_etcd_kv a = {0}, b = {0};
+	char err[KF_ERR_MAX] = "";
+	int64_t rev = 0;
+
+	cr_assert_eq(kf_etcd_cas(c, "keyring", 0, ops, 2, &rev, NULL, err), 0,
+		     "%s", err);
+	cr_assert_eq(kf_etcd_get(c, "keyring", &a, err), 0, "%s", err);
+	cr_assert_eq(kf_etcd_get(c, "changes/1", &b, err), 0, "%s", err);
+	cr_assert_eq(a.mod_revision, rev);
+	cr_assert_eq(b.mod_revision, rev);
+	assert_value(&b, "change");
+	kf_etcd_kv_clear(&a);
+	kf_etcd_kv_clear(&b);
+	/* A failed compare writes neither key. */
+	ops[1].name = "changes/2";
+	cr_assert_eq(kf_etcd_cas(c, "keyring", 0, ops, 2, NULL, NULL, err),
+		     KF_ETCD_CONFLICT);
+	cr_assert_eq(kf_etcd_get(c, "changes/2", &b, err), -ENOENT);
+	kf_etcd_free(c);
+}
+
+Test(etcd, list_excludes_a_neighbouring_prefix, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	struct kf_etcd *a = client_all("/keyfs/a");
+	struct kf_etcd *ab = client_all("/keyfs/ab");
+	struct kf_etcd_kv *kvs = NULL;
+	char err[KF_ERR_MAX] = "";
+	size_t n = 0;
+	int64_t rev = 0;
+
+	put_ok(a, "y", "ay");
+	put_ok(a, "x", "ax");
+	put_ok(a, "nodes/n1", "node");
+	put_ok(ab, "x", "abx");
+	cr_assert_eq(kf_etcd_list(a, "", 0, &kvs, &n, &rev, err), 0, "%s", err);
+	cr_assert_eq(n, 3);
+	cr_assert_str_eq(kvs[0].name, "nodes/n1");
+	cr_assert_str_eq(kvs[1].name, "x");
+	cr_assert_str_eq(kvs[2].name, "y");
+	assert_value(&kvs[1], "ax");
+	cr_assert_geq(rev, kvs[2].mod_revision);
+	kf_etcd_kvs_free(kvs, n);
+	cr_assert_eq(kf_etcd_list(a, "nodes/", 0, &kvs, &n, NULL, err), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(kvs[0].name, "nodes/n1");
+	kf_etcd_kvs_free(kvs, n);
+	cr_assert_eq(kf_etcd_list(ab, "", 0, &kvs, &n, NULL, err), 0);
+	cr_assert_eq(n, 1);
+	assert_value(&kvs[0], "abx");
+	kf_etcd_kvs_free(kvs, n);
+	kf_etcd_free(a);
+	kf_etcd_free(ab);
+}
+
+/* What a watch saw. */
+struct seen {
+	int events, notifies;
+	int want; /* stop after this many events */
+	char names[8][32];
+	char values[8][32];
+	int64_t revs[8];
+};
+
+static int on_event(void *arg, const struct kf_etcd_event *ev, int64_t rev)
+{
+	struct seen *s = arg;
+
+	if (!ev)
+		/* Progress every 500 ms: give up after about 10 s. */
+		return ++s->notifies > 20 ? -ETIMEDOUT : 0;
+	if (s->events < 8) {
+		snprintf(s->names[s->events], 32, "%s", ev->name);
+		snprintf(s->values[s->events], 32, "%.*s", (int)ev->len,
+			 ev->value);
+		s->revs[s->events] = rev;
+	}
+	return ++s->events >= s->want;
+}
+
+Test(etcd, watch_from_a_revision_sees_a_put_on_another_member, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	static const int m0[] = {0}, m1[] = {1};
+	struct kf_etcd *w = client_of(m0, 1, "/keyfs/t");
+	struct kf_etcd *p = client_of(m1, 1, "/keyfs/t");
+	struct kf_etcd *other = client_of(m1, 1, "/keyfs/tt");
+	struct seen s = {.want = 2};
+	char err[KF_ERR_MAX] = "";
+	int64_t r1, r2;
+
+	r1 = put_ok(p, "keyring", "one");
+	put_ok(other, "keyring", "elsewhere");
+	r2 = put_ok(p, "keyring", "two");
+	cr_assert_eq(kf_etcd_watch(w, "", r1, 3000, on_event, &s, NULL, err), 1,
+		     "%s", err);
+	cr_assert_eq(s.events, 2);
+	cr_assert_str_eq(s.names[0], "keyring");
+	cr_assert_str_eq(s.values[0], "one");
+	cr_assert_eq(s.revs[0], r1);
+	cr_assert_str_eq(s.values[1], "two");
+	cr_assert_eq(s.revs[1], r2);
+	kf_etcd_free(w);
+	kf_etcd_free(p);
+	kf_etcd_free(other);
+}
+
+Test(etcd, watch_from_a_compacted_revision_says_so, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	struct kf_etcd *c = client_all("/keyfs/t");
+	struct seen s = {.want = 1};
+	char err[KF_ERR_MAX] = "";
+	int64_t r1, r3, compacted = 0;
+
+	r1 = put_ok(c, "keyring", "1");
+	put_ok(c, "keyring", "2");
+	r3 = put_ok(c, "keyring", "3");
+	cr_assert_eq(kt_runf(NULL, NULL,
+			     "curl -sf -m 5 -X POST %s/v3/kv/compaction "
+			     "-d '{\"revision\":\"%" PRId64 "\"}'",
+			     kt_etcd.endpoints[0], r3),
+		     0);
+	cr_assert_eq(
+	    kf_etcd_watch(c, "", r1, 3000, on_event, &s, &compacted, err),
+	    KF_ETCD_COMPACTED, "%s", err);
+	cr_assert_eq(compacted, r3);
+	cr_assert_eq(s.events, 0);
+	cr_assert(kt_contains(err, "compacted"), "%s", err);
+	kf_etcd_free(c);
+}
+
+Test(etcd, lease_key_disappears_without_keepalives, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	struct kf_etcd *c = client_all("/keyfs/t");
+	struct kf_etcd_kv kv = {0};
+	char err[KF_ERR_MAX] = "";
+	int64_t id = 0, ttl = 0, t0;
+	int r;
+
+	cr_assert_eq(kf_etcd_lease_grant(c, 2, &id, err), 0, "%s", err);
+	cr_assert_eq(
+	    kf_etcd_put(c, "nodes/n1", (const uint8_t *)"up", 2, id, NULL, err),
+	    0, "%s", err);
+	/* Kept alive past its first TTL, it stays. */
+	for (int i = 0; i < 5; i++) {
+		cr_assert_eq(kf_etcd_lease_keepalive(c, id, &ttl, err), 0, "%s",
+			     err);
+		cr_assert_gt(ttl, 0);
+		kt_sleep_ms(500);
+	}
+	cr_assert_eq(kf_etcd_get(c, "nodes/n1", &kv, err), 0, "%s", err);
+	cr_assert_eq(kv.lease, id);
+	kf_etcd_kv_clear(&kv);
+	t0 = now_ms();
+	do {
+		kt_sleep_ms(100);
+		r = kf_etcd_get(c, "nodes/n1", &kv, err);
+		kf_etcd_kv_clear(&kv);
+	} while (r == 0 && now_ms() - t0 < 8000);
+	cr_assert_eq(r, -ENOENT, "still there after 8 s: %s", err);
+	cr_assert_eq(kf_etcd_lease_keepalive(c, id, &ttl, err), -ENOENT);
+	kf_etcd_free(c);
+}
+
+Test(etcd, a_killed_member_leaves_the_client_working, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	int leader = kt_etcd_leader();
+	int f = (leader + 1) % KT_ETCD_MEMBERS;
+	int order[] = {f, (f + 1) % 3, (f + 2) % 3};
+	struct kf_etcd *c = client_of(order, 3, "/keyfs/t");
+	struct kf_etcd_op op = {"keyring", (const uint8_t *)"v2", 2, 0};
+	struct kf_etcd_kv kv = {0};
+	char err[KF_ERR_MAX] = "";
+	int64_t r1, rev = 0, t0;
+
+	r1 = put_ok(c, "keyring", "v1"); /* through f, the first */
+	kt_etcd_kill(f);
+	t0 = now_ms();
+	cr_assert_eq(kf_etcd_get(c, "keyring", &kv, err), 0, "%s", err);
+	assert_value(&kv, "v1");
+	kf_etcd_kv_clear(&kv);
+	cr_assert_eq(kf_etcd_cas(c, "keyring", r1, &op, 1, &rev, NULL, err), 0,
+		     "%s", err);
+	put_ok(c, "other", "x");
+	cr_assert_lt(now_ms() - t0, TIMEOUT_MS, "failover took %" PRId64 " ms",
+		     now_ms() - t0);
+	kf_etcd_free(c);
+}
+
+Test(etcd, unreachable_endpoints_fail_within_the_timeout)
+{
+	/* One port where nothing listens, one that accepts and never
+	 * answers. */
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	char refused[64], silent[64], err[KF_ERR_MAX] = "";
+	const char *eps[] = {refused, silent};
+	struct kf_etcd_config cfg = {.endpoints = eps,
+				     .n_endpoints = 2,
+				     .prefix = "/keyfs/t",
+				     .timeout_ms = 300};
+	struct kf_etcd *c = NULL;
+	struct kf_etcd_kv kv = {0};
+	int64_t t0, took;
+
+	cr_assert(fd >= 0);
+	cr_assert(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+	cr_assert(listen(fd, 4) == 0);
+	cr_assert(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+	snprintf(refused, sizeof(refused), "http://127.0.0.1:%d",
+		 kt_free_port());
+	snprintf(silent, sizeof(silent), "http://127.0.0.1:%d",
+		 ntohs(a.sin_port));
+	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
+	t0 = now_ms();
+	cr_assert_eq(kf_etcd_get(c, "keyring", &kv, err), -EHOSTUNREACH);
+	took = now_ms() - t0;
+	cr_assert_lt(took, 2 * 300 + 300, "took %" PRId64 " ms", took);
+	cr_assert(kt_contains(err, "etcd unreachable"), "%s", err);
+	cr_assert(kt_contains(err, refused), "%s", err);
+	cr_assert(kt_contains(err, silent), "%s", err);
+	cr_assert(kt_contains(err, "imeout") || kt_contains(err, "imed out"),
+		  "%s", err);
+	kf_etcd_free(c);
+	close(fd);
+}
+
+Test(etcd, bad_configurations_and_values_are_refused)
+{
+	const char *bad[] = {"127.0.0.1:2379"};
+	const char *good[] = {"http://127.0.0.1:1"};
+	struct kf_etcd_config cfg = {.endpoints = bad,
+				     .n_endpoints = 1,
+				     .prefix = "/keyfs/t",
+				     .timeout_ms = 100};
+	struct kf_etcd *c = NULL;
+	char err[KF_ERR_MAX] = "";
+	uint8_t *big;
+
+	cr_assert_eq(kf_etcd_new(&cfg, &c, err), -EINVAL);
+	cr_assert(kt_contains(err, "127.0.0.1:2379"), "%s", err);
+	cfg.endpoints = good;
+	cfg.prefix = "/keyfs/t/";
+	cr_assert_eq(kf_etcd_new(&cfg, &c, err), -EINVAL);
+	cfg.prefix = "/keyfs/t";
+	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
+	big = calloc(1, KF_ETCD_VALUE_MAX + 1);
+	cr_assert(big);
+	cr_assert_eq(
+	    kf_etcd_put(c, "keyring", big, KF_ETCD_VALUE_MAX + 1, 0, NULL, err),
+	    -EFBIG);
+	free(big);
+	kf_etcd_free(c);
+}
+
+/* After the first event, kills the member the watch is on and puts again
+ * through another client. */
+struct resume {
+	struct seen s;
+	int victim;
+	struct kf_etcd *writer;
+	int64_t r2;
+};
+
+static int kill_then_put(void *arg, const struct kf_etcd_event *ev, int64_t rev)
+{
+	struct resume *r = arg;
+	int stop = on_event(&r->s, ev, rev);
+
+	if (ev && r->s.events == 1) {
+		kt_etcd_kill(r->victim);
+		r->r2 = put_ok(r->writer, "keyring", "two");
+	}
+	return stop;
+}
+
+Test(etcd, a_broken_watch_resumes_on_another_member, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	int leader = kt_etcd_leader();
+	int f = (leader + 1) % KT_ETCD_MEMBERS;
+	int order[] = {f, (f + 1) % 3, (f + 2) % 3}, lead[] = {leader};
+	struct kf_etcd *w = client_of(order, 3, "/keyfs/t");
+	struct resume r = {.s = {.want = 2}, .victim = f};
+	char err[KF_ERR_MAX] = "";
+	int64_t r1;
+
+	r.writer = client_of(lead, 1, "/keyfs/t");
+	r1 = put_ok(r.writer, "keyring", "one");
+	cr_assert_eq(
+	    kf_etcd_watch(w, "", r1, 3000, kill_then_put, &r, NULL, err), 1,
+	    "%s", err);
+	cr_assert_eq(r.s.events, 2);
+	cr_assert_str_eq(r.s.values[0], "one");
+	cr_assert_eq(r.s.revs[0], r1);
+	cr_assert_str_eq(r.s.values[1], "two", "the event after the break");
+	cr_assert_eq(r.s.revs[1], r.r2);
+	kf_etcd_free(w);
+	kf_etcd_free(r.writer);
+}
+
+/* Runs etcdctl against member 0 as root (once auth is on); asserts. */
+static void etcdctl(const char *args)
+{
+	char *err = NULL;
+	int rc =
+	    kt_runf(NULL, &err,
+		    "etcdctl --endpoints=%s --user=root:rootpw %s </dev/null",
+		    kt_etcd.endpoints[0], args);
+
+	cr_assert_eq(rc, 0, "etcdctl %s: %s", args, err ? err : "");
+	free(err);
+}
+
+static int auth_put(const char *prefix, const char *user, const char *pw,
+		    char *err)
+{
+	const struct kf_etcd_config cfg = {.endpoints = kt_etcd.endpoints,
+					   .n_endpoints = KT_ETCD_MEMBERS,
+					   .prefix = prefix,
+					   .timeout_ms = TIMEOUT_MS,
+					   .user = user,
+					   .password = pw};
+	struct kf_etcd *c = NULL;
+	struct kf_etcd_kv kv = {0};
+	int r;
+
+	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
+	r = kf_etcd_put(c, "keyring", (const uint8_t *)"v", 1, 0, NULL, err);
+	if (r == 0) {
+		cr_assert_eq(kf_etcd_get(c, "keyring", &kv, err), 0, "%s", err);
+		assert_value(&kv, "v");
+		kf_etcd_kv_clear(&kv);
+	}
+	kf_etcd_free(c);
+	return r;
+}
+
+Test(etcd, a_password_user_reaches_its_prefix_only, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	char err[KF_ERR_MAX] = "";
+
+	etcdctl("user add root --new-user-password=rootpw");
+	etcdctl("user add keyfs --new-user-password='p\"w\\'");
+	etcdctl("role add keyfs-rw");
+	etcdctl("role grant-permission --prefix=true keyfs-rw readwrite "
+		"/keyfs/");
+	etcdctl("user grant-role keyfs keyfs-rw");
+	etcdctl("auth enable");
+	cr_assert_eq(auth_put("/keyfs/t", "keyfs", "p\"w\\", err), 0, "%s",
+		     err);
+	cr_assert_eq(auth_put("/other", "keyfs", "p\"w\\", err), -EACCES);
+	cr_assert(kt_contains(err, "permission denied"), "%s", err);
+	cr_assert_eq(auth_put("/keyfs/t", "keyfs", "wrong", err), -EACCES);
+	cr_assert(kt_contains(err, "login as keyfs"), "%s", err);
+	cr_assert_eq(auth_put("/keyfs/t", NULL, NULL, err), -EIO);
+	cr_assert(kt_contains(err, "user name is empty"), "%s", err);
+}
+
+Test(etcd, an_expired_token_means_a_new_login, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	const struct kf_etcd_config cfg = {.endpoints = kt_etcd.endpoints,
+					   .n_endpoints = KT_ETCD_MEMBERS,
+					   .prefix = "/keyfs/t",
+					   .timeout_ms = TIMEOUT_MS,
+					   .user = "root",
+					   .password = "rootpw"};
+	struct kf_etcd *c = NULL;
+	char err[KF_ERR_MAX] = "", *out = NULL, *cmd;
+	json_t *j;
+
+	etcdctl("user add root --new-user-password=rootpw");
+	etcdctl("auth enable");
+	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
+	put_ok(c, "keyring", "v1");
+	/* A token of its own shows that tokens do expire here. */
+	cr_assert_eq(kt_runf(&out, NULL,
+			     "curl -sf -m 5 -X POST %s/v3/auth/authenticate "
+			     "-d '{\"name\":\"root\",\"password\":\"rootpw\"}'",
+			     kt_etcd.endpoints[0]),
+		     0);
+	j = json_loads(out, 0, NULL);
+	cr_assert(json_string_value(json_object_get(j, "token")), "%s", out);
+	cr_assert(asprintf(&cmd,
+			   "curl -s -m 5 -X POST %s/v3/kv/range -H "
+			   "'Authorization: %s' -d '{\"key\":\"eA==\"}'",
+			   kt_etcd.endpoints[0],
+			   json_string_value(json_object_get(j, "token"))) > 0);
+	json_decref(j);
+	free(out);
+	kt_sleep_ms(3500);
+	cr_assert_eq(kt_run(cmd, NULL, &out, NULL), 0);
+	cr_assert(kt_contains(out, "invalid auth token"), "%s", out);
+	free(out);
+	free(cmd);
+	put_ok(c, "keyring", "v2");
+	kf_etcd_free(c);
+}
