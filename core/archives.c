@@ -222,22 +222,22 @@ static int adopt_retired(struct kf_keyring *old, struct kf_keyring **restored,
 			 bool force, json_t *rec, char *ret_note,
 			 char why[KF_ERR_MAX])
 {
-	uint32_t dropped[KF_KEYRING_MAX_VERSIONS];
 	struct kf_keyring *adopted = NULL;
-	json_t *back = json_array(), *out = json_array();
-	size_t n = 0;
+	json_t *touched = json_array(); /* held by the archive, retired here */
 	char list[KF_ERR_MAX] = "";
 	int r;
 
 	for (size_t i = 0; i < kf_keyring_count(*restored); i++) {
 		uint32_t v = kf_keyring_at(*restored, i)->version;
 
-		if (kf_keyring_is_retired(old, v))
-			json_array_append_new(force ? back : out,
-					      json_integer(v));
+		if (!kf_keyring_is_retired(old, v))
+			continue;
+		json_array_append_new(touched, json_integer(v));
+		snprintf(list + strlen(list), sizeof(list) - strlen(list),
+			 "%s%" PRIu32, json_array_size(touched) > 1 ? ", " : "",
+			 v);
 	}
-	r = kf_keyring_adopt_retired(*restored, old, force, &adopted, dropped,
-				     &n);
+	r = kf_keyring_adopt_retired(*restored, old, force, &adopted);
 	if (r == -EBUSY) {
 		kf_err_set(why,
 			   "the archive's current version %" PRIu32
@@ -249,22 +249,17 @@ static int adopt_retired(struct kf_keyring *old, struct kf_keyring **restored,
 	} else {
 		kf_keyring_unref(*restored);
 		*restored = adopted;
-		if (json_array_size(out) > 0)
-			json_object_set(rec, "retired_kept_out", out);
-		if (json_array_size(back) > 0)
-			json_object_set(rec, "unretired", back);
-		for (size_t i = 0; i < n; i++)
-			snprintf(list + strlen(list),
-				 sizeof(list) - strlen(list), "%s%" PRIu32,
-				 i ? ", " : "", dropped[i]);
-		if (ret_note && n > 0)
+		if (json_array_size(touched) > 0)
+			json_object_set(
+			    rec, force ? "unretired" : "retired_kept_out",
+			    touched);
+		if (ret_note && !force && json_array_size(touched) > 0)
 			kf_err_set(ret_note,
 				   "retired versions stay retired: %s (restore "
 				   "with \"force\" to bring them back)",
 				   list);
 	}
-	json_decref(back);
-	json_decref(out);
+	json_decref(touched);
 	return r;
 }
 

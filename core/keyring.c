@@ -313,15 +313,13 @@ uint32_t kf_keyring_retired_at(const struct kf_keyring *kr, size_t i)
 
 int kf_keyring_adopt_retired(const struct kf_keyring *kr,
 			     const struct kf_keyring *from, bool force,
-			     struct kf_keyring **ret, uint32_t *ret_dropped,
-			     size_t *ret_n_dropped)
+			     struct kf_keyring **ret)
 {
 	struct kf_keyring *nk;
 	size_t n = 0, k = 0;
 	uint32_t *merged;
 	int r;
 
-	*ret_n_dropped = 0;
 	for (size_t i = 0; i < kr->count; i++)
 		n += force ||
 		     !kf_keyring_is_retired(from, kr->entries[i].version);
@@ -336,8 +334,6 @@ int kf_keyring_adopt_retired(const struct kf_keyring *kr,
 
 		if (force || !kf_keyring_is_retired(from, v))
 			kr_copy_entry(nk, k++, &kr->entries[i]);
-		else
-			ret_dropped[(*ret_n_dropped)++] = v;
 	}
 	/* Both lists, ascending and without repeats. */
 	merged =

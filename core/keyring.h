@@ -97,16 +97,15 @@ uint32_t kf_keyring_retired_at(const struct kf_keyring *kr, size_t i);
 /*
  * For a restore: kr (from an archive) as it may be adopted by a keyring
  * `from` that has retired some numbers since.  Without force, every entry
- * of kr that `from` retired is left out (its number goes to ret_dropped,
- * which has room for kf_keyring_count(kr) numbers; *ret_n_dropped), and if
- * that is kr's current version the restore is refused: -EBUSY.  With force
+ * of kr that `from` retired is left out (kf_keyring_is_retired(from, v)
+ * names them), and if that is kr's current version the restore is
+ * refused: -EBUSY.  With force
  * every entry is kept and is no longer retired.  The result remembers the
  * retired numbers of both and the higher `highest`.
  */
 int kf_keyring_adopt_retired(const struct kf_keyring *kr,
 			     const struct kf_keyring *from, bool force,
-			     struct kf_keyring **ret, uint32_t *ret_dropped,
-			     size_t *ret_n_dropped) KF_WUR;
+			     struct kf_keyring **ret) KF_WUR;
 
 size_t kf_keyring_count(const struct kf_keyring *kr);
 /* Entry i (0 = current); NULL when i >= count. Valid while kr is held. */
