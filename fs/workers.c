@@ -136,6 +136,17 @@ static void *rot_main(void *arg)
 	return NULL;
 }
 
+/* Ends the invalidation thread and drops the keyring it showed. */
+static void stop_invalidation(struct kf_fs *fs)
+{
+	pthread_mutex_lock(&fs->inval_lock);
+	fs->inval_stop = true;
+	pthread_cond_broadcast(&fs->inval_cond);
+	pthread_mutex_unlock(&fs->inval_lock);
+	pthread_join(fs->inval_thread, NULL);
+	fs->shown = kf_keyring_unref(fs->shown);
+}
+
 int kf_workers_start(struct kf_fs *fs)
 {
 	int e;
@@ -153,12 +164,7 @@ int kf_workers_start(struct kf_fs *fs)
 	}
 	e = pthread_create(&fs->rot_thread, NULL, rot_main, fs);
 	if (e != 0) {
-		pthread_mutex_lock(&fs->inval_lock);
-		fs->inval_stop = true;
-		pthread_cond_broadcast(&fs->inval_cond);
-		pthread_mutex_unlock(&fs->inval_lock);
-		pthread_join(fs->inval_thread, NULL);
-		fs->shown = kf_keyring_unref(fs->shown);
+		stop_invalidation(fs);
 		return -e;
 	}
 	kf_manager_on_change(fs->m, on_change, fs);
@@ -173,10 +179,5 @@ void kf_workers_stop(struct kf_fs *fs)
 	pthread_mutex_unlock(&fs->rot_lock);
 	pthread_join(fs->rot_thread, NULL);
 	kf_manager_on_change(fs->m, NULL, NULL);
-	pthread_mutex_lock(&fs->inval_lock);
-	fs->inval_stop = true;
-	pthread_cond_broadcast(&fs->inval_cond);
-	pthread_mutex_unlock(&fs->inval_lock);
-	pthread_join(fs->inval_thread, NULL);
-	fs->shown = kf_keyring_unref(fs->shown);
+	stop_invalidation(fs);
 }

@@ -495,6 +495,27 @@ static char *wait_for_text(const char *path, const char *needle)
 	return NULL;
 }
 
+/*
+ * Waits for the first alert in the file at path to arrive and checks it is
+ * a failure record of `event` whose error says `why`; returns it.
+ */
+static json_t *first_failure_alert(const char *path, const char *event,
+				   const char *why)
+{
+	char *text = wait_for_text(path, why);
+	json_t *rec;
+
+	cr_assert(text, "no alert saying \"%s\" arrived", why);
+	rec = json_loads(text, JSON_DISABLE_EOF_CHECK, NULL);
+	cr_assert(rec, "the alert is not a JSON record");
+	cr_assert_str_eq(kt_str_of(rec, "event"), event);
+	cr_assert(json_is_false(json_object_get(rec, "success")));
+	cr_assert(strstr(kt_str_of(rec, "error"), why),
+		  "the alert does not say why: %s", kt_str_of(rec, "error"));
+	free(text);
+	return rec;
+}
+
 Test(control, failed_operation_runs_alert_command_with_the_record)
 {
 	static struct kt_mount m;
@@ -506,17 +527,9 @@ Test(control, failed_operation_runs_alert_command_with_the_record)
 	cr_assert(asprintf(&lines, "alert_command = cat >> %s\n", alerts) > 0);
 	start(&m, "ctl-alert", lines);
 	cr_assert(kt_mwrite(&m, "control/retire", "1\n") == -EBUSY);
-	text = wait_for_text(alerts, "key_retire");
-	cr_assert(text, "alert_command did not receive the failure record");
-	rec = json_loads(text, JSON_DISABLE_EOF_CHECK, NULL);
-	cr_assert(rec, "the alert is not a JSON record");
-	cr_assert_str_eq(kt_str_of(rec, "event"), "key_retire");
-	cr_assert(json_is_false(json_object_get(rec, "success")));
-	cr_assert(strstr(kt_str_of(rec, "error"), "current key"),
-		  "the alert does not say why: %s", kt_str_of(rec, "error"));
+	rec = first_failure_alert(alerts, "key_retire", "current key");
 	cr_assert(json_integer_value(json_object_get(rec, "uid")) == 0);
 	json_decref(rec);
-	free(text);
 	/* A good operation raises no alert. */
 	cr_assert(kt_mwrite(&m, "control/rotate", "1\n") == 0);
 	kt_sleep_ms(300);
@@ -707,7 +720,7 @@ Test(control, each_alert_is_one_json_line_with_time_seq_and_host)
 Test(control, a_refused_start_runs_alert_command)
 {
 	static struct kt_mount m;
-	char *dir = kt_tmpdir("ctl-alert-start"), *alerts, *body, *text;
+	char *dir = kt_tmpdir("ctl-alert-start"), *alerts, *body;
 	json_t *rec;
 
 	cr_assert(asprintf(&alerts, "%s/alerts.log", dir) > 0);
@@ -718,16 +731,10 @@ Test(control, a_refused_start_runs_alert_command)
 	kt_mount_config_full(&m, "ctl-alert-start", body, NULL);
 	/* Production, no state, nothing to import: refused. */
 	cr_assert(kt_mount_start(&m, NULL) > 0, "keyfs started with no key");
-	text = wait_for_text(alerts, "KeyValidationError");
-	cr_assert(text, "a refused start ran no alert");
-	rec = json_loads(text, JSON_DISABLE_EOF_CHECK, NULL);
-	cr_assert(rec, "the alert is not a JSON record");
-	cr_assert_str_eq(kt_str_of(rec, "event"), "startup");
-	cr_assert(json_is_false(json_object_get(rec, "success")));
-	cr_assert(strstr(kt_str_of(rec, "error"),
-			 "No current encryption key available"));
+	rec = first_failure_alert(alerts, "startup",
+				  "KeyValidationError: No current encryption "
+				  "key available");
 	json_decref(rec);
-	free(text);
 	free(body);
 	free(alerts);
 	free(dir);
