@@ -287,9 +287,18 @@ out:
 	return r;
 }
 
-/* The info of dir/file from its clear fields; -errno if not an archive. */
+/* One archive of a listing: what is shown, and its clear fields. */
+struct listed {
+	struct kf_backup_info info;
+	struct kf_backup_clear clear; /* versions kept only when asked */
+};
+
+/*
+ * The entry of dir/file from its clear fields, read once; -errno if not
+ * an archive.  Without keep_clear its version list is freed at once.
+ */
 static int list_one(const char *dir, int dirfd, const char *file,
-		    struct kf_backup_info *info)
+		    bool keep_clear, struct listed *ret)
 {
 	struct kf_backup_clear c;
 	struct stat st;
@@ -310,20 +319,24 @@ static int list_one(const char *dir, int dirfd, const char *file,
 	free(path);
 	if (r < 0)
 		return r;
-	memset(info, 0, sizeof(*info));
-	kf_backup_file_name(stem, info->name);
-	info->created = c.created;
-	info->key_version = c.key_version;
-	info->n_versions = (uint32_t)c.n_versions;
-	info->size = st.st_size;
-	info->mtime = (int64_t)st.st_mtim.tv_sec;
-	kf_backup_clear_done(&c);
+	memset(ret, 0, sizeof(*ret));
+	kf_backup_file_name(stem, ret->info.name);
+	ret->info.created = c.created;
+	ret->info.key_version = c.key_version;
+	ret->info.n_versions = (uint32_t)c.n_versions;
+	ret->info.size = st.st_size;
+	ret->info.mtime = (int64_t)st.st_mtim.tv_sec;
+	if (keep_clear)
+		ret->clear = c;
+	else
+		kf_backup_clear_done(&c);
 	return 0;
 }
 
 static int newest_first(const void *pa, const void *pb)
 {
-	const struct kf_backup_info *a = pa, *b = pb;
+	const struct kf_backup_info *a = &((const struct listed *)pa)->info;
+	const struct kf_backup_info *b = &((const struct listed *)pb)->info;
 
 	if (a->created != b->created)
 		return a->created < b->created ? 1 : -1;
@@ -331,21 +344,32 @@ static int newest_first(const void *pa, const void *pb)
 	return -strverscmp(a->name, b->name);
 }
 
-int kf_backup_list(const char *dir, struct kf_backup_info **ret, size_t *ret_n,
-		   char err[KF_ERR_MAX])
+static void listed_free(struct listed *list, size_t n)
 {
-	struct kf_backup_info *list = NULL, info;
+	for (size_t i = 0; list && i < n; i++)
+		kf_backup_clear_done(&list[i].clear);
+	free(list);
+}
+
+/*
+ * The archives in dir, newest first, each file read once (the rules of
+ * kf_backup_list); with keep_clear each keeps its version list.  Free
+ * with listed_free.
+ */
+static int list_dir(const char *dir, bool keep_clear, struct listed **ret,
+		    size_t *ret_n, char err[KF_ERR_MAX])
+{
+	struct listed *list = NULL, one;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
 	DIR *d;
 	int fd, r = 0;
 
+	*ret = NULL;
+	*ret_n = 0;
 	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT) {
-		*ret = NULL;
-		*ret_n = 0;
+	if (fd < 0 && errno == ENOENT)
 		return 0;
-	}
 	if (fd < 0) {
 		r = -errno;
 		kf_err_set(err, "%s: %s", dir, strerror(-r));
@@ -369,25 +393,26 @@ int kf_backup_list(const char *dir, struct kf_backup_info **ret, size_t *ret_n,
 				kf_err_set(err, "%s: %s", dir, strerror(-r));
 			break;
 		}
-		if (list_one(dir, dirfd(d), de->d_name, &info) < 0)
+		if (list_one(dir, dirfd(d), de->d_name, keep_clear, &one) < 0)
 			continue;
 		if (n == cap) {
-			struct kf_backup_info *grown;
+			struct listed *grown;
 
 			cap = cap ? cap * 2 : 16;
 			grown = realloc(list, cap * sizeof(*list));
 			if (!grown) {
+				kf_backup_clear_done(&one.clear);
 				r = -ENOMEM;
 				kf_err_set(err, "out of memory");
 				break;
 			}
 			list = grown;
 		}
-		list[n++] = info;
+		list[n++] = one;
 	}
 	closedir(d);
 	if (r < 0) {
-		free(list);
+		listed_free(list, n);
 		return r;
 	}
 	if (n > 1)
@@ -397,18 +422,30 @@ int kf_backup_list(const char *dir, struct kf_backup_info **ret, size_t *ret_n,
 	return 0;
 }
 
-/* The versions held by the archive dir/file (from its clear fields). */
-static int archive_versions(const char *dir, const char *file,
-			    struct kf_backup_clear *ret)
+int kf_backup_list(const char *dir, struct kf_backup_info **ret, size_t *ret_n,
+		   char err[KF_ERR_MAX])
 {
-	char *path = kf_path_join(dir, file);
-	int r;
+	struct kf_backup_info *infos = NULL;
+	struct listed *list;
+	size_t n;
+	int r = list_dir(dir, false, &list, &n, err);
 
-	if (!path)
-		return -ENOMEM;
-	r = kf_backup_load_clear(path, ret, NULL, NULL);
-	free(path);
-	return r;
+	if (r < 0)
+		return r;
+	if (n > 0) {
+		infos = malloc(n * sizeof(*infos));
+		if (!infos) {
+			listed_free(list, n);
+			kf_err_set(err, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		infos[i] = list[i].info;
+	listed_free(list, n);
+	*ret = infos;
+	*ret_n = n;
+	return 0;
 }
 
 /* A growing set of version numbers (small: linear search is fine). */
@@ -445,34 +482,28 @@ static int set_add_all(struct version_set *set, const struct kf_backup_clear *a)
 }
 
 /*
- * Whether list[i] must be kept: it holds a version that `held` says the
- * keyring no longer has and that no archive kept so far (`covered`) holds.
- * A kept archive's versions join `covered`.
+ * Whether an archive holding the versions in a must be kept: one of them
+ * is a version that `held` says the keyring no longer has and that no
+ * archive kept so far (`covered`) holds.  A kept archive's versions join
+ * `covered`.
  */
-static int must_keep(const char *dir, const struct kf_backup_info *info,
+static int must_keep(const struct kf_backup_clear *a,
 		     const struct kf_backup_prune_opts *o,
 		     struct version_set *covered, bool *ret_keep)
 {
-	struct kf_backup_clear a = {0};
 	bool keep = false;
-	int r;
 
-	r = archive_versions(dir, info->name, &a);
-	if (r < 0)
-		return r;
-	for (size_t i = 0; i < a.n_versions && !keep; i++)
-		keep = !o->held(a.versions[i], o->data) &&
-		       !set_has(covered, a.versions[i]);
-	r = keep ? set_add_all(covered, &a) : 0;
-	kf_backup_clear_done(&a);
+	for (size_t i = 0; i < a->n_versions && !keep; i++)
+		keep = !o->held(a->versions[i], o->data) &&
+		       !set_has(covered, a->versions[i]);
 	*ret_keep = keep;
-	return r;
+	return keep ? set_add_all(covered, a) : 0;
 }
 
 int kf_backup_prune(const char *dir, const struct kf_backup_prune_opts *o,
 		    struct kf_backup_prune_result *ret, char err[KF_ERR_MAX])
 {
-	struct kf_backup_info *list = NULL;
+	struct listed *list = NULL;
 	struct version_set covered = {0};
 	struct kf_backup_prune_result res = {0};
 	size_t prefix_len = o->prefix ? strlen(o->prefix) : 0;
@@ -481,34 +512,27 @@ int kf_backup_prune(const char *dir, const struct kf_backup_prune_opts *o,
 	unsigned seen = 0;
 	int r = 0, r2;
 
-	r = kf_backup_list(dir, &list, &res.listed, err);
+	r = list_dir(dir, protect, &list, &res.listed, err);
 	if (r < 0)
 		return r;
 	doomed = calloc(res.listed ? res.listed : 1, sizeof(*doomed));
 	if (!doomed) {
-		free(list);
+		listed_free(list, res.listed);
 		kf_err_set(err, "out of memory");
 		return -ENOMEM;
 	}
 	/* First what stays whatever happens: its versions are covered. */
 	for (size_t i = 0; i < res.listed && r == 0; i++) {
-		struct kf_backup_clear a = {0};
-
 		if ((!prefix_len ||
-		     strncmp(list[i].name, o->prefix, prefix_len) == 0) &&
+		     strncmp(list[i].info.name, o->prefix, prefix_len) == 0) &&
 		    seen++ >= o->keep) {
 			doomed[i] = true;
 			continue;
 		}
-		if (!protect)
-			continue;
-		r = archive_versions(dir, list[i].name, &a);
-		if (r == 0)
-			r = set_add_all(&covered, &a);
-		kf_backup_clear_done(&a);
-		if (r < 0)
-			kf_err_set(err, "%s: cannot read its versions: %s",
-				   list[i].name, strerror(-r));
+		if (protect && set_add_all(&covered, &list[i].clear) < 0) {
+			r = -ENOMEM;
+			kf_err_set(err, "out of memory");
+		}
 	}
 	/*
 	 * Then the older ones, newest first: the newest archive holding a
@@ -522,11 +546,9 @@ int kf_backup_prune(const char *dir, const struct kf_backup_prune_opts *o,
 		if (!doomed[i])
 			continue;
 		if (protect) {
-			r = must_keep(dir, &list[i], o, &covered, &keep);
+			r = must_keep(&list[i].clear, o, &covered, &keep);
 			if (r < 0) {
-				kf_err_set(err,
-					   "%s: cannot read its versions: %s",
-					   list[i].name, strerror(-r));
+				kf_err_set(err, "out of memory");
 				break;
 			}
 			res.protected += keep;
@@ -537,7 +559,7 @@ int kf_backup_prune(const char *dir, const struct kf_backup_prune_opts *o,
 			res.deleted++;
 			continue;
 		}
-		path = kf_path_join(dir, list[i].name);
+		path = kf_path_join(dir, list[i].info.name);
 		if (!path) {
 			r = -ENOMEM;
 			kf_err_set(err, "out of memory");
@@ -554,7 +576,7 @@ int kf_backup_prune(const char *dir, const struct kf_backup_prune_opts *o,
 		free(path);
 	}
 	free(doomed);
-	free(list);
+	listed_free(list, res.listed);
 	free(covered.v);
 	if (res.deleted > 0) {
 		r2 = kf_dir_fsync(dir);
