@@ -33,6 +33,12 @@ static const char usage_tail[] =
     "                      --no-anchor: an archived copy, end unchecked\n"
     "  export-env [-c FILE] [--mount DIR]\n"
     "                      print ENCRYPTION_KEY=... lines for the old scheme\n"
+    "  cluster init [--from-state] [-c FILE]\n"
+    "                      store = etcd: create the cluster keyring (from\n"
+    "                      state_dir, ENCRYPTION_KEY, or generated in\n"
+    "                      development mode); refused if one exists\n"
+    "  cluster status [-c FILE]\n"
+    "                      the cluster keyring's version and every node's\n"
     "  --help, --version\n"
     "\n"
     "Configuration: -c FILE, else $KEYFS_CONFIG, else /etc/keyfs/keyfs.ini,\n"
@@ -97,6 +103,7 @@ static const struct command {
     {"restore", kf_cli_restore},
     {"audit", kf_cli_audit},
     {"export-env", kf_cli_export_env},
+    {"cluster", kf_cli_cluster},
 };
 
 int main(int argc, char **argv)

@@ -43,6 +43,9 @@ int kf_mgr_write_backup(struct kf_manager *m, const struct kf_keyring *kr,
 			    blob, len, kf_keyring_current_version(kr), versions,
 			    n, kf_time_now(), ret_name, err);
 	sodium_free(blob);
+	/* Cluster: every node gets a copy once the operation commits. */
+	if (r == 0 && m->cl)
+		kf_mgr_cluster_pending(m, ret_name);
 	return r;
 }
 
@@ -50,6 +53,8 @@ void kf_mgr_remove_backup(struct kf_manager *m, const char *file)
 {
 	char *path = kf_path_join(m->cfg->backup_dir, file);
 
+	if (m->cl)
+		kf_mgr_cluster_unpending(m, file);
 	if (path && unlink(path) == 0 && kf_dir_fsync(m->cfg->backup_dir) < 0)
 		kf_log(LOG_WARNING, "fsync of %s failed", m->cfg->backup_dir);
 	free(path);
@@ -69,10 +74,27 @@ uint32_t kf_mgr_highest_known(struct kf_manager *m, const struct kf_keyring *kr)
 	return high;
 }
 
-/* kf_backup_prune's `held`: does the keyring (data) still hold version? */
+/* What kf_backup_prune's callbacks get. */
+struct prune_ctx {
+	struct kf_manager *m;
+	struct kf_keyring *kr;
+};
+
+/* kf_backup_prune's `held`: does the keyring still hold version? */
 static bool keyring_holds(uint32_t version, void *data)
 {
-	return kf_keyring_find(data, version) != NULL;
+	const struct prune_ctx *c = data;
+
+	return kf_keyring_find(c->kr, version) != NULL;
+}
+
+/* kf_backup_prune's `deleted`: with store = etcd, on every node. */
+static void pruned(const char *file, void *data)
+{
+	const struct prune_ctx *c = data;
+
+	if (c->m->cl)
+		kf_mgr_cluster_unpublish(c->m, file);
 }
 
 /*
@@ -83,18 +105,24 @@ static bool keyring_holds(uint32_t version, void *data)
 static void prune_automatic_locked(struct kf_manager *m,
 				   const struct kf_caller *who)
 {
-	struct kf_keyring *kr = kf_mgr_current(m);
+	struct prune_ctx ctx = {m, kf_mgr_current(m)};
 	struct kf_backup_prune_opts o = {.keep = m->cfg->backup_keep,
 					 .prefix = KF_BACKUP_AUTO_PREFIX,
 					 .held = keyring_holds,
-					 .data = kr};
+					 .deleted = pruned,
+					 .data = &ctx};
 	struct kf_backup_prune_result res;
 	char err[KF_ERR_MAX];
 	json_t *rec;
 	int r;
 
+	/* Cluster: pruned by whoever can reach etcd; the others follow. */
+	if (m->cl && kf_mgr_cluster_usable(m, err) < 0) {
+		kf_keyring_unref(ctx.kr);
+		return;
+	}
 	r = kf_backup_prune(m->cfg->backup_dir, &o, &res, err);
-	kf_keyring_unref(kr);
+	kf_keyring_unref(ctx.kr);
 	if (r < 0)
 		kf_log(LOG_WARNING, "automatic backup pruning: %s", err);
 	if (res.deleted == 0)
@@ -152,7 +180,9 @@ int kf_manager_backup(struct kf_manager *m, const struct kf_caller *who,
 	}
 	pthread_mutex_lock(&m->op_lock);
 	kr = kf_mgr_current(m);
-	r = kf_mgr_write_backup(m, kr, name, NULL, file, err);
+	r = m->cl ? kf_mgr_cluster_usable(m, err) : 0;
+	if (r == 0)
+		r = kf_mgr_write_backup(m, kr, name, NULL, file, err);
 	if (r == 0) {
 		rec = kf_event_record(KF_EVENT_KEY_BACKUP, who);
 		json_object_set_new(rec, "backup", json_string(file));
@@ -167,6 +197,8 @@ int kf_manager_backup(struct kf_manager *m, const struct kf_caller *who,
 			/* Unrecorded: undo, so nothing changed. */
 			kf_mgr_remove_backup(m, file);
 			kf_err_prefix(err, "audit log: ");
+		} else if (m->cl) {
+			kf_mgr_cluster_publish(m);
 		}
 	}
 	pthread_mutex_unlock(&m->op_lock);
@@ -381,6 +413,8 @@ int kf_manager_restore(struct kf_manager *m, const struct kf_caller *who,
 		    m, restore_record(who, path ? what : NULL, force), cancel,
 		    err);
 		free(path);
+		if (r == -ESTALE)
+			kf_mgr_notify(m);
 		return r;
 	}
 	free(path);
@@ -410,8 +444,12 @@ int kf_manager_prune(struct kf_manager *m, const struct kf_caller *who,
 		     unsigned keep, bool force, size_t *ret_deleted,
 		     size_t *ret_kept_last, char err[KF_ERR_MAX])
 {
-	struct kf_backup_prune_opts o = {
-	    .keep = keep, .force = force, .held = keyring_holds};
+	struct prune_ctx ctx = {m, NULL};
+	struct kf_backup_prune_opts o = {.keep = keep,
+					 .force = force,
+					 .held = keyring_holds,
+					 .deleted = pruned,
+					 .data = &ctx};
 	struct kf_backup_prune_result res = {0};
 	uint64_t seq = 0;
 	size_t done = 0;
@@ -426,10 +464,12 @@ int kf_manager_prune(struct kf_manager *m, const struct kf_caller *who,
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&m->op_lock);
-	o.data = kf_mgr_current(m);
+	ctx.kr = kf_mgr_current(m);
 	/* Planned, then recorded, then done: unrecorded, nothing changes. */
 	o.dry_run = true;
-	r = kf_backup_prune(m->cfg->backup_dir, &o, &res, err);
+	r = m->cl ? kf_mgr_cluster_usable(m, err) : 0;
+	if (r == 0)
+		r = kf_backup_prune(m->cfg->backup_dir, &o, &res, err);
 	if (r == 0) {
 		rec = prune_record(who, keep, force);
 		json_object_set_new(rec, "deleted",
@@ -447,7 +487,7 @@ int kf_manager_prune(struct kf_manager *m, const struct kf_caller *who,
 		r = kf_backup_prune(m->cfg->backup_dir, &o, &res, err);
 		done = res.deleted;
 	}
-	kf_keyring_unref(o.data);
+	kf_keyring_unref(ctx.kr);
 	pthread_mutex_unlock(&m->op_lock);
 	if (r < 0) {
 		/* What was asked and what happened; the success line, if

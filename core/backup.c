@@ -287,6 +287,51 @@ out:
 	return r;
 }
 
+int kf_backup_import(const char *dir, const char *file,
+		     const uint8_t key[KF_BACKUP_KEY_BYTES],
+		     const uint8_t *text, size_t len, char err[KF_ERR_MAX])
+{
+	char stem[KF_BACKUP_NAME_MAX + 1], tmp[PATH_MAX] = "";
+	char from[PATH_MAX], to[PATH_MAX];
+	int64_t created = 0;
+	int r;
+
+	if (!kf_backup_stem(file, true, stem)) {
+		kf_err_set(err, "not an archive name");
+		return -EINVAL;
+	}
+	snprintf(to, sizeof(to), "%s/%s", dir, file);
+	if (access(to, F_OK) == 0)
+		return -EEXIST;
+	r = kf_backup_check_bytes(text, len, key, &created, err);
+	if (r < 0)
+		return r;
+	r = kf_file_prepare(dir, file, text, len, 0600, tmp, err);
+	if (r < 0) {
+		tmp[0] = 0;
+		goto out;
+	}
+	r = set_mtime(dir, tmp, created, err);
+	if (r < 0)
+		goto out;
+	snprintf(from, sizeof(from), "%s/%s", dir, tmp);
+	if (link(from, to) < 0) {
+		r = -errno;
+		if (r != -EEXIST)
+			kf_err_set(err, "%s: link: %s", to, strerror(-r));
+		goto out;
+	}
+	r = kf_dir_fsync(dir);
+	if (r < 0) {
+		kf_err_set(err, "%s: fsync of directory: %s", dir,
+			   strerror(-r));
+		unlink(to);
+	}
+out:
+	kf_file_discard(dir, tmp);
+	return r;
+}
+
 /* One archive of a listing: what is shown, and its clear fields. */
 struct listed {
 	struct kf_backup_info info;
@@ -567,6 +612,8 @@ int kf_backup_prune(const char *dir, const struct kf_backup_prune_opts *o,
 		}
 		if (unlink(path) == 0) {
 			res.deleted++;
+			if (o->deleted)
+				o->deleted(list[i].info.name, o->data);
 		} else if (errno != ENOENT) {
 			r = -errno;
 			kf_err_set(err,

@@ -83,6 +83,18 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 		    char err[KF_ERR_MAX]) KF_WUR;
 
 /*
+ * Writes archive text received from elsewhere (another node, through
+ * etcd) into dir as `file`, after checking that it is a whole archive that
+ * opens under key; its mtime is its created time.  Never replaces a file:
+ * -EEXIST when dir already has one of that name.  -EINVAL for a name that
+ * is not an archive's, the errors of kf_backup_read for the text.
+ */
+int kf_backup_import(const char *dir, const char *file,
+		     const uint8_t key[KF_BACKUP_KEY_BYTES],
+		     const uint8_t *text, size_t len,
+		     char err[KF_ERR_MAX]) KF_WUR;
+
+/*
  * Reads, verifies and decrypts an archive at path.  Every failure leaves
  * nothing behind and says why in err: "no such backup", "truncated or not
  * JSON", "not a keyfs backup (format)", "field X missing or malformed",
@@ -109,6 +121,8 @@ struct kf_backup_prune_opts {
 	bool dry_run;	    /* delete nothing: count what would go */
 	/* Whether the keyring still holds version (NULL: never protect). */
 	bool (*held)(uint32_t version, void *data);
+	/* Told each file deleted (NULL: nobody). */
+	void (*deleted)(const char *file, void *data);
 	void *data;
 };
 

@@ -342,15 +342,43 @@ int kf_backup_load_clear(const char *path, struct kf_backup_clear *ret,
 	return 0;
 }
 
+/* Opens a parsed archive under key: *ret_m (sodium_malloc'd), *ret_len. */
+static int archive_open(const struct archive *a,
+			const uint8_t key[KF_BACKUP_KEY_BYTES], uint8_t **ret_m,
+			size_t *ret_len, char err[KF_ERR_MAX])
+{
+	unsigned long long mlen = 0;
+	char *ad = ad_text(a);
+	uint8_t *m = sodium_malloc(a->ct_len - TAG_LEN + 1);
+	int r = 0;
+
+	if (!ad || !m) {
+		r = -ENOMEM;
+		kf_err_set(err, "out of memory");
+	} else if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+		       m, &mlen, NULL, a->ct, a->ct_len, (const uint8_t *)ad,
+		       strlen(ad), a->nonce, key) != 0) {
+		r = -EBADMSG;
+		kf_err_set(err, "authentication failed (tampered, or made "
+				"under another master key)");
+	}
+	free(ad);
+	if (r < 0) {
+		if (m)
+			sodium_free(m);
+		return r;
+	}
+	*ret_m = m;
+	*ret_len = (size_t)mlen;
+	return 0;
+}
+
 int kf_backup_read(const char *path, const uint8_t key[KF_BACKUP_KEY_BYTES],
 		   uint8_t **ret_blob, size_t *ret_len,
 		   struct kf_backup_info *ret_info, char err[KF_ERR_MAX])
 {
 	struct archive a;
 	struct stat st;
-	uint8_t *m = NULL;
-	unsigned long long mlen = 0;
-	char *ad = NULL;
 	const char *base;
 	int r;
 
@@ -359,22 +387,8 @@ int kf_backup_read(const char *path, const uint8_t key[KF_BACKUP_KEY_BYTES],
 		kf_err_set(err, "no such backup");
 	if (r < 0)
 		return r;
-	ad = ad_text(&a);
-	m = sodium_malloc(a.ct_len - TAG_LEN + 1);
-	if (!ad || !m) {
-		r = -ENOMEM;
-		kf_err_set(err, "out of memory");
-		goto out;
-	}
-	if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-		m, &mlen, NULL, a.ct, a.ct_len, (const uint8_t *)ad, strlen(ad),
-		a.nonce, key) != 0) {
-		r = -EBADMSG;
-		kf_err_set(err, "authentication failed (tampered, or made "
-				"under another master key)");
-		goto out;
-	}
-	if (ret_info) {
+	r = archive_open(&a, key, ret_blob, ret_len, err);
+	if (r == 0 && ret_info) {
 		memset(ret_info, 0, sizeof(*ret_info));
 		base = strrchr(path, '/');
 		snprintf(ret_info->name, sizeof(ret_info->name), "%s",
@@ -385,14 +399,31 @@ int kf_backup_read(const char *path, const uint8_t key[KF_BACKUP_KEY_BYTES],
 		ret_info->size = st.st_size;
 		ret_info->mtime = (int64_t)st.st_mtim.tv_sec;
 	}
-	*ret_blob = m;
-	*ret_len = (size_t)mlen;
-	m = NULL;
-	r = 0;
-out:
-	if (m)
+	archive_done(&a);
+	return r;
+}
+
+int kf_backup_check_bytes(const uint8_t *text, size_t len,
+			  const uint8_t key[KF_BACKUP_KEY_BYTES],
+			  int64_t *ret_created, char err[KF_ERR_MAX])
+{
+	struct archive a;
+	uint8_t *m = NULL;
+	size_t mlen = 0;
+	int r;
+
+	if (len > KF_BACKUP_FILE_MAX) {
+		kf_err_set(err, "archive over %u bytes", KF_BACKUP_FILE_MAX);
+		return -EFBIG;
+	}
+	r = archive_parse(text, len, &a, err);
+	if (r < 0)
+		return r;
+	r = archive_open(&a, key, &m, &mlen, err);
+	if (r == 0) {
 		sodium_free(m);
-	free(ad);
+		*ret_created = a.c.created;
+	}
 	archive_done(&a);
 	return r;
 }

@@ -53,4 +53,12 @@ int kf_backup_seal(const struct kf_backup_clear *c,
 int kf_backup_load_clear(const char *path, struct kf_backup_clear *ret,
 			 struct stat *ret_st, char *err) KF_WUR;
 
+/*
+ * Checks archive text (as a file would hold it) the way kf_backup_read
+ * checks a file, decryption included; *ret_created gets its created time.
+ */
+int kf_backup_check_bytes(const uint8_t *text, size_t len,
+			  const uint8_t key[KF_BACKUP_KEY_BYTES],
+			  int64_t *ret_created, char err[KF_ERR_MAX]) KF_WUR;
+
 #endif

@@ -19,6 +19,9 @@ static const char *const names[KF_EVENT_COUNT] = {
     [KF_EVENT_MOUNT] = "mount",
     [KF_EVENT_UNMOUNT] = "unmount",
     [KF_EVENT_STATE_SYNC] = "state_sync",
+    [KF_EVENT_KEY_SYNC] = "key_sync",
+    [KF_EVENT_BACKUP_SYNC] = "backup_sync",
+    [KF_EVENT_CLUSTER] = "cluster",
 };
 
 const char *kf_event_name(enum kf_event ev)

@@ -231,6 +231,8 @@ int kf_mgr_commit(struct kf_manager *m, struct kf_keyring *next, json_t *record,
 	struct kf_audit_anchor anchor;
 	int r;
 
+	if (m->cl)
+		return kf_mgr_cluster_commit(m, next, record, cancel_seq, err);
 	*cancel_seq = 0;
 	json_object_set_new(record, "success", json_true());
 	r = kf_audit_append_anchored(m->audit, record, &anchor, err);
@@ -269,6 +271,8 @@ static int checkpoint_locked(struct kf_manager *m, char err[KF_ERR_MAX])
 	kf_audit_anchor(m->audit, &anchor);
 	if (anchor.seq == m->sealed_seq || !m->kr)
 		return 0;
+	if (m->cl)
+		return kf_mgr_cluster_save_copy(m, err);
 	kr = kf_mgr_current(m);
 	r = kf_state_encode(kr, &anchor, &plain, &len, err);
 	kf_keyring_unref(kr);
@@ -303,12 +307,14 @@ struct kf_manager *kf_manager_close(struct kf_manager *m)
 {
 	if (!m)
 		return NULL;
+	kf_mgr_cluster_stop(m);
 	if (m->kr && m->audit && m->store) {
 		char err[KF_ERR_MAX];
 
 		if (kf_manager_checkpoint(m, err) < 0)
 			kf_log(LOG_ALERT, "sealing the audit anchor: %s", err);
 	}
+	kf_mgr_cluster_free(m);
 	kf_keyring_unref(m->kr);
 	kf_audit_close(m->audit);
 	kf_store_free(m->store); /* before the keys: it borrows the seal key */

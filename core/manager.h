@@ -61,6 +61,28 @@ int kf_manager_open_for_restore(const struct kf_config *cfg,
 				char err[KF_ERR_MAX]) KF_WUR;
 
 /*
+ * `keyfs cluster init` (store = etcd, DESIGN.md §9): creates the cluster
+ * keyring under the configured prefix -- from this node's single-node
+ * state_dir and its archives when from_state, else from ENCRYPTION_KEY...
+ * or generated (development mode only) -- and refuses when the prefix
+ * already holds one.  The result is a manager like kf_manager_open's,
+ * serving the new keyring; close it when done.
+ */
+int kf_manager_cluster_init(const struct kf_config *cfg, bool from_state,
+			    struct kf_manager **ret,
+			    char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * store = etcd: starts the threads that adopt other nodes' changes and
+ * keep this node's record (call once the change callback is set).  The
+ * file store: nothing.
+ */
+int kf_manager_start_sync(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
+
+/* Stops those threads (kf_manager_close does too); nothing to stop: no-op. */
+void kf_manager_stop_sync(struct kf_manager *m);
+
+/*
  * Seals the audit log's current anchor into the state when records were
  * added since the last seal (opens, backups, exports ...), so truncating
  * them is detected too.  Done by kf_manager_close and periodically by the
@@ -81,9 +103,16 @@ void kf_manager_on_change(struct kf_manager *m, kf_manager_change_fn fn,
 /* A new reference to the current keyring (never NULL); unref when done. */
 struct kf_keyring *kf_manager_keyring(struct kf_manager *m);
 
-/* rotate_key: returns once the new keyring is durable; *ret_version. */
+/*
+ * rotate_key: returns once the new keyring is durable; *ret_version.  With
+ * store = etcd, a rotation that another node's rotation beat (both asked
+ * for a new key at once) is answered by that one: 0, its version, and
+ * ret_note (KF_ERR_MAX bytes, may be NULL; "" otherwise) says
+ * "by node NAME".
+ */
 int kf_manager_rotate(struct kf_manager *m, const struct kf_caller *who,
-		      uint32_t *ret_version, char err[KF_ERR_MAX]) KF_WUR;
+		      uint32_t *ret_version, char *ret_note,
+		      char err[KF_ERR_MAX]) KF_WUR;
 
 /* Rotates if rotate_interval is set and the current key is that old. */
 int kf_manager_rotate_if_due(struct kf_manager *m, bool *ret_rotated,

@@ -29,6 +29,7 @@
 
 #include "audit.h"
 #include "backup.h"
+#include "cluster.h"
 #include "event.h"
 #include "keyring.h"
 #include "manager.h"
@@ -40,11 +41,13 @@ struct kf_subkeys {
 	uint8_t state[KF_STORE_KEY_BYTES];
 	uint8_t backup[KF_BACKUP_KEY_BYTES];
 	uint8_t audit[KF_AUDIT_KEY_BYTES];
+	uint8_t cluster[KF_CLUSTER_KEY_BYTES];
 };
 
 _Static_assert(KF_STORE_KEY_BYTES == KF_SUBKEY_BYTES &&
 		   KF_BACKUP_KEY_BYTES == KF_SUBKEY_BYTES &&
-		   KF_AUDIT_KEY_BYTES == KF_SUBKEY_BYTES,
+		   KF_AUDIT_KEY_BYTES == KF_SUBKEY_BYTES &&
+		   KF_CLUSTER_KEY_BYTES == KF_SUBKEY_BYTES,
 	       "each internal key is one master subkey");
 
 struct kf_manager {
@@ -62,6 +65,8 @@ struct kf_manager {
 
 	kf_manager_change_fn on_change; /* set before any request runs */
 	void *on_change_data;
+
+	struct kf_mgr_cluster *cl; /* store = etcd; NULL for the file store */
 };
 
 /* --- manager.c ----------------------------------------------------------- */
@@ -135,5 +140,132 @@ uint32_t kf_mgr_highest_known(struct kf_manager *m,
  * op_lock itself.
  */
 void kf_mgr_prune_automatic(struct kf_manager *m, const struct kf_caller *who);
+
+/* --- cluster_node.c, cluster_threads.c (store = etcd) ------------------ */
+
+/* Most archives one operation writes before its commit. */
+#define KF_MGR_PENDING_MAX 4
+/* Archives whose publication failed, retried by the heartbeat. */
+#define KF_MGR_UNPUBLISHED_MAX 64
+
+/*
+ * This node's side of the cluster (DESIGN.md §9).  Three etcd clients, one
+ * per thread that talks to etcd: changes (under op_lock), the watcher and
+ * the heartbeat.  The served blob and its revision change only under
+ * op_lock; what status shows is copied under `lock`, which is never held
+ * across a request to etcd.
+ */
+struct kf_mgr_cluster {
+	struct kf_etcd *op, *watch, *beat;
+
+	/* op_lock */
+	uint8_t *blob; /* the served generation, sealed (malloc'd) */
+	size_t blob_len;
+	struct kf_cluster_info info; /* its header */
+	int64_t revision;	     /* its mod_revision in etcd; 0: unknown */
+	char pending[KF_MGR_PENDING_MAX][KF_BACKUP_FILE_NAME_MAX];
+	size_t n_pending; /* written by this operation, published on commit */
+	char unpublished[KF_MGR_UNPUBLISHED_MAX][KF_BACKUP_FILE_NAME_MAX];
+	size_t n_unpublished;
+
+	/* lock */
+	pthread_mutex_t lock;
+	pthread_cond_t wake; /* the heartbeat's sleep; stop */
+	bool ok;	     /* etcd answered the last heartbeat */
+	int64_t since;	     /* of ok's last change */
+	char reason[KF_ERR_MAX]; /* why not ok */
+	struct kf_cluster_info shown; /* = info, for status */
+	json_t *nodes;		      /* the node records last listed */
+	bool stop;
+
+	bool initializing; /* keyfs cluster init: a conflict is a refusal */
+
+	/* the threads' own */
+	int64_t watch_from; /* the watcher's next revision */
+	int64_t lease;	    /* the heartbeat's node lease (0: none) */
+	bool started;
+	pthread_t watcher, beater;
+};
+
+/* Makes m->cl and its etcd clients. */
+int kf_mgr_cluster_setup(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * keyfs cluster init (cluster_init.c): the cluster's first keyring, from
+ * state_dir when from_state, else imported or generated as at a first
+ * start.
+ */
+int kf_mgr_cluster_init(struct kf_manager *m, bool from_state,
+			char err[KF_ERR_MAX]) KF_WUR;
+
+/* The keyring a first start makes: imported, generated, or refused. */
+int kf_mgr_new_keyring(struct kf_manager *m, struct kf_keyring **ret,
+		       enum kf_event *ret_event, char err[KF_ERR_MAX]) KF_WUR;
+
+/* Puts backup_dir/file into etcd unless one of that name is there. */
+int kf_mgr_cluster_publish_file(struct kf_manager *m, const char *file,
+				char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Start-up with store = etcd (startup.c calls it in place of loading the
+ * file store): etcd's keyring, checked against the local copy, or the
+ * local copy alone (degraded) when etcd cannot be reached.
+ */
+int kf_mgr_cluster_load(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * kf_mgr_commit for store = etcd: one compare-and-swap of the keyring.
+ * -ESTALE when another node changed it first (its keyring is adopted
+ * before returning; err says who and what); -EHOSTUNREACH when etcd cannot
+ * be reached or the node is degraded ("cluster unavailable ...").
+ */
+int kf_mgr_cluster_commit(struct kf_manager *m, struct kf_keyring *next,
+			  json_t *record, uint64_t *cancel_seq,
+			  char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Adopts a sealed keyring read from etcd at revision rev, if it is newer
+ * than the one served; refuses (audited, alerted) one that does not open,
+ * belongs to another cluster or is older.  Caller holds op_lock.  1:
+ * adopted (the caller notifies), 0: nothing to do, -errno: refused.
+ */
+int kf_mgr_cluster_adopt(struct kf_manager *m, const uint8_t *blob,
+			 size_t len, int64_t rev) KF_WUR;
+
+/* An archive written for the operation in progress (op_lock). */
+void kf_mgr_cluster_pending(struct kf_manager *m, const char *file);
+/* Forgets `file` (removed again) from the pending list (op_lock). */
+void kf_mgr_cluster_unpending(struct kf_manager *m, const char *file);
+/* Publishes the pending archives, and earlier failures (op_lock). */
+void kf_mgr_cluster_publish(struct kf_manager *m);
+/* Removes an archive from etcd after a prune deleted it here (op_lock). */
+void kf_mgr_cluster_unpublish(struct kf_manager *m, const char *file);
+/* Copies every archive etcd lists that this node lacks (op_lock). */
+void kf_mgr_cluster_fetch_archives(struct kf_manager *m);
+/*
+ * 0 when changes may be made now, else -EHOSTUNREACH with
+ * "cluster unavailable (...); keyring unchanged at version N" in err.
+ */
+int kf_mgr_cluster_usable(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
+
+/* Health: ok again, or not (with why); audited and alerted on change. */
+void kf_mgr_cluster_health(struct kf_manager *m, bool ok, const char *why);
+
+/* Seals the served blob with the audit log's present anchor (op_lock). */
+int kf_mgr_cluster_save_copy(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
+
+/* An archive's put (value) or delete seen in etcd (op_lock). */
+void kf_mgr_cluster_archive_event(struct kf_manager *m, bool put,
+				  const char *name, const uint8_t *value,
+				  size_t len);
+
+/* Stops the threads (NULL cl or none started: nothing). */
+void kf_mgr_cluster_stop(struct kf_manager *m);
+
+/* The status object's "cluster" part. */
+json_t *kf_mgr_cluster_info(struct kf_manager *m);
+
+/* Frees the cluster part (threads already stopped). */
+void kf_mgr_cluster_free(struct kf_manager *m);
 
 #endif

@@ -18,6 +18,7 @@ enum kf_subkey {
 	KF_SUBKEY_STATE = 1,
 	KF_SUBKEY_BACKUP = 2,
 	KF_SUBKEY_AUDIT = 3,
+	KF_SUBKEY_CLUSTER = 4, /* the keyring in etcd (cluster.h) */
 };
 
 /*

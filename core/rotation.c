@@ -52,9 +52,44 @@ static int rotated_keyring(struct kf_manager *m, struct kf_keyring *plus,
 	return r;
 }
 
+/*
+ * store = etcd: another node committed first.  If that was a rotation of
+ * the keyring this one started from, it is the new key this rotation
+ * asked for: recorded (cancelling this node's own record, cancel) and
+ * answered with its version and node.  Else -ESTALE stands.
+ */
+static int superseded(struct kf_manager *m, const struct kf_caller *who,
+		      uint32_t from, bool automatic, uint64_t cancel,
+		      uint32_t *ret_version, char *ret_note)
+{
+	const struct kf_cluster_info *won = &m->cl->info;
+	char err[KF_ERR_MAX];
+	json_t *rec;
+
+	if (won->change != KF_CHANGE_ROTATE || won->version == from)
+		return -ESTALE;
+	rec = rotation_record(who, from);
+	json_object_set_new(rec, "key_version", json_integer(won->version));
+	json_object_set_new(rec, "by_node", json_string(won->node));
+	json_object_set_new(rec, "generation",
+			    json_integer((json_int_t)won->generation));
+	if (automatic)
+		json_object_set_new(rec, "automatic", json_true());
+	json_object_set_new(rec, "cancels_seq", json_integer((json_int_t)cancel));
+	json_object_set_new(rec, "success", json_true());
+	if (kf_mgr_record_durable(m, rec, NULL, err) < 0)
+		kf_log(LOG_ALERT, "audit log: %s", err);
+	json_decref(rec);
+	if (ret_version)
+		*ret_version = won->version;
+	if (ret_note)
+		kf_err_set(ret_note, "by node %s", won->node);
+	return 0;
+}
+
 /* 0 or KF_FILE_UNSYNCED (in effect), or -errno with nothing changed. */
 static int rotate_locked(struct kf_manager *m, const struct kf_caller *who,
-			 bool automatic, uint32_t *ret_version,
+			 bool automatic, uint32_t *ret_version, char *ret_note,
 			 char err[KF_ERR_MAX])
 {
 	struct kf_keyring *old = kf_mgr_current(m), *plus = NULL, *next = NULL;
@@ -90,6 +125,10 @@ static int rotate_locked(struct kf_manager *m, const struct kf_caller *who,
 		kf_mgr_remove_backup(m, name);
 	if (r >= 0 && ret_version)
 		*ret_version = kf_keyring_current_version(next);
+	if (r == -ESTALE &&
+	    superseded(m, who, from, automatic, cancel, ret_version,
+		       ret_note) == 0)
+		r = 0;
 out:
 	if (r < 0) {
 		rec = rotation_record(who, from);
@@ -121,8 +160,8 @@ static int64_t due_in(const struct kf_manager *m, const struct kf_keyring *kr)
  * *ret_rotated (may be NULL) says whether it rotated.
  */
 static int rotate(struct kf_manager *m, const struct kf_caller *who,
-		  bool automatic, uint32_t *ret_version, bool *ret_rotated,
-		  char err[KF_ERR_MAX])
+		  bool automatic, uint32_t *ret_version, char *ret_note,
+		  bool *ret_rotated, char err[KF_ERR_MAX])
 {
 	struct kf_keyring *kr;
 	bool due = true;
@@ -134,9 +173,15 @@ static int rotate(struct kf_manager *m, const struct kf_caller *who,
 		due = due_in(m, kr) == 0;
 		kf_keyring_unref(kr);
 	}
+	if (ret_note)
+		ret_note[0] = 0;
 	if (due)
-		r = rotate_locked(m, who, automatic, ret_version, err);
+		r = rotate_locked(m, who, automatic, ret_version, ret_note,
+				  err);
 	pthread_mutex_unlock(&m->op_lock);
+	/* Lost a race: the keyring adopted meanwhile is served now. */
+	if (r == -ESTALE)
+		kf_mgr_notify(m);
 	if (ret_rotated)
 		*ret_rotated = due && r >= 0;
 	if (due && r >= 0) {
@@ -148,9 +193,10 @@ static int rotate(struct kf_manager *m, const struct kf_caller *who,
 }
 
 int kf_manager_rotate(struct kf_manager *m, const struct kf_caller *who,
-		      uint32_t *ret_version, char err[KF_ERR_MAX])
+		      uint32_t *ret_version, char *ret_note,
+		      char err[KF_ERR_MAX])
 {
-	return rotate(m, who, false, ret_version, NULL, err);
+	return rotate(m, who, false, ret_version, ret_note, NULL, err);
 }
 
 int64_t kf_manager_rotation_due_in(struct kf_manager *m)
@@ -170,7 +216,8 @@ int kf_manager_rotate_if_due(struct kf_manager *m, bool *ret_rotated,
 	*ret_rotated = false;
 	if (kf_manager_rotation_due_in(m) != 0)
 		return 0;
-	return rotate(m, kf_event_self(&self), true, NULL, ret_rotated, err);
+	return rotate(m, kf_event_self(&self), true, NULL, NULL, ret_rotated,
+		      err);
 }
 
 /* A key_retire record with what was asked: the version. */
@@ -238,6 +285,8 @@ out:
 	if (r < 0) {
 		kf_mgr_report_failure(m, retire_record(who, version), cancel,
 				      err);
+		if (r == -ESTALE)
+			kf_mgr_notify(m);
 		return r;
 	}
 	kf_mgr_notify(m);

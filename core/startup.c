@@ -139,6 +139,7 @@ static int load_master(struct kf_manager *m, char err[KF_ERR_MAX])
 	kf_master_subkey(master, KF_SUBKEY_STATE, m->keys->state);
 	kf_master_subkey(master, KF_SUBKEY_BACKUP, m->keys->backup);
 	kf_master_subkey(master, KF_SUBKEY_AUDIT, m->keys->audit);
+	kf_master_subkey(master, KF_SUBKEY_CLUSTER, m->keys->cluster);
 	sodium_free(master);
 	sodium_mprotect_readonly(m->keys);
 	r = kf_store_file_new(cfg->state_dir, m->keys->state, &m->store);
@@ -377,9 +378,15 @@ static int lock_state(struct kf_manager *m, char err[KF_ERR_MAX])
 	return r;
 }
 
-static int manager_open(const struct kf_config *cfg, bool restore_only,
-			struct kf_manager **ret, char err[KF_ERR_MAX])
+/* What kf_manager_open and its variants open a manager for. */
+enum open_for { OPEN_SERVE, OPEN_RESTORE, OPEN_CLUSTER_INIT };
+
+static int manager_open(const struct kf_config *cfg, enum open_for what,
+			bool from_state, struct kf_manager **ret,
+			char err[KF_ERR_MAX])
 {
+	bool restore_only = what == OPEN_RESTORE;
+	bool etcd = cfg->store == KF_STORE_TYPE_ETCD;
 	struct kf_manager *m;
 	struct kf_caller self;
 	bool broken = false;
@@ -399,6 +406,17 @@ static int manager_open(const struct kf_config *cfg, bool restore_only,
 	m->lock_fd = -1;
 	pthread_mutex_init(&m->op_lock, NULL);
 	pthread_mutex_init(&m->kr_lock, NULL);
+	if ((what == OPEN_RESTORE && etcd) ||
+	    (what == OPEN_CLUSTER_INIT && !etcd)) {
+		kf_err_set(err,
+			   etcd ? "restore --offline works on the file store; "
+				  "with store = etcd, restore through a "
+				  "running node (control/restore)"
+				: "keyfs cluster init needs store = etcd and an "
+				  "[etcd] section in the configuration");
+		r = -EINVAL;
+		goto fail;
+	}
 	/*
 	 * The lock first: a second process, which will be refused, must not
 	 * change the first one's folder (modes, a new master key, temp files).
@@ -423,7 +441,12 @@ static int manager_open(const struct kf_config *cfg, bool restore_only,
 		       "audit log %s does not verify (run keyfs audit verify); "
 		       "continuing its chain",
 		       cfg->audit_log);
-	r = load_keyring(m, err);
+	if (what == OPEN_CLUSTER_INIT)
+		r = kf_mgr_cluster_init(m, from_state, err);
+	else if (etcd)
+		r = kf_mgr_cluster_load(m, err);
+	else
+		r = load_keyring(m, err);
 	if (r < 0)
 		goto fail;
 	*ret = m;
@@ -440,11 +463,23 @@ fail:
 int kf_manager_open(const struct kf_config *cfg, struct kf_manager **ret,
 		    char err[KF_ERR_MAX])
 {
-	return manager_open(cfg, false, ret, err);
+	return manager_open(cfg, OPEN_SERVE, false, ret, err);
 }
 
 int kf_manager_open_for_restore(const struct kf_config *cfg,
 				struct kf_manager **ret, char err[KF_ERR_MAX])
 {
-	return manager_open(cfg, true, ret, err);
+	return manager_open(cfg, OPEN_RESTORE, false, ret, err);
+}
+
+int kf_manager_cluster_init(const struct kf_config *cfg, bool from_state,
+			    struct kf_manager **ret, char err[KF_ERR_MAX])
+{
+	return manager_open(cfg, OPEN_CLUSTER_INIT, from_state, ret, err);
+}
+
+int kf_mgr_new_keyring(struct kf_manager *m, struct kf_keyring **ret,
+		       enum kf_event *ret_event, char err[KF_ERR_MAX])
+{
+	return new_keyring(m->cfg, ret, ret_event, err);
 }

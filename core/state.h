@@ -8,6 +8,10 @@
  *   8  32  that record's chain value
  *  40   n  the keyring, as kf_keyring_encode makes it
  *
+ * With store = etcd the payload after the anchor is not a keyring but the
+ * node's copy of the cluster keyring: the sealed blob exactly as etcd held
+ * it (cluster.h), so the copy says which generation it is.
+ *
  * The anchor lets a truncated audit log be told from a whole one
  * (DESIGN.md §6): the log must reach the record the state saw.
  */
@@ -31,6 +35,11 @@ int kf_state_encode(const struct kf_keyring *kr,
 		    const struct kf_audit_anchor *anchor, uint8_t **ret,
 		    size_t *ret_len, char err[KF_ERR_MAX]) KF_WUR;
 
+/* The plaintext of a state holding anchor and payload (sodium_malloc'd). */
+int kf_state_encode_bytes(const uint8_t *payload, size_t len,
+			  const struct kf_audit_anchor *anchor, uint8_t **ret,
+			  size_t *ret_len, char err[KF_ERR_MAX]) KF_WUR;
+
 /*
  * Splits a state plaintext into its anchor and a new keyring (*ret, a
  * reference the caller drops).  -EBADMSG with the reason in err when it is
@@ -40,5 +49,15 @@ int kf_state_encode(const struct kf_keyring *kr,
 int kf_state_decode(const uint8_t *plain, size_t len,
 		    struct kf_audit_anchor *ret_anchor, struct kf_keyring **ret,
 		    char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * kf_state_decode refuses a state holding a cluster copy, and this refuses
+ * one holding a keyring, each with -EMEDIUMTYPE and a message saying what
+ * to do.  *ret_blob points into plain.
+ */
+int kf_state_decode_cluster(const uint8_t *plain, size_t len,
+			    struct kf_audit_anchor *ret_anchor,
+			    const uint8_t **ret_blob, size_t *ret_blob_len,
+			    char err[KF_ERR_MAX]) KF_WUR;
 
 #endif

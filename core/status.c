@@ -118,6 +118,14 @@ json_t *kf_manager_info(struct kf_manager *m)
 
 	keyring_info(o, kr);
 	config_info(o, m->cfg, kf_keyring_at(kr, 0)->created);
+	if (m->cl) {
+		json_object_set_new(o, "store", kf_mgr_cluster_info(m));
+	} else {
+		json_t *st = json_object();
+
+		json_object_set_new(st, "type", json_string("file"));
+		json_object_set_new(o, "store", st);
+	}
 	kf_keyring_unref(kr);
 	return o;
 }

@@ -25,12 +25,14 @@ static int ctl_rotate(struct kf_manager *m, const struct kf_caller *who,
 		      const struct kf_control_arg *arg, char *detail,
 		      size_t size, char err[KF_ERR_MAX])
 {
+	char note[KF_ERR_MAX] = "";
 	uint32_t version = 0;
-	int r = kf_manager_rotate(m, who, &version, err);
+	int r = kf_manager_rotate(m, who, &version, note, err);
 
 	(void)arg;
 	if (r == 0)
-		snprintf(detail, size, "version %" PRIu32, version);
+		snprintf(detail, size, "version %" PRIu32 "%s%s%s", version,
+			 note[0] ? " (" : "", note, note[0] ? ")" : "");
 	return r;
 }
 

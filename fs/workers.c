@@ -149,6 +149,7 @@ static void stop_invalidation(struct kf_fs *fs)
 
 int kf_workers_start(struct kf_fs *fs)
 {
+	char err[KF_ERR_MAX];
 	int e;
 
 	pthread_mutex_init(&fs->inval_lock, NULL);
@@ -168,6 +169,13 @@ int kf_workers_start(struct kf_fs *fs)
 		return -e;
 	}
 	kf_manager_on_change(fs->m, on_change, fs);
+	/* store = etcd: other nodes' changes come in from here on. */
+	e = kf_manager_start_sync(fs->m, err);
+	if (e < 0) {
+		kf_log(LOG_ERR, "%s", err);
+		kf_workers_stop(fs);
+		return e;
+	}
 	return 0;
 }
 
@@ -178,6 +186,7 @@ void kf_workers_stop(struct kf_fs *fs)
 	pthread_cond_broadcast(&fs->rot_cond);
 	pthread_mutex_unlock(&fs->rot_lock);
 	pthread_join(fs->rot_thread, NULL);
+	kf_manager_stop_sync(fs->m);
 	kf_manager_on_change(fs->m, NULL, NULL);
 	stop_invalidation(fs);
 }

@@ -337,7 +337,7 @@ void rotate_ok(struct kf_manager *m, uint32_t *ret_version)
 {
 	char err[KF_ERR_MAX] = "";
 	uint32_t v = 0;
-	int r = kf_manager_rotate(m, &fx_who, &v, err);
+	int r = kf_manager_rotate(m, &fx_who, &v, NULL, err);
 
 	cr_assert(r == 0, "rotate: %d %s", r, err);
 	if (ret_version)

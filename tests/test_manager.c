@@ -233,7 +233,7 @@ Test(manager, full_audit_log_refuses_rotation_and_changes_nothing,
 	int r;
 
 	freeze(f, &z);
-	r = kf_manager_rotate(f->m, &fx_who, &v, err);
+	r = kf_manager_rotate(f->m, &fx_who, &v, NULL, err);
 	cr_assert_eq(r, -ENOSPC, "rotation with a full audit log: %d %s", r,
 		     err);
 	cr_assert(kt_contains(err, "audit log"), "unclear: %s", err);
@@ -341,7 +341,7 @@ Test(manager, full_state_disk_refuses_rotation_and_loses_nothing, .timeout = 60)
 	kt_runf(NULL, NULL, "dd if=/dev/zero of='%s' bs=1k count=64", filler);
 	mark = kt_file_size(f->audit);
 
-	r = kf_manager_rotate(m, &fx_who, &v, err);
+	r = kf_manager_rotate(m, &fx_who, &v, NULL, err);
 	cr_assert_eq(r, -ENOSPC, "rotation on a full state disk: %d %s", r,
 		     err);
 	cr_assert(kt_contains(err, "saving state"), "unclear: %s", err);
@@ -389,7 +389,7 @@ Test(manager, a_failed_directory_sync_after_the_rename_keeps_the_change)
 
 	cr_assert(fiu_init(0) == 0);
 	cr_assert(fiu_enable("keyfs/file/commit_dir_fsync", 1, NULL, 0) == 0);
-	r = kf_manager_rotate(m, &fx_who, &v, err);
+	r = kf_manager_rotate(m, &fx_who, &v, NULL, err);
 	fiu_disable("keyfs/file/commit_dir_fsync");
 	cr_assert(r == -EIO, "rotate with a failing directory sync: %d %s", r,
 		  err);

@@ -1,0 +1,858 @@
+// SPDX-License-Identifier: MIT
+/*
+ * cluster_node: the manager with store = etcd (DESIGN.md §9) -- start-up
+ * from etcd or the local copy, changes by compare-and-swap, adoption of
+ * other nodes' changes, and the archives every node keeps a copy of.  The
+ * threads that watch etcd and keep this node's record are in
+ * cluster_threads.c.
+ *
+ * What a node serves is one generation of the cluster keyring: the sealed
+ * blob (cluster.h) exactly as etcd held it, kept in the local state after
+ * the audit anchor (state.h), so a restart while etcd is away serves the
+ * same keys.  A generation is adopted only when it opens under this
+ * cluster's key and prefix, carries the cluster id this node has served,
+ * and is higher than the one served: an older one (a rollback, say an etcd
+ * restored from an old snapshot) is refused and alerted, never served.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "etcd.h"
+#include "log.h"
+#include "manager_private.h"
+#include "state.h"
+
+#define PASSWORD_MAX 1024
+
+/* --- the clients ----------------------------------------------------------- */
+
+/* The password_file's first line into guarded memory; root-only file. */
+static int read_password(const char *path, char **ret, char err[KF_ERR_MAX])
+{
+	uint8_t *buf = NULL;
+	struct stat st;
+	size_t len = 0;
+	char *pw;
+	int r;
+
+	r = kf_file_read_all(path, PASSWORD_MAX, &buf, &len, &st, err);
+	if (r < 0) {
+		kf_err_prefix(err, "password_file: ");
+		return r;
+	}
+	if (st.st_uid != 0 || (st.st_mode & 077)) {
+		sodium_free(buf);
+		kf_err_set(err,
+			   "password_file %s must be owned by root and not "
+			   "readable by group or others (chmod 0600)",
+			   path);
+		return -EPERM;
+	}
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		len--;
+	pw = sodium_malloc(len + 1);
+	if (!pw) {
+		sodium_free(buf);
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(pw, buf, len);
+	pw[len] = 0;
+	sodium_free(buf);
+	*ret = pw;
+	return 0;
+}
+
+int kf_cluster_client(const struct kf_config *cfg, struct kf_etcd **ret,
+		      char err[KF_ERR_MAX])
+{
+	const struct kf_etcd_settings *e = &cfg->etcd;
+	struct kf_etcd_config c = {.endpoints = (const char *const *)e->endpoints,
+				   .n_endpoints = e->n_endpoints,
+				   .prefix = e->prefix,
+				   .timeout_ms = e->timeout_ms,
+				   .cacert = e->cacert,
+				   .cert = e->cert,
+				   .key = e->key,
+				   .user = e->user};
+	char *pw = NULL;
+	int r = 0;
+
+	if (e->user) {
+		r = read_password(e->password_file, &pw, err);
+		if (r < 0)
+			return r;
+		c.password = pw;
+	}
+	r = kf_etcd_new(&c, ret, err);
+	if (pw)
+		sodium_free(pw);
+	if (r < 0)
+		kf_err_prefix(err, "[etcd]: ");
+	return r;
+}
+
+int kf_mgr_cluster_setup(struct kf_manager *m, char err[KF_ERR_MAX])
+{
+	int r;
+
+	m->cl = calloc(1, sizeof(*m->cl));
+	if (!m->cl) {
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&m->cl->lock, NULL);
+	pthread_cond_init(&m->cl->wake, NULL);
+	r = kf_cluster_client(m->cfg, &m->cl->op, err);
+	if (r == 0)
+		r = kf_cluster_client(m->cfg, &m->cl->watch, err);
+	if (r == 0)
+		r = kf_cluster_client(m->cfg, &m->cl->beat, err);
+	return r;
+}
+
+/* --- what a node serves ---------------------------------------------------- */
+
+/* The local copy: blob after the audit log's present anchor. */
+static int save_copy(struct kf_manager *m, const uint8_t *blob, size_t len,
+		     char err[KF_ERR_MAX])
+{
+	struct kf_audit_anchor anchor;
+	struct kf_store *st = m->store;
+	uint8_t *plain = NULL;
+	size_t plen = 0;
+	int r;
+
+	kf_audit_anchor(m->audit, &anchor);
+	r = kf_state_encode_bytes(blob, len, &anchor, &plain, &plen, err);
+	if (r < 0)
+		return r;
+	r = st->ops->prepare(st, plain, plen, err);
+	sodium_free(plain);
+	if (r == 0)
+		r = st->ops->commit(st, err);
+	if (r == 0)
+		m->sealed_seq = anchor.seq;
+	if (r != 0)
+		kf_err_prefix(err, "local copy of the cluster keyring: ");
+	return r == KF_FILE_UNSYNCED ? -EIO : r;
+}
+
+int kf_mgr_cluster_save_copy(struct kf_manager *m, char err[KF_ERR_MAX])
+{
+	if (!m->cl->blob)
+		return 0;
+	return save_copy(m, m->cl->blob, m->cl->blob_len, err);
+}
+
+/* Makes blob (copied) the served generation; caller holds op_lock. */
+static int serve(struct kf_manager *m, const uint8_t *blob, size_t len,
+		 const struct kf_cluster_info *info, int64_t rev,
+		 struct kf_keyring *kr)
+{
+	struct kf_mgr_cluster *cl = m->cl;
+	uint8_t *copy = malloc(len);
+
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, blob, len);
+	free(cl->blob);
+	cl->blob = copy;
+	cl->blob_len = len;
+	cl->info = *info;
+	cl->revision = rev;
+	pthread_mutex_lock(&cl->lock);
+	cl->shown = *info;
+	pthread_mutex_unlock(&cl->lock);
+	kf_mgr_swap(m, kr);
+	return 0;
+}
+
+/* A node record's and log's short form of a generation. */
+static void describe(const struct kf_cluster_info *i, char *buf, size_t size)
+{
+	snprintf(buf, size,
+		 "version %" PRIu32 ", generation %" PRIu64 " (%s by node %s)",
+		 i->version, i->generation, kf_cluster_change_name(i->change),
+		 i->node);
+}
+
+/* A refused keyring from etcd: audited as a failed key_sync, alerted. */
+static void refuse(struct kf_manager *m, const struct kf_cluster_info *i,
+		   const char *why)
+{
+	json_t *rec = kf_event_record(KF_EVENT_KEY_SYNC, NULL);
+
+	if (i) {
+		json_object_set_new(rec, "generation",
+				    json_integer((json_int_t)i->generation));
+		json_object_set_new(rec, "key_version",
+				    json_integer(i->version));
+		json_object_set_new(rec, "origin_node", json_string(i->node));
+	}
+	json_object_set_new(rec, "served_generation",
+			    json_integer((json_int_t)m->cl->info.generation));
+	kf_mgr_report_failure(m, rec, 0, why);
+}
+
+/*
+ * Whether candidate (peeked or opened) may replace what is served: 1 yes,
+ * 0 it is what is served, -EBADMSG no (why set).
+ */
+static int newer(const struct kf_mgr_cluster *cl, const uint8_t *blob,
+		 size_t len, const struct kf_cluster_info *c, char *why)
+{
+	const struct kf_cluster_info *s = &cl->info;
+
+	if (!cl->blob)
+		return 1;
+	if (memcmp(c->cluster_id, s->cluster_id, KF_CLUSTER_ID_BYTES) != 0) {
+		kf_err_set(why, "the keyring in etcd belongs to another cluster "
+				"(another cluster id); not adopted");
+		return -EBADMSG;
+	}
+	if (c->generation > s->generation)
+		return 1;
+	if (c->generation == s->generation && len == cl->blob_len &&
+	    memcmp(blob, cl->blob, len) == 0)
+		return 0;
+	if (c->generation == s->generation)
+		kf_err_set(why,
+			   "the keyring in etcd is generation %" PRIu64
+			   ", as served here, but not the same; not adopted",
+			   c->generation);
+	else
+		kf_err_set(why,
+			   "the keyring in etcd is generation %" PRIu64
+			   ", older than generation %" PRIu64
+			   " served here (a rollback?); not adopted",
+			   c->generation, s->generation);
+	return -EBADMSG;
+}
+
+int kf_mgr_cluster_adopt(struct kf_manager *m, const uint8_t *blob,
+			 size_t len, int64_t rev)
+{
+	struct kf_mgr_cluster *cl = m->cl;
+	struct kf_cluster_info info;
+	struct kf_keyring *kr = NULL;
+	char why[KF_ERR_MAX], d[KF_ERR_MAX];
+	uint32_t before = cl->info.version;
+	json_t *rec;
+	int r;
+
+	r = kf_cluster_unseal(m->keys->cluster, m->cfg->etcd.prefix, blob, len,
+			      &info, &kr, why);
+	if (r == 0)
+		r = newer(cl, blob, len, &info, why);
+	if (r < 0) {
+		refuse(m, r == -EBADMSG && kr ? &info : NULL, why);
+		kf_keyring_unref(kr);
+		return r;
+	}
+	if (r == 0) {
+		cl->revision = rev;
+		kf_keyring_unref(kr);
+		return 0;
+	}
+	rec = kf_event_record(KF_EVENT_KEY_SYNC, NULL);
+	json_object_set_new(rec, "key_version", json_integer(info.version));
+	json_object_set_new(rec, "previous_version", json_integer(before));
+	json_object_set_new(rec, "generation",
+			    json_integer((json_int_t)info.generation));
+	json_object_set_new(rec, "origin_node", json_string(info.node));
+	json_object_set_new(rec, "change",
+			    json_string(kf_cluster_change_name(info.change)));
+	json_object_set_new(rec, "versions", kf_mgr_versions_json(kr));
+	json_object_set_new(rec, "success", json_true());
+	r = kf_mgr_record_durable(m, rec, NULL, why);
+	json_decref(rec);
+	if (r < 0)
+		/* Served all the same: every node must serve the cluster's
+		 * keys; the audit log's failure is alerted. */
+		kf_log(LOG_ALERT, "audit log: %s", why);
+	r = save_copy(m, blob, len, why);
+	if (r < 0) {
+		json_t *f = kf_event_record(KF_EVENT_STATE_SYNC, NULL);
+
+		json_object_set_new(f, "key_version",
+				    json_integer(info.version));
+		kf_mgr_report_failure(m, f, 0, why);
+	}
+	r = serve(m, blob, len, &info, rev, kr);
+	kf_keyring_unref(kr);
+	if (r < 0)
+		return r;
+	describe(&info, d, sizeof(d));
+	kf_log(LOG_NOTICE, "adopted the cluster keyring: %s", d);
+	return 1;
+}
+
+/* --- start-up -------------------------------------------------------------- */
+
+/* The local copy, if any: 0, -ENOENT, or -errno with a refusal in err. */
+static int load_copy(struct kf_manager *m, uint8_t **ret_blob,
+		     size_t *ret_len, struct kf_cluster_info *ret_info,
+		     struct kf_keyring **ret_kr, struct kf_audit_anchor *anchor,
+		     char err[KF_ERR_MAX])
+{
+	const uint8_t *blob;
+	uint8_t *plain = NULL;
+	size_t len = 0, blen = 0;
+	int r;
+
+	r = m->store->ops->load(m->store, &plain, &len, err);
+	if (r < 0)
+		return r;
+	r = kf_state_decode_cluster(plain, len, anchor, &blob, &blen, err);
+	if (r == 0)
+		r = kf_cluster_unseal(m->keys->cluster, m->cfg->etcd.prefix,
+				      blob, blen, ret_info, ret_kr, err);
+	if (r == 0) {
+		*ret_blob = malloc(blen);
+		if (*ret_blob) {
+			memcpy(*ret_blob, blob, blen);
+			*ret_len = blen;
+		} else {
+			*ret_kr = kf_keyring_unref(*ret_kr);
+			r = -ENOMEM;
+			kf_err_set(err, "out of memory");
+		}
+	}
+	sodium_free(plain);
+	if (r < 0)
+		kf_err_prefix(err, "local copy: ");
+	return r;
+}
+
+/* etcd's keyring: 0 (*ret_kv), -ENOENT, or an etcd error (err). */
+static int read_remote(struct kf_manager *m, struct kf_etcd_kv *ret_kv,
+		       char err[KF_ERR_MAX])
+{
+	return kf_etcd_get(m->cl->op, KF_CLUSTER_KEYRING, ret_kv, err);
+}
+
+/* The key_load record of a start in cluster mode. */
+static int record_load(struct kf_manager *m, bool degraded, const char *why,
+		       char err[KF_ERR_MAX])
+{
+	struct kf_keyring *kr = kf_mgr_current(m);
+	struct kf_caller self;
+	json_t *rec = kf_event_record(KF_EVENT_KEY_LOAD, kf_event_self(&self));
+	int r;
+
+	json_object_set_new(rec, "key_version",
+			    json_integer(kf_keyring_current_version(kr)));
+	json_object_set_new(rec, "versions", kf_mgr_versions_json(kr));
+	json_object_set_new(rec, "store", json_string("etcd"));
+	json_object_set_new(
+	    rec, "generation",
+	    json_integer((json_int_t)m->cl->info.generation));
+	json_object_set_new(rec, "origin_node",
+			    json_string(m->cl->info.node));
+	if (degraded)
+		json_object_set_new(rec, "degraded", json_string(why));
+	json_object_set_new(rec, "success", json_true());
+	r = kf_mgr_record_durable(m, rec, NULL, err);
+	if (r < 0)
+		kf_err_prefix(err, "audit log: ");
+	json_decref(rec);
+	kf_keyring_unref(kr);
+	return r;
+}
+
+/*
+ * No usable keyring in etcd (why): serve the local copy, degraded, or
+ * refuse to start when there is none.
+ */
+static int start_degraded(struct kf_manager *m, bool have_copy,
+			  const char *why, char err[KF_ERR_MAX])
+{
+	if (!have_copy) {
+		kf_err_set(err,
+			   "KeyValidationError: Failed to load keys: %s; and "
+			   "%s holds no local copy of the cluster keyring, so "
+			   "this node cannot start until etcd serves one",
+			   why, m->cfg->state_dir);
+		return -EHOSTUNREACH;
+	}
+	kf_mgr_cluster_health(m, false, why);
+	kf_log(LOG_ALERT,
+	       "serving the local copy of the cluster keyring (version "
+	       "%" PRIu32 ", generation %" PRIu64 "), degraded: %s",
+	       m->cl->info.version, m->cl->info.generation, why);
+	return record_load(m, true, why, err);
+}
+
+static int load_remote(struct kf_manager *m, bool have_copy,
+		       char err[KF_ERR_MAX])
+{
+	struct kf_etcd_kv kv = {0};
+	char why[KF_ERR_MAX];
+	int r;
+
+	r = read_remote(m, &kv, why);
+	if (r == -ENOENT) {
+		snprintf(err, KF_ERR_MAX,
+			 "no cluster keyring under %s in etcd (create it with "
+			 "`keyfs cluster init`)",
+			 m->cfg->etcd.prefix);
+		snprintf(why, sizeof(why), "%s", err);
+		return start_degraded(m, have_copy, why, err);
+	}
+	if (r < 0) {
+		kf_err_prefix(why, "cluster unavailable: ");
+		return start_degraded(m, have_copy, why, err);
+	}
+	if (!have_copy) {
+		struct kf_cluster_info info;
+		struct kf_keyring *kr = NULL;
+
+		/* A new node: what etcd holds must open, or no start. */
+		r = kf_cluster_unseal(m->keys->cluster, m->cfg->etcd.prefix,
+				      kv.value, kv.len, &info, &kr, why);
+		if (r < 0) {
+			kf_err_set(err,
+				   "KeyValidationError: Failed to load keys: "
+				   "%s",
+				   why);
+			kf_etcd_kv_clear(&kv);
+			return r;
+		}
+		kf_keyring_unref(kr);
+	}
+	r = kf_mgr_cluster_adopt(m, kv.value, kv.len, kv.mod_revision);
+	kf_etcd_kv_clear(&kv);
+	if (r < 0) {
+		/* Refused and alerted; serve the copy, refuse changes. */
+		snprintf(why, sizeof(why),
+			 "the keyring in etcd was refused (see the audit log)");
+		return start_degraded(m, true, why, err);
+	}
+	kf_mgr_cluster_health(m, true, NULL);
+	kf_mgr_cluster_fetch_archives(m);
+	return record_load(m, false, NULL, err);
+}
+
+int kf_mgr_cluster_load(struct kf_manager *m, char err[KF_ERR_MAX])
+{
+	struct kf_audit_anchor anchor, tail;
+	struct kf_cluster_info info;
+	struct kf_keyring *kr = NULL;
+	uint8_t *blob = NULL;
+	size_t len = 0;
+	char why[KF_ERR_MAX];
+	int r;
+
+	r = kf_mgr_cluster_setup(m, err);
+	if (r < 0)
+		return r;
+	r = load_copy(m, &blob, &len, &info, &kr, &anchor, why);
+	if (r < 0 && r != -ENOENT) {
+		kf_err_set(err, "KeyValidationError: Failed to load keys: %s",
+			   why);
+		return r;
+	}
+	if (r == 0) {
+		m->sealed_seq = anchor.seq;
+		kf_audit_anchor(m->audit, &tail);
+		if (tail.seq < anchor.seq)
+			kf_log(LOG_ALERT,
+			       "audit log %s ends at record %" PRIu64
+			       " but the sealed state saw record %" PRIu64
+			       ": the log was truncated or replaced",
+			       m->cfg->audit_log, tail.seq, anchor.seq);
+		r = serve(m, blob, len, &info, 0, kr);
+		kf_keyring_unref(kr);
+		free(blob);
+		if (r < 0) {
+			kf_err_set(err, "out of memory");
+			return r;
+		}
+	}
+	return load_remote(m, r == 0, err);
+}
+
+/* --- changes --------------------------------------------------------------- */
+
+int kf_mgr_cluster_usable(struct kf_manager *m, char err[KF_ERR_MAX])
+{
+	struct kf_mgr_cluster *cl = m->cl;
+	bool ok;
+
+	pthread_mutex_lock(&cl->lock);
+	ok = cl->ok;
+	if (!ok)
+		kf_err_set(err,
+			   "cluster unavailable (%s); keyring unchanged at "
+			   "version %" PRIu32,
+			   cl->reason, cl->shown.version);
+	pthread_mutex_unlock(&cl->lock);
+	return ok ? 0 : -EHOSTUNREACH;
+}
+
+/* What a commit record's event makes of the keyring. */
+static enum kf_cluster_change change_of(json_t *record)
+{
+	const char *ev = json_string_value(json_object_get(record, "event"));
+
+	if (!ev)
+		return KF_CHANGE_INIT;
+	if (!strcmp(ev, kf_event_name(KF_EVENT_KEY_ROTATION)))
+		return KF_CHANGE_ROTATE;
+	if (!strcmp(ev, kf_event_name(KF_EVENT_KEY_RETIRE)))
+		return KF_CHANGE_RETIRE;
+	if (!strcmp(ev, kf_event_name(KF_EVENT_KEY_RESTORE)))
+		return KF_CHANGE_RESTORE;
+	return KF_CHANGE_INIT;
+}
+
+/* Another node changed the keyring first: adopt, and say what it was. */
+static int lost_race(struct kf_manager *m, struct kf_etcd_kv *cur,
+		     char err[KF_ERR_MAX])
+{
+	char d[KF_ERR_MAX];
+	int r;
+
+	if (!cur->value) {
+		kf_err_set(err, "the cluster keyring is gone from etcd "
+				"(deleted?); nothing was changed");
+		return -ESTALE;
+	}
+	r = kf_mgr_cluster_adopt(m, cur->value, cur->len, cur->mod_revision);
+	if (r < 0) {
+		kf_err_set(err, "the keyring in etcd changed and was refused "
+				"(see the audit log); nothing was changed");
+		return -ESTALE;
+	}
+	describe(&m->cl->info, d, sizeof(d));
+	kf_err_set(err,
+		   "the cluster keyring changed on another node first (now "
+		   "%s); nothing was changed by this request",
+		   d);
+	return -ESTALE;
+}
+
+int kf_mgr_cluster_commit(struct kf_manager *m, struct kf_keyring *next,
+			  json_t *record, uint64_t *cancel_seq,
+			  char err[KF_ERR_MAX])
+{
+	struct kf_mgr_cluster *cl = m->cl;
+	struct kf_cluster_info info = cl->info;
+	struct kf_audit_anchor anchor;
+	struct kf_etcd_kv cur = {0};
+	struct kf_etcd_op op = {.name = KF_CLUSTER_KEYRING};
+	uint8_t *blob = NULL;
+	size_t len = 0;
+	int64_t rev = 0;
+	int r;
+
+	*cancel_seq = 0;
+	r = kf_mgr_cluster_usable(m, err);
+	if (r < 0)
+		return r;
+	info.generation++;
+	info.created = kf_time_now();
+	info.change = change_of(record);
+	snprintf(info.node, sizeof(info.node), "%s", m->cfg->etcd.node);
+	r = kf_cluster_seal(m->keys->cluster, m->cfg->etcd.prefix, &info, next,
+			    &blob, &len, err);
+	if (r < 0)
+		return r;
+	info.version = kf_keyring_current_version(next);
+	json_object_set_new(record, "generation",
+			    json_integer((json_int_t)info.generation));
+	json_object_set_new(record, "node", json_string(info.node));
+	json_object_set_new(record, "success", json_true());
+	r = kf_audit_append_anchored(m->audit, record, &anchor, err);
+	if (r < 0) {
+		kf_err_prefix(err, "audit log: ");
+		goto out;
+	}
+	*cancel_seq = anchor.seq;
+	r = kf_audit_sync(m->audit, err);
+	if (r < 0) {
+		kf_err_prefix(err, "audit log: ");
+		goto out;
+	}
+	op.value = blob;
+	op.len = len;
+	r = kf_etcd_cas(cl->op, KF_CLUSTER_KEYRING, cl->revision, &op, 1, &rev,
+			&cur, err);
+	if (r == KF_ETCD_CONFLICT && cl->initializing) {
+		struct kf_cluster_info there = {0};
+		char d[KF_ERR_MAX] = "a keyring that is not keyfs's";
+
+		if (cur.value &&
+		    kf_cluster_peek(cur.value, cur.len, &there, NULL) == 0)
+			describe(&there, d, sizeof(d));
+		kf_err_set(err,
+			   "%s already holds a cluster keyring (%s); nothing "
+			   "was changed",
+			   m->cfg->etcd.prefix, d);
+		r = -EEXIST;
+		goto out;
+	}
+	if (r == KF_ETCD_CONFLICT) {
+		r = lost_race(m, &cur, err);
+		goto out;
+	}
+	if (r < 0) {
+		char why[KF_ERR_MAX];
+
+		snprintf(why, sizeof(why), "%s", err);
+		kf_mgr_cluster_health(m, false, why);
+		kf_err_set(err,
+			   "cluster unavailable (%s); keyring unchanged at "
+			   "version %" PRIu32,
+			   why, cl->info.version);
+		r = -EHOSTUNREACH;
+		goto out;
+	}
+	/* Committed: in effect on every node from here on. */
+	*cancel_seq = 0;
+	r = serve(m, blob, len, &info, rev, next);
+	if (r == 0)
+		r = save_copy(m, blob, len, err);
+	if (r < 0) {
+		json_t *f = kf_event_record(KF_EVENT_STATE_SYNC, NULL);
+		char why[KF_ERR_MAX];
+
+		snprintf(why, sizeof(why), "%s", err);
+		json_object_set_new(f, "key_version",
+				    json_integer(info.version));
+		json_object_set_new(f, "record_seq",
+				    json_integer((json_int_t)anchor.seq));
+		kf_mgr_report_failure(m, f, 0, why);
+		kf_err_set(err,
+			   "version %" PRIu32 " is in effect in the cluster, "
+			   "but this node's local copy could not be saved "
+			   "(%s); check the disk",
+			   info.version, why);
+		r = KF_FILE_UNSYNCED;
+	}
+	kf_mgr_cluster_publish(m);
+out:
+	kf_etcd_kv_clear(&cur);
+	free(blob);
+	return r;
+}
+
+/* --- archives -------------------------------------------------------------- */
+
+void kf_mgr_cluster_pending(struct kf_manager *m, const char *file)
+{
+	struct kf_mgr_cluster *cl = m->cl;
+
+	if (cl->n_pending < KF_MGR_PENDING_MAX)
+		snprintf(cl->pending[cl->n_pending++], KF_BACKUP_FILE_NAME_MAX,
+			 "%s", file);
+}
+
+void kf_mgr_cluster_unpending(struct kf_manager *m, const char *file)
+{
+	struct kf_mgr_cluster *cl = m->cl;
+
+	for (size_t i = 0; i < cl->n_pending; i++)
+		if (!strcmp(cl->pending[i], file)) {
+			memmove(cl->pending[i], cl->pending[i + 1],
+				(cl->n_pending - i - 1) *
+				    sizeof(cl->pending[0]));
+			cl->n_pending--;
+			return;
+		}
+}
+
+int kf_mgr_cluster_publish_file(struct kf_manager *m, const char *file,
+				char err[KF_ERR_MAX])
+{
+	char name[sizeof(KF_CLUSTER_ARCHIVES) + KF_BACKUP_FILE_NAME_MAX];
+	struct kf_etcd_op op = {.name = name};
+	char *path = kf_path_join(m->cfg->backup_dir, file);
+	uint8_t *text = NULL;
+	size_t len = 0;
+	int r;
+
+	if (!path) {
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	r = kf_file_read_all(path, KF_BACKUP_FILE_MAX, &text, &len, NULL, err);
+	free(path);
+	if (r == -ENOENT)
+		return 0; /* pruned since */
+	if (r < 0)
+		return r;
+	snprintf(name, sizeof(name), "%s%s", KF_CLUSTER_ARCHIVES, file);
+	op.value = text;
+	op.len = len;
+	r = kf_etcd_cas(m->cl->op, name, 0, &op, 1, NULL, NULL, err);
+	sodium_free(text);
+	if (r == KF_ETCD_CONFLICT) {
+		kf_log(LOG_ALERT,
+		       "archive %s: another node published an archive of that "
+		       "name; this node's stays here only",
+		       file);
+		r = 0;
+	}
+	return r;
+}
+
+void kf_mgr_cluster_publish(struct kf_manager *m)
+{
+	struct kf_mgr_cluster *cl = m->cl;
+	char err[KF_ERR_MAX];
+	size_t kept = 0;
+
+	for (size_t i = 0; i < cl->n_pending; i++)
+		if (cl->n_unpublished < KF_MGR_UNPUBLISHED_MAX)
+			memcpy(cl->unpublished[cl->n_unpublished++],
+			       cl->pending[i], sizeof(cl->pending[i]));
+	cl->n_pending = 0;
+	for (size_t i = 0; i < cl->n_unpublished; i++) {
+		if (kf_mgr_cluster_publish_file(m, cl->unpublished[i], err) ==
+		    0)
+			continue;
+		kf_log(LOG_WARNING,
+		       "archive %s is on this node only for now (retried): %s",
+		       cl->unpublished[i], err);
+		if (kept != i)
+			memcpy(cl->unpublished[kept], cl->unpublished[i],
+			       sizeof(cl->unpublished[i]));
+		kept++;
+	}
+	cl->n_unpublished = kept;
+}
+
+void kf_mgr_cluster_unpublish(struct kf_manager *m, const char *file)
+{
+	char name[sizeof(KF_CLUSTER_ARCHIVES) + KF_BACKUP_FILE_NAME_MAX];
+	char err[KF_ERR_MAX];
+	int r;
+
+	snprintf(name, sizeof(name), "%s%s", KF_CLUSTER_ARCHIVES, file);
+	r = kf_etcd_delete(m->cl->op, name, NULL, err);
+	if (r < 0 && r != -ENOENT)
+		kf_log(LOG_WARNING,
+		       "archive %s deleted here but not from etcd: %s", file,
+		       err);
+}
+
+/* An archive etcd holds, copied here if this node lacks it. */
+static void fetch_one(struct kf_manager *m, const char *file,
+		      const uint8_t *text, size_t len)
+{
+	char err[KF_ERR_MAX];
+	json_t *rec;
+	int r;
+
+	r = kf_backup_import(m->cfg->backup_dir, file, m->keys->backup, text,
+			     len, err);
+	if (r == -EEXIST)
+		return;
+	rec = kf_event_record(KF_EVENT_BACKUP_SYNC, NULL);
+	json_object_set_new(rec, "backup", json_string(file));
+	json_object_set_new(rec, "action", json_string("copied"));
+	if (r < 0) {
+		kf_mgr_report_failure(m, rec, 0, err);
+		return;
+	}
+	json_object_set_new(rec, "success", json_true());
+	if (kf_mgr_record_durable(m, rec, NULL, err) < 0)
+		kf_log(LOG_ALERT, "audit log: %s", err);
+	json_decref(rec);
+}
+
+/* An archive pruned by another node, removed here too. */
+static void drop_one(struct kf_manager *m, const char *file)
+{
+	char *path = kf_path_join(m->cfg->backup_dir, file);
+	char err[KF_ERR_MAX];
+	json_t *rec;
+	bool gone;
+
+	if (!path)
+		return;
+	gone = unlink(path) == 0;
+	free(path);
+	if (!gone)
+		return;
+	if (kf_dir_fsync(m->cfg->backup_dir) < 0)
+		kf_log(LOG_WARNING, "fsync of %s failed", m->cfg->backup_dir);
+	rec = kf_event_record(KF_EVENT_BACKUP_SYNC, NULL);
+	json_object_set_new(rec, "backup", json_string(file));
+	json_object_set_new(rec, "action", json_string("removed"));
+	json_object_set_new(rec, "success", json_true());
+	if (kf_mgr_record_durable(m, rec, NULL, err) < 0)
+		kf_log(LOG_ALERT, "audit log: %s", err);
+	json_decref(rec);
+}
+
+/* The archive file name of an etcd name, or NULL when it is not one. */
+static const char *archive_of(const char *name)
+{
+	size_t n = strlen(KF_CLUSTER_ARCHIVES);
+	const char *file = name + n;
+	char stem[KF_BACKUP_NAME_MAX + 1];
+
+	if (strncmp(name, KF_CLUSTER_ARCHIVES, n) != 0 ||
+	    !kf_backup_stem(file, true, stem))
+		return NULL;
+	return file;
+}
+
+void kf_mgr_cluster_archive_event(struct kf_manager *m, bool put,
+				  const char *name, const uint8_t *value,
+				  size_t len)
+{
+	const char *file = archive_of(name);
+
+	if (!file)
+		return;
+	if (put)
+		fetch_one(m, file, value, len);
+	else
+		drop_one(m, file);
+}
+
+void kf_mgr_cluster_fetch_archives(struct kf_manager *m)
+{
+	struct kf_etcd_kv *kvs = NULL;
+	char err[KF_ERR_MAX];
+	size_t n = 0;
+
+	if (kf_etcd_list(m->cl->op, KF_CLUSTER_ARCHIVES, 0, &kvs, &n, NULL,
+			 err) < 0) {
+		kf_log(LOG_WARNING, "listing the cluster's archives: %s", err);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		kf_mgr_cluster_archive_event(m, true, kvs[i].name, kvs[i].value,
+					     kvs[i].len);
+	kf_etcd_kvs_free(kvs, n);
+}
+
+void kf_mgr_cluster_free(struct kf_manager *m)
+{
+	struct kf_mgr_cluster *cl = m->cl;
+
+	if (!cl)
+		return;
+	kf_etcd_free(cl->op);
+	kf_etcd_free(cl->watch);
+	kf_etcd_free(cl->beat);
+	free(cl->blob);
+	json_decref(cl->nodes);
+	pthread_mutex_destroy(&cl->lock);
+	pthread_cond_destroy(&cl->wake);
+	free(cl);
+	m->cl = NULL;
+}

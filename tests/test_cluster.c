@@ -1,0 +1,596 @@
+// SPDX-License-Identifier: MIT
+/*
+ * store = etcd through real mounts: a real 3-member etcd cluster per test
+ * (etcd_fixture.c) and several real keyfs daemons, each with its own
+ * mountpoint and state folder, sharing one master key -- what replicas of
+ * one application with keyfs sidecars see.  Keys are compared in C and
+ * never printed.
+ *
+ * Waits are bounded polls with generous limits (the machines are shared):
+ * a test asserts that something happens, never how fast.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "etcd.h"
+#include "etcd_fixture.h"
+#include "helpers.h"
+
+#define NODES 3
+#define PREFIX "/keyfs/t"
+#define WAIT_S 20.0 /* a poll's bound: far above what any step takes */
+
+static struct kt_mount nodes[NODES + 1];
+static char *master_text; /* the shared master key's text form + "\n" */
+static char *alerts[NODES + 1];
+
+static void fini(void)
+{
+	kt_mount_cleanup_all();
+	kt_etcd_teardown();
+	if (master_text)
+		sodium_memzero(master_text, strlen(master_text));
+	free(master_text);
+	master_text = NULL;
+}
+
+static void setup(void)
+{
+	char *err = NULL;
+
+	cr_assert(sodium_init() >= 0);
+	kt_etcd_setup();
+	cr_assert_eq(kt_runf(&master_text, &err, "%s genkey", kt_keyfs()), 0);
+	free(err);
+}
+
+TestSuite(cluster, .init = setup, .fini = fini, .timeout = 240);
+
+static double now_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* The [etcd] section of every node: the cluster's endpoints. */
+static char *etcd_section(const char *node, const char *prefix)
+{
+	char *s;
+
+	cr_assert(asprintf(&s,
+			   "[etcd]\nendpoints = %s, %s, %s\nprefix = %s\n"
+			   "node = %s\ntimeout = 500ms\n",
+			   kt_etcd.client[0], kt_etcd.client[1],
+			   kt_etcd.client[2], prefix, node) > 0);
+	return s;
+}
+
+/* Node i's configuration (not started), with the shared master key. */
+static struct kt_mount *node_prepare(int i, const char *prefix,
+				     const char *extra)
+{
+	struct kt_mount *m = &nodes[i];
+	char name[32], tag[32], *section, *lines, *key;
+
+	snprintf(name, sizeof(name), "node%d", i);
+	snprintf(tag, sizeof(tag), "cluster-%d", i);
+	section = etcd_section(name, prefix);
+	free(alerts[i]);
+	alerts[i] = kt_path(kt_tmpdir("alerts"), "alerts");
+	cr_assert(asprintf(&lines,
+			   "store = etcd\nalert_command = cat >> %s\n%s",
+			   alerts[i], extra ? extra : "") > 0);
+	kt_mount_config(m, tag, lines, section);
+	key = kt_path(m->dir, "master.key");
+	kt_write_file(key, master_text, 0600);
+	free(key);
+	free(lines);
+	free(section);
+	return m;
+}
+
+/* `keyfs cluster ARGS -c node i's config`: exit status; out/err kept. */
+static int cluster_cmd(int i, const char *args, char **out, char **err)
+{
+	return kt_runf(out, err, "%s cluster %s -c %s", kt_keyfs(), args,
+		       nodes[i].cfg);
+}
+
+/* Initialises the cluster from node 0 (development: generated). */
+static void cluster_init(void)
+{
+	char *out = NULL, *err = NULL;
+
+	cr_assert_eq(cluster_cmd(0, "init", &out, &err), 0, "%s", err);
+	cr_assert(kt_contains(out, "cluster keyring created under " PREFIX),
+		  "%s", out);
+	free(out);
+	free(err);
+}
+
+/* n nodes prepared, the cluster initialised, all mounted. */
+static void start_nodes(int n)
+{
+	for (int i = 0; i < n; i++)
+		node_prepare(i, PREFIX, NULL);
+	cluster_init();
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(kt_mount_start(&nodes[i], NULL), 0,
+			     "node %d did not start", i);
+}
+
+/* derived/phi of node i (44 bytes of text), into buf. */
+static void read_phi(int i, char buf[64])
+{
+	size_t len = 0;
+	char *t = kt_mread(&nodes[i], "derived/phi", &len);
+
+	cr_assert(t && len == 44, "node %d: derived/phi unreadable", i);
+	memcpy(buf, t, len);
+	buf[len] = 0;
+	sodium_memzero(t, len);
+	free(t);
+}
+
+/* Waits until every one of n nodes serves version v; asserts it does. */
+static void wait_version(int n, long v)
+{
+	double end = now_s() + WAIT_S;
+	int i = 0;
+
+	while (i < n) {
+		if (kt_mversion(&nodes[i]) == v) {
+			i++;
+			continue;
+		}
+		cr_assert(now_s() < end, "node %d never served version %ld", i,
+			  v);
+		kt_sleep_ms(5);
+	}
+}
+
+/* Whether every one of n nodes serves the same derived/phi. */
+static void assert_same_phi(int n)
+{
+	char first[64], other[64];
+
+	read_phi(0, first);
+	for (int i = 1; i < n; i++) {
+		read_phi(i, other);
+		cr_assert(sodium_memcmp(first, other, 44) == 0,
+			  "node %d serves another derived/phi than node 0", i);
+	}
+	sodium_memzero(first, sizeof(first));
+	sodium_memzero(other, sizeof(other));
+}
+
+/* The "store" object of node i's status file (a new reference). */
+static json_t *store_status(int i)
+{
+	size_t len = 0;
+	char *t = kt_mread(&nodes[i], "status", &len);
+	json_t *o, *s;
+
+	cr_assert(t, "node %d: status unreadable", i);
+	o = json_loadb(t, len, 0, NULL);
+	free(t);
+	s = json_incref(json_object_get(o, "store"));
+	json_decref(o);
+	cr_assert(json_is_object(s), "node %d: status has no store", i);
+	return s;
+}
+
+static bool state_is(int i, const char *state)
+{
+	json_t *s = store_status(i);
+	bool yes = !strcmp(kt_str_of(s, "state"), state);
+
+	json_decref(s);
+	return yes;
+}
+
+static void wait_state(int i, const char *state)
+{
+	double end = now_s() + WAIT_S;
+
+	while (!state_is(i, state)) {
+		cr_assert(now_s() < end, "node %d never became %s", i, state);
+		kt_sleep_ms(50);
+	}
+}
+
+/* A client of the test's etcd, for what an attacker or operator does. */
+static struct kf_etcd *raw_client(const char *prefix)
+{
+	struct kf_etcd_config c = {.endpoints = kt_etcd.endpoints,
+				   .n_endpoints = KT_ETCD_MEMBERS,
+				   .prefix = prefix,
+				   .timeout_ms = 2000};
+	struct kf_etcd *e = NULL;
+	char err[KF_ERR_MAX];
+
+	cr_assert_eq(kf_etcd_new(&c, &e, err), 0, "%s", err);
+	return e;
+}
+
+/* --- one keyring for every node --------------------------------------------- */
+
+Test(cluster, a_rotation_on_one_node_is_served_by_every_other)
+{
+	char *out = NULL, *err = NULL;
+	json_t *recs, *rec;
+	size_t mark;
+
+	start_nodes(NODES);
+	assert_same_phi(NODES);
+	mark = kt_audit_size(&nodes[2]);
+	cr_assert_eq(kt_mwrite(&nodes[1], "control/rotate", "1\n"), 0);
+	wait_version(NODES, 2);
+	assert_same_phi(NODES);
+	/* Node 2 says whose change it adopted. */
+	recs = kt_audit_since(&nodes[2], mark);
+	rec = kt_find_record(recs, "key_sync", 1);
+	cr_assert(rec, "no key_sync record on node 2");
+	cr_assert_str_eq(kt_str_of(rec, "origin_node"), "node1");
+	cr_assert_eq(json_integer_value(json_object_get(rec, "key_version")),
+		     2);
+	json_decref(recs);
+	/* keyfs cluster status, without a mount: every node's record. */
+	cr_assert_eq(cluster_cmd(0, "status", &out, &err), 0, "%s", err);
+	cr_assert(kt_contains(out, "version 2, generation 2 (rotate by node "
+				   "node1"),
+		  "%s", out);
+	cr_assert(kt_contains(out, "node0") && kt_contains(out, "node2"),
+		  "%s", out);
+	free(out);
+	free(err);
+}
+
+struct racer {
+	int node;
+	pthread_barrier_t *go;
+	char answer[128];
+	int rc;
+};
+
+static void *race(void *arg)
+{
+	struct racer *r = arg;
+	char *path = kt_mpath(&nodes[r->node], "control/rotate");
+	int fd = open(path, O_RDWR);
+	ssize_t n;
+
+	pthread_barrier_wait(r->go);
+	r->rc = fd >= 0 && write(fd, "1\n", 2) == 2 ? 0 : -errno;
+	n = fd >= 0 ? pread(fd, r->answer, sizeof(r->answer) - 1, 0) : -1;
+	r->answer[n > 0 ? n : 0] = 0;
+	if (fd >= 0)
+		close(fd);
+	free(path);
+	return NULL;
+}
+
+Test(cluster, all_nodes_rotating_at_once_make_one_version_per_round)
+{
+	enum { ROUNDS = 100 };
+	pthread_barrier_t go;
+
+	start_nodes(NODES);
+	for (int round = 1; round <= ROUNDS; round++) {
+		struct racer rs[NODES];
+		pthread_t t[NODES];
+		char want[64];
+		int winners = 0;
+
+		pthread_barrier_init(&go, NULL, NODES);
+		for (int i = 0; i < NODES; i++) {
+			rs[i] = (struct racer){.node = i, .go = &go};
+			cr_assert_eq(pthread_create(&t[i], NULL, race, &rs[i]),
+				     0);
+		}
+		for (int i = 0; i < NODES; i++)
+			pthread_join(t[i], NULL);
+		pthread_barrier_destroy(&go);
+		/* Every answer names the one new version of this round. */
+		snprintf(want, sizeof(want), "rotated: version %d", round + 1);
+		for (int i = 0; i < NODES; i++) {
+			cr_assert_eq(rs[i].rc, 0, "round %d: node %d refused",
+				     round, i);
+			cr_assert(!strncmp(rs[i].answer, want, strlen(want)),
+				  "round %d, node %d: %s", round, i,
+				  rs[i].answer);
+			winners += rs[i].answer[strlen(want)] == '\n';
+		}
+		cr_assert_eq(winners, 1, "round %d: %d winners", round,
+			     winners);
+		wait_version(NODES, round + 1);
+	}
+	assert_same_phi(NODES);
+}
+
+/* --- etcd in trouble ---------------------------------------------------------- */
+
+Test(cluster, quorum_lost_refuses_changes_and_the_nodes_catch_up_after)
+{
+	char *out = NULL, *err = NULL;
+
+	start_nodes(NODES);
+	/* Two members frozen: a partition, as the note measures it. */
+	kill(kt_etcd.pid[1], SIGSTOP);
+	kill(kt_etcd.pid[2], SIGSTOP);
+	wait_state(0, "degraded");
+	/* Reads go on from memory. */
+	assert_same_phi(NODES);
+	cr_assert_neq(kt_ctl(&nodes[0], &out, &err, "rotate"), 0);
+	cr_assert(kt_contains(err, "error: cluster unavailable ("), "%s", err);
+	cr_assert(kt_contains(err, "keyring unchanged at version 1"), "%s",
+		  err);
+	free(out);
+	free(err);
+	cr_assert_eq(kt_mversion(&nodes[0]), 1);
+	kill(kt_etcd.pid[1], SIGCONT);
+	kill(kt_etcd.pid[2], SIGCONT);
+	for (int i = 0; i < NODES; i++)
+		wait_state(i, "ok");
+	cr_assert_eq(kt_mwrite(&nodes[2], "control/rotate", "1\n"), 0);
+	wait_version(NODES, 2);
+	assert_same_phi(NODES);
+}
+
+Test(cluster, the_leader_killed_rotations_resume_and_none_is_lost)
+{
+	double end;
+	long v = 1;
+
+	start_nodes(NODES);
+	kt_etcd_kill(kt_etcd_leader());
+	/* Rotations fail for a while at most, then succeed again. */
+	end = now_s() + WAIT_S;
+	while (v < 4) {
+		char *out = NULL, *err = NULL;
+
+		if (kt_ctl(&nodes[v % NODES], &out, &err, "rotate") == 0)
+			v++;
+		else
+			cr_assert(now_s() < end, "rotation never resumed: %s",
+				  err);
+		free(out);
+		free(err);
+		wait_state(0, "ok");
+	}
+	/* Every acknowledged rotation counted: no lost version. */
+	wait_version(NODES, 4);
+	assert_same_phi(NODES);
+}
+
+Test(cluster, a_node_restarted_while_etcd_is_down_serves_its_copy_degraded)
+{
+	char *out = NULL, *err = NULL, phi[64], again[64];
+	int rc;
+
+	start_nodes(1);
+	cr_assert_eq(kt_mwrite(&nodes[0], "control/rotate", "1\n"), 0);
+	read_phi(0, phi);
+	cr_assert_eq(kt_mount_stop(&nodes[0]), 0);
+	for (int i = 0; i < KT_ETCD_MEMBERS; i++)
+		kt_etcd_kill(i);
+	cr_assert_eq(kt_mount_start(&nodes[0], NULL), 0,
+		     "a node with a local copy must start without etcd");
+	read_phi(0, again);
+	cr_assert(sodium_memcmp(phi, again, 44) == 0,
+		  "the local copy serves another key");
+	cr_assert(state_is(0, "degraded"));
+	cr_assert_neq(kt_ctl(&nodes[0], &out, &err, "backup"), 0);
+	cr_assert(kt_contains(err, "cluster unavailable"), "%s", err);
+	free(out);
+	free(err);
+	/* A new node has nothing to serve: it refuses, clearly. */
+	node_prepare(1, PREFIX, NULL);
+	rc = kt_mount_start(&nodes[1], NULL);
+	cr_assert_gt(rc, 0, "a new node started without etcd");
+	out = kt_read_file(nodes[1].log, NULL);
+	cr_assert(kt_contains(out, "no local copy of the cluster keyring"),
+		  "%s", out);
+	free(out);
+	sodium_memzero(phi, sizeof(phi));
+	sodium_memzero(again, sizeof(again));
+}
+
+/* --- what etcd holds is checked ----------------------------------------------- */
+
+/* Puts value as the keyring and checks node 0 refuses it, alerted. */
+static void assert_refused(struct kf_etcd *e, const uint8_t *v, size_t len,
+			   const char *why)
+{
+	char err[KF_ERR_MAX], *text;
+	double end = now_s() + WAIT_S;
+	size_t before = kt_file_size(alerts[0]) > 0
+			    ? (size_t)kt_file_size(alerts[0])
+			    : 0;
+
+	cr_assert_eq(kf_etcd_put(e, "store/keyring", v, len, 0, NULL, err), 0,
+		     "%s", err);
+	for (;;) {
+		text = kt_read_file(alerts[0], NULL);
+		if (text && strlen(text) > before &&
+		    kt_contains(text + before, "key_sync"))
+			break;
+		free(text);
+		cr_assert(now_s() < end, "%s: no alert", why);
+		kt_sleep_ms(20);
+	}
+	cr_assert(kt_contains(text + before, "\"success\":false"), "%s", why);
+	free(text);
+	cr_assert_eq(kt_mversion(&nodes[0]), 2, "%s: served version changed",
+		     why);
+}
+
+Test(cluster, tampered_older_and_foreign_keyrings_are_refused)
+{
+	struct kf_etcd *e = raw_client(PREFIX), *other = raw_client("/keyfs/o");
+	struct kf_etcd_kv old = {0}, cur = {0}, foreign = {0};
+	char err[KF_ERR_MAX], *out = NULL, *cerr = NULL;
+
+	start_nodes(1);
+	cr_assert_eq(kf_etcd_get(e, "store/keyring", &old, err), 0, "%s",
+		     err);
+	cr_assert_eq(kt_mwrite(&nodes[0], "control/rotate", "1\n"), 0);
+	cr_assert_eq(kf_etcd_get(e, "store/keyring", &cur, err), 0, "%s",
+		     err);
+	/* A keyring of another prefix, same master key. */
+	node_prepare(NODES, "/keyfs/o", NULL);
+	cr_assert_eq(cluster_cmd(NODES, "init", &out, &cerr), 0, "%s", cerr);
+	cr_assert_eq(kf_etcd_get(other, "store/keyring", &foreign, err), 0,
+		     "%s", err);
+	/* One flipped byte, the older generation, the other prefix's. */
+	cur.value[cur.len - 5] ^= 1;
+	assert_refused(e, cur.value, cur.len, "tampered");
+	assert_refused(e, old.value, old.len, "older");
+	assert_refused(e, foreign.value, foreign.len, "foreign");
+	kf_etcd_kv_clear(&old);
+	kf_etcd_kv_clear(&cur);
+	kf_etcd_kv_clear(&foreign);
+	kf_etcd_free(e);
+	kf_etcd_free(other);
+	free(out);
+	free(cerr);
+}
+
+Test(cluster, a_node_with_a_wrong_master_key_refuses_and_the_others_go_on)
+{
+	char *key, *other = NULL, *err = NULL, *log;
+	int rc;
+
+	start_nodes(2);
+	node_prepare(2, PREFIX, NULL);
+	cr_assert_eq(kt_runf(&other, &err, "%s genkey", kt_keyfs()), 0);
+	key = kt_path(nodes[2].dir, "master.key");
+	kt_write_file(key, other, 0600);
+	rc = kt_mount_start(&nodes[2], NULL);
+	cr_assert_gt(rc, 0, "a node with the wrong master key started");
+	log = kt_read_file(nodes[2].log, NULL);
+	cr_assert(kt_contains(log, "wrong master key"), "%s", log);
+	cr_assert_eq(kt_mwrite(&nodes[0], "control/rotate", "1\n"), 0);
+	wait_version(2, 2);
+	assert_same_phi(2);
+	free(log);
+	free(key);
+	sodium_memzero(other, strlen(other));
+	free(other);
+	free(err);
+}
+
+/* --- archives on every node, bootstrap and migration ---------------------------- */
+
+/* Waits until node i's backups/ does (want) or does not list name. */
+static void wait_listed(int i, const char *name, bool want)
+{
+	double end = now_s() + WAIT_S;
+
+	for (;;) {
+		char *names = kt_mnames(&nodes[i], "backups");
+		bool has = kt_contains(names, name);
+
+		free(names);
+		if (has == want)
+			return;
+		cr_assert(now_s() < end, "node %d: %s %s listed", i, name,
+			  want ? "never" : "still");
+		kt_sleep_ms(20);
+	}
+}
+
+Test(cluster, every_node_lists_and_keeps_the_same_archives)
+{
+	char *path, *copy;
+	size_t len = 0;
+
+	start_nodes(2);
+	cr_assert_eq(kt_mwrite(&nodes[0], "control/backup", "shared\n"), 0);
+	wait_listed(1, "shared.json", true);
+	/* A local copy on node 1's disk, not only in etcd. */
+	path = kt_path(nodes[1].state, "backups/shared.json");
+	copy = kt_read_file(path, &len);
+	cr_assert(copy && len > 0, "node 1 keeps no copy");
+	free(copy);
+	free(path);
+	/* Prune is cluster wide. */
+	cr_assert_eq(kt_mwrite(&nodes[1], "control/prune", "0 force\n"), 0);
+	wait_listed(0, "shared.json", false);
+}
+
+Test(cluster, init_is_explicit_and_never_overwrites)
+{
+	char *out = NULL, *err = NULL;
+
+	node_prepare(0, PREFIX, NULL);
+	/* No keyring in etcd: a daemon refuses, and says how to make one. */
+	cr_assert_gt(kt_mount_start(&nodes[0], NULL), 0);
+	out = kt_read_file(nodes[0].log, NULL);
+	cr_assert(kt_contains(out, "keyfs cluster init"), "%s", out);
+	free(out);
+	cluster_init();
+	cr_assert_neq(cluster_cmd(0, "init", &out, &err), 0);
+	cr_assert(kt_contains(err, "already holds a cluster keyring"), "%s",
+		  err);
+	free(out);
+	free(err);
+}
+
+Test(cluster, a_single_node_state_moves_into_the_cluster)
+{
+	struct kt_mount *m = &nodes[0];
+	char *out = NULL, *err = NULL, *text, *cfg;
+	char before[64], after[64];
+
+	/* A single-node tree at version 3 with an archive. */
+	kt_mount_config(m, "cluster-0", NULL, NULL);
+	cfg = kt_path(m->dir, "master.key");
+	kt_write_file(cfg, master_text, 0600);
+	free(cfg);
+	cr_assert_eq(kt_mount_start(m, NULL), 0);
+	cr_assert_eq(kt_mwrite(m, "control/rotate", "1\n"), 0);
+	cr_assert_eq(kt_mwrite(m, "control/rotate", "1\n"), 0);
+	cr_assert_eq(kt_mwrite(m, "control/backup", "before-cluster\n"), 0);
+	read_phi(0, before);
+	cr_assert_eq(kt_mount_stop(m), 0);
+	/* The same state_dir, now with store = etcd. */
+	text = etcd_section("node0", PREFIX);
+	cr_assert(asprintf(&cfg, "[keyfs]\nstate_dir = %s\nmaster_key_file = "
+				 "%s/master.key\nmountpoint = %s\nmode = "
+				 "development\nrotate_interval = 0\nstore = "
+				 "etcd\n%s",
+			   m->state, m->dir, m->mnt, text) > 0);
+	kt_write_file(m->cfg, cfg, 0644);
+	free(cfg);
+	free(text);
+	cr_assert_eq(cluster_cmd(0, "init --from-state", &out, &err), 0, "%s",
+		     err);
+	cr_assert(kt_contains(out, "version 3"), "%s", out);
+	free(out);
+	free(err);
+	/* A second node serves the migrated keys and lists the archive. */
+	node_prepare(1, PREFIX, NULL);
+	cr_assert_eq(kt_mount_start(&nodes[1], NULL), 0);
+	cr_assert_eq(kt_mount_start(m, NULL), 0);
+	cr_assert_eq(kt_mversion(&nodes[1]), 3);
+	read_phi(1, after);
+	cr_assert(sodium_memcmp(before, after, 44) == 0,
+		  "the migrated cluster serves another key");
+	wait_listed(1, "before-cluster.json", true);
+	sodium_memzero(before, sizeof(before));
+	sodium_memzero(after, sizeof(after));
+}
