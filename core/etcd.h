@@ -151,6 +151,13 @@ int kf_etcd_put(struct kf_etcd *c, const char *name, const uint8_t *value,
 		char err[KF_ERR_MAX]) KF_WUR;
 
 /*
+ * Deletes one key; *ret_revision (may be NULL) gets the revision of the
+ * delete.  -ENOENT when there is no such key (nothing changes).
+ */
+int kf_etcd_delete(struct kf_etcd *c, const char *name, int64_t *ret_revision,
+		   char err[KF_ERR_MAX]) KF_WUR;
+
+/*
  * Compare-and-swap: if name's mod_revision is `expect` (0: name must not
  * exist), writes the n ops (1..KF_ETCD_TXN_MAX, any keys) atomically at one
  * revision and returns 0 with *ret_revision (may be NULL) set to it.  If

@@ -5,8 +5,8 @@
  *
  *   etcd_http.c   the reply buffer, proto3 JSON helpers, key names, one
  *                 POST with failover across endpoints, login
- *   etcd.c        new/free and the unary operations (get, put, cas, list,
- *                 leases)
+ *   etcd.c        new/free and the unary operations (get, put, delete,
+ *                 cas, list, leases)
  *   etcd_watch.c  the streaming watch
  *
  * The functions below are kf_etcdi_* ("internal"): external only so those

@@ -108,6 +108,27 @@ Test(etcd, put_get_round_trip_of_binary_bytes, .init = setup,
 	kf_etcd_free(c);
 }
 
+Test(etcd, delete_removes_a_key_once, .init = setup, .fini = kt_etcd_teardown)
+{
+	struct kf_etcd *c = client_all("/keyfs/t");
+	struct kf_etcd_kv kv = {0};
+	char err[KF_ERR_MAX] = "";
+	int64_t r1 = put_ok(c, "nodes/n1", "up"), rev = 0;
+
+	put_ok(c, "nodes/n2", "up");
+	cr_assert_eq(kf_etcd_delete(c, "nodes/n1", &rev, err), 0, "%s", err);
+	cr_assert_gt(rev, r1);
+	cr_assert_eq(kf_etcd_get(c, "nodes/n1", &kv, err), -ENOENT);
+	cr_assert_eq(kf_etcd_delete(c, "nodes/n1", NULL, err), -ENOENT);
+	cr_assert(kt_contains(err, "/keyfs/t/nodes/n1"), "%s", err);
+	/* Only that key: not its neighbour, nor keys it is a prefix of. */
+	cr_assert_eq(kf_etcd_delete(c, "nodes/n", NULL, err), -ENOENT);
+	cr_assert_eq(kf_etcd_get(c, "nodes/n2", &kv, err), 0, "%s", err);
+	assert_value(&kv, "up");
+	kf_etcd_kv_clear(&kv);
+	kf_etcd_free(c);
+}
+
 Test(etcd, cas_succeeds_on_current_fails_on_stale, .init = setup,
      .fini = kt_etcd_teardown)
 {
