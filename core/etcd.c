@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * etcd: the client (contract in etcd.h): making and freeing it, and the
- * unary operations -- get, put, compare-and-swap, list, leases.  Requests
- * go through etcd_http.c; the watch stream is etcd_watch.c.
+ * unary operations -- get, put, delete, compare-and-swap, list, leases.
+ * Requests go through etcd_http.c; the watch stream is etcd_watch.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -211,6 +211,27 @@ int kf_etcd_put(struct kf_etcd *c, const char *name, const uint8_t *value,
 		    kf_etcdi_j_int(json_object_get(rep, "header"), "revision");
 	json_decref(rep);
 	return 0;
+}
+
+int kf_etcd_delete(struct kf_etcd *c, const char *name, int64_t *ret_revision,
+		   char err[KF_ERR_MAX])
+{
+	json_t *req = kf_etcdi_key_req(c, name, false), *rep = NULL;
+	int r;
+
+	r = kf_etcdi_call(c, "/v3/kv/deleterange", req, &rep, err);
+	if (r < 0)
+		return r;
+	/* "deleted" is left out when it is 0. */
+	if (kf_etcdi_j_int(rep, "deleted") == 0) {
+		kf_err_set(err, "etcd: no key %s/%s", c->prefix, name);
+		r = -ENOENT;
+	} else if (ret_revision) {
+		*ret_revision =
+		    kf_etcdi_j_int(json_object_get(rep, "header"), "revision");
+	}
+	json_decref(rep);
+	return r;
 }
 
 /* The txn body of kf_etcd_cas. */

@@ -25,7 +25,8 @@
  * a reply that is not etcd's JSON; -EFBIG: a value or a reply over the
  * limits below; -ENOMEM.
  *
- * A client is used by one thread at a time; a watcher thread makes its own.
+ * A client is used by one thread at a time, but for kf_etcd_interrupt; a
+ * watcher thread makes its own.
  *
  * Authentication: with a user, the client logs in (`/v3/auth/authenticate`)
  * before its first request, sends the token in an `Authorization` header,
@@ -36,13 +37,12 @@
  *
  * TODO (issue 10): https endpoints go through libcurl with the cacert, cert
  * and key of the configuration, but no test covers them yet (nor the CN
- * trap).  kf_etcd_watch logs in when the client has no token, but does not
- * yet log in again when etcd refuses a stale one (a client whose last
- * request was long ago): it returns that refusal.
+ * trap).
  */
 #ifndef KF_ETCD_H
 #define KF_ETCD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -151,6 +151,13 @@ int kf_etcd_put(struct kf_etcd *c, const char *name, const uint8_t *value,
 		char err[KF_ERR_MAX]) KF_WUR;
 
 /*
+ * Deletes one key; *ret_revision (may be NULL) gets the revision of the
+ * delete.  -ENOENT when there is no such key (nothing changes).
+ */
+int kf_etcd_delete(struct kf_etcd *c, const char *name, int64_t *ret_revision,
+		   char err[KF_ERR_MAX]) KF_WUR;
+
+/*
  * Compare-and-swap: if name's mod_revision is `expect` (0: name must not
  * exist), writes the n ops (1..KF_ETCD_TXN_MAX, any keys) atomically at one
  * revision and returns 0 with *ret_revision (may be NULL) set to it.  If
@@ -193,11 +200,23 @@ int kf_etcd_lease_keepalive(struct kf_etcd *c, int64_t id, int64_t *ret_ttl,
  * after the last event delivered; when no endpoint can be reached in a
  * row: -EHOSTUNREACH.  A start revision that etcd has compacted gives
  * KF_ETCD_COMPACTED with *compact_revision (may be NULL) set to the oldest
- * revision still available: read afresh, then watch again.  Another
- * cancellation (e.g. permission denied): -ECANCELED.
+ * revision still available: read afresh, then watch again.  A refused
+ * token means a new login, once, as for the other calls.  Another
+ * cancellation (e.g. permission denied): -ECANCELED.  -EINTR once
+ * kf_etcd_interrupt is on (at once if it is on when called).
  */
 int kf_etcd_watch(struct kf_etcd *c, const char *sub, int64_t start,
 		  int idle_ms, kf_etcd_watch_fn fn, void *arg,
 		  int64_t *compact_revision, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Turns c's interrupt on or off; callable from any thread, also while
+ * another is inside kf_etcd_watch on c.  While on, a running watch ends
+ * with -EINTR within about a second (between two events, or during a
+ * silent stream or a reconnection) and a new one returns -EINTR at once;
+ * the other calls are not affected.  Off again, watches work as before.
+ * How a daemon stops its watcher thread.
+ */
+void kf_etcd_interrupt(struct kf_etcd *c, bool on);
 
 #endif

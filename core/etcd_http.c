@@ -195,9 +195,16 @@ void kf_etcdi_set_common(struct kf_etcd *c, CURL *h, const char *url,
 			 c->auth_headers ? c->auth_headers : c->headers);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, kf_etcdi_buf_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, b->why);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->timeout_ms);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	/* Over TLS, HTTP/2 (ALPN) measured slower than HTTP/1.1 (notes/etcd.md
+	 * §3), and http:// is HTTP/1.1 anyway: one protocol for both. */
+	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	/* libcurl's defaults, stated: an https member proves who it is. */
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (c->cacert)
 		curl_easy_setopt(h, CURLOPT_CAINFO, c->cacert);
 	if (c->cert)
@@ -224,26 +231,44 @@ bool kf_etcdi_unreachable(CURLcode rc)
 	}
 }
 
+const char *kf_etcdi_why(const struct kf_etcdi_buf *b, CURLcode rc)
+{
+	return b->why[0] ? b->why : curl_easy_strerror(rc);
+}
+
 /* The gRPC codes of etcd's error replies that keyfs tells apart. */
 #define GRPC_PERMISSION_DENIED 7
 #define GRPC_UNAUTHENTICATED 16
 
-/* The "error" text of an etcd error body, or the body's start, into err;
- * returns the body's gRPC "code" (0 if none). */
-static int http_error(const struct kf_etcdi_buf *b, long status,
-		      const char *url, char *err)
+/* The gateway's plain-text HTTP 400 to a client certificate with a CN when
+ * authentication is on (notes/etcd.md, "The CN trap"). */
+#define CN_TRAP "CommonName of client sending a request against gateway"
+
+int kf_etcdi_http_error(const struct kf_etcdi_buf *b, long status,
+			const char *url, char *err)
 {
 	json_t *j = b->data ? json_loadb(b->data, b->len, 0, NULL) : NULL;
 	const char *msg = json_string_value(json_object_get(j, "error"));
 	int code = (int)kf_etcdi_j_int(j, "code");
+	int r = code == GRPC_UNAUTHENTICATED	 ? -EKEYEXPIRED
+		: code == GRPC_PERMISSION_DENIED ? -EACCES
+						 : -EIO;
 
-	if (msg)
+	if (msg) {
 		kf_err_set(err, "etcd %s: HTTP %ld: %s", url, status, msg);
-	else
+	} else if (status == 400 && b->data && strstr(b->data, CN_TRAP)) {
+		kf_err_set(err,
+			   "etcd %s: etcd refuses client certificates with a "
+			   "common name (CN) when authentication is on; use a "
+			   "certificate without a CN",
+			   url);
+		r = -EACCES;
+	} else {
 		kf_err_set(err, "etcd %s: HTTP %ld: %.100s", url, status,
 			   b->data ? b->data : "");
+	}
 	json_decref(j);
-	return code;
+	return r;
 }
 
 /* Appends "endpoint: why" to the list of failures in reasons (KF_ERR_MAX). */
@@ -257,8 +282,8 @@ void kf_etcdi_add_reason(char *reasons, const char *endpoint, const char *why)
 
 /*
  * POSTs text to path on the first endpoint that answers.  0 and the reply
- * object in *ret (caller decrefs), or -errno: -EKEYEXPIRED when etcd
- * refused the token (log in again), -EACCES when it denied permission.
+ * object in *ret (caller decrefs), or -errno as kf_etcdi_http_error for
+ * an error reply (-EKEYEXPIRED: log in again).
  */
 static int post_text(struct kf_etcd *c, const char *path, const char *text,
 		     json_t **ret, char *err)
@@ -288,22 +313,18 @@ static int post_text(struct kf_etcd *c, const char *path, const char *text,
 			r = -EFBIG;
 		} else if (rc != CURLE_OK && !kf_etcdi_unreachable(rc)) {
 			kf_err_set(err, "etcd %s: %s", url,
-				   curl_easy_strerror(rc));
+				   kf_etcdi_why(&b, rc));
 			r = rc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EIO;
 		} else if (rc != CURLE_OK || status == 503) {
 			/* Another member may have a leader, or be up. */
 			kf_etcdi_add_reason(reasons, c->endpoints[e],
 					    rc != CURLE_OK
-						? curl_easy_strerror(rc)
+						? kf_etcdi_why(&b, rc)
 						: "HTTP 503 (unavailable)");
 			free(b.data);
 			continue;
 		} else if (status != 200) {
-			int code = http_error(&b, status, url, err);
-
-			r = code == GRPC_UNAUTHENTICATED     ? -EKEYEXPIRED
-			    : code == GRPC_PERMISSION_DENIED ? -EACCES
-							     : -EIO;
+			r = kf_etcdi_http_error(&b, status, url, err);
 		} else if (!(j = json_loadb(b.data ? b.data : "", b.len, 0,
 					    NULL)) ||
 			   !json_is_object(j)) {
@@ -379,7 +400,7 @@ int kf_etcdi_login(struct kf_etcd *c, char *err)
 	stpcpy(p, "}");
 	r = post_text(c, "/v3/auth/authenticate", body, &rep, err);
 	sodium_free(body);
-	if (r == -EIO || r == -EKEYEXPIRED) {
+	if (r == -EIO || r == -EKEYEXPIRED || r == -EACCES) {
 		kf_err_prefix(err, "etcd login as %s: ", c->user);
 		return -EACCES;
 	}

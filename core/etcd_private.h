@@ -5,8 +5,8 @@
  *
  *   etcd_http.c   the reply buffer, proto3 JSON helpers, key names, one
  *                 POST with failover across endpoints, login
- *   etcd.c        new/free and the unary operations (get, put, cas, list,
- *                 leases)
+ *   etcd.c        new/free and the unary operations (get, put, delete,
+ *                 cas, list, leases)
  *   etcd_watch.c  the streaming watch
  *
  * The functions below are kf_etcdi_* ("internal"): external only so those
@@ -15,6 +15,7 @@
 #ifndef KF_ETCD_PRIVATE_H
 #define KF_ETCD_PRIVATE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -36,13 +37,15 @@ struct kf_etcd {
 	char *password;			 /* sodium_malloc */
 	char *token;			 /* of the last login, or NULL */
 	struct curl_slist *auth_headers; /* headers + the token */
+	atomic_bool interrupted;	 /* kf_etcd_interrupt: any thread */
 };
 
-/* A reply body, bounded. */
+/* A reply body, bounded; and why its transfer failed. */
 struct kf_etcdi_buf {
 	char *data;
 	size_t len, cap, max;
 	bool over;
+	char why[CURL_ERROR_SIZE]; /* libcurl's CURLOPT_ERRORBUFFER */
 };
 
 /* libcurl write callback: appends to a struct kf_etcdi_buf (userdata), refusing
@@ -69,13 +72,26 @@ json_t *kf_etcdi_range_end_of(const char *key);
 int kf_etcdi_kv_from_json(struct kf_etcd *c, json_t *o, struct kf_etcd_kv *kv,
 			  char *err);
 
-/* Options every request on handle h shares: url, timeout, TLS files, headers.
- */
+/* Options every request on handle h shares: url, connect timeout, TLS
+ * (the server always verified), headers, b for the body and libcurl's
+ * reason. */
 void kf_etcdi_set_common(struct kf_etcd *c, CURL *h, const char *url,
 			 struct kf_etcdi_buf *b);
 
 /* Whether a transfer's failure means "try another member". */
 bool kf_etcdi_unreachable(CURLcode rc);
+
+/* Why the transfer into b failed: libcurl's detailed reason, or rc's. */
+const char *kf_etcdi_why(const struct kf_etcdi_buf *b, CURLcode rc);
+
+/*
+ * Fills err from a reply of HTTP status (not 200) with body b, and returns
+ * -EKEYEXPIRED when etcd refused the token (log in again), -EACCES when it
+ * denied permission or refused a client certificate with a CN (the CN
+ * trap), else -EIO.
+ */
+int kf_etcdi_http_error(const struct kf_etcdi_buf *b, long status,
+			const char *url, char *err);
 
 /* Appends "endpoint: why" to the list of failures in reasons (KF_ERR_MAX). */
 void kf_etcdi_add_reason(char *reasons, const char *endpoint, const char *why);

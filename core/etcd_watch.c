@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +22,11 @@
 
 struct watch {
 	struct kf_etcd *c;
+	CURL *h;
 	kf_etcd_watch_fn fn;
 	void *arg;
 	struct kf_etcdi_buf line; /* bytes of the line being received */
+	struct kf_etcdi_buf body; /* a reply that is not 200: etcd's error */
 	int64_t next;		  /* the revision to resume from (0: now) */
 	int64_t compacted;	  /* compact_revision of a cancel */
 	bool created;		  /* this stream got its "created" */
@@ -64,6 +67,11 @@ static void watch_line(struct watch *w, const char *s, size_t len)
 				   " compacted (oldest now %" PRId64 ")",
 				   w->next, w->compacted);
 			w->stop = KF_ETCD_COMPACTED;
+		} else if (why && strstr(why, "code = Unauthenticated")) {
+			/* A refused token ("invalid auth token") comes as a
+			 * cancel with the gRPC code in text, in a 200. */
+			kf_err_set(w->err, "etcd watch canceled: %s", why);
+			w->stop = -EKEYEXPIRED;
 		} else {
 			kf_err_set(w->err, "etcd watch canceled: %s",
 				   why ? why : "no reason given");
@@ -111,7 +119,11 @@ static size_t watch_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	struct watch *w = userdata;
 	size_t n = size * nmemb;
+	long status = 0;
 
+	curl_easy_getinfo(w->h, CURLINFO_RESPONSE_CODE, &status);
+	if (status != 200)
+		return kf_etcdi_buf_write(ptr, size, nmemb, &w->body);
 	for (size_t i = 0; i < n && !w->stop; i++) {
 		char *nl = memchr(ptr + i, '\n', n - i);
 		size_t take = nl ? (size_t)(nl - (ptr + i)) : n - i;
@@ -132,6 +144,34 @@ static size_t watch_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return w->stop ? 0 : n;
 }
 
+/* libcurl calls it about once a second even on a silent stream: a non-zero
+ * return ends the transfer (CURLE_ABORTED_BY_CALLBACK). */
+static int watch_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
+			  curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct watch *w = userdata;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return atomic_load(&w->c->interrupted) ? 1 : 0;
+}
+
+void kf_etcd_interrupt(struct kf_etcd *c, bool on)
+{
+	atomic_store(&c->interrupted, on);
+}
+
+/* -EINTR with its reason if kf_etcd_interrupt is on, else 0. */
+static int interrupted(struct kf_etcd *c, char *err)
+{
+	if (!atomic_load(&c->interrupted))
+		return 0;
+	kf_err_set(err, "etcd watch: interrupted");
+	return -EINTR;
+}
+
 /* The create_request of a watch from w->next. */
 static json_t *watch_req(struct kf_etcd *c, const char *sub, int64_t start)
 {
@@ -144,6 +184,66 @@ static json_t *watch_req(struct kf_etcd *c, const char *sub, int64_t start)
 	return cr ? json_pack("{s:o}", "create_request", cr) : NULL;
 }
 
+/*
+ * One stream from endpoint e, from w->next.  0 when it ended, broke or was
+ * silent (resume elsewhere; *why says how), else what ends the watch: fn's
+ * non-zero or a -errno (-EKEYEXPIRED: etcd refused the token).
+ */
+static int watch_stream(struct watch *w, const char *sub, int idle_ms, size_t e,
+			char why[KF_ERR_MAX])
+{
+	struct kf_etcd *c = w->c;
+	json_t *req = watch_req(c, sub, w->next);
+	char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+	char url[512];
+	long status = 0;
+	CURLcode rc;
+
+	json_decref(req);
+	if (!text) {
+		kf_err_set(w->err, "etcd: out of memory");
+		return -ENOMEM;
+	}
+	snprintf(url, sizeof(url), "%s/v3/watch", c->endpoints[e]);
+	curl_easy_reset(w->h);
+	kf_etcdi_set_common(c, w->h, url, &w->body);
+	curl_easy_setopt(w->h, CURLOPT_WRITEFUNCTION, watch_write);
+	curl_easy_setopt(w->h, CURLOPT_WRITEDATA, w);
+	curl_easy_setopt(w->h, CURLOPT_POSTFIELDS, text);
+	curl_easy_setopt(w->h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(w->h, CURLOPT_XFERINFOFUNCTION, watch_progress);
+	curl_easy_setopt(w->h, CURLOPT_XFERINFODATA, w);
+	if (idle_ms > 0) {
+		/* Less than a byte a second for that long: silent. */
+		curl_easy_setopt(w->h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(w->h, CURLOPT_LOW_SPEED_TIME,
+				 (long)(idle_ms + 999) / 1000);
+	}
+	w->stop = 0;
+	w->created = false;
+	w->line.len = 0;
+	w->body.len = 0;
+	rc = curl_easy_perform(w->h);
+	curl_easy_getinfo(w->h, CURLINFO_RESPONSE_CODE, &status);
+	free(text);
+	if (w->stop)
+		return w->stop;
+	if (interrupted(c, w->err))
+		return -EINTR;
+	if (status != 0 && status != 200 && status != 503)
+		return kf_etcdi_http_error(&w->body, status, url, w->err);
+	if (rc != CURLE_OK && !kf_etcdi_unreachable(rc)) {
+		kf_err_set(w->err, "etcd watch %s: %s", url,
+			   kf_etcdi_why(&w->body, rc));
+		return -EIO;
+	}
+	snprintf(why, KF_ERR_MAX, "%s",
+		 rc != CURLE_OK	 ? kf_etcdi_why(&w->body, rc)
+		 : status == 503 ? "HTTP 503 (unavailable)"
+				 : "stream ended");
+	return 0;
+}
+
 int kf_etcd_watch(struct kf_etcd *c, const char *sub, int64_t start,
 		  int idle_ms, kf_etcd_watch_fn fn, void *arg,
 		  int64_t *compact_revision, char err[KF_ERR_MAX])
@@ -152,81 +252,59 @@ int kf_etcd_watch(struct kf_etcd *c, const char *sub, int64_t start,
 			  .fn = fn,
 			  .arg = arg,
 			  .line = {.max = KF_ETCD_REPLY_MAX},
+			  .body = {.max = 4096},
 			  .next = start,
 			  .err = err};
-	char reasons[KF_ERR_MAX] = "";
+	char reasons[KF_ERR_MAX] = "", why[KF_ERR_MAX];
 	size_t failed = 0;
-	CURL *h = curl_easy_init();
+	bool relogged = false;
+	int r = interrupted(c, err);
 
-	if (!h) {
+	if (r < 0)
+		return r;
+	w.h = curl_easy_init();
+	if (!w.h) {
 		kf_err_set(err, "etcd: out of memory");
 		return -ENOMEM;
 	}
-	if (c->user && !c->token)
-		w.stop = kf_etcdi_login(c, err);
-	while (!w.stop) {
-		size_t e = c->cur;
-		json_t *req = watch_req(c, sub, w.next);
-		char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
-		struct kf_etcdi_buf body = {.max = 4096};
-		char url[512];
-		long status = 0;
-		CURLcode rc;
+	for (;;) {
+		size_t e;
 
-		json_decref(req);
-		if (!text) {
-			kf_err_set(err, "etcd: out of memory");
-			w.stop = -ENOMEM;
+		if ((r = interrupted(c, err)) < 0)
 			break;
-		}
-		snprintf(url, sizeof(url), "%s/v3/watch", c->endpoints[e]);
-		curl_easy_reset(h);
-		kf_etcdi_set_common(c, h, url, &body);
-		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, watch_write);
-		curl_easy_setopt(h, CURLOPT_WRITEDATA, &w);
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, text);
-		if (idle_ms > 0) {
-			/* Less than a byte a second for that long: silent. */
-			curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-			curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
-					 (long)(idle_ms + 999) / 1000);
-		}
-		w.created = false;
-		w.line.len = 0;
-		rc = curl_easy_perform(h);
-		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-		free(text);
-		free(body.data);
-		if (w.stop)
+		if (c->user && !c->token && (r = kf_etcdi_login(c, err)) < 0)
 			break;
-		if (status != 0 && status != 200 && status != 503) {
-			kf_err_set(err, "etcd watch %s: HTTP %ld", url, status);
-			w.stop = -EIO;
-			break;
+		e = c->cur;
+		r = watch_stream(&w, sub, idle_ms, e, why);
+		if (r == -EKEYEXPIRED && c->user && !relogged) {
+			/* The token expired while unused (e.g. during a long
+			 * stream): log in again, once per refusal. */
+			relogged = true;
+			kf_etcdi_drop_token(c);
+			continue;
 		}
-		if (rc != CURLE_OK && !kf_etcdi_unreachable(rc)) {
-			kf_err_set(err, "etcd watch %s: %s", url,
-				   curl_easy_strerror(rc));
-			w.stop = -EIO;
+		if (r == -EKEYEXPIRED)
+			r = -EACCES;
+		if (r != 0)
 			break;
-		}
 		/* Ended, broken or silent: resume on the next member. */
 		if (w.created) {
 			failed = 0;
 			reasons[0] = '\0';
+			relogged = false;
 		}
-		kf_etcdi_add_reason(reasons, c->endpoints[e],
-				    rc != CURLE_OK ? curl_easy_strerror(rc)
-						   : "stream ended");
+		kf_etcdi_add_reason(reasons, c->endpoints[e], why);
 		c->cur = (e + 1) % c->n_endpoints;
 		if (++failed >= c->n_endpoints) {
 			kf_err_set(err, "etcd unreachable: %s", reasons);
-			w.stop = -EHOSTUNREACH;
+			r = -EHOSTUNREACH;
+			break;
 		}
 	}
-	curl_easy_cleanup(h);
+	curl_easy_cleanup(w.h);
 	free(w.line.data);
-	if (w.stop == KF_ETCD_COMPACTED && compact_revision)
+	free(w.body.data);
+	if (r == KF_ETCD_COMPACTED && compact_revision)
 		*compact_revision = w.compacted;
-	return w.stop;
+	return r;
 }

@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +107,27 @@ Test(etcd, put_get_round_trip_of_binary_bytes, .init = setup,
 	kf_etcd_kv_clear(&kv);
 	cr_assert_eq(kf_etcd_get(c, "missing", &kv, err), -ENOENT);
 	cr_assert(kt_contains(err, "/keyfs/t/missing"), "%s", err);
+	kf_etcd_free(c);
+}
+
+Test(etcd, delete_removes_a_key_once, .init = setup, .fini = kt_etcd_teardown)
+{
+	struct kf_etcd *c = client_all("/keyfs/t");
+	struct kf_etcd_kv kv = {0};
+	char err[KF_ERR_MAX] = "";
+	int64_t r1 = put_ok(c, "nodes/n1", "up"), rev = 0;
+
+	put_ok(c, "nodes/n2", "up");
+	cr_assert_eq(kf_etcd_delete(c, "nodes/n1", &rev, err), 0, "%s", err);
+	cr_assert_gt(rev, r1);
+	cr_assert_eq(kf_etcd_get(c, "nodes/n1", &kv, err), -ENOENT);
+	cr_assert_eq(kf_etcd_delete(c, "nodes/n1", NULL, err), -ENOENT);
+	cr_assert(kt_contains(err, "/keyfs/t/nodes/n1"), "%s", err);
+	/* Only that key: not its neighbour, nor keys it is a prefix of. */
+	cr_assert_eq(kf_etcd_delete(c, "nodes/n", NULL, err), -ENOENT);
+	cr_assert_eq(kf_etcd_get(c, "nodes/n2", &kv, err), 0, "%s", err);
+	assert_value(&kv, "up");
+	kf_etcd_kv_clear(&kv);
 	kf_etcd_free(c);
 }
 
@@ -266,6 +289,66 @@ Test(etcd, watch_from_a_revision_sees_a_put_on_another_member, .init = setup,
 	kf_etcd_free(w);
 	kf_etcd_free(p);
 	kf_etcd_free(other);
+}
+
+/* A watch of a quiet prefix in a thread of its own, until it ends. */
+struct bg_watch {
+	struct kf_etcd *c;
+	atomic_bool up; /* the watch was created */
+	int r;		/* what kf_etcd_watch returned */
+	char err[KF_ERR_MAX];
+};
+
+static int mark_up(void *arg, const struct kf_etcd_event *ev, int64_t rev)
+{
+	struct bg_watch *b = arg;
+
+	(void)ev;
+	(void)rev;
+	atomic_store(&b->up, true);
+	return 0;
+}
+
+static void *bg_watch_run(void *arg)
+{
+	struct bg_watch *b = arg;
+
+	b->r = kf_etcd_watch(b->c, "quiet/", 0, 0, mark_up, b, NULL, b->err);
+	return NULL;
+}
+
+Test(etcd, interrupt_ends_a_running_watch_and_only_watches, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	struct bg_watch b = {.c = client_all("/keyfs/t")};
+	struct seen s = {.want = 1};
+	char err[KF_ERR_MAX] = "";
+	struct timespec until;
+	pthread_t t;
+	int64_t rev;
+
+	cr_assert_eq(pthread_create(&t, NULL, bg_watch_run, &b), 0);
+	for (int i = 0; i < 1000 && !atomic_load(&b.up); i++)
+		kt_sleep_ms(10);
+	cr_assert(atomic_load(&b.up), "the watch was not created in 10 s");
+	kf_etcd_interrupt(b.c, true);
+	/* A bound that only a watch which never ends can miss. */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	cr_assert_eq(pthread_timedjoin_np(t, NULL, &until), 0,
+		     "the watch did not end after the interrupt");
+	cr_assert_eq(b.r, -EINTR, "%s", b.err);
+	cr_assert(kt_contains(b.err, "interrupted"), "%s", b.err);
+	/* Still on: other calls work, a new watch ends before it starts. */
+	rev = put_ok(b.c, "keyring", "after");
+	cr_assert_eq(kf_etcd_watch(b.c, "", rev, 3000, on_event, &s, NULL, err),
+		     -EINTR, "%s", err);
+	cr_assert_eq(s.events, 0);
+	kf_etcd_interrupt(b.c, false);
+	cr_assert_eq(kf_etcd_watch(b.c, "", rev, 3000, on_event, &s, NULL, err),
+		     1, "%s", err);
+	cr_assert_str_eq(s.values[0], "after");
+	kf_etcd_free(b.c);
 }
 
 Test(etcd, watch_from_a_compacted_revision_says_so, .init = setup,
@@ -564,5 +647,31 @@ Test(etcd, an_expired_token_means_a_new_login, .init = setup,
 	free(out);
 	free(cmd);
 	put_ok(c, "keyring", "v2");
+	kf_etcd_free(c);
+}
+
+Test(etcd, a_watch_logs_in_again_when_its_token_expired, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	const struct kf_etcd_config cfg = {.endpoints = kt_etcd.endpoints,
+					   .n_endpoints = KT_ETCD_MEMBERS,
+					   .prefix = "/keyfs/t",
+					   .timeout_ms = TIMEOUT_MS,
+					   .user = "root",
+					   .password = "rootpw"};
+	struct kf_etcd *c = NULL;
+	struct seen s = {.want = 1};
+	char err[KF_ERR_MAX] = "";
+	int64_t rev;
+
+	etcdctl("user add root --new-user-password=rootpw");
+	etcdctl("auth enable");
+	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
+	rev = put_ok(c, "keyring", "v1"); /* the client logs in */
+	kt_sleep_ms(4000);		  /* its token expires after 2 s */
+	cr_assert_eq(kf_etcd_watch(c, "", rev, 3000, on_event, &s, NULL, err),
+		     1, "%s", err);
+	cr_assert_str_eq(s.values[0], "v1");
+	cr_assert_eq(s.revs[0], rev);
 	kf_etcd_free(c);
 }
