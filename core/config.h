@@ -6,7 +6,12 @@
  * groups, bad modes and bad intervals refuse the whole file with
  * "file:line: reason".  Relative paths are resolved against the directory of
  * the file (for the embedded default: the current directory).  A state_dir,
- * backup_dir, audit_log or master_key_file under the mountpoint is refused.
+ * backup_dir, audit_log or master_key_file under the mountpoint is refused,
+ * and so are [etcd]'s cacert, cert, key and password_file.
+ *
+ * `store` picks where the keyring lives: file (state_dir/keyring) or etcd,
+ * configured in [etcd] (DESIGN.md §9).  An [etcd] section with store = file
+ * is refused, so a node is never believed clustered when it is not.
  */
 #ifndef KF_CONFIG_H
 #define KF_CONFIG_H
@@ -25,6 +30,25 @@
 
 enum kf_run_mode { KF_MODE_PRODUCTION, KF_MODE_DEVELOPMENT };
 enum kf_read_mode { KF_READ_AUDITED, KF_READ_CACHED };
+enum kf_store_type { KF_STORE_TYPE_FILE, KF_STORE_TYPE_ETCD };
+
+#define KF_NODE_NAME_MAX 63
+#define KF_ETCD_PREFIX_DEFAULT "/keyfs/default"
+
+/*
+ * [etcd]: how a node reaches the cluster store.  Filled (defaults included)
+ * with store = etcd only; all zero with store = file.
+ */
+struct kf_etcd_settings {
+	char **endpoints; /* n_endpoints URLs, "http://..." or "https://..." */
+	size_t n_endpoints;
+	char *prefix;			 /* default KF_ETCD_PREFIX_DEFAULT */
+	char node[KF_NODE_NAME_MAX + 1]; /* default: the host name */
+	int timeout_ms;			 /* default 2000 */
+	char *cacert, *cert, *key; /* absolute paths, NULL when unset */
+	char *user;		   /* NULL when unset */
+	char *password_file;	   /* absolute; set exactly when user is */
+};
 
 /* Owner, group and mode of a node. */
 struct kf_access {
@@ -51,6 +75,8 @@ struct kf_config {
 	int64_t rotate_interval;  /* seconds, 0 = off, default 90d */
 	unsigned backup_keep;	  /* >= 1, default 10 */
 	enum kf_read_mode read_mode; /* default audited */
+	enum kf_store_type store;    /* default file */
+	struct kf_etcd_settings etcd; /* meaningful with store = etcd */
 	struct kf_access keys, status, backups, audit;
 	struct kf_purpose *purposes; /* in the order declared */
 	size_t n_purposes;
