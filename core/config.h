@@ -45,9 +45,9 @@ struct kf_etcd_settings {
 	char *prefix;			 /* default KF_ETCD_PREFIX_DEFAULT */
 	char node[KF_NODE_NAME_MAX + 1]; /* default: the host name */
 	int timeout_ms;			 /* default 2000 */
-	char *cacert, *cert, *key; /* absolute paths, NULL when unset */
-	char *user;		   /* NULL when unset */
-	char *password_file;	   /* absolute; set exactly when user is */
+	char *cacert, *cert, *key;	 /* absolute paths, NULL when unset */
+	char *user;			 /* NULL when unset */
+	char *password_file; /* absolute; set exactly when user is */
 };
 
 /* Owner, group and mode of a node. */
@@ -74,8 +74,8 @@ struct kf_config {
 	unsigned retain_versions; /* >= 1, default 2 */
 	int64_t rotate_interval;  /* seconds, 0 = off, default 90d */
 	unsigned backup_keep;	  /* >= 1, default 10 */
-	enum kf_read_mode read_mode; /* default audited */
-	enum kf_store_type store;    /* default file */
+	enum kf_read_mode read_mode;  /* default audited */
+	enum kf_store_type store;     /* default file */
 	struct kf_etcd_settings etcd; /* meaningful with store = etcd */
 	struct kf_access keys, status, backups, audit;
 	struct kf_purpose *purposes; /* in the order declared */

@@ -113,6 +113,10 @@ const char *kf_config_under_mountpoint(const struct kf_config *cfg,
 	    {"backup_dir", cfg->backup_dir},
 	    {"audit_log", cfg->audit_log},
 	    {"master_key_file", cfg->master_key_file},
+	    {"cacert", cfg->etcd.cacert},
+	    {"cert", cfg->etcd.cert},
+	    {"key", cfg->etcd.key},
+	    {"password_file", cfg->etcd.password_file},
 	};
 
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
@@ -339,6 +343,7 @@ struct kf_config *kf_config_free(struct kf_config *cfg)
 	free(cfg->audit_log);
 	free(cfg->alert_command);
 	free(cfg->purposes);
+	kf_config_etcd_done(&cfg->etcd);
 	free(cfg);
 	return NULL;
 }

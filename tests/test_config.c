@@ -786,7 +786,8 @@ Test(config, free_null)
 
 /* The smallest etcd configuration; a key added to it is on line 5. */
 #define ETCD_MIN "[keyfs]\nstore = etcd\n[etcd]\nendpoints = http://e1:2379\n"
-#define ETCD_HTTPS "[keyfs]\nstore = etcd\n[etcd]\nendpoints = https://e1:2379\n"
+#define ETCD_HTTPS                                                             \
+	"[keyfs]\nstore = etcd\n[etcd]\nendpoints = https://e1:2379\n"
 
 /* Asserts that "[etcd] key = value" on line 5 is refused with want. */
 static void etcd_bad(const char *key, const char *value, const char *want)
@@ -966,12 +967,12 @@ Test(config, etcd_endpoints_parsed)
 Test(config, etcd_bad_endpoints)
 {
 	static const char *const bad_url[] = {
-	    "a:2379",	      "ftp://a:1",	   "HTTP://a:1",
-	    "http://",	      "http:///",	   "https://:2379",
+	    "a:2379",		"ftp://a:1",	   "HTTP://a:1",
+	    "http://",		"http:///",	   "https://:2379",
 	    "http://a:2379/v3", "http://a:2379//", "http://a b:2379",
-	    "http://a:",      "http://a:x",	   "http://a:65536",
-	    "http://a:0",     "http://u@a:1",	   "http://a?x",
-	    "http://a#x",     "http://[::1",	   "http://a:1 http://b:1",
+	    "http://a:",	"http://a:x",	   "http://a:65536",
+	    "http://a:0",	"http://u@a:1",	   "http://a?x",
+	    "http://a#x",	"http://[::1",	   "http://a:1 http://b:1",
 	};
 	static const struct {
 		const char *value, *want;
@@ -1006,9 +1007,9 @@ Test(config, etcd_bad_endpoints)
 
 Test(config, etcd_prefix)
 {
-	static const char *const bad[] = {"",	  "keyfs", "/",	   "/keyfs/",
-					  "/a//b", "/a b",  "/a*b", "/k\xc3\xa9",
-					  "//"};
+	static const char *const bad[] = {"",	     "keyfs",	   "/",
+					  "/keyfs/", "/a//b",	   "/a b",
+					  "/a*b",    "/k\xc3\xa9", "//"};
 	char long_prefix[130];
 	struct kf_config *cfg;
 
@@ -1032,7 +1033,7 @@ Test(config, etcd_prefix)
 
 Test(config, etcd_node)
 {
-	static const char *const bad[] = {"",	 "-a",	".a", "_a",
+	static const char *const bad[] = {"",	 "-a",	".a",  "_a",
 					  "a b", "a/b", "a:b", "n\xc3\xa9"};
 	char name[KF_NODE_NAME_MAX + 2];
 	struct kf_config *cfg;
@@ -1053,17 +1054,20 @@ Test(config, etcd_node)
 
 Test(config, etcd_timeout)
 {
-	static const char *const bad[] = {
-	    "",	    "s",    "ms",	 "2m",	 "2h",	 "1.5s",
-	    "-1s",  "2 s",  "2S",	 "2sec", "2ms5", "0x10s",
-	    "+2s",  "99999999999999999999s"};
-	static const char *const out_of_range[] = {"0ms", "0s", "99ms",
-						   "61s", "60001ms"};
+	static const char *const bad[] = {"",	  "s",
+					  "ms",	  "2m",
+					  "2h",	  "1.5s",
+					  "-1s",  "2 s",
+					  "2S",	  "2sec",
+					  "2ms5", "0x10s",
+					  "+2s",  "99999999999999999999s"};
+	static const char *const out_of_range[] = {"0ms", "0s", "99ms", "61s",
+						   "60001ms"};
 	static const struct {
 		const char *text;
 		int ms;
 	} good[] = {
-	    {"100ms", 100}, {"500ms", 500},     {"2s", 2000},
+	    {"100ms", 100}, {"500ms", 500},	{"2s", 2000},
 	    {"60s", 60000}, {"60000ms", 60000}, {"007s", 7000},
 	};
 
@@ -1087,8 +1091,7 @@ Test(config, etcd_cert_and_key_together)
 {
 	struct kf_config *cfg;
 
-	parse_bad(ETCD_HTTPS "cert = c.pem\n", 5,
-		  "cert is set without key");
+	parse_bad(ETCD_HTTPS "cert = c.pem\n", 5, "cert is set without key");
 	parse_bad(ETCD_HTTPS "\nkey = k.pem\n", 6, "key is set without cert");
 	parse_bad(ETCD_HTTPS "cert = c.pem\nkey =\n", 5,
 		  "cert is set without key");
@@ -1148,8 +1151,9 @@ Test(config, etcd_tls_needs_https)
 		  "cacert is set but every endpoint is http://");
 	parse_bad(ETCD_MIN "cacert = /ca.pem\n", 5,
 		  "cacert/cert/key need https:// endpoints");
-	parse_bad(ETCD_MIN "\nkey = /k\ncert = /c\n", 6,
-		  "key is set but every endpoint is http://");
+	/* The first of cacert, cert and key that is set. */
+	parse_bad(ETCD_MIN "\nkey = /k\ncert = /c\n", 7,
+		  "cert is set but every endpoint is http://");
 	cfg = parse_ok("[keyfs]\nstore = etcd\n[etcd]\n"
 		       "endpoints = http://a:1, https://b:1\n"
 		       "cacert = /ca.pem\n");
