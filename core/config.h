@@ -107,6 +107,23 @@ int kf_config_parse(const char *text, const char *name, const char *basedir,
 int kf_config_set_mountpoint(struct kf_config *cfg, const char *path,
 			     char err[KF_ERR_MAX]) KF_WUR;
 
+/* A path of the configuration, and the key it comes from. */
+struct kf_config_path {
+	const char *key;
+	const char *path;
+};
+
+#define KF_CONFIG_PATHS_MAX 8
+
+/*
+ * The paths keyfs itself opens, which must never lie under its mountpoint:
+ * state_dir, backup_dir, audit_log, master_key_file and, when set, [etcd]'s
+ * cacert, cert, key and password_file.  Fills ret (pointers into cfg) and
+ * returns how many.
+ */
+size_t kf_config_paths(const struct kf_config *cfg,
+		       struct kf_config_path ret[KF_CONFIG_PATHS_MAX]);
+
 /* Finds a purpose by name, or NULL. */
 const struct kf_purpose *kf_config_purpose(const struct kf_config *cfg,
 					   const char *name);

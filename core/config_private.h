@@ -151,9 +151,8 @@ char *kf_config_cwd(void);
 char *kf_config_path_abs(const char *path);
 
 /*
- * The first of state_dir, backup_dir, audit_log, master_key_file and [etcd]'s
- * cacert, cert, key and password_file that lies under mnt (absolute and
- * clean), with its key's name in *ret_key; or NULL.
+ * The first of kf_config_paths that lies under mnt (absolute and clean), with
+ * its key's name in *ret_key; or NULL.
  */
 const char *kf_config_under_mountpoint(const struct kf_config *cfg,
 				       const char *mnt, const char **ret_key);

@@ -1189,3 +1189,24 @@ Test(config, etcd_paths_under_mountpoint_refused)
 		  err);
 	kf_config_free(cfg);
 }
+
+Test(config, paths_keyfs_opens)
+{
+	static const char *const keys[] = {
+	    "state_dir", "backup_dir", "audit_log", "master_key_file",
+	    "cacert",	 "cert",       "key",	    "password_file"};
+	struct kf_config_path paths[KF_CONFIG_PATHS_MAX];
+	struct kf_config *cfg = parse_ok("");
+
+	cr_assert_eq(kf_config_paths(cfg, paths), 4);
+	cr_assert_str_eq(paths[3].key, "master_key_file");
+	cr_assert_str_eq(paths[3].path, "/etc/keyfs/master.key");
+	kf_config_free(cfg);
+	cfg = parse_ok(ETCD_HTTPS "cacert = /t/ca\ncert = /t/c\nkey = /t/k\n"
+				  "user = u\npassword_file = /t/pw\n");
+	cr_assert_eq(kf_config_paths(cfg, paths), KF_CONFIG_PATHS_MAX);
+	for (size_t i = 0; i < KF_CONFIG_PATHS_MAX; i++)
+		cr_assert_str_eq(paths[i].key, keys[i]);
+	cr_assert_str_eq(paths[7].path, "/t/pw");
+	kf_config_free(cfg);
+}
