@@ -225,6 +225,45 @@ Test(config, example_keyfs_ini_parses)
 	free(path);
 }
 
+/* The commented [etcd] example of etc/keyfs.ini, uncommented, with store =
+ * etcd. */
+Test(config, example_etcd_block_parses)
+{
+	char *path = kf_path_join(kt_srcdir(), "etc/keyfs.ini");
+	char *text = kt_read_file_ok(path, NULL), *store, *out, *o;
+	struct kf_config *cfg = NULL;
+	char err[KF_ERR_MAX] = "";
+
+	store = strstr(text, "\nstore = file\n");
+	cr_assert(store, "no \"store = file\" line");
+	memcpy(store + strlen("\nstore = "), "etcd", 4);
+	out = o = malloc(strlen(text) + 1);
+	for (const char *c = text; *c; c++) {
+		/* ";key = value" and ";[etcd]", not "; text". */
+		bool line_start = c == text || c[-1] == '\n';
+
+		if (!(line_start && c[0] == ';' && c[1] && c[1] != ' ' &&
+		      c[1] != '\n'))
+			*o++ = *c;
+	}
+	*o = 0;
+	cr_assert(kf_config_parse(out, "keyfs.ini", "/etc/keyfs", &cfg, err) ==
+		      0,
+		  "%s\n--- text:\n%s", err, out);
+	cr_assert(cfg->store == KF_STORE_TYPE_ETCD);
+	cr_assert_eq(cfg->etcd.n_endpoints, 3);
+	cr_assert_str_eq(cfg->etcd.prefix, KF_ETCD_PREFIX_DEFAULT);
+	cr_assert_str_eq(cfg->etcd.node, "node1");
+	cr_assert_eq(cfg->etcd.timeout_ms, 2000);
+	cr_assert_not_null(cfg->etcd.cacert);
+	cr_assert_not_null(cfg->etcd.key);
+	cr_assert_not_null(cfg->etcd.password_file);
+	kf_config_free(cfg);
+	free(out);
+	free(text);
+	free(path);
+}
+
 Test(config, unknown_section)
 {
 	parse_bad("[keyfs]\nmode = production\n[bogus]\n", 3,
