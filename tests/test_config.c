@@ -858,6 +858,18 @@ static void set_host_name(const char *name)
 		  strerror(errno));
 }
 
+/* A string the length of a limit: c repeated, after `first`. */
+static char *repeat(const char *first, char c, size_t len)
+{
+	char *s = malloc(len + 1);
+
+	cr_assert(s);
+	memset(s, c, len);
+	memcpy(s, first, strlen(first));
+	s[len] = 0;
+	return s;
+}
+
 Test(config, store_file_or_etcd)
 {
 	struct kf_config *cfg = parse_ok("[keyfs]\nstore = file\n");
@@ -943,7 +955,7 @@ Test(config, etcd_default_node_is_the_host_name)
 
 Test(config, etcd_host_name_unfit_for_node)
 {
-	char long_name[KF_NODE_NAME_MAX + 2];
+	char *too_long = repeat("", 'a', KF_NODE_NAME_MAX + 1);
 	struct kf_config *cfg;
 
 	set_host_name("kf host");
@@ -956,10 +968,9 @@ Test(config, etcd_host_name_unfit_for_node)
 	cr_assert_str_eq(cfg->etcd.node, "n1");
 	kf_config_free(cfg);
 
-	memset(long_name, 'a', sizeof(long_name) - 1);
-	long_name[sizeof(long_name) - 1] = 0;
-	set_host_name(long_name);
+	set_host_name(too_long);
 	parse_bad(ETCD_MIN, 2, "set node in [etcd]");
+	free(too_long);
 }
 
 Test(config, etcd_section_keys)
@@ -1049,46 +1060,42 @@ Test(config, etcd_prefix)
 	static const char *const bad[] = {"",	     "keyfs",	   "/",
 					  "/keyfs/", "/a//b",	   "/a b",
 					  "/a*b",    "/k\xc3\xa9", "//"};
-	char long_prefix[130];
-	struct kf_config *cfg;
+	char *longest = repeat("/", 'p', 128);
+	char *too_long = repeat("/", 'p', 129);
+	const char *good[] = {"/a", "/A.z_0-9/x", longest};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		etcd_bad("prefix", bad[i], "bad prefix");
-	long_prefix[0] = '/';
-	memset(long_prefix + 1, 'p', 127);
-	long_prefix[128] = 0;
-	cfg = etcd_ok("prefix", long_prefix);
-	cr_assert_str_eq(cfg->etcd.prefix, long_prefix);
-	kf_config_free(cfg);
-	strcat(long_prefix, "p");
-	etcd_bad("prefix", long_prefix, "bad prefix");
-	cfg = etcd_ok("prefix", "/A.z_0-9/x");
-	cr_assert_str_eq(cfg->etcd.prefix, "/A.z_0-9/x");
-	kf_config_free(cfg);
-	cfg = etcd_ok("prefix", "/a");
-	cr_assert_str_eq(cfg->etcd.prefix, "/a");
-	kf_config_free(cfg);
+	etcd_bad("prefix", too_long, "bad prefix");
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct kf_config *cfg = etcd_ok("prefix", good[i]);
+
+		cr_assert_str_eq(cfg->etcd.prefix, good[i]);
+		kf_config_free(cfg);
+	}
+	free(longest);
+	free(too_long);
 }
 
 Test(config, etcd_node)
 {
 	static const char *const bad[] = {"",	 "-a",	".a",  "_a",
 					  "a b", "a/b", "a:b", "n\xc3\xa9"};
-	char name[KF_NODE_NAME_MAX + 2];
-	struct kf_config *cfg;
+	char *longest = repeat("", 'n', KF_NODE_NAME_MAX);
+	char *too_long = repeat("", 'n', KF_NODE_NAME_MAX + 1);
+	const char *good[] = {"n", "9.a_b-C", longest};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		etcd_bad("node", bad[i], "bad node");
-	memset(name, 'n', KF_NODE_NAME_MAX);
-	name[KF_NODE_NAME_MAX] = 0;
-	cfg = etcd_ok("node", name);
-	cr_assert_str_eq(cfg->etcd.node, name);
-	kf_config_free(cfg);
-	strcat(name, "n");
-	etcd_bad("node", name, "bad node");
-	cfg = etcd_ok("node", "9.a_b-C");
-	cr_assert_str_eq(cfg->etcd.node, "9.a_b-C");
-	kf_config_free(cfg);
+	etcd_bad("node", too_long, "bad node");
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct kf_config *cfg = etcd_ok("node", good[i]);
+
+		cr_assert_str_eq(cfg->etcd.node, good[i]);
+		kf_config_free(cfg);
+	}
+	free(longest);
+	free(too_long);
 }
 
 Test(config, etcd_timeout)
