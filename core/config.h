@@ -6,7 +6,12 @@
  * groups, bad modes and bad intervals refuse the whole file with
  * "file:line: reason".  Relative paths are resolved against the directory of
  * the file (for the embedded default: the current directory).  A state_dir,
- * backup_dir, audit_log or master_key_file under the mountpoint is refused.
+ * backup_dir, audit_log or master_key_file under the mountpoint is refused,
+ * and so are [etcd]'s cacert, cert, key and password_file.
+ *
+ * `store` picks where the keyring lives: file (state_dir/keyring) or etcd,
+ * configured in [etcd] (DESIGN.md §9).  An [etcd] section with store = file
+ * is refused, so a node is never believed clustered when it is not.
  */
 #ifndef KF_CONFIG_H
 #define KF_CONFIG_H
@@ -26,17 +31,23 @@
 enum kf_run_mode { KF_MODE_PRODUCTION, KF_MODE_DEVELOPMENT };
 enum kf_read_mode { KF_READ_AUDITED, KF_READ_CACHED };
 enum kf_store_type { KF_STORE_TYPE_FILE, KF_STORE_TYPE_ETCD };
+
 #define KF_NODE_NAME_MAX 63
 #define KF_ETCD_PREFIX_DEFAULT "/keyfs/default"
+
+/*
+ * [etcd]: how a node reaches the cluster store.  Filled (defaults included)
+ * with store = etcd only; all zero with store = file.
+ */
 struct kf_etcd_settings {
-	char **endpoints;	/* n_endpoints URLs, "http://..." or "https://..." */
+	char **endpoints; /* n_endpoints URLs, "http://..." or "https://..." */
 	size_t n_endpoints;
-	char *prefix;		/* default KF_ETCD_PREFIX_DEFAULT */
+	char *prefix;			 /* default KF_ETCD_PREFIX_DEFAULT */
 	char node[KF_NODE_NAME_MAX + 1]; /* default: the host name */
-	int timeout_ms;		/* default 2000 */
-	char *cacert, *cert, *key; /* absolute paths, NULL when unset */
-	char *user;		/* NULL when unset */
-	char *password_file;	/* absolute; set exactly when user is */
+	int timeout_ms;			 /* default 2000 */
+	char *cacert, *cert, *key;	 /* absolute paths, NULL when unset */
+	char *user;			 /* NULL when unset */
+	char *password_file; /* absolute; set exactly when user is */
 };
 
 /* Owner, group and mode of a node. */
@@ -63,9 +74,9 @@ struct kf_config {
 	unsigned retain_versions; /* >= 1, default 2 */
 	int64_t rotate_interval;  /* seconds, 0 = off, default 90d */
 	unsigned backup_keep;	  /* >= 1, default 10 */
-	enum kf_read_mode read_mode; /* default audited */
-	enum kf_store_type store;  /* default file */
-	struct kf_etcd_settings etcd;  /* meaningful with store = etcd */
+	enum kf_read_mode read_mode;  /* default audited */
+	enum kf_store_type store;     /* default file */
+	struct kf_etcd_settings etcd; /* meaningful with store = etcd */
 	struct kf_access keys, status, backups, audit;
 	struct kf_purpose *purposes; /* in the order declared */
 	size_t n_purposes;
@@ -95,6 +106,23 @@ int kf_config_parse(const char *text, const char *name, const char *basedir,
  */
 int kf_config_set_mountpoint(struct kf_config *cfg, const char *path,
 			     char err[KF_ERR_MAX]) KF_WUR;
+
+/* A path of the configuration, and the key it comes from. */
+struct kf_config_path {
+	const char *key;
+	const char *path;
+};
+
+#define KF_CONFIG_PATHS_MAX 8
+
+/*
+ * The paths keyfs itself opens, which must never lie under its mountpoint:
+ * state_dir, backup_dir, audit_log, master_key_file and, when set, [etcd]'s
+ * cacert, cert, key and password_file.  Fills ret (pointers into cfg) and
+ * returns how many.
+ */
+size_t kf_config_paths(const struct kf_config *cfg,
+		       struct kf_config_path ret[KF_CONFIG_PATHS_MAX]);
 
 /* Finds a purpose by name, or NULL. */
 const struct kf_purpose *kf_config_purpose(const struct kf_config *cfg,

@@ -103,20 +103,35 @@ char *kf_config_path_abs(const char *path)
 	return r;
 }
 
-const char *kf_config_under_mountpoint(const struct kf_config *cfg,
-				       const char *mnt, const char **ret_key)
+size_t kf_config_paths(const struct kf_config *cfg,
+		       struct kf_config_path ret[KF_CONFIG_PATHS_MAX])
 {
-	const struct {
-		const char *key, *path;
-	} paths[] = {
+	const struct kf_config_path all[KF_CONFIG_PATHS_MAX] = {
 	    {"state_dir", cfg->state_dir},
 	    {"backup_dir", cfg->backup_dir},
 	    {"audit_log", cfg->audit_log},
 	    {"master_key_file", cfg->master_key_file},
+	    {"cacert", cfg->etcd.cacert},
+	    {"cert", cfg->etcd.cert},
+	    {"key", cfg->etcd.key},
+	    {"password_file", cfg->etcd.password_file},
 	};
+	size_t n = 0;
 
-	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
-		if (paths[i].path && kf_path_under(paths[i].path, mnt)) {
+	for (size_t i = 0; i < KF_CONFIG_PATHS_MAX; i++)
+		if (all[i].path)
+			ret[n++] = all[i];
+	return n;
+}
+
+const char *kf_config_under_mountpoint(const struct kf_config *cfg,
+				       const char *mnt, const char **ret_key)
+{
+	struct kf_config_path paths[KF_CONFIG_PATHS_MAX];
+	size_t n = kf_config_paths(cfg, paths);
+
+	for (size_t i = 0; i < n; i++) {
+		if (kf_path_under(paths[i].path, mnt)) {
 			*ret_key = paths[i].key;
 			return paths[i].path;
 		}
@@ -339,6 +354,7 @@ struct kf_config *kf_config_free(struct kf_config *cfg)
 	free(cfg->audit_log);
 	free(cfg->alert_command);
 	free(cfg->purposes);
+	kf_config_etcd_done(&cfg->etcd);
 	free(cfg);
 	return NULL;
 }

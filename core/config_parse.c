@@ -33,11 +33,18 @@
 #define UTF8_BOM "\xef\xbb\xbf"
 #define PURPOSE_WORD "purpose" /* [purpose NAME] */
 #define PURPOSE_WORD_LEN (sizeof(PURPOSE_WORD) - 1)
+#define SECTIONS "[keyfs], [access], [etcd] or [purpose NAME]"
 
 /* Keys, backups, audit log and purposes unless the file says otherwise. */
 static const struct kf_access root_only = {.uid = 0, .gid = 0, .mode = 0400};
 
-enum section { SEC_NONE, SEC_KEYFS, SEC_ACCESS, SEC_PURPOSE };
+enum section { SEC_NONE, SEC_KEYFS, SEC_ACCESS, SEC_ETCD, SEC_PURPOSE };
+
+/* The sections that are there at most once, by name. */
+static const char *const section_names[] = {
+    [SEC_KEYFS] = "keyfs", [SEC_ACCESS] = "access", [SEC_ETCD] = "etcd"};
+
+#define N_SECTION_NAMES (sizeof(section_names) / sizeof(section_names[0]))
 
 enum key_id {
 	K_MODE,
@@ -52,10 +59,20 @@ enum key_id {
 	K_ALERT,
 	K_READ_MODE,
 	K_PURPOSES,
+	K_STORE,
 	K_KEYS,
 	K_STATUS,
 	K_BACKUPS,
 	K_AUDIT,
+	K_ENDPOINTS,
+	K_PREFIX,
+	K_NODE,
+	K_TIMEOUT,
+	K_CACERT,
+	K_CERT,
+	K_KEY,
+	K_USER,
+	K_PASSWORD_FILE,
 	K_COUNT
 };
 
@@ -75,10 +92,20 @@ static const struct {
     [K_ALERT] = {"alert_command", SEC_KEYFS},
     [K_READ_MODE] = {"read_mode", SEC_KEYFS},
     [K_PURPOSES] = {"purposes", SEC_KEYFS},
+    [K_STORE] = {"store", SEC_KEYFS},
     [K_KEYS] = {"keys", SEC_ACCESS},
     [K_STATUS] = {"status", SEC_ACCESS},
     [K_BACKUPS] = {"backups", SEC_ACCESS},
     [K_AUDIT] = {"audit", SEC_ACCESS},
+    [K_ENDPOINTS] = {"endpoints", SEC_ETCD},
+    [K_PREFIX] = {"prefix", SEC_ETCD},
+    [K_NODE] = {"node", SEC_ETCD},
+    [K_TIMEOUT] = {"timeout", SEC_ETCD},
+    [K_CACERT] = {"cacert", SEC_ETCD},
+    [K_CERT] = {"cert", SEC_ETCD},
+    [K_KEY] = {"key", SEC_ETCD},
+    [K_USER] = {"user", SEC_ETCD},
+    [K_PASSWORD_FILE] = {"password_file", SEC_ETCD},
 };
 
 /* A [purpose NAME] section. */
@@ -98,9 +125,9 @@ struct parser {
 	int err;	     /* and its -errno */
 	char reason[KF_ERR_MAX];
 	enum section sec;
-	size_t cur;		     /* index into sp in SEC_PURPOSE */
-	int keyfs_line, access_line; /* where the section began, or 0 */
-	char last_name[KF_ERR_MAX];  /* previous key in this section */
+	size_t cur;			   /* index into sp in SEC_PURPOSE */
+	int section_line[N_SECTION_NAMES]; /* where it began, or 0 */
+	char last_name[KF_ERR_MAX];	   /* previous key in this section */
 	int key_line[K_COUNT];
 	kf_config_purpose_name *list; /* from `purposes` */
 	size_t n_list;
@@ -144,6 +171,16 @@ static enum key_id find_key(enum section sec, const char *name)
 	return id;
 }
 
+/* The line of the key called name in [keyfs] or [etcd], or 0. */
+static int key_line(const struct parser *p, const char *name)
+{
+	enum key_id id = find_key(SEC_KEYFS, name);
+
+	if (id == K_COUNT)
+		id = find_key(SEC_ETCD, name);
+	return id < K_COUNT ? p->key_line[id] : 0;
+}
+
 static const struct section_purpose *find_section(const struct parser *p,
 						  const char *name)
 {
@@ -161,10 +198,12 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 	    [KF_MODE_DEVELOPMENT] = "development"};
 	static const char *const read_modes[2] = {
 	    [KF_READ_AUDITED] = "audited", [KF_READ_CACHED] = "cached"};
+	static const char *const stores[2] = {
+	    [KF_STORE_TYPE_FILE] = "file", [KF_STORE_TYPE_ETCD] = "etcd"};
 	struct kf_config *cfg = p->cfg;
-	/* Where the value of a path or access key goes. */
+	/* Where the value of a path, text or access key goes. */
 	const struct {
-		char **path;
+		char **path, **text;
 		struct kf_access *access;
 	} field[K_COUNT] = {
 	    [K_MOUNTPOINT] = {.path = &cfg->mountpoint},
@@ -172,6 +211,12 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 	    [K_BACKUP_DIR] = {.path = &cfg->backup_dir},
 	    [K_MASTER_KEY_FILE] = {.path = &cfg->master_key_file},
 	    [K_AUDIT_LOG] = {.path = &cfg->audit_log},
+	    [K_CACERT] = {.path = &cfg->etcd.cacert},
+	    [K_CERT] = {.path = &cfg->etcd.cert},
+	    [K_KEY] = {.path = &cfg->etcd.key},
+	    [K_PASSWORD_FILE] = {.path = &cfg->etcd.password_file},
+	    [K_ALERT] = {.text = &cfg->alert_command},
+	    [K_USER] = {.text = &cfg->etcd.user},
 	    [K_KEYS] = {.access = &cfg->keys},
 	    [K_STATUS] = {.access = &cfg->status},
 	    [K_BACKUPS] = {.access = &cfg->backups},
@@ -192,6 +237,11 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 		if (r >= 0)
 			cfg->read_mode = (enum kf_read_mode)r;
 		break;
+	case K_STORE:
+		r = kf_config_parse_choice(key, value, stores, reason);
+		if (r >= 0)
+			cfg->store = (enum kf_store_type)r;
+		break;
 	case K_STATE_DIR:
 	case K_MASTER_KEY_FILE:
 		if (!*value)
@@ -201,16 +251,22 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 	case K_MOUNTPOINT:
 	case K_BACKUP_DIR:
 	case K_AUDIT_LOG:
+	case K_CACERT:
+	case K_CERT:
+	case K_KEY:
+	case K_PASSWORD_FILE:
 		/* Empty: unset, or the default that follows state_dir. */
 		r = *value ? kf_config_path_set(key, p->basedir, value,
 						field[id].path, reason)
 			   : 0;
 		break;
 	case K_ALERT:
+	case K_USER:
+		/* Empty: unset. */
 		if (!*value)
 			return 1;
-		cfg->alert_command = strdup(value);
-		if (!cfg->alert_command)
+		*field[id].text = strdup(value);
+		if (!*field[id].text)
 			return fail(p, p->lineno, -ENOMEM, "out of memory");
 		return 1;
 	case K_RETAIN:
@@ -228,6 +284,20 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 	case K_PURPOSES:
 		r = kf_config_parse_purposes(value, &p->list, &p->n_list,
 					     reason);
+		break;
+	case K_ENDPOINTS:
+		r = kf_config_parse_endpoints(value, &cfg->etcd.endpoints,
+					      &cfg->etcd.n_endpoints, reason);
+		break;
+	case K_PREFIX:
+		r = kf_config_parse_prefix(value, &cfg->etcd.prefix, reason);
+		break;
+	case K_NODE:
+		r = kf_config_parse_node(value, cfg->etcd.node, reason);
+		break;
+	case K_TIMEOUT:
+		r = kf_config_parse_timeout(value, &cfg->etcd.timeout_ms,
+					    reason);
 		break;
 	case K_KEYS:
 	case K_STATUS:
@@ -286,7 +356,7 @@ static int start_purpose_section(struct parser *p, const char *name)
 static int start_section(struct parser *p, char *raw)
 {
 	char q[KF_CONFIG_QUOTE_SIZE], *name = raw, *end;
-	int *seen = NULL;
+	enum section sec;
 
 	while (isspace((unsigned char)*name))
 		name++;
@@ -294,12 +364,11 @@ static int start_section(struct parser *p, char *raw)
 	while (end > name && isspace((unsigned char)end[-1]))
 		*--end = 0;
 	p->last_name[0] = 0;
-	if (strcmp(name, "keyfs") == 0) {
-		seen = &p->keyfs_line;
-		p->sec = SEC_KEYFS;
-	} else if (strcmp(name, "access") == 0) {
-		seen = &p->access_line;
-		p->sec = SEC_ACCESS;
+	for (sec = 0; sec < N_SECTION_NAMES; sec++)
+		if (section_names[sec] && strcmp(name, section_names[sec]) == 0)
+			break;
+	if (sec < N_SECTION_NAMES) {
+		p->sec = sec;
 	} else if (strncmp(name, PURPOSE_WORD, PURPOSE_WORD_LEN) == 0 &&
 		   (!name[PURPOSE_WORD_LEN] ||
 		    isspace((unsigned char)name[PURPOSE_WORD_LEN]))) {
@@ -313,15 +382,14 @@ static int start_section(struct parser *p, char *raw)
 		return start_purpose_section(p, name);
 	} else {
 		return fail(p, p->lineno, -EINVAL,
-			    "unknown section [%s] (expected [keyfs], [access] "
-			    "or [purpose NAME])",
+			    "unknown section [%s] (expected " SECTIONS ")",
 			    kf_config_quote(q, name));
 	}
-	if (*seen)
+	if (p->section_line[sec])
 		return fail(p, p->lineno, -EINVAL,
 			    "duplicate section [%s] (first on line %d)", name,
-			    *seen);
-	*seen = p->lineno;
+			    p->section_line[sec]);
+	p->section_line[sec] = p->lineno;
 	return 1;
 }
 
@@ -421,8 +489,8 @@ static int handler(void *user, const char *section, const char *name,
 	switch (p->sec) {
 	case SEC_NONE:
 		return fail(p, p->lineno, -EINVAL,
-			    "key \"%s\" outside any section (expected "
-			    "[keyfs], [access] or [purpose NAME] first)",
+			    "key \"%s\" outside any section (expected " SECTIONS
+			    " first)",
 			    kf_config_quote(q, name));
 	case SEC_PURPOSE: {
 		struct section_purpose *s = &p->sp[p->cur];
@@ -445,13 +513,13 @@ static int handler(void *user, const char *section, const char *name,
 	}
 	case SEC_KEYFS:
 	case SEC_ACCESS:
+	case SEC_ETCD:
 		break;
 	}
 	id = find_key(p->sec, name);
 	if (id == K_COUNT)
 		return fail(p, p->lineno, -EINVAL, "unknown key \"%s\" in [%s]",
-			    kf_config_quote(q, name),
-			    p->sec == SEC_KEYFS ? "keyfs" : "access");
+			    kf_config_quote(q, name), section_names[p->sec]);
 	if (p->key_line[id])
 		return fail(p, p->lineno, -EINVAL,
 			    "duplicate key \"%s\" (first on line %d)",
@@ -500,6 +568,25 @@ static int build_purposes(struct parser *p)
 	return 1;
 }
 
+/* store against [etcd]: which key's line a refusal belongs to is known here. */
+static int finish_store(struct parser *p)
+{
+	struct kf_config *cfg = p->cfg;
+	char reason[KF_ERR_MAX];
+	const char *key;
+	int r;
+
+	if (cfg->store == KF_STORE_TYPE_FILE) {
+		if (p->section_line[SEC_ETCD])
+			return fail(p, p->section_line[SEC_ETCD], -EINVAL,
+				    "[etcd] is set but store = file; set store "
+				    "= etcd or remove the section");
+		return 1;
+	}
+	r = kf_config_etcd_finish(&cfg->etcd, &key, reason);
+	return r < 0 ? fail(p, key_line(p, key), r, "%s", reason) : 1;
+}
+
 static int finish(struct parser *p)
 {
 	struct kf_config *cfg = p->cfg;
@@ -516,13 +603,12 @@ static int finish(struct parser *p)
 	if (!cfg->audit_log &&
 	    !(cfg->audit_log = kf_path_join(cfg->state_dir, "audit.log")))
 		return fail(p, 0, -ENOMEM, "out of memory");
-	if (!build_purposes(p))
+	if (!build_purposes(p) || !finish_store(p))
 		return 0;
 	if (cfg->mountpoint &&
 	    (bad = kf_config_under_mountpoint(cfg, cfg->mountpoint, &key))) {
-		enum key_id id = find_key(SEC_KEYFS, key);
 		/* A key left at its default: the mountpoint's line. */
-		int line = id < K_COUNT ? p->key_line[id] : 0;
+		int line = key_line(p, key);
 
 		return fail(p, line ? line : p->key_line[K_MOUNTPOINT], -EINVAL,
 			    "%s %s lies under the mountpoint %s", key, bad,

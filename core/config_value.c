@@ -20,22 +20,16 @@
 #define ID_BUF_HINT 16384	/* getpwnam_r buffer when sysconf has no hint */
 #define ID_BUF_MAX (1u << 24)	/* it doubles on ERANGE up to this */
 
-static const struct {
-	char suffix;
-	uint64_t seconds;
-} interval_units[] = {
-    {'s', 1},
-    {'m', 60},
-    {'h', 3600},
-    {'d', DAY_SECONDS},
+static const struct kf_config_unit interval_units[] = {
+    {"s", 1},
+    {"m", 60},
+    {"h", 3600},
+    {"d", DAY_SECONDS},
 };
 
 #define N_INTERVAL_UNITS (sizeof(interval_units) / sizeof(interval_units[0]))
 
-/* Writes the reason; returns err, for `return refuse(...)`. */
-static int refuse(char reason[KF_ERR_MAX], int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int refuse(char reason[KF_ERR_MAX], int err, const char *fmt, ...)
+int kf_config_refuse(char reason[KF_ERR_MAX], int err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -70,8 +64,9 @@ int kf_config_parse_choice(const char *key, const char *value,
 	for (int i = 0; i < 2; i++)
 		if (strcmp(value, names[i]) == 0)
 			return i;
-	return refuse(reason, -EINVAL, "bad %s \"%s\": expected %s or %s", key,
-		      kf_config_quote(q, value), names[0], names[1]);
+	return kf_config_refuse(reason, -EINVAL,
+				"bad %s \"%s\": expected %s or %s", key,
+				kf_config_quote(q, value), names[0], names[1]);
 }
 
 int kf_config_parse_uint(const char *key, const char *value, unsigned min,
@@ -81,53 +76,70 @@ int kf_config_parse_uint(const char *key, const char *value, unsigned min,
 	uint64_t v;
 
 	if (kf_parse_u64(value, max, &v) < 0 || v < min)
-		return refuse(reason, -EINVAL,
-			      "%s must be a whole number from %u to %u, not "
-			      "\"%s\"",
-			      key, min, max, kf_config_quote(q, value));
+		return kf_config_refuse(
+		    reason, -EINVAL,
+		    "%s must be a whole number from %u to %u, not "
+		    "\"%s\"",
+		    key, min, max, kf_config_quote(q, value));
 	*ret = (unsigned)v;
 	return 0;
+}
+
+int kf_config_parse_amount(const char *value,
+			   const struct kf_config_unit *units, size_t n,
+			   uint64_t max, uint64_t *ret)
+{
+	size_t len = strspn(value, "0123456789");
+	char digits[KF_ERR_MAX];
+	uint64_t v;
+	int r;
+
+	if (len == 0)
+		return -EINVAL;
+	for (size_t u = 0; u < n; u++) {
+		if (strcmp(value + len, units[u].suffix) != 0)
+			continue;
+		/* A line is shorter than this: only a huge number gets here. */
+		if (len >= sizeof(digits))
+			return -ERANGE;
+		memcpy(digits, value, len);
+		digits[len] = 0;
+		r = kf_parse_u64(digits, max / units[u].scale, &v);
+		if (r < 0)
+			return r;
+		*ret = v * units[u].scale;
+		return 0;
+	}
+	return -EINVAL;
 }
 
 int kf_config_parse_interval(const char *value, int64_t *ret,
 			     char reason[KF_ERR_MAX])
 {
-	const uint64_t max = (uint64_t)INTERVAL_MAX_DAYS * DAY_SECONDS;
-	size_t n = strspn(value, "0123456789"), u = 0;
-	char q[KF_CONFIG_QUOTE_SIZE], digits[KF_ERR_MAX];
+	char q[KF_CONFIG_QUOTE_SIZE];
 	uint64_t v = 0;
-	int r = -EINVAL;
+	int r;
 
 	if (strcmp(value, "0") == 0) {
 		*ret = 0;
 		return 0;
 	}
-	while (u < N_INTERVAL_UNITS && interval_units[u].suffix != value[n])
-		u++;
-	/* Digits, one unit letter, nothing after it. */
-	if (n > 0 && u < N_INTERVAL_UNITS && !value[n + 1]) {
-		/* A line is shorter than this: only a huge number gets here. */
-		if (n >= sizeof(digits)) {
-			r = -ERANGE;
-		} else {
-			memcpy(digits, value, n);
-			digits[n] = 0;
-			r = kf_parse_u64(digits,
-					 max / interval_units[u].seconds, &v);
-		}
-	}
+	r = kf_config_parse_amount(value, interval_units, N_INTERVAL_UNITS,
+				   (uint64_t)INTERVAL_MAX_DAYS * DAY_SECONDS,
+				   &v);
 	if (r == -ERANGE)
-		return refuse(reason, -EINVAL,
-			      "rotate_interval \"%s\" is too large (at most "
-			      "%dd)",
-			      kf_config_quote(q, value), INTERVAL_MAX_DAYS);
+		return kf_config_refuse(
+		    reason, -EINVAL,
+		    "rotate_interval \"%s\" is too large (at "
+		    "most %dd)",
+		    kf_config_quote(q, value), INTERVAL_MAX_DAYS);
 	if (r < 0 || v == 0)
-		return refuse(reason, -EINVAL,
-			      "bad rotate_interval \"%s\": expected 0 (off) or "
-			      "a positive whole number followed by s, m, h or "
-			      "d, e.g. 90d",
-			      kf_config_quote(q, value));
-	*ret = (int64_t)(v * interval_units[u].seconds);
+		return kf_config_refuse(
+		    reason, -EINVAL,
+		    "bad rotate_interval \"%s\": expected 0 (off) or a "
+		    "positive whole number followed by s, m, h or d, e.g. 90d",
+		    kf_config_quote(q, value));
+	*ret = (int64_t)v;
 	return 0;
 }
 
@@ -200,18 +212,19 @@ static int resolve_id(const char *name, bool group, uint32_t *ret,
 
 	if (all_digits(name)) {
 		if (!parse_id(name, ret))
-			return refuse(reason, -EINVAL,
-				      "%s id \"%s\" out of range", what,
-				      kf_config_quote(q, name));
+			return kf_config_refuse(reason, -EINVAL,
+						"%s id \"%s\" out of range",
+						what, kf_config_quote(q, name));
 		return 0;
 	}
 	r = lookup_id(name, group, ret);
 	if (r == -ENOENT)
-		return refuse(reason, -EINVAL, "unknown %s \"%s\"", what,
-			      kf_config_quote(q, name));
+		return kf_config_refuse(reason, -EINVAL, "unknown %s \"%s\"",
+					what, kf_config_quote(q, name));
 	if (r < 0)
-		return refuse(reason, r, "looking up %s \"%s\": %s", what,
-			      kf_config_quote(q, name), strerror(-r));
+		return kf_config_refuse(reason, r, "looking up %s \"%s\": %s",
+					what, kf_config_quote(q, name),
+					strerror(-r));
 	return 0;
 }
 
@@ -225,22 +238,25 @@ int kf_config_parse_access(const char *key, const char *value,
 	int r;
 
 	if (strlen(value) >= sizeof(buf))
-		return refuse(reason, -EINVAL, "%s: value too long", key);
+		return kf_config_refuse(reason, -EINVAL, "%s: value too long",
+					key);
 	strcpy(buf, value);
 	who = strtok_r(buf, " \t", &save);
 	mode = who ? strtok_r(NULL, " \t", &save) : NULL;
 	rest = mode ? strtok_r(NULL, " \t", &save) : NULL;
 	if (!who || !mode || rest)
-		return refuse(reason, -EINVAL,
-			      "%s: expected owner:group MODE (e.g. root:root "
-			      "0400), not \"%s\"",
-			      key, kf_config_quote(q, value));
+		return kf_config_refuse(
+		    reason, -EINVAL,
+		    "%s: expected owner:group MODE (e.g. root:root "
+		    "0400), not \"%s\"",
+		    key, kf_config_quote(q, value));
 	colon = strchr(who, ':');
 	if (!colon || colon == who || !colon[1] || strchr(colon + 1, ':'))
-		return refuse(reason, -EINVAL,
-			      "%s: expected owner:group with one ':' (e.g. "
-			      "root:root 0400), not \"%s\"",
-			      key, kf_config_quote(q, who));
+		return kf_config_refuse(
+		    reason, -EINVAL,
+		    "%s: expected owner:group with one ':' (e.g. "
+		    "root:root 0400), not \"%s\"",
+		    key, kf_config_quote(q, who));
 	*colon = 0;
 	r = resolve_id(who, false, &uid, reason);
 	if (r == 0)
@@ -250,11 +266,12 @@ int kf_config_parse_access(const char *key, const char *value,
 	n = strlen(mode);
 	if ((n != 3 && n != 4) || mode[0] != '0' ||
 	    strspn(mode, "01234567") != n)
-		return refuse(reason, -EINVAL,
-			      "%s: bad mode \"%s\": expected octal with a "
-			      "leading 0 such as 0440, without setuid, setgid "
-			      "or sticky bits",
-			      key, kf_config_quote(q, mode));
+		return kf_config_refuse(
+		    reason, -EINVAL,
+		    "%s: bad mode \"%s\": expected octal with a "
+		    "leading 0 such as 0440, without setuid, setgid "
+		    "or sticky bits",
+		    key, kf_config_quote(q, mode));
 	ret->uid = (uid_t)uid;
 	ret->gid = (gid_t)gid;
 	ret->mode = (mode_t)strtoul(mode, NULL, 8);
@@ -269,35 +286,37 @@ int kf_config_parse_purposes(const char *value, kf_config_purpose_name **list,
 
 	copy = strdup(value);
 	if (!copy)
-		return refuse(reason, -ENOMEM, "out of memory");
+		return kf_config_refuse(reason, -ENOMEM, "out of memory");
 	for (tok = strtok_r(copy, " \t,", &save); tok;
 	     tok = strtok_r(NULL, " \t,", &save)) {
 		kf_config_purpose_name *grown;
 
 		if (!kf_purpose_valid(tok)) {
-			r = refuse(reason, -EINVAL,
-				   "invalid purpose name \"%s\" in purposes: "
-				   "must match [a-z0-9][a-z0-9_-]{0,%d}",
-				   kf_config_quote(q, tok), KF_PURPOSE_MAX - 1);
+			r = kf_config_refuse(
+			    reason, -EINVAL,
+			    "invalid purpose name \"%s\" in purposes: "
+			    "must match [a-z0-9][a-z0-9_-]{0,%d}",
+			    kf_config_quote(q, tok), KF_PURPOSE_MAX - 1);
 			break;
 		}
 		for (size_t i = 0; i < *n && r == 0; i++)
 			if (strcmp((*list)[i], tok) == 0)
-				r = refuse(reason, -EINVAL,
-					   "duplicate purpose \"%s\" in "
-					   "purposes",
-					   tok);
+				r = kf_config_refuse(
+				    reason, -EINVAL,
+				    "duplicate purpose \"%s\" in "
+				    "purposes",
+				    tok);
 		if (r < 0)
 			break;
 		if (*n >= KF_CONFIG_MAX_PURPOSES) {
-			r = refuse(reason, -EINVAL,
-				   "too many purposes (at most %d)",
-				   KF_CONFIG_MAX_PURPOSES);
+			r = kf_config_refuse(reason, -EINVAL,
+					     "too many purposes (at most %d)",
+					     KF_CONFIG_MAX_PURPOSES);
 			break;
 		}
 		grown = realloc(*list, (*n + 1) * sizeof(**list));
 		if (!grown) {
-			r = refuse(reason, -ENOMEM, "out of memory");
+			r = kf_config_refuse(reason, -ENOMEM, "out of memory");
 			break;
 		}
 		*list = grown;

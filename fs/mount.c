@@ -58,20 +58,18 @@ static char *resolve(const char *path)
 
 static int check_paths(const struct kf_config *cfg, const char *mnt)
 {
-	const char *paths[] = {cfg->state_dir, cfg->backup_dir, cfg->audit_log,
-			       cfg->master_key_file};
-	const char *names[] = {"state_dir", "backup_dir", "audit_log",
-			       "master_key_file"};
+	struct kf_config_path paths[KF_CONFIG_PATHS_MAX];
+	size_t n = kf_config_paths(cfg, paths);
 	int r = 0;
 
-	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
-		char *p = resolve(paths[i]);
+	for (size_t i = 0; i < n; i++) {
+		char *p = resolve(paths[i].path);
 
 		if (p && kf_path_under(p, mnt)) {
 			kf_log(LOG_ERR,
 			       "%s %s lies under the mountpoint %s; "
 			       "refusing to start",
-			       names[i], paths[i], mnt);
+			       paths[i].key, paths[i].path, mnt);
 			r = -EINVAL;
 		}
 		free(p);

@@ -2,12 +2,14 @@
 /*
  * Unit tests of core/config: defaults, the shipped configurations, every kind
  * of bad input refused with "file:line: reason", access specifications,
- * purposes, path resolution, the environment and the mountpoint rule.
+ * purposes, path resolution, the environment, the mountpoint rule, and
+ * `store` with its [etcd] section.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +112,16 @@ Test(config, defaults)
 		cr_assert_str_eq(cfg->purposes[i].name, seeds[i]);
 		assert_access(&cfg->purposes[i].access, 0, 0, 0400, seeds[i]);
 	}
+	/* The file store, and nothing of etcd. */
+	cr_assert(cfg->store == KF_STORE_TYPE_FILE);
+	cr_assert_null(cfg->etcd.endpoints);
+	cr_assert_eq(cfg->etcd.n_endpoints, 0);
+	cr_assert_null(cfg->etcd.prefix);
+	cr_assert_str_eq(cfg->etcd.node, "");
+	cr_assert_eq(cfg->etcd.timeout_ms, 0);
+	cr_assert_null(cfg->etcd.cacert);
+	cr_assert_null(cfg->etcd.user);
+	cr_assert_null(cfg->etcd.password_file);
 	cr_assert(kf_config_free(cfg) == NULL);
 }
 
@@ -210,6 +222,45 @@ Test(config, example_keyfs_ini_parses)
 		      "pii");
 	cr_assert_null(kf_config_purpose(cfg, "nope"));
 	kf_config_free(cfg);
+	free(path);
+}
+
+/* The commented [etcd] example of etc/keyfs.ini, uncommented, with store =
+ * etcd. */
+Test(config, example_etcd_block_parses)
+{
+	char *path = kf_path_join(kt_srcdir(), "etc/keyfs.ini");
+	char *text = kt_read_file_ok(path, NULL), *store, *out, *o;
+	struct kf_config *cfg = NULL;
+	char err[KF_ERR_MAX] = "";
+
+	store = strstr(text, "\nstore = file\n");
+	cr_assert(store, "no \"store = file\" line");
+	memcpy(store + strlen("\nstore = "), "etcd", 4);
+	out = o = malloc(strlen(text) + 1);
+	for (const char *c = text; *c; c++) {
+		/* ";key = value" and ";[etcd]", not "; text". */
+		bool line_start = c == text || c[-1] == '\n';
+
+		if (!(line_start && c[0] == ';' && c[1] && c[1] != ' ' &&
+		      c[1] != '\n'))
+			*o++ = *c;
+	}
+	*o = 0;
+	cr_assert(kf_config_parse(out, "keyfs.ini", "/etc/keyfs", &cfg, err) ==
+		      0,
+		  "%s\n--- text:\n%s", err, out);
+	cr_assert(cfg->store == KF_STORE_TYPE_ETCD);
+	cr_assert_eq(cfg->etcd.n_endpoints, 3);
+	cr_assert_str_eq(cfg->etcd.prefix, KF_ETCD_PREFIX_DEFAULT);
+	cr_assert_str_eq(cfg->etcd.node, "node1");
+	cr_assert_eq(cfg->etcd.timeout_ms, 2000);
+	cr_assert_not_null(cfg->etcd.cacert);
+	cr_assert_not_null(cfg->etcd.key);
+	cr_assert_not_null(cfg->etcd.password_file);
+	kf_config_free(cfg);
+	free(out);
+	free(text);
 	free(path);
 }
 
@@ -768,4 +819,440 @@ Test(config, free_null)
 {
 	cr_assert_null(kf_config_free(NULL));
 	cr_assert_null(kf_config_purpose(NULL, "phi"));
+}
+
+/* --- store and [etcd] ---------------------------------------------------- */
+
+/* The smallest etcd configuration; a key added to it is on line 5. */
+#define ETCD_MIN "[keyfs]\nstore = etcd\n[etcd]\nendpoints = http://e1:2379\n"
+#define ETCD_HTTPS                                                             \
+	"[keyfs]\nstore = etcd\n[etcd]\nendpoints = https://e1:2379\n"
+
+/* Asserts that "[etcd] key = value" on line 5 is refused with want. */
+static void etcd_bad(const char *key, const char *value, const char *want)
+{
+	char text[512];
+
+	cr_assert((size_t)snprintf(text, sizeof(text), ETCD_MIN "%s = %s\n",
+				   key, value) < sizeof(text));
+	parse_bad(text, 5, want);
+}
+
+/* ETCD_MIN with "key = value" on line 5. */
+static struct kf_config *etcd_ok(const char *key, const char *value)
+{
+	char text[512];
+
+	cr_assert((size_t)snprintf(text, sizeof(text), ETCD_MIN "%s = %s\n",
+				   key, value) < sizeof(text));
+	return parse_ok(text);
+}
+
+/* This test process gets a UTS namespace of its own with host name `name`. */
+static void set_host_name(const char *name)
+{
+	cr_assert(unshare(CLONE_NEWUTS) == 0,
+		  "unshare(CLONE_NEWUTS): %s (this test needs root)",
+		  strerror(errno));
+	cr_assert(sethostname(name, strlen(name)) == 0, "sethostname: %s",
+		  strerror(errno));
+}
+
+/* A string the length of a limit: c repeated, after `first`. */
+static char *repeat(const char *first, char c, size_t len)
+{
+	char *s = malloc(len + 1);
+
+	cr_assert(s);
+	memset(s, c, len);
+	memcpy(s, first, strlen(first));
+	s[len] = 0;
+	return s;
+}
+
+Test(config, store_file_or_etcd)
+{
+	struct kf_config *cfg = parse_ok("[keyfs]\nstore = file\n");
+
+	cr_assert(cfg->store == KF_STORE_TYPE_FILE);
+	cr_assert_null(cfg->etcd.endpoints);
+	kf_config_free(cfg);
+	cfg = parse_ok(ETCD_MIN);
+	cr_assert(cfg->store == KF_STORE_TYPE_ETCD);
+	kf_config_free(cfg);
+	parse_bad("[keyfs]\n\nstore = files\n", 3,
+		  "bad store \"files\": expected file or etcd");
+	parse_bad("[keyfs]\nstore = Etcd\n", 2, "bad store");
+	parse_bad("[keyfs]\nstore =\n", 2, "bad store");
+}
+
+Test(config, etcd_every_key_set)
+{
+	struct kf_config *cfg = parse_ok(
+	    "[keyfs]\n"
+	    "store = etcd\n"
+	    "[etcd]\n"
+	    "endpoints = https://a.example:2379/ ,http://10.0.0.2:2379,  "
+	    "https://[::1]:2379\n"
+	    "prefix = /keyfs/c-1.x_y\n"
+	    "node = Node-1.example_x\n"
+	    "timeout = 500ms\n"
+	    "cacert = tls/ca.pem\n"
+	    "cert = /etc/keyfs/etcd.pem\n"
+	    "key = ./tls/../etcd.key\n"
+	    "user = keyfs\n"
+	    "password_file = ../secret/etcd.pw\n");
+	const struct kf_etcd_settings *e = &cfg->etcd;
+
+	cr_assert(cfg->store == KF_STORE_TYPE_ETCD);
+	cr_assert_eq(e->n_endpoints, 3);
+	cr_assert_str_eq(e->endpoints[0], "https://a.example:2379");
+	cr_assert_str_eq(e->endpoints[1], "http://10.0.0.2:2379");
+	cr_assert_str_eq(e->endpoints[2], "https://[::1]:2379");
+	cr_assert_str_eq(e->prefix, "/keyfs/c-1.x_y");
+	cr_assert_str_eq(e->node, "Node-1.example_x");
+	cr_assert_eq(e->timeout_ms, 500);
+	cr_assert_str_eq(e->cacert, "/base/tls/ca.pem");
+	cr_assert_str_eq(e->cert, "/etc/keyfs/etcd.pem");
+	cr_assert_str_eq(e->key, "/base/etcd.key");
+	cr_assert_str_eq(e->user, "keyfs");
+	cr_assert_str_eq(e->password_file, "/secret/etcd.pw");
+	kf_config_free(cfg);
+}
+
+Test(config, etcd_defaults)
+{
+	struct kf_config *cfg = parse_ok(ETCD_MIN);
+	char host[256] = "";
+
+	cr_assert(gethostname(host, sizeof(host) - 1) == 0);
+	cr_assert_eq(cfg->etcd.n_endpoints, 1);
+	cr_assert_str_eq(cfg->etcd.endpoints[0], "http://e1:2379");
+	cr_assert_str_eq(cfg->etcd.prefix, KF_ETCD_PREFIX_DEFAULT);
+	cr_assert_str_eq(cfg->etcd.node, host);
+	cr_assert_eq(cfg->etcd.timeout_ms, 2000);
+	cr_assert_null(cfg->etcd.cacert);
+	cr_assert_null(cfg->etcd.cert);
+	cr_assert_null(cfg->etcd.key);
+	cr_assert_null(cfg->etcd.user);
+	cr_assert_null(cfg->etcd.password_file);
+	kf_config_free(cfg);
+}
+
+Test(config, etcd_default_node_is_the_host_name)
+{
+	struct kf_config *cfg;
+
+	set_host_name("kf-node_7.example");
+	cfg = parse_ok(ETCD_MIN);
+	cr_assert_str_eq(cfg->etcd.node, "kf-node_7.example");
+	kf_config_free(cfg);
+	/* Given, node wins. */
+	cfg = etcd_ok("node", "n1");
+	cr_assert_str_eq(cfg->etcd.node, "n1");
+	kf_config_free(cfg);
+}
+
+Test(config, etcd_host_name_unfit_for_node)
+{
+	char *too_long = repeat("", 'a', KF_NODE_NAME_MAX + 1);
+	struct kf_config *cfg;
+
+	set_host_name("kf host");
+	/* Only a problem for the etcd store. */
+	cfg = parse_ok("[keyfs]\nstore = file\n");
+	kf_config_free(cfg);
+	parse_bad(ETCD_MIN, 2, "host name \"kf host\"");
+	parse_bad(ETCD_MIN, 2, "set node in [etcd]");
+	cfg = etcd_ok("node", "n1");
+	cr_assert_str_eq(cfg->etcd.node, "n1");
+	kf_config_free(cfg);
+
+	set_host_name(too_long);
+	parse_bad(ETCD_MIN, 2, "set node in [etcd]");
+	free(too_long);
+}
+
+Test(config, etcd_section_keys)
+{
+	parse_bad(ETCD_MIN "endpoint = http://e2:2379\n", 5,
+		  "unknown key \"endpoint\" in [etcd]");
+	parse_bad(ETCD_MIN "mode = production\n", 5,
+		  "unknown key \"mode\" in [etcd]");
+	parse_bad("[keyfs]\nendpoints = http://a:1\n", 2,
+		  "unknown key \"endpoints\" in [keyfs]");
+	parse_bad(ETCD_MIN "prefix = /a\nprefix = /b\n", 6,
+		  "duplicate key \"prefix\" (first on line 5)");
+	parse_bad(ETCD_MIN "endpoints = http://e2:2379\n", 5,
+		  "duplicate key \"endpoints\" (first on line 4)");
+	parse_bad(ETCD_MIN "[etcd]\n", 5,
+		  "duplicate section [etcd] (first on line 3)");
+	parse_bad("[etc]\n", 1, "[etcd]");
+	parse_bad("endpoints = http://a:1\n", 1, "[etcd]");
+}
+
+Test(config, etcd_endpoints_parsed)
+{
+	char text[256];
+	size_t len;
+	struct kf_config *cfg;
+
+	/* 16 endpoints, the most, on one line of at most 198 characters. */
+	len = (size_t)snprintf(text, sizeof(text),
+			       "[keyfs]\nstore = etcd\n[etcd]\nendpoints = ");
+	for (int i = 1; i <= 16; i++)
+		len += (size_t)snprintf(text + len, sizeof(text) - len,
+					"%shttp://a%d", i > 1 ? "," : "", i);
+	snprintf(text + len, sizeof(text) - len, "\n");
+	cfg = parse_ok(text);
+	cr_assert_eq(cfg->etcd.n_endpoints, 16);
+	cr_assert_str_eq(cfg->etcd.endpoints[15], "http://a16");
+	kf_config_free(cfg);
+
+	/* One more is too many. */
+	snprintf(text + len, sizeof(text) - len, ",http://a17\n");
+	parse_bad(text, 4, "too many endpoints (at most 16)");
+}
+
+Test(config, etcd_bad_endpoints)
+{
+	static const char *const bad_url[] = {
+	    "a:2379",		"ftp://a:1",	   "HTTP://a:1",
+	    "http://",		"http:///",	   "https://:2379",
+	    "http://a:2379/v3", "http://a:2379//", "http://a b:2379",
+	    "http://a:",	"http://a:x",	   "http://a:65536",
+	    "http://a:0",	"http://u@a:1",	   "http://a?x",
+	    "http://a#x",	"http://[::1",	   "http://a:1 http://b:1",
+	};
+	static const struct {
+		const char *value, *want;
+	} bad[] = {
+	    {"", "endpoints must not be empty"},
+	    {"http://a:1,,http://b:1", "empty endpoint in endpoints"},
+	    {"http://a:1,", "empty endpoint in endpoints"},
+	    {" , http://a:1", "empty endpoint in endpoints"},
+	    {"http://a:1, http://a:1/", "duplicate endpoint \"http://a:1\""},
+	    {"http://A:1,http://a:1", "duplicate endpoint"},
+	};
+
+	for (size_t i = 0; i < sizeof(bad_url) / sizeof(bad_url[0]); i++) {
+		char text[256], want[128];
+
+		snprintf(text, sizeof(text),
+			 "[keyfs]\nstore = etcd\n[etcd]\nendpoints = %s\n",
+			 bad_url[i]);
+		snprintf(want, sizeof(want), "bad endpoint \"%s\" in endpoints",
+			 bad_url[i]);
+		parse_bad(text, 4, want);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[256];
+
+		snprintf(text, sizeof(text),
+			 "[keyfs]\nstore = etcd\n[etcd]\nendpoints = %s\n",
+			 bad[i].value);
+		parse_bad(text, 4, bad[i].want);
+	}
+}
+
+Test(config, etcd_prefix)
+{
+	static const char *const bad[] = {"",	     "keyfs",	   "/",
+					  "/keyfs/", "/a//b",	   "/a b",
+					  "/a*b",    "/k\xc3\xa9", "//"};
+	char *longest = repeat("/", 'p', 128);
+	char *too_long = repeat("/", 'p', 129);
+	const char *good[] = {"/a", "/A.z_0-9/x", longest};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		etcd_bad("prefix", bad[i], "bad prefix");
+	etcd_bad("prefix", too_long, "bad prefix");
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct kf_config *cfg = etcd_ok("prefix", good[i]);
+
+		cr_assert_str_eq(cfg->etcd.prefix, good[i]);
+		kf_config_free(cfg);
+	}
+	free(longest);
+	free(too_long);
+}
+
+Test(config, etcd_node)
+{
+	static const char *const bad[] = {"",	 "-a",	".a",  "_a",
+					  "a b", "a/b", "a:b", "n\xc3\xa9"};
+	char *longest = repeat("", 'n', KF_NODE_NAME_MAX);
+	char *too_long = repeat("", 'n', KF_NODE_NAME_MAX + 1);
+	const char *good[] = {"n", "9.a_b-C", longest};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		etcd_bad("node", bad[i], "bad node");
+	etcd_bad("node", too_long, "bad node");
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct kf_config *cfg = etcd_ok("node", good[i]);
+
+		cr_assert_str_eq(cfg->etcd.node, good[i]);
+		kf_config_free(cfg);
+	}
+	free(longest);
+	free(too_long);
+}
+
+Test(config, etcd_timeout)
+{
+	static const char *const bad[] = {"",	  "s",
+					  "ms",	  "2m",
+					  "2h",	  "1.5s",
+					  "-1s",  "2 s",
+					  "2S",	  "2sec",
+					  "2ms5", "0x10s",
+					  "+2s",  "99999999999999999999s"};
+	static const char *const out_of_range[] = {"0ms", "0s", "99ms", "61s",
+						   "60001ms"};
+	static const struct {
+		const char *text;
+		int ms;
+	} good[] = {
+	    {"100ms", 100}, {"500ms", 500},	{"2s", 2000},
+	    {"60s", 60000}, {"60000ms", 60000}, {"007s", 7000},
+	};
+
+	etcd_bad("timeout", "2", "units ms or s");
+	etcd_bad("timeout", "2000", "bad timeout \"2000\"");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		etcd_bad("timeout", bad[i], "timeout");
+	for (size_t i = 0; i < sizeof(out_of_range) / sizeof(out_of_range[0]);
+	     i++)
+		etcd_bad("timeout", out_of_range[i], "from 100ms to 60s");
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct kf_config *cfg = etcd_ok("timeout", good[i].text);
+
+		cr_assert_eq(cfg->etcd.timeout_ms, good[i].ms, "%s gave %d",
+			     good[i].text, cfg->etcd.timeout_ms);
+		kf_config_free(cfg);
+	}
+}
+
+Test(config, etcd_cert_and_key_together)
+{
+	struct kf_config *cfg;
+
+	parse_bad(ETCD_HTTPS "cert = c.pem\n", 5, "cert is set without key");
+	parse_bad(ETCD_HTTPS "\nkey = k.pem\n", 6, "key is set without cert");
+	parse_bad(ETCD_HTTPS "cert = c.pem\nkey =\n", 5,
+		  "cert is set without key");
+	cfg = parse_ok(ETCD_HTTPS "key = k.pem\ncert = c.pem\n");
+	cr_assert_str_eq(cfg->etcd.cert, "/base/c.pem");
+	cr_assert_str_eq(cfg->etcd.key, "/base/k.pem");
+	cr_assert_null(cfg->etcd.cacert);
+	kf_config_free(cfg);
+	cfg = parse_ok(ETCD_HTTPS "cacert = ca.pem\n");
+	cr_assert_str_eq(cfg->etcd.cacert, "/base/ca.pem");
+	cr_assert_null(cfg->etcd.cert);
+	kf_config_free(cfg);
+}
+
+Test(config, etcd_user_and_password_file_together)
+{
+	struct kf_config *cfg;
+
+	etcd_bad("user", "keyfs", "user is set without password_file");
+	etcd_bad("password_file", "/etc/keyfs/etcd.pw",
+		 "password_file is set without user");
+	parse_bad(ETCD_MIN "user =\npassword_file = pw\n", 6,
+		  "password_file is set without user");
+	cfg = parse_ok(ETCD_MIN "password_file = pw\nuser = kf\n");
+	cr_assert_str_eq(cfg->etcd.user, "kf");
+	cr_assert_str_eq(cfg->etcd.password_file, "/base/pw");
+	kf_config_free(cfg);
+}
+
+Test(config, store_etcd_needs_endpoints)
+{
+	parse_bad("[keyfs]\nstore = etcd\n", 2,
+		  "store = etcd needs endpoints in [etcd]");
+	parse_bad("[etcd]\nprefix = /a\n[keyfs]\nmode = production\n"
+		  "store = etcd\n",
+		  5, "store = etcd needs endpoints in [etcd]");
+}
+
+Test(config, etcd_section_needs_store_etcd)
+{
+	static const char *const want =
+	    "[etcd] is set but store = file; set store = etcd or remove the "
+	    "section";
+
+	parse_bad("[keyfs]\nmode = production\n[etcd]\n"
+		  "endpoints = http://a:1\n",
+		  3, want);
+	parse_bad("[keyfs]\nstore = file\n\n[etcd]\n", 4, want);
+	parse_bad("[etcd]\n", 1, want);
+}
+
+Test(config, etcd_tls_needs_https)
+{
+	struct kf_config *cfg;
+
+	parse_bad(ETCD_MIN "cacert = /ca.pem\n", 5,
+		  "cacert is set but every endpoint is http://");
+	parse_bad(ETCD_MIN "cacert = /ca.pem\n", 5,
+		  "cacert/cert/key need https:// endpoints");
+	/* The first of cacert, cert and key that is set. */
+	parse_bad(ETCD_MIN "\nkey = /k\ncert = /c\n", 7,
+		  "cert is set but every endpoint is http://");
+	cfg = parse_ok("[keyfs]\nstore = etcd\n[etcd]\n"
+		       "endpoints = http://a:1, https://b:1\n"
+		       "cacert = /ca.pem\n");
+	cr_assert_str_eq(cfg->etcd.cacert, "/ca.pem");
+	kf_config_free(cfg);
+}
+
+Test(config, etcd_paths_under_mountpoint_refused)
+{
+	struct kf_config *cfg;
+	char err[KF_ERR_MAX] = "";
+
+	parse_bad("[keyfs]\nmountpoint = /run/kf\nstore = etcd\n[etcd]\n"
+		  "endpoints = https://a:1\ncacert = /run/kf/ca.pem\n",
+		  6, "cacert /run/kf/ca.pem lies under the mountpoint /run/kf");
+	parse_bad("[keyfs]\nmountpoint = /run/kf\nstore = etcd\n[etcd]\n"
+		  "endpoints = https://a:1\ncert = /c\nkey = /run/kf/k\n",
+		  7, "key /run/kf/k lies under the mountpoint");
+	/* Relative: resolved against the file's directory first. */
+	parse_bad("[keyfs]\nmountpoint = /base/mnt\nstore = etcd\n[etcd]\n"
+		  "endpoints = http://a:1\nuser = kf\npassword_file = mnt/pw\n",
+		  7, "password_file /base/mnt/pw lies under the mountpoint");
+
+	cfg = parse_ok("[keyfs]\nstore = etcd\n[etcd]\n"
+		       "endpoints = https://a:1\ncert = /srv/tls/c\n"
+		       "key = /srv/tls/k\n");
+	cr_assert(kf_config_set_mountpoint(cfg, "/srv/tls", err) == -EINVAL);
+	cr_assert(kt_contains(err, "cert /srv/tls/c lies under the mountpoint "
+				   "/srv/tls"),
+		  "%s", err);
+	cr_assert_null(cfg->mountpoint, "changed on failure");
+	cr_assert(kf_config_set_mountpoint(cfg, "/srv/tls2", err) == 0, "%s",
+		  err);
+	kf_config_free(cfg);
+}
+
+Test(config, paths_keyfs_opens)
+{
+	static const char *const keys[] = {
+	    "state_dir", "backup_dir", "audit_log", "master_key_file",
+	    "cacert",	 "cert",       "key",	    "password_file"};
+	struct kf_config_path paths[KF_CONFIG_PATHS_MAX];
+	struct kf_config *cfg = parse_ok("");
+
+	cr_assert_eq(kf_config_paths(cfg, paths), 4);
+	cr_assert_str_eq(paths[3].key, "master_key_file");
+	cr_assert_str_eq(paths[3].path, "/etc/keyfs/master.key");
+	kf_config_free(cfg);
+	cfg = parse_ok(ETCD_HTTPS "cacert = /t/ca\ncert = /t/c\nkey = /t/k\n"
+				  "user = u\npassword_file = /t/pw\n");
+	cr_assert_eq(kf_config_paths(cfg, paths), KF_CONFIG_PATHS_MAX);
+	for (size_t i = 0; i < KF_CONFIG_PATHS_MAX; i++)
+		cr_assert_str_eq(paths[i].key, keys[i]);
+	cr_assert_str_eq(paths[7].path, "/t/pw");
+	kf_config_free(cfg);
 }
