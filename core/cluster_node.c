@@ -169,6 +169,8 @@ static int serve(struct kf_manager *m, const uint8_t *blob, size_t len,
 	cl->blob_len = len;
 	cl->info = *info;
 	cl->revision = rev;
+	cl->rotated_ms = info->change == KF_CHANGE_ROTATE ? kf_time_mono_ms()
+							   : 0;
 	pthread_mutex_lock(&cl->lock);
 	cl->shown = *info;
 	pthread_mutex_unlock(&cl->lock);
@@ -249,6 +251,9 @@ int kf_mgr_cluster_adopt(struct kf_manager *m, const uint8_t *blob,
 	json_t *rec;
 	int r;
 
+	/* Refused once (audited, alerted): not again every second. */
+	if (rev > 0 && rev == cl->refused)
+		return -EBADMSG;
 	r = kf_cluster_unseal(m->keys->cluster, m->cfg->etcd.prefix, blob, len,
 			      &info, &kr, why);
 	if (r == 0)
@@ -256,6 +261,10 @@ int kf_mgr_cluster_adopt(struct kf_manager *m, const uint8_t *blob,
 	if (r < 0) {
 		refuse(m, r == -EBADMSG && kr ? &info : NULL, why);
 		kf_keyring_unref(kr);
+		cl->refused = rev;
+		pthread_mutex_lock(&cl->lock);
+		snprintf(cl->refused_why, sizeof(cl->refused_why), "%s", why);
+		pthread_mutex_unlock(&cl->lock);
 		return r;
 	}
 	if (r == 0) {
@@ -431,6 +440,7 @@ static int load_remote(struct kf_manager *m, bool have_copy,
 	}
 	r = kf_mgr_cluster_adopt(m, kv.value, kv.len, kv.mod_revision);
 	kf_etcd_kv_clear(&kv);
+	m->cl->rotated_ms = 0; /* a start is no rotation to coalesce with */
 	if (r < 0) {
 		/* Refused and alerted; serve the copy, refuse changes. */
 		snprintf(why, sizeof(why),
@@ -471,6 +481,7 @@ int kf_mgr_cluster_load(struct kf_manager *m, char err[KF_ERR_MAX])
 			       ": the log was truncated or replaced",
 			       m->cfg->audit_log, tail.seq, anchor.seq);
 		r = serve(m, blob, len, &info, 0, kr);
+		m->cl->rotated_ms = 0;
 		kf_keyring_unref(kr);
 		free(blob);
 		if (r < 0) {

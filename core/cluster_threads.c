@@ -317,6 +317,17 @@ static int reconcile(struct kf_manager *m, bool was_ok, char err[KF_ERR_MAX])
 		if (kv.mod_revision != cl->revision)
 			a = kf_mgr_cluster_adopt(m, kv.value, kv.len,
 						 kv.mod_revision);
+		/* A refused keyring in etcd: no change can be made. */
+		if (a < 0) {
+			pthread_mutex_lock(&cl->lock);
+			kf_err_set(err,
+				   "the keyring in etcd was refused: %s",
+				   cl->refused_why);
+			pthread_mutex_unlock(&cl->lock);
+			pthread_mutex_unlock(&m->op_lock);
+			kf_etcd_kv_clear(&kv);
+			return -EBADMSG;
+		}
 		/* Back from a partition: what was missed, what is owed. */
 		if (!was_ok) {
 			kf_mgr_cluster_fetch_archives(m);

@@ -143,6 +143,9 @@ void kf_mgr_prune_automatic(struct kf_manager *m, const struct kf_caller *who);
 
 /* --- cluster_node.c, cluster_threads.c (store = etcd) ------------------ */
 
+/* A manual rotation this soon after the cluster's last is answered by it. */
+#define KF_MGR_COALESCE_MS 250
+
 /* Most archives one operation writes before its commit. */
 #define KF_MGR_PENDING_MAX 4
 /* Archives whose publication failed, retried by the heartbeat. */
@@ -163,6 +166,8 @@ struct kf_mgr_cluster {
 	size_t blob_len;
 	struct kf_cluster_info info; /* its header */
 	int64_t revision;	     /* its mod_revision in etcd; 0: unknown */
+	int64_t refused;	     /* the last revision refused (0: none) */
+	int64_t rotated_ms; /* kf_time_mono_ms() of the last rotation seen */
 	char pending[KF_MGR_PENDING_MAX][KF_BACKUP_FILE_NAME_MAX];
 	size_t n_pending; /* written by this operation, published on commit */
 	char unpublished[KF_MGR_UNPUBLISHED_MAX][KF_BACKUP_FILE_NAME_MAX];
@@ -174,6 +179,7 @@ struct kf_mgr_cluster {
 	bool ok;	     /* etcd answered the last heartbeat */
 	int64_t since;	     /* of ok's last change */
 	char reason[KF_ERR_MAX]; /* why not ok */
+	char refused_why[KF_ERR_MAX]; /* why `refused` was */
 	struct kf_cluster_info shown; /* = info, for status */
 	json_t *nodes;		      /* the node records last listed */
 	bool stop;

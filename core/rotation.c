@@ -66,7 +66,9 @@ static int superseded(struct kf_manager *m, const struct kf_caller *who,
 	char err[KF_ERR_MAX];
 	json_t *rec;
 
-	if (won->change != KF_CHANGE_ROTATE || won->version == from)
+	/* cancel 0: coalesced, nothing of this node's own was tried. */
+	if (won->change != KF_CHANGE_ROTATE ||
+	    (cancel > 0 && won->version == from))
 		return -ESTALE;
 	rec = rotation_record(who, from);
 	json_object_set_new(rec, "key_version", json_integer(won->version));
@@ -75,7 +77,11 @@ static int superseded(struct kf_manager *m, const struct kf_caller *who,
 			    json_integer((json_int_t)won->generation));
 	if (automatic)
 		json_object_set_new(rec, "automatic", json_true());
-	json_object_set_new(rec, "cancels_seq", json_integer((json_int_t)cancel));
+	if (cancel > 0)
+		json_object_set_new(rec, "cancels_seq",
+				    json_integer((json_int_t)cancel));
+	else
+		json_object_set_new(rec, "coalesced", json_true());
 	json_object_set_new(rec, "success", json_true());
 	if (kf_mgr_record_durable(m, rec, NULL, err) < 0)
 		kf_log(LOG_ALERT, "audit log: %s", err);
@@ -99,6 +105,17 @@ static int rotate_locked(struct kf_manager *m, const struct kf_caller *who,
 	json_t *rec;
 	int r;
 
+	/*
+	 * store = etcd: a rotation asked for just after the cluster's last
+	 * one (an orchestrator rotating every replica at once, whose writes
+	 * reach the nodes a few milliseconds apart) is answered by it.
+	 */
+	if (m->cl && !automatic &&
+	    kf_time_mono_ms() - m->cl->rotated_ms < KF_MGR_COALESCE_MS) {
+		r = superseded(m, who, from, false, 0, ret_version, ret_note);
+		if (r == 0)
+			goto out;
+	}
 	r = kf_keyring_rotate(old, kf_time_now(), &plus);
 	if (r < 0) {
 		kf_err_set(err, "cannot rotate: %s",

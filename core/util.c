@@ -51,6 +51,14 @@ void kf_err_prefix(char *err, const char *fmt, ...)
 	err[hl + ol] = 0;
 }
 
+int64_t kf_time_mono_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 int64_t kf_time_now(void)
 {
 	return (int64_t)time(NULL);

@@ -33,6 +33,9 @@ void kf_err_prefix(char *err, const char *fmt, ...)
 /* Current wall-clock time in seconds since the epoch. */
 int64_t kf_time_now(void);
 
+/* Milliseconds on the monotonic clock (for intervals only). */
+int64_t kf_time_mono_ms(void);
+
 /* Formats t as RFC 3339 UTC ("YYYY-MM-DDTHH:MM:SSZ") into buf. */
 void kf_time_rfc3339(int64_t t, char buf[KF_RFC3339_LEN + 1]);
 
