@@ -590,22 +590,32 @@ Test(etcd, a_password_user_reaches_its_prefix_only, .init = setup,
 	cr_assert(kt_contains(err, "user name is empty"), "%s", err);
 }
 
-Test(etcd, an_expired_token_means_a_new_login, .init = setup,
-     .fini = kt_etcd_teardown)
+/* Turns authentication on with only root; a client of every member that
+ * logs in as root. */
+static struct kf_etcd *root_client(void)
 {
 	const struct kf_etcd_config cfg = {.endpoints = kt_etcd.endpoints,
 					   .n_endpoints = KT_ETCD_MEMBERS,
 					   .prefix = "/keyfs/t",
 					   .timeout_ms = TIMEOUT_MS,
 					   .user = "root",
-					   .password = "rootpw"};
+					   .password = KT_ETCD_ROOT_PASSWORD};
 	struct kf_etcd *c = NULL;
-	char err[KF_ERR_MAX] = "", *out = NULL, *cmd;
-	json_t *j;
+	char err[KF_ERR_MAX] = "";
 
-	kt_etcdctl("user add root --new-user-password=rootpw");
+	kt_etcdctl("user add root --new-user-password=" KT_ETCD_ROOT_PASSWORD);
 	kt_etcdctl("auth enable");
 	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
+	return c;
+}
+
+Test(etcd, an_expired_token_means_a_new_login, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	struct kf_etcd *c = root_client();
+	char *out = NULL, *cmd;
+	json_t *j;
+
 	put_ok(c, "keyring", "v1");
 	/* A token of its own shows that tokens do expire here. */
 	cr_assert_eq(kt_runf(&out, NULL,
@@ -634,20 +644,11 @@ Test(etcd, an_expired_token_means_a_new_login, .init = setup,
 Test(etcd, a_watch_logs_in_again_when_its_token_expired, .init = setup,
      .fini = kt_etcd_teardown)
 {
-	const struct kf_etcd_config cfg = {.endpoints = kt_etcd.endpoints,
-					   .n_endpoints = KT_ETCD_MEMBERS,
-					   .prefix = "/keyfs/t",
-					   .timeout_ms = TIMEOUT_MS,
-					   .user = "root",
-					   .password = "rootpw"};
-	struct kf_etcd *c = NULL;
+	struct kf_etcd *c = root_client();
 	struct seen s = {.want = 1};
 	char err[KF_ERR_MAX] = "";
 	int64_t rev;
 
-	kt_etcdctl("user add root --new-user-password=rootpw");
-	kt_etcdctl("auth enable");
-	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
 	rev = put_ok(c, "keyring", "v1"); /* the client logs in */
 	kt_sleep_ms(4000);		  /* its token expires after 2 s */
 	cr_assert_eq(kf_etcd_watch(c, "", rev, 3000, on_event, &s, NULL, err),
