@@ -219,9 +219,9 @@ int kf_etcd_watch(struct kf_etcd *c, const char *sub, int64_t start,
  * Turns c's interrupt on or off; callable from any thread, also while
  * another is inside kf_etcd_watch on c.  While on, a running watch ends
  * with -EINTR within about a second (between two events, or during a
- * silent stream or a reconnection) and a new one returns -EINTR at once;
- * the other calls are not affected.  Off again, watches work as before.
- * How a daemon stops its watcher thread.
+ * silent stream or a reconnection; a login under way ends first) and a new
+ * one returns -EINTR at once; the other calls are not affected.  Off
+ * again, watches work as before.  How a daemon stops its watcher thread.
  */
 void kf_etcd_interrupt(struct kf_etcd *c, bool on);
 
