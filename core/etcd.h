@@ -11,15 +11,17 @@
  * request carries `Grpc-Metadata-hasleader: true`, so a member without a
  * leader answers at once instead of after etcd's 7 s.
  *
- * Failover: when an endpoint cannot be reached, times out, or answers 503
- * (unavailable, e.g. no leader), the request goes to the next endpoint, each
- * at most once per call; the endpoint that answered is tried first next
- * time.  A call thus fails within (number of endpoints) x timeout.  A write
- * that timed out may still have committed: compare-and-swap callers see
- * that as a conflict with their own value, never as a double commit.
+ * Failover: when an endpoint cannot be reached, times out, fails TLS
+ * (handshake or verification), or answers 503 (unavailable, e.g. no
+ * leader), the request goes to the next endpoint, each at most once per
+ * call; the endpoint that answered is tried first next time.  A call thus
+ * fails within (number of endpoints) x timeout.  A write that timed out may
+ * still have committed: compare-and-swap callers see that as a conflict
+ * with their own value, never as a double commit.
  *
  * Errors: -errno and a one-line reason in err (KF_ERR_MAX, may be NULL).
- * -EHOSTUNREACH: no endpoint answered (the reason names each one's error);
+ * -EHOSTUNREACH: no endpoint answered (the reason names each one's error,
+ * libcurl's detailed text, e.g. a TLS alert);
  * -EIO: etcd answered with an error (its HTTP status and message); -EACCES:
  * a refused login or a permission denied (see Authentication); -EPROTO:
  * a reply that is not etcd's JSON; -EFBIG: a value or a reply over the
@@ -32,12 +34,16 @@
  * before its first request, sends the token in an `Authorization` header,
  * and logs in again once when etcd refuses the token (code 16: simple tokens
  * expire after --auth-token-ttl of disuse).  A refused login or a denied
- * permission: -EACCES.  Over https with client certificates, the
- * certificate must have no CN (the note's CN trap).
+ * permission: -EACCES.
  *
- * TODO (issue 10): https endpoints go through libcurl with the cacert, cert
- * and key of the configuration, but no test covers them yet (nor the CN
- * trap).
+ * TLS: https endpoints always verify the member's certificate (against
+ * cacert, else the system's CAs) and its host name; cert and key are the
+ * client certificate for members started with --client-cert-auth.  With
+ * authentication on, that certificate must have no CN: etcd's gateway
+ * refuses every request from a certificate with one (HTTP 400, notes/etcd.md
+ * "The CN trap"), which gives -EACCES and a reason that says so.  A
+ * certificate without a CN (e.g. subject O=..., SAN URI) plus a user and
+ * password works.
  */
 #ifndef KF_ETCD_H
 #define KF_ETCD_H
@@ -213,9 +219,9 @@ int kf_etcd_watch(struct kf_etcd *c, const char *sub, int64_t start,
  * Turns c's interrupt on or off; callable from any thread, also while
  * another is inside kf_etcd_watch on c.  While on, a running watch ends
  * with -EINTR within about a second (between two events, or during a
- * silent stream or a reconnection) and a new one returns -EINTR at once;
- * the other calls are not affected.  Off again, watches work as before.
- * How a daemon stops its watcher thread.
+ * silent stream or a reconnection; a login under way ends first) and a new
+ * one returns -EINTR at once; the other calls are not affected.  Off
+ * again, watches work as before.  How a daemon stops its watcher thread.
  */
 void kf_etcd_interrupt(struct kf_etcd *c, bool on);
 

@@ -225,6 +225,8 @@ bool kf_etcdi_unreachable(CURLcode rc)
 	case CURLE_GOT_NOTHING:
 	case CURLE_PARTIAL_FILE:
 	case CURLE_SSL_CONNECT_ERROR:
+	/* A member that cannot prove who it is is no use; another may. */
+	case CURLE_PEER_FAILED_VERIFICATION:
 		return true;
 	default:
 		return false;

@@ -550,19 +550,6 @@ Test(etcd, a_broken_watch_resumes_on_another_member, .init = setup,
 	kf_etcd_free(r.writer);
 }
 
-/* Runs etcdctl against member 0 as root (once auth is on); asserts. */
-static void etcdctl(const char *args)
-{
-	char *err = NULL;
-	int rc =
-	    kt_runf(NULL, &err,
-		    "etcdctl --endpoints=%s --user=root:rootpw %s </dev/null",
-		    kt_etcd.endpoints[0], args);
-
-	cr_assert_eq(rc, 0, "etcdctl %s: %s", args, err ? err : "");
-	free(err);
-}
-
 static int auth_put(const char *prefix, const char *user, const char *pw,
 		    char *err)
 {
@@ -592,13 +579,7 @@ Test(etcd, a_password_user_reaches_its_prefix_only, .init = setup,
 {
 	char err[KF_ERR_MAX] = "";
 
-	etcdctl("user add root --new-user-password=rootpw");
-	etcdctl("user add keyfs --new-user-password='p\"w\\'");
-	etcdctl("role add keyfs-rw");
-	etcdctl("role grant-permission --prefix=true keyfs-rw readwrite "
-		"/keyfs/");
-	etcdctl("user grant-role keyfs keyfs-rw");
-	etcdctl("auth enable");
+	kt_etcd_enable_auth("p\"w\\");
 	cr_assert_eq(auth_put("/keyfs/t", "keyfs", "p\"w\\", err), 0, "%s",
 		     err);
 	cr_assert_eq(auth_put("/other", "keyfs", "p\"w\\", err), -EACCES);
@@ -609,22 +590,32 @@ Test(etcd, a_password_user_reaches_its_prefix_only, .init = setup,
 	cr_assert(kt_contains(err, "user name is empty"), "%s", err);
 }
 
-Test(etcd, an_expired_token_means_a_new_login, .init = setup,
-     .fini = kt_etcd_teardown)
+/* Turns authentication on with only root; a client of every member that
+ * logs in as root. */
+static struct kf_etcd *root_client(void)
 {
 	const struct kf_etcd_config cfg = {.endpoints = kt_etcd.endpoints,
 					   .n_endpoints = KT_ETCD_MEMBERS,
 					   .prefix = "/keyfs/t",
 					   .timeout_ms = TIMEOUT_MS,
 					   .user = "root",
-					   .password = "rootpw"};
+					   .password = KT_ETCD_ROOT_PASSWORD};
 	struct kf_etcd *c = NULL;
-	char err[KF_ERR_MAX] = "", *out = NULL, *cmd;
+	char err[KF_ERR_MAX] = "";
+
+	kt_etcdctl("user add root --new-user-password=" KT_ETCD_ROOT_PASSWORD);
+	kt_etcdctl("auth enable");
+	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
+	return c;
+}
+
+Test(etcd, an_expired_token_means_a_new_login, .init = setup,
+     .fini = kt_etcd_teardown)
+{
+	struct kf_etcd *c = root_client();
+	char *out = NULL, *cmd;
 	json_t *j;
 
-	etcdctl("user add root --new-user-password=rootpw");
-	etcdctl("auth enable");
-	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
 	put_ok(c, "keyring", "v1");
 	/* A token of its own shows that tokens do expire here. */
 	cr_assert_eq(kt_runf(&out, NULL,
@@ -653,25 +644,102 @@ Test(etcd, an_expired_token_means_a_new_login, .init = setup,
 Test(etcd, a_watch_logs_in_again_when_its_token_expired, .init = setup,
      .fini = kt_etcd_teardown)
 {
-	const struct kf_etcd_config cfg = {.endpoints = kt_etcd.endpoints,
-					   .n_endpoints = KT_ETCD_MEMBERS,
-					   .prefix = "/keyfs/t",
-					   .timeout_ms = TIMEOUT_MS,
-					   .user = "root",
-					   .password = "rootpw"};
-	struct kf_etcd *c = NULL;
+	struct kf_etcd *c = root_client();
 	struct seen s = {.want = 1};
 	char err[KF_ERR_MAX] = "";
 	int64_t rev;
 
-	etcdctl("user add root --new-user-password=rootpw");
-	etcdctl("auth enable");
-	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
 	rev = put_ok(c, "keyring", "v1"); /* the client logs in */
 	kt_sleep_ms(4000);		  /* its token expires after 2 s */
 	cr_assert_eq(kf_etcd_watch(c, "", rev, 3000, on_event, &s, NULL, err),
 		     1, "%s", err);
 	cr_assert_str_eq(s.values[0], "v1");
 	cr_assert_eq(s.revs[0], rev);
+	kf_etcd_free(c);
+}
+
+static void setup_tls(void)
+{
+	cr_assert(sodium_init() >= 0);
+	kt_etcd_setup_tls();
+}
+
+/* A client of every member of the https cluster (any of the files and the
+ * user may be NULL). */
+static struct kf_etcd *tls_client(const char *cacert, const char *cert,
+				  const char *key, const char *user)
+{
+	const struct kf_etcd_config cfg = {.endpoints = kt_etcd.endpoints,
+					   .n_endpoints = KT_ETCD_MEMBERS,
+					   .prefix = "/keyfs/t",
+					   .timeout_ms = TIMEOUT_MS,
+					   .cacert = cacert,
+					   .cert = cert,
+					   .key = key,
+					   .user = user,
+					   .password = KT_ETCD_PASSWORD};
+	struct kf_etcd *c = NULL;
+	char err[KF_ERR_MAX] = "";
+
+	cr_assert_eq(kf_etcd_new(&cfg, &c, err), 0, "%s", err);
+	return c;
+}
+
+Test(etcd, tls_with_a_certificate_without_cn_and_a_password_works,
+     .init = setup_tls, .fini = kt_etcd_teardown)
+{
+	struct kf_etcd *c =
+	    tls_client(kt_etcd.ca, kt_etcd.cert, kt_etcd.key, KT_ETCD_USER);
+	struct kf_etcd_op op = {"keyring", (const uint8_t *)"v2", 2, 0};
+	struct kf_etcd_kv kv = {0};
+	struct seen s = {.want = 2};
+	char err[KF_ERR_MAX] = "";
+	int64_t r1 = put_ok(c, "keyring", "v1"), r2 = 0;
+
+	cr_assert_eq(kf_etcd_get(c, "keyring", &kv, err), 0, "%s", err);
+	assert_value(&kv, "v1");
+	kf_etcd_kv_clear(&kv);
+	cr_assert_eq(kf_etcd_cas(c, "keyring", r1, &op, 1, &r2, NULL, err), 0,
+		     "%s", err);
+	cr_assert_eq(kf_etcd_watch(c, "", r1, 3000, on_event, &s, NULL, err), 1,
+		     "%s", err);
+	cr_assert_str_eq(s.values[0], "v1");
+	cr_assert_str_eq(s.values[1], "v2");
+	cr_assert_eq(s.revs[1], r2);
+	cr_assert_eq(kf_etcd_delete(c, "keyring", NULL, err), 0, "%s", err);
+	kf_etcd_free(c);
+}
+
+Test(etcd, tls_refuses_a_certificate_with_a_cn_or_none, .init = setup_tls,
+     .fini = kt_etcd_teardown)
+{
+	struct kf_etcd *c;
+	struct seen s = {.want = 1};
+	char err[KF_ERR_MAX] = "";
+	int r;
+
+	/* The CN trap, on a login and on a watch without one. */
+	c = tls_client(kt_etcd.ca, kt_etcd.cn_cert, kt_etcd.cn_key,
+		       KT_ETCD_USER);
+	r = kf_etcd_put(c, "keyring", (const uint8_t *)"v", 1, 0, NULL, err);
+	cr_assert_eq(r, -EACCES, "%d: %s", r, err);
+	cr_assert(kt_contains(err, "common name (CN)"), "%s", err);
+	kf_etcd_free(c);
+	c = tls_client(kt_etcd.ca, kt_etcd.cn_cert, kt_etcd.cn_key, NULL);
+	r = kf_etcd_watch(c, "", 0, 3000, on_event, &s, NULL, err);
+	cr_assert_eq(r, -EACCES, "%d: %s", r, err);
+	cr_assert(kt_contains(err, "common name (CN)"), "%s", err);
+	kf_etcd_free(c);
+	/* No client certificate: the handshake or the request fails. */
+	c = tls_client(kt_etcd.ca, NULL, NULL, KT_ETCD_USER);
+	r = kf_etcd_put(c, "keyring", (const uint8_t *)"v", 1, 0, NULL, err);
+	cr_assert_lt(r, 0);
+	cr_assert(kt_contains(err, kt_etcd.endpoints[0]), "%d: %s", r, err);
+	kf_etcd_free(c);
+	/* The members' CA unknown: no member is trusted. */
+	c = tls_client(NULL, kt_etcd.cert, kt_etcd.key, KT_ETCD_USER);
+	r = kf_etcd_put(c, "keyring", (const uint8_t *)"v", 1, 0, NULL, err);
+	cr_assert_eq(r, -EHOSTUNREACH, "%d: %s", r, err);
+	cr_assert(kt_contains(err, "certificate problem"), "%s", err);
 	kf_etcd_free(c);
 }
