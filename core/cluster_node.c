@@ -652,6 +652,9 @@ int kf_mgr_cluster_commit(struct kf_manager *m, struct kf_keyring *next,
 	}
 	kf_mgr_cluster_publish(m);
 out:
+	/* Refused: the operation removes its archives; none is published. */
+	if (r < 0)
+		cl->n_pending = 0;
 	kf_etcd_kv_clear(&cur);
 	free(blob);
 	return r;

@@ -51,7 +51,6 @@ static int sealed_anchor(const struct kf_config *cfg,
 			 const struct kf_subkeys *keys,
 			 struct kf_audit_anchor *ret, char err[KF_ERR_MAX])
 {
-	struct kf_keyring *kr = NULL;
 	struct kf_store *st = NULL;
 	uint8_t *plain = NULL;
 	size_t len = 0;
@@ -63,11 +62,11 @@ static int sealed_anchor(const struct kf_config *cfg,
 		return r;
 	}
 	r = st->ops->load(st, &plain, &len, err);
+	/* A single-node keyring or a cluster copy: the anchor leads both. */
 	if (r == 0) {
-		r = kf_state_decode(plain, len, ret, &kr, err);
+		r = kf_state_anchor(plain, len, ret, err);
 		sodium_free(plain);
 	}
-	kf_keyring_unref(kr);
 	kf_store_free(st);
 	return r;
 }

@@ -46,9 +46,8 @@ int kf_state_encode(const struct kf_keyring *kr,
 	return r;
 }
 
-/* The anchor, and where the payload starts; -EBADMSG when too short. */
-static int split(const uint8_t *plain, size_t len,
-		 struct kf_audit_anchor *ret_anchor, char err[KF_ERR_MAX])
+int kf_state_anchor(const uint8_t *plain, size_t len,
+		    struct kf_audit_anchor *ret_anchor, char err[KF_ERR_MAX])
 {
 	if (len < KF_STATE_ANCHOR_BYTES) {
 		kf_err_set(err, "state too short");
@@ -71,7 +70,7 @@ int kf_state_decode(const uint8_t *plain, size_t len,
 		    char err[KF_ERR_MAX])
 {
 	struct kf_audit_anchor anchor;
-	int r = split(plain, len, &anchor, err);
+	int r = kf_state_anchor(plain, len, &anchor, err);
 
 	if (r < 0)
 		return r;
@@ -95,7 +94,7 @@ int kf_state_decode_cluster(const uint8_t *plain, size_t len,
 			    char err[KF_ERR_MAX])
 {
 	struct kf_audit_anchor anchor;
-	int r = split(plain, len, &anchor, err);
+	int r = kf_state_anchor(plain, len, &anchor, err);
 
 	if (r < 0)
 		return r;

@@ -50,6 +50,11 @@ int kf_state_decode(const uint8_t *plain, size_t len,
 		    struct kf_audit_anchor *ret_anchor, struct kf_keyring **ret,
 		    char err[KF_ERR_MAX]) KF_WUR;
 
+/* The anchor alone, whatever the payload; -EBADMSG when too short. */
+int kf_state_anchor(const uint8_t *plain, size_t len,
+		    struct kf_audit_anchor *ret_anchor,
+		    char err[KF_ERR_MAX]) KF_WUR;
+
 /*
  * kf_state_decode refuses a state holding a cluster copy, and this refuses
  * one holding a keyring, each with -EMEDIUMTYPE and a message saying what

@@ -45,15 +45,31 @@ static void fini(void)
 	master_text = NULL;
 }
 
-static void setup(void)
+static void new_master_key(void)
 {
 	char *err = NULL;
 
-	cr_assert(sodium_init() >= 0);
-	kt_etcd_setup();
 	cr_assert_eq(kt_runf(&master_text, &err, "%s genkey", kt_keyfs()), 0);
 	free(err);
 }
+
+static void setup(void)
+{
+	cr_assert(sodium_init() >= 0);
+	kt_etcd_setup();
+	new_master_key();
+}
+
+/* The cluster over https, client certificates and a password user. */
+static void setup_tls(void)
+{
+	cr_assert(sodium_init() >= 0);
+	kt_etcd_setup_tls();
+	new_master_key();
+}
+
+static char *password_file; /* with KT_ETCD_PASSWORD, under setup_tls */
+static bool with_cn;	    /* node_prepare: the certificate with a CN */
 
 TestSuite(cluster, .init = setup, .fini = fini, .timeout = 240);
 
@@ -65,16 +81,32 @@ static double now_s(void)
 	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-/* The [etcd] section of every node: the cluster's endpoints. */
+/* The [etcd] section of every node: the cluster's endpoints (and under
+ * setup_tls its certificates and login). */
 static char *etcd_section(const char *node, const char *prefix)
 {
-	char *s;
+	char *s, *tls = NULL;
 
+	if (kt_etcd.ca) {
+		if (!password_file) {
+			password_file =
+			    kt_path(kt_tmpdir("etcd-pw"), "password");
+			kt_write_file(password_file, KT_ETCD_PASSWORD "\n",
+				      0600);
+		}
+		cr_assert(asprintf(&tls,
+				   "cacert = %s\ncert = %s\nkey = %s\nuser = "
+				   "keyfs\npassword_file = %s\n",
+				   kt_etcd.ca, with_cn ? kt_etcd.cn_cert : kt_etcd.cert,
+				   with_cn ? kt_etcd.cn_key : kt_etcd.key,
+				   password_file) > 0);
+	}
 	cr_assert(asprintf(&s,
 			   "[etcd]\nendpoints = %s, %s, %s\nprefix = %s\n"
-			   "node = %s\ntimeout = 500ms\n",
+			   "node = %s\ntimeout = 500ms\n%s",
 			   kt_etcd.client[0], kt_etcd.client[1],
-			   kt_etcd.client[2], prefix, node) > 0);
+			   kt_etcd.client[2], prefix, node, tls ? tls : "") > 0);
+	free(tls);
 	return s;
 }
 
@@ -325,6 +357,26 @@ Test(cluster, all_nodes_rotating_at_once_make_one_version_per_round)
 
 /* --- etcd in trouble ---------------------------------------------------------- */
 
+Test(cluster, a_follower_killed_nothing_fails)
+{
+	int leader;
+
+	start_nodes(NODES);
+	leader = kt_etcd_leader();
+	kt_etcd_kill((leader + 1) % KT_ETCD_MEMBERS);
+	for (long v = 2; v <= 5; v++) {
+		/* Every rotation succeeds the first time; every node has it. */
+		cr_assert_eq(kt_mwrite(&nodes[v % NODES], "control/rotate",
+				       "1\n"),
+			     0, "rotation %ld failed", v);
+		wait_version(NODES, v);
+		assert_same_phi(NODES);
+		kt_sleep_ms(300); /* past the coalescing window */
+	}
+	for (int i = 0; i < NODES; i++)
+		cr_assert(state_is(i, "ok"), "node %d degraded", i);
+}
+
 Test(cluster, quorum_lost_refuses_changes_and_the_nodes_catch_up_after)
 {
 	char *out = NULL, *err = NULL;
@@ -493,6 +545,28 @@ Test(cluster, a_node_with_a_wrong_master_key_refuses_and_the_others_go_on)
 	sodium_memzero(other, strlen(other));
 	free(other);
 	free(err);
+}
+
+/* --- TLS and a password user ------------------------------------------------------ */
+
+Test(cluster, nodes_reach_etcd_over_tls_with_a_certificate_and_a_password,
+     .init = setup_tls)
+{
+	char *log;
+
+	start_nodes(2);
+	cr_assert_eq(kt_mwrite(&nodes[0], "control/rotate", "1\n"), 0);
+	wait_version(2, 2);
+	assert_same_phi(2);
+	/* A client certificate with a CN: the gateway's trap, named. */
+	with_cn = true;
+	node_prepare(2, PREFIX, NULL);
+	with_cn = false;
+	cr_assert_gt(kt_mount_start(&nodes[2], NULL), 0);
+	log = kt_read_file(nodes[2].log, NULL);
+	cr_assert(kt_contains(log, "use a certificate without a CN"), "%s",
+		  log);
+	free(log);
 }
 
 /* --- archives on every node, bootstrap and migration ---------------------------- */
