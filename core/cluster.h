@@ -48,8 +48,8 @@
 /* The names under the prefix (etcd.h: relative to it). */
 #define KF_CLUSTER_KEYRING "store/keyring"
 #define KF_CLUSTER_ARCHIVES "store/archives/" /* + archive file name */
-#define KF_CLUSTER_DATA "store/"		  /* what daemons watch */
-#define KF_CLUSTER_NODES "nodes/"		  /* + node name */
+#define KF_CLUSTER_DATA "store/"	      /* what daemons watch */
+#define KF_CLUSTER_NODES "nodes/"	      /* + node name */
 
 enum kf_cluster_change {
 	KF_CHANGE_INIT = 1,
@@ -76,8 +76,8 @@ const char *kf_cluster_change_name(enum kf_cluster_change c);
  * from kr).  *ret is malloc'd (ciphertext only).  -EFBIG over
  * KF_CLUSTER_BLOB_MAX, -EINVAL for a node name that does not fit.
  */
-int kf_cluster_seal(const uint8_t key[KF_CLUSTER_KEY_BYTES],
-		    const char *prefix, const struct kf_cluster_info *info,
+int kf_cluster_seal(const uint8_t key[KF_CLUSTER_KEY_BYTES], const char *prefix,
+		    const struct kf_cluster_info *info,
 		    const struct kf_keyring *kr, uint8_t **ret, size_t *ret_len,
 		    char err[KF_ERR_MAX]) KF_WUR;
 

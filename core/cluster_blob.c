@@ -92,8 +92,8 @@ static bool node_name_ok(const char *s, size_t len)
 	return true;
 }
 
-int kf_cluster_seal(const uint8_t key[KF_CLUSTER_KEY_BYTES],
-		    const char *prefix, const struct kf_cluster_info *info,
+int kf_cluster_seal(const uint8_t key[KF_CLUSTER_KEY_BYTES], const char *prefix,
+		    const struct kf_cluster_info *info,
 		    const struct kf_keyring *kr, uint8_t **ret, size_t *ret_len,
 		    char err[KF_ERR_MAX])
 {
@@ -176,14 +176,14 @@ int kf_cluster_peek(const uint8_t *blob, size_t len,
 	}
 	format = kf_le_get32(blob + CL_OFF_FORMAT);
 	if (format != CL_FORMAT) {
-		kf_err_set(err, "unsupported cluster keyring format %u", format);
+		kf_err_set(err, "unsupported cluster keyring format %u",
+			   format);
 		return -EBADMSG;
 	}
-	expected = (uint64_t)KF_CLUSTER_HEADER_LEN +
-		   kf_le_get32(blob + CL_OFF_LEN);
+	expected =
+	    (uint64_t)KF_CLUSTER_HEADER_LEN + kf_le_get32(blob + CL_OFF_LEN);
 	if (len != expected) {
-		kf_err_set(err,
-			   "%s cluster keyring (%zu bytes, expected %llu)",
+		kf_err_set(err, "%s cluster keyring (%zu bytes, expected %llu)",
 			   len < expected ? "truncated" : "overlong", len,
 			   (unsigned long long)expected);
 		return -EBADMSG;
@@ -250,8 +250,9 @@ int kf_cluster_unseal(const uint8_t key[KF_CLUSTER_KEY_BYTES],
 		goto out;
 	}
 	if (kf_keyring_current_version(kr) != info.version) {
-		kf_err_set(err, "cluster keyring: its header says version %u, "
-				"its keyring holds %u",
+		kf_err_set(err,
+			   "cluster keyring: its header says version %u, "
+			   "its keyring holds %u",
 			   info.version, kf_keyring_current_version(kr));
 		kr = kf_keyring_unref(kr);
 		r = -EBADMSG;

@@ -32,7 +32,8 @@
 
 #define PASSWORD_MAX 1024
 
-/* --- the clients ----------------------------------------------------------- */
+/* --- the clients -----------------------------------------------------------
+ */
 
 /* The password_file's first line into guarded memory; root-only file. */
 static int read_password(const char *path, char **ret, char err[KF_ERR_MAX])
@@ -75,7 +76,8 @@ int kf_cluster_client(const struct kf_config *cfg, struct kf_etcd **ret,
 		      char err[KF_ERR_MAX])
 {
 	const struct kf_etcd_settings *e = &cfg->etcd;
-	struct kf_etcd_config c = {.endpoints = (const char *const *)e->endpoints,
+	struct kf_etcd_config c = {.endpoints =
+				       (const char *const *)e->endpoints,
 				   .n_endpoints = e->n_endpoints,
 				   .prefix = e->prefix,
 				   .timeout_ms = e->timeout_ms,
@@ -119,7 +121,8 @@ int kf_mgr_cluster_setup(struct kf_manager *m, char err[KF_ERR_MAX])
 	return r;
 }
 
-/* --- what a node serves ---------------------------------------------------- */
+/* --- what a node serves ----------------------------------------------------
+ */
 
 /* The local copy: blob after the audit log's present anchor. */
 static int save_copy(struct kf_manager *m, const uint8_t *blob, size_t len,
@@ -169,8 +172,8 @@ static int serve(struct kf_manager *m, const uint8_t *blob, size_t len,
 	cl->blob_len = len;
 	cl->info = *info;
 	cl->revision = rev;
-	cl->rotated_ms = info->change == KF_CHANGE_ROTATE ? kf_time_mono_ms()
-							   : 0;
+	cl->rotated_ms =
+	    info->change == KF_CHANGE_ROTATE ? kf_time_mono_ms() : 0;
 	pthread_mutex_lock(&cl->lock);
 	cl->shown = *info;
 	pthread_mutex_unlock(&cl->lock);
@@ -217,8 +220,9 @@ static int newer(const struct kf_mgr_cluster *cl, const uint8_t *blob,
 	if (!cl->blob)
 		return 1;
 	if (memcmp(c->cluster_id, s->cluster_id, KF_CLUSTER_ID_BYTES) != 0) {
-		kf_err_set(why, "the keyring in etcd belongs to another cluster "
-				"(another cluster id); not adopted");
+		kf_err_set(why,
+			   "the keyring in etcd belongs to another cluster "
+			   "(another cluster id); not adopted");
 		return -EBADMSG;
 	}
 	if (c->generation > s->generation)
@@ -240,8 +244,8 @@ static int newer(const struct kf_mgr_cluster *cl, const uint8_t *blob,
 	return -EBADMSG;
 }
 
-int kf_mgr_cluster_adopt(struct kf_manager *m, const uint8_t *blob,
-			 size_t len, int64_t rev)
+int kf_mgr_cluster_adopt(struct kf_manager *m, const uint8_t *blob, size_t len,
+			 int64_t rev)
 {
 	struct kf_mgr_cluster *cl = m->cl;
 	struct kf_cluster_info info;
@@ -305,11 +309,12 @@ int kf_mgr_cluster_adopt(struct kf_manager *m, const uint8_t *blob,
 	return 1;
 }
 
-/* --- start-up -------------------------------------------------------------- */
+/* --- start-up --------------------------------------------------------------
+ */
 
 /* The local copy, if any: 0, -ENOENT, or -errno with a refusal in err. */
-static int load_copy(struct kf_manager *m, uint8_t **ret_blob,
-		     size_t *ret_len, struct kf_cluster_info *ret_info,
+static int load_copy(struct kf_manager *m, uint8_t **ret_blob, size_t *ret_len,
+		     struct kf_cluster_info *ret_info,
 		     struct kf_keyring **ret_kr, struct kf_audit_anchor *anchor,
 		     char err[KF_ERR_MAX])
 {
@@ -362,11 +367,9 @@ static int record_load(struct kf_manager *m, bool degraded, const char *why,
 			    json_integer(kf_keyring_current_version(kr)));
 	json_object_set_new(rec, "versions", kf_mgr_versions_json(kr));
 	json_object_set_new(rec, "store", json_string("etcd"));
-	json_object_set_new(
-	    rec, "generation",
-	    json_integer((json_int_t)m->cl->info.generation));
-	json_object_set_new(rec, "origin_node",
-			    json_string(m->cl->info.node));
+	json_object_set_new(rec, "generation",
+			    json_integer((json_int_t)m->cl->info.generation));
+	json_object_set_new(rec, "origin_node", json_string(m->cl->info.node));
 	if (degraded)
 		json_object_set_new(rec, "degraded", json_string(why));
 	json_object_set_new(rec, "success", json_true());
@@ -382,8 +385,8 @@ static int record_load(struct kf_manager *m, bool degraded, const char *why,
  * No usable keyring in etcd (why): serve the local copy, degraded, or
  * refuse to start when there is none.
  */
-static int start_degraded(struct kf_manager *m, bool have_copy,
-			  const char *why, char err[KF_ERR_MAX])
+static int start_degraded(struct kf_manager *m, bool have_copy, const char *why,
+			  char err[KF_ERR_MAX])
 {
 	if (!have_copy) {
 		kf_err_set(err,
@@ -492,7 +495,8 @@ int kf_mgr_cluster_load(struct kf_manager *m, char err[KF_ERR_MAX])
 	return load_remote(m, r == 0, err);
 }
 
-/* --- changes --------------------------------------------------------------- */
+/* --- changes ---------------------------------------------------------------
+ */
 
 int kf_mgr_cluster_usable(struct kf_manager *m, char err[KF_ERR_MAX])
 {
@@ -660,7 +664,8 @@ out:
 	return r;
 }
 
-/* --- archives -------------------------------------------------------------- */
+/* --- archives --------------------------------------------------------------
+ */
 
 void kf_mgr_cluster_pending(struct kf_manager *m, const char *file)
 {

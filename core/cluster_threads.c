@@ -63,7 +63,8 @@ static bool nap(struct kf_mgr_cluster *cl, int ms)
 	return !s;
 }
 
-/* --- health ---------------------------------------------------------------- */
+/* --- health ----------------------------------------------------------------
+ */
 
 void kf_mgr_cluster_health(struct kf_manager *m, bool ok, const char *why)
 {
@@ -83,8 +84,7 @@ void kf_mgr_cluster_health(struct kf_manager *m, bool ok, const char *why)
 	if (!changed || (first && ok))
 		return;
 	rec = kf_event_record(KF_EVENT_CLUSTER, NULL);
-	json_object_set_new(rec, "state",
-			    json_string(ok ? "ok" : "degraded"));
+	json_object_set_new(rec, "state", json_string(ok ? "ok" : "degraded"));
 	json_object_set_new(rec, "node", json_string(m->cfg->etcd.node));
 	if (!ok) {
 		/* Alerted: until it is back, no change can be made. */
@@ -102,7 +102,8 @@ void kf_mgr_cluster_health(struct kf_manager *m, bool ok, const char *why)
 	json_decref(rec);
 }
 
-/* --- the watcher ------------------------------------------------------------ */
+/* --- the watcher ------------------------------------------------------------
+ */
 
 /* A keyring read from etcd, adopted under op_lock, announced if new. */
 static void adopt(struct kf_manager *m, const uint8_t *blob, size_t len,
@@ -204,7 +205,8 @@ static void *watcher(void *arg)
 	return NULL;
 }
 
-/* --- the heartbeat ---------------------------------------------------------- */
+/* --- the heartbeat ----------------------------------------------------------
+ */
 
 /* This node's record: what it serves, since when it was last seen. */
 static char *node_record(struct kf_manager *m)
@@ -320,8 +322,7 @@ static int reconcile(struct kf_manager *m, bool was_ok, char err[KF_ERR_MAX])
 		/* A refused keyring in etcd: no change can be made. */
 		if (a < 0) {
 			pthread_mutex_lock(&cl->lock);
-			kf_err_set(err,
-				   "the keyring in etcd was refused: %s",
+			kf_err_set(err, "the keyring in etcd was refused: %s",
 				   cl->refused_why);
 			pthread_mutex_unlock(&cl->lock);
 			pthread_mutex_unlock(&m->op_lock);
@@ -371,7 +372,8 @@ static void *heartbeat(void *arg)
 	return NULL;
 }
 
-/* --- start, stop, status ------------------------------------------------------ */
+/* --- start, stop, status
+ * ------------------------------------------------------ */
 
 int kf_manager_start_sync(struct kf_manager *m, char err[KF_ERR_MAX])
 {
@@ -451,11 +453,9 @@ json_t *kf_mgr_cluster_info(struct kf_manager *m)
 			    json_integer((json_int_t)cl->shown.generation));
 	json_object_set_new(o, "origin_node", json_string(cl->shown.node));
 	json_object_set_new(
-	    o, "change",
-	    json_string(kf_cluster_change_name(cl->shown.change)));
-	json_object_set_new(o, "nodes",
-			    cl->nodes ? json_deep_copy(cl->nodes)
-				      : json_array());
+	    o, "change", json_string(kf_cluster_change_name(cl->shown.change)));
+	json_object_set_new(
+	    o, "nodes", cl->nodes ? json_deep_copy(cl->nodes) : json_array());
 	pthread_mutex_unlock(&cl->lock);
 	return o;
 }

@@ -175,10 +175,10 @@ struct kf_mgr_cluster {
 
 	/* lock */
 	pthread_mutex_t lock;
-	pthread_cond_t wake; /* the heartbeat's sleep; stop */
-	bool ok;	     /* etcd answered the last heartbeat */
-	int64_t since;	     /* of ok's last change */
-	char reason[KF_ERR_MAX]; /* why not ok */
+	pthread_cond_t wake;	      /* the heartbeat's sleep; stop */
+	bool ok;		      /* etcd answered the last heartbeat */
+	int64_t since;		      /* of ok's last change */
+	char reason[KF_ERR_MAX];      /* why not ok */
 	char refused_why[KF_ERR_MAX]; /* why `refused` was */
 	struct kf_cluster_info shown; /* = info, for status */
 	json_t *nodes;		      /* the node records last listed */
@@ -235,8 +235,8 @@ int kf_mgr_cluster_commit(struct kf_manager *m, struct kf_keyring *next,
  * belongs to another cluster or is older.  Caller holds op_lock.  1:
  * adopted (the caller notifies), 0: nothing to do, -errno: refused.
  */
-int kf_mgr_cluster_adopt(struct kf_manager *m, const uint8_t *blob,
-			 size_t len, int64_t rev) KF_WUR;
+int kf_mgr_cluster_adopt(struct kf_manager *m, const uint8_t *blob, size_t len,
+			 int64_t rev) KF_WUR;
 
 /* An archive written for the operation in progress (op_lock). */
 void kf_mgr_cluster_pending(struct kf_manager *m, const char *file);

@@ -142,9 +142,8 @@ static int rotate_locked(struct kf_manager *m, const struct kf_caller *who,
 		kf_mgr_remove_backup(m, name);
 	if (r >= 0 && ret_version)
 		*ret_version = kf_keyring_current_version(next);
-	if (r == -ESTALE &&
-	    superseded(m, who, from, automatic, cancel, ret_version,
-		       ret_note) == 0)
+	if (r == -ESTALE && superseded(m, who, from, automatic, cancel,
+				       ret_version, ret_note) == 0)
 		r = 0;
 out:
 	if (r < 0) {

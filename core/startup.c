@@ -408,12 +408,12 @@ static int manager_open(const struct kf_config *cfg, enum open_for what,
 	pthread_mutex_init(&m->kr_lock, NULL);
 	if ((what == OPEN_RESTORE && etcd) ||
 	    (what == OPEN_CLUSTER_INIT && !etcd)) {
-		kf_err_set(err,
-			   etcd ? "restore --offline works on the file store; "
-				  "with store = etcd, restore through a "
-				  "running node (control/restore)"
-				: "keyfs cluster init needs store = etcd and an "
-				  "[etcd] section in the configuration");
+		kf_err_set(
+		    err, etcd ? "restore --offline works on the file store; "
+				"with store = etcd, restore through a "
+				"running node (control/restore)"
+			      : "keyfs cluster init needs store = etcd and an "
+				"[etcd] section in the configuration");
 		r = -EINVAL;
 		goto fail;
 	}

@@ -97,7 +97,8 @@ static char *etcd_section(const char *node, const char *prefix)
 		cr_assert(asprintf(&tls,
 				   "cacert = %s\ncert = %s\nkey = %s\nuser = "
 				   "keyfs\npassword_file = %s\n",
-				   kt_etcd.ca, with_cn ? kt_etcd.cn_cert : kt_etcd.cert,
+				   kt_etcd.ca,
+				   with_cn ? kt_etcd.cn_cert : kt_etcd.cert,
 				   with_cn ? kt_etcd.cn_key : kt_etcd.key,
 				   password_file) > 0);
 	}
@@ -105,7 +106,8 @@ static char *etcd_section(const char *node, const char *prefix)
 			   "[etcd]\nendpoints = %s, %s, %s\nprefix = %s\n"
 			   "node = %s\ntimeout = 500ms\n%s",
 			   kt_etcd.client[0], kt_etcd.client[1],
-			   kt_etcd.client[2], prefix, node, tls ? tls : "") > 0);
+			   kt_etcd.client[2], prefix, node,
+			   tls ? tls : "") > 0);
 	free(tls);
 	return s;
 }
@@ -258,7 +260,8 @@ static struct kf_etcd *raw_client(const char *prefix)
 	return e;
 }
 
-/* --- one keyring for every node --------------------------------------------- */
+/* --- one keyring for every node ---------------------------------------------
+ */
 
 Test(cluster, a_rotation_on_one_node_is_served_by_every_other)
 {
@@ -285,8 +288,8 @@ Test(cluster, a_rotation_on_one_node_is_served_by_every_other)
 	cr_assert(kt_contains(out, "version 2, generation 2 (rotate by node "
 				   "node1"),
 		  "%s", out);
-	cr_assert(kt_contains(out, "node0") && kt_contains(out, "node2"),
-		  "%s", out);
+	cr_assert(kt_contains(out, "node0") && kt_contains(out, "node2"), "%s",
+		  out);
 	free(out);
 	free(err);
 }
@@ -355,7 +358,8 @@ Test(cluster, all_nodes_rotating_at_once_make_one_version_per_round)
 	assert_same_phi(NODES);
 }
 
-/* --- etcd in trouble ---------------------------------------------------------- */
+/* --- etcd in trouble
+ * ---------------------------------------------------------- */
 
 Test(cluster, a_follower_killed_nothing_fails)
 {
@@ -366,9 +370,9 @@ Test(cluster, a_follower_killed_nothing_fails)
 	kt_etcd_kill((leader + 1) % KT_ETCD_MEMBERS);
 	for (long v = 2; v <= 5; v++) {
 		/* Every rotation succeeds the first time; every node has it. */
-		cr_assert_eq(kt_mwrite(&nodes[v % NODES], "control/rotate",
-				       "1\n"),
-			     0, "rotation %ld failed", v);
+		cr_assert_eq(
+		    kt_mwrite(&nodes[v % NODES], "control/rotate", "1\n"), 0,
+		    "rotation %ld failed", v);
 		wait_version(NODES, v);
 		assert_same_phi(NODES);
 		kt_sleep_ms(300); /* past the coalescing window */
@@ -464,7 +468,8 @@ Test(cluster, a_node_restarted_while_etcd_is_down_serves_its_copy_degraded)
 	sodium_memzero(again, sizeof(again));
 }
 
-/* --- what etcd holds is checked ----------------------------------------------- */
+/* --- what etcd holds is checked
+ * ----------------------------------------------- */
 
 /* Puts value as the keyring and checks node 0 refuses it, alerted. */
 static void assert_refused(struct kf_etcd *e, const uint8_t *v, size_t len,
@@ -499,11 +504,9 @@ Test(cluster, tampered_older_and_foreign_keyrings_are_refused)
 	char err[KF_ERR_MAX], *out = NULL, *cerr = NULL;
 
 	start_nodes(1);
-	cr_assert_eq(kf_etcd_get(e, "store/keyring", &old, err), 0, "%s",
-		     err);
+	cr_assert_eq(kf_etcd_get(e, "store/keyring", &old, err), 0, "%s", err);
 	cr_assert_eq(kt_mwrite(&nodes[0], "control/rotate", "1\n"), 0);
-	cr_assert_eq(kf_etcd_get(e, "store/keyring", &cur, err), 0, "%s",
-		     err);
+	cr_assert_eq(kf_etcd_get(e, "store/keyring", &cur, err), 0, "%s", err);
 	/* A keyring of another prefix, same master key. */
 	node_prepare(NODES, "/keyfs/o", NULL);
 	cr_assert_eq(cluster_cmd(NODES, "init", &out, &cerr), 0, "%s", cerr);
@@ -547,7 +550,8 @@ Test(cluster, a_node_with_a_wrong_master_key_refuses_and_the_others_go_on)
 	free(err);
 }
 
-/* --- TLS and a password user ------------------------------------------------------ */
+/* --- TLS and a password user
+ * ------------------------------------------------------ */
 
 Test(cluster, nodes_reach_etcd_over_tls_with_a_certificate_and_a_password,
      .init = setup_tls)
@@ -569,7 +573,8 @@ Test(cluster, nodes_reach_etcd_over_tls_with_a_certificate_and_a_password,
 	free(log);
 }
 
-/* --- archives on every node, bootstrap and migration ---------------------------- */
+/* --- archives on every node, bootstrap and migration
+ * ---------------------------- */
 
 /* Waits until node i's backups/ does (want) or does not list name. */
 static void wait_listed(int i, const char *name, bool want)
@@ -654,10 +659,11 @@ Test(cluster, a_single_node_state_moves_into_the_cluster)
 	cr_assert_eq(kt_mount_stop(m), 0);
 	/* The same state_dir, now with store = etcd. */
 	text = etcd_section("node0", PREFIX);
-	cr_assert(asprintf(&cfg, "[keyfs]\nstate_dir = %s\nmaster_key_file = "
-				 "%s/master.key\nmountpoint = %s\nmode = "
-				 "development\nrotate_interval = 0\nstore = "
-				 "etcd\n%s",
+	cr_assert(asprintf(&cfg,
+			   "[keyfs]\nstate_dir = %s\nmaster_key_file = "
+			   "%s/master.key\nmountpoint = %s\nmode = "
+			   "development\nrotate_interval = 0\nstore = "
+			   "etcd\n%s",
 			   m->state, m->dir, m->mnt, text) > 0);
 	kt_write_file(m->cfg, cfg, 0644);
 	free(cfg);

@@ -192,8 +192,8 @@ static void *rotate_thread(void *p)
 	struct rot_arg *a = p;
 
 	for (int i = 0; i < PER_THREAD; i++)
-		a->rc[i] = kf_manager_rotate(a->m, &fx_who, &a->got[i], NULL,
-					     a->err);
+		a->rc[i] =
+		    kf_manager_rotate(a->m, &fx_who, &a->got[i], NULL, a->err);
 	return NULL;
 }
 
