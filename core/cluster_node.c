@@ -2,9 +2,9 @@
 /*
  * cluster_node: the manager with store = etcd (DESIGN.md §9) -- start-up
  * from etcd or the local copy, changes by compare-and-swap, adoption of
- * other nodes' changes, and the archives every node keeps a copy of.  The
- * threads that watch etcd and keep this node's record are in
- * cluster_threads.c.
+ * other nodes' changes.  The etcd clients and the threads that watch etcd
+ * and keep this node's record are in cluster_threads.c, the archives every
+ * node keeps a copy of in cluster_archives.c.
  *
  * What a node serves is one generation of the cluster keyring: the sealed
  * blob (cluster.h) exactly as etcd held it, kept in the local state after
@@ -15,13 +15,10 @@
  * restored from an old snapshot) is refused and alerted, never served.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <sodium.h>
 
@@ -29,97 +26,6 @@
 #include "log.h"
 #include "manager_private.h"
 #include "state.h"
-
-#define PASSWORD_MAX 1024
-
-/* --- the clients -----------------------------------------------------------
- */
-
-/* The password_file's first line into guarded memory; root-only file. */
-static int read_password(const char *path, char **ret, char err[KF_ERR_MAX])
-{
-	uint8_t *buf = NULL;
-	struct stat st;
-	size_t len = 0;
-	char *pw;
-	int r;
-
-	r = kf_file_read_all(path, PASSWORD_MAX, &buf, &len, &st, err);
-	if (r < 0) {
-		kf_err_prefix(err, "password_file: ");
-		return r;
-	}
-	if (st.st_uid != 0 || (st.st_mode & 077)) {
-		sodium_free(buf);
-		kf_err_set(err,
-			   "password_file %s must be owned by root and not "
-			   "readable by group or others (chmod 0600)",
-			   path);
-		return -EPERM;
-	}
-	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
-		len--;
-	pw = sodium_malloc(len + 1);
-	if (!pw) {
-		sodium_free(buf);
-		kf_err_set(err, "out of memory");
-		return -ENOMEM;
-	}
-	memcpy(pw, buf, len);
-	pw[len] = 0;
-	sodium_free(buf);
-	*ret = pw;
-	return 0;
-}
-
-int kf_cluster_client(const struct kf_config *cfg, struct kf_etcd **ret,
-		      char err[KF_ERR_MAX])
-{
-	const struct kf_etcd_settings *e = &cfg->etcd;
-	struct kf_etcd_config c = {.endpoints =
-				       (const char *const *)e->endpoints,
-				   .n_endpoints = e->n_endpoints,
-				   .prefix = e->prefix,
-				   .timeout_ms = e->timeout_ms,
-				   .cacert = e->cacert,
-				   .cert = e->cert,
-				   .key = e->key,
-				   .user = e->user};
-	char *pw = NULL;
-	int r = 0;
-
-	if (e->user) {
-		r = read_password(e->password_file, &pw, err);
-		if (r < 0)
-			return r;
-		c.password = pw;
-	}
-	r = kf_etcd_new(&c, ret, err);
-	if (pw)
-		sodium_free(pw);
-	if (r < 0)
-		kf_err_prefix(err, "[etcd]: ");
-	return r;
-}
-
-int kf_mgr_cluster_setup(struct kf_manager *m, char err[KF_ERR_MAX])
-{
-	int r;
-
-	m->cl = calloc(1, sizeof(*m->cl));
-	if (!m->cl) {
-		kf_err_set(err, "out of memory");
-		return -ENOMEM;
-	}
-	pthread_mutex_init(&m->cl->lock, NULL);
-	pthread_cond_init(&m->cl->wake, NULL);
-	r = kf_cluster_client(m->cfg, &m->cl->op, err);
-	if (r == 0)
-		r = kf_cluster_client(m->cfg, &m->cl->watch, err);
-	if (r == 0)
-		r = kf_cluster_client(m->cfg, &m->cl->beat, err);
-	return r;
-}
 
 /* --- what a node serves ----------------------------------------------------
  */
@@ -358,26 +264,17 @@ static int read_remote(struct kf_manager *m, struct kf_etcd_kv *ret_kv,
 static int record_load(struct kf_manager *m, bool degraded, const char *why,
 		       char err[KF_ERR_MAX])
 {
-	struct kf_keyring *kr = kf_mgr_current(m);
-	struct kf_caller self;
-	json_t *rec = kf_event_record(KF_EVENT_KEY_LOAD, kf_event_self(&self));
+	json_t *f = json_object();
 	int r;
 
-	json_object_set_new(rec, "key_version",
-			    json_integer(kf_keyring_current_version(kr)));
-	json_object_set_new(rec, "versions", kf_mgr_versions_json(kr));
-	json_object_set_new(rec, "store", json_string("etcd"));
-	json_object_set_new(rec, "generation",
+	json_object_set_new(f, "store", json_string("etcd"));
+	json_object_set_new(f, "generation",
 			    json_integer((json_int_t)m->cl->info.generation));
-	json_object_set_new(rec, "origin_node", json_string(m->cl->info.node));
+	json_object_set_new(f, "origin_node", json_string(m->cl->info.node));
 	if (degraded)
-		json_object_set_new(rec, "degraded", json_string(why));
-	json_object_set_new(rec, "success", json_true());
-	r = kf_mgr_record_durable(m, rec, NULL, err);
-	if (r < 0)
-		kf_err_prefix(err, "audit log: ");
-	json_decref(rec);
-	kf_keyring_unref(kr);
+		json_object_set_new(f, "degraded", json_string(why));
+	r = kf_mgr_record_load(m, f, err);
+	json_decref(f);
 	return r;
 }
 
@@ -457,7 +354,7 @@ static int load_remote(struct kf_manager *m, bool have_copy,
 
 int kf_mgr_cluster_load(struct kf_manager *m, char err[KF_ERR_MAX])
 {
-	struct kf_audit_anchor anchor, tail;
+	struct kf_audit_anchor anchor;
 	struct kf_cluster_info info;
 	struct kf_keyring *kr = NULL;
 	uint8_t *blob = NULL;
@@ -475,14 +372,7 @@ int kf_mgr_cluster_load(struct kf_manager *m, char err[KF_ERR_MAX])
 		return r;
 	}
 	if (r == 0) {
-		m->sealed_seq = anchor.seq;
-		kf_audit_anchor(m->audit, &tail);
-		if (tail.seq < anchor.seq)
-			kf_log(LOG_ALERT,
-			       "audit log %s ends at record %" PRIu64
-			       " but the sealed state saw record %" PRIu64
-			       ": the log was truncated or replaced",
-			       m->cfg->audit_log, tail.seq, anchor.seq);
+		kf_mgr_take_anchor(m, &anchor);
 		r = serve(m, blob, len, &info, 0, kr);
 		m->cl->rotated_ms = 0;
 		kf_keyring_unref(kr);
@@ -662,216 +552,4 @@ out:
 	kf_etcd_kv_clear(&cur);
 	free(blob);
 	return r;
-}
-
-/* --- archives --------------------------------------------------------------
- */
-
-void kf_mgr_cluster_pending(struct kf_manager *m, const char *file)
-{
-	struct kf_mgr_cluster *cl = m->cl;
-
-	if (cl->n_pending < KF_MGR_PENDING_MAX)
-		snprintf(cl->pending[cl->n_pending++], KF_BACKUP_FILE_NAME_MAX,
-			 "%s", file);
-}
-
-void kf_mgr_cluster_unpending(struct kf_manager *m, const char *file)
-{
-	struct kf_mgr_cluster *cl = m->cl;
-
-	for (size_t i = 0; i < cl->n_pending; i++)
-		if (!strcmp(cl->pending[i], file)) {
-			memmove(cl->pending[i], cl->pending[i + 1],
-				(cl->n_pending - i - 1) *
-				    sizeof(cl->pending[0]));
-			cl->n_pending--;
-			return;
-		}
-}
-
-int kf_mgr_cluster_publish_file(struct kf_manager *m, const char *file,
-				char err[KF_ERR_MAX])
-{
-	char name[sizeof(KF_CLUSTER_ARCHIVES) + KF_BACKUP_FILE_NAME_MAX];
-	struct kf_etcd_op op = {.name = name};
-	char *path = kf_path_join(m->cfg->backup_dir, file);
-	uint8_t *text = NULL;
-	size_t len = 0;
-	int r;
-
-	if (!path) {
-		kf_err_set(err, "out of memory");
-		return -ENOMEM;
-	}
-	r = kf_file_read_all(path, KF_BACKUP_FILE_MAX, &text, &len, NULL, err);
-	free(path);
-	if (r == -ENOENT)
-		return 0; /* pruned since */
-	if (r < 0)
-		return r;
-	snprintf(name, sizeof(name), "%s%s", KF_CLUSTER_ARCHIVES, file);
-	op.value = text;
-	op.len = len;
-	r = kf_etcd_cas(m->cl->op, name, 0, &op, 1, NULL, NULL, err);
-	sodium_free(text);
-	if (r == KF_ETCD_CONFLICT) {
-		kf_log(LOG_ALERT,
-		       "archive %s: another node published an archive of that "
-		       "name; this node's stays here only",
-		       file);
-		r = 0;
-	}
-	return r;
-}
-
-void kf_mgr_cluster_publish(struct kf_manager *m)
-{
-	struct kf_mgr_cluster *cl = m->cl;
-	char err[KF_ERR_MAX];
-	size_t kept = 0;
-
-	for (size_t i = 0; i < cl->n_pending; i++)
-		if (cl->n_unpublished < KF_MGR_UNPUBLISHED_MAX)
-			memcpy(cl->unpublished[cl->n_unpublished++],
-			       cl->pending[i], sizeof(cl->pending[i]));
-	cl->n_pending = 0;
-	for (size_t i = 0; i < cl->n_unpublished; i++) {
-		if (kf_mgr_cluster_publish_file(m, cl->unpublished[i], err) ==
-		    0)
-			continue;
-		kf_log(LOG_WARNING,
-		       "archive %s is on this node only for now (retried): %s",
-		       cl->unpublished[i], err);
-		if (kept != i)
-			memcpy(cl->unpublished[kept], cl->unpublished[i],
-			       sizeof(cl->unpublished[i]));
-		kept++;
-	}
-	cl->n_unpublished = kept;
-}
-
-void kf_mgr_cluster_unpublish(struct kf_manager *m, const char *file)
-{
-	char name[sizeof(KF_CLUSTER_ARCHIVES) + KF_BACKUP_FILE_NAME_MAX];
-	char err[KF_ERR_MAX];
-	int r;
-
-	snprintf(name, sizeof(name), "%s%s", KF_CLUSTER_ARCHIVES, file);
-	r = kf_etcd_delete(m->cl->op, name, NULL, err);
-	if (r < 0 && r != -ENOENT)
-		kf_log(LOG_WARNING,
-		       "archive %s deleted here but not from etcd: %s", file,
-		       err);
-}
-
-/* An archive etcd holds, copied here if this node lacks it. */
-static void fetch_one(struct kf_manager *m, const char *file,
-		      const uint8_t *text, size_t len)
-{
-	char err[KF_ERR_MAX];
-	json_t *rec;
-	int r;
-
-	r = kf_backup_import(m->cfg->backup_dir, file, m->keys->backup, text,
-			     len, err);
-	if (r == -EEXIST)
-		return;
-	rec = kf_event_record(KF_EVENT_BACKUP_SYNC, NULL);
-	json_object_set_new(rec, "backup", json_string(file));
-	json_object_set_new(rec, "action", json_string("copied"));
-	if (r < 0) {
-		kf_mgr_report_failure(m, rec, 0, err);
-		return;
-	}
-	json_object_set_new(rec, "success", json_true());
-	if (kf_mgr_record_durable(m, rec, NULL, err) < 0)
-		kf_log(LOG_ALERT, "audit log: %s", err);
-	json_decref(rec);
-}
-
-/* An archive pruned by another node, removed here too. */
-static void drop_one(struct kf_manager *m, const char *file)
-{
-	char *path = kf_path_join(m->cfg->backup_dir, file);
-	char err[KF_ERR_MAX];
-	json_t *rec;
-	bool gone;
-
-	if (!path)
-		return;
-	gone = unlink(path) == 0;
-	free(path);
-	if (!gone)
-		return;
-	if (kf_dir_fsync(m->cfg->backup_dir) < 0)
-		kf_log(LOG_WARNING, "fsync of %s failed", m->cfg->backup_dir);
-	rec = kf_event_record(KF_EVENT_BACKUP_SYNC, NULL);
-	json_object_set_new(rec, "backup", json_string(file));
-	json_object_set_new(rec, "action", json_string("removed"));
-	json_object_set_new(rec, "success", json_true());
-	if (kf_mgr_record_durable(m, rec, NULL, err) < 0)
-		kf_log(LOG_ALERT, "audit log: %s", err);
-	json_decref(rec);
-}
-
-/* The archive file name of an etcd name, or NULL when it is not one. */
-static const char *archive_of(const char *name)
-{
-	size_t n = strlen(KF_CLUSTER_ARCHIVES);
-	const char *file = name + n;
-	char stem[KF_BACKUP_NAME_MAX + 1];
-
-	if (strncmp(name, KF_CLUSTER_ARCHIVES, n) != 0 ||
-	    !kf_backup_stem(file, true, stem))
-		return NULL;
-	return file;
-}
-
-void kf_mgr_cluster_archive_event(struct kf_manager *m, bool put,
-				  const char *name, const uint8_t *value,
-				  size_t len)
-{
-	const char *file = archive_of(name);
-
-	if (!file)
-		return;
-	if (put)
-		fetch_one(m, file, value, len);
-	else
-		drop_one(m, file);
-}
-
-void kf_mgr_cluster_fetch_archives(struct kf_manager *m)
-{
-	struct kf_etcd_kv *kvs = NULL;
-	char err[KF_ERR_MAX];
-	size_t n = 0;
-
-	if (kf_etcd_list(m->cl->op, KF_CLUSTER_ARCHIVES, 0, &kvs, &n, NULL,
-			 err) < 0) {
-		kf_log(LOG_WARNING, "listing the cluster's archives: %s", err);
-		return;
-	}
-	for (size_t i = 0; i < n; i++)
-		kf_mgr_cluster_archive_event(m, true, kvs[i].name, kvs[i].value,
-					     kvs[i].len);
-	kf_etcd_kvs_free(kvs, n);
-}
-
-void kf_mgr_cluster_free(struct kf_manager *m)
-{
-	struct kf_mgr_cluster *cl = m->cl;
-
-	if (!cl)
-		return;
-	kf_etcd_free(cl->op);
-	kf_etcd_free(cl->watch);
-	kf_etcd_free(cl->beat);
-	free(cl->blob);
-	json_decref(cl->nodes);
-	pthread_mutex_destroy(&cl->lock);
-	pthread_cond_destroy(&cl->wake);
-	free(cl);
-	m->cl = NULL;
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * cluster_threads: the two threads of a node with store = etcd, and what
- * they keep for status.
+ * cluster_threads: a node's etcd clients (one per thread that talks to
+ * etcd) and its two threads with store = etcd, and what they keep for
+ * status.
  *
  *   watcher    watches everything under the prefix's store/ and adopts a
  *              new keyring, or copies or removes an archive, within
@@ -20,17 +21,127 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <sodium.h>
 
 #include "etcd.h"
 #include "log.h"
 #include "manager_private.h"
 
 #define BEAT_MS 1000
+#define PASSWORD_MAX 1024    /* bytes of password_file */
 #define LEASE_TTL_S 10	     /* a node record outlives a dead node by this */
 #define WATCH_RETRY_MS 500   /* after a watch that could not start */
 #define NODE_RECORD_MAX 1024 /* bytes of one node's record */
+
+/* --- the clients -----------------------------------------------------------
+ */
+
+/* The password_file's first line into guarded memory; root-only file. */
+static int read_password(const char *path, char **ret, char err[KF_ERR_MAX])
+{
+	uint8_t *buf = NULL;
+	struct stat st;
+	size_t len = 0;
+	char *pw;
+	int r;
+
+	r = kf_file_read_all(path, PASSWORD_MAX, &buf, &len, &st, err);
+	if (r < 0) {
+		kf_err_prefix(err, "password_file: ");
+		return r;
+	}
+	if (st.st_uid != 0 || (st.st_mode & 077)) {
+		sodium_free(buf);
+		kf_err_set(err,
+			   "password_file %s must be owned by root and not "
+			   "readable by group or others (chmod 0600)",
+			   path);
+		return -EPERM;
+	}
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		len--;
+	pw = sodium_malloc(len + 1);
+	if (!pw) {
+		sodium_free(buf);
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(pw, buf, len);
+	pw[len] = 0;
+	sodium_free(buf);
+	*ret = pw;
+	return 0;
+}
+
+int kf_cluster_client(const struct kf_config *cfg, struct kf_etcd **ret,
+		      char err[KF_ERR_MAX])
+{
+	const struct kf_etcd_settings *e = &cfg->etcd;
+	struct kf_etcd_config c = {.endpoints =
+				       (const char *const *)e->endpoints,
+				   .n_endpoints = e->n_endpoints,
+				   .prefix = e->prefix,
+				   .timeout_ms = e->timeout_ms,
+				   .cacert = e->cacert,
+				   .cert = e->cert,
+				   .key = e->key,
+				   .user = e->user};
+	char *pw = NULL;
+	int r = 0;
+
+	if (e->user) {
+		r = read_password(e->password_file, &pw, err);
+		if (r < 0)
+			return r;
+		c.password = pw;
+	}
+	r = kf_etcd_new(&c, ret, err);
+	if (pw)
+		sodium_free(pw);
+	if (r < 0)
+		kf_err_prefix(err, "[etcd]: ");
+	return r;
+}
+
+int kf_mgr_cluster_setup(struct kf_manager *m, char err[KF_ERR_MAX])
+{
+	int r;
+
+	m->cl = calloc(1, sizeof(*m->cl));
+	if (!m->cl) {
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&m->cl->lock, NULL);
+	pthread_cond_init(&m->cl->wake, NULL);
+	r = kf_cluster_client(m->cfg, &m->cl->op, err);
+	if (r == 0)
+		r = kf_cluster_client(m->cfg, &m->cl->watch, err);
+	if (r == 0)
+		r = kf_cluster_client(m->cfg, &m->cl->beat, err);
+	return r;
+}
+
+void kf_mgr_cluster_free(struct kf_manager *m)
+{
+	struct kf_mgr_cluster *cl = m->cl;
+
+	if (!cl)
+		return;
+	kf_etcd_free(cl->op);
+	kf_etcd_free(cl->watch);
+	kf_etcd_free(cl->beat);
+	free(cl->blob);
+	json_decref(cl->nodes);
+	pthread_mutex_destroy(&cl->lock);
+	pthread_cond_destroy(&cl->wake);
+	free(cl);
+	m->cl = NULL;
+}
 
 static bool stopping(struct kf_mgr_cluster *cl)
 {

@@ -117,6 +117,18 @@ void kf_mgr_notify(struct kf_manager *m);
 /* The versions held by kr, newest first, as a new JSON array. */
 json_t *kf_mgr_versions_json(const struct kf_keyring *kr);
 
+/* --- startup.c ----------------------------------------------------------- */
+
+/* The sealed state's anchor at start: kept, and checked against the log's
+ * end (an alert when the log is shorter: truncated or replaced). */
+void kf_mgr_take_anchor(struct kf_manager *m,
+			const struct kf_audit_anchor *anchor);
+
+/* The key_load record of a start: the keyring served, fields (may be
+ * NULL; not consumed) added. */
+int kf_mgr_record_load(struct kf_manager *m, json_t *fields,
+		       char err[KF_ERR_MAX]) KF_WUR;
+
 /* --- archives.c ---------------------------------------------------------- */
 
 /*

@@ -297,15 +297,50 @@ static void raise_to_archives(struct kf_manager *m, struct kf_keyring **kr)
 	}
 }
 
+void kf_mgr_take_anchor(struct kf_manager *m,
+			const struct kf_audit_anchor *anchor)
+{
+	struct kf_audit_anchor tail;
+
+	m->sealed_seq = anchor->seq;
+	kf_audit_anchor(m->audit, &tail);
+	if (tail.seq < anchor->seq)
+		kf_log(LOG_ALERT,
+		       "audit log %s ends at record %" PRIu64
+		       " but the sealed state saw record %" PRIu64
+		       ": the log was truncated or replaced",
+		       m->cfg->audit_log, tail.seq, anchor->seq);
+}
+
+int kf_mgr_record_load(struct kf_manager *m, json_t *fields,
+		       char err[KF_ERR_MAX])
+{
+	struct kf_keyring *kr = kf_mgr_current(m);
+	struct kf_caller self;
+	json_t *rec = kf_event_record(KF_EVENT_KEY_LOAD, kf_event_self(&self));
+	int r;
+
+	json_object_set_new(rec, "key_version",
+			    json_integer(kf_keyring_current_version(kr)));
+	json_object_set_new(rec, "versions", kf_mgr_versions_json(kr));
+	if (fields)
+		json_object_update(rec, fields);
+	json_object_set_new(rec, "success", json_true());
+	r = kf_mgr_record_durable(m, rec, NULL, err);
+	if (r < 0)
+		kf_err_prefix(err, "audit log: ");
+	json_decref(rec);
+	kf_keyring_unref(kr);
+	return r;
+}
+
 static int load_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 {
-	struct kf_audit_anchor anchor, tail;
+	struct kf_audit_anchor anchor;
 	struct kf_keyring *kr = NULL;
-	struct kf_caller self;
 	uint8_t *plain = NULL;
 	char why[KF_ERR_MAX];
 	size_t len = 0;
-	json_t *rec;
 	int r;
 
 	r = m->store->ops->load(m->store, &plain, &len, why);
@@ -322,26 +357,10 @@ static int load_keyring(struct kf_manager *m, char err[KF_ERR_MAX])
 	}
 	warn_env_differs(kr);
 	raise_to_archives(m, &kr);
-	m->sealed_seq = anchor.seq;
-	kf_audit_anchor(m->audit, &tail);
-	if (tail.seq < anchor.seq)
-		kf_log(LOG_ALERT,
-		       "audit log %s ends at record %" PRIu64
-		       " but the sealed state saw record %" PRIu64
-		       ": the log was truncated or replaced",
-		       m->cfg->audit_log, tail.seq, anchor.seq);
+	kf_mgr_take_anchor(m, &anchor);
 	kf_mgr_swap(m, kr);
-	rec = kf_event_record(KF_EVENT_KEY_LOAD, kf_event_self(&self));
-	json_object_set_new(rec, "key_version",
-			    json_integer(kf_keyring_current_version(kr)));
-	json_object_set_new(rec, "versions", kf_mgr_versions_json(kr));
-	json_object_set_new(rec, "success", json_true());
-	r = kf_mgr_record_durable(m, rec, NULL, err);
-	if (r < 0)
-		kf_err_prefix(err, "audit log: ");
-	json_decref(rec);
 	kf_keyring_unref(kr);
-	return r;
+	return kf_mgr_record_load(m, NULL, err);
 }
 
 static int lock_state(struct kf_manager *m, char err[KF_ERR_MAX])
