@@ -34,11 +34,19 @@
 static struct kt_mount nodes[NODES + 1];
 static char *master_text; /* the shared master key's text form + "\n" */
 static char *alerts[NODES + 1];
+static char *password_file; /* with KT_ETCD_PASSWORD, under setup_tls */
+static bool with_cn;	    /* node_prepare: the certificate with a CN */
 
 static void fini(void)
 {
 	kt_mount_cleanup_all();
 	kt_etcd_teardown();
+	for (int i = 0; i <= NODES; i++) {
+		free(alerts[i]);
+		alerts[i] = NULL;
+	}
+	free(password_file);
+	password_file = NULL;
 	if (master_text)
 		sodium_memzero(master_text, strlen(master_text));
 	free(master_text);
@@ -68,10 +76,7 @@ static void setup_tls(void)
 	new_master_key();
 }
 
-static char *password_file; /* with KT_ETCD_PASSWORD, under setup_tls */
-static bool with_cn;	    /* node_prepare: the certificate with a CN */
-
-TestSuite(cluster, .init = setup, .fini = fini, .timeout = 240);
+TestSuite(cluster, .fini = fini, .timeout = 240);
 
 static double now_s(void)
 {
@@ -89,8 +94,10 @@ static char *etcd_section(const char *node, const char *prefix)
 
 	if (kt_etcd.ca) {
 		if (!password_file) {
-			password_file =
-			    kt_path(kt_tmpdir("etcd-pw"), "password");
+			char *dir = kt_tmpdir("etcd-pw");
+
+			password_file = kt_path(dir, "password");
+			free(dir);
 			kt_write_file(password_file, KT_ETCD_PASSWORD "\n",
 				      0600);
 		}
@@ -117,13 +124,15 @@ static struct kt_mount *node_prepare(int i, const char *prefix,
 				     const char *extra)
 {
 	struct kt_mount *m = &nodes[i];
-	char name[32], tag[32], *section, *lines, *key;
+	char name[32], tag[32], *section, *lines, *key, *dir;
 
 	snprintf(name, sizeof(name), "node%d", i);
 	snprintf(tag, sizeof(tag), "cluster-%d", i);
 	section = etcd_section(name, prefix);
 	free(alerts[i]);
-	alerts[i] = kt_path(kt_tmpdir("alerts"), "alerts");
+	dir = kt_tmpdir("alerts");
+	alerts[i] = kt_path(dir, "alerts");
+	free(dir);
 	cr_assert(asprintf(&lines,
 			   "store = etcd\nalert_command = cat >> %s\n%s",
 			   alerts[i], extra ? extra : "") > 0);
@@ -263,7 +272,7 @@ static struct kf_etcd *raw_client(const char *prefix)
 /* --- one keyring for every node ---------------------------------------------
  */
 
-Test(cluster, a_rotation_on_one_node_is_served_by_every_other)
+Test(cluster, a_rotation_on_one_node_is_served_by_every_other, .init = setup)
 {
 	char *out = NULL, *err = NULL;
 	json_t *recs, *rec;
@@ -318,7 +327,8 @@ static void *race(void *arg)
 	return NULL;
 }
 
-Test(cluster, all_nodes_rotating_at_once_make_one_version_per_round)
+Test(cluster, all_nodes_rotating_at_once_make_one_version_per_round,
+     .init = setup)
 {
 	enum { ROUNDS = 100 };
 	pthread_barrier_t go;
@@ -361,7 +371,7 @@ Test(cluster, all_nodes_rotating_at_once_make_one_version_per_round)
 /* --- etcd in trouble
  * ---------------------------------------------------------- */
 
-Test(cluster, a_follower_killed_nothing_fails)
+Test(cluster, a_follower_killed_nothing_fails, .init = setup)
 {
 	int leader;
 
@@ -381,15 +391,22 @@ Test(cluster, a_follower_killed_nothing_fails)
 		cr_assert(state_is(i, "ok"), "node %d degraded", i);
 }
 
-Test(cluster, quorum_lost_refuses_changes_and_the_nodes_catch_up_after)
+Test(cluster, quorum_lost_refuses_changes_and_the_nodes_catch_up_after,
+     .init = setup)
 {
-	char *out = NULL, *err = NULL;
+	char *out = NULL, *err = NULL, *log;
 
 	start_nodes(NODES);
 	/* Two members frozen: a partition, as the note measures it. */
 	kill(kt_etcd.pid[1], SIGSTOP);
 	kill(kt_etcd.pid[2], SIGSTOP);
 	wait_state(0, "degraded");
+	/* Alerted once, with why. */
+	log = kt_read_file(alerts[0], NULL);
+	cr_assert(log && kt_contains(log, "\"event\":\"cluster\"") &&
+		      kt_contains(log, "\"state\":\"degraded\""),
+		  "no degraded alert: %s", log ? log : "(none)");
+	free(log);
 	/* Reads go on from memory. */
 	assert_same_phi(NODES);
 	cr_assert_neq(kt_ctl(&nodes[0], &out, &err, "rotate"), 0);
@@ -408,7 +425,8 @@ Test(cluster, quorum_lost_refuses_changes_and_the_nodes_catch_up_after)
 	assert_same_phi(NODES);
 }
 
-Test(cluster, the_leader_killed_rotations_resume_and_none_is_lost)
+Test(cluster, the_leader_killed_rotations_resume_and_none_is_lost,
+     .init = setup)
 {
 	double end;
 	long v = 1;
@@ -435,7 +453,8 @@ Test(cluster, the_leader_killed_rotations_resume_and_none_is_lost)
 	assert_same_phi(NODES);
 }
 
-Test(cluster, a_node_restarted_while_etcd_is_down_serves_its_copy_degraded)
+Test(cluster, a_node_restarted_while_etcd_is_down_serves_its_copy_degraded,
+     .init = setup)
 {
 	char *out = NULL, *err = NULL, phi[64], again[64];
 	int rc;
@@ -497,7 +516,7 @@ static void assert_refused(struct kf_etcd *e, const uint8_t *v, size_t len,
 		     why);
 }
 
-Test(cluster, tampered_older_and_foreign_keyrings_are_refused)
+Test(cluster, tampered_older_and_foreign_keyrings_are_refused, .init = setup)
 {
 	struct kf_etcd *e = raw_client(PREFIX), *other = raw_client("/keyfs/o");
 	struct kf_etcd_kv old = {0}, cur = {0}, foreign = {0};
@@ -526,7 +545,8 @@ Test(cluster, tampered_older_and_foreign_keyrings_are_refused)
 	free(cerr);
 }
 
-Test(cluster, a_node_with_a_wrong_master_key_refuses_and_the_others_go_on)
+Test(cluster, a_node_with_a_wrong_master_key_refuses_and_the_others_go_on,
+     .init = setup)
 {
 	char *key, *other = NULL, *err = NULL, *log;
 	int rc;
@@ -594,7 +614,7 @@ static void wait_listed(int i, const char *name, bool want)
 	}
 }
 
-Test(cluster, every_node_lists_and_keeps_the_same_archives)
+Test(cluster, every_node_lists_and_keeps_the_same_archives, .init = setup)
 {
 	char *path, *copy;
 	size_t len = 0;
@@ -613,7 +633,7 @@ Test(cluster, every_node_lists_and_keeps_the_same_archives)
 	wait_listed(0, "shared.json", false);
 }
 
-Test(cluster, init_is_explicit_and_never_overwrites)
+Test(cluster, init_is_explicit_and_never_overwrites, .init = setup)
 {
 	char *out = NULL, *err = NULL;
 
@@ -640,7 +660,7 @@ Test(cluster, init_is_explicit_and_never_overwrites)
 	free(err);
 }
 
-Test(cluster, a_single_node_state_moves_into_the_cluster)
+Test(cluster, a_single_node_state_moves_into_the_cluster, .init = setup)
 {
 	struct kt_mount *m = &nodes[0];
 	char *out = NULL, *err = NULL, *text, *cfg;
