@@ -36,6 +36,7 @@ static char *master_text; /* the shared master key's text form + "\n" */
 static char *alerts[NODES + 1];
 static char *password_file; /* with KT_ETCD_PASSWORD, under setup_tls */
 static bool with_cn;	    /* node_prepare: the certificate with a CN */
+static int first_member;    /* etcd_section: the endpoint listed first */
 
 static void fini(void)
 {
@@ -112,8 +113,9 @@ static char *etcd_section(const char *node, const char *prefix)
 	cr_assert(asprintf(&s,
 			   "[etcd]\nendpoints = %s, %s, %s\nprefix = %s\n"
 			   "node = %s\ntimeout = 500ms\n%s",
-			   kt_etcd.client[0], kt_etcd.client[1],
-			   kt_etcd.client[2], prefix, node,
+			   kt_etcd.client[first_member],
+			   kt_etcd.client[(first_member + 1) % 3],
+			   kt_etcd.client[(first_member + 2) % 3], prefix, node,
 			   tls ? tls : "") > 0);
 	free(tls);
 	return s;
@@ -389,6 +391,23 @@ Test(cluster, a_follower_killed_nothing_fails, .init = setup)
 	}
 	for (int i = 0; i < NODES; i++)
 		cr_assert(state_is(i, "ok"), "node %d degraded", i);
+}
+
+/*
+ * A frozen member gives no error, only silence: a watch on it misses the
+ * change, and the once-a-second read (on another member) brings it in.
+ */
+Test(cluster, a_watch_on_a_frozen_member_misses_nothing, .init = setup)
+{
+	int frozen;
+
+	first_member = frozen = (kt_etcd_leader() + 1) % KT_ETCD_MEMBERS;
+	start_nodes(2);
+	kill(kt_etcd.pid[frozen], SIGSTOP);
+	cr_assert_eq(kt_mwrite(&nodes[1], "control/rotate", "1\n"), 0);
+	wait_version(2, 2);
+	assert_same_phi(2);
+	kill(kt_etcd.pid[frozen], SIGCONT);
 }
 
 Test(cluster, quorum_lost_refuses_changes_and_the_nodes_catch_up_after,
