@@ -5,6 +5,9 @@
  *   keyfs-bench read PATH [OPTIONS]   open + read + close of PATH
  *   keyfs-bench keyring [OPTIONS]     keyctl_read of a 32-byte user key
  *   keyfs-bench rotate CTL [-n N]     N writes of "1" to CTL (control/rotate)
+ *   keyfs-bench propagate|race|reads MOUNT...
+ *                                     several daemons of one etcd cluster
+ *                                     (cluster-bench.c, for bench/cluster)
  *
  * Prints one line of name=value pairs (times in microseconds) for bench/run
  * to parse.  Key bytes are read into buffers that are wiped before exit and
@@ -25,6 +28,8 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "bench.h"
 
 #define THREADS_MAX 64
 #define SAMPLES_MAX (4u << 20) /* per thread: 16 MiB of uint32_t ns */
@@ -83,7 +88,7 @@ static uint64_t ns_of(const struct timespec *t)
 	return (uint64_t)t->tv_sec * 1000000000u + (uint64_t)t->tv_nsec;
 }
 
-static uint64_t now_ns(void)
+uint64_t kb_now_ns(void)
 {
 	struct timespec t;
 
@@ -91,7 +96,7 @@ static uint64_t now_ns(void)
 	return ns_of(&t);
 }
 
-static void sleep_until(uint64_t ns)
+void kb_sleep_until(uint64_t ns)
 {
 	struct timespec t = {(time_t)(ns / 1000000000u),
 			     (long)(ns % 1000000000u)};
@@ -168,15 +173,15 @@ static void *reader_main(void *arg)
 	}
 	if (o->iterations && o->iterations < cap)
 		cap = o->iterations;
-	until = now_ns() + (uint64_t)(o->warmup * 1e9);
-	while (o->warmup > 0 && now_ns() < until && !r->err)
+	until = kb_now_ns() + (uint64_t)(o->warmup * 1e9);
+	while (o->warmup > 0 && kb_now_ns() < until && !r->err)
 		r->err = cycle(o, buf);
 	pthread_barrier_wait(&b->ready);
 	pthread_barrier_wait(&b->go);
 	while (!r->err && r->n < cap) {
-		t = now_ns();
+		t = kb_now_ns();
 		r->err = cycle(o, buf);
-		uint64_t d = now_ns() - t;
+		uint64_t d = kb_now_ns() - t;
 
 		r->samples[r->n++] = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
 		if (b->deadline_ns && t + d >= b->deadline_ns)
@@ -198,9 +203,9 @@ static int64_t rotate_once(const char *ctl)
 
 	if (fd < 0)
 		return -errno;
-	t = now_ns();
+	t = kb_now_ns();
 	n = write(fd, "1\n", 2);
-	t = now_ns() - t;
+	t = kb_now_ns() - t;
 	if (n < 0) {
 		int e = errno;
 
@@ -219,11 +224,11 @@ static void *rotator_main(void *arg)
 
 	while (!atomic_load(&b->stop) && b->rot_n < ROTATIONS_MAX) {
 		/* Short naps so the end of the readers is not waited on. */
-		uint64_t now = now_ns();
+		uint64_t now = kb_now_ns();
 
 		if (now < next) {
-			sleep_until(now + 10000000u < next ? now + 10000000u
-							   : next);
+			kb_sleep_until(now + 10000000u < next ? now + 10000000u
+							      : next);
 			continue;
 		}
 		int64_t d = rotate_once(b->o->rotate_path);
@@ -265,7 +270,7 @@ static void *rss_main(void *arg)
 
 		if (kib > b->rss_max_kib)
 			b->rss_max_kib = kib;
-		sleep_until(now_ns() + RSS_PERIOD_NS);
+		kb_sleep_until(kb_now_ns() + RSS_PERIOD_NS);
 	}
 	return NULL;
 }
@@ -312,7 +317,7 @@ static double pct_us(const uint32_t *a, size_t n, double p)
 	return a[rank - 1] / 1000.0;
 }
 
-static void print_stats(const char *prefix, uint32_t *a, size_t n)
+void kb_print_stats(const char *prefix, uint32_t *a, size_t n)
 {
 	if (sort_u32(a, n) < 0) {
 		fprintf(stderr, "keyfs-bench: out of memory\n");
@@ -431,10 +436,10 @@ static int run_readers(struct opts *o)
 
 	printf("threads=%d cycles=%zu seconds=%.3f ops_per_s=%.0f", o->threads,
 	       total, wall, wall > 0 ? (double)total / wall : 0.0);
-	print_stats("", all, total);
+	kb_print_stats("", all, total);
 	if (o->rotate_path) {
 		printf(" rotations=%zu", b.rot_n);
-		print_stats("rot_", b.rot_samples, b.rot_n);
+		kb_print_stats("rot_", b.rot_samples, b.rot_n);
 	}
 	if (o->rss_pid)
 		printf(" rss_max_kib=%ld", b.rss_max_kib);
@@ -464,7 +469,7 @@ static int run_rotations(const struct opts *o)
 			usleep(o->rotate_ms * 1000u);
 	}
 	printf("rotations=%" PRIu64, n);
-	print_stats("", a, n);
+	kb_print_stats("", a, n);
 	printf("\n");
 	free(a);
 	return 0;
@@ -476,6 +481,8 @@ static void usage(void)
 		"usage: keyfs-bench read PATH [OPTIONS]\n"
 		"       keyfs-bench keyring [OPTIONS]\n"
 		"       keyfs-bench rotate CTL [-n N] [-i MS]\n"
+		"       keyfs-bench propagate|race|reads MOUNT... (see "
+		"cluster-bench.c)\n"
 		"  -t N     reader threads (default 1)\n"
 		"  -c       cat-style: read until end of file (keyring: look\n"
 		"           the key up by description, then read it)\n"
@@ -489,7 +496,7 @@ static void usage(void)
 	exit(2);
 }
 
-static double number(const char *s, double max)
+int kb_number(const char *s, double max, double *ret)
 {
 	char *end;
 	double v;
@@ -497,6 +504,16 @@ static double number(const char *s, double max)
 	errno = 0;
 	v = strtod(s, &end);
 	if (errno || end == s || *end || v < 0 || v > max)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+static double number(const char *s, double max)
+{
+	double v;
+
+	if (kb_number(s, max, &v) < 0)
 		usage();
 	return v;
 }
@@ -514,6 +531,9 @@ int main(int argc, char **argv)
 	if (argc < 2)
 		usage();
 	cmd = argv[1];
+	if (strcmp(cmd, "propagate") == 0 || strcmp(cmd, "race") == 0 ||
+	    strcmp(cmd, "reads") == 0)
+		return kb_cluster_main(argc, argv);
 	if (strcmp(cmd, "read") == 0 || strcmp(cmd, "rotate") == 0) {
 		if (argc < 3)
 			usage();
