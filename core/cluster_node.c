@@ -164,6 +164,14 @@ int kf_mgr_cluster_adopt(struct kf_manager *m, const uint8_t *blob, size_t len,
 	/* Refused once (audited, alerted): not again every second. */
 	if (rev > 0 && rev == cl->refused)
 		return -EBADMSG;
+	/*
+	 * An event older than what is served (the watch delivering, in
+	 * order, a change this node already passed through a CAS reply or
+	 * the heartbeat's read): nothing to do.  A rollback in etcd is a
+	 * new write, so it has a higher revision and is judged below.
+	 */
+	if (rev > 0 && rev < cl->revision)
+		return 0;
 	r = kf_cluster_unseal(m->keys->cluster, m->cfg->etcd.prefix, blob, len,
 			      &info, &kr, why);
 	if (r == 0)
