@@ -550,6 +550,8 @@ static int run_race(const struct cl_opts *o, const struct cl_paths *p)
 		 * racers do when rotations are rare; not timed.
 		 */
 		lagged += versions_wait(o, p, expect, &lo, &hi) < 0;
+		/* Past the daemons' coalescing window (250 ms): a new ask. */
+		kb_sleep_until(kb_now_ns() + 300000000u);
 	}
 	atomic_store(&ra.quit, true);
 	pthread_barrier_wait(&ra.go);
@@ -771,7 +773,7 @@ int kb_cluster_main(int argc, char **argv)
 	bool race = strcmp(cmd, "race") == 0;
 	bool reads = strcmp(cmd, "reads") == 0;
 	struct cl_opts o = {.count = race ? 300 : 200,
-			    .interval_ms = reads ? 1 : 50,
+			    .interval_ms = reads ? 1 : 300,
 			    .poll_us = 200,
 			    .seconds = 4,
 			    .kill_after = 1};
