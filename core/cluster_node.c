@@ -261,13 +261,6 @@ static int load_copy(struct kf_manager *m, uint8_t **ret_blob, size_t *ret_len,
 	return r;
 }
 
-/* etcd's keyring: 0 (*ret_kv), -ENOENT, or an etcd error (err). */
-static int read_remote(struct kf_manager *m, struct kf_etcd_kv *ret_kv,
-		       char err[KF_ERR_MAX])
-{
-	return kf_etcd_get(m->cl->op, KF_CLUSTER_KEYRING, ret_kv, err);
-}
-
 /* The key_load record of a start in cluster mode. */
 static int record_load(struct kf_manager *m, bool degraded, const char *why,
 		       char err[KF_ERR_MAX])
@@ -316,7 +309,7 @@ static int load_remote(struct kf_manager *m, bool have_copy,
 	char why[KF_ERR_MAX];
 	int r;
 
-	r = read_remote(m, &kv, why);
+	r = kf_etcd_get(m->cl->op, KF_CLUSTER_KEYRING, &kv, why);
 	if (r == -ENOENT) {
 		snprintf(err, KF_ERR_MAX,
 			 "no cluster keyring under %s in etcd (create it with "
