@@ -29,7 +29,7 @@
 #define KF_CONFIG_MAX_PURPOSES 4096
 
 enum kf_run_mode { KF_MODE_PRODUCTION, KF_MODE_DEVELOPMENT };
-enum kf_read_mode { KF_READ_AUDITED, KF_READ_CACHED };
+enum kf_read_mode { KF_READ_AUDITED, KF_READ_STRICT, KF_READ_CACHED };
 enum kf_store_type { KF_STORE_TYPE_FILE, KF_STORE_TYPE_ETCD };
 
 #define KF_NODE_NAME_MAX 63
@@ -123,6 +123,9 @@ struct kf_config_path {
  */
 size_t kf_config_paths(const struct kf_config *cfg,
 		       struct kf_config_path ret[KF_CONFIG_PATHS_MAX]);
+
+/* The names of the read modes, as `read_mode` takes them, by value. */
+extern const char *const kf_config_read_modes[3];
 
 /* Finds a purpose by name, or NULL. */
 const struct kf_purpose *kf_config_purpose(const struct kf_config *cfg,

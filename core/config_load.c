@@ -103,6 +103,10 @@ char *kf_config_path_abs(const char *path)
 	return r;
 }
 
+const char *const kf_config_read_modes[3] = {[KF_READ_AUDITED] = "audited",
+					     [KF_READ_STRICT] = "strict",
+					     [KF_READ_CACHED] = "cached"};
+
 size_t kf_config_paths(const struct kf_config *cfg,
 		       struct kf_config_path ret[KF_CONFIG_PATHS_MAX])
 {

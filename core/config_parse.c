@@ -193,12 +193,10 @@ static const struct section_purpose *find_section(const struct parser *p,
 /* Sets one key of [keyfs] or [access]: 1, or 0 after fail(). */
 static int set_key(struct parser *p, enum key_id id, const char *value)
 {
-	static const char *const run_modes[2] = {
+	static const char *const run_modes[] = {
 	    [KF_MODE_PRODUCTION] = "production",
 	    [KF_MODE_DEVELOPMENT] = "development"};
-	static const char *const read_modes[2] = {
-	    [KF_READ_AUDITED] = "audited", [KF_READ_CACHED] = "cached"};
-	static const char *const stores[2] = {
+	static const char *const stores[] = {
 	    [KF_STORE_TYPE_FILE] = "file", [KF_STORE_TYPE_ETCD] = "etcd"};
 	struct kf_config *cfg = p->cfg;
 	/* Where the value of a path, text or access key goes. */
@@ -228,17 +226,21 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 
 	switch (id) {
 	case K_MODE:
-		r = kf_config_parse_choice(key, value, run_modes, reason);
+		r = kf_config_parse_choice(key, value, run_modes,
+					   KF_LEN(run_modes), reason);
 		if (r >= 0)
 			cfg->mode = (enum kf_run_mode)r;
 		break;
 	case K_READ_MODE:
-		r = kf_config_parse_choice(key, value, read_modes, reason);
+		r = kf_config_parse_choice(key, value, kf_config_read_modes,
+					   KF_LEN(kf_config_read_modes),
+					   reason);
 		if (r >= 0)
 			cfg->read_mode = (enum kf_read_mode)r;
 		break;
 	case K_STORE:
-		r = kf_config_parse_choice(key, value, stores, reason);
+		r = kf_config_parse_choice(key, value, stores, KF_LEN(stores),
+					   reason);
 		if (r >= 0)
 			cfg->store = (enum kf_store_type)r;
 		break;

@@ -47,10 +47,13 @@ int kf_config_refuse(char reason[KF_ERR_MAX], int err, const char *fmt, ...)
  */
 const char *kf_config_quote(char out[KF_CONFIG_QUOTE_SIZE], const char *s);
 
-/* One of two words for `key`: returns 0 for names[0], 1 for names[1]. */
+/*
+ * One of n words for `key` (names[0..n-1]): returns the index of the word
+ * value is, or -EINVAL with a reason listing them all.
+ */
 int kf_config_parse_choice(const char *key, const char *value,
-			   const char *const names[2],
-			   char reason[KF_ERR_MAX]) KF_WUR;
+			   const char *const *names, size_t n,
+			   char reason[KF_ERR_MAX]);
 
 /* A whole number in [min, max] for `key`: digits only, no sign, no space. */
 int kf_config_parse_uint(const char *key, const char *value, unsigned min,

@@ -57,16 +57,25 @@ const char *kf_config_quote(char out[KF_CONFIG_QUOTE_SIZE], const char *s)
 }
 
 int kf_config_parse_choice(const char *key, const char *value,
-			   const char *const names[2], char reason[KF_ERR_MAX])
+			   const char *const *names, size_t n,
+			   char reason[KF_ERR_MAX])
 {
 	char q[KF_CONFIG_QUOTE_SIZE];
+	char list[KF_ERR_MAX / 2] = "";
+	size_t len = 0;
 
-	for (int i = 0; i < 2; i++)
+	for (size_t i = 0; i < n; i++)
 		if (strcmp(value, names[i]) == 0)
-			return i;
-	return kf_config_refuse(reason, -EINVAL,
-				"bad %s \"%s\": expected %s or %s", key,
-				kf_config_quote(q, value), names[0], names[1]);
+			return (int)i;
+	/* "a or b", "a, b or c" */
+	for (size_t i = 0; i < n && len < sizeof(list); i++)
+		len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s",
+					i == 0	     ? ""
+					: i + 1 == n ? " or "
+						     : ", ",
+					names[i]);
+	return kf_config_refuse(reason, -EINVAL, "bad %s \"%s\": expected %s",
+				key, kf_config_quote(q, value), list);
 }
 
 int kf_config_parse_uint(const char *key, const char *value, unsigned min,

@@ -97,11 +97,9 @@ static void config_info(json_t *o, const struct kf_config *cfg, int64_t created)
 					    ? "production"
 					    : "development"));
 	json_object_set_new(o, "read_mode",
-			    json_string(cfg->read_mode == KF_READ_AUDITED
-					    ? "audited"
-					    : "cached"));
+			    json_string(kf_config_read_modes[cfg->read_mode]));
 	json_object_set_new(o, "opens_audited",
-			    json_boolean(cfg->read_mode == KF_READ_AUDITED));
+			    json_boolean(cfg->read_mode != KF_READ_CACHED));
 	json_object_set_new(o, "rotate_interval",
 			    interval_json(cfg->rotate_interval));
 	json_object_set_new(o, "next_rotation",

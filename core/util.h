@@ -21,6 +21,8 @@
 #define KF_RFC3339_LEN 20 /* "2024-12-01T12:00:00Z" without the NUL */
 
 #define KF_WUR __attribute__((warn_unused_result))
+/* The number of elements of array a. */
+#define KF_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Writes a formatted message into err (KF_ERR_MAX bytes) unless err is NULL. */
 void kf_err_set(char *err, const char *fmt, ...)

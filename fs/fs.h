@@ -45,7 +45,7 @@ struct kf_fs {
 	struct kf_tree *tree;
 	struct fuse_session *se;
 	const char *mountpoint;
-	bool cached;
+	enum kf_read_mode read_mode; /* the configuration's */
 
 	/* Invalidation worker. */
 	pthread_t inval_thread;

@@ -305,7 +305,7 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 		goto out;
 	}
 	fields = json_pack("{s:s, s:s}", "mountpoint", fs->mountpoint,
-			   "read_mode", fs->cached ? "cached" : "audited");
+			   "read_mode", kf_config_read_modes[fs->read_mode]);
 	if (kf_manager_audit_event(fs->m, &self, KF_EVENT_MOUNT, fields) < 0) {
 		json_decref(fields);
 		kf_log(LOG_ERR, "cannot write the audit log; unmounting");
@@ -314,7 +314,7 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 	}
 	json_decref(fields);
 	kf_log(LOG_NOTICE, "mounted on %s (%s mode)", fs->mountpoint,
-	       fs->cached ? "cached" : "audited");
+	       kf_config_read_modes[fs->read_mode]);
 	if (fuse_daemonize(o->foreground) != 0) {
 		fuse_session_unmount(fs->se);
 		goto out;
@@ -417,7 +417,7 @@ int kf_mount_main(const struct kf_mount_opts *o)
 	kf_log_syslog(!o->foreground);
 	fs.m = m;
 	fs.cfg = cfg;
-	fs.cached = cfg->read_mode == KF_READ_CACHED;
+	fs.read_mode = cfg->read_mode;
 	fs.mountpoint = mnt;
 	fs.tree = kf_tree_new(m);
 	pthread_mutex_init(&fs.handles_lock, NULL);

@@ -2,11 +2,16 @@
 /*
  * ops: the FUSE low-level operations over the tree.
  *
- * Read modes: in `audited` mode every open of a key file reaches this daemon,
- * is audited, takes a snapshot of the content (so the file keeps the key it
- * opened with) and is served with direct_io.  In `cached` mode open answers
- * ENOSYS (FUSE_CAP_NO_OPEN_SUPPORT): the kernel then opens every file without
- * asking and serves key files from its page cache.
+ * Read modes (DESIGN.md §1): in `audited` mode every open of a key file
+ * reaches this daemon and is audited before it is answered; the answer lets
+ * the kernel keep the file's bytes in its page cache (keep_cache), so a read
+ * costs no second trip, and a read renders from the keyring of the moment.
+ * What a change makes stale is invalidated before the change is answered
+ * (workers.c).  In `strict` mode the open also takes a snapshot (the file
+ * keeps the key it opened with) served with direct_io: no key byte enters
+ * the page cache, at one more round trip per read.  In `cached` mode open
+ * answers ENOSYS (FUSE_CAP_NO_OPEN_SUPPORT): the kernel then opens every
+ * file without asking and serves key files from its page cache.
  *
  * Handlers decide by a node's flags (tree.h), never by its kind: what a
  * node is and holds is the tree's.  Every handler replies exactly once.
@@ -31,10 +36,13 @@ const char *const kf_req_names[KF_RQ_COUNT] = {"lookup",  "getattr", "open",
 					       "readdir", "other"};
 
 /*
- * Per open file (audited mode; cached mode has no opens).  The snapshot of a
- * key file is a reference to the keyring it opened with -- immutable, in
- * guarded memory already -- so an open costs no allocation of secrets and a
- * read renders the 44 bytes on the stack.
+ * Per open file, where one is needed: control files (the write's outcome),
+ * status (a snapshot: it is built whole at open), and key files in strict
+ * mode.  The snapshot of a key file is a reference to the keyring it opened
+ * with -- immutable, in guarded memory already -- so an open costs no
+ * allocation of secrets and a read renders the 44 bytes on the stack.
+ * Audited key files and `version` need none: their reads render from the
+ * keyring of the moment.
  */
 struct kf_handle {
 	struct kf_handle *prev, *next; /* in fs->handles; handles_lock */
@@ -363,7 +371,7 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int r = 0;
 
 	count(req, KF_RQ_OPEN);
-	if (fs->cached) {
+	if (fs->read_mode == KF_READ_CACHED) {
 		/* No opens at all: the kernel serves files from its cache. */
 		fuse_reply_err(req, ENOSYS);
 		return;
@@ -376,6 +384,28 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		r = -EACCES;
 		goto out;
 	}
+	if (flags & KF_NODE_F_KEY) {
+		kf_tree_path(fs->tree, n, path, sizeof(path));
+		/*
+		 * Fail closed with EIO whatever stopped the record (a full or
+		 * read-only disk): the reader's open did not run out of
+		 * space, the audit trail did.
+		 */
+		if (kf_manager_audit_open(fs->m, &who, path) < 0) {
+			r = -EIO;
+			goto out;
+		}
+	}
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	if (!(flags &
+	      (KF_NODE_F_CONTROL | KF_NODE_F_FILE | KF_NODE_F_SNAPSHOT)) &&
+	    fs->read_mode == KF_READ_AUDITED) {
+		/* Pages stay until a change invalidates them (workers.c). */
+		fi->direct_io = 0;
+		fi->keep_cache = 1;
+		goto out;
+	}
 	h = handle_new(fs, flags & KF_NODE_F_CONTROL);
 	if (!h) {
 		r = -ENOMEM;
@@ -384,18 +414,6 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* Control files answer per open; real files are read through. */
 	if (!(flags & (KF_NODE_F_CONTROL | KF_NODE_F_FILE))) {
 		kr = kf_manager_keyring(fs->m);
-		if (flags & KF_NODE_F_KEY) {
-			kf_tree_path(fs->tree, n, path, sizeof(path));
-			/*
-			 * Fail closed with EIO whatever stopped the record
-			 * (a full or read-only disk): the reader's open did
-			 * not run out of space, the audit trail did.
-			 */
-			if (kf_manager_audit_open(fs->m, &who, path) < 0) {
-				r = -EIO;
-				goto out;
-			}
-		}
 		/* The snapshot: this open keeps what it saw. */
 		if (flags & KF_NODE_F_SNAPSHOT) {
 			r = kf_tree_content(fs->tree, kr, n, &h->buf, &h->len);
@@ -406,8 +424,6 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
-	fi->direct_io = 1;
-	fi->keep_cache = 0;
 	h = NULL;
 out:
 	kf_keyring_unref(kr);
@@ -567,7 +583,8 @@ static void kf_init(void *userdata, struct fuse_conn_info *conn)
 
 	/* Key files change only when we say so: no mtime-driven flushes. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
-	if (fs->cached && !(conn->capable & FUSE_CAP_NO_OPEN_SUPPORT))
+	if (fs->read_mode == KF_READ_CACHED &&
+	    !(conn->capable & FUSE_CAP_NO_OPEN_SUPPORT))
 		kf_log(LOG_WARNING, "kernel lacks zero-message opens; cached "
 				    "mode will still see every open");
 	/* Writeback caching would let writes bypass the control handler. */

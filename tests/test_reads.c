@@ -83,9 +83,9 @@ Test(reads, fresh_after_every_rotation_cached, .timeout = 60)
 	fresh_after_rotations("read_mode = cached\n", 50);
 }
 
-Test(reads, open_file_keeps_its_key_audited, .timeout = 30)
+Test(reads, open_file_keeps_its_key_strict, .timeout = 30)
 {
-	struct kt_mount *m = start("snap", NULL);
+	struct kt_mount *m = start("snap", "read_mode = strict\n");
 	char *pc = kt_mpath(m, "current"), *pd = kt_mpath(m, "derived/phi");
 	char *a = mt_secret(64), *b = mt_secret(64), *c = mt_secret(64),
 	     *d = mt_secret(64);
