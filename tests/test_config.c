@@ -319,8 +319,20 @@ Test(config, bad_mode_value)
 
 Test(config, bad_read_mode)
 {
-	parse_bad("[keyfs]\n\nread_mode = cache\n", 3,
-		  "bad read_mode \"cache\"");
+	parse_bad(
+	    "[keyfs]\n\nread_mode = cache\n", 3,
+	    "bad read_mode \"cache\": expected audited, strict or cached");
+	parse_bad("[keyfs]\nmode = Production\n", 2,
+		  "expected production or development");
+}
+
+Test(config, read_mode_strict)
+{
+	struct kf_config *cfg = parse_ok("[keyfs]\nread_mode = strict\n");
+
+	cr_assert(cfg->read_mode == KF_READ_STRICT);
+	cr_assert_str_eq(kf_config_read_modes[cfg->read_mode], "strict");
+	kf_config_free(cfg);
 }
 
 Test(config, retain_versions_and_backup_keep)
