@@ -46,16 +46,14 @@ static void load(void)
 {
 	/* RTLD_NOW: every symbol of libcurl and what it brings bound now, as
 	 * -z now does for keyfs (meson.build: no lazy-binding trampoline).
-	 * RTLD_LOCAL: its symbols serve these pointers only. */
+	 * RTLD_LOCAL: its symbols are not offered to other libraries. */
 	void *h = dlopen(KF_CURL_LIB_SONAME, RTLD_NOW | RTLD_LOCAL);
 	CURLcode rc;
 
 	if (!h) {
 		kf_err_set(load_err,
-			   "cannot load " KF_CURL_LIB_SONAME
-			   " (install Debian's " KF_CURL_LIB_PACKAGE
-			   " package): %s",
-			   dlerror());
+			   "cannot load %s (install Debian's %s package): %s",
+			   KF_CURL_LIB_SONAME, KF_CURL_LIB_PACKAGE, dlerror());
 		load_rc = -ELIBACC;
 		return;
 	}
@@ -64,10 +62,10 @@ static void load(void)
 
 		if (!f) {
 			kf_err_set(load_err,
-				   KF_CURL_LIB_SONAME
-				   " has no %s (reinstall "
-				   "Debian's " KF_CURL_LIB_PACKAGE " package)",
-				   syms[i].name);
+				   "%s has no %s (reinstall Debian's %s "
+				   "package)",
+				   KF_CURL_LIB_SONAME, syms[i].name,
+				   KF_CURL_LIB_PACKAGE);
 			load_rc = -ELIBBAD;
 			goto fail;
 		}
@@ -76,9 +74,8 @@ static void load(void)
 	/* What curl_easy_init would do unasked, but once and in order. */
 	rc = lib.global_init(CURL_GLOBAL_DEFAULT);
 	if (rc != CURLE_OK) {
-		kf_err_set(load_err,
-			   KF_CURL_LIB_SONAME ": curl_global_init: %s",
-			   lib.easy_strerror(rc));
+		kf_err_set(load_err, "%s: curl_global_init: %s",
+			   KF_CURL_LIB_SONAME, lib.easy_strerror(rc));
 		load_rc = rc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EIO;
 		goto fail;
 	}
