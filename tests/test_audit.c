@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -1278,7 +1279,7 @@ Test(audit, open_never_blocks_on_a_fifo_swapped_in, .timeout = 30)
 /* --- a log in segments: kf_audit_verify_files (audit_verify.h) ----------- */
 
 #define BASE "audit.log"
-#define SEG_MAX 64
+#define SEG_MAX 2048
 
 /*
  * A log in segments as the writer lays it out (audit_verify.h), written
@@ -1292,6 +1293,7 @@ struct seglog {
 	uint8_t chain[32];	  /* its chain */
 	uint64_t active_first;	  /* the active segment's first seq */
 	uint64_t bytes;		  /* written to the active segment */
+	uint64_t total;		  /* written to all */
 	uint64_t seg[SEG_MAX][2]; /* closed segments' ranges, oldest first */
 	size_t n_seg, n_gone;	  /* closed; the oldest n_gone deleted */
 };
@@ -1342,6 +1344,7 @@ static void seg_line(struct seglog *g, const char *fmt, ...)
 	m = fprintf(g->f, "%s,\"chain\":\"%s\"}\n", body, hex);
 	cr_assert(m > 0);
 	g->bytes += (uint64_t)m;
+	g->total += (uint64_t)m;
 	g->seq++;
 }
 
@@ -2000,4 +2003,189 @@ Test(audit, segments_verifier_takes_a_single_file_log, .timeout = 10)
 	free(empty);
 	free(dir);
 	free(path);
+}
+
+/* --- memory and throughput of a large history ----------------------------- */
+
+/* A history of about mb MiB in closed segments of seg_kb KiB and an
+ * active file, records of about 200 bytes. */
+static struct seglog *seg_history(const char *tag, size_t mb, size_t seg_kb)
+{
+	struct seglog *g = seg_new(tag);
+	uint64_t want = (uint64_t)mb << 20;
+
+	while (g->total < want) {
+		seg_records(g, 1, "bulk", 100);
+		if (g->bytes >= (uint64_t)seg_kb << 10)
+			seg_rotate(g);
+	}
+	seg_flush(g);
+	return g;
+}
+
+/* Unlinks every file of g (they are large) and its folder. */
+static void seg_remove(struct seglog *g)
+{
+	char *p = kt_path(g->dir, BASE);
+
+	cr_assert(unlink(p) == 0);
+	free(p);
+	for (size_t i = g->n_gone; i < g->n_seg; i++) {
+		p = seg_path(g, i);
+		cr_assert(unlink(p) == 0);
+		free(p);
+	}
+	cr_assert(rmdir(g->dir) == 0);
+}
+
+/* A "Name:   N kB" field of /proc/self/status, in KiB; -1 if missing. */
+static long status_kb(const char *name)
+{
+	char line[256];
+	long kb = -1;
+	size_t n = strlen(name);
+	FILE *f = fopen("/proc/self/status", "re");
+
+	if (!f)
+		return -1;
+	while (kb < 0 && fgets(line, sizeof(line), f))
+		if (strncmp(line, name, n) == 0 && line[n] == ':')
+			kb = strtol(line + n + 1, NULL, 10);
+	fclose(f);
+	return kb;
+}
+
+/* What a child verifying a history measured. */
+struct measured {
+	int r;
+	struct kf_audit_verify_result res;
+	long rss_kb, hwm_kb; /* resident before; the peak after */
+	double secs, cpu;    /* elapsed; user + system */
+	char report[KF_ERR_MAX];
+};
+
+/*
+ * Verifies the folder dir in a child process (a fresh peak: VmHWM starts
+ * at the resident size of the fork), measuring its peak resident memory
+ * and its time.
+ */
+static void measure_verify(const char *dir, struct measured *ret)
+{
+	int fds[2], status = 0;
+	ssize_t n;
+	pid_t pid;
+
+	cr_assert(pipe(fds) == 0);
+	pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		const char *paths[] = {dir};
+		struct measured m = {0};
+		struct timespec t0, t1;
+		struct rusage ru;
+
+		close(fds[0]);
+		m.rss_kb = status_kb("VmRSS");
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		m.r = kf_audit_verify_files(paths, 1, BASE, key, NULL, m.report,
+					    &m.res);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		m.hwm_kb = status_kb("VmHWM");
+		m.secs = (double)(t1.tv_sec - t0.tv_sec) +
+			 (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		if (getrusage(RUSAGE_SELF, &ru) == 0)
+			m.cpu =
+			    (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+			    (double)(ru.ru_utime.tv_usec +
+				     ru.ru_stime.tv_usec) /
+				1e6;
+		n = write(fds[1], &m, sizeof(m));
+		_exit(n == (ssize_t)sizeof(m) ? 0 : 4);
+	}
+	close(fds[1]);
+	do
+		n = read(fds[0], ret, sizeof(*ret));
+	while (n < 0 && errno == EINTR);
+	close(fds[0]);
+	cr_assert(waitpid(pid, &status, 0) == pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the child died or failed (wait status 0x%x)", status);
+	cr_assert(n == (ssize_t)sizeof(*ret), "short result from the child");
+	cr_assert(ret->r == 0 && ret->rss_kb > 0 && ret->hwm_kb > 0,
+		  "verify: %d %s", ret->r, ret->report);
+}
+
+/* Sizes of the two histories, in MiB; KT_AUDIT_VERIFY_MB sets the larger
+ * (e.g. 1024 for the figures in the README). */
+#define SMALL_MB 1
+#define LARGE_MB 16
+/* What a verification may take beyond the smaller one's, in KiB: malloc's
+ * rounding, and the list of files. */
+#define SLACK_KB 64
+#define FILE_KB 1
+
+/*
+ * Verifying a history 16 times larger (in as many more segments) takes no
+ * more memory: the peak resident size grows by the same amount for both,
+ * give or take the list of files.
+ * Under ASan freed memory sits in a quarantine, so only the result is
+ * checked there.
+ */
+Test(audit, segments_verify_in_memory_that_does_not_grow_with_the_log,
+     .timeout = 300)
+{
+	const char *env = getenv("KT_AUDIT_VERIFY_MB");
+	size_t large = env ? (size_t)strtoul(env, NULL, 10) : LARGE_MB;
+	size_t seg_kb = large > 1024 ? large : 1024;
+	struct seglog *g;
+	struct measured m[2];
+	size_t mb[2] = {SMALL_MB, large};
+	uint64_t seqs[2], files[2];
+	off_t bytes[2] = {0};
+
+	cr_assert(large >= 2 * SMALL_MB, "KT_AUDIT_VERIFY_MB too small");
+	for (int i = 0; i < 2; i++) {
+		char *p;
+
+		g = seg_history(i ? "seg-large" : "seg-small", mb[i], seg_kb);
+		seqs[i] = g->seq;
+		files[i] = g->n_seg + 1;
+		p = kt_path(g->dir, BASE);
+		bytes[i] = kt_file_size(p);
+		free(p);
+		for (size_t j = 0; j < g->n_seg; j++) {
+			p = seg_path(g, j);
+			bytes[i] += kt_file_size(p);
+			free(p);
+		}
+		measure_verify(g->dir, &m[i]);
+		seg_remove(g);
+		seg_free(g);
+		cr_assert(m[i].res.records == seqs[i] &&
+			      m[i].res.files == files[i],
+			  "%s", m[i].report);
+		cr_log_info(
+		    "verify of %.1f MiB (%llu records, %llu files): "
+		    "%.2f s, %.2f s of CPU, %.0f MiB per CPU second; "
+		    "resident %ld KiB, peak %ld KiB (+%ld KiB)",
+		    (double)bytes[i] / (1 << 20), (unsigned long long)seqs[i],
+		    (unsigned long long)files[i], m[i].secs, m[i].cpu,
+		    (double)bytes[i] / (1 << 20) /
+			(m[i].cpu > 0 ? m[i].cpu : 1e-9),
+		    m[i].rss_kb, m[i].hwm_kb, m[i].hwm_kb - m[i].rss_kb);
+	}
+	cr_assert(bytes[1] >= 12 * bytes[0] && files[1] > files[0],
+		  "the large history is not large: %lld and %lld bytes",
+		  (long long)bytes[0], (long long)bytes[1]);
+#ifndef __SANITIZE_ADDRESS__
+	/* The list of files may grow (a name and a few numbers per file,
+	 * FILE_KB), nothing else. */
+	cr_assert(m[1].hwm_kb - m[1].rss_kb <= m[0].hwm_kb - m[0].rss_kb +
+						   SLACK_KB +
+						   (long)(files[1] * FILE_KB),
+		  "verifying %lld bytes grew the resident size by %ld KiB, "
+		  "%lld bytes by %ld KiB",
+		  (long long)bytes[1], m[1].hwm_kb - m[1].rss_kb,
+		  (long long)bytes[0], m[0].hwm_kb - m[0].rss_kb);
+#endif
 }
