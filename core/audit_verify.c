@@ -220,7 +220,11 @@ static int add_folder(struct vset *set, const char *dir, char *buf,
 		    !kf_audit_segment_parse(set->active_base, de->d_name,
 					    &first, &last))
 			continue;
-		path = kf_path_join(dir, de->d_name);
+		/* "DIR/" given: no "//" in the names reported */
+		if (asprintf(&path, "%s%s%s", dir,
+			     dir[0] && dir[strlen(dir) - 1] == '/' ? "" : "/",
+			     de->d_name) < 0)
+			path = NULL;
 		if (!path) {
 			kf_err_set(report, "out of memory");
 			r = -ENOMEM;

@@ -1630,12 +1630,21 @@ Test(audit, segments_missing_from_the_middle_named)
 	struct seglog *g = five_segments("seg-gap");
 	struct kf_audit_anchor anchor = seg_anchor(g);
 	char *p1 = seg_path(g, 1), *p2 = seg_path(g, 2), *p3 = seg_path(g, 3);
+	char want[KF_ERR_MAX], *slash;
 
 	cr_assert(unlink(p2) == 0);
 	expect_dir(g, &anchor, -EBADMSG,
 		   "segment missing between %s (ends at seq 13) and %s "
 		   "(starts at seq 21)",
 		   p1, p3);
+	/* the folder given as "DIR/" names the same files */
+	cr_assert(asprintf(&slash, "%s/", g->dir) > 0);
+	snprintf(want, sizeof(want),
+		 "segment missing between %s (ends at seq 13) and %s (starts "
+		 "at seq 21)",
+		 p1, p3);
+	expect_files((const char *const *)&slash, 1, &anchor, -EBADMSG, want);
+	free(slash);
 	free(p1);
 	free(p2);
 	free(p3);
