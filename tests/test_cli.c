@@ -1740,7 +1740,7 @@ Test(cli, missing_arguments_print_a_usage_line)
 	const char *args[] = {
 	    "derive",	    "validate a b",	 "ctl",	   "ctl prune",
 	    "ctl retire",   "ctl restore",	 "backup", "backup verify",
-	    "restore",	    "restore --offline", "audit",  "audit verify a b",
+	    "restore",	    "restore --offline", "audit",  "audit list",
 	    "export-env x", "genkey x"};
 
 	for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++) {
