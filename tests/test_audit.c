@@ -2003,6 +2003,7 @@ Test(audit, segments_verifier_takes_a_single_file_log, .timeout = 10)
 	/* a FIFO, in a folder or given by name: never waited on */
 	free(fifo);
 	fifo = kt_path(empty, BASE);
+	paths[0] = fifo;
 	cr_assert(mkfifo(fifo, 0600) == 0);
 	snprintf(want, sizeof(want), "%s: not a regular file", fifo);
 	expect_files(paths, 1, NULL, -EINVAL, want);
