@@ -91,6 +91,12 @@ int kf_mgr_record_durable(struct kf_manager *m, json_t *record,
 void kf_mgr_record_failure(struct kf_manager *m, json_t *record,
 			   uint64_t cancels_seq, const char *error);
 
+/*
+ * The state now holds the audit anchor at seq: noted here and in the log,
+ * whose retention keeps the segment holding it.  Call with op_lock held.
+ */
+void kf_mgr_sealed(struct kf_manager *m, uint64_t seq);
+
 /* kf_mgr_record_failure plus an alert-priority log line. */
 void kf_mgr_report_failure(struct kf_manager *m, json_t *record,
 			   uint64_t cancels_seq, const char *error);

@@ -302,7 +302,7 @@ void kf_mgr_take_anchor(struct kf_manager *m,
 {
 	struct kf_audit_anchor tail;
 
-	m->sealed_seq = anchor->seq;
+	kf_mgr_sealed(m, anchor->seq);
 	kf_audit_anchor(m->audit, &tail);
 	if (tail.seq < anchor->seq)
 		kf_log(LOG_ALERT,

@@ -2203,3 +2203,36 @@ Test(audit, segments_verify_in_memory_that_does_not_grow_with_the_log,
 		  (long long)bytes[0], m[0].hwm_kb - m[0].rss_kb);
 #endif
 }
+
+/*
+ * The slow path of open (a last line that does not parse) on an active
+ * segment that follows a closed one: the scan starts from the segment's
+ * open record, so the report names the garbage, not line 1, and the chain
+ * goes on from the last good line.
+ */
+Test(audit, garbage_after_a_rotation_is_named_and_the_chain_goes_on)
+{
+	char *path = log_path("audit-garbage-seg"), err[KF_ERR_MAX] = "";
+	char name[KF_AUDIT_NAME_MAX];
+	struct kf_audit_anchor anchor;
+	struct kf_audit *a = open_log(path);
+	bool broken = false;
+
+	append_rec(a, 1, "rec");
+	append_rec(a, 2, "rec");
+	cr_assert(kf_audit_rotate(a, KF_AUDIT_CLOSE_REQUEST, NULL, name, err) ==
+		      0,
+		  "%s", err);
+	append_rec(a, 5, "rec"); /* 3 is the close, 4 the open record */
+	kf_audit_close(a);
+	append_raw(path, "garbage\n");
+	cr_assert(kf_audit_open(path, key, &a, &broken, err) == 0, "%s", err);
+	cr_assert(broken && kt_contains(err, "line 3: not JSON"), "err: %s",
+		  err);
+	append_rec(a, 6, "rec");
+	kf_audit_anchor(a, &anchor);
+	kf_audit_close(a);
+	cr_assert(anchor.seq == 6, "the chain went on from seq %llu",
+		  (unsigned long long)anchor.seq - 1);
+	free(path);
+}
