@@ -886,12 +886,26 @@ Test(audit, fdatasync_failure_cuts_line_back, .timeout = 60)
 	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	cr_assert(n > 0);
 	exe[n] = 0;
-	rc = kt_runf(&out, NULL,
-		     "env -u BXFI_MAP -u IS_SANDBOX KT_AUDIT_FIU_LOG='%s' "
-		     "fiu-run -x -f '' -c 'enable name=posix/io/sync/fdatasync,"
-		     "failinfo=%d' '%s' --jobs 1 --filter "
-		     "'audit/fdatasync_failure_cuts_line_back' 2>&1",
-		     path, EIO, exe);
+	/*
+	 * A fork while another thread holds libfiu's lock still hangs the
+	 * child's worker now and then (about one run in thirty, in libfiu,
+	 * before the code under test runs): such a run is cut at 15 s and
+	 * tried again, up to three times.  Any other outcome counts.
+	 */
+	for (int tries = 0; tries < 3; tries++) {
+		free(out);
+		out = NULL;
+		rc = kt_runf(&out, NULL,
+			     "env -u BXFI_MAP -u IS_SANDBOX "
+			     "KT_AUDIT_FIU_LOG='%s' timeout -k 2 15 "
+			     "fiu-run -x -f '' -c 'enable "
+			     "name=posix/io/sync/fdatasync,failinfo=%d' '%s' "
+			     "--jobs 1 --filter "
+			     "'audit/fdatasync_failure_cuts_line_back' 2>&1",
+			     path, EIO, exe);
+		if (rc != 124 && rc != 137)
+			break;
+	}
 	cr_assert(rc == 0 && kt_contains(out, "Passing: 1"),
 		  "the run under fiu-run failed (%d):\n%s", rc, out);
 	assert_ok(path, NULL, 5);
