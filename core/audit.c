@@ -32,6 +32,10 @@ struct kf_audit {
 	struct kf_audit_anchor anchor; /* protected by a->lock */
 	uint8_t *key; /* sodium_malloc'd; read-only after open */
 	char *path;   /* for messages; read-only after open */
+	struct kf_audit_limits limits; /* protected by a->lock */
+	struct kf_audit_stats stats;   /* protected by a->lock */
+	kf_audit_line_fn on_line;      /* protected by a->lock */
+	void *on_line_ctx;	       /* protected by a->lock */
 };
 
 static bool is_reserved(const char *key, size_t len)
@@ -344,8 +348,13 @@ static int append_line(struct kf_audit *a, json_t *record, bool sync,
 			a->anchor = p.anchor;
 			if (ret_anchor)
 				*ret_anchor = p.anchor;
+			if (a->on_line)
+				a->on_line(a->on_line_ctx, p.line,
+					   strlen(p.line));
 		}
 	}
+	if (r < 0)
+		a->stats.write_failures++;
 	pthread_mutex_unlock(&a->lock);
 	free(p.line);
 	return r;
@@ -383,5 +392,29 @@ void kf_audit_anchor(struct kf_audit *a, struct kf_audit_anchor *ret)
 {
 	pthread_mutex_lock(&a->lock);
 	*ret = a->anchor;
+	pthread_mutex_unlock(&a->lock);
+}
+
+void kf_audit_set_limits(struct kf_audit *a,
+			 const struct kf_audit_limits *limits)
+{
+	pthread_mutex_lock(&a->lock);
+	a->limits = *limits;
+	pthread_mutex_unlock(&a->lock);
+}
+
+void kf_audit_on_line(struct kf_audit *a, kf_audit_line_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&a->lock);
+	a->on_line = fn;
+	a->on_line_ctx = ctx;
+	pthread_mutex_unlock(&a->lock);
+}
+
+void kf_audit_stats(struct kf_audit *a, struct kf_audit_stats *ret)
+{
+	pthread_mutex_lock(&a->lock);
+	*ret = a->stats;
+	ret->active_bytes = (uint64_t)a->size;
 	pthread_mutex_unlock(&a->lock);
 }

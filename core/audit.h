@@ -90,6 +90,60 @@ int kf_audit_sync(struct kf_audit *a, char err[KF_ERR_MAX]) KF_WUR;
 /* The anchor after the last line written. */
 void kf_audit_anchor(struct kf_audit *a, struct kf_audit_anchor *ret);
 
+/* --- segments (README: Audit) ----------------------------------------- */
+
+/* Why a segment was closed: its close record's "reason". */
+enum kf_audit_close_reason {
+	KF_AUDIT_CLOSE_SIZE,	/* audit_max_size reached */
+	KF_AUDIT_CLOSE_TIME,	/* audit_rotate elapsed */
+	KF_AUDIT_CLOSE_REQUEST, /* control/audit-rotate, keyfs ctl */
+};
+
+/* How segments are closed and kept; 0 turns a limit off. */
+struct kf_audit_limits {
+	uint64_t max_size; /* close the active segment at this size */
+	int64_t max_age;   /* ... or when it is this many seconds old */
+	unsigned keep;	   /* closed segments kept; 0 = all */
+};
+
+/* Sets a's limits (before or after open; the next append applies them). */
+void kf_audit_set_limits(struct kf_audit *a,
+			 const struct kf_audit_limits *limits);
+
+/*
+ * Closes the active segment now (who: the caller's fields for the close
+ * record, may be NULL) and starts the next one; then deletes the oldest
+ * closed segments beyond `keep`, recording that first.  0 and the new
+ * segment's name in *ret_name (may be NULL; KF_AUDIT_NAME_MAX bytes), or
+ * -errno with nothing changed: the active segment keeps growing.
+ */
+#define KF_AUDIT_NAME_MAX 256
+int kf_audit_rotate(struct kf_audit *a, enum kf_audit_close_reason why,
+		    json_t *who, char *ret_name, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Closes the active segment if it is older than max_age (a clock tick: an
+ * idle log still rotates).  0 (nothing due, or done) or -errno.
+ */
+int kf_audit_rotate_if_due(struct kf_audit *a, char err[KF_ERR_MAX]) KF_WUR;
+
+/* What status shows of the log. */
+struct kf_audit_stats {
+	uint64_t active_bytes;	 /* the active segment's size */
+	uint64_t closed;	 /* closed segments in the folder */
+	int64_t active_since;	 /* the active segment's first record */
+	uint64_t rotations;	 /* segments closed since open */
+	uint64_t write_failures; /* appends refused since open */
+};
+void kf_audit_stats(struct kf_audit *a, struct kf_audit_stats *ret);
+
+/*
+ * Called with every line written, in seq order, under the log's lock: it
+ * must not block (audit_syslog sends with MSG_DONTWAIT).  fn NULL: none.
+ */
+typedef void (*kf_audit_line_fn)(void *ctx, const char *line, size_t len);
+void kf_audit_on_line(struct kf_audit *a, kf_audit_line_fn fn, void *ctx);
+
 /*
  * Verifies the whole file at path, to its end: every line parses, seq runs
  * 1, 2, 3..., every chain matches.  When `anchor` is non-NULL and

@@ -7,6 +7,7 @@
  *                 append, sync, anchor, close
  *   audit_read.c  the reader: the chain MAC, the bounded line reader, line
  *                 parsing, the scan of a whole file, kf_audit_verify
+ *   audit_segment.c  closed segments' names
  *
  * The writer makes lines with kf_audit_chain_mac and the KF_AUDIT_CHAIN_*
  * layout below; open reads the existing file with kf_audit_scan_file, the
@@ -28,6 +29,21 @@
 /* `,"chain":"<64 hex>"}` at the end of every line (before its "\n"). */
 #define KF_AUDIT_CHAIN_SUFFIX_LEN                                              \
 	(KF_AUDIT_CHAIN_HEAD_LEN + KF_AUDIT_CHAIN_HEX + 2)
+
+/* Digits of each seq in a closed segment's name. */
+#define KF_AUDIT_SEQ_DIGITS 16
+
+/*
+ * The name of the closed segment holding seq first..last of the log whose
+ * active file is called active_base ("audit.log" gives
+ * "audit-0000000000000001-0000000000000042.log").  0 or -ENAMETOOLONG.
+ */
+int kf_audit_segment_name(const char *active_base, uint64_t first,
+			  uint64_t last, char out[KF_AUDIT_NAME_MAX]) KF_WUR;
+
+/* Whether name is a closed segment's name for active_base; its range. */
+bool kf_audit_segment_parse(const char *active_base, const char *name,
+			    uint64_t *ret_first, uint64_t *ret_last);
 
 /*
  * chain = BLAKE2b-256(key, prev || prefix || "}"), where prefix is a line's

@@ -62,6 +62,33 @@ struct kf_purpose {
 	struct kf_access access;
 };
 
+/*
+ * How the audit log is kept (README: Audit): segments, retention, open
+ * records, shipping to syslog, the free-space alarm.  Always filled, with
+ * the defaults below where the configuration is silent.
+ */
+struct kf_audit_settings {
+	uint64_t max_size;   /* close a segment at this size; 64 MiB */
+	int64_t rotate;	     /* ... or this old, seconds; 0 = off; 1d */
+	unsigned keep;	     /* closed segments kept; 0 = all (default) */
+	int64_t open_window; /* seconds per open record and count; 0 = each
+			      * open its own record; default 1 */
+	bool syslog;	     /* also send every record to syslog; no */
+	int syslog_facility; /* LOG_AUTHPRIV (default) or another LOG_* */
+	char *syslog_tag;    /* "keyfs-audit" */
+	char *syslog_socket; /* "/dev/log" */
+	unsigned min_free;   /* alert below this % free; 0 = off; 5 */
+};
+
+#define KF_AUDIT_MAX_SIZE_DEFAULT (64u << 20)
+#define KF_AUDIT_MAX_SIZE_MIN 4096
+#define KF_AUDIT_ROTATE_DEFAULT 86400
+#define KF_AUDIT_OPEN_WINDOW_DEFAULT 1
+#define KF_AUDIT_OPEN_WINDOW_MAX 3600
+#define KF_AUDIT_MIN_FREE_DEFAULT 5
+#define KF_AUDIT_SYSLOG_TAG_DEFAULT "keyfs-audit"
+#define KF_AUDIT_SYSLOG_SOCKET_DEFAULT "/dev/log"
+
 struct kf_config {
 	char *source; /* file name, or KF_CONFIG_EMBEDDED */
 	enum kf_run_mode mode;
@@ -77,6 +104,7 @@ struct kf_config {
 	enum kf_read_mode read_mode;  /* default audited */
 	enum kf_store_type store;     /* default file */
 	struct kf_etcd_settings etcd; /* meaningful with store = etcd */
+	struct kf_audit_settings auditing;
 	struct kf_access keys, status, backups, audit;
 	struct kf_purpose *purposes; /* in the order declared */
 	size_t n_purposes;
@@ -113,12 +141,13 @@ struct kf_config_path {
 	const char *path;
 };
 
-#define KF_CONFIG_PATHS_MAX 8
+#define KF_CONFIG_PATHS_MAX 9
 
 /*
  * The paths keyfs itself opens, which must never lie under its mountpoint:
  * state_dir, backup_dir, audit_log, master_key_file and, when set, [etcd]'s
- * cacert, cert, key and password_file.  Fills ret (pointers into cfg) and
+ * cacert, cert, key and password_file, and audit_syslog_socket with
+ * audit_syslog = yes.  Fills ret (pointers into cfg) and
  * returns how many.
  */
 size_t kf_config_paths(const struct kf_config *cfg,
@@ -126,6 +155,9 @@ size_t kf_config_paths(const struct kf_config *cfg,
 
 /* The names of the read modes, as `read_mode` takes them, by value. */
 extern const char *const kf_config_read_modes[3];
+
+/* The name of a syslog facility audit_syslog_facility takes ("authpriv"). */
+const char *kf_config_facility_name(int facility);
 
 /* Finds a purpose by name, or NULL. */
 const struct kf_purpose *kf_config_purpose(const struct kf_config *cfg,

@@ -119,6 +119,8 @@ size_t kf_config_paths(const struct kf_config *cfg,
 	    {"cert", cfg->etcd.cert},
 	    {"key", cfg->etcd.key},
 	    {"password_file", cfg->etcd.password_file},
+	    {"audit_syslog_socket",
+	     cfg->auditing.syslog ? cfg->auditing.syslog_socket : NULL},
 	};
 	size_t n = 0;
 
@@ -356,6 +358,7 @@ struct kf_config *kf_config_free(struct kf_config *cfg)
 	free(cfg->backup_dir);
 	free(cfg->master_key_file);
 	free(cfg->audit_log);
+	kf_config_audit_done(&cfg->auditing);
 	free(cfg->alert_command);
 	free(cfg->purposes);
 	kf_config_etcd_done(&cfg->etcd);

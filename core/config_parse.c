@@ -58,6 +58,15 @@ enum key_id {
 	K_AUDIT_LOG,
 	K_ALERT,
 	K_READ_MODE,
+	K_AUDIT_MAX_SIZE,
+	K_AUDIT_ROTATE,
+	K_AUDIT_KEEP,
+	K_AUDIT_OPEN_WINDOW,
+	K_AUDIT_SYSLOG,
+	K_AUDIT_SYSLOG_FACILITY,
+	K_AUDIT_SYSLOG_TAG,
+	K_AUDIT_SYSLOG_SOCKET,
+	K_AUDIT_MIN_FREE,
 	K_PURPOSES,
 	K_STORE,
 	K_KEYS,
@@ -91,6 +100,15 @@ static const struct {
     [K_AUDIT_LOG] = {"audit_log", SEC_KEYFS},
     [K_ALERT] = {"alert_command", SEC_KEYFS},
     [K_READ_MODE] = {"read_mode", SEC_KEYFS},
+    [K_AUDIT_MAX_SIZE] = {"audit_max_size", SEC_KEYFS},
+    [K_AUDIT_ROTATE] = {"audit_rotate", SEC_KEYFS},
+    [K_AUDIT_KEEP] = {"audit_keep", SEC_KEYFS},
+    [K_AUDIT_OPEN_WINDOW] = {"audit_open_window", SEC_KEYFS},
+    [K_AUDIT_SYSLOG] = {"audit_syslog", SEC_KEYFS},
+    [K_AUDIT_SYSLOG_FACILITY] = {"audit_syslog_facility", SEC_KEYFS},
+    [K_AUDIT_SYSLOG_TAG] = {"audit_syslog_tag", SEC_KEYFS},
+    [K_AUDIT_SYSLOG_SOCKET] = {"audit_syslog_socket", SEC_KEYFS},
+    [K_AUDIT_MIN_FREE] = {"audit_min_free", SEC_KEYFS},
     [K_PURPOSES] = {"purposes", SEC_KEYFS},
     [K_STORE] = {"store", SEC_KEYFS},
     [K_KEYS] = {"keys", SEC_ACCESS},
@@ -280,8 +298,8 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 					 &cfg->backup_keep, reason);
 		break;
 	case K_INTERVAL:
-		r = kf_config_parse_interval(value, &cfg->rotate_interval,
-					     reason);
+		r = kf_config_parse_interval(key, value, KF_CONFIG_INTERVAL_MAX,
+					     &cfg->rotate_interval, reason);
 		break;
 	case K_PURPOSES:
 		r = kf_config_parse_purposes(value, &p->list, &p->n_list,
@@ -300,6 +318,18 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 	case K_TIMEOUT:
 		r = kf_config_parse_timeout(value, &cfg->etcd.timeout_ms,
 					    reason);
+		break;
+	case K_AUDIT_MAX_SIZE:
+	case K_AUDIT_ROTATE:
+	case K_AUDIT_KEEP:
+	case K_AUDIT_OPEN_WINDOW:
+	case K_AUDIT_SYSLOG:
+	case K_AUDIT_SYSLOG_FACILITY:
+	case K_AUDIT_SYSLOG_TAG:
+	case K_AUDIT_SYSLOG_SOCKET:
+	case K_AUDIT_MIN_FREE:
+		r = kf_config_audit_value(&cfg->auditing, p->basedir, key,
+					  value, reason);
 		break;
 	case K_KEYS:
 	case K_STATUS:
@@ -630,6 +660,10 @@ static struct kf_config *config_new(void)
 	cfg->rotate_interval = DEFAULT_INTERVAL;
 	cfg->backup_keep = DEFAULT_KEEP;
 	cfg->read_mode = KF_READ_AUDITED;
+	if (kf_config_audit_defaults(&cfg->auditing) < 0) {
+		kf_config_free(cfg);
+		return NULL;
+	}
 	cfg->keys = root_only;
 	cfg->backups = root_only;
 	cfg->audit = root_only;

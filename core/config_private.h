@@ -7,6 +7,7 @@
  *                   kf_config_parse
  *   config_value.c  one value at a time: words, numbers, intervals,
  *                   owner:group MODE, purpose lists
+ *   config_audit.c  the audit_* keys of [keyfs] and their defaults
  *   config_etcd.c   the values of [etcd] (endpoints, prefix, node, timeout)
  *                   and, with store = etcd, its defaults and the rules
  *                   between its keys
@@ -69,9 +70,15 @@ int kf_config_parse_amount(const char *value,
 			   const struct kf_config_unit *units, size_t n,
 			   uint64_t max, uint64_t *ret) KF_WUR;
 
-/* rotate_interval: "0" (off), or N followed by s, m, h or d; in seconds. */
-int kf_config_parse_interval(const char *value, int64_t *ret,
-			     char reason[KF_ERR_MAX]) KF_WUR;
+/*
+ * An interval for `key` (rotate_interval, audit_rotate, ...): "0" (off), or
+ * N followed by s, m, h or d, at most max seconds; in seconds.
+ */
+int kf_config_parse_interval(const char *key, const char *value, int64_t max,
+			     int64_t *ret, char reason[KF_ERR_MAX]) KF_WUR;
+
+/* The longest interval any key takes: 100 years, in seconds. */
+#define KF_CONFIG_INTERVAL_MAX ((int64_t)36500 * 86400)
 
 /*
  * "owner:group MODE" for `key`: names or numeric ids, MODE octal with a
@@ -159,5 +166,19 @@ char *kf_config_path_abs(const char *path);
  */
 const char *kf_config_under_mountpoint(const struct kf_config *cfg,
 				       const char *mnt, const char **ret_key);
+
+/* Fills a with the defaults (strings strdup'd).  0, or -ENOMEM. */
+int kf_config_audit_defaults(struct kf_audit_settings *a) KF_WUR;
+
+/* Frees a's strings. */
+void kf_config_audit_done(struct kf_audit_settings *a);
+
+/*
+ * Sets one audit_* key of [keyfs] from value (paths resolved against
+ * basedir).  0, or -errno with the reason.
+ */
+int kf_config_audit_value(struct kf_audit_settings *a, const char *basedir,
+			  const char *key, const char *value,
+			  char reason[KF_ERR_MAX]) KF_WUR;
 
 #endif

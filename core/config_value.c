@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,9 +17,8 @@
 #include "config_private.h"
 
 #define DAY_SECONDS 86400
-#define INTERVAL_MAX_DAYS 36500 /* 100 years */
-#define ID_BUF_HINT 16384	/* getpwnam_r buffer when sysconf has no hint */
-#define ID_BUF_MAX (1u << 24)	/* it doubles on ERANGE up to this */
+#define ID_BUF_HINT 16384     /* getpwnam_r buffer when sysconf has no hint */
+#define ID_BUF_MAX (1u << 24) /* it doubles on ERANGE up to this */
 
 static const struct kf_config_unit interval_units[] = {
     {"s", 1},
@@ -122,8 +122,8 @@ int kf_config_parse_amount(const char *value,
 	return -EINVAL;
 }
 
-int kf_config_parse_interval(const char *value, int64_t *ret,
-			     char reason[KF_ERR_MAX])
+int kf_config_parse_interval(const char *key, const char *value, int64_t max,
+			     int64_t *ret, char reason[KF_ERR_MAX])
 {
 	char q[KF_CONFIG_QUOTE_SIZE];
 	uint64_t v = 0;
@@ -134,20 +134,18 @@ int kf_config_parse_interval(const char *value, int64_t *ret,
 		return 0;
 	}
 	r = kf_config_parse_amount(value, interval_units, N_INTERVAL_UNITS,
-				   (uint64_t)INTERVAL_MAX_DAYS * DAY_SECONDS,
-				   &v);
+				   (uint64_t)max, &v);
 	if (r == -ERANGE)
-		return kf_config_refuse(
-		    reason, -EINVAL,
-		    "rotate_interval \"%s\" is too large (at "
-		    "most %dd)",
-		    kf_config_quote(q, value), INTERVAL_MAX_DAYS);
+		return kf_config_refuse(reason, -EINVAL,
+					"%s \"%s\" is too large (at most "
+					"%" PRId64 "s)",
+					key, kf_config_quote(q, value), max);
 	if (r < 0 || v == 0)
 		return kf_config_refuse(
 		    reason, -EINVAL,
-		    "bad rotate_interval \"%s\": expected 0 (off) or a "
-		    "positive whole number followed by s, m, h or d, e.g. 90d",
-		    kf_config_quote(q, value));
+		    "bad %s \"%s\": expected 0 (off) or a positive whole "
+		    "number followed by s, m, h or d, e.g. 90d",
+		    key, kf_config_quote(q, value));
 	*ret = (int64_t)v;
 	return 0;
 }

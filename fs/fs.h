@@ -19,6 +19,7 @@ struct kf_handle;
 
 #include <fuse_lowlevel.h>
 
+#include "lookups.h"
 #include "manager.h"
 #include "tree.h"
 
@@ -43,6 +44,7 @@ struct kf_fs {
 	struct kf_manager *m;
 	const struct kf_config *cfg;
 	struct kf_tree *tree;
+	struct kf_lookups *lookups; /* inodes the kernel holds; locks inside */
 	struct fuse_session *se;
 	const char *mountpoint;
 	enum kf_read_mode read_mode; /* the configuration's */
@@ -55,6 +57,8 @@ struct kf_fs {
 	uint64_t inval_done;	  /* protected by inval_lock */
 	bool inval_stop;	  /* protected by inval_lock */
 	struct kf_keyring *shown; /* inval thread only: last invalidated */
+	/* Invalidations sent, and those skipped (the kernel held nothing). */
+	_Atomic unsigned long inval_inodes, inval_entries, inval_skipped;
 
 	/* Open files, freed at exit when the kernel never released them. */
 	pthread_mutex_t handles_lock;

@@ -254,6 +254,11 @@ static void log_requests(struct kf_fs *fs)
 	kf_tree_backup_names(fs->tree, &names, &slots);
 	kf_log(LOG_NOTICE, "backup name table: %zu names in %zu slots", names,
 	       slots);
+	kf_log(LOG_NOTICE,
+	       "invalidations: inode=%lu entry=%lu skipped=%lu held=%zu",
+	       (unsigned long)fs->inval_inodes,
+	       (unsigned long)fs->inval_entries,
+	       (unsigned long)fs->inval_skipped, kf_lookups_count(fs->lookups));
 }
 
 static void *sig_main(void *arg)
@@ -420,8 +425,10 @@ int kf_mount_main(const struct kf_mount_opts *o)
 	fs.read_mode = cfg->read_mode;
 	fs.mountpoint = mnt;
 	fs.tree = kf_tree_new(m);
+	fs.lookups = kf_lookups_new();
 	pthread_mutex_init(&fs.handles_lock, NULL);
-	r = fs.tree ? run_session(&fs, o) : 1;
+	r = fs.tree && fs.lookups ? run_session(&fs, o) : 1;
+	kf_lookups_free(fs.lookups);
 	kf_tree_free(fs.tree);
 	kf_manager_close(m);
 	kf_config_free(cfg);

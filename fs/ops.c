@@ -99,13 +99,24 @@ static void kf_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	count(req, KF_RQ_LOOKUP);
 	r = kf_tree_lookup(fs->tree, kr, kf_tree_node(parent), name, &n);
-	if (r == 0)
-		r = fill_entry(fs, kr, n, &e);
 	kf_keyring_unref(kr);
+	kr = NULL;
+	/*
+	 * Counted before the keyring the reply describes is taken: a change
+	 * after this point finds the inode held and invalidates it
+	 * (lookups.h).
+	 */
+	if (r == 0)
+		r = kf_lookups_add(fs->lookups, kf_tree_ino(n));
+	if (r == 0) {
+		kr = kf_manager_keyring(fs->m);
+		r = fill_entry(fs, kr, n, &e);
+		kf_keyring_unref(kr);
+		if (r < 0 || fuse_reply_entry(req, &e) != 0)
+			kf_lookups_forget(fs->lookups, kf_tree_ino(n), 1);
+	}
 	if (r < 0)
 		fuse_reply_err(req, -r);
-	else
-		fuse_reply_entry(req, &e);
 }
 
 static void kf_getattr(fuse_req_t req, fuse_ino_t ino,
@@ -157,10 +168,9 @@ static void kf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 
 static void kf_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	/* Nodes are computed from their inode number: nothing to drop. */
-	(void)ino;
-	(void)nlookup;
+	/* Nodes are computed from their inode number: only the count goes. */
 	count(req, KF_RQ_OTHER);
+	kf_lookups_forget(kf_fs(req)->lookups, ino, nlookup);
 	fuse_reply_none(req);
 }
 

@@ -20,19 +20,25 @@
 
 /*
  * Drops one thing kf_tree_changes names from the kernel's caches: an inode's
- * attributes and pages, or a name in a directory.  -ENOENT from the kernel
- * means it does not hold it: nothing to drop.
+ * attributes and pages, or a name in a directory -- when the kernel holds
+ * the inode, or the directory (lookups.h); else there is nothing to drop.
+ * -ENOENT from the kernel means it let go in the meantime.
  */
 static void drop(void *arg, struct kf_node n, const char *name)
 {
 	struct kf_fs *fs = arg;
+	uint64_t ino = kf_tree_ino(n);
 
-	if (name)
-		(void)fuse_lowlevel_notify_inval_entry(fs->se, kf_tree_ino(n),
-						       name, strlen(name));
-	else
-		(void)fuse_lowlevel_notify_inval_inode(fs->se, kf_tree_ino(n),
-						       0, 0);
+	if (!kf_lookups_held(fs->lookups, ino)) {
+		fs->inval_skipped++;
+	} else if (name) {
+		fs->inval_entries++;
+		(void)fuse_lowlevel_notify_inval_entry(fs->se, ino, name,
+						       strlen(name));
+	} else {
+		fs->inval_inodes++;
+		(void)fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
+	}
 }
 
 /* Drops from the kernel every name, attribute and page that changed. */

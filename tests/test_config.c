@@ -319,8 +319,20 @@ Test(config, bad_mode_value)
 
 Test(config, bad_read_mode)
 {
-	parse_bad("[keyfs]\n\nread_mode = cache\n", 3,
-		  "bad read_mode \"cache\"");
+	parse_bad(
+	    "[keyfs]\n\nread_mode = cache\n", 3,
+	    "bad read_mode \"cache\": expected audited, strict or cached");
+	parse_bad("[keyfs]\nmode = Production\n", 2,
+		  "expected production or development");
+}
+
+Test(config, read_mode_strict)
+{
+	struct kf_config *cfg = parse_ok("[keyfs]\nread_mode = strict\n");
+
+	cr_assert(cfg->read_mode == KF_READ_STRICT);
+	cr_assert_str_eq(kf_config_read_modes[cfg->read_mode], "strict");
+	kf_config_free(cfg);
 }
 
 Test(config, retain_versions_and_backup_keep)
@@ -1238,9 +1250,15 @@ Test(config, etcd_paths_under_mountpoint_refused)
 
 Test(config, paths_keyfs_opens)
 {
-	static const char *const keys[] = {
-	    "state_dir", "backup_dir", "audit_log", "master_key_file",
-	    "cacert",	 "cert",       "key",	    "password_file"};
+	static const char *const keys[] = {"state_dir",
+					   "backup_dir",
+					   "audit_log",
+					   "master_key_file",
+					   "cacert",
+					   "cert",
+					   "key",
+					   "password_file",
+					   "audit_syslog_socket"};
 	struct kf_config_path paths[KF_CONFIG_PATHS_MAX];
 	struct kf_config *cfg = parse_ok("");
 
@@ -1248,11 +1266,92 @@ Test(config, paths_keyfs_opens)
 	cr_assert_str_eq(paths[3].key, "master_key_file");
 	cr_assert_str_eq(paths[3].path, "/etc/keyfs/master.key");
 	kf_config_free(cfg);
-	cfg = parse_ok(ETCD_HTTPS "cacert = /t/ca\ncert = /t/c\nkey = /t/k\n"
-				  "user = u\npassword_file = /t/pw\n");
+	/* audit_syslog_socket counts only where keyfs opens it. */
+	cfg = parse_ok("[keyfs]\naudit_syslog_socket = /t/log\n");
+	cr_assert_eq(kf_config_paths(cfg, paths), 4);
+	kf_config_free(cfg);
+	cfg = parse_ok("[keyfs]\nstore = etcd\naudit_syslog = yes\n"
+		       "[etcd]\nendpoints = https://e1:2379\n"
+		       "cacert = /t/ca\ncert = /t/c\nkey = /t/k\n"
+		       "user = u\npassword_file = /t/pw\n");
 	cr_assert_eq(kf_config_paths(cfg, paths), KF_CONFIG_PATHS_MAX);
 	for (size_t i = 0; i < KF_CONFIG_PATHS_MAX; i++)
 		cr_assert_str_eq(paths[i].key, keys[i]);
 	cr_assert_str_eq(paths[7].path, "/t/pw");
 	kf_config_free(cfg);
+}
+
+Test(config, audit_settings_default)
+{
+	struct kf_config *cfg = parse_ok("[keyfs]\n");
+	const struct kf_audit_settings *a = &cfg->auditing;
+
+	cr_assert_eq(a->max_size, 64u << 20);
+	cr_assert_eq(a->rotate, 86400);
+	cr_assert_eq(a->keep, 0, "default keeps every closed segment");
+	cr_assert_eq(a->open_window, 1);
+	cr_assert(!a->syslog);
+	cr_assert_str_eq(kf_config_facility_name(a->syslog_facility),
+			 "authpriv");
+	cr_assert_str_eq(a->syslog_tag, "keyfs-audit");
+	cr_assert_str_eq(a->syslog_socket, "/dev/log");
+	cr_assert_eq(a->min_free, 5);
+	kf_config_free(cfg);
+}
+
+Test(config, audit_settings_set)
+{
+	struct kf_config *cfg = parse_ok("[keyfs]\n"
+					 "audit_max_size = 16K\n"
+					 "audit_rotate = 12h\n"
+					 "audit_keep = 30\n"
+					 "audit_open_window = 0\n"
+					 "audit_syslog = yes\n"
+					 "audit_syslog_facility = local3\n"
+					 "audit_syslog_tag = phi.keys\n"
+					 "audit_syslog_socket = sock/log\n"
+					 "audit_min_free = 10%\n");
+	const struct kf_audit_settings *a = &cfg->auditing;
+
+	cr_assert_eq(a->max_size, 16 * 1024);
+	cr_assert_eq(a->rotate, 12 * 3600);
+	cr_assert_eq(a->keep, 30);
+	cr_assert_eq(a->open_window, 0);
+	cr_assert(a->syslog);
+	cr_assert_str_eq(kf_config_facility_name(a->syslog_facility), "local3");
+	cr_assert_str_eq(a->syslog_tag, "phi.keys");
+	cr_assert_str_eq(a->syslog_socket, "/base/sock/log");
+	cr_assert_eq(a->min_free, 10);
+	kf_config_free(cfg);
+	cfg = parse_ok("[keyfs]\naudit_max_size = 4096\naudit_rotate = 0\n"
+		       "audit_min_free = 0\naudit_open_window = 1h\n");
+	cr_assert_eq(cfg->auditing.max_size, 4096);
+	cr_assert_eq(cfg->auditing.rotate, 0);
+	cr_assert_eq(cfg->auditing.min_free, 0);
+	cr_assert_eq(cfg->auditing.open_window, 3600);
+	kf_config_free(cfg);
+}
+
+Test(config, bad_audit_settings)
+{
+	parse_bad("[keyfs]\naudit_max_size = 1K\n", 2,
+		  "bad audit_max_size \"1K\"");
+	parse_bad("[keyfs]\naudit_max_size = 64MB\n", 2,
+		  "bad audit_max_size \"64MB\"");
+	parse_bad("[keyfs]\naudit_max_size = 2048G\n", 2, "bad audit_max_size");
+	parse_bad("[keyfs]\n\naudit_rotate = 1w\n", 3, "bad audit_rotate");
+	parse_bad("[keyfs]\naudit_keep = -1\n", 2, "audit_keep");
+	parse_bad("[keyfs]\naudit_open_window = 2h\n", 2,
+		  "audit_open_window \"2h\" is too large");
+	parse_bad("[keyfs]\naudit_syslog = true\n", 2, "expected no or yes");
+	parse_bad("[keyfs]\naudit_syslog_facility = kern\n", 2,
+		  "bad audit_syslog_facility \"kern\"");
+	parse_bad("[keyfs]\naudit_syslog_tag = a b\n", 2,
+		  "bad audit_syslog_tag");
+	parse_bad("[keyfs]\naudit_syslog_socket =\n", 2, "must not be empty");
+	parse_bad("[keyfs]\naudit_min_free = 100%\n", 2,
+		  "bad audit_min_free \"100%\"");
+	parse_bad("[keyfs]\naudit_min_free = 5%%\n", 2, "bad audit_min_free");
+	parse_bad("[keyfs]\naudit_keep = 1\naudit_keep = 2\n", 3,
+		  "duplicate key \"audit_keep\"");
 }
