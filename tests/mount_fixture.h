@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * What the suites of the mounted tree share (test_tree, test_reads,
- * test_readmodes, test_lifecycle, test_hardening): mounts of the real keyfs binary with
- * three purposes and non-default access, and readers of its files.
+ * test_readmodes, test_lifecycle, test_hardening): mounts of the real
+ * keyfs binary with three purposes and non-default access, and readers of
+ * its files.
  *
  * Each of those suites is declared
  *
