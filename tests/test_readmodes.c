@@ -143,6 +143,8 @@ Test(readmodes, cached_opens_and_reads_stay_in_the_kernel, .timeout = 30)
 #define MANY 1000  /* purposes q0 ... q999, after phi pii billing */
 #define FEW_MAX 50 /* inode invalidations a rotation may send for a few */
 #define ROTATIONS 5
+#define PIN_EVERY 7 /* derived/q<i> kept open through a drop */
+#define N_PINS ((MANY + PIN_EVERY - 1) / PIN_EVERY)
 
 /* The daemon's invalidations so far (the SIGUSR1 "invalidations:" line). */
 struct invals {
@@ -216,9 +218,11 @@ Test(readmodes, a_rotation_invalidates_only_what_the_kernel_holds,
 {
 	size_t cap = (size_t)MANY * 24 + 1, len = 0;
 	char *sections = malloc(cap);
+	int pins[N_PINS];
 	struct kt_mount *m;
 	unsigned long sent;
 	uint8_t k[KEY_LEN];
+	char rel[64];
 
 	cr_assert(sections);
 	sections[0] = 0;
@@ -250,16 +254,63 @@ Test(readmodes, a_rotation_invalidates_only_what_the_kernel_holds,
 		  sent, MANY);
 	expect_all_fresh(m, 0, MANY, "after a rotation (all held)");
 
-	/* Forgotten (FORGET), they are skipped again. */
+	/*
+	 * Every PIN_EVERY-th kept open: the kernel forgets the others and
+	 * keeps these, so the daemon's table loses most entries around
+	 * them.  Each kept one is still invalidated, and is fresh through
+	 * its open file and through a new open.
+	 */
+	for (int i = 0; i < MANY; i += PIN_EVERY) {
+		char *path;
+
+		snprintf(rel, sizeof(rel), "derived/q%d", i);
+		path = kt_mpath(m, rel);
+		pins[i / PIN_EVERY] = open(path, O_RDONLY | O_CLOEXEC);
+		cr_assert(pins[i / PIN_EVERY] >= 0, "open %s: %s", rel,
+			  strerror(errno));
+		free(path);
+	}
 	drop_dentries();
 	kt_sleep_ms(200); /* FORGETs are sent as the kernel evicts */
+	sent = rotations_sent(m, 1);
+	cr_expect(sent >= N_PINS && sent < N_PINS + FEW_MAX,
+		  "a rotation invalidated %lu inodes while the kernel held "
+		  "%d derived files (and a few others)",
+		  sent, N_PINS);
+	read_key(m, "current", k);
+	for (int i = 0; i < MANY; i += PIN_EVERY) {
+		uint8_t got[KEY_LEN], want[KEY_LEN];
+		char text[64], err[KF_ERR_MAX];
+		bool same;
+
+		snprintf(rel, sizeof(rel), "derived/q%d", i);
+		cr_assert(pread(pins[i / PIN_EVERY], text, sizeof(text), 0) ==
+			      TEXT_LEN,
+			  "read of an open %s", rel);
+		cr_assert(kf_key_decode(text, TEXT_LEN, got, err) == 0,
+			  "%s does not validate: %s", rel, err);
+		derive(k, rel + strlen("derived/"), want);
+		same = sodium_memcmp(got, want, KEY_LEN) == 0;
+		sodium_memzero(text, sizeof(text));
+		sodium_memzero(got, sizeof(got));
+		sodium_memzero(want, sizeof(want));
+		cr_assert(same, "%s, kept open, is stale", rel);
+	}
+	expect_all_fresh(m, 0, MANY,
+			 "after a rotation (some kept, the others forgotten "
+			 "and looked up again)");
+
+	/* All forgotten (FORGET), they are skipped again. */
+	for (int i = 0; i < N_PINS; i++)
+		close(pins[i]);
+	drop_dentries();
+	kt_sleep_ms(200);
 	sent = rotations_sent(m, 1);
 	cr_expect(sent < FEW_MAX,
 		  "a rotation invalidated %lu inodes after the kernel "
 		  "forgot the derived files",
 		  sent);
 	expect_all_fresh(m, 0, MANY,
-			 "after a rotation (forgotten, looked "
-			 "up again)");
+			 "after a rotation (forgotten, looked up again)");
 	sodium_memzero(k, sizeof(k));
 }

@@ -100,6 +100,7 @@ Test(reads, fresh_after_every_rotation_strict, .timeout = 60)
  * before the rotation, the other names only after it.
  */
 #define FRESH_CYCLES 2000
+#define FRESH_RETAIN 2 /* versions/<N>/ kept: current and previous */
 #define DROP_EVERY 500
 #define PRUNE_EVERY 50
 
@@ -134,16 +135,37 @@ static char *purpose_sections(int n)
 static void expect_version(struct kt_mount *m, uint32_t v, int cycle)
 {
 	char want[16];
-	size_t len = 0;
+	size_t len = 0, shown;
 	char *text = kt_mread(m, "version", &len);
 
 	cr_assert(text, "cycle %d: read version: %s", cycle, strerror(errno));
 	snprintf(want, sizeof(want), "%" PRIu32 "\n", v);
+	/* Shown without its newline, if it has one. */
+	shown = strcspn(text, "\n");
 	cr_assert(len == strlen(want) && memcmp(text, want, len) == 0,
-		  "cycle %d: version reads \"%.*s\" (%zu bytes), want %" PRIu32
-		  "\\n",
-		  cycle, (int)(len < 16 ? len : 16), text, len, v);
+		  "cycle %d: version reads \"%.*s%s\" (%zu bytes), want "
+		  "\"%" PRIu32 "\\n\"",
+		  cycle, (int)(shown < 16 ? shown : 16), text,
+		  shown < len ? "\\n" : "", len, v);
 	free(text);
+}
+
+/* Expects versions/<v>/key, looked up in an earlier cycle, to be gone
+ * now that its version has dropped out of the keyring. */
+static void expect_gone(struct kt_mount *m, uint32_t v, int cycle)
+{
+	char rel[64], *path;
+	struct stat st;
+	int r;
+
+	snprintf(rel, sizeof(rel), "versions/%" PRIu32 "/key", v);
+	path = kt_mpath(m, rel);
+	errno = 0;
+	r = stat(path, &st);
+	cr_assert(r < 0 && errno == ENOENT,
+		  "cycle %d: %s, dropped from the keyring, %s", cycle, rel,
+		  r == 0 ? "is still there" : strerror(errno));
+	free(path);
 }
 
 /* Expects derived/<purpose> to be derive(key, purpose). */
@@ -165,14 +187,21 @@ static void expect_derived(struct kt_mount *m, const uint8_t key[KEY_LEN],
 
 static void fresh_names(const char *extra)
 {
-	char *sections = purpose_sections(FRESH_CYCLES);
-	struct kt_mount *m = start_sections("fresh2k", extra, sections);
-	uint8_t *old = mt_secret(KEY_LEN), *cur = mt_secret(KEY_LEN),
-		*k = mt_secret(KEY_LEN);
-	uint32_t v = read_version(m);
+	char *sections = purpose_sections(FRESH_CYCLES), *lines;
+	uint8_t *old, *cur, *k;
 	char rel[64], p[16], q[16];
+	struct kt_mount *m;
+	uint32_t v;
 
+	cr_assert(asprintf(&lines, "retain_versions = %d\n%s", FRESH_RETAIN,
+			   extra ? extra : "") > 0);
+	m = start_sections("fresh2k", lines, sections);
+	free(lines);
 	free(sections);
+	old = mt_secret(KEY_LEN);
+	cur = mt_secret(KEY_LEN);
+	k = mt_secret(KEY_LEN);
+	v = read_version(m);
 	read_key(m, "current", old);
 	expect_derived(m, old, -1, "phi", "before any rotation");
 	for (int i = 0; i < FRESH_CYCLES; i++) {
@@ -197,6 +226,8 @@ static void fresh_names(const char *extra)
 		read_key(m, rel, k);
 		cr_assert(sodium_memcmp(k, cur, KEY_LEN) == 0,
 			  "cycle %d: %s is not current", i, rel);
+		if (i >= FRESH_RETAIN)
+			expect_gone(m, v - FRESH_RETAIN, i);
 		expect_derived(m, cur, i, "phi", "held since the start");
 		snprintf(p, sizeof(p), "p%d", i);
 		expect_derived(m, cur, i, p, "first looked up now");
@@ -722,7 +753,8 @@ static bool race_current_within(const struct race_shared *sh, int j, uint32_t a,
 }
 
 struct race_check {
-	unsigned long invalid, outside, racing;
+	unsigned long invalid, racing;
+	unsigned long below, above; /* outside [v0, v1]: older, newer */
 	char first[RACE_WHY];
 };
 
@@ -746,12 +778,6 @@ static void race_versions_of(uint8_t (*seen)[KEY_LEN], unsigned n,
 			if (sodium_memcmp(seen[i], keys[j], KEY_LEN) == 0)
 				ver[i] = (int)j;
 	}
-}
-
-/* Whether v lies in the versions read before and after rd. */
-static bool race_in(uint32_t v, const struct race_read *rd)
-{
-	return rd->v0 <= v && v <= rd->v1;
 }
 
 /* Checks every read of reader id against the keys of every version
@@ -801,9 +827,12 @@ static void race_check_reader(const struct race_shared *sh, int id,
 			race_fail(c, id, i, why);
 			continue;
 		}
-		if (!race_in(base + (uint32_t)jc, rd) ||
-		    !race_in(base + (uint32_t)jd, rd))
-			c->outside++;
+		if (base + (uint32_t)jc < rd->v0 ||
+		    base + (uint32_t)jd < rd->v0)
+			c->below++;
+		else if (base + (uint32_t)jc > rd->v1 ||
+			 base + (uint32_t)jd > rd->v1)
+			c->above++;
 		for (unsigned k = 0; k < sh->n_rot; k++) {
 			if (sh->rs[k] <= rd->d1 && rd->d0 <= sh->re[k]) {
 				c->racing++;
@@ -882,16 +911,17 @@ static void many_readers(const char *extra, bool bracket_exact)
 		reads += r->n_reads;
 	}
 	cr_log_info("%lu reads by %d readers, %lu during a rotation's write, "
-		    "%lu outside their version bracket, %lu invalid",
-		    reads, RACE_READERS, c.racing, c.outside, c.invalid);
+		    "%lu older and %lu newer than the versions read around "
+		    "them, %lu invalid",
+		    reads, RACE_READERS, c.racing, c.below, c.above, c.invalid);
 	cr_expect(c.invalid == 0, "%lu of %lu reads invalid; first: %s",
 		  c.invalid, reads, c.first);
 	cr_expect(c.racing > 0, "no read ran during a rotation's write");
 	if (bracket_exact)
-		cr_expect(c.outside == 0,
-			  "%lu reads gave a key outside the versions read "
-			  "before and after them",
-			  c.outside);
+		cr_expect(c.below + c.above == 0,
+			  "%lu reads gave a key older, %lu newer, than the "
+			  "versions read before and after them",
+			  c.below, c.above);
 	sodium_memzero(sh, sizeof(*sh));
 	munmap(sh, sizeof(*sh));
 }
