@@ -102,7 +102,7 @@ Test(reads, fresh_after_every_rotation_strict, .timeout = 60)
 #define FRESH_CYCLES 2000
 #define FRESH_RETAIN 2 /* versions/<N>/ kept: current and previous */
 #define DROP_EVERY 500
-#define PRUNE_EVERY 50
+#define PRUNE_EVERY 20
 
 /*
  * Every rotation writes an archive, and the one before the rotation that
