@@ -165,6 +165,30 @@ static void invals_now(struct kt_mount *m, struct invals *iv)
 	free(line);
 }
 
+/*
+ * Waits (up to 10 s) until the daemon counts at most max inodes held by the
+ * kernel: the FORGETs of a drop have reached it.
+ */
+static void wait_forgotten(struct kt_mount *m, unsigned long max)
+{
+	unsigned long held = 0;
+
+	for (int waited = 0; waited < 10000; waited += 50) {
+		char *line = daemon_line(m, "invalidations:");
+
+		cr_assert(line, "no \"invalidations:\" line (%s)", m->log);
+		held = line_field(line, "held");
+		free(line);
+		if (held <= max)
+			return;
+		kt_sleep_ms(50);
+	}
+	cr_assert(false,
+		  "the daemon still counts %lu inodes held by the kernel "
+		  "after a drop, want at most %lu",
+		  held, max);
+}
+
 /* Reads derived/q<from> ... derived/q<to - 1> and expects each to be
  * derive(current, q<i>). */
 static void expect_all_fresh(struct kt_mount *m, int from, int to,
@@ -271,7 +295,7 @@ Test(readmodes, a_rotation_invalidates_only_what_the_kernel_holds,
 		free(path);
 	}
 	drop_dentries();
-	kt_sleep_ms(200); /* FORGETs are sent as the kernel evicts */
+	wait_forgotten(m, N_PINS + FEW_MAX);
 	sent = rotations_sent(m, 1);
 	cr_expect(sent >= N_PINS && sent < N_PINS + FEW_MAX,
 		  "a rotation invalidated %lu inodes while the kernel held "
@@ -304,7 +328,7 @@ Test(readmodes, a_rotation_invalidates_only_what_the_kernel_holds,
 	for (int i = 0; i < N_PINS; i++)
 		close(pins[i]);
 	drop_dentries();
-	kt_sleep_ms(200);
+	wait_forgotten(m, FEW_MAX);
 	sent = rotations_sent(m, 1);
 	cr_expect(sent < FEW_MAX,
 		  "a rotation invalidated %lu inodes after the kernel "
