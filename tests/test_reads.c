@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * Reading the mounted tree, against the real keyfs binary: fresh keys after
- * every rotation in both read modes, an open file keeps the key it opened
- * with, which opens are audited (and that one which cannot be is refused),
- * and no reader ever gets a torn or mixed key while rotations run.
+ * Reading the mounted tree, against the real keyfs binary, in each of the
+ * three read modes: fresh keys after every rotation (2,000 of them, through
+ * names the kernel held before it, names it first looks up after it, and
+ * names it forgot in between), what a file opened before a rotation gives
+ * after it, which opens are audited (and that one which cannot be is
+ * refused), and what 16 readers get while rotations run: a key current at
+ * some instant of their read, never a torn or mixed one.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -97,7 +100,9 @@ Test(reads, fresh_after_every_rotation_strict, .timeout = 60)
  * 99 -> 100 and 999 -> 1000, and a stale size would cut the read short.
  * Every DROP_EVERY cycles the kernel drops its dentries and inodes (and
  * FORGETs them) before the rotation: derived/p<i-5> is then looked up again
- * before the rotation, the other names only after it.
+ * before the rotation, the other names only after it.  The versions/<N>/
+ * that a rotation drops from the keyring is gone, although the kernel
+ * looked it up.
  */
 #define FRESH_CYCLES 2000
 #define FRESH_RETAIN 2 /* versions/<N>/ kept: current and previous */
