@@ -10,9 +10,11 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -300,6 +302,206 @@ static int usage(const char *op, const char *operands)
 	return 2;
 }
 
+/* --- keyfs ctl wait -------------------------------------------------- */
+
+#define WAIT_TIMED_OUT 124 /* the exit status of a time-out, as timeout(1) */
+#define WAIT_MAX_S (366 * 86400)    /* the longest --timeout */
+#define WAIT_SLICE_MS (3600 * 1000) /* one poll(2) at most this long */
+
+struct wait_opts {
+	int64_t timeout_ms; /* -1: none */
+	long from;	    /* --from N; 0: the version at start */
+};
+
+static int64_t wait_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Whether argv's first operand is "wait", skipping the options and their
+ * values (they may come before it or after).
+ */
+static bool wait_wanted(int argc, char **argv)
+{
+	static const char *const with_value[] = {"-c", "--config", "--mount",
+						 "--timeout", "--from"};
+
+	for (int i = 1; i < argc; i++) {
+		bool value = false;
+
+		if (strcmp(argv[i], "--") == 0)
+			return i + 1 < argc && strcmp(argv[i + 1], "wait") == 0;
+		if (argv[i][0] != '-')
+			return strcmp(argv[i], "wait") == 0;
+		for (size_t k = 0; k < sizeof(with_value) / sizeof(*with_value);
+		     k++)
+			value = value || strcmp(argv[i], with_value[k]) == 0;
+		i += value;
+	}
+	return false;
+}
+
+/* S (seconds, decimals allowed, at most WAIT_MAX_S) in milliseconds. */
+static int wait_seconds(const char *s, int64_t *ret_ms)
+{
+	char *end = NULL;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (!*s || *end || errno || !(v >= 0 && v <= WAIT_MAX_S))
+		return -EINVAL;
+	*ret_ms = (int64_t)(v * 1000 + 0.5);
+	return 0;
+}
+
+/*
+ * Takes wait's own options out of argv (the common parser knows nothing
+ * of them): --timeout S and --from N, with their value after a space or
+ * '='.  -EINVAL for a bad or missing value.
+ */
+static int wait_take_opts(int *argc, char **argv, struct wait_opts *o)
+{
+	int out = 1;
+
+	for (int i = 1; i < *argc; i++) {
+		const char *v = NULL, *a = argv[i];
+		bool timeout = strncmp(a, "--timeout", 9) == 0 &&
+			       (a[9] == 0 || a[9] == '=');
+		bool from =
+		    strncmp(a, "--from", 6) == 0 && (a[6] == 0 || a[6] == '=');
+		char *end = NULL;
+
+		if (strcmp(a, "--") == 0) {
+			while (i < *argc)
+				argv[out++] = argv[i++];
+			break;
+		}
+		if (!timeout && !from) {
+			argv[out++] = argv[i];
+			continue;
+		}
+		v = strchr(a, '=') ? strchr(a, '=') + 1
+				   : (i + 1 < *argc ? argv[++i] : NULL);
+		if (!v)
+			return -EINVAL;
+		if (timeout && wait_seconds(v, &o->timeout_ms) < 0)
+			return -EINVAL;
+		if (from) {
+			errno = 0;
+			o->from = strtol(v, &end, 10);
+			if (!*v || *end || errno || o->from < 1)
+				return -EINVAL;
+		}
+	}
+	*argc = out;
+	argv[out] = NULL;
+	return 0;
+}
+
+/*
+ * Opens MOUNT/version and reads it: the descriptor, with the number in
+ * *ret_version, or -errno.
+ */
+static int wait_open(const char *mnt, long *ret_version)
+{
+	char path[PATH_MAX], text[VERSION_TEXT_MAX], *end = NULL;
+	ssize_t n;
+	int fd, e;
+
+	snprintf(path, sizeof(path), "%s/version", mnt);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, text, sizeof(text) - 1);
+	e = n < 0 ? errno : EBADMSG;
+	if (n > 0) {
+		text[n] = 0;
+		*ret_version = strtol(text, &end, 10);
+		if (end != text && *end == '\n' && *ret_version > 0)
+			return fd;
+	}
+	close(fd);
+	return -e;
+}
+
+/*
+ * keyfs ctl wait: sleeps in poll(2) on the version file until the key
+ * changes (POLLPRI: this open file is no longer the current one), then
+ * prints the new version.  0; WAIT_TIMED_OUT when the time-out passed
+ * first; 1 on an error.
+ */
+static int ctl_wait(const char *mnt, const struct wait_opts *o)
+{
+	int64_t until = o->timeout_ms < 0 ? -1 : wait_now_ms() + o->timeout_ms;
+	long seen = 0, now = 0;
+	int fd = wait_open(mnt, &seen), r;
+
+	if (fd >= 0 && o->from > 0 && seen != o->from) {
+		now = seen; /* changed already */
+		goto done;
+	}
+	while (fd >= 0) {
+		struct pollfd p = {fd, POLLPRI, 0};
+		int64_t left =
+		    until < 0 ? WAIT_SLICE_MS : until - wait_now_ms();
+
+		if (left <= 0) {
+			close(fd);
+			fprintf(stderr,
+				"keyfs ctl wait: version %ld unchanged after "
+				"%.3g s\n",
+				seen, (double)o->timeout_ms / 1000);
+			return WAIT_TIMED_OUT;
+		}
+		r = poll(&p, 1,
+			 (int)(left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 || (p.revents & (POLLERR | POLLNVAL))) {
+			fd = r < 0 ? -errno : -EIO;
+			close(p.fd);
+			break;
+		}
+		if (!(p.revents & POLLPRI))
+			continue;
+		/* Changed: what the name shows now, from a new open. */
+		close(fd);
+		fd = wait_open(mnt, &now);
+		if (fd >= 0 && now != seen)
+			goto done;
+	}
+	fprintf(stderr, "keyfs ctl wait: %s/version: %s\n", mnt, strerror(-fd));
+	return 1;
+done:
+	close(fd);
+	printf("%ld\n", now);
+	return 0;
+}
+
+/* keyfs ctl wait [--timeout S] [--from N] [--mount DIR] [-c FILE]. */
+static int ctl_wait_cli(int argc, char **argv)
+{
+	struct wait_opts w = {-1, 0};
+	struct kf_cmd_opts o = {0};
+	char *mnt;
+	int rc;
+
+	if (wait_take_opts(&argc, argv, &w) < 0 ||
+	    kf_cmd_parse_opts(argc, argv, &o) < 0 || optind + 1 != argc)
+		return usage("wait", " [--timeout S] [--from N]");
+	mnt = mount_dir("ctl", &o);
+	if (!mnt)
+		return 1;
+	rc = ctl_wait(mnt, &w);
+	free(mnt);
+	return rc;
+}
+
 int kf_cli_ctl(int argc, char **argv)
 {
 	struct kf_cmd_opts o = {0};
@@ -309,6 +511,8 @@ int kf_cli_ctl(int argc, char **argv)
 	char *mnt;
 	int i, r, rc;
 
+	if (wait_wanted(argc, argv))
+		return ctl_wait_cli(argc, argv);
 	if (kf_cmd_parse_opts(argc, argv, &o) < 0)
 		return 2;
 	if (optind >= argc) {

@@ -6,8 +6,9 @@
  * groups, bad modes and bad intervals refuse the whole file with
  * "file:line: reason".  Relative paths are resolved against the directory of
  * the file (for the embedded default: the current directory).  A state_dir,
- * backup_dir, audit_log or master_key_file under the mountpoint is refused,
- * and so are [etcd]'s cacert, cert, key and password_file.
+ * backup_dir, audit_log, master_key_file or metrics_file under the
+ * mountpoint is refused, and so are [etcd]'s cacert, cert, key and
+ * password_file.
  *
  * `store` picks where the keyring lives: file (state_dir/keyring) or etcd,
  * configured in [etcd] (DESIGN.md §9).  An [etcd] section with store = file
@@ -98,6 +99,7 @@ struct kf_config {
 	char *master_key_file;	  /* absolute; default /etc/keyfs/master.key */
 	char *audit_log;	  /* absolute; default state_dir/audit.log */
 	char *alert_command;	  /* NULL if unset */
+	char *metrics_file;	  /* absolute, or NULL: none written */
 	unsigned retain_versions; /* >= 1, default 2 */
 	int64_t rotate_interval;  /* seconds, 0 = off, default 90d */
 	unsigned backup_keep;	  /* >= 1, default 10 */
@@ -141,13 +143,13 @@ struct kf_config_path {
 	const char *path;
 };
 
-#define KF_CONFIG_PATHS_MAX 9
+#define KF_CONFIG_PATHS_MAX 10
 
 /*
  * The paths keyfs itself opens, which must never lie under its mountpoint:
  * state_dir, backup_dir, audit_log, master_key_file and, when set, [etcd]'s
- * cacert, cert, key and password_file, and audit_syslog_socket with
- * audit_syslog = yes.  Fills ret (pointers into cfg) and
+ * cacert, cert, key and password_file, audit_syslog_socket with
+ * audit_syslog = yes, and metrics_file.  Fills ret (pointers into cfg) and
  * returns how many.
  */
 size_t kf_config_paths(const struct kf_config *cfg,

@@ -121,6 +121,7 @@ size_t kf_config_paths(const struct kf_config *cfg,
 	    {"password_file", cfg->etcd.password_file},
 	    {"audit_syslog_socket",
 	     cfg->auditing.syslog ? cfg->auditing.syslog_socket : NULL},
+	    {"metrics_file", cfg->metrics_file},
 	};
 	size_t n = 0;
 
@@ -360,6 +361,7 @@ struct kf_config *kf_config_free(struct kf_config *cfg)
 	free(cfg->audit_log);
 	kf_config_audit_done(&cfg->auditing);
 	free(cfg->alert_command);
+	free(cfg->metrics_file);
 	free(cfg->purposes);
 	kf_config_etcd_done(&cfg->etcd);
 	free(cfg);

@@ -57,6 +57,7 @@ enum key_id {
 	K_KEEP,
 	K_AUDIT_LOG,
 	K_ALERT,
+	K_METRICS_FILE,
 	K_READ_MODE,
 	K_AUDIT_MAX_SIZE,
 	K_AUDIT_ROTATE,
@@ -99,6 +100,7 @@ static const struct {
     [K_KEEP] = {"backup_keep", SEC_KEYFS},
     [K_AUDIT_LOG] = {"audit_log", SEC_KEYFS},
     [K_ALERT] = {"alert_command", SEC_KEYFS},
+    [K_METRICS_FILE] = {"metrics_file", SEC_KEYFS},
     [K_READ_MODE] = {"read_mode", SEC_KEYFS},
     [K_AUDIT_MAX_SIZE] = {"audit_max_size", SEC_KEYFS},
     [K_AUDIT_ROTATE] = {"audit_rotate", SEC_KEYFS},
@@ -227,6 +229,7 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 	    [K_BACKUP_DIR] = {.path = &cfg->backup_dir},
 	    [K_MASTER_KEY_FILE] = {.path = &cfg->master_key_file},
 	    [K_AUDIT_LOG] = {.path = &cfg->audit_log},
+	    [K_METRICS_FILE] = {.path = &cfg->metrics_file},
 	    [K_CACERT] = {.path = &cfg->etcd.cacert},
 	    [K_CERT] = {.path = &cfg->etcd.cert},
 	    [K_KEY] = {.path = &cfg->etcd.key},
@@ -271,6 +274,7 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 	case K_MOUNTPOINT:
 	case K_BACKUP_DIR:
 	case K_AUDIT_LOG:
+	case K_METRICS_FILE:
 	case K_CACERT:
 	case K_CERT:
 	case K_KEY:

@@ -36,6 +36,23 @@
 
 /* --- records ------------------------------------------------------------- */
 
+/*
+ * Counts record's operation (its "event") as done or failed, for metrics.
+ * A few string comparisons per management operation: cheap beside its
+ * fsync.
+ */
+static void count_record(struct kf_manager *m, json_t *record, bool ok)
+{
+	const char *ev = json_string_value(json_object_get(record, "event"));
+
+	for (int e = 0; ev && e < KF_EVENT_COUNT; e++) {
+		if (strcmp(ev, kf_event_name((enum kf_event)e)) == 0) {
+			m->counters.events[e][ok ? 0 : 1]++;
+			return;
+		}
+	}
+}
+
 int kf_mgr_record_durable(struct kf_manager *m, json_t *record,
 			  uint64_t *ret_seq, char err[KF_ERR_MAX])
 {
@@ -48,6 +65,9 @@ int kf_mgr_record_durable(struct kf_manager *m, json_t *record,
 			*ret_seq = anchor.seq;
 		r = kf_audit_sync(m->audit, err);
 	}
+	/* Failures are counted where they are reported. */
+	if (r == 0 && json_is_true(json_object_get(record, "success")))
+		count_record(m, record, true);
 	return r;
 }
 
@@ -120,6 +140,7 @@ void kf_mgr_record_failure(struct kf_manager *m, json_t *record,
 void kf_mgr_report_failure(struct kf_manager *m, json_t *record,
 			   uint64_t cancels_seq, const char *error)
 {
+	count_record(m, record, false);
 	kf_log(LOG_ALERT, "%s: %s",
 	       json_string_value(json_object_get(record, "event")), error);
 	kf_mgr_record_failure(m, record, cancels_seq, error);
@@ -237,8 +258,12 @@ int kf_mgr_commit(struct kf_manager *m, struct kf_keyring *next, json_t *record,
 	struct kf_audit_anchor anchor;
 	int r;
 
-	if (m->cl)
-		return kf_mgr_cluster_commit(m, next, record, cancel_seq, err);
+	if (m->cl) {
+		r = kf_mgr_cluster_commit(m, next, record, cancel_seq, err);
+		if (r >= 0)
+			count_record(m, record, true);
+		return r;
+	}
 	*cancel_seq = 0;
 	json_object_set_new(record, "success", json_true());
 	r = kf_audit_append_anchored(m->audit, record, &anchor, err);
@@ -257,6 +282,7 @@ int kf_mgr_commit(struct kf_manager *m, struct kf_keyring *next, json_t *record,
 	kf_mgr_swap(m, next);
 	if (r == KF_FILE_UNSYNCED)
 		report_unsynced(m, next, anchor.seq, err);
+	count_record(m, record, true);
 	return r;
 }
 
@@ -432,5 +458,42 @@ int kf_manager_audit_event(struct kf_manager *m, const struct kf_caller *who,
 void kf_manager_audit_refused(struct kf_manager *m, const struct kf_caller *who,
 			      enum kf_event event, const char *error)
 {
-	kf_mgr_report_failure(m, kf_event_record(event, who), 0, error);
+	json_t *rec = kf_event_record(event, who);
+
+	/* kf_mgr_report_failure, uncounted: no operation ran (manager.h). */
+	kf_log(LOG_ALERT, "%s: %s", kf_event_name(event), error);
+	kf_mgr_record_failure(m, rec, 0, error);
+}
+
+/* --- counters ------------------------------------------------------------ */
+
+void kf_manager_count_open(struct kf_manager *m, enum kf_manager_open_kind kind)
+{
+	if (kind < KF_MANAGER_OPEN_KINDS)
+		m->counters.opens[kind]++;
+}
+
+void kf_manager_count_control(struct kf_manager *m, size_t row, bool ok)
+{
+	if (row < KF_MANAGER_CONTROLS_MAX)
+		m->counters.controls[row][ok ? 0 : 1]++;
+}
+
+void kf_manager_counters(struct kf_manager *m, struct kf_manager_counters *ret)
+{
+	struct kf_audit_stats st = {0};
+
+	memset(ret, 0, sizeof(*ret));
+	for (int e = 0; e < KF_EVENT_COUNT; e++)
+		for (int i = 0; i < 2; i++)
+			ret->events[e][i] = m->counters.events[e][i];
+	for (int k = 0; k < KF_MANAGER_OPEN_KINDS; k++)
+		ret->opens[k] = m->counters.opens[k];
+	for (size_t c = 0; c < KF_MANAGER_CONTROLS_MAX; c++)
+		for (int i = 0; i < 2; i++)
+			ret->controls[c][i] = m->counters.controls[c][i];
+	if (m->audit)
+		kf_audit_stats(m->audit, &st);
+	ret->audit_bytes = st.active_bytes;
+	ret->audit_write_failures = st.write_failures;
 }

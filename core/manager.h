@@ -205,6 +205,46 @@ int kf_manager_audit_event(struct kf_manager *m, const struct kf_caller *who,
 void kf_manager_audit_refused(struct kf_manager *m, const struct kf_caller *who,
 			      enum kf_event event, const char *error);
 
+/* --- what the daemon counts (metrics.h renders it) ---------------------- */
+
+/* The kinds of audited open counted: a data key file, a derived one. */
+enum kf_manager_open_kind {
+	KF_MANAGER_OPEN_KEY,	 /* current, previous, versions/N/key */
+	KF_MANAGER_OPEN_DERIVED, /* derived/P, versions/N/derived/P */
+	KF_MANAGER_OPEN_KINDS
+};
+
+/* Rows of the caller's table of control files that are counted. */
+#define KF_MANAGER_CONTROLS_MAX 32
+
+/*
+ * Counters since the manager was opened, monotonic; never a key byte.
+ * events[ev][0] counts the operations of event ev that were done,
+ * events[ev][1] those that failed (with a failure record; a malformed
+ * control write that the manager refused unread is no failed operation:
+ * the control counters count it).
+ */
+struct kf_manager_counters {
+	uint64_t events[KF_EVENT_COUNT][2];
+	uint64_t opens[KF_MANAGER_OPEN_KINDS];	       /* audited, recorded */
+	uint64_t controls[KF_MANAGER_CONTROLS_MAX][2]; /* [0] ok, [1] failed */
+	uint64_t audit_bytes;			       /* the active segment */
+	uint64_t audit_write_failures;		       /* appends refused */
+};
+
+/* Counts an audited open of kind that was recorded (the daemon). */
+void kf_manager_count_open(struct kf_manager *m,
+			   enum kf_manager_open_kind kind);
+
+/*
+ * Counts a write to the control file in row `row` of the caller's table
+ * (below KF_MANAGER_CONTROLS_MAX; others are not counted), done or failed.
+ */
+void kf_manager_count_control(struct kf_manager *m, size_t row, bool ok);
+
+/* The counters now, and the audit log's figures, into *ret. */
+void kf_manager_counters(struct kf_manager *m, struct kf_manager_counters *ret);
+
 /* --- offline, for the keyfs command: no daemon needed -------------------- */
 
 /*

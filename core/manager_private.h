@@ -50,6 +50,13 @@ _Static_assert(KF_STORE_KEY_BYTES == KF_SUBKEY_BYTES &&
 		   KF_CLUSTER_KEY_BYTES == KF_SUBKEY_BYTES,
 	       "each internal key is one master subkey");
 
+/* What the manager counts for metrics (kf_manager_counters); atomic. */
+struct kf_mgr_counters {
+	_Atomic uint64_t events[KF_EVENT_COUNT][2];
+	_Atomic uint64_t opens[KF_MANAGER_OPEN_KINDS];
+	_Atomic uint64_t controls[KF_MANAGER_CONTROLS_MAX][2];
+};
+
 struct kf_manager {
 	const struct kf_config *cfg; /* borrowed; read-only */
 	struct kf_subkeys *keys;     /* sodium_malloc'd; read-only after open */
@@ -58,6 +65,7 @@ struct kf_manager {
 	int lock_fd;		     /* flock'd state_dir/lock; open/close */
 	uint64_t sealed_seq;	     /* anchor in the state; op_lock */
 	bool restore_only;	     /* no keyring needed; set at open */
+	struct kf_mgr_counters counters; /* atomics: manager.c */
 
 	pthread_mutex_t op_lock; /* serialises management operations */
 	pthread_mutex_t kr_lock; /* held only to read or swap kr */

@@ -2,7 +2,8 @@
 /*
  * fs: what the daemon's FUSE parts share -- the context every request
  * reaches through fuse_req_userdata, and the entry points of ops.c (the
- * FUSE operations) and workers.c (invalidation and automatic rotation).
+ * FUSE operations), workers.c (invalidation and automatic rotation) and
+ * notify.c (poll waiters, metrics_file).
  * mount.c owns the life cycle.  What the tree looks like is tree.h's; what
  * a control file does is control.h's; neither includes FUSE.
  */
@@ -16,6 +17,7 @@
 #include <stdint.h>
 
 struct kf_handle;
+struct kf_notify;
 
 #include <fuse_lowlevel.h>
 
@@ -60,6 +62,9 @@ struct kf_fs {
 	/* Invalidations sent, and those skipped (the kernel held nothing). */
 	_Atomic unsigned long inval_inodes, inval_entries, inval_skipped;
 
+	/* Poll waiters and metrics_file (notify.c); set while workers run. */
+	struct kf_notify *notify;
+
 	/* Open files, freed at exit when the kernel never released them. */
 	pthread_mutex_t handles_lock;
 	struct kf_handle *handles; /* protected by handles_lock */
@@ -84,5 +89,26 @@ void kf_ops_release_all(struct kf_fs *fs);
  */
 int kf_workers_start(struct kf_fs *fs) KF_WUR;
 void kf_workers_stop(struct kf_fs *fs);
+
+/*
+ * The notifications (notify.c): started by kf_workers_start once the
+ * invalidation thread runs, stopped after it ended.  0 or -errno.
+ */
+int kf_notify_start(struct kf_fs *fs) KF_WUR;
+void kf_notify_stop(struct kf_fs *fs);
+
+/*
+ * Keeps ph, a poll request's handle, to wake it after the next change (a
+ * request handler may call it: it only stores).  0, or -errno when it was
+ * not kept (the caller answers as if changed, and frees ph).
+ */
+int kf_notify_poll_add(struct kf_fs *fs, struct fuse_pollhandle *ph) KF_WUR;
+
+/*
+ * After a change was invalidated (the invalidation thread): wakes every
+ * poll waiter, renews what cached mode shows of metrics, and has
+ * metrics_file written.
+ */
+void kf_notify_changed(struct kf_fs *fs);
 
 #endif

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,13 +126,18 @@ static void kf_getattr(fuse_req_t req, fuse_ino_t ino,
 	struct kf_fs *fs = kf_fs(req);
 	struct kf_keyring *kr = kf_manager_keyring(fs->m);
 	struct kf_node n = kf_tree_node(ino);
+	struct kf_handle *h = fi ? (struct kf_handle *)(uintptr_t)fi->fh : NULL;
 	struct stat st;
 	int r;
 
 	count(req, KF_RQ_GETATTR);
-	(void)fi;
 	r = kf_tree_stat(fs->tree, kr, n, &st);
 	kf_keyring_unref(kr);
+	/* fstat of an open snapshot (status, metrics): the size it reads. */
+	if (r == 0 && h && h->buf) {
+		st.st_size = (off_t)h->len;
+		st.st_blocks = (st.st_size + 511) / 512;
+	}
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -237,21 +243,45 @@ static void kf_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	refuse(req, EPERM);
 }
 
+/*
+ * A key file's metadata without its key (kf_tree_xattr).  The kernel asks
+ * only for a caller that may read the file: user.* attributes need read
+ * permission (default_permissions).  Not audited: no key byte leaves.
+ */
 static void kf_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
-	(void)ino, (void)name, (void)size;
-	refuse(req, ENODATA);
+	struct kf_fs *fs = kf_fs(req);
+	struct kf_keyring *kr = kf_manager_keyring(fs->m);
+	char value[KF_TREE_XATTR_MAX];
+	size_t len = 0;
+	int r;
+
+	count(req, KF_RQ_OTHER);
+	r = kf_tree_xattr(fs->tree, kr, kf_tree_node(ino), name, value, &len);
+	kf_keyring_unref(kr);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, value, len);
 }
 
 static void kf_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	(void)ino;
+	const char *names;
+	size_t len = kf_tree_xattr_names(kf_tree_node(ino), &names);
+
 	count(req, KF_RQ_OTHER);
 	if (size == 0)
-		fuse_reply_xattr(req, 0);
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
 	else
-		fuse_reply_buf(req, NULL, 0);
+		fuse_reply_buf(req, names, len);
 }
 
 static void kf_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -405,6 +435,9 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			r = -EIO;
 			goto out;
 		}
+		kf_manager_count_open(fs->m, flags & KF_NODE_F_DERIVED
+						 ? KF_MANAGER_OPEN_DERIVED
+						 : KF_MANAGER_OPEN_KEY);
 	}
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
@@ -580,11 +613,46 @@ static void kf_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		return;
 	}
 	r = kf_control_write(fs->m, &who, cmd, buf, size, out);
+	kf_manager_count_control(fs->m, n.index, r >= 0);
 	result_set(h, out);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
 		fuse_reply_write(req, size);
+}
+
+/*
+ * Change notification (README: Metrics, change notification and
+ * metadata): a regular file is always readable, and POLLPRI says that the
+ * open file no longer shows what its name shows now (kf_tree_stale) -- so
+ * a waiter that opened, read and polls sleeps until the next change, and
+ * opens again to wait for the one after.  The handle is kept before the
+ * keyring is looked at: a change after that wakes it (notify.c), one
+ * before is in the answer.
+ */
+static void kf_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		    struct fuse_pollhandle *ph)
+{
+	struct kf_fs *fs = kf_fs(req);
+	struct kf_handle *h = (struct kf_handle *)(uintptr_t)fi->fh;
+	struct kf_keyring *kr;
+	unsigned revents = POLLIN | POLLRDNORM;
+	bool stale;
+
+	count(req, KF_RQ_OTHER);
+	if (ph && kf_notify_poll_add(fs, ph) < 0) {
+		/* Not kept: a waiter must not sleep unwoken. */
+		fuse_pollhandle_destroy(ph);
+		revents |= POLLPRI;
+	}
+	kr = kf_manager_keyring(fs->m);
+	/* Cached mode has no opens: no handle, the inode says it all. */
+	stale =
+	    kf_tree_stale(fs->tree, h ? h->kr : NULL, kr, kf_tree_node(ino));
+	kf_keyring_unref(kr);
+	if (stale)
+		revents |= POLLPRI;
+	fuse_reply_poll(req, revents);
 }
 
 static void kf_init(void *userdata, struct fuse_conn_info *conn)
@@ -625,4 +693,5 @@ const struct fuse_lowlevel_ops kf_ops = {
     .listxattr = kf_listxattr,
     .removexattr = kf_removexattr,
     .create = kf_create,
+    .poll = kf_poll,
 };

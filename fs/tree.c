@@ -26,6 +26,8 @@
 #define F_FILE KF_NODE_F_FILE
 #define F_SNAPSHOT KF_NODE_F_SNAPSHOT
 #define F_CHANGES KF_NODE_F_CHANGES
+#define F_FOLLOWS KF_NODE_F_FOLLOWS
+#define F_DERIVED KF_NODE_F_DERIVED
 
 /*
  * The node table: one row per kind -- name, parent, naming, flags, entry,
@@ -35,22 +37,23 @@ const struct kf_node_info kf_tree_kinds[KF_NODE_KIND_COUNT] = {
     [KF_NODE_ROOT] = {"", KF_NODE_NONE, KF_NAMED_FIXED, F_DIR | F_CHANGES,
 		      KF_ENTRY_NONE, KF_CONTENT_NONE, KF_ACCESS_DIR},
     [KF_NODE_CURRENT] = {"current", KF_NODE_ROOT, KF_NAMED_FIXED,
-			 F_KEY | F_CHANGES, KF_ENTRY_CURRENT, KF_CONTENT_KEY,
-			 KF_ACCESS_KEYS},
+			 F_KEY | F_CHANGES | F_FOLLOWS, KF_ENTRY_CURRENT,
+			 KF_CONTENT_KEY, KF_ACCESS_KEYS},
     [KF_NODE_PREVIOUS] = {"previous", KF_NODE_ROOT, KF_NAMED_FIXED,
-			  F_KEY | F_CHANGES, KF_ENTRY_PREVIOUS, KF_CONTENT_KEY,
-			  KF_ACCESS_KEYS},
-    [KF_NODE_VERSION] = {"version", KF_NODE_ROOT, KF_NAMED_FIXED, F_CHANGES,
-			 KF_ENTRY_CURRENT, KF_CONTENT_VERSION,
-			 KF_ACCESS_STATUS},
+			  F_KEY | F_CHANGES | F_FOLLOWS, KF_ENTRY_PREVIOUS,
+			  KF_CONTENT_KEY, KF_ACCESS_KEYS},
+    [KF_NODE_VERSION] = {"version", KF_NODE_ROOT, KF_NAMED_FIXED,
+			 F_CHANGES | F_FOLLOWS, KF_ENTRY_CURRENT,
+			 KF_CONTENT_VERSION, KF_ACCESS_STATUS},
     [KF_NODE_STATUS] = {"status", KF_NODE_ROOT, KF_NAMED_FIXED,
 			F_SNAPSHOT | F_CHANGES, KF_ENTRY_CURRENT,
 			KF_CONTENT_STATUS, KF_ACCESS_STATUS},
     [KF_NODE_DERIVED_DIR] = {"derived", KF_NODE_ROOT, KF_NAMED_FIXED, F_DIR,
 			     KF_ENTRY_NONE, KF_CONTENT_NONE, KF_ACCESS_DIR},
     [KF_NODE_DERIVED] = {NULL, KF_NODE_DERIVED_DIR, KF_NAMED_PURPOSE,
-			 F_KEY | F_CHANGES, KF_ENTRY_CURRENT,
-			 KF_CONTENT_DERIVED, KF_ACCESS_PURPOSE},
+			 F_KEY | F_CHANGES | F_FOLLOWS | F_DERIVED,
+			 KF_ENTRY_CURRENT, KF_CONTENT_DERIVED,
+			 KF_ACCESS_PURPOSE},
     [KF_NODE_VERSIONS_DIR] = {"versions", KF_NODE_ROOT, KF_NAMED_FIXED,
 			      F_DIR | F_CHANGES, KF_ENTRY_NONE, KF_CONTENT_NONE,
 			      KF_ACCESS_DIR},
@@ -60,9 +63,9 @@ const struct kf_node_info kf_tree_kinds[KF_NODE_KIND_COUNT] = {
 		      KF_ENTRY_VERSION, KF_CONTENT_KEY, KF_ACCESS_KEYS},
     [KF_NODE_VDERIVED_DIR] = {"derived", KF_NODE_VDIR, KF_NAMED_FIXED, F_DIR,
 			      KF_ENTRY_VERSION, KF_CONTENT_NONE, KF_ACCESS_DIR},
-    [KF_NODE_VDERIVED] = {NULL, KF_NODE_VDERIVED_DIR, KF_NAMED_PURPOSE, F_KEY,
-			  KF_ENTRY_VERSION, KF_CONTENT_DERIVED,
-			  KF_ACCESS_PURPOSE},
+    [KF_NODE_VDERIVED] = {NULL, KF_NODE_VDERIVED_DIR, KF_NAMED_PURPOSE,
+			  F_KEY | F_DERIVED, KF_ENTRY_VERSION,
+			  KF_CONTENT_DERIVED, KF_ACCESS_PURPOSE},
     [KF_NODE_BACKUPS_DIR] = {"backups", KF_NODE_ROOT, KF_NAMED_FIXED,
 			     F_DIR | F_VOLATILE | F_CHANGES, KF_ENTRY_NONE,
 			     KF_CONTENT_NONE, KF_ACCESS_BACKUPS},
@@ -78,11 +81,16 @@ const struct kf_node_info kf_tree_kinds[KF_NODE_KIND_COUNT] = {
     [KF_NODE_AUDIT] = {"audit.log", KF_NODE_ROOT, KF_NAMED_FIXED,
 		       F_FILE | F_VOLATILE | F_CHANGES, KF_ENTRY_NONE,
 		       KF_CONTENT_AUDIT_LOG, KF_ACCESS_AUDIT},
+    /* Changes all the time: a snapshot per open, no attribute cache. */
+    [KF_NODE_METRICS] = {"metrics", KF_NODE_ROOT, KF_NAMED_FIXED,
+			 F_SNAPSHOT | F_VOLATILE, KF_ENTRY_NONE,
+			 KF_CONTENT_METRICS, KF_ACCESS_STATUS},
 };
 
 struct kf_tree *kf_tree_new(struct kf_manager *m)
 {
 	struct kf_tree *t = calloc(1, sizeof(*t));
+	const struct kf_control_cmd *c;
 
 	if (!t)
 		return NULL;
@@ -94,6 +102,10 @@ struct kf_tree *kf_tree_new(struct kf_manager *m)
 		free(t);
 		return NULL;
 	}
+	while (t->n_controls < KF_MANAGER_CONTROLS_MAX &&
+	       (c = kf_control_at(t->n_controls)))
+		t->controls[t->n_controls++] = c->name;
+	pthread_mutex_init(&t->shared_lock, NULL);
 	return t;
 }
 
@@ -102,6 +114,8 @@ struct kf_tree *kf_tree_free(struct kf_tree *t)
 	if (!t)
 		return NULL;
 	kf_archives_free(t->archives);
+	free(t->shared);
+	pthread_mutex_destroy(&t->shared_lock);
 	free(t);
 	return NULL;
 }
@@ -144,15 +158,35 @@ void kf_tree_backup_names(struct kf_tree *t, size_t *ret_names,
 
 /* --- nodes and names ------------------------------------------------- */
 
-/* The directory holding n: what n's name adds (version, index) dropped. */
+/*
+ * The directory holding n: what n's name adds (version, index) dropped.
+ * Only the folders of a version (versions/N/...) have one in their number.
+ */
 static struct kf_node parent_of(struct kf_node n)
 {
-	enum kf_node_naming naming = kf_tree_kinds[n.kind].naming;
-	struct kf_node p = {kf_tree_kinds[n.kind].parent, n.version, 0};
+	enum kf_node_kind k = kf_tree_kinds[n.kind].parent;
+	struct kf_node p = {k, n.version, 0};
 
-	if (naming == KF_NAMED_VERSION || naming == KF_NAMED_ARCHIVE)
+	if (kf_tree_kinds[k].entry != KF_ENTRY_VERSION)
 		p.version = 0;
 	return p;
+}
+
+/*
+ * A node that follows an entry (F_FOLLOWS) gets that entry's version in
+ * kr: its inode number.  -ENOENT when kr has no such entry.
+ */
+static int follow(const struct kf_keyring *kr, struct kf_node *n)
+{
+	const struct kf_keyring_entry *e;
+
+	if (!(kf_tree_kinds[n->kind].flags & F_FOLLOWS))
+		return 0;
+	e = kf_tree_entry(kr, *n);
+	if (!e)
+		return -ENOENT;
+	n->version = e->version;
+	return 0;
 }
 
 const struct kf_keyring_entry *kf_tree_entry(const struct kf_keyring *kr,
@@ -314,6 +348,8 @@ int kf_tree_lookup(struct kf_tree *t, const struct kf_keyring *kr,
 		n = (struct kf_node){k, parent.version, 0};
 		r = name_to_node(t, name, &n);
 	}
+	if (r == 0)
+		r = follow(kr, &n);
 	if (r < 0)
 		return r;
 	if (!kf_tree_exists(t, kr, n))
@@ -339,10 +375,12 @@ static int list_kind(struct kf_tree *t, const struct kf_keyring *kr,
 
 	switch (kf_tree_kinds[k].naming) {
 	case KF_NAMED_FIXED:
-		if (kf_tree_exists(t, kr, c))
+		if (kf_tree_exists(t, kr, c) && follow(kr, &c) == 0)
 			r = fn(ctx, kf_tree_kinds[k].name, c, type) ? 1 : 0;
 		return r;
 	case KF_NAMED_PURPOSE:
+		if (follow(kr, &c) < 0)
+			return 0;
 		for (size_t i = 0; i < t->cfg->n_purposes && !r; i++) {
 			c.index = (uint32_t)i;
 			r = fn(ctx, t->cfg->purposes[i].name, c, type) ? 1 : 0;
@@ -450,13 +488,57 @@ static bool differs(const struct kf_keyring_entry *e,
 	return !o || sodium_memcmp(o->key, e->key, KF_KEY_BYTES) != 0;
 }
 
+/* The version of the entry kind k shows in kr (0: none, or kr NULL). */
+static uint32_t shown_version(const struct kf_keyring *kr, unsigned k)
+{
+	struct kf_node n = {k, 0, 0};
+	const struct kf_keyring_entry *e = kr ? kf_tree_entry(kr, n) : NULL;
+
+	return e ? e->version : 0;
+}
+
+/*
+ * Every node of a kind that follows an entry (F_FOLLOWS), between keyrings
+ * old (NULL: unknown) and now: the inode old showed, whose attributes and
+ * pages an open file still reads through, then, when the entry's version
+ * changed, its name, which now resolves to another inode.
+ */
+static void follower_changed(struct kf_tree *t, unsigned k,
+			     const struct kf_keyring *old,
+			     const struct kf_keyring *now, kf_tree_change_fn fn,
+			     void *ctx)
+{
+	uint32_t was = shown_version(old ? old : now, k);
+	bool renamed = !old || was != shown_version(now, k);
+	bool per_purpose = kf_tree_kinds[k].naming == KF_NAMED_PURPOSE;
+	size_t count = per_purpose ? t->cfg->n_purposes : 1;
+	char name[NAME_MAX + 1];
+
+	for (size_t i = 0; i < count; i++) {
+		struct kf_node n = {k, was, (uint32_t)i};
+
+		/* The inode first: dropping the name may let it go. */
+		if (was)
+			fn(ctx, n, NULL);
+		if (renamed) {
+			node_name(t, n, name, sizeof(name));
+			fn(ctx, parent_of(n), name);
+		}
+	}
+}
+
 void kf_tree_changes(struct kf_tree *t, const struct kf_keyring *old,
 		     const struct kf_keyring *now, kf_tree_change_fn fn,
 		     void *ctx)
 {
-	for (unsigned k = KF_NODE_ROOT; k < KF_NODE_KIND_COUNT; k++)
-		if (kf_tree_kinds[k].flags & F_CHANGES)
+	for (unsigned k = KF_NODE_ROOT; k < KF_NODE_KIND_COUNT; k++) {
+		if (!(kf_tree_kinds[k].flags & F_CHANGES))
+			continue;
+		if (kf_tree_kinds[k].flags & F_FOLLOWS)
+			follower_changed(t, k, old, now, fn, ctx);
+		else
 			kind_changed(t, k, 0, fn, ctx);
+	}
 	for (size_t i = 0; i < kf_keyring_count(now); i++) {
 		const struct kf_keyring_entry *e = kf_keyring_at(now, i);
 
@@ -469,4 +551,26 @@ void kf_tree_changes(struct kf_tree *t, const struct kf_keyring *old,
 		if (differs(e, now))
 			version_changed(t, e->version, fn, ctx);
 	}
+}
+
+/* --- change notification ---------------------------------------------- */
+
+bool kf_tree_stale(struct kf_tree *t, const struct kf_keyring *seen,
+		   const struct kf_keyring *kr, struct kf_node n)
+{
+	const struct kf_keyring_entry *now, *then;
+	uint32_t v = n.version;
+
+	if (n.kind == KF_NODE_NONE || n.kind >= KF_NODE_KIND_COUNT)
+		return false;
+	if (kf_tree_kinds[n.kind].entry == KF_ENTRY_VERSION)
+		return !kf_tree_exists(t, kr, n);
+	if (!(kf_tree_kinds[n.kind].flags & F_FOLLOWS))
+		return false;
+	if (seen) {
+		then = kf_tree_entry(seen, n);
+		v = then ? then->version : 0;
+	}
+	now = kf_tree_entry(kr, n);
+	return !now || now->version != v;
 }

@@ -39,12 +39,22 @@ struct kf_node {
 #define KF_NODE_F_FILE 0x10	/* a real file's bytes (kf_tree_read_file) */
 /*
  * Content built whole at open (kf_tree_content) and kept by the open file:
- * status.  Other files of the keyring keep the keyring and render per read
- * (kf_tree_render).
+ * status, metrics.  Other files of the keyring keep the keyring and render
+ * per read (kf_tree_render).
  */
 #define KF_NODE_F_SNAPSHOT 0x20
 /* Follows every keyring change: kf_tree_changes names it each time. */
 #define KF_NODE_F_CHANGES 0x40
+/*
+ * Shows the current or the previous entry (current, previous, version,
+ * derived/P), whose version is part of the inode number: when the entry
+ * changes, the name resolves to a new inode, as if the file had been
+ * replaced by a rename, and an open file of the old one is stale
+ * (kf_tree_stale) -- while it reads what the name shows now.
+ */
+#define KF_NODE_F_FOLLOWS 0x80
+/* A derived key: derive(the entry's key, purpose). */
+#define KF_NODE_F_DERIVED 0x100
 
 /* Largest content kf_tree_render writes, with its NUL: key text, "N\n". */
 #define KF_TREE_SMALL_MAX 64
@@ -146,5 +156,54 @@ void kf_tree_backup_names(struct kf_tree *t, size_t *ret_names,
 
 /* The path of n inside the mount ("derived/phi"), for audit records. */
 void kf_tree_path(struct kf_tree *t, struct kf_node n, char *buf, size_t len);
+
+/*
+ * Whether an open file of node n no longer shows what its name shows in kr
+ * (the change notification of poll, README: Metrics, change notification
+ * and metadata).  `seen` is the keyring the open took as its snapshot
+ * (strict mode), or NULL: then the node's own inode number says what it
+ * showed (KF_NODE_F_FOLLOWS).  A versions/N node is stale once version N
+ * is gone; nodes that follow no key never are.
+ */
+bool kf_tree_stale(struct kf_tree *t, const struct kf_keyring *seen,
+		   const struct kf_keyring *kr, struct kf_node n);
+
+/* The longest extended attribute value, with its NUL. */
+#define KF_TREE_XATTR_MAX 64
+
+/*
+ * The extended attribute `name` of node n in kr, into value (*ret_len
+ * bytes, no NUL counted): on key files, user.keyfs.version ("7"),
+ * user.keyfs.fingerprint (the status file's fingerprint of the key the
+ * file holds: for a derived file, of the derived key) and
+ * user.keyfs.created (RFC 3339, the data key's).  Never a key byte.
+ * -ENODATA for any other name or node, -ENOENT when n is gone.
+ */
+int kf_tree_xattr(struct kf_tree *t, const struct kf_keyring *kr,
+		  struct kf_node n, const char *name,
+		  char value[KF_TREE_XATTR_MAX], size_t *ret_len);
+
+/*
+ * The names kf_tree_xattr answers for n, as listxattr gives them (each
+ * followed by a NUL) in *ret_names (static); their total length, 0 for
+ * none.
+ */
+size_t kf_tree_xattr_names(struct kf_node n, const char **ret_names);
+
+/*
+ * Cached read mode keeps one rendering of `metrics`, which lookups, stats
+ * and reads all serve (the kernel caches its pages and reads them up to
+ * the size it was told), re-rendered when older than a second.  The node
+ * shown that way (kind 0 in the other modes, where every open takes its
+ * own snapshot).
+ */
+struct kf_node kf_tree_shared_node(struct kf_tree *t);
+
+/*
+ * Re-renders the shared node's content if it is older than a second.  1
+ * when its text changed since the last call that said so (the caller then
+ * drops the kernel's copy), 0 when it did not, or -errno.
+ */
+int kf_tree_refresh(struct kf_tree *t);
 
 #endif

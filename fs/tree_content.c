@@ -15,7 +15,11 @@
 #include <sodium.h>
 
 #include "key.h"
+#include "metrics.h"
 #include "tree_i.h"
+
+/* Cached read mode: how old the shared rendering of metrics may get. */
+#define SHARED_MAX_AGE_MS 1000
 
 static const struct kf_access *access_of(struct kf_tree *t, struct kf_node n)
 {
@@ -129,6 +133,7 @@ static int content_size(struct kf_tree *t, const struct kf_keyring *kr,
 	case KF_CONTENT_NONE:
 		break;
 	case KF_CONTENT_STATUS:
+	case KF_CONTENT_METRICS:
 		r = kf_tree_content(t, kr, n, &buf, &len);
 		if (r == 0)
 			sodium_free(buf);
@@ -200,6 +205,104 @@ int kf_tree_render(struct kf_tree *t, const struct kf_keyring *kr,
 	return render(t, kf_tree_entry(kr, n), n, buf, ret_len);
 }
 
+/* Whether metrics is shown from one shared rendering (cached mode). */
+static bool shared(const struct kf_tree *t)
+{
+	return t->cfg->read_mode == KF_READ_CACHED;
+}
+
+/*
+ * The shared rendering, made again when older than max_age_ms; marked
+ * dirty when its text changed.  Caller holds shared_lock.
+ */
+static int shared_refresh_locked(struct kf_tree *t, int64_t max_age_ms)
+{
+	int64_t now = kf_time_mono_ms();
+	char *text = NULL;
+	size_t len = 0;
+	int r;
+
+	if (t->shared && now - t->shared_ms < max_age_ms)
+		return 0;
+	r = kf_metrics_render(t->m, t->controls, t->n_controls, &text, &len);
+	if (r < 0)
+		return r;
+	if (!t->shared || len != t->shared_len ||
+	    memcmp(text, t->shared, len) != 0)
+		t->shared_dirty = true;
+	free(t->shared);
+	t->shared = text;
+	t->shared_len = len;
+	t->shared_ms = now;
+	return 0;
+}
+
+struct kf_node kf_tree_shared_node(struct kf_tree *t)
+{
+	struct kf_node n = {KF_NODE_NONE, 0, 0};
+
+	if (shared(t))
+		n.kind = KF_NODE_METRICS;
+	return n;
+}
+
+int kf_tree_refresh(struct kf_tree *t)
+{
+	int r = 0;
+
+	if (!shared(t))
+		return 0;
+	pthread_mutex_lock(&t->shared_lock);
+	r = shared_refresh_locked(t, SHARED_MAX_AGE_MS);
+	if (r == 0 && t->shared_dirty) {
+		t->shared_dirty = false;
+		r = 1;
+	}
+	pthread_mutex_unlock(&t->shared_lock);
+	return r;
+}
+
+/*
+ * metrics into a new sodium_malloc'd buffer: rendered now, or in cached
+ * mode the shared rendering.
+ */
+static int metrics_content(struct kf_tree *t, uint8_t **ret_buf,
+			   size_t *ret_len)
+{
+	char *text = NULL;
+	size_t len = 0;
+	uint8_t *buf;
+	int r;
+
+	if (shared(t)) {
+		pthread_mutex_lock(&t->shared_lock);
+		r = shared_refresh_locked(t, SHARED_MAX_AGE_MS);
+		if (r == 0) {
+			len = t->shared_len;
+			text = malloc(len + 1);
+			if (text)
+				memcpy(text, t->shared, len + 1);
+			else
+				r = -ENOMEM;
+		}
+		pthread_mutex_unlock(&t->shared_lock);
+	} else {
+		r = kf_metrics_render(t->m, t->controls, t->n_controls, &text,
+				      &len);
+	}
+	if (r < 0)
+		return r;
+	buf = sodium_malloc(len + 1);
+	if (buf)
+		memcpy(buf, text, len + 1);
+	free(text);
+	if (!buf)
+		return -ENOMEM;
+	*ret_buf = buf;
+	*ret_len = len;
+	return 0;
+}
+
 int kf_tree_content(struct kf_tree *t, const struct kf_keyring *kr,
 		    struct kf_node n, uint8_t **ret_buf, size_t *ret_len)
 {
@@ -209,6 +312,8 @@ int kf_tree_content(struct kf_tree *t, const struct kf_keyring *kr,
 
 	if (!kf_tree_exists(t, kr, n))
 		return -ENOENT;
+	if (kf_tree_kinds[n.kind].content == KF_CONTENT_METRICS)
+		return metrics_content(t, ret_buf, ret_len);
 	if (kf_tree_kinds[n.kind].content == KF_CONTENT_STATUS) {
 		json_t *o = kf_manager_info(t->m);
 		char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -265,4 +370,69 @@ ssize_t kf_tree_read_file(struct kf_tree *t, struct kf_node n, char *buf,
 		got = -errno;
 	close(fd);
 	return got;
+}
+
+/* --- extended attributes ----------------------------------------------- */
+
+/* What a key file answers, in listxattr's form (the last NUL is sizeof's). */
+static const char xattr_names[] = "user.keyfs.version\0"
+				  "user.keyfs.fingerprint\0"
+				  "user.keyfs.created";
+
+size_t kf_tree_xattr_names(struct kf_node n, const char **ret_names)
+{
+	if (!(kf_tree_flags(n) & KF_NODE_F_KEY)) {
+		*ret_names = "";
+		return 0;
+	}
+	*ret_names = xattr_names;
+	return sizeof(xattr_names);
+}
+
+/* The fingerprint of what node n holds: e's key, or the key derived. */
+static int fingerprint(struct kf_tree *t, const struct kf_keyring_entry *e,
+		       struct kf_node n, char fpr[KF_KEY_FPR_LEN + 1])
+{
+	uint8_t d[KF_KEY_BYTES];
+	int r = 0;
+
+	if (kf_tree_kinds[n.kind].content != KF_CONTENT_DERIVED) {
+		kf_key_fingerprint(e->key, fpr);
+		return 0;
+	}
+	r = kf_key_derive(e->key, t->cfg->purposes[n.index].name, d, NULL);
+	if (r == 0)
+		kf_key_fingerprint(d, fpr);
+	sodium_memzero(d, sizeof(d));
+	return r;
+}
+
+int kf_tree_xattr(struct kf_tree *t, const struct kf_keyring *kr,
+		  struct kf_node n, const char *name,
+		  char value[KF_TREE_XATTR_MAX], size_t *ret_len)
+{
+	const struct kf_keyring_entry *e;
+	char fpr[KF_KEY_FPR_LEN + 1], when[KF_RFC3339_LEN + 1];
+	int r = 0;
+
+	if (!kf_tree_exists(t, kr, n))
+		return -ENOENT;
+	e = kf_tree_entry(kr, n);
+	if (!(kf_tree_flags(n) & KF_NODE_F_KEY) || !e)
+		return -ENODATA;
+	if (strcmp(name, "user.keyfs.version") == 0) {
+		r = snprintf(value, KF_TREE_XATTR_MAX, "%" PRIu32, e->version);
+	} else if (strcmp(name, "user.keyfs.fingerprint") == 0) {
+		r = fingerprint(t, e, n, fpr);
+		if (r < 0)
+			return r;
+		r = snprintf(value, KF_TREE_XATTR_MAX, "%s", fpr);
+	} else if (strcmp(name, "user.keyfs.created") == 0) {
+		kf_time_rfc3339(e->created, when);
+		r = snprintf(value, KF_TREE_XATTR_MAX, "%s", when);
+	} else {
+		return -ENODATA;
+	}
+	*ret_len = (size_t)r;
+	return 0;
 }

@@ -9,6 +9,7 @@
 #ifndef KF_TREE_I_H
 #define KF_TREE_I_H
 
+#include <pthread.h>
 #include <time.h>
 
 #include "archives.h"
@@ -19,6 +20,17 @@ struct kf_tree {
 	const struct kf_config *cfg;
 	time_t started;
 	struct kf_archives *archives; /* backups/ names; locks inside */
+
+	/* The control files' names, by row: metrics' `file` label. */
+	const char *controls[KF_MANAGER_CONTROLS_MAX];
+	size_t n_controls;
+
+	/* Cached read mode: the one rendering of metrics (tree_content.c). */
+	pthread_mutex_t shared_lock;
+	char *shared;	   /* protected by shared_lock; malloc'd */
+	size_t shared_len; /* protected by shared_lock */
+	int64_t shared_ms; /* protected by shared_lock: when rendered */
+	bool shared_dirty; /* protected by shared_lock: changed, untold */
 };
 
 /* The kinds of node: the rows of the node table (tree.c). */
@@ -41,6 +53,7 @@ enum kf_node_kind {
 	KF_NODE_CONTROL_DIR,
 	KF_NODE_CONTROL,
 	KF_NODE_AUDIT,
+	KF_NODE_METRICS,
 	KF_NODE_KIND_COUNT
 };
 
@@ -71,6 +84,7 @@ enum kf_node_content {
 	KF_CONTENT_STATUS,  /* the manager's info, JSON + "\n" */
 	KF_CONTENT_ARCHIVE, /* the archive file's bytes */
 	KF_CONTENT_AUDIT_LOG, /* the audit log's bytes; empty until written */
+	KF_CONTENT_METRICS,   /* Prometheus text (core/metrics.h) */
 };
 
 /* Whose owner, group and mode a node has. */

@@ -49,6 +49,8 @@ static void invalidate_changes(struct kf_fs *fs)
 	kf_tree_changes(fs->tree, fs->shown, now, drop, fs);
 	kf_keyring_unref(fs->shown);
 	fs->shown = now;
+	/* Poll waiters learn of it once what it made stale is dropped. */
+	kf_notify_changed(fs);
 }
 
 static void *inval_main(void *arg)
@@ -151,6 +153,7 @@ static void stop_invalidation(struct kf_fs *fs)
 	pthread_mutex_unlock(&fs->inval_lock);
 	pthread_join(fs->inval_thread, NULL);
 	fs->shown = kf_keyring_unref(fs->shown);
+	kf_notify_stop(fs);
 }
 
 int kf_workers_start(struct kf_fs *fs)
@@ -169,7 +172,10 @@ int kf_workers_start(struct kf_fs *fs)
 		fs->shown = kf_keyring_unref(fs->shown);
 		return -e;
 	}
-	e = pthread_create(&fs->rot_thread, NULL, rot_main, fs);
+	/* Poll waiters and metrics_file (notify.c). */
+	e = -kf_notify_start(fs);
+	if (e == 0)
+		e = pthread_create(&fs->rot_thread, NULL, rot_main, fs);
 	if (e != 0) {
 		stop_invalidation(fs);
 		return -e;

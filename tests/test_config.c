@@ -1258,7 +1258,8 @@ Test(config, paths_keyfs_opens)
 					   "cert",
 					   "key",
 					   "password_file",
-					   "audit_syslog_socket"};
+					   "audit_syslog_socket",
+					   "metrics_file"};
 	struct kf_config_path paths[KF_CONFIG_PATHS_MAX];
 	struct kf_config *cfg = parse_ok("");
 
@@ -1271,6 +1272,7 @@ Test(config, paths_keyfs_opens)
 	cr_assert_eq(kf_config_paths(cfg, paths), 4);
 	kf_config_free(cfg);
 	cfg = parse_ok("[keyfs]\nstore = etcd\naudit_syslog = yes\n"
+		       "metrics_file = /t/keyfs.prom\n"
 		       "[etcd]\nendpoints = https://e1:2379\n"
 		       "cacert = /t/ca\ncert = /t/c\nkey = /t/k\n"
 		       "user = u\npassword_file = /t/pw\n");
@@ -1278,7 +1280,54 @@ Test(config, paths_keyfs_opens)
 	for (size_t i = 0; i < KF_CONFIG_PATHS_MAX; i++)
 		cr_assert_str_eq(paths[i].key, keys[i]);
 	cr_assert_str_eq(paths[7].path, "/t/pw");
+	cr_assert_str_eq(paths[9].path, "/t/keyfs.prom");
 	kf_config_free(cfg);
+}
+
+/*
+ * metrics_file: unset by default and when empty; a path like the others
+ * (relative to the file's folder, cleaned); never under the mountpoint.
+ */
+Test(config, metrics_file)
+{
+	char *dir = kt_tmpdir("config-metrics"), *path, want[4096];
+	struct kf_config *cfg = parse_ok("");
+
+	cr_assert_null(cfg->metrics_file, "a metrics_file by default");
+	kf_config_free(cfg);
+	cfg = parse_ok("[keyfs]\nmetrics_file =\n");
+	cr_assert_null(cfg->metrics_file, "empty metrics_file is not unset");
+	kf_config_free(cfg);
+	cfg = parse_ok("[keyfs]\nmetrics_file = /var/lib/ne//keyfs.prom\n");
+	cr_assert_str_eq(cfg->metrics_file, "/var/lib/ne/keyfs.prom");
+	kf_config_free(cfg);
+
+	path = write_config(dir, "[keyfs]\nmetrics_file = tc/./keyfs.prom\n");
+	cfg = load_ok(path);
+	snprintf(want, sizeof(want), "%s/tc/keyfs.prom", dir);
+	cr_assert_str_eq(cfg->metrics_file, want);
+	kf_config_free(cfg);
+
+	parse_bad("[keyfs]\nmountpoint = /run/kf\n\nmetrics_file = "
+		  "/run/kf/keyfs.prom\n",
+		  4,
+		  "metrics_file /run/kf/keyfs.prom lies under the mountpoint");
+	parse_bad("[keyfs]\nmetrics_file = /a.prom\nmetrics_file = /b.prom\n",
+		  3, "duplicate key \"metrics_file\"");
+	parse_bad("[access]\nmetrics_file = /a.prom\n", 2,
+		  "unknown key \"metrics_file\" in [access]");
+	cfg = parse_ok("[keyfs]\nstate_dir = /var/k\n"
+		       "metrics_file = /srv/m/keyfs.prom\n");
+	{
+		char err[KF_ERR_MAX] = "";
+
+		cr_assert(kf_config_set_mountpoint(cfg, "/srv/m", err) ==
+			  -EINVAL);
+		cr_assert(kt_contains(err, "metrics_file"), "%s", err);
+	}
+	kf_config_free(cfg);
+	free(path);
+	free(dir);
 }
 
 Test(config, audit_settings_default)

@@ -33,8 +33,8 @@ Test(tree, root_lists_exactly_the_tree, .timeout = 30)
 	uint32_t v = read_version(m);
 
 	expect_listing(m, "",
-		       "audit.log backups control current derived status "
-		       "version versions");
+		       "audit.log backups control current derived metrics "
+		       "status version versions");
 	expect_listing(m, "derived", "billing phi pii");
 	expect_listing(m, "control",
 		       "audit-rotate backup prune restore retire rotate");
@@ -47,8 +47,8 @@ Test(tree, root_lists_exactly_the_tree, .timeout = 30)
 
 	rotate_ok(m);
 	expect_listing(m, "",
-		       "audit.log backups control current derived previous "
-		       "status version versions");
+		       "audit.log backups control current derived metrics "
+		       "previous status version versions");
 	rotate_ok(m);
 	rotate_ok(m);
 	/* retain_versions = 3: the current version and two older ones. */
