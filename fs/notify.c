@@ -94,15 +94,20 @@ int kf_notify_poll_add(struct kf_fs *fs, struct fuse_pollhandle *ph)
 	return r;
 }
 
-/* The kernel's copy of the shared rendering, dropped when it was renewed. */
-static void renew_shared(struct kf_fs *fs)
+/*
+ * The shared rendering renewed -- after a change always, else while the
+ * kernel holds it (when it does not, the next lookup renews it) -- and the
+ * kernel's copy dropped when the text changed.
+ */
+static void renew_shared(struct kf_fs *fs, bool changed)
 {
 	struct kf_node n = kf_tree_shared_node(fs->tree);
 	uint64_t ino = kf_tree_ino(n);
+	bool held = kf_lookups_held(fs->lookups, ino);
 
-	if (n.kind == 0 || !kf_lookups_held(fs->lookups, ino))
+	if (n.kind == 0 || (!held && !changed))
 		return;
-	if (kf_tree_refresh(fs->tree) > 0)
+	if (kf_tree_refresh(fs->tree, changed) > 0 && held)
 		(void)fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
 }
 
@@ -125,7 +130,7 @@ void kf_notify_changed(struct kf_fs *fs)
 	/* A poll from now on is registered anew and sees the change. */
 	wake_all(polls, n);
 	nt->waking = polls;
-	renew_shared(fs);
+	renew_shared(fs, true);
 }
 
 /* metrics_file, rewritten; a failure is logged once until it works. */
@@ -205,7 +210,7 @@ static void *notify_main(void *arg)
 		wake_all(flush, n);
 		nt->flushing = flush;
 		if (tick && kf_time_mono_ms() >= nt->next_shared_ms) {
-			renew_shared(fs);
+			renew_shared(fs, false);
 			nt->next_shared_ms = kf_time_mono_ms() + SHARED_TICK_MS;
 		}
 		if (file &&

@@ -200,10 +200,11 @@ size_t kf_tree_xattr_names(struct kf_node n, const char **ret_names);
 struct kf_node kf_tree_shared_node(struct kf_tree *t);
 
 /*
- * Re-renders the shared node's content if it is older than a second.  1
- * when its text changed since the last call that said so (the caller then
- * drops the kernel's copy), 0 when it did not, or -errno.
+ * Re-renders the shared node's content: now (after a change), or if it is
+ * older than a second.  1 when its text changed since the last call that
+ * said so (the caller then drops the kernel's copy), 0 when it did not, or
+ * -errno.
  */
-int kf_tree_refresh(struct kf_tree *t);
+int kf_tree_refresh(struct kf_tree *t, bool now);
 
 #endif

@@ -246,14 +246,14 @@ struct kf_node kf_tree_shared_node(struct kf_tree *t)
 	return n;
 }
 
-int kf_tree_refresh(struct kf_tree *t)
+int kf_tree_refresh(struct kf_tree *t, bool now)
 {
 	int r = 0;
 
 	if (!shared(t))
 		return 0;
 	pthread_mutex_lock(&t->shared_lock);
-	r = shared_refresh_locked(t, SHARED_MAX_AGE_MS);
+	r = shared_refresh_locked(t, now ? 0 : SHARED_MAX_AGE_MS);
 	if (r == 0 && t->shared_dirty) {
 		t->shared_dirty = false;
 		r = 1;
