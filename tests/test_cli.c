@@ -1602,7 +1602,7 @@ Test(cli, ctl_status_and_rotate_drive_a_mount, .fini = kt_mount_cleanup_all,
 
 	kt_mount_config(&m, "cli-ctl", NULL, NULL);
 	cr_assert(kt_mount_start(&m, NULL) == 0, "mount failed; see %s", m.log);
-	cr_assert(kt_ctl(&m, &out, &err, "status") == 0,
+	cr_assert(kt_ctl(&m, &out, &err, "status --json") == 0,
 		  "ctl status failed: %s", err);
 	o = json_loads(out, 0, &jerr);
 	cr_assert(o, "ctl status is not JSON: %s", jerr.text);
@@ -1622,7 +1622,7 @@ Test(cli, ctl_status_and_rotate_drive_a_mount, .fini = kt_mount_cleanup_all,
 	cr_assert(v && strcmp(v, "2\n") == 0, "version file: %s", v);
 	free(v);
 
-	cr_assert(kt_ctl(&m, &out, NULL, "status") == 0);
+	cr_assert(kt_ctl(&m, &out, NULL, "status --json") == 0);
 	o = json_loads(out, 0, &jerr);
 	cr_assert(o && json_integer_value(json_object_get(o, "version")) == 2,
 		  "status after ctl rotate is not version 2");
@@ -1676,7 +1676,7 @@ Test(cli, ctl_status_prints_a_status_of_4096_purposes,
 		  "status: stat says %lld bytes, a read gives %zu",
 		  (long long)st.st_size, raw_len);
 
-	cr_assert(kt_ctl(&m, &out, &err, "status") == 0,
+	cr_assert(kt_ctl(&m, &out, &err, "status --json") == 0,
 		  "ctl status of %zu bytes failed: %s", raw_len, err);
 	len = strlen(out);
 	o = json_loads(out, 0, &jerr);

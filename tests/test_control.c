@@ -390,7 +390,7 @@ Test(control, keyfs_ctl_rotate_retire_status_print_what_happened)
 	free(out);
 	free(err);
 
-	rc = kt_ctl(&m, &out, &err, "status");
+	rc = kt_ctl(&m, &out, &err, "status --json");
 	cr_assert(rc == 0, "ctl status failed (%d): %s", rc, err);
 	o = json_loads(out, 0, NULL);
 	cr_assert(o, "ctl status did not print JSON");
