@@ -283,6 +283,7 @@ static bool seconds_to(const char *s, int64_t *ret)
 	return true;
 }
 
+/* The key version, the previous and retired ones; the current key's age. */
 static void version_rows(json_t *o)
 {
 	json_t *retired = json_object_get(o, "retired_versions"), *v;
@@ -312,6 +313,7 @@ static void version_rows(json_t *o)
 		row("current key", "created %s", created);
 }
 
+/* When the next automatic rotation is due, if ever. */
 static void rotation_row(json_t *o)
 {
 	json_t *next = json_object_get(o, "next_rotation");
@@ -330,6 +332,7 @@ static void rotation_row(json_t *o)
 		    json_string_value(next), every);
 }
 
+/* The fingerprints of the current and the previous key (never a key). */
 static void fingerprint_row(json_t *o)
 {
 	const char *prev =
@@ -532,6 +535,7 @@ static void store_rows(json_t *o)
 	}
 }
 
+/* The read mode, and whether it audits opens. */
 static void read_mode_row(json_t *o)
 {
 	const char *mode = str_of(o, "read_mode");
