@@ -55,9 +55,11 @@ struct kf_manager {
 	struct kf_subkeys *keys;     /* sodium_malloc'd; read-only after open */
 	struct kf_store *store;	     /* the sealed state; op_lock */
 	struct kf_audit *audit;	     /* locks itself */
-	int lock_fd;		     /* flock'd state_dir/lock; open/close */
-	uint64_t sealed_seq;	     /* anchor in the state; op_lock */
-	bool restore_only;	     /* no keyring needed; set at open */
+	struct kf_backup_cache *backups; /* archives' clear fields; locks
+					    itself; NULL: none */
+	int lock_fd;	     /* flock'd state_dir/lock; open/close */
+	uint64_t sealed_seq; /* anchor in the state; op_lock */
+	bool restore_only;   /* no keyring needed; set at open */
 
 	pthread_mutex_t op_lock; /* serialises management operations */
 	pthread_mutex_t kr_lock; /* held only to read or swap kr */

@@ -423,6 +423,9 @@ static int manager_open(const struct kf_config *cfg, enum open_for what,
 	m->cfg = cfg;
 	m->restore_only = restore_only;
 	m->lock_fd = -1;
+	/* Without it (ENOMEM) prunes read every archive: slower, still right.
+	 */
+	m->backups = kf_backup_cache_new();
 	pthread_mutex_init(&m->op_lock, NULL);
 	pthread_mutex_init(&m->kr_lock, NULL);
 	if ((what == OPEN_RESTORE && etcd) ||
