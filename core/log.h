@@ -3,9 +3,13 @@
  * log: the daemon's and the command's messages for people.
  *
  * Messages go to standard error, and to syslog (facility LOG_AUTHPRIV) once
- * kf_log_syslog(true) was called.  Only the manager and main log; the other
- * core modules return an errno and a reason instead.  Nothing logged may
- * contain key material.
+ * kf_log_syslog(true) was called.  On standard error a message reads
+ * "keyfs: error: TEXT"; when standard error is journald's stream (systemd's
+ * JOURNAL_STREAM names it), it reads "<3>TEXT" instead, which journald
+ * stores as TEXT at priority 3 (see kf_log_to_journal).
+ *
+ * Only the manager and main log; the other core modules return an errno and
+ * a reason instead.  Nothing logged may contain key material.
  */
 #ifndef KF_LOG_H
 #define KF_LOG_H
@@ -18,6 +22,13 @@ void kf_log_syslog(bool on);
 
 /* Silences standard error output below `prio` (LOG_WARNING: quiet). */
 void kf_log_stderr_level(int prio);
+
+/*
+ * Whether standard error is journald's stream: $JOURNAL_STREAM holds
+ * "DEVICE:INODE" and standard error has that device and inode.  Checked
+ * once, at the first call (or the first message).
+ */
+bool kf_log_to_journal(void);
 
 /* Logs one line at syslog priority prio (LOG_ALERT ... LOG_DEBUG). */
 void kf_log(int prio, const char *fmt, ...)
