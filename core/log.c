@@ -72,7 +72,8 @@ static void journal_check(void)
 		     (unsigned long long)st.st_ino == ino;
 }
 
-bool kf_log_to_journal(void)
+/* Whether standard error is journald's stream; checked once. */
+static bool to_journal_stream(void)
 {
 	pthread_once(&journal_once, journal_check);
 	return to_journal;
@@ -110,7 +111,7 @@ void kf_log(int prio, const char *fmt, ...)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	if (prio <= stderr_level) {
-		if (kf_log_to_journal())
+		if (to_journal_stream())
 			journal_write(prio, line);
 		else
 			fprintf(stderr, "keyfs: %s%s\n", prio_name(prio), line);

@@ -6,7 +6,7 @@
  * kf_log_syslog(true) was called.  On standard error a message reads
  * "keyfs: error: TEXT"; when standard error is journald's stream (systemd's
  * JOURNAL_STREAM names it), it reads "<3>TEXT" instead, which journald
- * stores as TEXT at priority 3 (see kf_log_to_journal).
+ * stores as TEXT at priority 3.  That is checked once, at the first message.
  *
  * Only the manager and main log; the other core modules return an errno and
  * a reason instead.  Nothing logged may contain key material.
@@ -22,13 +22,6 @@ void kf_log_syslog(bool on);
 
 /* Silences standard error output below `prio` (LOG_WARNING: quiet). */
 void kf_log_stderr_level(int prio);
-
-/*
- * Whether standard error is journald's stream: $JOURNAL_STREAM holds
- * "DEVICE:INODE" and standard error has that device and inode.  Checked
- * once, at the first call (or the first message).
- */
-bool kf_log_to_journal(void);
 
 /* Logs one line at syslog priority prio (LOG_ALERT ... LOG_DEBUG). */
 void kf_log(int prio, const char *fmt, ...)
