@@ -489,9 +489,9 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o,
 	fuse_loop_cfg_set_max_threads(loop, LOOP_THREADS);
 	r = fuse_session_loop_mt(fs->se, loop) < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(loop);
-	/* Unless a signal said it first: an unmount (umount, fusermount3 -u)
-	 * ended the session. */
-	notify_stopping(notify, "the mount was removed");
+	/* Unless a signal said it first: the session ended, most likely by
+	 * an unmount (umount, fusermount3 -u). */
+	notify_stopping(notify, "the FUSE session ended");
 
 	kf_workers_stop(fs);
 	kf_ops_release_all(fs);
