@@ -36,9 +36,11 @@
 #define KEYS_MAX 128
 #define NAMES_MAX 64
 
-/* The built pages; the layout `meson install` gives them. */
-#ifndef KT_DOCDIR
-#define KT_DOCDIR "build/doc"
+/* Where the pages are built, and where meson installs what (meson.build). */
+#if !defined(KT_MAN_BUILT) || !defined(KT_BUILDDIR) || !defined(KT_MANDIR) ||  \
+    !defined(KT_COMPLETIONSDIR)
+#error                                                                         \
+    "tests/meson.build defines KT_MAN_BUILT, KT_BUILDDIR, KT_MANDIR and KT_COMPLETIONSDIR"
 #endif
 
 /* A page rendered as `man -l` prints it to a pipe: plain text, no
@@ -50,7 +52,7 @@ static char *render(const char *page)
 	int rc = kt_runf(&out, &err,
 			 "LC_ALL=C MANWIDTH=200 MANROFFOPT=-rHY=0 man "
 			 "--warnings -l '%s/%s'",
-			 KT_DOCDIR, page);
+			 KT_MAN_BUILT, page);
 
 	cr_assert(rc == 0, "man -l %s: exit %d: %s", page, rc, err);
 	cr_assert(strcmp(err, "") == 0, "man -l %s warned: %s", page, err);
@@ -493,7 +495,6 @@ Test(docs, keyfs_8_documents_exit_status_environment_and_files)
 /* --- install -------------------------------------------------------------
  */
 
-#if defined(KT_BUILDDIR) && defined(KT_MANDIR) && defined(KT_COMPLETIONSDIR)
 Test(docs, meson_installs_the_pages_and_the_completion, .timeout = 120)
 {
 	static const char *const want[] = {KT_MANDIR "/man8/keyfs.8",
@@ -513,7 +514,7 @@ Test(docs, meson_installs_the_pages_and_the_completion, .timeout = 120)
 			      st.st_size > 0,
 			  "meson install made no %s", path);
 		/* The installed copy is the built page (or the script). */
-		built = i < 2 ? kt_path(KT_DOCDIR, strrchr(want[i], '/') + 1)
+		built = i < 2 ? kt_path(KT_MAN_BUILT, strrchr(want[i], '/') + 1)
 			      : kt_path(kt_srcdir(), "completion/keyfs.bash");
 		a = kt_read_file(path, NULL);
 		b = kt_read_file(built, NULL);
@@ -528,7 +529,6 @@ Test(docs, meson_installs_the_pages_and_the_completion, .timeout = 120)
 	free(err);
 	free(dest);
 }
-#endif
 
 /* --- bash completion -----------------------------------------------------
  */
