@@ -207,15 +207,14 @@ int kf_cli_audit(int argc, char **argv)
 			check_anchor = false;
 			break;
 		default:
-			return kf_cmd_fail("audit",
-					   "unknown option or missing value "
-					   "(see keyfs --help)");
+			return kf_cmd_usage("audit",
+					    "audit verify [FILE|DIR...] "
+					    "[--no-anchor] [-c FILE]");
 		}
 	}
 	if (optind >= argc || strcmp(argv[optind], "verify") != 0)
-		return kf_cmd_fail("audit",
-				   "usage: keyfs audit verify [FILE|DIR...] "
-				   "[--no-anchor] [-c FILE]");
+		return kf_cmd_usage("audit", "audit verify [FILE|DIR...] "
+					     "[--no-anchor] [-c FILE]");
 	cfg = kf_cmd_config("audit", config);
 	if (!cfg)
 		return 1;

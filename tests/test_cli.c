@@ -2217,6 +2217,9 @@ Test(cli, usage_errors_exit_2)
 					   "cluster",
 					   "cluster frob",
 					   "cluster status --from-state",
+					   "audit",
+					   "audit list",
+					   "audit verify --bogus",
 					   "-c",
 					   "-c x.ini"};
 
