@@ -460,6 +460,10 @@ static int manager_open(const struct kf_config *cfg, enum open_for what,
 		       "audit log %s does not verify (run keyfs audit verify); "
 		       "continuing its chain",
 		       cfg->audit_log);
+	/* The window and shipping, before the first line of this start. */
+	r = kf_mgr_audit_setup(m, err);
+	if (r < 0)
+		goto fail;
 	if (what == OPEN_CLUSTER_INIT)
 		r = kf_mgr_cluster_init(m, from_state, err);
 	else if (etcd)
