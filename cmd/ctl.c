@@ -191,6 +191,9 @@ static void report(const char *mnt, const struct kf_control_cmd *c,
 		printf("%s: %zu deleted\n", c->verb,
 		       n_before > n_after ? n_before - n_after : 0);
 		break;
+	case KF_CONTROL_REPORT_DONE:
+		printf("%s\n", c->verb);
+		break;
 	}
 	free(after);
 }

@@ -16,28 +16,6 @@
 
 #include "audit_private.h"
 
-/* A formatted line and the anchor it leaves once written. */
-struct pending {
-	char *line; /* malloc'd, with "\n" */
-	struct kf_audit_anchor anchor;
-};
-
-struct kf_audit {
-	pthread_mutex_t lock;
-	int fd;	    /* O_APPEND; protected by a->lock */
-	off_t size; /* bytes of complete lines; protected by a->lock */
-	/* A failed write left bytes past size that could not be cut off
-	 * yet; protected by a->lock. */
-	bool dirty;
-	struct kf_audit_anchor anchor; /* protected by a->lock */
-	uint8_t *key; /* sodium_malloc'd; read-only after open */
-	char *path;   /* for messages; read-only after open */
-	struct kf_audit_limits limits; /* protected by a->lock */
-	struct kf_audit_stats stats;   /* protected by a->lock */
-	kf_audit_line_fn on_line;      /* protected by a->lock */
-	void *on_line_ctx;	       /* protected by a->lock */
-};
-
 static bool is_reserved(const char *key, size_t len)
 {
 	static const char *const names[] = {"timestamp", "seq", "chain"};
@@ -49,16 +27,19 @@ static bool is_reserved(const char *key, size_t len)
 }
 
 /*
- * Reads the existing log through a->fd itself (opened read-write, so no
- * second open by name can meet another file) and continues its chain; cuts
- * a torn last line off.
+ * The whole existing log, through a->fd itself (opened read-write, so no
+ * second open by name can meet another file): the slow path, for a last
+ * line that does not parse.  Continues the chain from the last line that
+ * does; cuts a torn last line off.
  */
-static int audit_load(struct kf_audit *a, bool *ret_broken,
+static int audit_scan(struct kf_audit *a, bool *ret_broken,
 		      char err[KF_ERR_MAX])
 {
 	struct kf_audit_scan s = {.key = a->key};
 	int r;
 
+	if (lseek(a->fd, 0, SEEK_SET) < 0)
+		return -errno;
 	r = kf_audit_scan_file(a->fd, &s, false);
 	if (r < 0) {
 		kf_err_set(err, "%s: read: %s", a->path, strerror(-r));
@@ -79,6 +60,88 @@ static int audit_load(struct kf_audit *a, bool *ret_broken,
 	if (s.bad)
 		kf_err_set(err, "%s: %s", a->path, s.reason);
 	return 0;
+}
+
+/*
+ * Continues the chain from the active segment's last line, reading only
+ * its end (and its first line, for the segment's range and age).
+ */
+static int audit_load(struct kf_audit *a, bool *ret_broken,
+		      char err[KF_ERR_MAX])
+{
+	struct kf_audit_tail t;
+	struct stat st;
+	int r;
+
+	if (fstat(a->fd, &st) < 0)
+		return -errno;
+	r = kf_audit_read_tail(a->fd, st.st_size, a->key, &t);
+	if (r < 0) {
+		kf_err_set(err, "%s: read: %s", a->path, strerror(-r));
+		return r;
+	}
+	if (r == 0) {
+		r = audit_scan(a, ret_broken, err);
+	} else {
+		if (t.good_end < st.st_size &&
+		    ftruncate(a->fd, t.good_end) < 0) {
+			r = -errno;
+			kf_err_set(err,
+				   "%s: cannot cut off the torn last line: %s",
+				   a->path, strerror(-r));
+			return r;
+		}
+		a->size = t.good_end;
+		a->anchor.seq = t.seq;
+		memcpy(a->anchor.chain, t.chain, sizeof(t.chain));
+		r = 0;
+		if (t.checked && !t.chain_ok) {
+			*ret_broken = true;
+			kf_err_set(err,
+				   "%s: its last line (seq %llu) does not "
+				   "chain to the line before it (another "
+				   "master key, or an edit)",
+				   a->path, (unsigned long long)t.seq);
+		}
+	}
+	if (r == 0 && a->size > 0 &&
+	    kf_audit_read_head(a->fd, &a->seg_first, &a->seg_started) < 0) {
+		/* A first line that does not parse: the range starts at the
+		 * line after the anchor's at worst (verify names it). */
+		a->seg_first = a->anchor.seq ? 1 : 0;
+		a->seg_started = kf_time_now();
+	}
+	return r;
+}
+
+/* The log's folder, held open for renames and fsyncs, and its name in it. */
+static int open_dir(struct kf_audit *a, char err[KF_ERR_MAX])
+{
+	const char *slash = strrchr(a->path, '/');
+	char *dir;
+	int r = 0;
+
+	if (!slash || !slash[1]) {
+		kf_err_set(err, "%s: the audit log needs an absolute path",
+			   a->path);
+		return -EINVAL;
+	}
+	dir = slash == a->path ? strdup("/")
+			       : strndup(a->path, (size_t)(slash - a->path));
+	a->base = strdup(slash + 1);
+	if (!dir || !a->base) {
+		free(dir);
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	a->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (a->dirfd < 0) {
+		r = -errno;
+		kf_err_set(err, "%s: cannot open the audit log's folder: %s",
+			   dir, strerror(-r));
+	}
+	free(dir);
+	return r;
 }
 
 int kf_audit_open(const char *path, const uint8_t key[KF_AUDIT_KEY_BYTES],
@@ -107,11 +170,20 @@ int kf_audit_open(const char *path, const uint8_t key[KF_AUDIT_KEY_BYTES],
 		goto fail;
 	}
 	memcpy(a->key, key, KF_AUDIT_KEY_BYTES);
+	a->dirfd = -1;
 	r = -pthread_mutex_init(&a->lock, NULL);
 	if (r < 0) {
 		kf_err_set(err, "mutex: %s", strerror(-r));
 		goto fail;
 	}
+	pthread_mutex_init(&a->rot_lock, NULL);
+	r = open_dir(a, err);
+	if (r < 0)
+		goto fail_mutex;
+	/* A crash between closing a segment and starting the next. */
+	r = kf_audit_recover_missing(a, err);
+	if (r < 0)
+		goto fail_mutex;
 	/*
 	 * Whatever is at path when open(2) runs is what gets checked, on the
 	 * descriptor: O_NONBLOCK so that a FIFO swapped in opens at once (and
@@ -119,10 +191,10 @@ int kf_audit_open(const char *path, const uint8_t key[KF_AUDIT_KEY_BYTES],
 	 * by fstat; O_NOFOLLOW so that the path is the file itself.  The
 	 * existing lines are read through this descriptor too.
 	 */
-	a->fd = open(path,
-		     O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
-			 O_NONBLOCK,
-		     0600);
+	a->fd = openat(a->dirfd, a->base,
+		       O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
+			   O_NONBLOCK,
+		       0600);
 	if (a->fd < 0) {
 		r = -errno;
 		if (r == -ELOOP)
@@ -161,6 +233,8 @@ int kf_audit_open(const char *path, const uint8_t key[KF_AUDIT_KEY_BYTES],
 		goto fail_mutex;
 	}
 	r = audit_load(a, &broken, err);
+	if (r == 0)
+		r = kf_audit_recover(a, err);
 	if (r < 0)
 		goto fail_mutex;
 	if (ret_broken)
@@ -168,12 +242,16 @@ int kf_audit_open(const char *path, const uint8_t key[KF_AUDIT_KEY_BYTES],
 	*ret = a;
 	return 0;
 fail_mutex:
+	pthread_mutex_destroy(&a->rot_lock);
 	pthread_mutex_destroy(&a->lock);
 fail:
 	if (a->fd >= 0)
 		close(a->fd);
+	if (a->dirfd >= 0)
+		close(a->dirfd);
 	sodium_free(a->key);
 	free(a->path);
+	free(a->base);
 	free(a);
 	return r;
 }
@@ -182,21 +260,24 @@ struct kf_audit *kf_audit_close(struct kf_audit *a)
 {
 	if (!a)
 		return NULL;
+	pthread_mutex_destroy(&a->rot_lock);
 	pthread_mutex_destroy(&a->lock);
 	close(a->fd);
+	close(a->dirfd);
 	sodium_free(a->key);
 	free(a->path);
+	free(a->base);
 	free(a);
 	return NULL;
 }
 
-/* Formats the next line after a->anchor; call with a->lock held. */
-static int format_line(struct kf_audit *a, json_t *record, struct pending *ret,
-		       char err[KF_ERR_MAX])
+int kf_audit_format(const struct kf_audit *a,
+		    const struct kf_audit_anchor *prev, json_t *record,
+		    struct kf_audit_pending *ret, char err[KF_ERR_MAX])
 {
 	char ts[KF_RFC3339_LEN + 1], hex[KF_AUDIT_CHAIN_HEX + 1];
 	uint8_t chain[KF_AUDIT_CHAIN_BYTES];
-	uint64_t seq = a->anchor.seq + 1;
+	uint64_t seq = prev->seq + 1;
 	char *body = NULL, *line = NULL;
 	size_t body_len, line_len, key_len;
 	const char *key;
@@ -254,7 +335,7 @@ static int format_line(struct kf_audit *a, json_t *record, struct pending *ret,
 			   line_len, KF_AUDIT_LINE_MAX);
 		goto out;
 	}
-	kf_audit_chain_mac(a->key, a->anchor.chain, body, body_len - 1, chain);
+	kf_audit_chain_mac(a->key, prev->chain, body, body_len - 1, chain);
 	kf_hex(chain, sizeof(chain), hex);
 	line = malloc(line_len + 1);
 	if (!line) {
@@ -265,6 +346,7 @@ static int format_line(struct kf_audit *a, json_t *record, struct pending *ret,
 	snprintf(line, line_len + 1, "%.*s%s%s\"}\n", (int)(body_len - 1), body,
 		 KF_AUDIT_CHAIN_HEAD, hex);
 	ret->line = line;
+	ret->len = line_len;
 	ret->anchor.seq = seq;
 	memcpy(ret->anchor.chain, chain, sizeof(chain));
 	r = 0;
@@ -274,14 +356,9 @@ out:
 	return r;
 }
 
-/*
- * Appends one formatted line with a single write(); call with a->lock held.
- * On failure cuts the file back to a->size so no partial line remains.
- */
-static int write_line(struct kf_audit *a, const char *line, bool sync,
-		      char err[KF_ERR_MAX])
+int kf_audit_write(struct kf_audit *a, const char *line, size_t len, bool sync,
+		   char err[KF_ERR_MAX])
 {
-	size_t len = strlen(line);
 	ssize_t n;
 	int r;
 
@@ -333,28 +410,36 @@ undo:
 	return r;
 }
 
+void kf_audit_committed(struct kf_audit *a, const struct kf_audit_pending *p)
+{
+	a->anchor = p->anchor;
+	if (a->seg_first == 0) {
+		a->seg_first = p->anchor.seq;
+		a->seg_started = kf_time_now();
+	}
+	if (a->on_line)
+		a->on_line(a->on_line_ctx, p->line, p->len);
+}
+
 /* Formats and writes one line under the lock; the anchor it left. */
 static int append_line(struct kf_audit *a, json_t *record, bool sync,
 		       struct kf_audit_anchor *ret_anchor, char err[KF_ERR_MAX])
 {
-	struct pending p = {0};
+	struct kf_audit_pending p = {0};
 	int r;
 
+	kf_audit_rotate_auto(a);
 	pthread_mutex_lock(&a->lock);
-	r = format_line(a, record, &p, err);
+	r = kf_audit_format(a, &a->anchor, record, &p, err);
+	if (r >= 0)
+		r = kf_audit_write(a, p.line, p.len, sync, err);
 	if (r >= 0) {
-		r = write_line(a, p.line, sync, err);
-		if (r >= 0) {
-			a->anchor = p.anchor;
-			if (ret_anchor)
-				*ret_anchor = p.anchor;
-			if (a->on_line)
-				a->on_line(a->on_line_ctx, p.line,
-					   strlen(p.line));
-		}
-	}
-	if (r < 0)
+		kf_audit_committed(a, &p);
+		if (ret_anchor)
+			*ret_anchor = p.anchor;
+	} else {
 		a->stats.write_failures++;
+	}
 	pthread_mutex_unlock(&a->lock);
 	free(p.line);
 	return r;
@@ -378,13 +463,16 @@ int kf_audit_sync(struct kf_audit *a, char err[KF_ERR_MAX])
 	int r = 0;
 
 	/*
-	 * Outside the lock: the fd never changes while the log is open, and
-	 * readers' opens must not wait for the disk.  Never retried.
+	 * Outside the append lock, so readers' opens never wait for the disk;
+	 * under rot_lock, which holds the active file still (a rotation has
+	 * synced the segment before it and the folder).  Never retried.
 	 */
+	pthread_mutex_lock(&a->rot_lock);
 	if (fdatasync(a->fd) < 0) {
 		r = -errno;
 		kf_err_set(err, "%s: fdatasync: %s", a->path, strerror(-r));
 	}
+	pthread_mutex_unlock(&a->rot_lock);
 	return r;
 }
 
@@ -416,5 +504,6 @@ void kf_audit_stats(struct kf_audit *a, struct kf_audit_stats *ret)
 	pthread_mutex_lock(&a->lock);
 	*ret = a->stats;
 	ret->active_bytes = (uint64_t)a->size;
+	ret->active_since = a->seg_started;
 	pthread_mutex_unlock(&a->lock);
 }

@@ -47,15 +47,18 @@ struct kf_audit_anchor {
 };
 
 /*
- * Opens (creating, 0600) the log at path for appending.  Anything but a
- * regular file at path when it is opened -- a FIFO or device swapped in
- * after any earlier check, a symbolic link (-ELOOP) -- is refused without
- * blocking.  Reads the existing file through the same descriptor to
- * continue its chain from the last complete line (a torn last line left by
- * a crash is cut off).  If the existing chain does not verify, the daemon
- * still starts (availability) but *ret_broken is set so the caller can
- * alert; the chain continues from the last line that parses.  A read error
- * fails the open.
+ * Opens (creating, 0600) the log at path -- the active segment -- for
+ * appending.  Anything but a regular file at path when it is opened -- a
+ * FIFO or device swapped in after any earlier check, a symbolic link
+ * (-ELOOP) -- is refused without blocking.  Reads only the end of the
+ * existing file, through the same descriptor, to continue its chain from
+ * the last complete line (a torn last line left by a crash is cut off), so
+ * opening takes the same time whatever the log's size; checking the whole
+ * chain is kf_audit_verify's.  Only when the last line does not parse (or
+ * is longer than a line may be) is the whole file read, and *ret_broken
+ * set so the caller can alert; the chain then continues from the last line
+ * that parses.  A rotation a crash cut short is finished (audit_rotate.c).
+ * A read error fails the open.
  */
 int kf_audit_open(const char *path, const uint8_t key[KF_AUDIT_KEY_BYTES],
 		  struct kf_audit **ret, bool *ret_broken,
@@ -129,11 +132,12 @@ int kf_audit_rotate_if_due(struct kf_audit *a, char err[KF_ERR_MAX]) KF_WUR;
 
 /* What status shows of the log. */
 struct kf_audit_stats {
-	uint64_t active_bytes;	 /* the active segment's size */
-	uint64_t closed;	 /* closed segments in the folder */
-	int64_t active_since;	 /* the active segment's first record */
-	uint64_t rotations;	 /* segments closed since open */
-	uint64_t write_failures; /* appends refused since open */
+	uint64_t active_bytes;	  /* the active segment's size */
+	uint64_t closed;	  /* closed segments in the folder */
+	int64_t active_since;	  /* the active segment's first record */
+	uint64_t rotations;	  /* segments closed since open */
+	uint64_t rotate_failures; /* automatic rotations that failed */
+	uint64_t write_failures;  /* appends refused since open */
 };
 void kf_audit_stats(struct kf_audit *a, struct kf_audit_stats *ret);
 

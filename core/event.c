@@ -22,6 +22,7 @@ static const char *const names[KF_EVENT_COUNT] = {
     [KF_EVENT_KEY_SYNC] = "key_sync",
     [KF_EVENT_BACKUP_SYNC] = "backup_sync",
     [KF_EVENT_CLUSTER] = "cluster",
+    [KF_EVENT_AUDIT_ROTATE] = "audit_rotate",
 };
 
 const char *kf_event_name(enum kf_event ev)

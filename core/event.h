@@ -34,10 +34,11 @@ enum kf_event {
 	KF_EVENT_KEY_EXPORT,	 /* keyfs export-env from the state */
 	KF_EVENT_MOUNT,
 	KF_EVENT_UNMOUNT,
-	KF_EVENT_STATE_SYNC,  /* a change whose durability is unconfirmed */
-	KF_EVENT_KEY_SYNC,    /* store = etcd: another node's change adopted */
-	KF_EVENT_BACKUP_SYNC, /* store = etcd: an archive copied or removed */
-	KF_EVENT_CLUSTER,     /* store = etcd: reachable again, or not */
+	KF_EVENT_STATE_SYNC,   /* a change whose durability is unconfirmed */
+	KF_EVENT_KEY_SYNC,     /* store = etcd: another node's change adopted */
+	KF_EVENT_BACKUP_SYNC,  /* store = etcd: an archive copied or removed */
+	KF_EVENT_CLUSTER,      /* store = etcd: reachable again, or not */
+	KF_EVENT_AUDIT_ROTATE, /* control/audit-rotate refused */
 	KF_EVENT_COUNT,
 };
 

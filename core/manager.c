@@ -389,6 +389,30 @@ int kf_manager_audit_open(struct kf_manager *m, const struct kf_caller *who,
 	return r < 0 ? r : 0;
 }
 
+_Static_assert(KF_MANAGER_SEGMENT_NAME_MAX == KF_AUDIT_NAME_MAX,
+	       "a segment name fits the manager's buffer");
+
+int kf_manager_audit_rotate(struct kf_manager *m, const struct kf_caller *who,
+			    char *ret_name, char err[KF_ERR_MAX])
+{
+	json_t *by =
+	    json_pack("{s:I, s:I, s:I}", "uid", (json_int_t)who->uid, "gid",
+		      (json_int_t)who->gid, "pid", (json_int_t)who->pid);
+	int r;
+
+	if (!by) {
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	r = kf_audit_rotate(m->audit, KF_AUDIT_CLOSE_REQUEST, by, ret_name,
+			    err);
+	json_decref(by);
+	if (r < 0)
+		kf_mgr_report_failure(
+		    m, kf_event_record(KF_EVENT_AUDIT_ROTATE, who), 0, err);
+	return r;
+}
+
 int kf_manager_audit_event(struct kf_manager *m, const struct kf_caller *who,
 			   enum kf_event event, json_t *fields)
 {

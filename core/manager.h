@@ -136,6 +136,16 @@ int kf_manager_rotate_if_due(struct kf_manager *m, bool *ret_rotated,
 /* Seconds until the next automatic rotation is due (<= 0: due); -1 = off. */
 int64_t kf_manager_rotation_due_in(struct kf_manager *m);
 
+/*
+ * Closes the audit log's active segment now, for who (named in the close
+ * record), and starts the next: 0 and the closed segment's name in
+ * ret_name (KF_MANAGER_SEGMENT_NAME_MAX bytes), or -errno (refused,
+ * audited and alerted; the active segment goes on).
+ */
+#define KF_MANAGER_SEGMENT_NAME_MAX 256
+int kf_manager_audit_rotate(struct kf_manager *m, const struct kf_caller *who,
+			    char *ret_name, char err[KF_ERR_MAX]) KF_WUR;
+
 /* Destroys a non-current version's key after taking a backup. */
 int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
 		      uint32_t version, char err[KF_ERR_MAX]) KF_WUR;

@@ -457,9 +457,13 @@ static int manager_open(const struct kf_config *cfg, enum open_for what,
 	}
 	if (broken)
 		kf_log(LOG_ALERT,
-		       "audit log %s does not verify (run keyfs audit verify); "
-		       "continuing its chain",
-		       cfg->audit_log);
+		       "audit log %s does not verify at its end: %s (run keyfs "
+		       "audit verify); continuing its chain",
+		       cfg->audit_log, err);
+	kf_audit_set_limits(m->audit, &(struct kf_audit_limits){
+					  .max_size = cfg->auditing.max_size,
+					  .max_age = cfg->auditing.rotate,
+					  .keep = cfg->auditing.keep});
 	/* The window and shipping, before the first line of this start. */
 	r = kf_mgr_audit_setup(m, err);
 	if (r < 0)

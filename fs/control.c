@@ -91,6 +91,19 @@ static int ctl_retire(struct kf_manager *m, const struct kf_caller *who,
 	return r;
 }
 
+static int ctl_audit_rotate(struct kf_manager *m, const struct kf_caller *who,
+			    const struct kf_control_arg *arg, char *detail,
+			    size_t size, char err[KF_ERR_MAX])
+{
+	char name[KF_MANAGER_SEGMENT_NAME_MAX];
+	int r = kf_manager_audit_rotate(m, who, name, err);
+
+	(void)arg;
+	if (r == 0)
+		snprintf(detail, size, "%s", name);
+	return r;
+}
+
 /* --- the table -------------------------------------------------------- */
 
 static const struct kf_control_cmd cmds[] = {
@@ -149,6 +162,16 @@ static const struct kf_control_cmd cmds[] = {
 	.verb = "retired",
 	.enoent = "no such version in the keyring",
 	.report = KF_CONTROL_REPORT_VERSION_GIVEN,
+    },
+    {
+	.name = "audit-rotate",
+	.run = ctl_audit_rotate,
+	.operand = KF_CONTROL_YES,
+	.usage = "write \"1\" or \"audit-rotate\"",
+	.event = KF_EVENT_AUDIT_ROTATE,
+	.verb = "audit segment closed",
+	.enoent = "no such file",
+	.report = KF_CONTROL_REPORT_DONE,
     },
 };
 

@@ -39,6 +39,7 @@ enum kf_control_report {
 	KF_CONTROL_REPORT_VERSION_GIVEN, /* the version number written */
 	KF_CONTROL_REPORT_NEW_BACKUP,	 /* the name backups/ gained */
 	KF_CONTROL_REPORT_DELETED,	 /* how many names backups/ lost */
+	KF_CONTROL_REPORT_DONE,		 /* the verb alone */
 };
 
 /* The operand of one write, parsed by the command's rule. */

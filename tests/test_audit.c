@@ -567,11 +567,16 @@ Test(audit, torn_last_line_cut_at_open)
 	free(path);
 }
 
-Test(audit, broken_log_opens_and_chain_continues)
+/*
+ * Opening reads only the end of the log (its time must not grow with the
+ * log), so an edit in the middle is not seen there: the chain goes on from
+ * the last line, and verify is what finds the edit.
+ */
+Test(audit, edited_log_opens_and_verify_finds_the_edit)
 {
 	char *path = log_path("audit-broken"), err[KF_ERR_MAX] = "";
 	struct kf_audit *a = NULL;
-	bool broken = false;
+	bool broken = true;
 	struct lines l;
 	char *orig, *p;
 	size_t len;
@@ -585,8 +590,7 @@ Test(audit, broken_log_opens_and_chain_continues)
 	write_lines(path, &l, 0);
 
 	cr_assert(kf_audit_open(path, key, &a, &broken, err) == 0, "%s", err);
-	cr_assert(broken, "an edited log was not reported broken");
-	cr_assert(kt_contains(err, "line 2: chain mismatch"), "err: %s", err);
+	cr_assert(!broken, "open read more than the log's last line");
 	append_rec(a, 5, "rec");
 	kf_audit_close(a);
 	assert_report(path, NULL, -EBADMSG,

@@ -1495,11 +1495,11 @@ Test(cli, restore_offline_refused_while_daemon_runs,
 
 Test(cli, help_lists_every_command)
 {
-	const char *cmds[] = {"mount",	    "genkey",	"validate",  "derive",
-			      "ctl",	    "backup",	"restore",   "audit",
-			      "export-env", "--help",	"--version", "rotate",
-			      "prune",	    "retire",	"status",    "verify",
-			      "list",	    "--offline"};
+	const char *cmds[] = {
+	    "mount",	 "genkey",  "validate",	 "derive",	"ctl",
+	    "backup",	 "restore", "audit",	 "export-env",	"--help",
+	    "--version", "rotate",  "prune",	 "retire",	"status",
+	    "verify",	 "list",    "--offline", "audit-rotate"};
 	char *out = NULL, *err = NULL;
 
 	cr_assert(kt_runf(&out, &err, "%s --help", kt_keyfs()) == 0);

@@ -31,8 +31,8 @@
 
 static const char *const all_users[] = {PHI_APP, PII_APP, OUTSIDER, ROOT_GROUP,
 					BOTH_APPS};
-static const char *const control_files[] = {"rotate", "retire", "backup",
-					    "restore", "prune"};
+static const char *const control_files[] = {
+    "rotate", "retire", "backup", "restore", "prune", "audit-rotate"};
 
 static struct kt_mount M;
 

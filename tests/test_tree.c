@@ -36,7 +36,8 @@ Test(tree, root_lists_exactly_the_tree, .timeout = 30)
 		       "audit.log backups control current derived status "
 		       "version versions");
 	expect_listing(m, "derived", "billing phi pii");
-	expect_listing(m, "control", "backup prune restore retire rotate");
+	expect_listing(m, "control",
+		       "audit-rotate backup prune restore retire rotate");
 	snprintf(path, sizeof(path), "%" PRIu32, v);
 	expect_listing(m, "versions", path);
 	snprintf(path, sizeof(path), "versions/%" PRIu32, v);
@@ -213,6 +214,7 @@ Test(tree, modes_and_owners_follow_config, .timeout = 30)
 	    {"control/backup", false, 0600, 0, 0},
 	    {"control/restore", false, 0600, 0, 0},
 	    {"control/prune", false, 0600, 0, 0},
+	    {"control/audit-rotate", false, 0600, 0, 0},
 	};
 	static const struct want_node as_brief[] = {
 	    {"current", false, 0400, 0, 0},
