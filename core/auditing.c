@@ -214,15 +214,19 @@ static void check_space(struct kf_manager *m)
 	kf_mgr_alert(m, LOG_ALERT, rec, msg);
 }
 
-/* Closes the active segment when audit_rotate says it is due. */
+/*
+ * Closes the active segment when audit_rotate (or audit_max_size) says it
+ * is due: an idle log is rotated on time too.
+ */
 static void rotate_due(struct kf_manager *m)
 {
-	/*
-	 * TODO(issue 12): call kf_audit_rotate_if_due(m->audit, err) here,
-	 * logging a failure at LOG_ALERT, once `git merge main` brings its
-	 * implementation (declared in audit.h; not defined on main yet).
-	 */
-	(void)m;
+	char err[KF_ERR_MAX];
+
+	if (kf_audit_rotate_if_due(m->audit, err) < 0)
+		kf_log(LOG_ALERT,
+		       "audit log: closing the active segment: %s; retrying "
+		       "in a minute",
+		       err);
 }
 
 /* --- the thread ---------------------------------------------------------- */
@@ -435,6 +439,8 @@ json_t *kf_mgr_audit_info(struct kf_manager *m)
 			    json_integer((json_int_t)st.closed));
 	json_object_set_new(o, "rotations",
 			    json_integer((json_int_t)st.rotations));
+	json_object_set_new(o, "rotate_failures",
+			    json_integer((json_int_t)st.rotate_failures));
 	json_object_set_new(o, "write_failures",
 			    json_integer((json_int_t)st.write_failures));
 	return o;
