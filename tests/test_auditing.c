@@ -812,3 +812,29 @@ Test(auditing, low_space_alerts_at_start_and_once_on_recovery, .timeout = 240)
 	free(audit);
 	free(dir);
 }
+
+/* --- time-based segments --------------------------------------------------
+ */
+
+/*
+ * An idle log -- no record written after start -- is still closed once it
+ * is audit_rotate old: the audit thread asks every minute.
+ */
+Test(auditing, an_idle_log_is_closed_on_time, .timeout = 180)
+{
+	struct kt_mount *m = start("idle-rotate", "audit_rotate = 2s\n");
+	json_int_t closed = 0;
+	json_t *a;
+
+	for (int i = 0; i < 120 * 5 && closed == 0; i++) {
+		kt_sleep_ms(200);
+		a = audit_obj(m);
+		closed = jint(a, "closed_segments");
+		json_decref(a);
+	}
+	cr_assert(closed >= 1, "no segment closed in 120 s of an idle log");
+	a = audit_obj(m);
+	cr_expect(jint(a, "rotations") >= 1 && jint(a, "rotate_failures") == 0);
+	json_decref(a);
+	cr_assert(kt_mount_stop(m) == 0);
+}
