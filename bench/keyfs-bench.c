@@ -2,9 +2,12 @@
 /*
  * keyfs-bench: times key reads the way applications do them (issue 5).
  *
- *   keyfs-bench read PATH [OPTIONS]   open + read + close of PATH
+ *   keyfs-bench read PATH [OPTIONS]   open + read + close of PATH, in
+ *                                     threads (-t) or processes (-P)
  *   keyfs-bench keyring [OPTIONS]     keyctl_read of a 32-byte user key
- *   keyfs-bench rotate CTL [-n N]     N writes of "1" to CTL (control/rotate)
+ *   keyfs-bench rotate CTL [-n N] [-k PATH]...
+ *                                     N writes of "1" to CTL (control/rotate),
+ *                                     each after a read of every PATH
  *   keyfs-bench propagate|race|reads MOUNT...
  *                                     several daemons of one etcd cluster
  *                                     (cluster-bench.c, for bench/cluster)
@@ -19,31 +22,38 @@
 #include <keyutils.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
 
 #define THREADS_MAX 64
-#define SAMPLES_MAX (4u << 20) /* per thread: 16 MiB of uint32_t ns */
-#define SINGLE_READ 64	       /* one read(2) of this many bytes */
-#define CAT_BUF (128 * 1024)   /* what coreutils cat asks for */
+#define SAMPLES_MAX (4u << 20)	      /* per thread: 16 MiB of uint32_t ns */
+#define PROC_SAMPLES_MIN (256u << 10) /* per process, however many */
+#define TOUCH_MAX 16		      /* rotate -k: files read before each */
+#define SINGLE_READ 64		      /* one read(2) of this many bytes */
+#define CAT_BUF (128 * 1024)	      /* what coreutils cat asks for */
 #define KEY_BYTES 32
 #define KEY_DESC "keyfs-bench:key"
 #define RSS_PERIOD_NS 20000000L
 #define ROTATIONS_MAX 4096
 
 struct opts {
-	bool keyring;	  /* else a file */
-	const char *path; /* file to read, or control file to write */
-	int threads;
+	bool keyring;	     /* else a file */
+	const char *path;    /* file to read, or control file to write */
+	int threads;	     /* readers: threads, or processes if procs */
+	bool procs;	     /* -P: each reader a process of its own */
 	bool cat;	     /* read until EOF (keyring: look up, then read) */
 	uint64_t iterations; /* measured cycles per thread; 0 = time only */
 	double seconds;	     /* bound on the measured phase; 0 = none */
@@ -53,13 +63,22 @@ struct opts {
 	unsigned rotate_ms;	 /* ... every this many ms */
 	bool rotate_ms_set;	 /* -i given (rotate: pause between) */
 	pid_t rss_pid;		 /* sample VmRSS of this process; 0 = none */
+	const char *touch[TOUCH_MAX]; /* rotate: read these before each */
+	int n_touch;
 	key_serial_t key;
 };
 
+/*
+ * A reader is a thread or, with -P, a process; struct bench and the samples
+ * are then in memory shared with it (MAP_SHARED), so its n, err, end and
+ * samples are read by the parent after it exits.
+ */
 struct reader {
 	pthread_t thread;
+	pid_t pid;
 	struct bench *b;
 	uint32_t *samples; /* ns per measured cycle */
+	size_t cap;	   /* room in samples */
 	size_t n;
 	int err; /* -errno of a failed cycle, or 0 */
 	struct timespec end;
@@ -163,16 +182,16 @@ static void *reader_main(void *arg)
 	struct bench *b = r->b;
 	const struct opts *o = b->o;
 	char *buf = malloc(CAT_BUF);
-	uint64_t until, t, cap = SAMPLES_MAX;
+	uint64_t until, t, cap = r->cap;
 
+	/* Fault the pages in now, not while measuring. */
+	memset(r->samples, 0, r->cap * sizeof(*r->samples));
 	if (!buf) {
 		r->err = -ENOMEM;
 		pthread_barrier_wait(&b->ready);
 		pthread_barrier_wait(&b->go);
 		goto out;
 	}
-	if (o->iterations && o->iterations < cap)
-		cap = o->iterations;
 	until = kb_now_ns() + (uint64_t)(o->warmup * 1e9);
 	while (o->warmup > 0 && kb_now_ns() < until && !r->err)
 		r->err = cycle(o, buf);
@@ -357,53 +376,134 @@ static int keyring_setup(struct opts *o)
 	return 0;
 }
 
+/* Anonymous memory shared with forked readers; NULL if there is none. */
+static void *shared_alloc(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/*
+ * Starts reader i: a thread, or a forked process that runs the same loop
+ * and is killed if this one dies (so none is left behind at a barrier).
+ */
+static int reader_start(struct bench *b, int i)
+{
+	struct reader *r = &b->readers[i];
+	pid_t parent = getpid();
+
+	if (!b->o->procs)
+		return -pthread_create(&r->thread, NULL, reader_main, r);
+	r->pid = fork();
+	if (r->pid < 0)
+		return -errno;
+	if (r->pid == 0) {
+		/* Checked after: the parent may have gone before prctl. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(1);
+		reader_main(r);
+		_exit(0);
+	}
+	return 0;
+}
+
+/* Waits for reader i; a process that did not exit 0 counts as -ECHILD. */
+static void reader_join(struct bench *b, int i)
+{
+	struct reader *r = &b->readers[i];
+	int status;
+
+	if (!b->o->procs) {
+		pthread_join(r->thread, NULL);
+		return;
+	}
+	while (waitpid(r->pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!r->err && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+		r->err = -ECHILD;
+}
+
+/*
+ * The read command: o->threads readers (threads, or processes with -P)
+ * warm up, meet at a barrier, and time their cycles until the deadline or
+ * their cycle count; an admin thread rotates meanwhile with -r, a sampler
+ * follows VmRSS with -p.  Prints the statistics of all samples together.
+ */
 static int run_readers(struct opts *o)
 {
-	static struct bench b; /* large: keep it off the stack */
+	struct bench *b; /* large, and shared with reader processes */
+	pthread_barrierattr_t ba;
 	pthread_t rot_thread, rss_thread;
 	uint32_t *all;
-	size_t total = 0;
+	size_t total = 0, cap = SAMPLES_MAX;
 	uint64_t end = 0;
 	int err = 0;
 
 	if (o->keyring && keyring_setup(o) < 0)
 		return 1;
-	b.o = o;
-	pthread_barrier_init(&b.ready, NULL, (unsigned)o->threads + 1);
-	pthread_barrier_init(&b.go, NULL, (unsigned)o->threads + 1);
+	b = shared_alloc(sizeof(*b));
+	if (!b) {
+		fprintf(stderr, "keyfs-bench: out of memory\n");
+		return 1;
+	}
+	if (o->procs) {
+		cap = SAMPLES_MAX / (unsigned)o->threads;
+		if (cap < PROC_SAMPLES_MIN)
+			cap = PROC_SAMPLES_MIN;
+	}
+	if (o->iterations && o->iterations < cap)
+		cap = (size_t)o->iterations;
+	b->o = o;
+	pthread_barrierattr_init(&ba);
+	pthread_barrierattr_setpshared(&ba, PTHREAD_PROCESS_SHARED);
+	pthread_barrier_init(&b->ready, &ba, (unsigned)o->threads + 1);
+	pthread_barrier_init(&b->go, &ba, (unsigned)o->threads + 1);
+	pthread_barrierattr_destroy(&ba);
 	for (int i = 0; i < o->threads; i++) {
-		struct reader *r = &b.readers[i];
+		struct reader *r = &b->readers[i];
 
-		r->b = &b;
-		r->samples = malloc(SAMPLES_MAX * sizeof(*r->samples));
+		r->b = b;
+		r->cap = cap;
+		r->samples = shared_alloc(cap * sizeof(*r->samples));
 		if (!r->samples) {
 			fprintf(stderr, "keyfs-bench: out of memory\n");
 			return 1;
 		}
-		/* Fault the pages in now, not while measuring. */
-		memset(r->samples, 0, SAMPLES_MAX * sizeof(*r->samples));
-		pthread_create(&r->thread, NULL, reader_main, r);
 	}
-	pthread_barrier_wait(&b.ready);
-	clock_gettime(CLOCK_MONOTONIC, &b.t0);
-	if (o->seconds > 0)
-		b.deadline_ns = ns_of(&b.t0) + (uint64_t)(o->seconds * 1e9);
-	if (o->rotate_path)
-		pthread_create(&rot_thread, NULL, rotator_main, &b);
-	if (o->rss_pid)
-		pthread_create(&rss_thread, NULL, rss_main, &b);
-	pthread_barrier_wait(&b.go);
+	/* Processes are forked before this one starts any thread. */
 	for (int i = 0; i < o->threads; i++) {
-		struct reader *r = &b.readers[i];
+		int e = reader_start(b, i);
 
-		pthread_join(r->thread, NULL);
+		if (e < 0) {
+			fprintf(stderr,
+				"keyfs-bench: cannot start a reader: "
+				"%s\n",
+				strerror(-e));
+			return 1;
+		}
+	}
+	pthread_barrier_wait(&b->ready);
+	clock_gettime(CLOCK_MONOTONIC, &b->t0);
+	if (o->seconds > 0)
+		b->deadline_ns = ns_of(&b->t0) + (uint64_t)(o->seconds * 1e9);
+	if (o->rotate_path)
+		pthread_create(&rot_thread, NULL, rotator_main, b);
+	if (o->rss_pid)
+		pthread_create(&rss_thread, NULL, rss_main, b);
+	pthread_barrier_wait(&b->go);
+	for (int i = 0; i < o->threads; i++) {
+		struct reader *r = &b->readers[i];
+
+		reader_join(b, i);
 		if (r->err && !err)
 			err = r->err;
 		total += r->n;
 		if (ns_of(&r->end) > end)
 			end = ns_of(&r->end);
 	}
-	atomic_store(&b.stop, true);
+	atomic_store(&b->stop, true);
 	if (o->rotate_path)
 		pthread_join(rot_thread, NULL);
 	if (o->rss_pid)
@@ -412,12 +512,13 @@ static int run_readers(struct opts *o)
 		fprintf(stderr, "keyfs-bench: %s: %s\n",
 			o->keyring ? "keyring" : o->path,
 			err == -EMSGSIZE ? "unexpected length"
+			: err == -ECHILD ? "a reader process failed"
 					 : strerror(-err));
 		return 1;
 	}
-	if (b.rot_err) {
+	if (b->rot_err) {
 		fprintf(stderr, "keyfs-bench: rotate %s: %s\n", o->rotate_path,
-			strerror(-b.rot_err));
+			strerror(-b->rot_err));
 		return 1;
 	}
 	all = malloc((total ? total : 1) * sizeof(*all));
@@ -427,27 +528,57 @@ static int run_readers(struct opts *o)
 	}
 	total = 0;
 	for (int i = 0; i < o->threads; i++) {
-		memcpy(all + total, b.readers[i].samples,
-		       b.readers[i].n * sizeof(*all));
-		total += b.readers[i].n;
-		free(b.readers[i].samples);
-	}
-	double wall = (double)(end - ns_of(&b.t0)) / 1e9;
+		struct reader *r = &b->readers[i];
 
-	printf("threads=%d cycles=%zu seconds=%.3f ops_per_s=%.0f", o->threads,
-	       total, wall, wall > 0 ? (double)total / wall : 0.0);
+		memcpy(all + total, r->samples, r->n * sizeof(*all));
+		total += r->n;
+		munmap(r->samples, r->cap * sizeof(*r->samples));
+	}
+	double wall = (double)(end - ns_of(&b->t0)) / 1e9;
+
+	printf("%s=%d cycles=%zu seconds=%.3f ops_per_s=%.0f",
+	       o->procs ? "processes" : "threads", o->threads, total, wall,
+	       wall > 0 ? (double)total / wall : 0.0);
 	kb_print_stats("", all, total);
 	if (o->rotate_path) {
-		printf(" rotations=%zu", b.rot_n);
-		kb_print_stats("rot_", b.rot_samples, b.rot_n);
+		printf(" rotations=%zu", b->rot_n);
+		kb_print_stats("rot_", b->rot_samples, b->rot_n);
 	}
 	if (o->rss_pid)
-		printf(" rss_max_kib=%ld", b.rss_max_kib);
+		printf(" rss_max_kib=%ld", b->rss_max_kib);
 	printf("\n");
 	free(all);
+	munmap(b, sizeof(*b));
 	return 0;
 }
 
+/*
+ * Reads each of o->touch (open, read, close; the bytes wiped), so that the
+ * kernel holds their names and pages when a rotation comes.
+ */
+static int touch_files(const struct opts *o)
+{
+	char buf[SINGLE_READ];
+
+	for (int i = 0; i < o->n_touch; i++) {
+		int fd = open(o->touch[i], O_RDONLY | O_CLOEXEC);
+		ssize_t n;
+
+		if (fd < 0)
+			return -errno;
+		n = read(fd, buf, sizeof(buf));
+		explicit_bzero(buf, sizeof(buf));
+		close(fd);
+		if (n < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+/*
+ * The rotate command: n timed writes to the control file, each after the
+ * -k files were read (untimed) and followed by the -i pause.
+ */
 static int run_rotations(const struct opts *o)
 {
 	uint64_t n = o->iterations ? o->iterations : 30;
@@ -456,10 +587,12 @@ static int run_rotations(const struct opts *o)
 	if (!a)
 		return 1;
 	for (uint64_t i = 0; i < n; i++) {
-		int64_t d = rotate_once(o->path);
+		int e = touch_files(o);
+		int64_t d = e < 0 ? e : rotate_once(o->path);
 
 		if (d < 0) {
-			fprintf(stderr, "keyfs-bench: rotate %s: %s\n", o->path,
+			fprintf(stderr, "keyfs-bench: rotate %s: %s\n",
+				e < 0 ? "(reading the -k files)" : o->path,
 				strerror((int)-d));
 			free(a);
 			return 1;
@@ -477,22 +610,26 @@ static int run_rotations(const struct opts *o)
 
 static void usage(void)
 {
-	fprintf(stderr,
-		"usage: keyfs-bench read PATH [OPTIONS]\n"
-		"       keyfs-bench keyring [OPTIONS]\n"
-		"       keyfs-bench rotate CTL [-n N] [-i MS]\n"
-		"       keyfs-bench propagate|race|reads MOUNT... (see "
-		"cluster-bench.c)\n"
-		"  -t N     reader threads (default 1)\n"
-		"  -c       cat-style: read until end of file (keyring: look\n"
-		"           the key up by description, then read it)\n"
-		"  -n N     measured cycles per thread (rotate: rotations)\n"
-		"  -d SEC   bound on the measured phase (default 1; 0 = none)\n"
-		"  -w SEC   warm-up per thread (default 0.2)\n"
-		"  -e N     bytes every cycle must return (keyring: 32)\n"
-		"  -r CTL   write \"1\" to CTL every -i ms while measuring\n"
-		"  -i MS    rotation period (default 1000; rotate: pause)\n"
-		"  -p PID   report the highest VmRSS of PID while measuring\n");
+	fprintf(
+	    stderr,
+	    "usage: keyfs-bench read PATH [OPTIONS]\n"
+	    "       keyfs-bench keyring [OPTIONS]\n"
+	    "       keyfs-bench rotate CTL [-n N] [-i MS] [-k PATH]...\n"
+	    "       keyfs-bench propagate|race|reads MOUNT... (see "
+	    "cluster-bench.c)\n"
+	    "  -t N     reader threads (default 1)\n"
+	    "  -P N     reader processes instead of threads\n"
+	    "  -c       cat-style: read until end of file (keyring: look\n"
+	    "           the key up by description, then read it)\n"
+	    "  -n N     measured cycles per thread (rotate: rotations)\n"
+	    "  -d SEC   bound on the measured phase (default 1; 0 = none)\n"
+	    "  -w SEC   warm-up per thread (default 0.2)\n"
+	    "  -e N     bytes every cycle must return (keyring: 32)\n"
+	    "  -r CTL   write \"1\" to CTL every -i ms while measuring\n"
+	    "  -i MS    rotation period (default 1000; rotate: pause)\n"
+	    "  -p PID   report the highest VmRSS of PID while measuring\n"
+	    "  -k PATH  rotate: read PATH before each rotation (up to %d)\n",
+	    TOUCH_MAX);
 	exit(2);
 }
 
@@ -525,6 +662,7 @@ int main(int argc, char **argv)
 			 .warmup = 0.2,
 			 .expect = -1,
 			 .rotate_ms = 1000};
+	bool readers_given = false;
 	const char *cmd;
 	int c;
 
@@ -545,12 +683,23 @@ int main(int argc, char **argv)
 	} else {
 		usage();
 	}
-	while ((c = getopt(argc, argv, "t:cn:d:w:e:r:i:p:")) != -1) {
+	while ((c = getopt(argc, argv, "t:P:cn:d:w:e:r:i:p:k:")) != -1) {
 		switch (c) {
 		case 't':
+		case 'P':
+			/* One or the other: threads or processes. */
+			if (readers_given)
+				usage();
+			readers_given = true;
 			o.threads = (int)number(optarg, THREADS_MAX);
+			o.procs = c == 'P';
 			if (o.threads < 1)
 				usage();
+			break;
+		case 'k':
+			if (o.n_touch == TOUCH_MAX)
+				usage();
+			o.touch[o.n_touch++] = optarg;
 			break;
 		case 'c':
 			o.cat = true;

@@ -144,7 +144,7 @@ int kf_cli_audit(int argc, char **argv)
 	    {0, 0, 0, 0}};
 	struct kf_config *cfg;
 	char report[KF_ERR_MAX];
-	const char *config = NULL, *file = NULL;
+	const char *config = NULL;
 	bool check_anchor = true;
 	int c, r;
 
@@ -166,16 +166,17 @@ int kf_cli_audit(int argc, char **argv)
 					   "(see keyfs --help)");
 		}
 	}
-	if (optind >= argc || strcmp(argv[optind], "verify") != 0 ||
-	    argc - optind > 2)
-		return kf_cmd_fail("audit", "usage: keyfs audit verify [FILE] "
-					    "[--no-anchor] [-c FILE]");
-	if (optind + 1 < argc)
-		file = argv[optind + 1];
+	if (optind >= argc || strcmp(argv[optind], "verify") != 0)
+		return kf_cmd_fail("audit",
+				   "usage: keyfs audit verify [FILE|DIR...] "
+				   "[--no-anchor] [-c FILE]");
 	cfg = kf_cmd_config("audit", config);
 	if (!cfg)
 		return 1;
-	r = kf_manager_verify_audit(cfg, file, check_anchor, report);
+	/* getopt_long moved the options before the operands: what follows
+	 * "verify" is the files and folders, NULL-terminated like argv. */
+	r = kf_manager_verify_audit(cfg, (const char *const *)argv + optind + 1,
+				    check_anchor, report);
 	kf_config_free(cfg);
 	if (r < 0) {
 		fprintf(stderr, "keyfs audit verify: %s\n", report);

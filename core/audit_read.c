@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * audit_read: reading the audit log (see audit.h and DESIGN.md §6): the
- * chain MAC, the bounded line reader, line parsing, kf_audit_verify.
+ * chain MAC, the bounded line reader and line parsing (audit_line.h, shared
+ * with audit_verify.c), the scan of one file, kf_audit_verify.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 
 #include <sodium.h>
 
+#include "audit_line.h"
 #include "audit_private.h"
 #include "key.h"
 
@@ -37,14 +39,9 @@ void kf_audit_chain_mac(const uint8_t *key, const uint8_t *prev,
 	kf_key_wipe_stack(KF_KEY_WIPE_CALL);
 }
 
-/*
- * Parses one line (len without its "\n", less than KF_AUDIT_LINE_MAX: the
- * reader never returns a longer one): a JSON object with a positive integer
- * seq that ends with the chain field.  On failure returns -EBADMSG and sets
- * *why.
- */
-static int parse_line(const char *line, size_t len, uint64_t *ret_seq,
-		      uint8_t ret_chain[KF_AUDIT_CHAIN_BYTES], const char **why)
+int kf_audit_parse_line(const char *line, size_t len, uint64_t *ret_seq,
+			uint8_t ret_chain[KF_AUDIT_CHAIN_BYTES],
+			json_t **ret_root, const char **why)
 {
 	const char *tail;
 	json_error_t e;
@@ -84,6 +81,10 @@ static int parse_line(const char *line, size_t len, uint64_t *ret_seq,
 		goto out;
 	}
 	*ret_seq = (uint64_t)json_integer_value(seq);
+	if (ret_root) {
+		*ret_root = root;
+		return 0;
+	}
 	r = 0;
 out:
 	json_decref(root);
@@ -97,7 +98,7 @@ static void scan_line(struct kf_audit_scan *s, const char *line, size_t len)
 	const char *why = NULL;
 	uint64_t seq = 0;
 
-	if (parse_line(line, len, &seq, chain, &why) < 0) {
+	if (kf_audit_parse_line(line, len, &seq, chain, NULL, &why) < 0) {
 		if (!s->bad)
 			kf_err_set(s->reason, "line %llu: %s", no, why);
 		s->bad = true;
@@ -134,32 +135,8 @@ static void scan_line(struct kf_audit_scan *s, const char *line, size_t len)
 	s->next_seq++;
 }
 
-/* Bytes asked of read(2) at a time: several lines, so few calls. */
-#define READ_BUF (8 * KF_AUDIT_LINE_MAX)
-
-/*
- * Reads a log line by line in READ_BUF bytes of memory, whatever the file
- * holds.  No line the writer makes is longer than KF_AUDIT_LINE_MAX with its
- * "\n", so a longer one is never held whole.  (getline(3) grew its buffer
- * to the length of the line, and the ENOMEM it then returned looked like
- * end of file.)
- */
-struct reader {
-	int fd;
-	char *buf;	   /* READ_BUF bytes */
-	size_t start, end; /* unread bytes: buf[start, end) */
-	bool eof;
-};
-
-/* One line from reader_next. */
-struct line {
-	const char *text; /* in the reader's buffer; NULL if overlong */
-	size_t len;	  /* bytes consumed, "\n" included if any */
-	bool complete;	  /* ends with "\n"; else the file ended first */
-};
-
 /* Moves the unread bytes to the front and reads more after them. */
-static int reader_fill(struct reader *rd)
+static int reader_fill(struct kf_audit_reader *rd)
 {
 	ssize_t n;
 
@@ -169,7 +146,8 @@ static int reader_fill(struct reader *rd)
 		rd->start = 0;
 	}
 	do
-		n = read(rd->fd, rd->buf + rd->end, READ_BUF - rd->end);
+		n = read(rd->fd, rd->buf + rd->end,
+			 KF_AUDIT_READ_BUF - rd->end);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
@@ -184,9 +162,10 @@ static int reader_fill(struct reader *rd)
  * consumes it through its "\n" or to the end of the file, a buffer at a
  * time; else leaves it.  *ret gets no text.
  */
-static int reader_skip(struct reader *rd, bool skip, struct line *ret)
+static int reader_skip(struct kf_audit_reader *rd, bool skip,
+		       struct kf_audit_line *ret)
 {
-	*ret = (struct line){0};
+	*ret = (struct kf_audit_line){0};
 	while (skip) {
 		char *p = rd->buf + rd->start;
 		char *nl = memchr(p, '\n', rd->end - rd->start);
@@ -209,12 +188,28 @@ static int reader_skip(struct reader *rd, bool skip, struct line *ret)
 	return 1;
 }
 
-/*
- * The next line: 1 with *ret filled in, 0 at the end of the file, or -errno
- * on a read error (never taken for the end).  A line longer than
- * KF_AUDIT_LINE_MAX has no text; with skip_long it is consumed.
- */
-static int reader_next(struct reader *rd, bool skip_long, struct line *ret)
+int kf_audit_reader_init(struct kf_audit_reader *rd)
+{
+	*rd = (struct kf_audit_reader){.fd = -1};
+	rd->buf = malloc(KF_AUDIT_READ_BUF);
+	return rd->buf ? 0 : -ENOMEM;
+}
+
+void kf_audit_reader_start(struct kf_audit_reader *rd, int fd)
+{
+	rd->fd = fd;
+	rd->start = rd->end = 0;
+	rd->eof = false;
+}
+
+void kf_audit_reader_done(struct kf_audit_reader *rd)
+{
+	free(rd->buf);
+	rd->buf = NULL;
+}
+
+int kf_audit_reader_next(struct kf_audit_reader *rd, bool skip_long,
+			 struct kf_audit_line *ret)
 {
 	for (;;) {
 		char *p = rd->buf + rd->start;
@@ -249,16 +244,17 @@ static int reader_next(struct reader *rd, bool skip_long, struct line *ret)
 
 int kf_audit_scan_file(int fd, struct kf_audit_scan *s, bool stop_at_bad)
 {
-	struct reader rd = {.fd = fd};
-	struct line l;
+	struct kf_audit_reader rd;
+	struct kf_audit_line l;
 	int r;
 
-	rd.buf = malloc(READ_BUF);
-	if (!rd.buf)
-		return -ENOMEM;
+	r = kf_audit_reader_init(&rd);
+	if (r < 0)
+		return r;
+	kf_audit_reader_start(&rd, fd);
 	s->next_seq = 1;
 	memset(s->prev, 0, sizeof(s->prev));
-	while ((r = reader_next(&rd, !stop_at_bad, &l)) > 0) {
+	while ((r = kf_audit_reader_next(&rd, !stop_at_bad, &l)) > 0) {
 		if (!l.text) {
 			if (!s->bad)
 				kf_err_set(s->reason,
@@ -279,7 +275,7 @@ int kf_audit_scan_file(int fd, struct kf_audit_scan *s, bool stop_at_bad)
 		if (s->bad && stop_at_bad)
 			break;
 	}
-	free(rd.buf);
+	kf_audit_reader_done(&rd);
 	return r < 0 ? r : 0;
 }
 

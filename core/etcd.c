@@ -22,8 +22,10 @@
 int kf_etcd_new(const struct kf_etcd_config *cfg, struct kf_etcd **ret,
 		char err[KF_ERR_MAX])
 {
+	const struct kf_curl_lib *lib;
 	struct kf_etcd *c;
 	size_t plen = cfg->prefix ? strlen(cfg->prefix) : 0;
+	int r;
 
 	if (cfg->n_endpoints == 0 || cfg->n_endpoints > KF_ETCD_ENDPOINTS_MAX) {
 		kf_err_set(err, "etcd: between 1 and %d endpoints, not %zu",
@@ -56,9 +58,15 @@ int kf_etcd_new(const struct kf_etcd_config *cfg, struct kf_etcd **ret,
 		kf_err_set(err, "etcd: the timeout must be positive");
 		return -EINVAL;
 	}
+	r = kf_curl_lib_load(&lib, err);
+	if (r < 0) {
+		kf_err_prefix(err, "etcd: ");
+		return r;
+	}
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		goto nomem;
+	c->lib = lib;
 	c->n_endpoints = cfg->n_endpoints;
 	for (size_t i = 0; i < cfg->n_endpoints; i++) {
 		c->endpoints[i] = strdup(cfg->endpoints[i]);
@@ -81,13 +89,14 @@ int kf_etcd_new(const struct kf_etcd_config *cfg, struct kf_etcd **ret,
 	    (cfg->cert && !(c->cert = strdup(cfg->cert))) ||
 	    (cfg->key && !(c->key = strdup(cfg->key))))
 		goto nomem;
-	c->curl = curl_easy_init();
+	c->curl = c->lib->easy_init();
 	if (!c->curl)
 		goto nomem;
-	c->headers = curl_slist_append(NULL, "Content-Type: application/json");
+	c->headers =
+	    c->lib->slist_append(NULL, "Content-Type: application/json");
 	if (c->headers)
-		c->headers = curl_slist_append(c->headers,
-					       "Grpc-Metadata-hasleader: true");
+		c->headers = c->lib->slist_append(
+		    c->headers, "Grpc-Metadata-hasleader: true");
 	if (!c->headers)
 		goto nomem;
 	*ret = c;
@@ -109,8 +118,8 @@ struct kf_etcd *kf_etcd_free(struct kf_etcd *c)
 	free(c->cert);
 	free(c->key);
 	if (c->curl)
-		curl_easy_cleanup(c->curl);
-	curl_slist_free_all(c->headers);
+		c->lib->easy_cleanup(c->curl);
+	c->lib->slist_free_all(c->headers);
 	kf_etcdi_drop_token(c);
 	free(c->user);
 	if (c->password)

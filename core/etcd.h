@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * etcd: a client of etcd's v3 JSON gateway (`/v3/kv/...`, `/v3/lease/...`,
- * `/v3/watch`) through libcurl and jansson, for the cluster store to come.
+ * `/v3/watch`) through libcurl and jansson, for the cluster store.  libcurl
+ * is not linked: the first kf_etcd_new loads it (curl_lib.h), so a process
+ * that makes no client never maps it.
  * It knows HTTP and etcd's JSON, nothing about keyrings: what it stores is
  * opaque bytes (ciphertext only, never a key).
  *
@@ -127,7 +129,10 @@ typedef int (*kf_etcd_watch_fn)(void *arg, const struct kf_etcd_event *ev,
 /*
  * Makes a client (copies everything in cfg).  -EINVAL with the reason for
  * an empty or too long endpoint list, an endpoint that is not http(s)://,
- * an empty prefix or one ending in '/', a timeout <= 0.
+ * an empty prefix or one ending in '/', a timeout <= 0.  The first client
+ * loads libcurl (kf_curl_lib_load): -ELIBACC, with a reason naming the
+ * library and its Debian package, when it cannot be loaded (and every
+ * later call fails the same way).
  */
 int kf_etcd_new(const struct kf_etcd_config *cfg, struct kf_etcd **ret,
 		char err[KF_ERR_MAX]) KF_WUR;

@@ -189,28 +189,29 @@ int kf_etcdi_kv_from_json(struct kf_etcd *c, json_t *o, struct kf_etcd_kv *kv,
 void kf_etcdi_set_common(struct kf_etcd *c, CURL *h, const char *url,
 			 struct kf_etcdi_buf *b)
 {
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER,
-			 c->auth_headers ? c->auth_headers : c->headers);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, kf_etcdi_buf_write);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, b->why);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->timeout_ms);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	c->lib->easy_setopt(h, CURLOPT_URL, url);
+	c->lib->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	c->lib->easy_setopt(h, CURLOPT_HTTPHEADER,
+			    c->auth_headers ? c->auth_headers : c->headers);
+	c->lib->easy_setopt(h, CURLOPT_WRITEFUNCTION, kf_etcdi_buf_write);
+	c->lib->easy_setopt(h, CURLOPT_WRITEDATA, b);
+	c->lib->easy_setopt(h, CURLOPT_ERRORBUFFER, b->why);
+	c->lib->easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->timeout_ms);
+	c->lib->easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	c->lib->easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	/* Over TLS, HTTP/2 (ALPN) measured slower than HTTP/1.1 (notes/etcd.md
 	 * §3), and http:// is HTTP/1.1 anyway: one protocol for both. */
-	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	c->lib->easy_setopt(h, CURLOPT_HTTP_VERSION,
+			    (long)CURL_HTTP_VERSION_1_1);
 	/* libcurl's defaults, stated: an https member proves who it is. */
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	c->lib->easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	c->lib->easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (c->cacert)
-		curl_easy_setopt(h, CURLOPT_CAINFO, c->cacert);
+		c->lib->easy_setopt(h, CURLOPT_CAINFO, c->cacert);
 	if (c->cert)
-		curl_easy_setopt(h, CURLOPT_SSLCERT, c->cert);
+		c->lib->easy_setopt(h, CURLOPT_SSLCERT, c->cert);
 	if (c->key)
-		curl_easy_setopt(h, CURLOPT_SSLKEY, c->key);
+		c->lib->easy_setopt(h, CURLOPT_SSLKEY, c->key);
 }
 
 /* Whether a transfer's failure means "try another member". */
@@ -233,9 +234,10 @@ bool kf_etcdi_unreachable(CURLcode rc)
 	}
 }
 
-const char *kf_etcdi_why(const struct kf_etcdi_buf *b, CURLcode rc)
+const char *kf_etcdi_why(struct kf_etcd *c, const struct kf_etcdi_buf *b,
+			 CURLcode rc)
 {
-	return b->why[0] ? b->why : curl_easy_strerror(rc);
+	return b->why[0] ? b->why : c->lib->easy_strerror(rc);
 }
 
 /* The gRPC codes of etcd's error replies that keyfs tells apart. */
@@ -302,26 +304,26 @@ static int post_text(struct kf_etcd *c, const char *path, const char *text,
 		json_t *j;
 
 		snprintf(url, sizeof(url), "%s%s", c->endpoints[e], path);
-		curl_easy_reset(c->curl);
+		c->lib->easy_reset(c->curl);
 		kf_etcdi_set_common(c, c->curl, url, &b);
-		curl_easy_setopt(c->curl, CURLOPT_TIMEOUT_MS,
-				 (long)c->timeout_ms);
-		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, text);
-		rc = curl_easy_perform(c->curl);
-		curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
+		c->lib->easy_setopt(c->curl, CURLOPT_TIMEOUT_MS,
+				    (long)c->timeout_ms);
+		c->lib->easy_setopt(c->curl, CURLOPT_POSTFIELDS, text);
+		rc = c->lib->easy_perform(c->curl);
+		c->lib->easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
 		if (rc == CURLE_WRITE_ERROR && b.over) {
 			kf_err_set(err, "etcd %s: reply over %d bytes", url,
 				   KF_ETCD_REPLY_MAX);
 			r = -EFBIG;
 		} else if (rc != CURLE_OK && !kf_etcdi_unreachable(rc)) {
 			kf_err_set(err, "etcd %s: %s", url,
-				   kf_etcdi_why(&b, rc));
+				   kf_etcdi_why(c, &b, rc));
 			r = rc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EIO;
 		} else if (rc != CURLE_OK || status == 503) {
 			/* Another member may have a leader, or be up. */
 			kf_etcdi_add_reason(reasons, c->endpoints[e],
 					    rc != CURLE_OK
-						? kf_etcdi_why(&b, rc)
+						? kf_etcdi_why(c, &b, rc)
 						: "HTTP 503 (unavailable)");
 			free(b.data);
 			continue;
@@ -370,7 +372,7 @@ static char *json_quote(char *out, const char *s)
 /* Forgets the token (the next request logs in). */
 void kf_etcdi_drop_token(struct kf_etcd *c)
 {
-	curl_slist_free_all(c->auth_headers);
+	c->lib->slist_free_all(c->auth_headers);
 	c->auth_headers = NULL;
 	free(c->token);
 	c->token = NULL;
@@ -415,17 +417,17 @@ int kf_etcdi_login(struct kf_etcd *c, char *err)
 		return -EPROTO;
 	}
 	for (n = c->headers; n; n = n->next)
-		if (!(l = curl_slist_append(l, n->data)))
+		if (!(l = c->lib->slist_append(l, n->data)))
 			break;
 	if (l && asprintf(&h, "Authorization: %s", token) > 0)
-		n = curl_slist_append(l, h);
+		n = c->lib->slist_append(l, h);
 	else
 		n = NULL;
 	c->token = strdup(token);
 	free(h);
 	json_decref(rep);
 	if (!n || !c->token) {
-		curl_slist_free_all(n ? n : l);
+		c->lib->slist_free_all(n ? n : l);
 		free(c->token);
 		c->token = NULL;
 		kf_err_set(err, "etcd: out of memory");

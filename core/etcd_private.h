@@ -22,9 +22,11 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "curl_lib.h"
 #include "etcd.h"
 
 struct kf_etcd {
+	const struct kf_curl_lib *lib; /* libcurl's functions */
 	char *endpoints[KF_ETCD_ENDPOINTS_MAX];
 	size_t n_endpoints;
 	size_t cur; /* endpoint tried first */
@@ -82,7 +84,8 @@ void kf_etcdi_set_common(struct kf_etcd *c, CURL *h, const char *url,
 bool kf_etcdi_unreachable(CURLcode rc);
 
 /* Why the transfer into b failed: libcurl's detailed reason, or rc's. */
-const char *kf_etcdi_why(const struct kf_etcdi_buf *b, CURLcode rc);
+const char *kf_etcdi_why(struct kf_etcd *c, const struct kf_etcdi_buf *b,
+			 CURLcode rc);
 
 /*
  * Fills err from a reply of HTTP status (not 200) with body b, and returns

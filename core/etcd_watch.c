@@ -121,7 +121,7 @@ static size_t watch_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 	size_t n = size * nmemb;
 	long status = 0;
 
-	curl_easy_getinfo(w->h, CURLINFO_RESPONSE_CODE, &status);
+	w->c->lib->easy_getinfo(w->h, CURLINFO_RESPONSE_CODE, &status);
 	if (status != 200)
 		return kf_etcdi_buf_write(ptr, size, nmemb, &w->body);
 	for (size_t i = 0; i < n && !w->stop; i++) {
@@ -205,26 +205,26 @@ static int watch_stream(struct watch *w, const char *sub, int idle_ms, size_t e,
 		return -ENOMEM;
 	}
 	snprintf(url, sizeof(url), "%s/v3/watch", c->endpoints[e]);
-	curl_easy_reset(w->h);
+	c->lib->easy_reset(w->h);
 	kf_etcdi_set_common(c, w->h, url, &w->body);
-	curl_easy_setopt(w->h, CURLOPT_WRITEFUNCTION, watch_write);
-	curl_easy_setopt(w->h, CURLOPT_WRITEDATA, w);
-	curl_easy_setopt(w->h, CURLOPT_POSTFIELDS, text);
-	curl_easy_setopt(w->h, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(w->h, CURLOPT_XFERINFOFUNCTION, watch_progress);
-	curl_easy_setopt(w->h, CURLOPT_XFERINFODATA, w);
+	c->lib->easy_setopt(w->h, CURLOPT_WRITEFUNCTION, watch_write);
+	c->lib->easy_setopt(w->h, CURLOPT_WRITEDATA, w);
+	c->lib->easy_setopt(w->h, CURLOPT_POSTFIELDS, text);
+	c->lib->easy_setopt(w->h, CURLOPT_NOPROGRESS, 0L);
+	c->lib->easy_setopt(w->h, CURLOPT_XFERINFOFUNCTION, watch_progress);
+	c->lib->easy_setopt(w->h, CURLOPT_XFERINFODATA, w);
 	if (idle_ms > 0) {
 		/* Less than a byte a second for that long: silent. */
-		curl_easy_setopt(w->h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-		curl_easy_setopt(w->h, CURLOPT_LOW_SPEED_TIME,
-				 (long)(idle_ms + 999) / 1000);
+		c->lib->easy_setopt(w->h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		c->lib->easy_setopt(w->h, CURLOPT_LOW_SPEED_TIME,
+				    (long)(idle_ms + 999) / 1000);
 	}
 	w->stop = 0;
 	w->created = false;
 	w->line.len = 0;
 	w->body.len = 0;
-	rc = curl_easy_perform(w->h);
-	curl_easy_getinfo(w->h, CURLINFO_RESPONSE_CODE, &status);
+	rc = c->lib->easy_perform(w->h);
+	c->lib->easy_getinfo(w->h, CURLINFO_RESPONSE_CODE, &status);
 	free(text);
 	if (w->stop)
 		return w->stop;
@@ -234,11 +234,11 @@ static int watch_stream(struct watch *w, const char *sub, int idle_ms, size_t e,
 		return kf_etcdi_http_error(&w->body, status, url, w->err);
 	if (rc != CURLE_OK && !kf_etcdi_unreachable(rc)) {
 		kf_err_set(w->err, "etcd watch %s: %s", url,
-			   kf_etcdi_why(&w->body, rc));
+			   kf_etcdi_why(c, &w->body, rc));
 		return -EIO;
 	}
 	snprintf(why, KF_ERR_MAX, "%s",
-		 rc != CURLE_OK	 ? kf_etcdi_why(&w->body, rc)
+		 rc != CURLE_OK	 ? kf_etcdi_why(c, &w->body, rc)
 		 : status == 503 ? "HTTP 503 (unavailable)"
 				 : "stream ended");
 	return 0;
@@ -262,7 +262,7 @@ int kf_etcd_watch(struct kf_etcd *c, const char *sub, int64_t start,
 
 	if (r < 0)
 		return r;
-	w.h = curl_easy_init();
+	w.h = c->lib->easy_init();
 	if (!w.h) {
 		kf_err_set(err, "etcd: out of memory");
 		return -ENOMEM;
@@ -301,7 +301,7 @@ int kf_etcd_watch(struct kf_etcd *c, const char *sub, int64_t start,
 			break;
 		}
 	}
-	curl_easy_cleanup(w.h);
+	c->lib->easy_cleanup(w.h);
 	free(w.line.data);
 	free(w.body.data);
 	if (r == KF_ETCD_COMPACTED && compact_revision)

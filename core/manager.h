@@ -219,17 +219,21 @@ void kf_manager_audit_refused(struct kf_manager *m, const struct kf_caller *who,
 /* --- offline, for the keyfs command: no daemon needed -------------------- */
 
 /*
- * audit verify: checks the chain of the audit log at path (NULL = the
- * configured one; else a copy) with the audit key from the master key, to
- * its end (kf_audit_verify).  With check_anchor the log must also reach the
- * anchor sealed in the state (else it was cut short); a state that cannot be
- * read is then a failure ("sealed state: ...").  Without it (an archived
- * older copy) the state is not read and the report says that the end was
- * not checked.  0 with "ok: ..." in report saying what was checked, -EBADMSG
- * naming the first bad line or the truncation, or an error.
+ * audit verify: checks the audit log held by paths (a NULL-terminated list
+ * of files and folders; NULL or empty = the configured log's folder) as one
+ * chain across its segments, with the audit key from the master key, to the
+ * end of every file (kf_audit_verify_files, audit_verify.h; a folder stands
+ * for the files in it named for the configured log).  With check_anchor the
+ * files must also reach the anchor sealed in the state (else they were cut
+ * short); a state that cannot be read is then a failure ("sealed state:
+ * ...").  Without it (an archived older copy) the state is not read and the
+ * report says that the end was not checked.  0 with "ok: ..." in report
+ * saying what was checked, -EBADMSG naming the first bad line ("FILE:LINE:
+ * reason"), the missing segment or the truncation, or an error.
  */
-int kf_manager_verify_audit(const struct kf_config *cfg, const char *path,
-			    bool check_anchor, char report[KF_ERR_MAX]) KF_WUR;
+int kf_manager_verify_audit(const struct kf_config *cfg,
+			    const char *const *paths, bool check_anchor,
+			    char report[KF_ERR_MAX]) KF_WUR;
 
 /*
  * backup verify: authenticates and decrypts the archive at path with the

@@ -6,9 +6,11 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <sodium.h>
 
+#include "audit_verify.h"
 #include "manager_private.h"
 #include "state.h"
 
@@ -71,18 +73,39 @@ static int sealed_anchor(const struct kf_config *cfg,
 	return r;
 }
 
-int kf_manager_verify_audit(const struct kf_config *cfg, const char *path,
-			    bool check_anchor, char report[KF_ERR_MAX])
+int kf_manager_verify_audit(const struct kf_config *cfg,
+			    const char *const *paths, bool check_anchor,
+			    char report[KF_ERR_MAX])
 {
 	struct kf_audit_anchor anchor = {0};
 	struct kf_subkeys *keys = NULL;
+	const char *base = strrchr(cfg->audit_log, '/'), *folder[1];
+	char *dir = NULL;
+	size_t n = 0;
 	int r;
 
+	base = base ? base + 1 : cfg->audit_log;
+	while (paths && paths[n])
+		n++;
+	if (n == 0) {
+		/* The configured log: its active file and closed segments. */
+		dir = base > cfg->audit_log + 1
+			  ? strndup(cfg->audit_log,
+				    (size_t)(base - 1 - cfg->audit_log))
+			  : strdup(base > cfg->audit_log ? "/" : ".");
+		if (!dir) {
+			kf_err_set(report, "out of memory");
+			return -ENOMEM;
+		}
+		folder[0] = dir;
+		paths = folder;
+		n = 1;
+	}
 	r = offline_keys(cfg, &keys, report);
 	if (r < 0)
-		return r;
+		goto out;
 	/*
-	 * A copy given as path is checked against the anchor too, or a copy
+	 * Files given as paths are checked against the anchor too, or a copy
 	 * cut short would verify.  A state that cannot be read fails the
 	 * check rather than skipping it: skipping is the caller's explicit
 	 * choice (check_anchor false), and the report then says so.
@@ -93,10 +116,12 @@ int kf_manager_verify_audit(const struct kf_config *cfg, const char *path,
 			kf_err_prefix(report, "sealed state: ");
 	}
 	if (r == 0)
-		r = kf_audit_verify(path ? path : cfg->audit_log, keys->audit,
-				    check_anchor ? &anchor : NULL, report,
-				    NULL);
+		r = kf_audit_verify_files(paths, n, base, keys->audit,
+					  check_anchor ? &anchor : NULL, report,
+					  NULL);
 	sodium_free(keys);
+out:
+	free(dir);
 	return r;
 }
 

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,12 +14,14 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 #include <sodium.h>
 
 #include "audit.h"
+#include "audit_verify.h"
 #include "helpers.h"
 
 #define SUFFIX_LEN 76 /* ,"chain":"<64 hex>"} */
@@ -1275,4 +1278,928 @@ Test(audit, open_never_blocks_on_a_fifo_swapped_in, .timeout = 30)
 		  refused);
 	free(fifo);
 	free(path);
+}
+
+/* --- a log in segments: kf_audit_verify_files (audit_verify.h) ----------- */
+
+#define BASE "audit.log"
+#define SEG_MAX 2048
+
+/*
+ * A log in segments as the writer lays it out (audit_verify.h), written
+ * here line by line with the chain formula of audit.h, so that the tests
+ * can make any history, and break it.
+ */
+struct seglog {
+	char *dir;		  /* the log's folder */
+	FILE *f;		  /* its active file, dir/BASE */
+	uint64_t seq;		  /* the last seq written */
+	uint8_t chain[32];	  /* its chain */
+	uint64_t active_first;	  /* the active segment's first seq */
+	uint64_t bytes;		  /* written to the active segment */
+	uint64_t total;		  /* written to all */
+	uint64_t seg[SEG_MAX][2]; /* closed segments' ranges, oldest first */
+	size_t n_seg, n_gone;	  /* closed; the oldest n_gone deleted */
+};
+
+/* "audit-<16 digits>-<16 digits>.log" (static buffer). */
+static const char *seg_name(uint64_t first, uint64_t last)
+{
+	static char name[64];
+
+	snprintf(name, sizeof(name), "audit-%016llu-%016llu.log",
+		 (unsigned long long)first, (unsigned long long)last);
+	return name;
+}
+
+/* Closed segment i of g (0 = oldest): its path, malloc'd. */
+static char *seg_path(const struct seglog *g, size_t i)
+{
+	cr_assert(i < g->n_seg);
+	return kt_path(g->dir, seg_name(g->seg[i][0], g->seg[i][1]));
+}
+
+static void seg_line(struct seglog *g, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Writes the next line: timestamp, seq, the fields fmt makes, chain. */
+static void seg_line(struct seglog *g, const char *fmt, ...)
+{
+	crypto_generichash_state st;
+	char body[2048], hex[65];
+	va_list ap;
+	int n, m;
+
+	n = snprintf(body, sizeof(body),
+		     "{\"timestamp\":\"2024-05-01T12:00:00Z\",\"seq\":%llu,",
+		     (unsigned long long)g->seq + 1);
+	va_start(ap, fmt);
+	m = vsnprintf(body + n, sizeof(body) - (size_t)n, fmt, ap);
+	va_end(ap);
+	cr_assert(m > 0 && (size_t)(n + m) < sizeof(body));
+	n += m;
+	/* chain_n = BLAKE2b-256(key, chain_{n-1} || body_n) */
+	crypto_generichash_init(&st, key, sizeof(key), 32);
+	crypto_generichash_update(&st, g->chain, 32);
+	crypto_generichash_update(&st, (const unsigned char *)body, (size_t)n);
+	crypto_generichash_update(&st, (const unsigned char *)"}", 1);
+	crypto_generichash_final(&st, g->chain, 32);
+	kf_hex(g->chain, 32, hex);
+	m = fprintf(g->f, "%s,\"chain\":\"%s\"}\n", body, hex);
+	cr_assert(m > 0);
+	g->bytes += (uint64_t)m;
+	g->total += (uint64_t)m;
+	g->seq++;
+}
+
+static void seg_open_active(struct seglog *g)
+{
+	char *path = kt_path(g->dir, BASE);
+
+	g->f = fopen(path, "w");
+	cr_assert(g->f, "%s: %s", path, strerror(errno));
+	g->active_first = g->seq + 1;
+	g->bytes = 0;
+	free(path);
+}
+
+static struct seglog *seg_new(const char *tag)
+{
+	struct seglog *g = calloc(1, sizeof(*g));
+
+	cr_assert(g);
+	g->dir = kt_tmpdir(tag);
+	seg_open_active(g);
+	return g;
+}
+
+/* n ordinary records, "note":"<note>-<seq>" padded to about `pad` bytes. */
+static void seg_records(struct seglog *g, int n, const char *note, int pad)
+{
+	for (int i = 0; i < n; i++)
+		seg_line(g,
+			 "\"event\":\"key_open\",\"uid\":0,\"pid\":4242,"
+			 "\"note\":\"%s-%llu%*s\"",
+			 note, (unsigned long long)g->seq + 1, pad, "");
+}
+
+/* Closes the active segment (its close record) and opens the next one
+ * (its open record), as a rotation does. */
+static void seg_rotate(struct seglog *g)
+{
+	char name[64], hex[65], *from, *to;
+	uint64_t first = g->active_first, last = g->seq + 1;
+
+	cr_assert(g->n_seg < SEG_MAX);
+	snprintf(name, sizeof(name), "%s", seg_name(first, last));
+	seg_line(g,
+		 "\"event\":\"audit_segment_close\",\"segment\":\"%s\","
+		 "\"first_seq\":%llu,\"last_seq\":%llu,\"reason\":\"size\"",
+		 name, (unsigned long long)first, (unsigned long long)last);
+	cr_assert(fclose(g->f) == 0);
+	from = kt_path(g->dir, BASE);
+	to = kt_path(g->dir, name);
+	cr_assert(rename(from, to) == 0);
+	g->seg[g->n_seg][0] = first;
+	g->seg[g->n_seg][1] = last;
+	g->n_seg++;
+	seg_open_active(g);
+	kf_hex(g->chain, 32, hex);
+	seg_line(g,
+		 "\"event\":\"audit_segment_open\",\"previous\":\"%s\","
+		 "\"previous_first_seq\":%llu,\"previous_last_seq\":%llu,"
+		 "\"previous_chain\":\"%s\"",
+		 name, (unsigned long long)first, (unsigned long long)last,
+		 hex);
+	free(to);
+	free(from);
+}
+
+/* Retention: records the deletion of the k oldest closed segments left,
+ * then deletes them. */
+static void seg_retain(struct seglog *g, size_t k)
+{
+	char list[1024] = "";
+	size_t a = g->n_gone, len = 0;
+
+	cr_assert(a + k <= g->n_seg);
+	for (size_t i = a; i < a + k; i++)
+		len += (size_t)snprintf(list + len, sizeof(list) - len,
+					"%s\"%s\"", i > a ? "," : "",
+					seg_name(g->seg[i][0], g->seg[i][1]));
+	seg_line(g,
+		 "\"event\":\"audit_segment_delete\",\"segments\":[%s],"
+		 "\"first_seq\":%llu,\"last_seq\":%llu,"
+		 "\"history_from_seq\":%llu",
+		 list, (unsigned long long)g->seg[a][0],
+		 (unsigned long long)g->seg[a + k - 1][1],
+		 (unsigned long long)g->seg[a + k - 1][1] + 1);
+	cr_assert(fflush(g->f) == 0);
+	for (size_t i = a; i < a + k; i++) {
+		char *p = seg_path(g, i);
+
+		cr_assert(unlink(p) == 0);
+		free(p);
+	}
+	g->n_gone += k;
+}
+
+/* The anchor after the last line, as the sealed state would hold it. */
+static struct kf_audit_anchor seg_anchor(const struct seglog *g)
+{
+	struct kf_audit_anchor a = {.seq = g->seq};
+
+	memcpy(a.chain, g->chain, 32);
+	return a;
+}
+
+/* Everything written is in the files (the active one stays open). */
+static void seg_flush(struct seglog *g)
+{
+	cr_assert(fflush(g->f) == 0);
+}
+
+static void seg_free(struct seglog *g)
+{
+	if (g->f)
+		fclose(g->f);
+	free(g->dir);
+	free(g);
+}
+
+/*
+ * The standard history of these tests: 4 rotations after 5 records each,
+ * then 5 more.  Closed: 1-6, 7-13, 14-20, 21-27; active: 28-33.
+ */
+static struct seglog *five_segments(const char *tag)
+{
+	struct seglog *g = seg_new(tag);
+
+	for (int i = 0; i < 4; i++) {
+		seg_records(g, 5, "rec", 0);
+		seg_rotate(g);
+	}
+	seg_records(g, 5, "rec", 0);
+	seg_flush(g);
+	cr_assert(g->seq == 33 && g->n_seg == 4);
+	return g;
+}
+
+/* kf_audit_verify_files of n paths (the report, and its result). */
+static int verify_files(const char *const *paths, size_t n,
+			const struct kf_audit_anchor *anchor,
+			char report[KF_ERR_MAX])
+{
+	struct kf_audit_verify_result res;
+
+	report[0] = 0;
+	return kf_audit_verify_files(paths, n, BASE, key, anchor, report, &res);
+}
+
+/* Verifies paths and asserts the result and the exact report. */
+static void expect_files(const char *const *paths, size_t n,
+			 const struct kf_audit_anchor *anchor, int want_r,
+			 const char *want)
+{
+	char report[KF_ERR_MAX];
+	int r = verify_files(paths, n, anchor, report);
+
+	cr_assert(r == want_r, "verify returned %d (%s), expected %d", r,
+		  report, want_r);
+	cr_assert(strcmp(report, want) == 0,
+		  "report\n  \"%s\", expected\n  \"%s\"", report, want);
+}
+
+/* The same for the folder of g, with a formatted expected report. */
+static void expect_dir(const struct seglog *g,
+		       const struct kf_audit_anchor *anchor, int want_r,
+		       const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void expect_dir(const struct seglog *g,
+		       const struct kf_audit_anchor *anchor, int want_r,
+		       const char *fmt, ...)
+{
+	const char *paths[] = {g->dir};
+	char want[KF_ERR_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(want, sizeof(want), fmt, ap);
+	va_end(ap);
+	expect_files(paths, 1, anchor, want_r, want);
+}
+
+/* Replaces the first `from` in line n (1-based) of path with `to`. */
+static void edit_line(const char *path, size_t n, const char *from,
+		      const char *to)
+{
+	struct lines l;
+	char *p;
+
+	read_lines(path, &l);
+	cr_assert(n >= 1 && n <= l.n);
+	p = strstr(l.v[n - 1], from);
+	cr_assert(p && strlen(from) == strlen(to), "line %zu lacks %s", n,
+		  from);
+	memcpy(p, to, strlen(to));
+	write_lines(path, &l, 0);
+	free(l.buf);
+}
+
+/* Keeps the first `keep` bytes of path. */
+static void cut_file(const char *path, off_t keep)
+{
+	cr_assert(truncate(path, keep) == 0, "%s: %s", path, strerror(errno));
+}
+
+Test(audit, segments_verify_as_one_chain_across_five)
+{
+	struct seglog *g = five_segments("seg-ok");
+	struct kf_audit_anchor anchor = seg_anchor(g), zero = {0};
+	const char *ok = "ok: 33 records in 5 files (seq 1-33); end checked: "
+			 "seq 33 matches the sealed anchor";
+	char *p[6], *active = kt_path(g->dir, BASE);
+	const char *rev[6];
+
+	expect_dir(g, &anchor, 0, "%s", ok);
+	expect_dir(g, NULL, 0,
+		   "ok: 33 records in 5 files (seq 1-33); end not checked "
+		   "against the sealed anchor");
+	expect_dir(g, &zero, 0,
+		   "ok: 33 records in 5 files (seq 1-33); end not checked: "
+		   "the sealed state holds no anchor");
+	/* Files given one by one, in reverse: put in seq order, not in the
+	 * order given; and a file also named through its folder counts
+	 * once. */
+	p[0] = active;
+	for (size_t i = 0; i < 4; i++)
+		p[4 - i] = seg_path(g, i);
+	for (size_t i = 0; i < 5; i++)
+		rev[i] = p[i];
+	rev[5] = g->dir;
+	expect_files(rev, 5, &anchor, 0, ok);
+	expect_files(rev, 6, &anchor, 0, ok);
+	/* an earlier anchor: the later records are not covered */
+	anchor.seq = 20;
+	memcpy(anchor.chain, chain_of_line(p[2], 7), 32);
+	expect_dir(g, &anchor, 0,
+		   "ok: 33 records in 5 files (seq 1-33); end checked: seq "
+		   "20 matches the sealed anchor (13 later records not "
+		   "covered)");
+	/* another chain at that seq: replaced */
+	anchor.chain[0] ^= 1;
+	expect_dir(g, &anchor, -EBADMSG,
+		   "%s:7: seq 20 does not carry the chain the sealed state "
+		   "recorded (replaced)",
+		   p[2]);
+	for (size_t i = 0; i < 5; i++)
+		free(p[i]);
+	seg_free(g);
+}
+
+Test(audit, segments_edited_line_named_by_file_and_line)
+{
+	struct seglog *g = five_segments("seg-edit");
+	struct kf_audit_anchor anchor = seg_anchor(g);
+	char *p = seg_path(g, 2);
+
+	/* line 3 of the segment holding 14-20 is seq 16 */
+	edit_line(p, 3, "rec-16", "rec-61");
+	expect_dir(g, &anchor, -EBADMSG,
+		   "%s:3: chain mismatch (edited, or a line before it was "
+		   "changed)",
+		   p);
+	free(p);
+	seg_free(g);
+}
+
+Test(audit, segments_deleted_line_named_by_file_and_line)
+{
+	struct seglog *g = five_segments("seg-delline");
+	struct kf_audit_anchor anchor = seg_anchor(g);
+	char *p = seg_path(g, 1);
+	struct lines l;
+
+	read_lines(p, &l);
+	write_lines(p, &l, 3); /* seq 9 */
+	free(l.buf);
+	expect_dir(g, &anchor, -EBADMSG, "%s:3: seq 10, expected 9", p);
+	free(p);
+	seg_free(g);
+}
+
+Test(audit, segments_missing_from_the_middle_named)
+{
+	struct seglog *g = five_segments("seg-gap");
+	struct kf_audit_anchor anchor = seg_anchor(g);
+	char *p1 = seg_path(g, 1), *p2 = seg_path(g, 2), *p3 = seg_path(g, 3);
+	char want[KF_ERR_MAX], *slash;
+
+	cr_assert(unlink(p2) == 0);
+	expect_dir(g, &anchor, -EBADMSG,
+		   "segment missing between %s (ends at seq 13) and %s "
+		   "(starts at seq 21)",
+		   p1, p3);
+	/* the folder given as "DIR/" names the same files */
+	cr_assert(asprintf(&slash, "%s/", g->dir) > 0);
+	snprintf(want, sizeof(want),
+		 "segment missing between %s (ends at seq 13) and %s (starts "
+		 "at seq 21)",
+		 p1, p3);
+	expect_files((const char *const *)&slash, 1, &anchor, -EBADMSG, want);
+	free(slash);
+	free(p1);
+	free(p2);
+	free(p3);
+	seg_free(g);
+}
+
+Test(audit, segments_swapped_names_detected)
+{
+	struct seglog *g = five_segments("seg-swap");
+	struct kf_audit_anchor anchor = seg_anchor(g);
+	char *p1 = seg_path(g, 1), *p2 = seg_path(g, 2);
+
+	cr_assert(renameat2(AT_FDCWD, p1, AT_FDCWD, p2, RENAME_EXCHANGE) == 0);
+	/* p2 now holds 7-13: met first, in seq order */
+	expect_dir(g, &anchor, -EBADMSG,
+		   "%s: its name says seq 14-20 but it holds seq 7-13 "
+		   "(renamed or swapped?)",
+		   p2);
+	free(p1);
+	free(p2);
+	seg_free(g);
+}
+
+Test(audit, segments_cut_mid_line_or_at_a_line_boundary_detected)
+{
+	struct seglog *g = five_segments("seg-cut");
+	struct kf_audit_anchor anchor = seg_anchor(g);
+	char *p = seg_path(g, 1), *orig = kt_path(g->dir, "orig.copy");
+	struct lines l;
+	off_t four = 0;
+
+	kt_copy_file(p, orig);
+	read_lines(p, &l);
+	for (size_t i = 0; i < 4; i++)
+		four += (off_t)strlen(l.v[i]) + 1;
+	free(l.buf);
+	/* in the middle of line 5: a closed segment is never torn by a
+	 * crash, it was cut */
+	cut_file(p, four + 30);
+	expect_dir(g, &anchor, -EBADMSG,
+		   "%s:5: incomplete last line: the closed segment was cut "
+		   "short",
+		   p);
+	/* after line 4 (seq 10): its close record is missing */
+	cut_file(p, four);
+	expect_dir(g, &anchor, -EBADMSG,
+		   "%s:5: missing: the closed segment ends at seq 10 without "
+		   "its audit_segment_close record (cut short, or its last "
+		   "record removed?)",
+		   p);
+	kt_copy_file(orig, p);
+	expect_dir(g, &anchor, 0,
+		   "ok: 33 records in 5 files (seq 1-33); end checked: seq 33 "
+		   "matches the sealed anchor");
+	free(orig);
+	free(p);
+	seg_free(g);
+}
+
+Test(audit, segments_close_record_removed_detected)
+{
+	struct seglog *g = five_segments("seg-noclose");
+	struct kf_audit_anchor anchor = seg_anchor(g);
+	char *p = seg_path(g, 2), *q = kt_path(g->dir, seg_name(14, 19));
+
+	kt_drop_last_line(p); /* seq 20, the close record */
+	expect_dir(g, &anchor, -EBADMSG,
+		   "%s:7: missing: the closed segment ends at seq 19 without "
+		   "its audit_segment_close record (cut short, or its last "
+		   "record removed?)",
+		   p);
+	/* renamed to the range it now holds: still no close record */
+	cr_assert(rename(p, q) == 0);
+	expect_dir(g, &anchor, -EBADMSG,
+		   "%s:7: missing: the closed segment ends at seq 19 without "
+		   "its audit_segment_close record (cut short, or its last "
+		   "record removed?)",
+		   q);
+	free(q);
+	free(p);
+	seg_free(g);
+}
+
+Test(audit, segments_deleted_by_retention_with_a_record_verify)
+{
+	struct seglog *g = five_segments("seg-keep");
+	struct kf_audit_anchor anchor, early = {.seq = 5};
+	char *active = kt_path(g->dir, BASE);
+
+	seg_retain(g, 2); /* 1-6 and 7-13: seq 34 of the active file */
+	seg_records(g, 2, "rec", 0);
+	seg_flush(g);
+	anchor = seg_anchor(g);
+	expect_dir(g, &anchor, 0,
+		   "ok: 23 records in 3 files (seq 14-36); history before seq "
+		   "14 deleted by retention (%s:7); end checked: seq 36 "
+		   "matches the sealed anchor",
+		   active);
+	/* An anchor in the deleted history cannot be checked: said so. */
+	expect_dir(g, &early, 0,
+		   "ok: 23 records in 3 files (seq 14-36); history before seq "
+		   "14 deleted by retention (%s:7); end not checked: the "
+		   "sealed anchor (seq 5) lies in the history deleted by "
+		   "retention",
+		   active);
+	free(active);
+	seg_free(g);
+}
+
+Test(audit, segments_deleted_without_a_record_detected)
+{
+	struct seglog *g = five_segments("seg-nokeep");
+	struct seglog *h = five_segments("seg-nokeep2");
+	struct kf_audit_anchor anchor = seg_anchor(g);
+	char *g0 = seg_path(g, 0), *g1 = seg_path(g, 1);
+	char *h1 = seg_path(h, 1), *h2 = seg_path(h, 2), *active;
+
+	/* deleted by hand, without a record */
+	cr_assert(unlink(g0) == 0);
+	expect_dir(g, &anchor, -EBADMSG,
+		   "%s: history before seq 7 is missing and no "
+		   "audit_segment_delete record accounts for it (moved "
+		   "elsewhere? give that folder too)",
+		   g1);
+	/* A record of retention covers what it deleted, no more. */
+	seg_retain(h, 1);
+	seg_flush(h);
+	anchor = seg_anchor(h);
+	active = kt_path(h->dir, BASE);
+	expect_dir(h, &anchor, 0,
+		   "ok: 28 records in 4 files (seq 7-34); history before seq "
+		   "7 deleted by retention (%s:7); end checked: seq 34 "
+		   "matches the sealed anchor",
+		   active);
+	cr_assert(unlink(h1) == 0);
+	expect_dir(h, &anchor, -EBADMSG,
+		   "%s: history before seq 14 is missing and no "
+		   "audit_segment_delete record accounts for it (moved "
+		   "elsewhere? give that folder too)",
+		   h2);
+	free(active);
+	free(g0);
+	free(g1);
+	free(h1);
+	free(h2);
+	seg_free(g);
+	seg_free(h);
+}
+
+/* Moves closed segment i of g into folder dir. */
+static void seg_move(const struct seglog *g, size_t i, const char *dir)
+{
+	char *from = seg_path(g, i);
+	char *to = kt_path(dir, seg_name(g->seg[i][0], g->seg[i][1]));
+
+	cr_assert(rename(from, to) == 0);
+	free(to);
+	free(from);
+}
+
+Test(audit, segments_moved_elsewhere_verify_with_both_folders)
+{
+	struct seglog *g = five_segments("seg-moved");
+	struct kf_audit_anchor anchor = seg_anchor(g);
+	char *archive = kt_tmpdir("seg-archive"), *p1, *q1;
+	const char *both[] = {archive, g->dir}, *one[] = {archive};
+	char want[KF_ERR_MAX];
+
+	seg_move(g, 0, archive);
+	seg_move(g, 1, archive);
+	expect_files(both, 2, &anchor, 0,
+		     "ok: 33 records in 5 files (seq 1-33); end checked: seq "
+		     "33 matches the sealed anchor");
+	/* the folder of the log alone: the history before it is missing */
+	p1 = seg_path(g, 2);
+	expect_dir(g, &anchor, -EBADMSG,
+		   "%s: history before seq 14 is missing and no "
+		   "audit_segment_delete record accounts for it (moved "
+		   "elsewhere? give that folder too)",
+		   p1);
+	/* the archive alone: it ends before the sealed anchor */
+	q1 = kt_path(archive, seg_name(7, 13));
+	snprintf(want, sizeof(want),
+		 "%s: truncated: the log ends at seq 13 but the sealed state "
+		 "saw seq 33 (the last file given is a closed segment: give "
+		 "the later ones too)",
+		 q1);
+	expect_files(one, 1, &anchor, -EBADMSG, want);
+	expect_files(one, 1, NULL, 0,
+		     "ok: 13 records in 2 files (seq 1-13); end not checked "
+		     "against the sealed anchor");
+	free(q1);
+	free(p1);
+	free(archive);
+	seg_free(g);
+}
+
+Test(audit, segments_ending_before_the_anchor_are_truncated)
+{
+	struct seglog *g = five_segments("seg-trunc");
+	struct kf_audit_anchor anchor = seg_anchor(g);
+	char *active = kt_path(g->dir, BASE);
+
+	kt_drop_last_line(active);
+	kt_drop_last_line(active);
+	expect_dir(g, &anchor, -EBADMSG,
+		   "%s: truncated: the log ends at seq 31 but the sealed "
+		   "state saw seq 33",
+		   active);
+	/* without the active file at all */
+	cr_assert(unlink(active) == 0);
+	free(active);
+	active = seg_path(g, 3);
+	expect_dir(g, &anchor, -EBADMSG,
+		   "%s: truncated: the log ends at seq 27 but the sealed "
+		   "state saw seq 33 (the last file given is a closed "
+		   "segment: give the later ones too)",
+		   active);
+	free(active);
+	seg_free(g);
+}
+
+Test(audit, segments_torn_last_line_reported_as_torn)
+{
+	struct seglog *g = five_segments("seg-torn");
+	struct kf_audit_anchor anchor = seg_anchor(g), later = anchor;
+	char *active = kt_path(g->dir, BASE);
+
+	append_raw(active, "{\"timestamp\":\"2024-05-01T12:00:00Z\",\"seq\":34,"
+			   "\"event\":\"key_o");
+	expect_dir(g, &anchor, -EBADMSG,
+		   "%s:7: incomplete last line (a torn write, as a crash "
+		   "leaves; not tampering)",
+		   active);
+	expect_dir(g, NULL, -EBADMSG,
+		   "%s:7: incomplete last line (a torn write, as a crash "
+		   "leaves; not tampering)",
+		   active);
+	/* The state saw a later line than the complete ones: said too. */
+	later.seq = 34;
+	expect_dir(g, &later, -EBADMSG,
+		   "%s:7: incomplete last line (a torn write, as a crash "
+		   "leaves; not tampering); the complete lines end at seq 33, "
+		   "the sealed state saw seq 34",
+		   active);
+	/* the active file holding nothing but a torn line */
+	kt_write_file(active, "{\"timestamp\":\"2024-05-01T12:00", 0600);
+	expect_dir(g, NULL, -EBADMSG,
+		   "%s:1: incomplete last line (a torn write, as a crash "
+		   "leaves; not tampering)",
+		   active);
+	free(active);
+	seg_free(g);
+}
+
+Test(audit, segments_overlapping_copies_refused)
+{
+	struct seglog *g = five_segments("seg-overlap");
+	struct kf_audit_anchor anchor = seg_anchor(g);
+	char *other = kt_tmpdir("seg-overlap-copy"), *p = seg_path(g, 1);
+	char *q = kt_path(other, "copy.log"), want[KF_ERR_MAX];
+	const char *paths[] = {g->dir, q};
+
+	kt_copy_file(p, q);
+	snprintf(want, sizeof(want),
+		 "%s and %s both start at seq 7 (copies of the same records? "
+		 "give each segment once)",
+		 strcmp(p, q) < 0 ? p : q, strcmp(p, q) < 0 ? q : p);
+	expect_files(paths, 2, &anchor, -EBADMSG, want);
+	free(q);
+	free(p);
+	free(other);
+	seg_free(g);
+}
+
+/*
+ * A segment of another log with the same key and the same name and range
+ * (written with other records) put in the place of one: its open record
+ * does not continue the chain of the segment before it.
+ */
+Test(audit, segments_from_another_log_refused_at_their_open_record)
+{
+	struct seglog *g = five_segments("seg-mix");
+	struct seglog *h = seg_new("seg-mix-other");
+	struct kf_audit_anchor anchor = seg_anchor(g);
+	char *p0, *p1, *q1;
+
+	for (int i = 0; i < 2; i++) {
+		seg_records(h, 5, "other", 0);
+		seg_rotate(h);
+	}
+	p0 = seg_path(g, 0);
+	p1 = seg_path(g, 1);
+	q1 = seg_path(h, 1);
+	kt_copy_file(q1, p1);
+	expect_dir(g, &anchor, -EBADMSG,
+		   "%s:1: its open record's previous_chain is not the chain of "
+		   "the last line of %s (seq 6)",
+		   p1, p0);
+	free(q1);
+	free(p1);
+	free(p0);
+	seg_free(h);
+	seg_free(g);
+}
+
+/*
+ * A log written before segments existed (one file from seq 1, by the
+ * writer itself) verifies through kf_audit_verify_files as through
+ * kf_audit_verify; a folder without the log, a missing path and a FIFO are
+ * refused.
+ */
+Test(audit, segments_verifier_takes_a_single_file_log, .timeout = 10)
+{
+	char *path = log_path("seg-legacy"), *dir = strdup(path), *fifo;
+	char *empty = kt_tmpdir("seg-empty"), want[KF_ERR_MAX];
+	const char *paths[] = {NULL};
+	struct kf_audit_anchor anchor;
+
+	cr_assert(dir);
+	*strrchr(dir, '/') = 0;
+	make_log(path, 5, "rec", &anchor);
+	paths[0] = dir;
+	expect_files(paths, 1, &anchor, 0,
+		     "ok: 5 records (seq 1-5); end checked: seq 5 matches the "
+		     "sealed anchor");
+	paths[0] = path;
+	expect_files(paths, 1, NULL, 0,
+		     "ok: 5 records (seq 1-5); end not checked against the "
+		     "sealed anchor");
+	edit_line(path, 3, "rec-3", "rec-9");
+	snprintf(want, sizeof(want),
+		 "%s:3: chain mismatch (edited, or a line before it was "
+		 "changed)",
+		 path);
+	expect_files(paths, 1, &anchor, -EBADMSG, want);
+	/* an empty log: nothing to check, the anchor still applies */
+	kt_write_file(path, "", 0600);
+	expect_files(paths, 1, NULL, 0,
+		     "ok: 0 records; end not checked against the sealed "
+		     "anchor");
+	snprintf(want, sizeof(want),
+		 "%s: truncated: the log ends at seq 0 but the sealed state "
+		 "saw seq 5",
+		 path);
+	expect_files(paths, 1, &anchor, -EBADMSG, want);
+
+	paths[0] = empty;
+	snprintf(want, sizeof(want),
+		 "%s: no audit.log and no closed segment of it", empty);
+	expect_files(paths, 1, NULL, -ENOENT, want);
+	fifo = kt_path(empty, "gone");
+	paths[0] = fifo;
+	snprintf(want, sizeof(want), "%s: No such file or directory", fifo);
+	expect_files(paths, 1, NULL, -ENOENT, want);
+	/* a FIFO, in a folder or given by name: never waited on */
+	free(fifo);
+	fifo = kt_path(empty, BASE);
+	paths[0] = fifo;
+	cr_assert(mkfifo(fifo, 0600) == 0);
+	snprintf(want, sizeof(want), "%s: not a regular file", fifo);
+	expect_files(paths, 1, NULL, -EINVAL, want);
+	paths[0] = empty;
+	expect_files(paths, 1, NULL, -EINVAL, want);
+	free(fifo);
+	free(empty);
+	free(dir);
+	free(path);
+}
+
+/* --- memory and throughput of a large history ----------------------------- */
+
+/* A history of about mb MiB in closed segments of seg_kb KiB and an
+ * active file, records of about 200 bytes. */
+static struct seglog *seg_history(const char *tag, size_t mb, size_t seg_kb)
+{
+	struct seglog *g = seg_new(tag);
+	uint64_t want = (uint64_t)mb << 20;
+
+	while (g->total < want) {
+		seg_records(g, 1, "bulk", 100);
+		if (g->bytes >= (uint64_t)seg_kb << 10)
+			seg_rotate(g);
+	}
+	seg_flush(g);
+	return g;
+}
+
+/* Unlinks every file of g (they are large) and its folder. */
+static void seg_remove(struct seglog *g)
+{
+	char *p = kt_path(g->dir, BASE);
+
+	cr_assert(unlink(p) == 0);
+	free(p);
+	for (size_t i = g->n_gone; i < g->n_seg; i++) {
+		p = seg_path(g, i);
+		cr_assert(unlink(p) == 0);
+		free(p);
+	}
+	cr_assert(rmdir(g->dir) == 0);
+}
+
+/* A "Name:   N kB" field of /proc/self/status, in KiB; -1 if missing. */
+static long status_kb(const char *name)
+{
+	char line[256];
+	long kb = -1;
+	size_t n = strlen(name);
+	FILE *f = fopen("/proc/self/status", "re");
+
+	if (!f)
+		return -1;
+	while (kb < 0 && fgets(line, sizeof(line), f))
+		if (strncmp(line, name, n) == 0 && line[n] == ':')
+			kb = strtol(line + n + 1, NULL, 10);
+	fclose(f);
+	return kb;
+}
+
+/* What a child verifying a history measured. */
+struct measured {
+	int r;
+	struct kf_audit_verify_result res;
+	long rss_kb, hwm_kb; /* resident before; the peak after */
+	double secs, cpu;    /* elapsed; user + system */
+	char report[KF_ERR_MAX];
+};
+
+/*
+ * Verifies the folder dir in a child process (a fresh peak: VmHWM starts
+ * at the resident size of the fork), measuring its peak resident memory
+ * and its time.
+ */
+static void measure_verify(const char *dir, struct measured *ret)
+{
+	int fds[2], status = 0;
+	ssize_t n;
+	pid_t pid;
+
+	cr_assert(pipe(fds) == 0);
+	pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		const char *paths[] = {dir};
+		struct measured m = {0};
+		struct timespec t0, t1;
+		struct rusage ru;
+
+		close(fds[0]);
+		m.rss_kb = status_kb("VmRSS");
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		m.r = kf_audit_verify_files(paths, 1, BASE, key, NULL, m.report,
+					    &m.res);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		m.hwm_kb = status_kb("VmHWM");
+		m.secs = (double)(t1.tv_sec - t0.tv_sec) +
+			 (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		if (getrusage(RUSAGE_SELF, &ru) == 0)
+			m.cpu =
+			    (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+			    (double)(ru.ru_utime.tv_usec +
+				     ru.ru_stime.tv_usec) /
+				1e6;
+		n = write(fds[1], &m, sizeof(m));
+		_exit(n == (ssize_t)sizeof(m) ? 0 : 4);
+	}
+	close(fds[1]);
+	do
+		n = read(fds[0], ret, sizeof(*ret));
+	while (n < 0 && errno == EINTR);
+	close(fds[0]);
+	cr_assert(waitpid(pid, &status, 0) == pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the child died or failed (wait status 0x%x)", status);
+	cr_assert(n == (ssize_t)sizeof(*ret), "short result from the child");
+	cr_assert(ret->r == 0 && ret->rss_kb > 0 && ret->hwm_kb > 0,
+		  "verify: %d %s", ret->r, ret->report);
+}
+
+/* Sizes of the two histories, in MiB; KT_AUDIT_VERIFY_MB sets the larger
+ * (e.g. 1024 for the figures in the README). */
+#define SMALL_MB 1
+#define LARGE_MB 16
+/* What a verification may take beyond the smaller one's, in KiB: malloc's
+ * rounding, and the list of files. */
+#define SLACK_KB 64
+#define FILE_KB 1
+
+/*
+ * Verifying a history 16 times larger (in as many more segments) takes no
+ * more memory: the peak resident size grows by the same amount for both,
+ * give or take the list of files.
+ * Under ASan freed memory sits in a quarantine, so only the result is
+ * checked there.
+ */
+Test(audit, segments_verify_in_memory_that_does_not_grow_with_the_log,
+     .timeout = 300)
+{
+	const char *env = getenv("KT_AUDIT_VERIFY_MB");
+	size_t large = env ? (size_t)strtoul(env, NULL, 10) : LARGE_MB;
+	size_t seg_kb = large > 1024 ? large : 1024;
+	struct seglog *g;
+	struct measured m[2];
+	size_t mb[2] = {SMALL_MB, large};
+	uint64_t seqs[2], files[2];
+	off_t bytes[2] = {0};
+
+	cr_assert(large >= 2 * SMALL_MB, "KT_AUDIT_VERIFY_MB too small");
+	for (int i = 0; i < 2; i++) {
+		char *p;
+
+		g = seg_history(i ? "seg-large" : "seg-small", mb[i], seg_kb);
+		seqs[i] = g->seq;
+		files[i] = g->n_seg + 1;
+		p = kt_path(g->dir, BASE);
+		bytes[i] = kt_file_size(p);
+		free(p);
+		for (size_t j = 0; j < g->n_seg; j++) {
+			p = seg_path(g, j);
+			bytes[i] += kt_file_size(p);
+			free(p);
+		}
+		measure_verify(g->dir, &m[i]);
+		seg_remove(g);
+		seg_free(g);
+		cr_assert(m[i].res.records == seqs[i] &&
+			      m[i].res.files == files[i],
+			  "%s", m[i].report);
+		cr_log_info(
+		    "verify of %.1f MiB (%llu records, %llu files): "
+		    "%.2f s, %.2f s of CPU, %.0f MiB per CPU second; "
+		    "resident %ld KiB, peak %ld KiB (+%ld KiB)",
+		    (double)bytes[i] / (1 << 20), (unsigned long long)seqs[i],
+		    (unsigned long long)files[i], m[i].secs, m[i].cpu,
+		    (double)bytes[i] / (1 << 20) /
+			(m[i].cpu > 0 ? m[i].cpu : 1e-9),
+		    m[i].rss_kb, m[i].hwm_kb, m[i].hwm_kb - m[i].rss_kb);
+	}
+	cr_assert(bytes[1] >= 12 * bytes[0] && files[1] > files[0],
+		  "the large history is not large: %lld and %lld bytes",
+		  (long long)bytes[0], (long long)bytes[1]);
+#ifndef __SANITIZE_ADDRESS__
+	/* The list of files may grow (a name and a few numbers per file,
+	 * FILE_KB), nothing else. */
+	cr_assert(m[1].hwm_kb - m[1].rss_kb <= m[0].hwm_kb - m[0].rss_kb +
+						   SLACK_KB +
+						   (long)(files[1] * FILE_KB),
+		  "verifying %lld bytes grew the resident size by %ld KiB, "
+		  "%lld bytes by %ld KiB",
+		  (long long)bytes[1], m[1].hwm_kb - m[1].rss_kb,
+		  (long long)bytes[0], m[0].hwm_kb - m[0].rss_kb);
+#endif
 }

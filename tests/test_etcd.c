@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
  * core/etcd.c against a real 3-member etcd cluster (etcd_fixture.c), one
- * cluster per test.
+ * cluster per test; and the keyfs binary on a system without libcurl.
  */
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <link.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,6 +20,7 @@
 
 #include <sodium.h>
 
+#include "curl_lib.h"
 #include "etcd.h"
 #include "etcd_fixture.h"
 #include "helpers.h"
@@ -742,4 +745,90 @@ Test(etcd, tls_refuses_a_certificate_with_a_cn_or_none, .init = setup_tls,
 	cr_assert_eq(r, -EHOSTUNREACH, "%d: %s", r, err);
 	cr_assert(kt_contains(err, "certificate problem"), "%s", err);
 	kf_etcd_free(c);
+}
+
+/* --- without libcurl ------------------------------------------------------ */
+
+/*
+ * Runs script (no single quote in it) with sh, $1 the keyfs binary and $2
+ * arg, in a new mount namespace where the file that the dynamic linker
+ * finds for libcurl.so.4 is /dev/null, bound over it for that namespace
+ * only: keyfs on a system without libcurl.  Returns and captures as
+ * kt_runf.
+ */
+static int run_without_libcurl(const char *script, const char *arg,
+			       char **ret_out, char **ret_err)
+{
+	void *h = dlopen(KF_CURL_LIB_SONAME, RTLD_NOW);
+	struct link_map *lm = NULL;
+	int rc;
+
+	cr_assert_eq(geteuid(), 0, "this test needs root (unshare --mount)");
+	cr_assert(h, "%s", dlerror());
+	cr_assert(dlinfo(h, RTLD_DI_LINKMAP, &lm) == 0 && lm->l_name[0] == '/',
+		  "where is %s?", KF_CURL_LIB_SONAME);
+	rc = kt_runf(ret_out, ret_err,
+		     "unshare --mount --propagation private sh -c "
+		     "'mount --bind /dev/null \"$1\" || exit 90; shift; %s' "
+		     "sh '%s' '%s' '%s'",
+		     script, lm->l_name, kt_keyfs(), arg);
+	cr_assert_neq(rc, 90, "cannot bind /dev/null over %s", lm->l_name);
+	dlclose(h);
+	return rc;
+}
+
+static void mount_config_free(struct kt_mount *m)
+{
+	free(m->dir);
+	free(m->mnt);
+	free(m->cfg);
+	free(m->log);
+	free(m->state);
+}
+
+Test(etcd, without_libcurl_a_daemon_with_store_etcd_names_what_to_install)
+{
+	struct kt_mount m;
+	char *sections, *err = NULL;
+	int rc;
+
+	/* Nothing listens there: the client is made before any request. */
+	cr_assert(asprintf(&sections,
+			   "[etcd]\nendpoints = http://127.0.0.1:%d\n"
+			   "prefix = /keyfs/t\nnode = n1\ntimeout = 500ms\n",
+			   kt_free_port()) > 0);
+	kt_mount_config(&m, "no-libcurl-etcd", "store = etcd\n", sections);
+	rc = run_without_libcurl("exec timeout 30 \"$1\" mount -f -c \"$2\"",
+				 m.cfg, NULL, &err);
+	cr_assert_neq(rc, 0, "the daemon started: %s", err);
+	cr_assert(kt_contains(err, "cannot load " KF_CURL_LIB_SONAME), "%s",
+		  err);
+	cr_assert(kt_contains(err, KF_CURL_LIB_PACKAGE " package"), "%s", err);
+	free(err);
+	free(sections);
+	mount_config_free(&m);
+}
+
+Test(etcd, without_libcurl_a_daemon_with_the_file_store_serves)
+{
+	struct kt_mount m;
+	char *out = NULL, *err = NULL, *log;
+	int rc;
+
+	kt_mount_config(&m, "no-libcurl-file", NULL, NULL);
+	/* Mounted in that namespace only: read there, then stopped. */
+	rc = run_without_libcurl(
+	    "\"$1\" mount -f -c \"$2/keyfs.ini\" 2>\"$2/daemon.log\" & p=$!; "
+	    "i=0; while kill -0 $p 2>/dev/null && "
+	    "[ ! -e \"$2/mnt/version\" ] && [ $i -lt 150 ]; do "
+	    "sleep 0.1; i=$((i + 1)); done; "
+	    "cat \"$2/mnt/version\"; kill -TERM $p; wait $p",
+	    m.dir, &out, &err);
+	log = kt_read_file(m.log, NULL);
+	cr_assert_eq(rc, 0, "exit %d: %s; daemon: %s", rc, err, log ? log : "");
+	cr_assert_str_eq(out, "1\n", "daemon: %s", log ? log : "");
+	free(log);
+	free(out);
+	free(err);
+	mount_config_free(&m);
 }
