@@ -63,7 +63,12 @@ const struct kf_window_time *kf_window_now(struct kf_window_time *t)
 	struct timespec ts;
 
 	t->mono_ms = kf_time_mono_ms();
-	clock_gettime(CLOCK_REALTIME, &ts);
+	/*
+	 * The coarse clock is the one time(2), and so the log's timestamps,
+	 * read: a window's "from" is then never a second later than its first
+	 * open's record, written after this call.
+	 */
+	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
 	t->wall_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	return t;
 }
