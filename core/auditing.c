@@ -92,7 +92,8 @@ static int write_repeat(void *ctx, const struct kf_window_repeat *rep,
 
 /*
  * Records the windows that ended (all: every one); logs what could not be
- * written -- at once at the end, at most once a minute before.
+ * written -- at most once a minute while running; at stop, alerted as lost
+ * (once, however often stop and close try again).
  */
 static void flush_windows(struct kf_manager *m, bool all)
 {
@@ -104,8 +105,15 @@ static void flush_windows(struct kf_manager *m, bool all)
 	struct kf_caller self;
 
 	if (kf_window_flush(a->window, kf_window_now(&now), all, &unwritten,
-			    err) == 0)
+			    err) == 0) {
+		if (a->lost_alerted > 0)
+			kf_log(LOG_NOTICE,
+			       "audit log: the %" PRIu64 " repeated key opens "
+			       "are recorded after all",
+			       a->lost_alerted);
+		a->lost_alerted = 0;
 		return;
+	}
 	if (!all) {
 		if (a->flush_alerted_ms != 0 &&
 		    now.mono_ms - a->flush_alerted_ms < FLUSH_ALERT_MS)
@@ -117,6 +125,10 @@ static void flush_windows(struct kf_manager *m, bool all)
 		       unwritten, err);
 		return;
 	}
+	/* Stop, then close, both try: the same loss is told once. */
+	if (unwritten == a->lost_alerted)
+		return;
+	a->lost_alerted = unwritten;
 	/* The last chance: they are lost to the log; say so everywhere. */
 	snprintf(msg, sizeof(msg),
 		 "audit log: %" PRIu64 " repeated key opens could not be "

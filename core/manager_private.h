@@ -81,6 +81,8 @@ struct kf_mgr_audit {
 	uint64_t drops_seen;	  /* the ship's drops at the last look */
 	int64_t drop_alerted_ms;  /* the last drop alert; 0: none yet */
 	int64_t flush_alerted_ms; /* the last unwritten-repeats alert */
+	uint64_t lost_alerted;	  /* opens alerted as lost at stop; stop
+				   * and close, after the thread ended */
 };
 
 struct kf_manager {

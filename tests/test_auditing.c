@@ -28,6 +28,9 @@
 
 TestSuite(auditing, .fini = mt_fini);
 
+static char *wait_for_text(const char *path, const char *text);
+static json_t *alerts_of(const char *path, const char *event);
+
 /* --- records --------------------------------------------------------------
  */
 
@@ -420,6 +423,92 @@ Test(auditing, a_full_disk_refuses_the_next_window_and_keeps_the_count,
 	free(filler);
 	free(audit);
 	free(line);
+}
+
+struct one_open {
+	char *path;
+	ssize_t got;
+};
+
+static void *one_open_main(void *arg)
+{
+	struct one_open *o = arg;
+	char buf[128];
+
+	o->got = raw_read(o->path, buf, sizeof(buf));
+	sodium_memzero(buf, sizeof(buf));
+	return NULL;
+}
+
+/* One open of rel from a new thread (a new caller): 0 or -errno. */
+static ssize_t open_as_new_thread(struct kt_mount *m, const char *rel)
+{
+	struct one_open o = {kt_mpath(m, rel), 0};
+	pthread_t t;
+
+	cr_assert(pthread_create(&t, NULL, one_open_main, &o) == 0);
+	pthread_join(t, NULL);
+	free(o.path);
+	return o.got < 0 ? o.got : 0;
+}
+
+/*
+ * Counts the log cannot take at stop are not dropped in silence: the
+ * daemon's log and alert_command say how many opens went unrecorded.
+ */
+Test(auditing, counts_lost_at_stop_are_alerted, .timeout = 120)
+{
+	const char *disk = kt_tmpfs("window-lost", "64k");
+	char *dir = kt_tmpdir("window-lost-alerts"), *alerts, *lines, *text;
+	char *audit = kt_path(disk, "audit.log");
+	char *filler = kt_path(disk, "filler"), buf[512];
+	struct kt_mount *m;
+	ssize_t r = 0;
+	json_t *list, *rec;
+	int fd, i;
+
+	alerts = kt_path(dir, "alerts.log");
+	cr_assert(asprintf(&lines,
+			   "audit_log = %s\naudit_open_window = 1h\n"
+			   "alert_command = cat >> %s\n",
+			   audit, alerts) > 0);
+	m = start("window-lost", lines);
+	open_n(m, "current", 3); /* one window, two repeats */
+	fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	cr_assert(fd >= 0);
+	memset(buf, 'x', sizeof(buf));
+	while (write(fd, buf, sizeof(buf)) > 0)
+		;
+	close(fd);
+	/* New callers' first opens use up the log's last page. */
+	for (i = 0; i < 1000 && r == 0; i++)
+		r = open_as_new_thread(m, "derived/phi");
+	cr_assert(r == -EIO, "after %d first opens on a full disk: %s", i,
+		  r ? strerror((int)-r) : "still recorded");
+	kt_mount_stop(m);
+	text = wait_for_text(m->log, "could not be recorded before the log "
+				     "closed");
+	cr_expect(text, "the daemon's log does not say opens went "
+			"unrecorded");
+	free(text);
+	text = wait_for_text(alerts, "\"unrecorded\"");
+	cr_assert(text, "alert_command got no record of the lost count");
+	free(text);
+	list = alerts_of(alerts, "key_open_repeat");
+	cr_expect(json_array_size(list) == 1, "%zu alerts of one loss",
+		  json_array_size(list));
+	rec = json_array_get(list, 0);
+	cr_expect(jint(rec, "unrecorded") == 2, "unrecorded %lld, want 2",
+		  (long long)jint(rec, "unrecorded"));
+	cr_expect(json_is_false(json_object_get(rec, "success")));
+	cr_expect(strlen(kt_str_of(rec, "audit_error")) > 0,
+		  "the alert does not say why the log could not take it");
+	json_decref(list);
+	free(filler);
+	free(audit);
+	free(lines);
+	free(alerts);
+	free(dir);
 }
 
 /* --- shipping to syslog ---------------------------------------------------
