@@ -483,6 +483,13 @@ void kf_audit_anchor(struct kf_audit *a, struct kf_audit_anchor *ret)
 	pthread_mutex_unlock(&a->lock);
 }
 
+void kf_audit_set_sealed(struct kf_audit *a, uint64_t seq)
+{
+	pthread_mutex_lock(&a->lock);
+	a->sealed_seq = seq;
+	pthread_mutex_unlock(&a->lock);
+}
+
 void kf_audit_set_limits(struct kf_audit *a,
 			 const struct kf_audit_limits *limits)
 {

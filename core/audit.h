@@ -109,20 +109,35 @@ struct kf_audit_limits {
 	unsigned keep;	   /* closed segments kept; 0 = all */
 };
 
+/*
+ * The sealed state now holds the anchor at seq: retention never deletes
+ * the segment holding it (or any later one), so verify can always check
+ * the log's end against the state.
+ */
+void kf_audit_set_sealed(struct kf_audit *a, uint64_t seq);
+
 /* Sets a's limits (before or after open; the next append applies them). */
 void kf_audit_set_limits(struct kf_audit *a,
 			 const struct kf_audit_limits *limits);
 
 /*
  * Closes the active segment now (who: the caller's fields for the close
- * record, may be NULL) and starts the next one; then deletes the oldest
- * closed segments beyond `keep`, recording that first.  0 and the new
- * segment's name in *ret_name (may be NULL; KF_AUDIT_NAME_MAX bytes), or
- * -errno with nothing changed: the active segment keeps growing.
+ * record, may be NULL) and starts the next one (retention is
+ * kf_audit_retain's).  0 and the closed segment's name in *ret_name (may be
+ * NULL; KF_AUDIT_NAME_MAX bytes), or -errno with nothing changed: the active
+ * segment keeps growing.
  */
 #define KF_AUDIT_NAME_MAX 256
 int kf_audit_rotate(struct kf_audit *a, enum kf_audit_close_reason why,
 		    json_t *who, char *ret_name, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Deletes the oldest closed segments beyond `keep` (kf_audit_set_limits),
+ * after an audit_segment_delete record (synced) names them; never the
+ * segment holding the sealed anchor (kf_audit_set_sealed) or a later one.
+ * 0 or -errno (what was deleted stays deleted, and was recorded).
+ */
+int kf_audit_retain(struct kf_audit *a, char err[KF_ERR_MAX]) KF_WUR;
 
 /*
  * Closes the active segment if it is older than max_age (a clock tick: an

@@ -60,7 +60,8 @@ struct kf_audit {
 	char *path;	     /* for messages; read-only after open */
 	char *base;	     /* the active file's name in dirfd */
 	struct kf_audit_limits limits; /* protected by lock */
-	struct kf_audit_stats stats;   /* protected by lock */
+	uint64_t sealed_seq;	     /* the state's anchor; protected by lock */
+	struct kf_audit_stats stats; /* protected by lock */
 	char rotate_error[KF_ERR_MAX]; /* last automatic rotation's failure;
 					  protected by lock */
 	kf_audit_line_fn on_line;      /* protected by lock */

@@ -98,12 +98,28 @@ static void scan_line(struct kf_audit_scan *s, const char *line, size_t len)
 	const char *why = NULL;
 	uint64_t seq = 0;
 
-	if (kf_audit_parse_line(line, len, &seq, chain, NULL, &why) < 0) {
+	json_t *root = NULL;
+
+	if (kf_audit_parse_line(line, len, &seq, chain, &root, &why) < 0) {
 		if (!s->bad)
 			kf_err_set(s->reason, "line %llu: %s", no, why);
 		s->bad = true;
 		return;
 	}
+	/* A segment after the first starts the chain where its open record
+	 * says the one before ended (that record's own MAC vouches for it). */
+	if (no == 1 && seq > 1) {
+		const char *ev =
+		    json_string_value(json_object_get(root, "event"));
+		const char *prev =
+		    json_string_value(json_object_get(root, "previous_chain"));
+
+		if (ev && strcmp(ev, "audit_segment_open") == 0 && prev &&
+		    strlen(prev) == KF_AUDIT_CHAIN_HEX &&
+		    kf_unhex(prev, s->prev, sizeof(s->prev)) == 0)
+			s->next_seq = seq;
+	}
+	json_decref(root);
 	s->have_last = true;
 	s->last.seq = seq;
 	memcpy(s->last.chain, chain, sizeof(chain));

@@ -20,10 +20,12 @@
  * one (kf_audit_recover); a missing active file is started after the
  * newest closed segment (kf_audit_recover_missing).
  *
- * Retention: beyond `keep` closed segments, the oldest are deleted after
- * an audit_segment_delete record naming them (synced) says where the
- * retained history starts, so a verifier can tell deleted history from
- * missing history.
+ * Retention (kf_audit_retain, which the manager calls once it has sealed
+ * the log's anchor into the state): beyond `keep` closed segments, the
+ * oldest are deleted after an audit_segment_delete record naming them
+ * (synced) says where the retained history starts, so a verifier can tell
+ * deleted history from missing history.  The segment holding the sealed
+ * anchor is never deleted, so the log's end can always be checked.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -275,11 +277,13 @@ static int retain(struct kf_audit *a, char err[KF_ERR_MAX])
 {
 	struct seg *v = NULL;
 	size_t n = 0, drop, done = 0;
+	uint64_t sealed;
 	unsigned keep;
 	int r;
 
 	pthread_mutex_lock(&a->lock);
 	keep = a->limits.keep;
+	sealed = a->sealed_seq;
 	pthread_mutex_unlock(&a->lock);
 	if (keep == 0)
 		return 0;
@@ -290,6 +294,9 @@ static int retain(struct kf_audit *a, char err[KF_ERR_MAX])
 		return r;
 	}
 	drop = n > keep ? n - keep : 0;
+	/* Never the segment holding the state's anchor, nor a later one. */
+	while (drop > 0 && v[drop - 1].last >= sealed)
+		drop--;
 	while (r == 0 && done < drop) {
 		size_t k =
 		    drop - done < DELETE_BATCH ? drop - done : DELETE_BATCH;
@@ -414,8 +421,6 @@ static int rotate_locked(struct kf_audit *a, enum kf_audit_close_reason why,
 	if (ret_name)
 		snprintf(ret_name, KF_AUDIT_NAME_MAX, "%s", name);
 	r = sync_after(a, old_fd, nfd, name, err);
-	if (r == 0)
-		r = retain(a, err);
 	goto out;
 cut_close:
 	if (ftruncate(a->fd, before) < 0)
@@ -429,6 +434,16 @@ unlock:
 out:
 	free(pc.line);
 	free(po.line);
+	return r;
+}
+
+int kf_audit_retain(struct kf_audit *a, char err[KF_ERR_MAX])
+{
+	int r;
+
+	pthread_mutex_lock(&a->rot_lock);
+	r = retain(a, err);
+	pthread_mutex_unlock(&a->rot_lock);
 	return r;
 }
 

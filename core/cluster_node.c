@@ -49,7 +49,7 @@ static int save_copy(struct kf_manager *m, const uint8_t *blob, size_t len,
 	if (r == 0)
 		r = st->ops->commit(st, err);
 	if (r == 0)
-		m->sealed_seq = anchor.seq;
+		kf_mgr_sealed(m, anchor.seq);
 	if (r != 0)
 		kf_err_prefix(err, "local copy of the cluster keyring: ");
 	return r == KF_FILE_UNSYNCED ? -EIO : r;

@@ -173,6 +173,12 @@ void kf_mgr_swap(struct kf_manager *m, struct kf_keyring *next)
 	kf_keyring_unref(old);
 }
 
+void kf_mgr_sealed(struct kf_manager *m, uint64_t seq)
+{
+	m->sealed_seq = seq;
+	kf_audit_set_sealed(m->audit, seq);
+}
+
 void kf_mgr_notify(struct kf_manager *m)
 {
 	if (m->on_change)
@@ -261,7 +267,7 @@ int kf_mgr_commit(struct kf_manager *m, struct kf_keyring *next, json_t *record,
 		*cancel_seq = anchor.seq;
 		return r;
 	}
-	m->sealed_seq = anchor.seq;
+	kf_mgr_sealed(m, anchor.seq);
 	/* Even unsynced: a number the disk shows as issued stays issued. */
 	kf_mgr_swap(m, next);
 	if (r == KF_FILE_UNSYNCED)
@@ -286,6 +292,10 @@ static int checkpoint_locked(struct kf_manager *m, char err[KF_ERR_MAX])
 	kf_audit_anchor(m->audit, &anchor);
 	if (anchor.seq == m->sealed_seq || !m->kr)
 		return 0;
+	/* The lines up to the anchor on disk before the state names it. */
+	r = kf_audit_sync(m->audit, err);
+	if (r < 0)
+		return r;
 	if (m->cl)
 		return kf_mgr_cluster_save_copy(m, err);
 	kr = kf_mgr_current(m);
@@ -302,7 +312,7 @@ static int checkpoint_locked(struct kf_manager *m, char err[KF_ERR_MAX])
 	if (r == KF_FILE_UNSYNCED)
 		return -EIO;
 	if (r == 0)
-		m->sealed_seq = anchor.seq;
+		kf_mgr_sealed(m, anchor.seq);
 	return r;
 }
 
@@ -335,6 +345,7 @@ struct kf_manager *kf_manager_close(struct kf_manager *m)
 	kf_keyring_unref(m->kr);
 	kf_mgr_audit_free(m);
 	kf_audit_close(m->audit);
+	kf_backup_cache_free(m->backups);
 	kf_store_free(m->store); /* before the keys: it borrows the seal key */
 	if (m->lock_fd >= 0)
 		close(m->lock_fd);
@@ -407,9 +418,24 @@ int kf_manager_audit_rotate(struct kf_manager *m, const struct kf_caller *who,
 	r = kf_audit_rotate(m->audit, KF_AUDIT_CLOSE_REQUEST, by, ret_name,
 			    err);
 	json_decref(by);
+	if (r == 0)
+		r = kf_manager_audit_retain(m, err);
 	if (r < 0)
 		kf_mgr_report_failure(
 		    m, kf_event_record(KF_EVENT_AUDIT_ROTATE, who), 0, err);
+	return r;
+}
+
+int kf_manager_audit_retain(struct kf_manager *m, char err[KF_ERR_MAX])
+{
+	int r;
+
+	/* The anchor first: retention keeps the segment the state names. */
+	pthread_mutex_lock(&m->op_lock);
+	r = checkpoint_locked(m, err);
+	pthread_mutex_unlock(&m->op_lock);
+	if (r == 0)
+		r = kf_audit_retain(m->audit, err);
 	return r;
 }
 

@@ -146,6 +146,13 @@ int64_t kf_manager_rotation_due_in(struct kf_manager *m);
 int kf_manager_audit_rotate(struct kf_manager *m, const struct kf_caller *who,
 			    char *ret_name, char err[KF_ERR_MAX]) KF_WUR;
 
+/*
+ * Audit retention: seals the log's anchor into the state, then deletes the
+ * closed segments beyond audit_keep (kf_audit_retain).  Called after a
+ * requested rotation and by the audit thread once a minute.  0 or -errno.
+ */
+int kf_manager_audit_retain(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
+
 /* Destroys a non-current version's key after taking a backup. */
 int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
 		      uint32_t version, char err[KF_ERR_MAX]) KF_WUR;

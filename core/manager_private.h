@@ -90,9 +90,11 @@ struct kf_manager {
 	struct kf_subkeys *keys;     /* sodium_malloc'd; read-only after open */
 	struct kf_store *store;	     /* the sealed state; op_lock */
 	struct kf_audit *audit;	     /* locks itself */
-	int lock_fd;		     /* flock'd state_dir/lock; open/close */
-	uint64_t sealed_seq;	     /* anchor in the state; op_lock */
-	bool restore_only;	     /* no keyring needed; set at open */
+	struct kf_backup_cache *backups; /* archives' clear fields; locks
+					    itself; NULL: none */
+	int lock_fd;	     /* flock'd state_dir/lock; open/close */
+	uint64_t sealed_seq; /* anchor in the state; op_lock */
+	bool restore_only;   /* no keyring needed; set at open */
 
 	pthread_mutex_t op_lock; /* serialises management operations */
 	pthread_mutex_t kr_lock; /* held only to read or swap kr */
@@ -127,6 +129,12 @@ int kf_mgr_record_durable(struct kf_manager *m, json_t *record,
  */
 void kf_mgr_record_failure(struct kf_manager *m, json_t *record,
 			   uint64_t cancels_seq, const char *error);
+
+/*
+ * The state now holds the audit anchor at seq: noted here and in the log,
+ * whose retention keeps the segment holding it.  Call with op_lock held.
+ */
+void kf_mgr_sealed(struct kf_manager *m, uint64_t seq);
 
 /* kf_mgr_record_failure plus an alert-priority log line. */
 void kf_mgr_report_failure(struct kf_manager *m, json_t *record,

@@ -302,7 +302,7 @@ void kf_mgr_take_anchor(struct kf_manager *m,
 {
 	struct kf_audit_anchor tail;
 
-	m->sealed_seq = anchor->seq;
+	kf_mgr_sealed(m, anchor->seq);
 	kf_audit_anchor(m->audit, &tail);
 	if (tail.seq < anchor->seq)
 		kf_log(LOG_ALERT,
@@ -423,6 +423,9 @@ static int manager_open(const struct kf_config *cfg, enum open_for what,
 	m->cfg = cfg;
 	m->restore_only = restore_only;
 	m->lock_fd = -1;
+	/* Without it (ENOMEM) prunes read every archive: slower, still right.
+	 */
+	m->backups = kf_backup_cache_new();
 	pthread_mutex_init(&m->op_lock, NULL);
 	pthread_mutex_init(&m->kr_lock, NULL);
 	if ((what == OPEN_RESTORE && etcd) ||

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,13 +106,22 @@ void start_ok(struct kt_mount *m)
 /* A started mount with the purposes and access sections above. */
 struct kt_mount *start(const char *tag, const char *extra_lines)
 {
+	return start_sections(tag, extra_lines, NULL);
+}
+
+struct kt_mount *start_sections(const char *tag, const char *extra_lines,
+				const char *extra_sections)
+{
 	struct kt_mount *m = mount_new();
-	char *lines;
+	char *lines, *sections;
 
 	cr_assert(asprintf(&lines, "%s%s", PURPOSES_LINE,
 			   extra_lines ? extra_lines : "") > 0);
-	kt_mount_config(m, tag, lines, access_sections);
+	cr_assert(asprintf(&sections, "%s%s", access_sections,
+			   extra_sections ? extra_sections : "") > 0);
+	kt_mount_config(m, tag, lines, sections);
 	free(lines);
+	free(sections);
 	start_ok(m);
 	return m;
 }
@@ -270,4 +280,73 @@ json_int_t jint(json_t *o, const char *key)
 
 	cr_assert(json_is_integer(v), "\"%s\" is not an integer", key);
 	return json_integer_value(v);
+}
+
+/* The line after l's, or NULL. */
+static const char *next_line(const char *l)
+{
+	l = strchr(l, '\n');
+	return l ? l + 1 : NULL;
+}
+
+/* How many lines of text start with "keyfs: " what; *last gets the text
+ * after it on the last one. */
+static size_t count_lines(const char *text, const char *what, const char **last)
+{
+	size_t n = 0, wl = strlen(what);
+
+	*last = NULL;
+	for (const char *l = text; l && *l; l = next_line(l)) {
+		if (strncmp(l, "keyfs: ", 7) == 0 &&
+		    strncmp(l + 7, what, wl) == 0) {
+			n++;
+			*last = l + 7 + wl;
+		}
+	}
+	return n;
+}
+
+char *daemon_line(struct kt_mount *m, const char *what)
+{
+	char *text = kt_read_file(m->log, NULL), *out = NULL;
+	const char *last;
+	size_t before = text ? count_lines(text, what, &last) : 0;
+
+	free(text);
+	cr_assert(m->pid > 0, "no daemon to signal");
+	cr_assert(kill(m->pid, SIGUSR1) == 0, "SIGUSR1: %s", strerror(errno));
+	for (int waited = 0; waited < 5000 && !out; waited += 10) {
+		text = kt_read_file(m->log, NULL);
+		if (text && count_lines(text, what, &last) > before &&
+		    strchr(last, '\n'))
+			out =
+			    strndup(last, (size_t)(strchr(last, '\n') - last));
+		free(text);
+		if (!out)
+			kt_sleep_ms(10);
+	}
+	return out;
+}
+
+unsigned long line_field(const char *line, const char *name)
+{
+	size_t nl = strlen(name);
+
+	for (const char *p = line; p && *p; p = strchr(p, ' ')) {
+		while (*p == ' ')
+			p++;
+		if (strncmp(p, name, nl) == 0 && p[nl] == '=')
+			return strtoul(p + nl + 1, NULL, 10);
+	}
+	cr_assert(false, "no %s= in the daemon's line \"%s\"", name, line);
+	return 0;
+}
+
+void drop_dentries(void)
+{
+	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+
+	cr_assert(fd >= 0, "drop_caches: %s", strerror(errno));
+	cr_assert(write(fd, "2\n", 2) == 2, "drop_caches: %s", strerror(errno));
+	close(fd);
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * What the suites of the mounted tree share (test_tree, test_reads,
- * test_lifecycle, test_hardening): mounts of the real keyfs binary with
- * three purposes and non-default access, and readers of its files.
+ * test_readmodes, test_lifecycle, test_hardening): mounts of the real
+ * keyfs binary with three purposes and non-default access, and readers of
+ * its files.
  *
  * Each of those suites is declared
  *
@@ -65,6 +66,12 @@ void start_ok(struct kt_mount *m);
  * added to [keyfs]. */
 struct kt_mount *start(const char *tag, const char *extra_lines);
 
+/* start() with extra_sections (may be NULL) added after the access
+ * sections: e.g. more [purpose NAME] sections, which come after the three
+ * purposes above. */
+struct kt_mount *start_sections(const char *tag, const char *extra_lines,
+				const char *extra_sections);
+
 /* open + read + close with plain syscalls (safe in forked children): the
  * bytes read, or -errno. */
 ssize_t raw_read(const char *path, char *buf, size_t cap);
@@ -99,5 +106,20 @@ json_t *audit_records(struct kt_mount *m, const char *event);
 
 /* The integer field key of o, asserted to be one. */
 json_int_t jint(json_t *o, const char *key);
+
+/*
+ * Sends SIGUSR1 to m's daemon and waits (up to 5 s) for the line it then
+ * logs that starts with `what` (e.g. "requests:", "invalidations:"): the
+ * text after `what` (malloc'd), or NULL if no such line came.
+ */
+char *daemon_line(struct kt_mount *m, const char *what);
+
+/* The N of a word "name=N" in line (from daemon_line), asserted to be
+ * there. */
+unsigned long line_field(const char *line, const char *name);
+
+/* Drops the kernel's unused dentries and inodes, system-wide (echo 2 >
+ * /proc/sys/vm/drop_caches): the kernel then FORGETs what it held. */
+void drop_dentries(void);
 
 #endif

@@ -886,12 +886,26 @@ Test(audit, fdatasync_failure_cuts_line_back, .timeout = 60)
 	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	cr_assert(n > 0);
 	exe[n] = 0;
-	rc = kt_runf(&out, NULL,
-		     "env -u BXFI_MAP -u IS_SANDBOX KT_AUDIT_FIU_LOG='%s' "
-		     "fiu-run -x -f '' -c 'enable name=posix/io/sync/fdatasync,"
-		     "failinfo=%d' '%s' --jobs 1 --filter "
-		     "'audit/fdatasync_failure_cuts_line_back' 2>&1",
-		     path, EIO, exe);
+	/*
+	 * A fork while another thread holds libfiu's lock still hangs the
+	 * child's worker now and then (about one run in thirty, in libfiu,
+	 * before the code under test runs): such a run is cut at 15 s and
+	 * tried again, up to three times.  Any other outcome counts.
+	 */
+	for (int tries = 0; tries < 3; tries++) {
+		free(out);
+		out = NULL;
+		rc = kt_runf(&out, NULL,
+			     "env -u BXFI_MAP -u IS_SANDBOX "
+			     "KT_AUDIT_FIU_LOG='%s' timeout -k 2 15 "
+			     "fiu-run -x -f '' -c 'enable "
+			     "name=posix/io/sync/fdatasync,failinfo=%d' '%s' "
+			     "--jobs 1 --filter "
+			     "'audit/fdatasync_failure_cuts_line_back' 2>&1",
+			     path, EIO, exe);
+		if (rc != 124 && rc != 137)
+			break;
+	}
 	cr_assert(rc == 0 && kt_contains(out, "Passing: 1"),
 		  "the run under fiu-run failed (%d):\n%s", rc, out);
 	assert_ok(path, NULL, 5);
@@ -2202,4 +2216,37 @@ Test(audit, segments_verify_in_memory_that_does_not_grow_with_the_log,
 		  (long long)bytes[1], m[1].hwm_kb - m[1].rss_kb,
 		  (long long)bytes[0], m[0].hwm_kb - m[0].rss_kb);
 #endif
+}
+
+/*
+ * The slow path of open (a last line that does not parse) on an active
+ * segment that follows a closed one: the scan starts from the segment's
+ * open record, so the report names the garbage, not line 1, and the chain
+ * goes on from the last good line.
+ */
+Test(audit, garbage_after_a_rotation_is_named_and_the_chain_goes_on)
+{
+	char *path = log_path("audit-garbage-seg"), err[KF_ERR_MAX] = "";
+	char name[KF_AUDIT_NAME_MAX];
+	struct kf_audit_anchor anchor;
+	struct kf_audit *a = open_log(path);
+	bool broken = false;
+
+	append_rec(a, 1, "rec");
+	append_rec(a, 2, "rec");
+	cr_assert(kf_audit_rotate(a, KF_AUDIT_CLOSE_REQUEST, NULL, name, err) ==
+		      0,
+		  "%s", err);
+	append_rec(a, 5, "rec"); /* 3 is the close, 4 the open record */
+	kf_audit_close(a);
+	append_raw(path, "garbage\n");
+	cr_assert(kf_audit_open(path, key, &a, &broken, err) == 0, "%s", err);
+	cr_assert(broken && kt_contains(err, "line 3: not JSON"), "err: %s",
+		  err);
+	append_rec(a, 6, "rec");
+	kf_audit_anchor(a, &anchor);
+	kf_audit_close(a);
+	cr_assert(anchor.seq == 6, "the chain went on from seq %llu",
+		  (unsigned long long)anchor.seq - 1);
+	free(path);
 }

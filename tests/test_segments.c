@@ -316,6 +316,9 @@ Test(segments, retention_keeps_n_and_records_the_deletion, .timeout = 60)
 	    "seg-keep",
 	    "audit_max_size = 4K\naudit_keep = 2\naudit_open_window = 0\n");
 	opens(&M, 200);
+	/* Retention runs once the anchor is sealed: after a requested
+	 * rotation at once, else within a minute (the audit thread). */
+	cr_assert(kt_mwrite(&M, "control/audit-rotate", "1\n") == 0);
 	read_log(M.state, &l);
 	cr_assert_eq(l.n, 3, "audit_keep = 2 left %zu closed segments",
 		     l.n - 1);
