@@ -11,7 +11,8 @@
  *   - one thread for what has to happen with no request to trigger it:
  *     records the windows that ended (a few times per window), measures
  *     free space (at once, then every minute), alerts when syslog drops
- *     lines (at most hourly), and closes a segment that is due.
+ *     lines (at most hourly), closes a segment that is due and applies
+ *     audit_keep (every minute).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -228,7 +229,8 @@ static void check_space(struct kf_manager *m)
 
 /*
  * Closes the active segment when audit_rotate (or audit_max_size) says it
- * is due: an idle log is rotated on time too.
+ * is due: an idle log is rotated on time too.  Then, with audit_keep,
+ * retention: the anchor sealed first, so the segment it names stays.
  */
 static void rotate_due(struct kf_manager *m)
 {
@@ -239,6 +241,10 @@ static void rotate_due(struct kf_manager *m)
 		       "audit log: closing the active segment: %s; retrying "
 		       "in a minute",
 		       err);
+	/* Without audit_keep nothing is deleted: no seal needed for it. */
+	if (m->cfg->auditing.keep > 0 && kf_manager_audit_retain(m, err) < 0)
+		kf_log(LOG_ALERT,
+		       "audit log: retention: %s; retrying in a minute", err);
 }
 
 /* --- the thread ---------------------------------------------------------- */

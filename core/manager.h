@@ -85,8 +85,9 @@ void kf_manager_stop_sync(struct kf_manager *m);
 /*
  * Starts the audit log's upkeep thread (README: Audit): it records the
  * repeats of each open window once it ends, checks the log's free space
- * (at once, then every minute), alerts when syslog drops lines, and closes
- * segments that are due.  Start it once the tree serves opens.
+ * (at once, then every minute), alerts when syslog drops lines, closes
+ * segments that are due and applies audit_keep (every minute:
+ * kf_manager_audit_retain).  Start it once the tree serves opens.
  */
 int kf_manager_start_audit(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
 

@@ -910,24 +910,44 @@ Test(auditing, low_space_alerts_at_start_and_once_on_recovery, .timeout = 240)
  */
 
 /*
- * An idle log -- no record written after start -- is still closed once it
- * is audit_rotate old: the audit thread asks every minute.
+ * An idle log -- no record written after the opens -- is still closed once
+ * it is audit_rotate old, and audit_keep is applied: the audit thread does
+ * both every minute (only segments closed by size came before).
  */
-Test(auditing, an_idle_log_is_closed_on_time, .timeout = 180)
+Test(auditing, an_idle_log_is_closed_on_time_and_kept_to_audit_keep,
+     .timeout = 180)
 {
-	struct kt_mount *m = start("idle-rotate", "audit_rotate = 2s\n");
-	json_int_t closed = 0;
+	struct kt_mount *m =
+	    start("idle-rotate", "audit_rotate = 2s\naudit_max_size = 4K\n"
+				 "audit_keep = 1\naudit_open_window = 0\n");
+	json_int_t rotations0, closed0, rotations = 0, closed = 0;
 	json_t *a;
 
-	for (int i = 0; i < 120 * 5 && closed == 0; i++) {
+	open_n(m, "current", 100); /* about 20 KB: segments closed by size */
+	a = audit_obj(m);
+	rotations0 = jint(a, "rotations");
+	closed0 = jint(a, "closed_segments");
+	json_decref(a);
+	cr_assert(rotations0 >= 2 && closed0 > 1,
+		  "%lld segments closed by size, %lld kept before retention",
+		  (long long)rotations0, (long long)closed0);
+	for (int i = 0; i < 120 * 5; i++) {
 		kt_sleep_ms(200);
 		a = audit_obj(m);
+		rotations = jint(a, "rotations");
 		closed = jint(a, "closed_segments");
 		json_decref(a);
+		if (rotations > rotations0 && closed == 1)
+			break;
 	}
-	cr_assert(closed >= 1, "no segment closed in 120 s of an idle log");
+	cr_assert(rotations > rotations0,
+		  "the idle segment was not closed in 120 s");
+	cr_assert(closed == 1,
+		  "%lld closed segments kept (%lld before), audit_keep = 1",
+		  (long long)closed, (long long)closed0);
 	a = audit_obj(m);
-	cr_expect(jint(a, "rotations") >= 1 && jint(a, "rotate_failures") == 0);
+	cr_expect(jint(a, "rotate_failures") == 0);
 	json_decref(a);
 	cr_assert(kt_mount_stop(m) == 0);
+	verify_log(m);
 }
