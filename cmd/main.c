@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <sodium.h>
 
@@ -18,7 +19,11 @@ static const char usage_head[] =
     "\n"
     "  mount [-c FILE] [-f] [-o OPTS] [MOUNTPOINT]\n"
     "                      serve the key tree (the daemon); -f stays in the\n"
-    "                      foreground; SIGTERM/SIGINT unmount cleanly\n"
+    "                      foreground (and tells systemd when it is ready:\n"
+    "                      Type=notify); SIGTERM/SIGINT unmount cleanly\n"
+    "  CONFIG MOUNTPOINT [-o OPTS]\n"
+    "                      what mount -t fuse.keyfs and fstab run (through\n"
+    "                      mount.fuse3): mount -c CONFIG, detached\n"
     "  genkey              print a new key (Fernet text form)\n"
     "  validate [KEY|-]    exit 0 and \"valid\", or exit 1 and the reason\n"
     "  derive PURPOSE      key on standard input, purpose key out\n";
@@ -53,42 +58,110 @@ static void print_usage(FILE *f)
 	fputs(usage_tail, f);
 }
 
-static int cmd_mount(int argc, char **argv)
+/*
+ * mount's options, anywhere among its words (mount.fuse3 puts -o after the
+ * positional words): -c, -f, -o into o, the other words into ret_words
+ * (at most max).  Returns the number of words, -1 after --help (printed),
+ * or -2 on a usage error (printed).
+ */
+static int mount_args(int argc, char **argv, struct kf_mount_opts *o,
+		      char **ret_words, int max)
 {
 	static const struct option longopts[] = {{"help", no_argument, 0, 'h'},
 						 {0, 0, 0, 0}};
-	struct kf_mount_opts o = {0};
-	int c;
+	int c, n = 0;
 
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+c:fo:h", longopts, NULL)) != -1) {
+	/* "-" first: every word that is not an option comes back as 1. */
+	while ((c = getopt_long(argc, argv, "-c:fo:h", longopts, NULL)) != -1) {
 		switch (c) {
+		case 1:
+			if (n == max) {
+				fprintf(stderr,
+					"keyfs mount: one MOUNTPOINT at "
+					"most\n");
+				return -2;
+			}
+			ret_words[n++] = optarg;
+			break;
 		case 'c':
-			o.config_path = optarg;
+			o->config_path = optarg;
 			break;
 		case 'f':
-			o.foreground = true;
+			o->foreground = true;
 			break;
 		case 'o':
-			o.extra = optarg;
+			o->extra = optarg;
 			break;
 		case 'h':
 			print_usage(stdout);
-			return 0;
+			return -1;
 		default:
 			fprintf(stderr,
 				"keyfs mount: usage: keyfs mount [-c FILE] "
 				"[-f] [-o OPTS] [MOUNTPOINT]\n");
-			return 2;
+			return -2;
 		}
 	}
-	if (argc - optind > 1) {
-		fprintf(stderr, "keyfs mount: one MOUNTPOINT at most\n");
+	/* After "--", the rest are words. */
+	for (; optind < argc; optind++) {
+		if (n == max) {
+			fprintf(stderr,
+				"keyfs mount: one MOUNTPOINT at most\n");
+			return -2;
+		}
+		ret_words[n++] = argv[optind];
+	}
+	return n;
+}
+
+/* keyfs mount [-c FILE] [-f] [-o OPTS] [MOUNTPOINT] */
+static int cmd_mount(int argc, char **argv)
+{
+	struct kf_mount_opts o = {0};
+	char *words[1];
+	int n = mount_args(argc, argv, &o, words, 1);
+
+	if (n < 0)
+		return n == -1 ? 0 : 2;
+	if (n == 1)
+		o.mountpoint = words[0];
+	return kf_mount_main(&o);
+}
+
+/*
+ * Whether `keyfs WORD ...` is the form mount(8) runs, through mount.fuse3,
+ * for `mount -t fuse.keyfs CONFIG MOUNTPOINT` and a fuse.keyfs line of
+ * fstab: WORD, which is no command, names an existing regular file.
+ */
+static bool is_mount_source(const char *word)
+{
+	struct stat st;
+
+	return stat(word, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/*
+ * keyfs CONFIG MOUNTPOINT [-o OPTS]: keyfs mount -c CONFIG -o OPTS
+ * MOUNTPOINT, detached (mount(8) waits for it to return).  argv[0] is
+ * CONFIG.
+ */
+static int cmd_mount_source(int argc, char **argv)
+{
+	struct kf_mount_opts o = {0};
+	char *words[1];
+	int n = mount_args(argc, argv, &o, words, 1);
+
+	if (n < 0)
+		return n == -1 ? 0 : 2;
+	if (n != 1 || o.config_path) {
+		fprintf(stderr, "keyfs: usage: keyfs CONFIG MOUNTPOINT "
+				"[-o OPTS]\n");
 		return 2;
 	}
-	if (optind < argc)
-		o.mountpoint = argv[optind];
+	o.config_path = argv[0];
+	o.mountpoint = words[0];
 	return kf_mount_main(&o);
 }
 
@@ -133,6 +206,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(argv[1], commands[i].name) == 0)
 			return commands[i].run(argc - 1, argv + 1);
+	if (is_mount_source(argv[1]))
+		return cmd_mount_source(argc - 1, argv + 1);
 	/* Not echoed: a mistyped line may hold a key. */
 	fprintf(stderr, "keyfs: unknown command (see keyfs --help)\n");
 	return 2;

@@ -228,7 +228,9 @@ static int new_keyring(const struct kf_config *cfg, struct kf_keyring **ret,
 	}
 	if (cfg->mode != KF_MODE_DEVELOPMENT) {
 		kf_err_set(err, "KeyValidationError: No current encryption key "
-				"available");
+				"available: set ENCRYPTION_KEY (for example "
+				"from `keyfs genkey`), or restore a backup "
+				"(`keyfs restore --offline FILE`)");
 		return -ENOENT;
 	}
 	key = sodium_malloc(KF_KEY_BYTES);
