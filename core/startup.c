@@ -469,6 +469,10 @@ static int manager_open(const struct kf_config *cfg, enum open_for what,
 					  .max_size = cfg->auditing.max_size,
 					  .max_age = cfg->auditing.rotate,
 					  .keep = cfg->auditing.keep});
+	/* The window and shipping, before the first line of this start. */
+	r = kf_mgr_audit_setup(m, err);
+	if (r < 0)
+		goto fail;
 	if (what == OPEN_CLUSTER_INIT)
 		r = kf_mgr_cluster_init(m, from_state, err);
 	else if (etcd)
