@@ -21,9 +21,8 @@
 #include "log.h"
 #include "manager.h"
 
-static const char usage[] =
-    "usage: keyfs cluster init [--from-state] [-c FILE] | "
-    "keyfs cluster status [-c FILE]";
+static const char usage[] = "cluster init [--from-state] [-c FILE] | keyfs "
+			    "cluster status [-c FILE]";
 
 static int cluster_init(const struct kf_config *cfg, bool from_state)
 {
@@ -117,12 +116,14 @@ int kf_cli_cluster(int argc, char **argv)
 	    {"config", required_argument, 0, 'c'},
 	    {"from-state", no_argument, 0, 'S'},
 	    {0, 0, 0, 0}};
-	const char *path = NULL, *sub = argc > 1 ? argv[1] : "";
+	const char *path = NULL, *sub;
 	struct kf_config *cfg;
 	bool from_state = false;
 	int c, rc;
 
-	optind = 2;
+	/* Options anywhere: `cluster -c FILE init` as `cluster init -c FILE`
+	 * (keyfs -c FILE cluster ... puts -c first). */
+	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
 		if (c == 'c')
@@ -130,11 +131,13 @@ int kf_cli_cluster(int argc, char **argv)
 		else if (c == 'S')
 			from_state = true;
 		else
-			return kf_cmd_fail("cluster", usage) + 1;
+			return kf_cmd_usage("cluster", usage);
 	}
-	if (optind != argc || (strcmp(sub, "init") && strcmp(sub, "status")) ||
+	sub = optind < argc ? argv[optind] : "";
+	if (optind + 1 != argc ||
+	    (strcmp(sub, "init") && strcmp(sub, "status")) ||
 	    (from_state && strcmp(sub, "init")))
-		return kf_cmd_fail("cluster", usage) + 1;
+		return kf_cmd_usage("cluster", usage);
 	cfg = kf_cmd_config("cluster", path);
 	if (!cfg)
 		return 1;

@@ -21,33 +21,44 @@ int kf_cmd_fail(const char *cmd, const char *msg)
 	return 1;
 }
 
-int kf_cmd_parse_opts(int argc, char **argv, struct kf_cmd_opts *o)
+int kf_cmd_usage(const char *cmd, const char *synopsis)
+{
+	fprintf(stderr, "keyfs %s: usage: keyfs %s\n", cmd, synopsis);
+	return 2;
+}
+
+bool kf_cmd_local_path(const char *what)
+{
+	return strchr(what, '/') || access(what, F_OK) == 0;
+}
+
+int kf_cmd_parse_opts(int argc, char **argv, unsigned allowed,
+		      struct kf_cmd_opts *o)
 {
 	static const struct option longopts[] = {
 	    {"config", required_argument, 0, 'c'},
 	    {"mount", required_argument, 0, 'm'},
 	    {"offline", no_argument, 0, 'O'},
+	    {"json", no_argument, 0, 'J'},
 	    {0, 0, 0, 0}};
 	int c;
 
 	optind = 1;
 	opterr = 0; /* one line of our own, the option not echoed */
 	while ((c = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
+		if (c == 'c') {
 			o->config = optarg;
-			break;
-		case 'm':
+		} else if (c == 'm' && (allowed & KF_CMD_OPT_MOUNT)) {
 			o->mount = optarg;
-			break;
-		case 'O':
+		} else if (c == 'O' && (allowed & KF_CMD_OPT_OFFLINE)) {
 			o->offline = true;
-			break;
-		default:
+		} else if (c == 'J' && (allowed & KF_CMD_OPT_JSON)) {
+			o->json = true;
+		} else {
 			fprintf(stderr,
 				"keyfs %s: unknown option or missing "
-				"value (see keyfs --help)\n",
-				argv[0]);
+				"value (see keyfs %s --help)\n",
+				argv[0], argv[0]);
 			return -EINVAL;
 		}
 	}
@@ -64,6 +75,28 @@ struct kf_config *kf_cmd_config(const char *cmd, const char *path)
 		return NULL;
 	}
 	return cfg;
+}
+
+bool kf_cmd_config_embedded(const struct kf_config *cfg)
+{
+	return strcmp(cfg->source, KF_CONFIG_EMBEDDED) == 0;
+}
+
+const char *kf_cmd_config_origin(const struct kf_config *cfg, const char *path,
+				 char *buf, size_t size)
+{
+	const char *env = getenv("KEYFS_CONFIG");
+
+	/* The order of kf_config_load's search. */
+	if (kf_cmd_config_embedded(cfg))
+		snprintf(buf, size, "the embedded development configuration");
+	else if (path)
+		snprintf(buf, size, "-c %s", cfg->source);
+	else if (env && *env)
+		snprintf(buf, size, "KEYFS_CONFIG=%s", cfg->source);
+	else
+		snprintf(buf, size, "%s", cfg->source);
+	return buf;
 }
 
 void kf_cmd_print_key(const uint8_t key[KF_KEY_BYTES], const char *prefix)

@@ -11,9 +11,11 @@
 #include <getopt.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,25 +29,103 @@
 #define VERSION_TEXT_MAX 32	     /* the tree's version file, "N\n" */
 #define OPS_MAX 512		     /* every operation with its operands */
 #define HELP_WIDTH 72		     /* columns of keyfs --help */
+#define LABEL_WIDTH 15		     /* ctl status: the labels' column */
+#define SPAN_MAX 32		     /* "123456d 23h" */
+#define SUMMARY_WIDTH 79	     /* ctl status: columns of a line */
 
-/* The mount to drive: --mount, else the configuration's mountpoint. */
-static char *mount_dir(const char *cmd, const struct kf_cmd_opts *o)
+/*
+ * Why no keyfs tree answers at dir, as errno (0: one does, or only this
+ * user may not look; the operation itself then says so).
+ */
+static int tree_error(const char *dir)
 {
+	char path[PATH_MAX];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/version", dir);
+	if (stat(path, &st) == 0 || errno == EACCES)
+		return 0;
+	return errno;
+}
+
+/* tree_error's e in words, after the folder's name. */
+static const char *tree_words(int e, char *buf, size_t size)
+{
+	if (e == ENOTCONN)
+		snprintf(buf, size,
+			 "is a stale mount: its daemon is gone "
+			 "(keyfs mount clears it)");
+	else if (e == ENOENT || e == ENOTDIR)
+		snprintf(buf, size,
+			 "is not a mounted keyfs tree (is the "
+			 "daemon running?)");
+	else
+		snprintf(buf, size, "cannot be read (%s)", strerror(e));
+	return buf;
+}
+
+/*
+ * The embedded configuration's mountpoint is relative to the current
+ * folder, so from any other folder than the one ./dev ran in it names a
+ * folder where nothing is mounted: say so, and what to do instead.
+ */
+static void embedded_not_here(const char *mnt, int e)
+{
+	char words[KF_ERR_MAX], *cwd = getcwd(NULL, 0);
+	const char *rel = mnt;
+	size_t n = cwd ? strlen(cwd) : 0;
+
+	if (cwd && strcmp(cwd, "/") == 0)
+		rel = mnt + 1;
+	else if (cwd && strncmp(mnt, cwd, n) == 0 && mnt[n] == '/')
+		rel = mnt + n + 1;
+	fprintf(stderr,
+		"keyfs ctl: using the embedded development configuration (no "
+		"-c, no KEYFS_CONFIG, no " KF_CONFIG_SYSTEM "); its mountpoint "
+		"%s is relative to the current folder, and %s %s; run keyfs "
+		"in the folder the tree was mounted from, or give -c FILE or "
+		"--mount DIR\n",
+		rel, mnt, tree_words(e, words, sizeof(words)));
+	free(cwd);
+}
+
+/*
+ * The mount to drive: --mount, else the configuration's mountpoint.  NULL,
+ * after one line on standard error, when there is none or no keyfs tree
+ * answers there; the line says which configuration named the folder.
+ */
+static char *mount_dir(const struct kf_cmd_opts *o)
+{
+	char origin[PATH_MAX + 32], words[KF_ERR_MAX];
 	struct kf_config *cfg;
 	char *dir = NULL;
+	int e;
 
-	if (o->mount)
-		return strdup(o->mount);
-	cfg = kf_cmd_config(cmd, o->config);
+	if (o->mount) {
+		e = tree_error(o->mount);
+		if (e == 0)
+			return strdup(o->mount);
+		fprintf(stderr, "keyfs ctl: %s (--mount) %s\n", o->mount,
+			tree_words(e, words, sizeof(words)));
+		return NULL;
+	}
+	cfg = kf_cmd_config("ctl", o->config);
 	if (!cfg)
 		return NULL;
-	if (cfg->mountpoint)
-		dir = strdup(cfg->mountpoint);
-	else
+	kf_cmd_config_origin(cfg, o->config, origin, sizeof(origin));
+	if (!cfg->mountpoint) {
 		fprintf(stderr,
-			"keyfs %s: no --mount DIR and no mountpoint in "
-			"%s\n",
-			cmd, cfg->source);
+			"keyfs ctl: no --mount DIR and no mountpoint in %s\n",
+			origin);
+	} else if ((e = tree_error(cfg->mountpoint)) == 0) {
+		dir = strdup(cfg->mountpoint);
+	} else if (kf_cmd_config_embedded(cfg)) {
+		embedded_not_here(cfg->mountpoint, e);
+	} else {
+		fprintf(stderr, "keyfs ctl: %s, the mountpoint of %s, %s\n",
+			cfg->mountpoint, origin,
+			tree_words(e, words, sizeof(words)));
+	}
 	kf_config_free(cfg);
 	return dir;
 }
@@ -139,8 +219,340 @@ static const char *errno_words(const struct kf_control_cmd *c, int e)
 	}
 }
 
-/* keyfs ctl status: the status file, indented. */
-static int ctl_status(const char *mnt)
+/* One line of the status summary: the label in its column, then the text. */
+static void row(const char *label, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void row(const char *label, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("%-*s", LABEL_WIDTH, label);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+}
+
+/* A length of time by its two largest units: "3d 4h", "5m 2s", "0s". */
+static const char *span(int64_t s, char *buf, size_t size)
+{
+	static const struct {
+		int64_t secs;
+		char unit;
+	} units[] = {{86400, 'd'}, {3600, 'h'}, {60, 'm'}, {1, 's'}};
+	size_t i = 0, last = sizeof(units) / sizeof(units[0]) - 1;
+	int len;
+
+	if (s < 0)
+		s = -s;
+	while (i < last && s < units[i].secs)
+		i++;
+	len = snprintf(buf, size, "%lld%c", (long long)(s / units[i].secs),
+		       units[i].unit);
+	s %= units[i].secs;
+	if (i < last && s / units[i + 1].secs > 0 && len > 0 &&
+	    (size_t)len < size)
+		snprintf(buf + len, size - (size_t)len, " %lld%c",
+			 (long long)(s / units[i + 1].secs), units[i + 1].unit);
+	return buf;
+}
+
+/* The string member k of o, or "?". */
+static const char *str_of(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+
+	return s ? s : "?";
+}
+
+/* The integer member k of o, or -1. */
+static long long int_of(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+
+	return json_is_integer(v) ? (long long)json_integer_value(v) : -1;
+}
+
+/* Seconds from now to the RFC 3339 time s (negative: past); false if s is
+ * no such time. */
+static bool seconds_to(const char *s, int64_t *ret)
+{
+	int64_t t;
+
+	if (!s || kf_time_parse_rfc3339(s, &t) < 0)
+		return false;
+	*ret = t - kf_time_now();
+	return true;
+}
+
+/* The key version, the previous and retired ones; the current key's age. */
+static void version_rows(json_t *o)
+{
+	json_t *retired = json_object_get(o, "retired_versions"), *v;
+	char list[OPS_MAX] = "", age[SPAN_MAX];
+	const char *created = str_of(o, "created");
+	size_t i, len = 0;
+	int64_t ago;
+
+	json_array_foreach(retired, i, v)
+	{
+		if (len < sizeof(list))
+			len +=
+			    (size_t)snprintf(list + len, sizeof(list) - len,
+					     "%s%lld", i ? ", " : "; retired ",
+					     (long long)json_integer_value(v));
+	}
+	if (int_of(o, "previous_version") > 0)
+		row("version", "%lld (previous %lld%s)", int_of(o, "version"),
+		    int_of(o, "previous_version"), list);
+	else
+		row("version", "%lld (no previous key%s)", int_of(o, "version"),
+		    list);
+	if (seconds_to(created, &ago))
+		row("current key", "created %s, %s ago", created,
+		    span(ago, age, sizeof(age)));
+	else
+		row("current key", "created %s", created);
+}
+
+/* When the next automatic rotation is due, if ever. */
+static void rotation_row(json_t *o)
+{
+	json_t *next = json_object_get(o, "next_rotation");
+	const char *every = str_of(o, "rotate_interval");
+	char in[SPAN_MAX];
+	int64_t left;
+
+	if (!json_is_string(next))
+		row("next rotation", "none automatic (rotate_interval %s)",
+		    every);
+	else if (seconds_to(json_string_value(next), &left) && left > 0)
+		row("next rotation", "%s, in %s (rotate_interval %s)",
+		    json_string_value(next), span(left, in, sizeof(in)), every);
+	else
+		row("next rotation", "%s, due now (rotate_interval %s)",
+		    json_string_value(next), every);
+}
+
+/* The fingerprints of the current and the previous key (never a key). */
+static void fingerprint_row(json_t *o)
+{
+	const char *prev =
+	    json_string_value(json_object_get(o, "previous_fingerprint"));
+
+	if (prev)
+		row("fingerprints", "current %s, previous %s",
+		    str_of(o, "fingerprint"), prev);
+	else
+		row("fingerprints", "current %s", str_of(o, "fingerprint"));
+}
+
+/* Whether a is later than b. */
+static bool later(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec > b->tv_sec ||
+	       (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
+}
+
+/* How many archives MOUNT/backups lists, and the newest (by mtime). */
+static void backups_row(const char *mnt)
+{
+	char path[PATH_MAX], newest[NAME_MAX + 1] = "";
+	char when[KF_RFC3339_LEN + 1];
+	struct timespec newest_t = {0};
+	size_t count = 0;
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/backups", mnt);
+	d = opendir(path);
+	if (!d) {
+		row("backups", "cannot be listed (%s)", strerror(errno));
+		return;
+	}
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		count++;
+		if (!newest[0] || later(&st.st_mtim, &newest_t) ||
+		    (!later(&newest_t, &st.st_mtim) &&
+		     strcmp(de->d_name, newest) > 0)) {
+			snprintf(newest, sizeof(newest), "%s", de->d_name);
+			newest_t = st.st_mtim;
+		}
+	}
+	closedir(d);
+	if (count == 0) {
+		row("backups", "none");
+		return;
+	}
+	kf_time_rfc3339(newest_t.tv_sec, when);
+	row("backups", "%zu, last %s (%s)", count, newest, when);
+}
+
+/*
+ * Appends v to buf, which holds len bytes of size: a string as it is,
+ * anything else as JSON.  The new length (at most size - 1).
+ */
+static size_t append_value(char *buf, size_t len, size_t size, json_t *v)
+{
+	char *text = NULL;
+	int n;
+
+	if (json_is_string(v))
+		n = snprintf(buf + len, size - len, "%s", json_string_value(v));
+	else
+		n = snprintf(
+		    buf + len, size - len, "%s",
+		    (text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT))
+			? text
+			: "?");
+	free(text);
+	len += n > 0 ? (size_t)n : 0;
+	return len < size ? len : size - 1;
+}
+
+/* Appends text to buf as append_value does. */
+static size_t append_text(char *buf, size_t len, size_t size, const char *text)
+{
+	int n = snprintf(buf + len, size - len, "%s", text);
+
+	len += n > 0 ? (size_t)n : 0;
+	return len < size ? len : size - 1;
+}
+
+/* A member of status's audit object as "name value" (an object's members
+ * in parentheses) into buf (size > 0). */
+static void audit_item(const char *k, json_t *v, char *buf, size_t size)
+{
+	const char *key;
+	size_t len;
+	json_t *m;
+	bool first = true;
+
+	buf[0] = 0;
+	len = append_text(buf, 0, size, k);
+	len = append_text(buf, len, size, json_is_object(v) ? " (" : " ");
+	if (!json_is_object(v)) {
+		append_value(buf, len, size, v);
+		return;
+	}
+	json_object_foreach(v, key, m)
+	{
+		len = append_text(buf, len, size, first ? "" : ", ");
+		len = append_text(buf, len, size, key);
+		len = append_text(buf, len, size, " ");
+		len = append_value(buf, len, size, m);
+		first = false;
+	}
+	append_text(buf, len, size, ")");
+}
+
+/*
+ * The audit log's health from status's "audit" object, when the daemon
+ * gives one: what needs attention first, then every member as it is, so a
+ * member added later shows without a change here.
+ */
+static void audit_rows(json_t *o)
+{
+	json_t *a = json_object_get(o, "audit"), *v;
+	char health[OPS_MAX] = "", item[OPS_MAX];
+	size_t len = 0, col = 0;
+	const char *k;
+
+	if (!json_is_object(a)) {
+		row("audit",
+		    "opens %s; this daemon's status has no audit "
+		    "object",
+		    json_is_false(json_object_get(o, "opens_audited"))
+			? "not audited"
+			: "audited");
+		return;
+	}
+	if (json_is_true(json_object_get(a, "low_space")))
+		len += (size_t)snprintf(health + len, sizeof(health) - len,
+					", low space (%lld%% free, alarm below "
+					"%lld%%)",
+					int_of(a, "free_percent"),
+					int_of(a, "min_free"));
+	if (int_of(a, "write_failures") > 0 && len < sizeof(health))
+		len += (size_t)snprintf(health + len, sizeof(health) - len,
+					", write failures %lld",
+					int_of(a, "write_failures"));
+	if (int_of(a, "rotate_failures") > 0 && len < sizeof(health))
+		len += (size_t)snprintf(health + len, sizeof(health) - len,
+					", segment rotation failures %lld",
+					int_of(a, "rotate_failures"));
+	if (int_of(json_object_get(a, "syslog"), "dropped") > 0 &&
+	    len < sizeof(health))
+		snprintf(health + len, sizeof(health) - len,
+			 ", lines not sent to syslog %lld",
+			 int_of(json_object_get(a, "syslog"), "dropped"));
+	if (health[0])
+		row("audit", "attention: %s", health + 2);
+	else
+		row("audit", "ok");
+	json_object_foreach(a, k, v)
+	{
+		audit_item(k, v, item, sizeof(item));
+		if (col > 0 && col + strlen(item) + 2 > SUMMARY_WIDTH) {
+			printf(",\n");
+			col = 0;
+		}
+		if (col == 0)
+			col = (size_t)printf("%-*s%s", LABEL_WIDTH, "", item);
+		else
+			col += (size_t)printf(", %s", item);
+	}
+	if (col)
+		putchar('\n');
+}
+
+/* The keyring's store: file, or etcd with its state and every node. */
+static void store_rows(json_t *o)
+{
+	json_t *st = json_object_get(o, "store"), *nodes, *n;
+	const char *type = str_of(st, "type");
+	size_t i;
+
+	if (strcmp(type, "etcd") != 0) {
+		row("store", "%s", type);
+		return;
+	}
+	row("store", "etcd %s, node %s: %s since %s%s%s", str_of(st, "prefix"),
+	    str_of(st, "node"), str_of(st, "state"), str_of(st, "since"),
+	    json_object_get(st, "reason") ? ": " : "",
+	    json_object_get(st, "reason") ? str_of(st, "reason") : "");
+	row("", "generation %lld (%s by node %s)", int_of(st, "generation"),
+	    str_of(st, "change"), str_of(st, "origin_node"));
+	nodes = json_object_get(st, "nodes");
+	json_array_foreach(nodes, i, n)
+	{
+		row("", "node %s: version %lld, generation %lld, %s, seen %s",
+		    str_of(n, "node"), int_of(n, "version"),
+		    int_of(n, "generation"), str_of(n, "state"),
+		    str_of(n, "seen"));
+	}
+}
+
+/* The read mode, and whether it audits opens. */
+static void read_mode_row(json_t *o)
+{
+	const char *mode = str_of(o, "read_mode");
+
+	if (strcmp(mode, "cached") == 0)
+		row("read mode", "cached: opens of key files are not audited");
+	else if (strcmp(mode, "strict") == 0)
+		row("read mode", "strict: every open audited, key bytes never "
+				 "in the page cache");
+	else
+		row("read mode", "%s: every open of a key file audited", mode);
+}
+
+/* keyfs ctl status: a summary for people, or (--json) the file, indented. */
+static int ctl_status(const char *mnt, bool as_json)
 {
 	json_error_t jerr;
 	char *buf = NULL;
@@ -155,10 +567,24 @@ static int ctl_status(const char *mnt)
 	}
 	o = json_loadb(buf, len, 0, &jerr);
 	free(buf);
-	if (!o)
-		return kf_cmd_fail("ctl status", "status is not JSON");
-	json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	printf("\n");
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return kf_cmd_fail("ctl status", "status is not a JSON object");
+	}
+	if (as_json) {
+		json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		printf("\n");
+		json_decref(o);
+		return 0;
+	}
+	printf("keyfs tree %s (%s mode)\n", mnt, str_of(o, "mode"));
+	version_rows(o);
+	rotation_row(o);
+	fingerprint_row(o);
+	backups_row(mnt);
+	audit_rows(o);
+	store_rows(o);
+	read_mode_row(o);
 	json_decref(o);
 	return 0;
 }
@@ -284,7 +710,7 @@ void kf_cli_ctl_help(FILE *f)
 				 kf_control_synopsis(c));
 		else
 			snprintf(item, sizeof(item), "%s",
-				 "status [--mount DIR] [-c FILE]\n");
+				 "status [--json] [--mount DIR] [-c FILE]\n");
 		if (col + strlen(item) > HELP_WIDTH) {
 			fprintf(f, "\n%s", indent);
 			col = strlen(indent);
@@ -297,8 +723,9 @@ void kf_cli_ctl_help(FILE *f)
 /* A usage error of `keyfs ctl op`: one line, exit status 2. */
 static int usage(const char *op, const char *operands)
 {
-	fprintf(stderr, "keyfs ctl: usage: keyfs ctl %s%s [--mount DIR]\n", op,
-		operands);
+	fprintf(stderr,
+		"keyfs ctl: usage: keyfs ctl %s%s [--mount DIR] [-c FILE]\n",
+		op, operands);
 	return 2;
 }
 
@@ -492,9 +919,10 @@ static int ctl_wait_cli(int argc, char **argv)
 	int rc;
 
 	if (wait_take_opts(&argc, argv, &w) < 0 ||
-	    kf_cmd_parse_opts(argc, argv, &o) < 0 || optind + 1 != argc)
+	    kf_cmd_parse_opts(argc, argv, KF_CMD_OPT_MOUNT, &o) < 0 ||
+	    optind + 1 != argc)
 		return usage("wait", " [--timeout S] [--from N]");
-	mnt = mount_dir("ctl", &o);
+	mnt = mount_dir(&o);
 	if (!mnt)
 		return 1;
 	rc = ctl_wait(mnt, &w);
@@ -513,15 +941,16 @@ int kf_cli_ctl(int argc, char **argv)
 
 	if (wait_wanted(argc, argv))
 		return ctl_wait_cli(argc, argv);
-	if (kf_cmd_parse_opts(argc, argv, &o) < 0)
+	if (kf_cmd_parse_opts(argc, argv, KF_CMD_OPT_MOUNT | KF_CMD_OPT_JSON,
+			      &o) < 0)
 		return 2;
 	if (optind >= argc) {
 		ctl_ops(ops, sizeof(ops), "|", true);
 		fprintf(stderr,
-			"keyfs ctl: usage: keyfs ctl %s [--mount DIR] "
+			"keyfs ctl: usage: keyfs ctl %s [--json] [--mount DIR] "
 			"[-c FILE]\n",
 			ops);
-		return 1;
+		return 2;
 	}
 	op = argv[optind];
 	i = kf_control_find(op);
@@ -531,24 +960,24 @@ int kf_cli_ctl(int argc, char **argv)
 				    line, sizeof(line));
 		if (r == -ENAMETOOLONG)
 			return kf_cmd_fail("ctl", "operand too long");
-		if (r < 0)
+		if (r < 0 || o.json)
 			return usage(op, kf_control_synopsis(c));
 	} else if (strcmp(op, "status") == 0) {
 		if (optind + 1 < argc)
-			return usage(op, "");
+			return usage(op, " [--json]");
 	} else {
 		ctl_ops(ops, sizeof(ops), ", ", false);
 		fprintf(stderr, "keyfs ctl: unknown operation (%s)\n", ops);
-		return 1;
+		return 2;
 	}
-	mnt = mount_dir("ctl", &o);
+	mnt = mount_dir(&o);
 	if (!mnt)
 		return 1;
 	if (c)
 		rc = ctl_run(mnt, c, line,
 			     optind + 1 < argc ? argv[optind + 1] : NULL);
 	else
-		rc = ctl_status(mnt);
+		rc = ctl_status(mnt, o.json);
 	free(mnt);
 	return rc;
 }

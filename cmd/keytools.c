@@ -60,7 +60,7 @@ int kf_cli_genkey(int argc, char **argv)
 
 	(void)argv;
 	if (argc != 1)
-		return kf_cmd_fail("genkey", "takes no arguments");
+		return kf_cmd_usage("genkey", "genkey (it takes no arguments)");
 	key = sodium_malloc(KF_KEY_BYTES);
 	if (!key)
 		return kf_cmd_fail("genkey", "out of memory");
@@ -78,7 +78,7 @@ int kf_cli_validate(int argc, char **argv)
 	int r;
 
 	if (argc > 2)
-		return kf_cmd_fail("validate", "usage: keyfs validate [KEY|-]");
+		return kf_cmd_usage("validate", "validate [KEY|-]");
 	if (argc == 2 && strcmp(argv[1], "-") != 0) {
 		r = kf_key_decode(argv[1], strlen(argv[1]), NULL, err);
 	} else {
@@ -109,8 +109,7 @@ int kf_cli_derive(int argc, char **argv)
 	int r;
 
 	if (argc != 2)
-		return kf_cmd_fail("derive",
-				   "usage: keyfs derive PURPOSE < KEY");
+		return kf_cmd_usage("derive", "derive PURPOSE < KEY");
 	if (!kf_purpose_valid(argv[1]))
 		return kf_cmd_fail("derive", "invalid purpose name (allowed: "
 					     "[a-z0-9][a-z0-9_-]{0,31})");

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * offline: the keyfs commands that work from the configuration and the
- * files it names, with the daemon stopped -- backup list and verify,
+ * files it names, with the daemon stopped -- backup list and verify (of a
+ * backup name or a file),
  * restore --offline, audit verify -- and export-env, which reads through a
  * live mount when there is one.
  */
@@ -26,56 +27,101 @@
 #define KEY_TEXT_BUF 64	 /* a key file's text and then some */
 #define TREE_PATH_MAX 64 /* a file of the tree: "versions/<N>/key" */
 
+static const char backup_usage[] = "backup list|verify NAME|FILE [-c FILE]";
+
+/*
+ * The archive `keyfs backup verify` reads: a path (with a '/', or a file
+ * here), else a backup name, with or without .json, in cfg's backup_dir:
+ * the rule of restore --offline, so both take the same words.  malloc'd,
+ * or NULL after one line on standard error.
+ */
+static char *backup_file(const struct kf_config *cfg, const char *what)
+{
+	char stem[KF_BACKUP_NAME_MAX + 1], file[KF_BACKUP_FILE_NAME_MAX];
+	char *path;
+
+	if (kf_cmd_local_path(what))
+		return strdup(what);
+	if (!kf_backup_stem(what, false, stem)) {
+		fprintf(stderr,
+			"keyfs backup verify: %s: not a backup name (as keyfs "
+			"backup list shows) and no such file\n",
+			what);
+		return NULL;
+	}
+	kf_backup_file_name(stem, file);
+	path = kf_path_join(cfg->backup_dir, file);
+	if (path && access(path, F_OK) < 0) {
+		fprintf(stderr,
+			"keyfs backup verify: %s: no backup of that name in %s "
+			"and no such file here\n",
+			what, cfg->backup_dir);
+		free(path);
+		return NULL;
+	}
+	if (!path)
+		kf_cmd_fail("backup verify", "out of memory");
+	return path;
+}
+
+static int backup_list(const struct kf_config *cfg)
+{
+	struct kf_backup_info *list = NULL;
+	char err[KF_ERR_MAX], when[KF_RFC3339_LEN + 1];
+	size_t n = 0;
+
+	if (kf_manager_list_backups_offline(cfg, &list, &n, err) < 0) {
+		fprintf(stderr, "keyfs backup list: %s\n", err);
+		return 1;
+	}
+	printf("%-40s %-20s %7s %8s\n", "NAME", "CREATED", "VERSION", "SIZE");
+	for (size_t i = 0; i < n; i++) {
+		kf_time_rfc3339(list[i].created, when);
+		printf("%-40s %-20s %7" PRIu32 " %8lld\n", list[i].name, when,
+		       list[i].key_version, (long long)list[i].size);
+	}
+	free(list);
+	return 0;
+}
+
+static int backup_verify(const struct kf_config *cfg, const char *what)
+{
+	char err[KF_ERR_MAX], when[KF_RFC3339_LEN + 1];
+	struct kf_backup_info info;
+	char *path = backup_file(cfg, what);
+
+	if (!path)
+		return 1;
+	if (kf_manager_verify_backup(cfg, path, &info, err) < 0) {
+		fprintf(stderr, "keyfs backup verify: %s: %s\n", path, err);
+		free(path);
+		return 1;
+	}
+	kf_time_rfc3339(info.created, when);
+	printf("ok: %s created %s, key version %" PRIu32 ", %" PRIu32
+	       " versions\n",
+	       info.name, when, info.key_version, info.n_versions);
+	free(path);
+	return 0;
+}
+
 int kf_cli_backup(int argc, char **argv)
 {
 	struct kf_cmd_opts o = {0};
-	struct kf_backup_info *list = NULL, info;
 	struct kf_config *cfg;
-	char err[KF_ERR_MAX], when[KF_RFC3339_LEN + 1];
-	size_t n = 0;
-	int rc = 1;
+	bool list, verify;
+	int rc;
 
-	if (kf_cmd_parse_opts(argc, argv, &o) < 0)
+	if (kf_cmd_parse_opts(argc, argv, 0, &o) < 0)
 		return 2;
-	if (optind >= argc)
-		return kf_cmd_fail("backup",
-				   "usage: keyfs backup list|verify FILE "
-				   "[-c FILE]");
+	list = optind + 1 == argc && strcmp(argv[optind], "list") == 0;
+	verify = optind + 2 == argc && strcmp(argv[optind], "verify") == 0;
+	if (!list && !verify)
+		return kf_cmd_usage("backup", backup_usage);
 	cfg = kf_cmd_config("backup", o.config);
 	if (!cfg)
 		return 1;
-	if (strcmp(argv[optind], "list") == 0 && optind + 1 == argc) {
-		if (kf_manager_list_backups_offline(cfg, &list, &n, err) < 0) {
-			fprintf(stderr, "keyfs backup list: %s\n", err);
-			goto out;
-		}
-		printf("%-40s %-20s %7s %8s\n", "NAME", "CREATED", "VERSION",
-		       "SIZE");
-		for (size_t i = 0; i < n; i++) {
-			kf_time_rfc3339(list[i].created, when);
-			printf("%-40s %-20s %7" PRIu32 " %8lld\n", list[i].name,
-			       when, list[i].key_version,
-			       (long long)list[i].size);
-		}
-		free(list);
-		rc = 0;
-	} else if (strcmp(argv[optind], "verify") == 0 && optind + 2 == argc) {
-		if (kf_manager_verify_backup(cfg, argv[optind + 1], &info,
-					     err) < 0) {
-			fprintf(stderr, "keyfs backup verify: %s: %s\n",
-				argv[optind + 1], err);
-			goto out;
-		}
-		kf_time_rfc3339(info.created, when);
-		printf("ok: %s created %s, key version %" PRIu32 ", %" PRIu32
-		       " versions\n",
-		       info.name, when, info.key_version, info.n_versions);
-		rc = 0;
-	} else {
-		fprintf(stderr, "keyfs backup: usage: keyfs backup list|verify "
-				"FILE [-c FILE]\n");
-	}
-out:
+	rc = list ? backup_list(cfg) : backup_verify(cfg, argv[optind + 1]);
 	kf_config_free(cfg);
 	return rc;
 }
@@ -93,17 +139,17 @@ int kf_cli_restore(int argc, char **argv)
 	bool force;
 	int rc = 1;
 
-	if (kf_cmd_parse_opts(argc, argv, &o) < 0)
+	if (kf_cmd_parse_opts(argc, argv, KF_CMD_OPT_OFFLINE, &o) < 0)
 		return 2;
 	force = optind + 2 == argc && strcmp(argv[optind + 1], "force") == 0;
 	if (!o.offline || optind + 1 + force != argc)
-		return kf_cmd_fail(
-		    "restore", "usage: keyfs restore --offline FILE [force] "
-			       "[-c FILE] (with the daemon stopped; a running "
-			       "tree restores with keyfs ctl restore)");
+		return kf_cmd_usage("restore",
+				    "restore --offline NAME|FILE [force] [-c "
+				    "FILE] (with the daemon stopped; a running "
+				    "tree restores with keyfs ctl restore)");
 	what = argv[optind];
 	/* A path given relative to here, else a name in backup_dir. */
-	if (what[0] != '/' && (strchr(what, '/') || access(what, F_OK) == 0)) {
+	if (what[0] != '/' && kf_cmd_local_path(what)) {
 		abs = realpath(what, NULL);
 		if (!abs) {
 			fprintf(stderr, "keyfs restore: %s: %s\n", what,
@@ -161,15 +207,14 @@ int kf_cli_audit(int argc, char **argv)
 			check_anchor = false;
 			break;
 		default:
-			return kf_cmd_fail("audit",
-					   "unknown option or missing value "
-					   "(see keyfs --help)");
+			return kf_cmd_usage("audit",
+					    "audit verify [FILE|DIR...] "
+					    "[--no-anchor] [-c FILE]");
 		}
 	}
 	if (optind >= argc || strcmp(argv[optind], "verify") != 0)
-		return kf_cmd_fail("audit",
-				   "usage: keyfs audit verify [FILE|DIR...] "
-				   "[--no-anchor] [-c FILE]");
+		return kf_cmd_usage("audit", "audit verify [FILE|DIR...] "
+					     "[--no-anchor] [-c FILE]");
 	cfg = kf_cmd_config("audit", config);
 	if (!cfg)
 		return 1;
@@ -331,12 +376,11 @@ int kf_cli_export_env(int argc, char **argv)
 	char err[KF_ERR_MAX];
 	int rc = 1;
 
-	if (kf_cmd_parse_opts(argc, argv, &o) < 0)
+	if (kf_cmd_parse_opts(argc, argv, KF_CMD_OPT_MOUNT, &o) < 0)
 		return 2;
 	if (optind != argc)
-		return kf_cmd_fail("export-env",
-				   "usage: keyfs export-env [-c FILE] "
-				   "[--mount DIR]");
+		return kf_cmd_usage("export-env",
+				    "export-env [-c FILE] [--mount DIR]");
 	if (o.mount)
 		return export_from_mount(o.mount);
 	cfg = kf_cmd_config("export-env", o.config);

@@ -110,7 +110,8 @@ static void prune_automatic_locked(struct kf_manager *m,
 					 .prefix = KF_BACKUP_AUTO_PREFIX,
 					 .held = keyring_holds,
 					 .deleted = pruned,
-					 .data = &ctx};
+					 .data = &ctx,
+					 .cache = m->backups};
 	struct kf_backup_prune_result res;
 	char err[KF_ERR_MAX];
 	json_t *rec;
@@ -449,7 +450,8 @@ int kf_manager_prune(struct kf_manager *m, const struct kf_caller *who,
 					 .force = force,
 					 .held = keyring_holds,
 					 .deleted = pruned,
-					 .data = &ctx};
+					 .data = &ctx,
+					 .cache = m->backups};
 	struct kf_backup_prune_result res = {0};
 	uint64_t seq = 0;
 	size_t done = 0;

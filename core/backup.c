@@ -343,7 +343,8 @@ struct listed {
  * an archive.  Without keep_clear its version list is freed at once.
  */
 static int list_one(const char *dir, int dirfd, const char *file,
-		    bool keep_clear, struct listed *ret)
+		    bool keep_clear, struct kf_backup_cache *cache,
+		    struct listed *ret)
 {
 	struct kf_backup_clear c;
 	struct stat st;
@@ -356,14 +357,18 @@ static int list_one(const char *dir, int dirfd, const char *file,
 		return -errno;
 	if (!S_ISREG(st.st_mode))
 		return -EINVAL;
-	path = kf_path_join(dir, file);
-	if (!path)
-		return -ENOMEM;
-	/* The size and mtime listed are those of the file read. */
-	r = kf_backup_load_clear(path, &c, &st, NULL);
-	free(path);
-	if (r < 0)
-		return r;
+	if (!cache || kf_backup_cache_get(cache, file, &st, &c) < 0) {
+		path = kf_path_join(dir, file);
+		if (!path)
+			return -ENOMEM;
+		/* The size and mtime listed are those of the file read. */
+		r = kf_backup_load_clear(path, &c, &st, NULL);
+		free(path);
+		if (r < 0)
+			return r;
+		if (cache)
+			kf_backup_cache_put(cache, file, &st, &c);
+	}
 	memset(ret, 0, sizeof(*ret));
 	kf_backup_file_name(stem, ret->info.name);
 	ret->info.created = c.created;
@@ -401,7 +406,8 @@ static void listed_free(struct listed *list, size_t n)
  * kf_backup_list); with keep_clear each keeps its version list.  Free
  * with listed_free.
  */
-static int list_dir(const char *dir, bool keep_clear, struct listed **ret,
+static int list_dir(const char *dir, bool keep_clear,
+		    struct kf_backup_cache *cache, struct listed **ret,
 		    size_t *ret_n, char err[KF_ERR_MAX])
 {
 	struct listed *list = NULL, one;
@@ -427,6 +433,8 @@ static int list_dir(const char *dir, bool keep_clear, struct listed **ret,
 		close(fd);
 		return r;
 	}
+	if (cache)
+		kf_backup_cache_begin(cache);
 	/* Beyond the cap the rest is left out; prune still never deletes
 	 * one of the `keep` newest, as it only deletes listed older ones. */
 	while (n < MAX_LIST) {
@@ -438,7 +446,8 @@ static int list_dir(const char *dir, bool keep_clear, struct listed **ret,
 				kf_err_set(err, "%s: %s", dir, strerror(-r));
 			break;
 		}
-		if (list_one(dir, dirfd(d), de->d_name, keep_clear, &one) < 0)
+		if (list_one(dir, dirfd(d), de->d_name, keep_clear, cache,
+			     &one) < 0)
 			continue;
 		if (n == cap) {
 			struct listed *grown;
@@ -456,6 +465,8 @@ static int list_dir(const char *dir, bool keep_clear, struct listed **ret,
 		list[n++] = one;
 	}
 	closedir(d);
+	if (cache && r == 0)
+		kf_backup_cache_end(cache);
 	if (r < 0) {
 		listed_free(list, n);
 		return r;
@@ -473,7 +484,7 @@ int kf_backup_list(const char *dir, struct kf_backup_info **ret, size_t *ret_n,
 	struct kf_backup_info *infos = NULL;
 	struct listed *list;
 	size_t n;
-	int r = list_dir(dir, false, &list, &n, err);
+	int r = list_dir(dir, false, NULL, &list, &n, err);
 
 	if (r < 0)
 		return r;
@@ -557,7 +568,7 @@ int kf_backup_prune(const char *dir, const struct kf_backup_prune_opts *o,
 	unsigned seen = 0;
 	int r = 0, r2;
 
-	r = list_dir(dir, protect, &list, &res.listed, err);
+	r = list_dir(dir, protect, o->cache, &list, &res.listed, err);
 	if (r < 0)
 		return r;
 	doomed = calloc(res.listed ? res.listed : 1, sizeof(*doomed));

@@ -124,7 +124,18 @@ struct kf_backup_prune_opts {
 	/* Told each file deleted (NULL: nobody). */
 	void (*deleted)(const char *file, void *data);
 	void *data;
+	/* Clear fields kept from the last prune (NULL: read every archive). */
+	struct kf_backup_cache *cache;
 };
+
+/*
+ * A cache of archives' clear fields for kf_backup_prune, so that a prune
+ * reads only the archives that are new since the last one (backup_cache.c;
+ * locks inside).  new: NULL when out of memory; free accepts NULL.
+ */
+struct kf_backup_cache;
+struct kf_backup_cache *kf_backup_cache_new(void);
+struct kf_backup_cache *kf_backup_cache_free(struct kf_backup_cache *c);
 
 struct kf_backup_prune_result {
 	size_t listed;	  /* archives in dir */

@@ -29,6 +29,21 @@ struct kf_backup_clear {
 	size_t n_versions;
 };
 
+/*
+ * The cache of clear fields (backup_cache.c): get fills *ret (a copy the
+ * caller frees with kf_backup_clear_done) when name was put from the very
+ * file st describes, else -ENOENT; put keeps a copy (nothing on ENOMEM).
+ * A listing calls begin, then get/put per file, then end, which drops the
+ * entries it did not meet.
+ */
+int kf_backup_cache_get(struct kf_backup_cache *c, const char *name,
+			const struct stat *st, struct kf_backup_clear *ret);
+void kf_backup_cache_put(struct kf_backup_cache *c, const char *name,
+			 const struct stat *st,
+			 const struct kf_backup_clear *clear);
+void kf_backup_cache_begin(struct kf_backup_cache *c);
+void kf_backup_cache_end(struct kf_backup_cache *c);
+
 /* Frees the versions kf_backup_load_clear put in c and zeroes c. */
 void kf_backup_clear_done(struct kf_backup_clear *c);
 

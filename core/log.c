@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* log: messages for people, to standard error and syslog. */
+/* log: messages for people, to standard error (or the journal) and syslog. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +19,8 @@
 
 static bool use_syslog;
 static int stderr_level = LOG_DEBUG;
+static pthread_once_t journal_once = PTHREAD_ONCE_INIT;
+static bool to_journal; /* written once, under journal_once */
 
 void kf_log_syslog(bool on)
 {
@@ -47,6 +50,58 @@ static const char *prio_name(int prio)
 	}
 }
 
+/*
+ * Whether standard error is a stream to journald: systemd sets
+ * JOURNAL_STREAM to "DEVICE:INODE" of the stream it connects standard
+ * output and error to.  A descriptor that was redirected since (a log
+ * file, /dev/null after detaching) has another device or inode, so the
+ * variable alone, inherited by a child, is not enough.
+ */
+static void journal_check(void)
+{
+	const char *v = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	int end = 0;
+
+	if (!v || sscanf(v, "%llu:%llu%n", &dev, &ino, &end) != 2 || v[end])
+		return;
+	if (fstat(STDERR_FILENO, &st) < 0)
+		return;
+	to_journal = (unsigned long long)st.st_dev == dev &&
+		     (unsigned long long)st.st_ino == ino;
+}
+
+/* Whether standard error is journald's stream; checked once. */
+static bool to_journal_stream(void)
+{
+	pthread_once(&journal_once, journal_check);
+	return to_journal;
+}
+
+/*
+ * One message to journald's stream: every line starts with "<N>", the
+ * syslog priority, which journald takes off and stores as the entry's
+ * priority (SyslogLevelPrefix=, on by default).  The stream already names
+ * the unit and the process, so there is no "keyfs: " before the text.
+ */
+static void journal_write(int prio, const char *text)
+{
+	int level = LOG_PRI(prio);
+
+	flockfile(stderr);
+	for (;;) {
+		const char *nl = strchr(text, '\n');
+		int len = nl ? (int)(nl - text) : (int)strlen(text);
+
+		fprintf(stderr, "<%d>%.*s\n", level, len, text);
+		if (!nl)
+			break;
+		text = nl + 1;
+	}
+	funlockfile(stderr);
+}
+
 void kf_log(int prio, const char *fmt, ...)
 {
 	char line[2048];
@@ -55,8 +110,12 @@ void kf_log(int prio, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	if (prio <= stderr_level)
-		fprintf(stderr, "keyfs: %s%s\n", prio_name(prio), line);
+	if (prio <= stderr_level) {
+		if (to_journal_stream())
+			journal_write(prio, line);
+		else
+			fprintf(stderr, "keyfs: %s%s\n", prio_name(prio), line);
+	}
 	if (use_syslog)
 		syslog(prio, "%s", line);
 }

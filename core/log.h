@@ -3,9 +3,13 @@
  * log: the daemon's and the command's messages for people.
  *
  * Messages go to standard error, and to syslog (facility LOG_AUTHPRIV) once
- * kf_log_syslog(true) was called.  Only the manager and main log; the other
- * core modules return an errno and a reason instead.  Nothing logged may
- * contain key material.
+ * kf_log_syslog(true) was called.  On standard error a message reads
+ * "keyfs: error: TEXT"; when standard error is journald's stream (systemd's
+ * JOURNAL_STREAM names it), it reads "<3>TEXT" instead, which journald
+ * stores as TEXT at priority 3.  That is checked once, at the first message.
+ *
+ * Only the manager and main log; the other core modules return an errno and
+ * a reason instead.  Nothing logged may contain key material.
  */
 #ifndef KF_LOG_H
 #define KF_LOG_H

@@ -146,6 +146,21 @@ void kf_mgr_report_failure(struct kf_manager *m, json_t *record,
 	kf_mgr_record_failure(m, record, cancels_seq, error);
 }
 
+void kf_mgr_alert(struct kf_manager *m, int prio, json_t *record,
+		  const char *message)
+{
+	char aerr[KF_ERR_MAX];
+	uint64_t seq = 0;
+	bool logged;
+
+	kf_log(prio, "%s", message);
+	logged = kf_mgr_record_durable(m, record, &seq, aerr) == 0;
+	if (!logged)
+		kf_log(LOG_ALERT, "audit log: %s", aerr);
+	run_alert(m->cfg, record, seq, logged ? NULL : aerr);
+	json_decref(record);
+}
+
 json_t *kf_mgr_versions_json(const struct kf_keyring *kr)
 {
 	json_t *a = json_array();
@@ -344,6 +359,8 @@ struct kf_manager *kf_manager_close(struct kf_manager *m)
 	if (!m)
 		return NULL;
 	kf_mgr_cluster_stop(m);
+	/* The open windows' repeats, before the anchor is sealed. */
+	kf_manager_stop_audit(m);
 	if (m->kr && m->audit && m->store) {
 		char err[KF_ERR_MAX];
 
@@ -352,7 +369,9 @@ struct kf_manager *kf_manager_close(struct kf_manager *m)
 	}
 	kf_mgr_cluster_free(m);
 	kf_keyring_unref(m->kr);
+	kf_mgr_audit_free(m);
 	kf_audit_close(m->audit);
+	kf_backup_cache_free(m->backups);
 	kf_store_free(m->store); /* before the keys: it borrows the seal key */
 	if (m->lock_fd >= 0)
 		close(m->lock_fd);
@@ -386,17 +405,25 @@ struct kf_keyring *kf_manager_keyring(struct kf_manager *m)
 int kf_manager_audit_open(struct kf_manager *m, const struct kf_caller *who,
 			  const char *path)
 {
+	struct kf_window_time now;
 	char err[KF_ERR_MAX];
-	json_t *rec = kf_event_record(KF_EVENT_KEY_OPEN, who);
+	json_t *rec;
 	int r;
 
-	json_object_set_new(rec, "path", json_string(path));
-	r = kf_audit_append(m->audit, rec, false, err);
-	json_decref(rec);
+	if (m->aud.window) {
+		/* A repeat: a lookup and a count, no record (auditing.c). */
+		r = kf_window_open(m->aud.window, who, path,
+				   kf_window_now(&now), err);
+	} else {
+		rec = kf_event_record(KF_EVENT_KEY_OPEN, who);
+		json_object_set_new(rec, "path", json_string(path));
+		r = kf_audit_append(m->audit, rec, false, err);
+		json_decref(rec);
+	}
 	if (r < 0)
 		kf_log(LOG_ALERT, "open of %s refused: audit log: %s", path,
 		       err);
-	return r;
+	return r < 0 ? r : 0;
 }
 
 _Static_assert(KF_MANAGER_SEGMENT_NAME_MAX == KF_AUDIT_NAME_MAX,
@@ -481,8 +508,6 @@ void kf_manager_count_control(struct kf_manager *m, size_t row, bool ok)
 
 void kf_manager_counters(struct kf_manager *m, struct kf_manager_counters *ret)
 {
-	struct kf_audit_stats st = {0};
-
 	memset(ret, 0, sizeof(*ret));
 	for (int e = 0; e < KF_EVENT_COUNT; e++)
 		for (int i = 0; i < 2; i++)
@@ -492,8 +517,4 @@ void kf_manager_counters(struct kf_manager *m, struct kf_manager_counters *ret)
 	for (size_t c = 0; c < KF_MANAGER_CONTROLS_MAX; c++)
 		for (int i = 0; i < 2; i++)
 			ret->controls[c][i] = m->counters.controls[c][i];
-	if (m->audit)
-		kf_audit_stats(m->audit, &st);
-	ret->audit_bytes = st.active_bytes;
-	ret->audit_write_failures = st.write_failures;
 }

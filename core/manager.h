@@ -16,8 +16,8 @@
  * written), is logged at alert priority and passed to alert_command.
  *
  * Implemented in manager.c (commit protocol), startup.c, rotation.c,
- * archives.c, status.c and offline.c; manager_private.h says which holds
- * what.
+ * archives.c, status.c, offline.c and auditing.c; manager_private.h says
+ * which holds what.
  */
 #ifndef KF_MANAGER_H
 #define KF_MANAGER_H
@@ -81,6 +81,22 @@ int kf_manager_start_sync(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
 
 /* Stops those threads (kf_manager_close does too); nothing to stop: no-op. */
 void kf_manager_stop_sync(struct kf_manager *m);
+
+/*
+ * Starts the audit log's upkeep thread (README: Audit): it records the
+ * repeats of each open window once it ends, checks the log's free space
+ * (at once, then every minute), alerts when syslog drops lines, closes
+ * segments that are due and applies audit_keep (every minute:
+ * kf_manager_audit_retain).  Start it once the tree serves opens.
+ */
+int kf_manager_start_audit(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Stops that thread and records every open window's repeats, ended or not
+ * (kf_manager_close does too, before the log closes); opens after it are
+ * recorded one by one.  Nothing started: only the flush.
+ */
+void kf_manager_stop_audit(struct kf_manager *m);
 
 /*
  * Seals the audit log's current anchor into the state when records were
@@ -185,6 +201,9 @@ json_t *kf_manager_info(struct kf_manager *m);
 
 /*
  * Audits an open of a key file (audited read mode); no fsync per open.
+ * With audit_open_window, only the first open of a window by the same
+ * caller (pid, uid, gid) of the same path is recorded here; the others are
+ * counted, and recorded as one key_open_repeat when the window ends.
  * Fails closed: when the record cannot be written the caller must refuse
  * the open (-EIO or the write's errno).
  */
@@ -226,10 +245,8 @@ enum kf_manager_open_kind {
  */
 struct kf_manager_counters {
 	uint64_t events[KF_EVENT_COUNT][2];
-	uint64_t opens[KF_MANAGER_OPEN_KINDS];	       /* audited, recorded */
+	uint64_t opens[KF_MANAGER_OPEN_KINDS];	       /* audited, accepted */
 	uint64_t controls[KF_MANAGER_CONTROLS_MAX][2]; /* [0] ok, [1] failed */
-	uint64_t audit_bytes;			       /* the active segment */
-	uint64_t audit_write_failures;		       /* appends refused */
 };
 
 /* Counts an audited open of kind that was recorded (the daemon). */
@@ -242,7 +259,7 @@ void kf_manager_count_open(struct kf_manager *m,
  */
 void kf_manager_count_control(struct kf_manager *m, size_t row, bool ok);
 
-/* The counters now, and the audit log's figures, into *ret. */
+/* The counters now, into *ret. */
 void kf_manager_counters(struct kf_manager *m, struct kf_manager_counters *ret);
 
 /* --- offline, for the keyfs command: no daemon needed -------------------- */

@@ -13,6 +13,8 @@
  *               the other operations use
  *   status.c    kf_manager_info, the status object
  *   offline.c   audit verify, backup verify and list, without a manager
+ *   auditing.c  the audit log's upkeep: the open window, shipping to
+ *               syslog, the free-space alarm and the thread that runs them
  *
  * The functions below are kf_mgr_*: external only so those files can share
  * them.  Every one is called with what its comment says held.  Open and
@@ -28,6 +30,9 @@
 #include <stdint.h>
 
 #include "audit.h"
+#include "audit_ship.h"
+#include "audit_space.h"
+#include "audit_window.h"
 #include "backup.h"
 #include "cluster.h"
 #include "event.h"
@@ -57,14 +62,46 @@ struct kf_mgr_counters {
 	_Atomic uint64_t controls[KF_MANAGER_CONTROLS_MAX][2];
 };
 
+/*
+ * The audit log's upkeep (auditing.c): made by kf_mgr_audit_setup right
+ * after the log is opened, its thread run by kf_manager_start_audit.
+ */
+struct kf_mgr_audit {
+	struct kf_window *window; /* NULL: audit_open_window = 0; locks
+				   * itself; read-only pointer after open */
+	struct kf_ship *ship;	  /* NULL: audit_syslog = no; used under
+				   * the log's lock, counters atomic */
+	char *folder;		  /* the log's folder; read-only */
+	bool ready;		  /* lock and wake made; open/close */
+
+	pthread_mutex_t lock;
+	pthread_cond_t wake;   /* the thread's sleep (CLOCK_MONOTONIC); stop */
+	bool stop;	       /* protected by lock */
+	struct kf_space space; /* protected by lock */
+
+	/* the thread's own */
+	bool started;
+	pthread_t thread;
+	int64_t next_space_ms;	  /* monotonic: the next statvfs */
+	int64_t next_rotate_ms;	  /* ... the next kf_audit_rotate_if_due */
+	bool space_failed;	  /* the last statvfs failed (logged once) */
+	uint64_t drops_seen;	  /* the ship's drops at the last look */
+	int64_t drop_alerted_ms;  /* the last drop alert; 0: none yet */
+	int64_t flush_alerted_ms; /* the last unwritten-repeats alert */
+	uint64_t lost_alerted;	  /* opens alerted as lost at stop; stop
+				   * and close, after the thread ended */
+};
+
 struct kf_manager {
 	const struct kf_config *cfg; /* borrowed; read-only */
 	struct kf_subkeys *keys;     /* sodium_malloc'd; read-only after open */
 	struct kf_store *store;	     /* the sealed state; op_lock */
 	struct kf_audit *audit;	     /* locks itself */
-	int lock_fd;		     /* flock'd state_dir/lock; open/close */
-	uint64_t sealed_seq;	     /* anchor in the state; op_lock */
-	bool restore_only;	     /* no keyring needed; set at open */
+	struct kf_backup_cache *backups; /* archives' clear fields; locks
+					    itself; NULL: none */
+	int lock_fd;	     /* flock'd state_dir/lock; open/close */
+	uint64_t sealed_seq; /* anchor in the state; op_lock */
+	bool restore_only;   /* no keyring needed; set at open */
 	struct kf_mgr_counters counters; /* atomics: manager.c */
 
 	pthread_mutex_t op_lock; /* serialises management operations */
@@ -75,6 +112,8 @@ struct kf_manager {
 	void *on_change_data;
 
 	struct kf_mgr_cluster *cl; /* store = etcd; NULL for the file store */
+
+	struct kf_mgr_audit aud; /* auditing.c */
 };
 
 /* --- manager.c ----------------------------------------------------------- */
@@ -110,6 +149,14 @@ void kf_mgr_report_failure(struct kf_manager *m, json_t *record,
 			   uint64_t cancels_seq, const char *error);
 
 /*
+ * An alarm that is no operation's failure (low disk space, lines syslog
+ * did not take): message logged at prio, record (consumed, complete with
+ * "success") audited, best effort, and passed to alert_command.
+ */
+void kf_mgr_alert(struct kf_manager *m, int prio, json_t *record,
+		  const char *message);
+
+/*
  * The commit protocol (manager.c): audits record (not consumed; it gets
  * "success": true), seals next into the store, then swaps it in.  Caller
  * holds op_lock.  0; -errno when nothing changed, with *cancel_seq the seq
@@ -142,6 +189,20 @@ void kf_mgr_take_anchor(struct kf_manager *m,
  * NULL; not consumed) added. */
 int kf_mgr_record_load(struct kf_manager *m, json_t *fields,
 		       char err[KF_ERR_MAX]) KF_WUR;
+
+/* --- auditing.c ---------------------------------------------------------- */
+
+/*
+ * Makes m->aud (the open window, the syslog shipper hooked on the log) once
+ * the log is open.  -errno with err: a socket path that cannot work.
+ */
+int kf_mgr_audit_setup(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
+
+/* Unhooks and frees m->aud (stop it first); before the log is closed. */
+void kf_mgr_audit_free(struct kf_manager *m);
+
+/* The status object's "audit" part. */
+json_t *kf_mgr_audit_info(struct kf_manager *m);
 
 /* --- archives.c ---------------------------------------------------------- */
 

@@ -80,11 +80,13 @@ static void add_label_value(struct text *t, const char *v)
 /* The parts of the status object metrics show (kf_manager_info). */
 struct status_part {
 	int64_t version;
-	int64_t created;       /* the current key's; 0: unknown */
-	int64_t next_rotation; /* 0: automatic rotation off */
-	bool cluster;	       /* store = etcd */
-	bool store_up;	       /* etcd answered the last heartbeat */
-	size_t nodes;	       /* node records listed */
+	int64_t created;	       /* the current key's; 0: unknown */
+	int64_t next_rotation;	       /* 0: automatic rotation off */
+	bool cluster;		       /* store = etcd */
+	bool store_up;		       /* etcd answered the last heartbeat */
+	size_t nodes;		       /* node records listed */
+	uint64_t audit_bytes;	       /* the active segment's size */
+	uint64_t audit_write_failures; /* appends refused since open */
 };
 
 /* Whether o's string field key is `want`. */
@@ -108,7 +110,7 @@ static int64_t time_of(json_t *o, const char *key)
 /* What status says, so metrics never disagree with it. */
 static void status_part(struct kf_manager *m, struct status_part *ret)
 {
-	json_t *o = kf_manager_info(m), *store;
+	json_t *o = kf_manager_info(m), *store, *audit;
 
 	memset(ret, 0, sizeof(*ret));
 	ret->version = json_integer_value(json_object_get(o, "version"));
@@ -118,6 +120,11 @@ static void status_part(struct kf_manager *m, struct status_part *ret)
 	ret->cluster = string_is(store, "type", "etcd");
 	ret->store_up = string_is(store, "state", "ok");
 	ret->nodes = json_array_size(json_object_get(store, "nodes"));
+	audit = json_object_get(o, "audit");
+	ret->audit_bytes = (uint64_t)json_integer_value(
+	    json_object_get(audit, "active_bytes"));
+	ret->audit_write_failures = (uint64_t)json_integer_value(
+	    json_object_get(audit, "write_failures"));
 	json_decref(o);
 }
 
@@ -169,6 +176,7 @@ static void key_families(struct text *t, const struct kf_config *cfg,
 
 static void counter_families(struct text *t,
 			     const struct kf_manager_counters *c,
+			     const struct status_part *st,
 			     const char *const *names, size_t n_names)
 {
 	static const char *const results[2] = {"success", "failure"};
@@ -204,10 +212,10 @@ static void counter_families(struct text *t,
 	       "Audit records that could not be written since the daemon "
 	       "started (each refused an open or an operation); monotonic.");
 	add(t, "keyfs_audit_write_failures_total %" PRIu64 "\n",
-	    c->audit_write_failures);
+	    st->audit_write_failures);
 	family(t, "keyfs_audit_bytes", "gauge",
 	       "Size of the audit log's active segment in bytes.");
-	add(t, "keyfs_audit_bytes %" PRIu64 "\n", c->audit_bytes);
+	add(t, "keyfs_audit_bytes %" PRIu64 "\n", st->audit_bytes);
 }
 
 /* Archives by kind, and the newest one's creation time. */
@@ -269,7 +277,7 @@ int kf_metrics_render(struct kf_manager *m, const char *const *control_names,
 	status_part(m, &st);
 	kf_manager_counters(m, &c);
 	key_families(&t, kf_manager_config(m), &st, now);
-	counter_families(&t, &c, control_names, n_controls);
+	counter_families(&t, &c, &st, control_names, n_controls);
 	backup_families(&t, m);
 	store_families(&t, &st);
 	if (t.failed) {

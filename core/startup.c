@@ -228,7 +228,9 @@ static int new_keyring(const struct kf_config *cfg, struct kf_keyring **ret,
 	}
 	if (cfg->mode != KF_MODE_DEVELOPMENT) {
 		kf_err_set(err, "KeyValidationError: No current encryption key "
-				"available");
+				"available: set ENCRYPTION_KEY (for example "
+				"from `keyfs genkey`), or restore a backup "
+				"(`keyfs restore --offline FILE`)");
 		return -ENOENT;
 	}
 	key = sodium_malloc(KF_KEY_BYTES);
@@ -423,6 +425,9 @@ static int manager_open(const struct kf_config *cfg, enum open_for what,
 	m->cfg = cfg;
 	m->restore_only = restore_only;
 	m->lock_fd = -1;
+	/* Without it (ENOMEM) prunes read every archive: slower, still right.
+	 */
+	m->backups = kf_backup_cache_new();
 	pthread_mutex_init(&m->op_lock, NULL);
 	pthread_mutex_init(&m->kr_lock, NULL);
 	if ((what == OPEN_RESTORE && etcd) ||
@@ -464,6 +469,10 @@ static int manager_open(const struct kf_config *cfg, enum open_for what,
 					  .max_size = cfg->auditing.max_size,
 					  .max_age = cfg->auditing.rotate,
 					  .keep = cfg->auditing.keep});
+	/* The window and shipping, before the first line of this start. */
+	r = kf_mgr_audit_setup(m, err);
+	if (r < 0)
+		goto fail;
 	if (what == OPEN_CLUSTER_INIT)
 		r = kf_mgr_cluster_init(m, from_state, err);
 	else if (etcd)

@@ -124,6 +124,7 @@ json_t *kf_manager_info(struct kf_manager *m)
 		json_object_set_new(st, "type", json_string("file"));
 		json_object_set_new(o, "store", st);
 	}
+	json_object_set_new(o, "audit", kf_mgr_audit_info(m));
 	kf_keyring_unref(kr);
 	return o;
 }

@@ -1,20 +1,26 @@
 // SPDX-License-Identifier: MIT
 /*
  * mount: the daemon's life cycle -- configuration, the checks on the
- * mountpoint, the manager, the FUSE session, signals and the exit.
+ * mountpoint, the manager, the FUSE session, signals, the service
+ * manager's notifications and the exit.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <mntent.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +33,7 @@
 #define MNTENT_LINE_MAX (2 * PATH_MAX + 512)
 #define REQUESTS_LINE_MAX 512 /* the SIGUSR1 line of request counters */
 #define LOOP_THREADS 16	      /* request threads at most */
+#define NOTIFY_MAX 512	      /* one notification: READY=1, STATUS=... */
 
 /* Resolves the existing prefix of path with realpath, keeping the rest. */
 static char *resolve(const char *path)
@@ -78,23 +85,37 @@ static int check_paths(const struct kf_config *cfg, const char *mnt)
 }
 
 /*
- * -o OPTS may add options but never weaken the ones keyfs always sets
- * (default_permissions, allow_other, nosuid, nodev).
+ * -o OPTS may add FUSE options but never weaken the ones keyfs always sets
+ * (default_permissions, allow_other, nosuid, nodev).  allow_root is refused.
+ * suid and dev are dropped with a warning: mount(8) turns fstab's
+ * "defaults" into them and mount.fuse3 passes them on, so refusing them
+ * would refuse every fstab line that does not say nosuid,nodev.  Empty
+ * items are dropped too.  *ret_opts: the options to give libfuse, malloc'd,
+ * or NULL when none is left.  0 or -errno.
  */
-static int check_extra_options(const char *extra)
+static int filter_extra_options(const char *extra, char **ret_opts)
 {
-	static const char *const refused[] = {"suid", "dev", "allow_root",
+	static const char *const refused[] = {"allow_root",
 					      "nodefault_permissions"};
-	char *copy, *save = NULL;
+	static const char *const dropped[] = {"suid", "dev"};
+	char *copy, *out, *save = NULL;
+	size_t len = 0;
 	int r = 0;
 
+	*ret_opts = NULL;
 	if (!extra)
 		return 0;
 	copy = strdup(extra);
-	if (!copy)
+	out = calloc(1, strlen(extra) + 1);
+	if (!copy || !out) {
+		free(copy);
+		free(out);
 		return -ENOMEM;
+	}
 	for (char *t = strtok_r(copy, ",", &save); t && r == 0;
 	     t = strtok_r(NULL, ",", &save)) {
+		bool drop = false;
+
 		for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]);
 		     i++) {
 			if (strcmp(t, refused[i]) == 0) {
@@ -106,9 +127,118 @@ static int check_extra_options(const char *extra)
 				r = -EINVAL;
 			}
 		}
+		for (size_t i = 0; i < sizeof(dropped) / sizeof(dropped[0]);
+		     i++) {
+			if (strcmp(t, dropped[i]) == 0) {
+				kf_log(LOG_WARNING,
+				       "-o %s ignored: keyfs always mounts "
+				       "nosuid,nodev",
+				       dropped[i]);
+				drop = true;
+			}
+		}
+		if (drop || r < 0)
+			continue;
+		len += (size_t)sprintf(out + len, "%s%s", len ? "," : "", t);
 	}
 	free(copy);
+	if (r < 0 || len == 0) {
+		free(out);
+		return r;
+	}
+	*ret_opts = out;
+	return 0;
+}
+
+/*
+ * The service manager to tell about start-up and shutdown: the datagram
+ * socket of $NOTIFY_SOCKET (sd_notify(3)), a path or, after "@", an
+ * abstract name.  Only with -f: a daemon that detaches is not the process
+ * systemd started, and systemd ignores notifications from others.
+ */
+struct notify_target {
+	struct sockaddr_un addr;
+	socklen_t len;	      /* 0: nothing to tell */
+	atomic_bool stopping; /* STOPPING=1 was sent */
+};
+
+/* Reads $NOTIFY_SOCKET into t, and unsets it: no child should use it. */
+static void notify_init(struct notify_target *t, bool foreground)
+{
+	const char *v = getenv("NOTIFY_SOCKET");
+	size_t n;
+
+	memset(t, 0, sizeof(*t));
+	atomic_init(&t->stopping, false);
+	if (!foreground || !v || !*v)
+		return;
+	n = strlen(v);
+	if ((v[0] != '/' && v[0] != '@') || n >= sizeof(t->addr.sun_path)) {
+		kf_log(LOG_WARNING,
+		       "NOTIFY_SOCKET is neither a path nor an abstract "
+		       "socket name; systemd will not hear that keyfs is "
+		       "ready");
+		return;
+	}
+	t->addr.sun_family = AF_UNIX;
+	memcpy(t->addr.sun_path, v, n);
+	if (v[0] == '@')
+		t->addr.sun_path[0] = 0;
+	/* An abstract name has no terminating NUL; a path may have one. */
+	t->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n +
+			     (v[0] == '/'));
+	unsetenv("NOTIFY_SOCKET");
+}
+
+/*
+ * Sends one notification ("READY=1\nSTATUS=...") as a datagram from a
+ * socket of its own, so any thread may call it.  0 (also when there is no
+ * service manager), or -errno, logged as a warning.
+ */
+static int notify_send(const struct notify_target *t, const char *text)
+{
+	int fd, r = 0;
+
+	if (t->len == 0)
+		return 0;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || sendto(fd, text, strlen(text), MSG_NOSIGNAL,
+			     (const struct sockaddr *)&t->addr, t->len) < 0)
+		r = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (r < 0)
+		kf_log(LOG_WARNING, "cannot notify systemd (NOTIFY_SOCKET): %s",
+		       strerror(-r));
 	return r;
+}
+
+/* READY=1, with the version served in STATUS, once the tree answers. */
+static void notify_ready(const struct notify_target *t, struct kf_fs *fs)
+{
+	struct kf_keyring *kr;
+	char text[NOTIFY_MAX];
+
+	if (t->len == 0)
+		return;
+	kr = kf_manager_keyring(fs->m);
+	snprintf(text, sizeof(text),
+		 "READY=1\nSTATUS=version %" PRIu32 ", %s mode, on %s",
+		 kf_keyring_current_version(kr),
+		 kf_config_read_modes[fs->read_mode], fs->mountpoint);
+	kf_keyring_unref(kr);
+	notify_send(t, text);
+}
+
+/* STOPPING=1, once: from the signal thread, or when the session ended. */
+static void notify_stopping(struct notify_target *t, const char *why)
+{
+	char text[NOTIFY_MAX];
+
+	if (t->len == 0 || atomic_exchange(&t->stopping, true))
+		return;
+	snprintf(text, sizeof(text), "STOPPING=1\nSTATUS=unmounting (%s)", why);
+	notify_send(t, text);
 }
 
 /*
@@ -232,6 +362,7 @@ static bool already_mounted(const char *mnt)
 
 struct sig_ctx {
 	struct kf_fs *fs;
+	struct notify_target *notify;
 	sigset_t set;
 };
 
@@ -264,6 +395,7 @@ static void log_requests(struct kf_fs *fs)
 static void *sig_main(void *arg)
 {
 	struct sig_ctx *s = arg;
+	char why[32];
 	int sig, r;
 
 	for (;;) {
@@ -274,6 +406,8 @@ static void *sig_main(void *arg)
 		log_requests(s->fs);
 	}
 	kf_log(LOG_NOTICE, "signal %d: unmounting %s", sig, s->fs->mountpoint);
+	snprintf(why, sizeof(why), "signal %d", sig);
+	notify_stopping(s->notify, why);
 	fuse_session_exit(s->fs->se);
 	r = unmount_detached(s->fs->mountpoint);
 	if (r < 0)
@@ -282,12 +416,13 @@ static void *sig_main(void *arg)
 	return NULL;
 }
 
-static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
+static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o,
+		       const char *extra, struct notify_target *notify)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config *loop = NULL;
 	struct kf_caller self = {getuid(), getgid(), getpid()};
-	struct sig_ctx sig = {fs, {{0}}};
+	struct sig_ctx sig = {fs, notify, {{0}}};
 	pthread_t sig_thread;
 	json_t *fields;
 	int r = 1, e;
@@ -296,9 +431,9 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 	fuse_opt_add_arg(&args, "-o");
 	fuse_opt_add_arg(&args, "default_permissions,allow_other,nosuid,"
 				"nodev,fsname=keyfs,subtype=keyfs");
-	if (o->extra) {
+	if (extra) {
 		fuse_opt_add_arg(&args, "-o");
-		fuse_opt_add_arg(&args, o->extra);
+		fuse_opt_add_arg(&args, extra);
 	}
 	fs->se = fuse_session_new(&args, &kf_ops, sizeof(kf_ops), fs);
 	if (!fs->se) {
@@ -347,10 +482,16 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o)
 		goto out;
 	}
 
+	/* The kernel queues requests until the loop reads them: from here on
+	 * every request is answered. */
+	notify_ready(notify, fs);
 	loop = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_max_threads(loop, LOOP_THREADS);
 	r = fuse_session_loop_mt(fs->se, loop) < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(loop);
+	/* Unless a signal said it first: the session ended, most likely by
+	 * an unmount (umount, fusermount3 -u). */
+	notify_stopping(notify, "the FUSE session ended");
 
 	kf_workers_stop(fs);
 	kf_ops_release_all(fs);
@@ -368,20 +509,26 @@ out:
 
 int kf_mount_main(const struct kf_mount_opts *o)
 {
+	struct notify_target notify;
 	struct kf_config *cfg = NULL;
 	struct kf_manager *m = NULL;
 	struct kf_fs fs = {0};
 	char err[KF_ERR_MAX];
-	char *mnt = NULL;
+	char *mnt = NULL, *extra = NULL;
 	int r;
 
 	/* Again in the detached daemon, whatever fuse_daemonize did. */
 	kf_harden_process();
-	if (check_extra_options(o->extra) < 0)
+	notify_init(&notify, o->foreground);
+	r = filter_extra_options(o->extra, &extra);
+	if (r == -ENOMEM)
+		kf_log(LOG_ERR, "out of memory");
+	if (r < 0)
 		return 1;
 	r = kf_config_load(o->config_path, &cfg, err);
 	if (r < 0) {
 		kf_log(LOG_ERR, "%s", err);
+		free(extra);
 		return 1;
 	}
 	if (o->mountpoint &&
@@ -427,16 +574,18 @@ int kf_mount_main(const struct kf_mount_opts *o)
 	fs.tree = kf_tree_new(m);
 	fs.lookups = kf_lookups_new();
 	pthread_mutex_init(&fs.handles_lock, NULL);
-	r = fs.tree && fs.lookups ? run_session(&fs, o) : 1;
+	r = fs.tree && fs.lookups ? run_session(&fs, o, extra, &notify) : 1;
 	kf_lookups_free(fs.lookups);
 	kf_tree_free(fs.tree);
 	kf_manager_close(m);
 	kf_config_free(cfg);
 	free(mnt);
+	free(extra);
 	return r;
 fail:
 	kf_manager_close(m);
 	kf_config_free(cfg);
 	free(mnt);
+	free(extra);
 	return 1;
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * workers: the daemon's two background threads.
+ * workers: the daemon's two background threads (and the manager's, started
+ * and stopped from here: store = etcd's sync, the audit log's upkeep).
  *
  * Invalidation: names and attributes are cached by the kernel for KF_TTL,
  * which halves the cost of a key read; whatever a change affects (the tree
@@ -183,6 +184,9 @@ int kf_workers_start(struct kf_fs *fs)
 	kf_manager_on_change(fs->m, on_change, fs);
 	/* store = etcd: other nodes' changes come in from here on. */
 	e = kf_manager_start_sync(fs->m, err);
+	if (e == 0)
+		/* Open windows' repeats, free space, syslog's drops. */
+		e = kf_manager_start_audit(fs->m, err);
 	if (e < 0) {
 		kf_log(LOG_ERR, "%s", err);
 		kf_workers_stop(fs);
@@ -199,6 +203,8 @@ void kf_workers_stop(struct kf_fs *fs)
 	pthread_mutex_unlock(&fs->rot_lock);
 	pthread_join(fs->rot_thread, NULL);
 	kf_manager_stop_sync(fs->m);
+	/* Every open window's repeats, before the unmount record. */
+	kf_manager_stop_audit(fs->m);
 	kf_manager_on_change(fs->m, NULL, NULL);
 	stop_invalidation(fs);
 }

@@ -741,6 +741,21 @@ char *kt_mread(struct kt_mount *m, const char *rel, size_t *len)
 	return text;
 }
 
+char *kt_mstatus_keys(struct kt_mount *m)
+{
+	char *text = kt_mread(m, "status", NULL), *out;
+	json_error_t e;
+	json_t *o = text ? json_loads(text, 0, &e) : NULL;
+
+	free(text);
+	if (!o)
+		return NULL;
+	json_object_del(o, "audit");
+	out = json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT);
+	json_decref(o);
+	return out;
+}
+
 int kt_mwrite(struct kt_mount *m, const char *rel, const char *text)
 {
 	char *p = kt_mpath(m, rel);

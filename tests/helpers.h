@@ -200,6 +200,13 @@ char *kt_mpath(struct kt_mount *m, const char *rel);
 /* Reads a file of the tree (NULL on error, errno set). */
 char *kt_mread(struct kt_mount *m, const char *rel, size_t *len);
 
+/*
+ * The tree's status without its "audit" object (which counts every
+ * record, a refused operation's too), as sorted compact JSON (malloc'd), or
+ * NULL: what must not change when an operation is refused.
+ */
+char *kt_mstatus_keys(struct kt_mount *m);
+
 /* One write(2) of text to a file of the tree: 0, or -errno. */
 int kt_mwrite(struct kt_mount *m, const char *rel, const char *text);
 

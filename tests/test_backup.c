@@ -831,3 +831,75 @@ Test(backup, prune_empty_or_missing_dir)
 	free(p);
 	free(dir);
 }
+
+/*
+ * The clear-fields cache: a prune that reuses what the last one read
+ * decides exactly as one that reads every archive, and an archive replaced
+ * under the same name is read again, not taken from the cache.
+ */
+Test(backup, prune_with_a_cache_decides_as_without)
+{
+	char *dir = kt_tmpdir("backup-cache"), *names[4], *a, *b;
+	char err[KF_ERR_MAX];
+	static const uint32_t v1[] = {1}, v21[] = {2, 1}, v32[] = {3, 2},
+			      v43[] = {4, 3};
+	const uint32_t *vs[] = {v1, v21, v32, v43};
+	const size_t ns[] = {1, 2, 2, 2};
+	uint32_t held_from = 3;
+	struct kf_backup_cache *cache = kf_backup_cache_new();
+	struct kf_backup_prune_opts o = {
+	    .keep = 1, .held = holds_from, .data = &held_from, .dry_run = true};
+	struct kf_backup_prune_result with, without;
+
+	cr_assert(cache);
+	for (int i = 0; i < 4; i++)
+		names[i] =
+		    put_versions(dir, T0 + 60 * i, vs[i][0], vs[i], ns[i]);
+	for (int round = 0; round < 2; round++) {
+		o.cache = cache;
+		cr_assert(kf_backup_prune(dir, &o, &with, err) == 0, "%s", err);
+		o.cache = NULL;
+		cr_assert(kf_backup_prune(dir, &o, &without, err) == 0, "%s",
+			  err);
+		cr_assert(with.deleted == without.deleted &&
+			      with.protected == without.protected &&
+			      with.listed == without.listed,
+			  "round %d: cached %zu/%zu, read %zu/%zu", round,
+			  with.deleted, with.protected, without.deleted,
+			  without.protected);
+	}
+	cr_assert(with.deleted == 1 && with.protected == 2);
+	/* (3,2) replaced by a copy of (4,3) under its name: 2 is then held
+	 * by (2,1) alone, which stays, and one (4,3) goes -- 2 deleted, 1
+	 * protected.  A stale cache would still see (3,2): 1 and 2. */
+	a = kt_path(dir, names[3]);
+	b = kt_path(dir, names[2]);
+	kt_copy_file(a, b);
+	o.cache = cache;
+	cr_assert(kf_backup_prune(dir, &o, &with, err) == 0, "%s", err);
+	o.cache = NULL;
+	cr_assert(kf_backup_prune(dir, &o, &without, err) == 0, "%s", err);
+	cr_assert(with.deleted == without.deleted &&
+		      with.protected == without.protected,
+		  "after a replacement: cached %zu/%zu, read %zu/%zu",
+		  with.deleted, with.protected, without.deleted,
+		  without.protected);
+	cr_assert(without.deleted == 2 && without.protected == 1,
+		  "the replacement did not change the plan: %zu/%zu",
+		  without.deleted, without.protected);
+	/* Archives gone from the folder leave the cache's answers right. */
+	o.dry_run = false;
+	o.force = true;
+	o.cache = cache;
+	cr_assert(kf_backup_prune(dir, &o, &with, err) == 0, "%s", err);
+	o.dry_run = true;
+	o.force = false;
+	cr_assert(kf_backup_prune(dir, &o, &with, err) == 0, "%s", err);
+	cr_assert(with.listed == 1, "listed %zu after the prune", with.listed);
+	kf_backup_cache_free(cache);
+	for (int i = 0; i < 4; i++)
+		free(names[i]);
+	free(a);
+	free(b);
+	free(dir);
+}

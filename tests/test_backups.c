@@ -250,7 +250,7 @@ static void snap_take(struct kt_mount *m, struct snap *s)
 	s->version = kt_mread(m, "version", NULL);
 	s->current = kt_mread(m, "current", NULL);
 	s->previous = kt_mread(m, "previous", NULL); /* NULL if absent */
-	s->status = kt_mread(m, "status", NULL);
+	s->status = kt_mstatus_keys(m);
 	s->versions = kt_mnames(m, "versions");
 	s->derived_names = kt_mnames(m, "derived");
 	cr_assert(s->version && s->current && s->status,

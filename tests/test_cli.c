@@ -1783,7 +1783,7 @@ Test(cli, ctl_status_and_rotate_drive_a_mount, .fini = kt_mount_cleanup_all,
 
 	kt_mount_config(&m, "cli-ctl", NULL, NULL);
 	cr_assert(kt_mount_start(&m, NULL) == 0, "mount failed; see %s", m.log);
-	cr_assert(kt_ctl(&m, &out, &err, "status") == 0,
+	cr_assert(kt_ctl(&m, &out, &err, "status --json") == 0,
 		  "ctl status failed: %s", err);
 	o = json_loads(out, 0, &jerr);
 	cr_assert(o, "ctl status is not JSON: %s", jerr.text);
@@ -1803,7 +1803,7 @@ Test(cli, ctl_status_and_rotate_drive_a_mount, .fini = kt_mount_cleanup_all,
 	cr_assert(v && strcmp(v, "2\n") == 0, "version file: %s", v);
 	free(v);
 
-	cr_assert(kt_ctl(&m, &out, NULL, "status") == 0);
+	cr_assert(kt_ctl(&m, &out, NULL, "status --json") == 0);
 	o = json_loads(out, 0, &jerr);
 	cr_assert(o && json_integer_value(json_object_get(o, "version")) == 2,
 		  "status after ctl rotate is not version 2");
@@ -1857,7 +1857,7 @@ Test(cli, ctl_status_prints_a_status_of_4096_purposes,
 		  "status: stat says %lld bytes, a read gives %zu",
 		  (long long)st.st_size, raw_len);
 
-	cr_assert(kt_ctl(&m, &out, &err, "status") == 0,
+	cr_assert(kt_ctl(&m, &out, &err, "status --json") == 0,
 		  "ctl status of %zu bytes failed: %s", raw_len, err);
 	len = strlen(out);
 	o = json_loads(out, 0, &jerr);
@@ -1881,5 +1881,493 @@ Test(cli, ctl_status_prints_a_status_of_4096_purposes,
 	free(out);
 	free(err);
 	free(sections);
+	mount_free(&m);
+}
+
+/* --- ctl status for people ---------------------------------------------- */
+
+/* The line of out that starts with label (malloc'd, without "\n"), or
+ * NULL. */
+static char *line_of(const char *out, const char *label)
+{
+	size_t n = strlen(label);
+
+	for (const char *p = out; p && *p;
+	     p = strchr(p, '\n'), p = p ? p + 1 : p)
+		if (strncmp(p, label, n) == 0)
+			return strndup(p, strcspn(p, "\n"));
+	return NULL;
+}
+
+/* Asserts that out has a line starting with label and holding want. */
+static void expect_row(const char *out, const char *label, const char *want)
+{
+	char *line = line_of(out, label);
+
+	cr_assert(line, "no \"%s\" line in:\n%s", label, out);
+	cr_assert(kt_contains(line, want), "\"%s\" is not in \"%s\"", want,
+		  line);
+	free(line);
+}
+
+/* The number of names in dir (asserts that it can be read). */
+static size_t count_names(const char *dir)
+{
+	char *names = kt_names(dir);
+	size_t n = 0;
+
+	for (const char *p = names; *p; p++)
+		n += *p == '\n';
+	free(names);
+	return n;
+}
+
+Test(cli, ctl_status_summarizes_the_tree_and_json_is_the_status_file,
+     .fini = kt_mount_cleanup_all, .timeout = 60)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *raw, *want, *backups;
+	json_t *o, *file;
+
+	kt_mount_config(&m, "cli-summary", NULL, NULL);
+	cr_assert(kt_mount_start(&m, NULL) == 0, "mount failed; see %s", m.log);
+	cr_assert(kt_ctl(&m, NULL, NULL, "rotate") == 0);
+	cr_assert(kt_ctl(&m, NULL, NULL, "backup nightly") == 0);
+
+	/* --json: the status file's object, whole. */
+	cr_assert(kt_ctl(&m, &out, &err, "status --json") == 0, "%s", err);
+	o = json_loads(out, 0, NULL);
+	raw = kt_mread(&m, "status", NULL);
+	file = json_loads(raw, 0, NULL);
+	cr_assert(o && file && json_equal(o, file),
+		  "ctl status --json is not the status file:\n%s", out);
+	json_decref(file);
+	free(raw);
+	free(out);
+	free(err);
+
+	/* Without it: a summary, one labelled line per subject. */
+	cr_assert(kt_ctl(&m, &out, &err, "status") == 0, "%s", err);
+	cr_assert(strcmp(err, "") == 0, "stderr: %s", err);
+	cr_assert(!json_loads(out, 0, NULL), "the summary is JSON:\n%s", out);
+	expect_row(out, "keyfs tree ", m.mnt);
+	expect_row(out, "version ", "2 (previous 1)");
+	expect_row(out, "current key ", "s ago");
+	expect_row(out, "next rotation ", "none automatic (rotate_interval 0)");
+	expect_row(out, "fingerprints ",
+		   json_string_value(json_object_get(o, "fingerprint")));
+	expect_row(
+	    out, "fingerprints ",
+	    json_string_value(json_object_get(o, "previous_fingerprint")));
+	backups = kt_path(m.state, "backups");
+	cr_assert(asprintf(&want, "%zu, last nightly.json",
+			   count_names(backups)) > 0);
+	expect_row(out, "backups ", want);
+	expect_row(out, "store ", "file");
+	expect_row(out, "read mode ", "audited");
+	cr_assert(printable(out), "the summary is not plain text");
+	json_decref(o);
+	free(want);
+	free(backups);
+	free(out);
+	free(err);
+	cr_assert(kt_mount_stop(&m) == 0);
+	mount_free(&m);
+}
+
+/*
+ * The summary of a status with an etcd store and an audit object, from a
+ * folder that holds the files ctl reads (status, version, backups/): each
+ * node, the store's state, what needs attention, and a member of the audit
+ * object that ctl does not know, shown as it is.
+ */
+Test(cli, ctl_status_summarizes_an_etcd_store_and_the_audit_object)
+{
+	static const char status[] =
+	    "{\"version\": 7, \"previous_version\": 6, \"created\": "
+	    "\"2026-01-02T03:04:05Z\", \"fingerprint\": \"00112233aabbccdd\","
+	    " \"previous_fingerprint\": \"4455667788990011\", "
+	    "\"retired_versions\": [3], \"rotate_interval\": \"90d\", "
+	    "\"next_rotation\": \"2026-04-02T03:04:05Z\", \"mode\": "
+	    "\"production\", \"read_mode\": \"strict\", \"opens_audited\": "
+	    "true, \"store\": {\"type\": \"etcd\", \"prefix\": \"/keyfs/t\", "
+	    "\"node\": \"app-a\", \"state\": \"degraded\", \"since\": "
+	    "\"2026-01-02T03:04:05Z\", \"reason\": \"no quorum\", "
+	    "\"generation\": 12, \"origin_node\": \"app-b\", \"change\": "
+	    "\"rotate\", \"nodes\": [{\"node\": \"app-a\", \"version\": 7, "
+	    "\"generation\": 12, \"state\": \"degraded\", \"seen\": "
+	    "\"2026-01-02T03:04:06Z\"}, {\"node\": \"app-b\", \"version\": 7, "
+	    "\"generation\": 12, \"state\": \"ok\", \"seen\": "
+	    "\"2026-01-02T03:04:07Z\"}]}, \"audit\": {\"open_window\": 1, "
+	    "\"syslog\": {\"enabled\": true, \"dropped\": 4}, "
+	    "\"free_percent\": 3, \"low_space\": true, \"min_free\": 5, "
+	    "\"write_failures\": 0, \"future_member\": \"zz9\"}}\n";
+	char *dir = kt_tmpdir("cli-fake-tree"), *p, *out = NULL, *err = NULL;
+
+	p = kt_path(dir, "status");
+	kt_write_file(p, status, 0644);
+	free(p);
+	p = kt_path(dir, "version");
+	kt_write_file(p, "7\n", 0644);
+	free(p);
+	p = kt_path(dir, "backups");
+	cr_assert(mkdir(p, 0700) == 0);
+	free(p);
+	cr_assert(kt_runf(&out, &err, "%s ctl status --mount '%s'", kt_keyfs(),
+			  dir) == 0,
+		  "%s", err);
+	expect_row(out, "version ", "7 (previous 6; retired 3)");
+	expect_row(out, "current key ", "created 2026-01-02T03:04:05Z");
+	expect_row(out, "next rotation ", "(rotate_interval 90d)");
+	expect_row(out, "fingerprints ",
+		   "current 00112233aabbccdd, previous 4455667788990011");
+	expect_row(out, "backups ", "none");
+	expect_row(out, "audit ",
+		   "attention: low space (3% free, alarm below 5%)");
+	expect_row(out, "audit ", "lines not sent to syslog 4");
+	cr_assert(kt_contains(out, "future_member zz9"), "%s", out);
+	cr_assert(kt_contains(out, "syslog (enabled true, dropped 4)"), "%s",
+		  out);
+	expect_row(out, "store ",
+		   "etcd /keyfs/t, node app-a: degraded since "
+		   "2026-01-02T03:04:05Z: no quorum");
+	cr_assert(kt_contains(out, "generation 12 (rotate by node app-b)"),
+		  "%s", out);
+	cr_assert(kt_contains(out, "node app-b: version 7, generation 12, ok, "
+				   "seen 2026-01-02T03:04:07Z"),
+		  "%s", out);
+	expect_row(out, "read mode ", "strict");
+	free(out);
+	free(err);
+	free(dir);
+}
+
+/* --- -c FILE before the command ----------------------------------------- */
+
+/*
+ * Every command that reads a configuration takes -c FILE before its name as
+ * it does after: a file that does not exist fails both ways with the same
+ * line, which names it.
+ */
+Test(cli, config_before_the_command_reaches_every_command)
+{
+	static const char *const cmds[] = {
+	    "mount",	    "ctl status",      "ctl rotate",
+	    "backup list",  "backup verify x", "restore --offline x",
+	    "audit verify", "export-env",      "cluster status",
+	    "cluster init"};
+	const char *cfg = "/nonexistent-zz/keyfs.ini";
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		const char *forms[] = {"-c %s %s", "--config %s %s",
+				       "--config=%s %s", "-c%s %s"};
+		char *after = NULL;
+		int rc;
+
+		rc = kt_runf(NULL, &after, "%s %s -c %s", kt_keyfs(), cmds[i],
+			     cfg);
+		cr_assert(rc == 1, "keyfs %s -c: exit %d", cmds[i], rc);
+		cr_assert(one_line(after) && kt_contains(after, cfg),
+			  "keyfs %s -c: %s", cmds[i], after);
+		for (size_t f = 0; f < 4; f++) {
+			char *fmt, *before = NULL;
+
+			cr_assert(asprintf(&fmt, "%%s %s", forms[f]) > 0);
+			rc = kt_runf(NULL, &before, fmt, kt_keyfs(), cfg,
+				     cmds[i]);
+			cr_assert(rc == 1 && strcmp(before, after) == 0,
+				  "keyfs %s: exit %d, said \"%s\", not \"%s\"",
+				  forms[f], rc, before, after);
+			free(before);
+			free(fmt);
+		}
+		free(after);
+	}
+}
+
+Test(cli, config_before_the_command_drives_a_mount,
+     .fini = kt_mount_cleanup_all, .timeout = 60)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL;
+	json_t *o;
+
+	kt_mount_config(&m, "cli-global-c", NULL, NULL);
+	cr_assert(kt_mount_start(&m, NULL) == 0, "mount failed; see %s", m.log);
+	/* No --mount: the mountpoint comes from the configuration. */
+	cr_assert(kt_runf(&out, &err, "%s -c '%s' ctl rotate", kt_keyfs(),
+			  m.cfg) == 0,
+		  "%s", err);
+	cr_assert(strcmp(out, "rotated: version 2\n") == 0, "%s", out);
+	free(out);
+	free(err);
+	cr_assert(kt_runf(&out, &err, "%s -c '%s' ctl status --json",
+			  kt_keyfs(), m.cfg) == 0,
+		  "%s", err);
+	o = json_loads(out, 0, NULL);
+	cr_assert(o && json_integer_value(json_object_get(o, "version")) == 2,
+		  "%s", out);
+	json_decref(o);
+	free(out);
+	free(err);
+	cr_assert(kt_runf(&out, &err, "%s -c '%s' backup list", kt_keyfs(),
+			  m.cfg) == 0,
+		  "%s", err);
+	cr_assert(kt_contains(out, "key_backup_"), "%s", out);
+	free(out);
+	free(err);
+	cr_assert(kt_mount_stop(&m) == 0);
+	mount_free(&m);
+}
+
+Test(cli, config_before_a_command_without_configuration_is_refused)
+{
+	static const char *const cmds[] = {"genkey", "validate -",
+					   "derive phi"};
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		char *out = NULL, *err = NULL;
+		int rc = kt_runf(&out, &err, "%s -c /tmp/x.ini %s </dev/null",
+				 kt_keyfs(), cmds[i]);
+
+		cr_assert(rc == 2, "keyfs -c FILE %s: exit %d", cmds[i], rc);
+		cr_assert(one_line(err) && kt_contains(err, "takes no -c"),
+			  "keyfs -c FILE %s: %s", cmds[i], err);
+		cr_assert(strcmp(out, "") == 0, "keyfs -c FILE %s printed",
+			  cmds[i]);
+		free(out);
+		free(err);
+	}
+}
+
+/* --- --help on every command --------------------------------------------- */
+
+Test(cli, every_command_answers_help_with_its_own_usage)
+{
+	static const struct {
+		const char *args, *name;
+	} cases[] = {
+	    {"genkey --help", "genkey"},
+	    {"validate -h", "validate"},
+	    {"derive --help", "derive"},
+	    {"ctl --help", "ctl"},
+	    {"ctl status --help", "ctl"},
+	    {"ctl rotate -h", "ctl"},
+	    {"ctl restore --help", "ctl"},
+	    {"backup --help", "backup"},
+	    {"backup verify -h", "backup"},
+	    {"restore --offline --help", "restore"},
+	    {"audit verify --help", "audit"},
+	    {"export-env -h", "export-env"},
+	    {"cluster --help", "cluster"},
+	    {"cluster init -h", "cluster"},
+	    {"-c /nonexistent-zz.ini ctl --help", "ctl"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *out = NULL, *err = NULL, *want;
+		int rc = kt_runf(&out, &err, "%s %s </dev/null", kt_keyfs(),
+				 cases[i].args);
+
+		cr_assert(rc == 0, "keyfs %s: exit %d: %s", cases[i].args, rc,
+			  err);
+		cr_assert(strcmp(err, "") == 0, "keyfs %s: stderr %s",
+			  cases[i].args, err);
+		cr_assert(asprintf(&want, "  keyfs %s ", cases[i].name) > 0);
+		cr_assert(strncmp(out, "usage:\n", 7) == 0 &&
+			      kt_contains(out, want),
+			  "keyfs %s printed:\n%s", cases[i].args, out);
+		/* That command's usage, not every command's. */
+		cr_assert(!kt_contains(out, "  keyfs mount "),
+			  "keyfs %s printed all commands:\n%s", cases[i].args,
+			  out);
+		free(want);
+		free(out);
+		free(err);
+	}
+}
+
+Test(cli, mount_answers_help)
+{
+	char *out = NULL, *err = NULL;
+
+	cr_assert(kt_runf(&out, &err, "%s mount --help", kt_keyfs()) == 0);
+	cr_assert(kt_contains(out, "mount [-c FILE]"), "%s", out);
+	cr_assert(strcmp(err, "") == 0);
+	free(out);
+	free(err);
+}
+
+Test(cli, usage_errors_exit_2)
+{
+	static const char *const args[] = {"ctl",
+					   "ctl frobzz9",
+					   "ctl prune",
+					   "ctl rotate --json",
+					   "ctl status x",
+					   "backup",
+					   "backup verify",
+					   "backup frob",
+					   "restore",
+					   "restore x",
+					   "export-env x",
+					   "genkey x",
+					   "validate a b",
+					   "derive",
+					   "cluster",
+					   "cluster frob",
+					   "cluster status --from-state",
+					   "audit",
+					   "audit list",
+					   "audit verify --bogus",
+					   "-c",
+					   "-c x.ini"};
+
+	for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++) {
+		char *out = NULL, *err = NULL;
+		int rc = kt_runf(&out, &err, "%s %s </dev/null", kt_keyfs(),
+				 args[i]);
+
+		cr_assert(rc == 2, "keyfs %s: exit %d, expected 2", args[i],
+			  rc);
+		cr_assert(one_line(err), "keyfs %s: %s", args[i], err);
+		cr_assert(!kt_contains(err, "zz9"), "echoed: %s", err);
+		free(out);
+		free(err);
+	}
+}
+
+/* --- backup verify NAME ------------------------------------------------- */
+
+Test(cli, backup_verify_takes_a_backup_name)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *elsewhere, *decoy;
+	const char *names[] = {"snap", "snap.json"};
+	struct noted n = {0};
+
+	rotated_state(&m, "cli-verify-name", &n);
+	noted_free(&n);
+	elsewhere = kt_tmpdir("cli-verify-cwd");
+	/* A name, with or without .json, from a folder that is not the
+	 * backup folder; then the archive's path. */
+	for (size_t i = 0; i < 2; i++) {
+		cr_assert(kt_runf(&out, &err,
+				  "cd '%s' && %s backup verify %s -c '%s'",
+				  elsewhere, kt_keyfs(), names[i], m.cfg) == 0,
+			  "backup verify %s: %s", names[i], err);
+		cr_assert(strncmp(out, "ok: snap.json created ", 22) == 0 &&
+			      kt_contains(out, "key version 1, 1 versions"),
+			  "backup verify %s said: %s", names[i], out);
+		free(out);
+		free(err);
+	}
+	cr_assert(kt_runf(&out, &err,
+			  "%s backup verify '%s/backups/snap.json' "
+			  "-c '%s'",
+			  kt_keyfs(), m.state, m.cfg) == 0,
+		  "%s", err);
+	free(out);
+	free(err);
+
+	/* A name that is no archive: one line naming the folder looked in. */
+	cr_assert(kt_runf(&out, &err,
+			  "cd '%s' && %s backup verify nosuch -c "
+			  "'%s'",
+			  elsewhere, kt_keyfs(), m.cfg) == 1);
+	cr_assert(one_line(err) && kt_contains(err, "nosuch") &&
+		      kt_contains(err, "/backups"),
+		  "%s", err);
+	free(out);
+	free(err);
+
+	/* A file of that name here is a path, as for restore --offline. */
+	decoy = kt_path(elsewhere, "snap.json");
+	kt_write_file(decoy, "not an archive\n", 0600);
+	cr_assert(kt_runf(&out, &err,
+			  "cd '%s' && %s backup verify snap.json -c '%s'",
+			  elsewhere, kt_keyfs(), m.cfg) == 1,
+		  "the file here was not the one verified: %s", out);
+	cr_assert(kt_contains(err, "backup verify: snap.json: "), "%s", err);
+	free(out);
+	free(err);
+	free(decoy);
+	free(elsewhere);
+	mount_free(&m);
+}
+
+/* --- which configuration ctl used ---------------------------------------- */
+
+Test(cli, ctl_elsewhere_names_the_embedded_configuration)
+{
+	static const char *const ops[] = {"status", "rotate", "backup x"};
+	char *dir = kt_tmpdir("cli-elsewhere"), *want, *names;
+	struct stat st;
+
+	if (stat("/etc/keyfs/keyfs.ini", &st) == 0)
+		cr_skip_test("/etc/keyfs/keyfs.ini exists: the embedded "
+			     "configuration is not the default here");
+	cr_assert(asprintf(&want,
+			   "its mountpoint .keyfs-dev/mnt is relative to the "
+			   "current folder, and %s/.keyfs-dev/mnt is not a "
+			   "mounted keyfs tree",
+			   dir) > 0);
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		char *out = NULL, *err = NULL;
+		int rc = kt_runf(&out, &err,
+				 "cd '%s' && env -u KEYFS_CONFIG %s ctl %s",
+				 dir, kt_keyfs(), ops[i]);
+
+		cr_assert(rc == 1, "ctl %s: exit %d", ops[i], rc);
+		cr_assert(one_line(err), "ctl %s: %s", ops[i], err);
+		cr_assert(kt_contains(err, "keyfs ctl: using the embedded "
+					   "development configuration (no -c, "
+					   "no KEYFS_CONFIG, no "
+					   "/etc/keyfs/keyfs.ini)"),
+			  "ctl %s: %s", ops[i], err);
+		cr_assert(kt_contains(err, want), "ctl %s: %s", ops[i], err);
+		cr_assert(kt_contains(err, "--mount DIR"), "%s", err);
+		free(out);
+		free(err);
+	}
+	/* It only looked: nothing was made here. */
+	names = kt_names(dir);
+	cr_assert(strcmp(names, "") == 0, "ctl made files here: %s", names);
+	free(names);
+	free(want);
+	free(dir);
+}
+
+Test(cli, ctl_names_the_configuration_of_a_tree_not_mounted)
+{
+	static struct kt_mount m;
+	char *out = NULL, *err = NULL, *want;
+
+	kt_mount_config(&m, "cli-not-mounted", NULL, NULL);
+	cr_assert(kt_runf(&out, &err, "%s ctl status -c '%s'", kt_keyfs(),
+			  m.cfg) == 1);
+	cr_assert(asprintf(&want,
+			   "keyfs ctl: %s, the mountpoint of -c %s, is not a "
+			   "mounted keyfs tree (is the daemon running?)\n",
+			   m.mnt, m.cfg) > 0);
+	cr_assert(strcmp(err, want) == 0, "said: %s", err);
+	free(want);
+	free(out);
+	free(err);
+	cr_assert(kt_runf(&out, &err, "KEYFS_CONFIG='%s' %s ctl rotate", m.cfg,
+			  kt_keyfs()) == 1);
+	cr_assert(asprintf(&want, "the mountpoint of KEYFS_CONFIG=%s, is not",
+			   m.cfg) > 0);
+	cr_assert(kt_contains(err, want) && one_line(err), "said: %s", err);
+	free(want);
+	free(out);
+	free(err);
+	cr_assert(kt_runf(&out, &err, "%s ctl status --mount '%s'", kt_keyfs(),
+			  m.dir) == 1);
+	cr_assert(kt_contains(err, "(--mount) is not a mounted keyfs tree") &&
+		      one_line(err),
+		  "said: %s", err);
+	free(out);
+	free(err);
 	mount_free(&m);
 }

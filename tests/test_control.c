@@ -98,7 +98,7 @@ Test(control, rotate_refuses_bad_input_changes_nothing_and_audits_it)
 	start(&m, "ctl-bad", NULL);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		long before = kt_mversion(&m);
-		char *status = kt_mread(&m, "status", NULL), *after;
+		char *status = kt_mstatus_keys(&m), *after;
 		size_t mark = kt_audit_size(&m);
 		json_t *recs;
 		int r =
@@ -108,7 +108,7 @@ Test(control, rotate_refuses_bad_input_changes_nothing_and_audits_it)
 			  r ? strerror(-r) : "success");
 		cr_assert(kt_mversion(&m) == before, "%s rotated the key",
 			  bad[i].what);
-		after = kt_mread(&m, "status", NULL);
+		after = kt_mstatus_keys(&m);
 		cr_assert(status && after && strcmp(status, after) == 0,
 			  "%s changed status", bad[i].what);
 		recs = kt_audit_since(&m, mark);
@@ -261,7 +261,7 @@ Test(control, retire_refuses_current_unknown_and_junk_without_change)
 	cr_assert(kt_mversion(&m) == 2);
 	cr_assert(kt_mexists(&m, "previous"), "no previous after a rotation");
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		char *status = kt_mread(&m, "status", NULL), *after;
+		char *status = kt_mstatus_keys(&m), *after;
 		char *vers = kt_mnames(&m, "versions"), *vers_after;
 		char *prev = kt_mread(&m, "previous", NULL), *prev_after;
 		size_t mark = kt_audit_size(&m);
@@ -271,7 +271,7 @@ Test(control, retire_refuses_current_unknown_and_junk_without_change)
 		cr_assert(r == -bad[i].want, "retire \"%.*s\": want %s, got %s",
 			  (int)strcspn(bad[i].in, "\n"), bad[i].in,
 			  strerror(bad[i].want), r ? strerror(-r) : "success");
-		after = kt_mread(&m, "status", NULL);
+		after = kt_mstatus_keys(&m);
 		vers_after = kt_mnames(&m, "versions");
 		prev_after = kt_mread(&m, "previous", NULL);
 		cr_assert(kt_mversion(&m) == 2, "version changed");
@@ -390,7 +390,7 @@ Test(control, keyfs_ctl_rotate_retire_status_print_what_happened)
 	free(out);
 	free(err);
 
-	rc = kt_ctl(&m, &out, &err, "status");
+	rc = kt_ctl(&m, &out, &err, "status --json");
 	cr_assert(rc == 0, "ctl status failed (%d): %s", rc, err);
 	o = json_loads(out, 0, NULL);
 	cr_assert(o, "ctl status did not print JSON");

@@ -118,18 +118,20 @@ static void repeated_reads(const char *extra, unsigned long want_opens,
 	free(path);
 }
 
-/* Audited: every open reaches the daemon and is recorded; the read is the
- * page cache's (keep_cache). */
+/* Audited: every open reaches the daemon and is recorded (one record per
+ * open with audit_open_window = 0; the window's counting is
+ * test_auditing's); the read is the page cache's (keep_cache). */
 Test(readmodes, audited_opens_are_recorded_and_reads_stay_in_the_page_cache,
      .timeout = 30)
 {
-	repeated_reads(NULL, REPEATS, 0);
+	repeated_reads("audit_open_window = 0\n", REPEATS, 0);
 }
 
 /* Strict: every open and every read reach the daemon (direct_io). */
 Test(readmodes, strict_opens_and_reads_reach_the_daemon, .timeout = 30)
 {
-	repeated_reads("read_mode = strict\n", REPEATS, REPEATS);
+	repeated_reads("read_mode = strict\naudit_open_window = 0\n", REPEATS,
+		       REPEATS);
 }
 
 /* Cached: neither opens nor reads reach the daemon; nothing is audited. */

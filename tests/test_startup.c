@@ -18,6 +18,11 @@
 #include "manager_fixture.h"
 #include "util.h"
 
+/* Production's refusal with nothing to load, and its hint. */
+#define KVE_NONE_HINTED                                                        \
+	KVE_NONE ": set ENCRYPTION_KEY (for example from `keyfs genkey`), or " \
+		 "restore a backup (`keyfs restore --offline FILE`)"
+
 TestSuite(startup, .init = fx_init, .fini = fx_fini);
 
 Test(startup, development_generates_version_1_and_master_key)
@@ -118,7 +123,7 @@ Test(startup, production_with_master_key_but_no_keys_refused)
 	write_master(f);
 	r = open_fails(f, err, "production, master key, no keys");
 	cr_assert_eq(r, -ENOENT, "returned %d", r);
-	cr_assert(strcmp(err, KVE_NONE) == 0, "message \"%s\"", err);
+	cr_assert(strcmp(err, KVE_NONE_HINTED) == 0, "message \"%s\"", err);
 	cr_assert(!exists(f->state_file), "a state was written");
 	cr_assert_eq(count_files(f->backups, NULL, NULL), 0,
 		     "a backup was written");
@@ -127,7 +132,7 @@ Test(startup, production_with_master_key_but_no_keys_refused)
 	cr_assert(unlink(f->master) == 0);
 	setenv("KEYFS_MASTER_KEY", k->text, 1);
 	r = open_fails(f, err, "production, KEYFS_MASTER_KEY, no keys");
-	cr_assert(strcmp(err, KVE_NONE) == 0, "message \"%s\"", err);
+	cr_assert(strcmp(err, KVE_NONE_HINTED) == 0, "message \"%s\"", err);
 	cr_assert(!exists(f->state_file) && !exists(f->master));
 	/* The log's record of the first refusal is chained under the other
 	 * master key. */
