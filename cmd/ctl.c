@@ -32,6 +32,7 @@
 #define LABEL_WIDTH 15		     /* ctl status: the labels' column */
 #define SPAN_MAX 32		     /* "123456d 23h" */
 #define SUMMARY_WIDTH 79	     /* ctl status: columns of a line */
+#define WAIT_SYNOPSIS " [--timeout S] [--from N]" /* ctl wait's operands */
 
 /*
  * Why no keyfs tree answers at dir, as errno (0: one does, or only this
@@ -692,7 +693,8 @@ static void ctl_ops(char *buf, size_t size, const char *sep, bool operands)
 		    buf + len, size - len, "%s%s%s", c->name,
 		    operands ? kf_control_synopsis(c) : "", sep);
 	if (len < size)
-		snprintf(buf + len, size - len, "status");
+		snprintf(buf + len, size - len, "wait%s%sstatus",
+			 operands ? WAIT_SYNOPSIS : "", sep);
 }
 
 void kf_cli_ctl_help(FILE *f)
@@ -703,11 +705,14 @@ void kf_cli_ctl_help(FILE *f)
 	size_t col = strlen(head);
 
 	fputs(head, f);
-	for (size_t i = 0; i <= kf_control_count(); i++) {
+	/* The control table's operations, then the two that only read. */
+	for (size_t i = 0; i <= kf_control_count() + 1; i++) {
 		c = kf_control_at(i);
 		if (c)
 			snprintf(item, sizeof(item), "%s%s|", c->name,
 				 kf_control_synopsis(c));
+		else if (i == kf_control_count())
+			snprintf(item, sizeof(item), "wait%s|", WAIT_SYNOPSIS);
 		else
 			snprintf(item, sizeof(item), "%s",
 				 "status [--json] [--mount DIR] [-c FILE]\n");
@@ -921,7 +926,7 @@ static int ctl_wait_cli(int argc, char **argv)
 	if (wait_take_opts(&argc, argv, &w) < 0 ||
 	    kf_cmd_parse_opts(argc, argv, KF_CMD_OPT_MOUNT, &o) < 0 ||
 	    optind + 1 != argc)
-		return usage("wait", " [--timeout S] [--from N]");
+		return usage("wait", WAIT_SYNOPSIS);
 	mnt = mount_dir(&o);
 	if (!mnt)
 		return 1;

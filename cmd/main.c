@@ -35,7 +35,9 @@ static const char usage_head[] =
     "  derive PURPOSE      key on standard input, purpose key out\n";
 static const char usage_tail[] =
     "                      drive a mounted tree and print what happened;\n"
-    "                      status: a summary, --json: the status object\n"
+    "                      status: a summary, --json: the status object;\n"
+    "                      wait: block until the key version changes (from\n"
+    "                      N), print it; exit 124 after --timeout S\n"
     "  backup list|verify NAME|FILE [-c FILE]\n"
     "                      list archives, or verify one with the master key\n"
     "  restore --offline NAME|FILE [force] [-c FILE]\n"

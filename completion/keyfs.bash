@@ -77,7 +77,7 @@ _keyfs()
 		_keyfs_dirs "$cur"
 		return 0
 		;;
-	-o)
+	-o | --timeout | --from)
 		return 0
 		;;
 	esac
@@ -106,7 +106,7 @@ _keyfs()
 	for ((i = cmdi + 1; i < COMP_CWORD; i++)); do
 		word=${COMP_WORDS[i]}
 		case $word in
-		-c | --config | --mount | -o) ((i++)) ;;
+		-c | --config | --mount | -o | --timeout | --from) ((i++)) ;;
 		-*) ;;
 		*) operands+=("$word") ;;
 		esac
@@ -117,6 +117,7 @@ _keyfs()
 		ctl)
 			opts="--mount -c"
 			[[ ${operands[0]} == status ]] && opts+=" --json"
+			[[ ${operands[0]} == wait ]] && opts+=" --timeout --from"
 			;;
 		backup) opts="-c" ;;
 		restore) opts="--offline -c" ;;
