@@ -583,6 +583,7 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 	    "backup ''",		/* backup's subcommands */
 	    "cluster init --f",		/* --from-state */
 	    "ctl prune 3 f",		/* force */
+	    "ctl wait --timeout 5 -",	/* ctl wait's options */
 	};
 	char *dir = kt_tmpdir("docs-complete"), *sub = kt_path(dir, "sub");
 	char *ini = kt_path(dir, "keyfs.ini"), *in_sub, *out, *want, *all;
@@ -599,11 +600,12 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 	cr_assert(f);
 	{
 		const char *names[32];
-		size_t n = kf_control_count() + 1;
+		size_t n = kf_control_count() + 2;
 
 		cr_assert(n <= 32);
-		for (size_t i = 0; i + 1 < n; i++)
+		for (size_t i = 0; i + 2 < n; i++)
 			names[i] = kf_control_at(i)->name;
+		names[n - 2] = "wait"; /* ctl's own, beside the table's */
 		names[n - 1] = "status";
 		for (size_t i = 0; i < n; i++)
 			for (size_t j = i + 1; j < n; j++)
@@ -632,7 +634,8 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 			   "sub/other.ini \n"
 			   "list verify \n"
 			   "--from-state \n"
-			   "force \n",
+			   "force \n"
+			   "--from --help --mount --timeout -c \n",
 			   all, ops) > 0);
 	cr_assert(strcmp(out, want) == 0, "completions:\n%s\nexpected:\n%s",
 		  out, want);
