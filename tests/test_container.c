@@ -413,3 +413,111 @@ Test(container, sidecar_serves_a_reader_container_through_propagation,
 	free(state);
 	free(secret);
 }
+
+/* tests/k8s-check.py on dir; its output (malloc'd) and exit status. */
+static int k8s_check(const char *dir, const char *ini, char **out)
+{
+	return kt_runf(out, NULL,
+		       "python3 '%s/tests/k8s-check.py' '%s'%s%s 2>&1",
+		       kt_srcdir(), dir, ini ? " --ini " : "", ini ? ini : "");
+}
+
+Test(container, manifests_have_the_structure_kubernetes_expects,
+     .fini = ctr_cleanup, .timeout = 60)
+{
+	static const struct {
+		const char *sed, *want;
+	} breaks[] = {
+	    /* A misspelt field, as kubectl's strict validation sees it. */
+	    {"s/mountPropagation: HostToContainer/mountPropogation: "
+	     "HostToContainer/",
+	     "unknown field 'mountPropogation'"},
+	    {"s/privileged: true/privileged: false/",
+	     "Bidirectional needs privileged"},
+	    {"s/defaultMode: 0400/defaultMode: 0440/",
+	     "is not defaultMode 0400"},
+	    {"s/timeoutSeconds: 5/periodSeconds: 5/", "has no timeoutSeconds"},
+	    {"s/mountPropagation: HostToContainer/mountPropagation: None/",
+	     "without HostToContainer"},
+	};
+	char *out = NULL, *copy,
+	     *dir = kt_path(kt_srcdir(), "deploy/kubernetes");
+
+	ctr_init("k8s");
+	cr_assert_eq(k8s_check(dir, NULL, &out), 0, "deploy/kubernetes: %s",
+		     out);
+	cr_assert(kt_contains(out, "ok 4 objects"), "%s", out);
+	free(out);
+	/* The checker sees each kind of mistake. */
+	copy = kt_path(C.dir, "manifests");
+	for (size_t i = 0; i < sizeof(breaks) / sizeof(breaks[0]); i++) {
+		out = NULL;
+		cr_assert_eq(
+		    kt_runf(NULL, NULL,
+			    "rm -rf '%s' && cp -r '%s/deploy/kubernetes' "
+			    "'%s' && sed -i '%s' '%s/deployment.yaml'",
+			    copy, kt_srcdir(), copy, breaks[i].sed, copy),
+		    0);
+		cr_assert_eq(k8s_check(copy, NULL, &out), 1,
+			     "%s: not refused: %s", breaks[i].sed, out);
+		cr_assert(kt_contains(out, breaks[i].want),
+			  "%s: \"%s\" lacks \"%s\"", breaks[i].sed, out,
+			  breaks[i].want);
+		free(out);
+	}
+	free(copy);
+	free(dir);
+}
+
+/*
+ * The ConfigMap's keyfs.ini, in the image, with the master key as a Secret
+ * volume lays it out and no network: the configuration is accepted, the
+ * master key is followed through its links, libcurl loads (store = etcd),
+ * and the daemon refuses to start only because etcd cannot be reached.
+ */
+Test(container, configmap_configuration_runs_in_the_image, .fini = ctr_cleanup,
+     .timeout = 900)
+{
+	char *secret, *etcd, *state, *ini, *err = NULL;
+	char *dir = kt_path(kt_srcdir(), "deploy/kubernetes");
+	static const char *const files[] = {"ca.crt", "tls.crt", "tls.key"};
+	int rc;
+
+	ctr_init("configmap");
+	ini = kt_path(C.dir, "keyfs.ini");
+	cr_assert_eq(k8s_check(dir, ini, NULL), 0);
+	free(dir);
+	cr_assert(chmod(ini, 0644) == 0);
+	image_build();
+	secret = secret_dir();
+	etcd = kt_path(C.dir, "etcd");
+	cr_assert(mkdir(etcd, 0755) == 0);
+	for (size_t i = 0; i < 3; i++) {
+		char *f = kt_path(etcd, files[i]);
+
+		kt_write_file(f, "not used: no etcd is reachable\n", 0400);
+		free(f);
+	}
+	state = kt_path(C.dir, "state");
+	cr_assert(mkdir(state, 0700) == 0);
+	rc = kt_runf(NULL, &err,
+		     "timeout 120 podman run --name %s --privileged "
+		     "--network none "
+		     "-v '%s:/etc/keyfs/secret:ro' "
+		     "-v '%s:/etc/keyfs/keyfs.ini:ro' "
+		     "-v '%s:/etc/keyfs/etcd:ro' -v '%s:/var/lib/keyfs' %s",
+		     C.sidecar, secret, ini, etcd, state, C.image);
+	cr_assert_eq(rc, 1, "keyfs in the image: exit %d, not 1: %s", rc, err);
+	cr_assert(kt_contains(err, "etcd unreachable") &&
+		      kt_contains(err, "Could not resolve host") &&
+		      kt_contains(err, "no local copy"),
+		  "not refused for want of etcd: %s", err);
+	cr_assert(!kt_contains(err, "master key") &&
+		      !kt_contains(err, "libcurl"),
+		  "refused for another reason: %s", err);
+	free(err);
+	free(state);
+	free(etcd);
+	free(secret);
+	free(ini);
+}
