@@ -150,8 +150,8 @@ struct master_walk {
 	const char *dir;  /* the folder holding it */
 	dev_t dev;	  /* dir's file system */
 	int links;	  /* followed so far */
-	char
-	    at[PATH_MAX]; /* the current folder, relative to dir ("" or "a/") */
+	/* The current folder, relative to dir ("" or "a/b/"). */
+	char at[PATH_MAX];
 };
 
 static int walk_refuse(struct master_walk *w, int r, char *err, const char *fmt,
@@ -205,9 +205,13 @@ static bool walk_next(const char **rest, char comp[NAME_MAX + 1])
 		if (!*s)
 			return false;
 		n = strcspn(s, "/");
-		if (n > NAME_MAX)
-			n = NAME_MAX; /* openat then fails: ENOENT */
-		memcpy(comp, s, n);
+		if (n > NAME_MAX) {
+			/* No such name: an empty one, which openat refuses
+			 * (ENOENT), never a shortened one that may exist. */
+			n = 0;
+		} else {
+			memcpy(comp, s, n);
+		}
 		comp[n] = 0;
 		s += strcspn(s, "/");
 		if (strcmp(comp, ".") != 0) {

@@ -138,6 +138,15 @@ static void ctr_init(const char *tag)
 	cr_assert(asprintf(&C.sidecar, "kt-keyfs-%d", (int)getpid()) > 0);
 	cr_assert(asprintf(&C.reader, "kt-reader-%d", (int)getpid()) > 0);
 	podman_env();
+	/* What a test killed at its time-out left (fini never ran): this
+	 * storage is the tests' own. */
+	kt_runf(NULL, NULL,
+		"podman ps -a --format '{{.Names}}' | "
+		"grep -E '^kt-(keyfs|reader)-[0-9]+$' | "
+		"xargs -r podman rm -f -t 0; "
+		"podman images --format '{{.Repository}}:{{.Tag}}' | "
+		"grep -E '^localhost/keyfs:test-[0-9]+$' | "
+		"xargs -r podman rmi -f");
 }
 
 /* Builds the image with deploy/image/build (asserts). */
@@ -203,10 +212,13 @@ static void volume_make(void)
 		     0, "mount --make-shared of the volume failed");
 }
 
-/* Runs `podman exec NAME CMD` (as the container's user); as kt_runf. */
+/*
+ * Runs `podman exec NAME CMD` (as the container's user); as kt_runf.  A
+ * read of a tree whose daemon stopped answering would hang: 60 s at most.
+ */
 static int in_ctr(const char *name, char **out, char **err, const char *cmd)
 {
-	return kt_runf(out, err, "podman exec %s %s", name, cmd);
+	return kt_runf(out, err, "timeout 60 podman exec %s %s", name, cmd);
 }
 
 /* A file of the tree as the reader reads it; NULL (and *rc) if it cannot. */
