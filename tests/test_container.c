@@ -380,6 +380,15 @@ Test(container, sidecar_serves_a_reader_container_through_propagation,
 	cr_assert(out && !strcmp(out, "2\n"),
 		  "the reader's version is not 2 after the rotation");
 	free(out);
+	/* The manifests' liveness probe, as the kubelet would run it. */
+	out = NULL;
+	rc = in_ctr(C.sidecar, &out, &err,
+		    "keyfs ctl status --mount /run/keyfs");
+	cr_assert(rc == 0 && kt_contains(out, "2 (previous 1"),
+		  "keyfs ctl status in the sidecar (%d): %s%s", rc, out, err);
+	free(out);
+	free(err);
+	err = NULL;
 	phi2 = reader_read("derived/phi", &rc);
 	cr_assert_not_null(phi2, "uid 1001 cannot read derived/phi (%d)", rc);
 	want = host_expected_phi();
