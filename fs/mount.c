@@ -364,6 +364,7 @@ struct sig_ctx {
 	struct kf_fs *fs;
 	struct notify_target *notify;
 	sigset_t set;
+	atomic_bool done; /* the session is over: return at the next wake */
 };
 
 /*
@@ -399,7 +400,7 @@ static void *sig_main(void *arg)
 	int sig, r;
 
 	for (;;) {
-		if (sigwait(&s->set, &sig) != 0)
+		if (sigwait(&s->set, &sig) != 0 || atomic_load(&s->done))
 			return NULL;
 		if (sig != SIGUSR1)
 			break;
@@ -416,13 +417,26 @@ static void *sig_main(void *arg)
 	return NULL;
 }
 
+/*
+ * Ends the signal thread before what it uses goes away (the session, the
+ * mountpoint, sig itself on the caller's stack): tells it the session is
+ * over, wakes it with SIGUSR1 if it is waiting, and joins it -- after an
+ * unmount it started, when a signal came first.
+ */
+static void sig_stop(struct sig_ctx *sig, pthread_t thread)
+{
+	atomic_store(&sig->done, true);
+	pthread_kill(thread, SIGUSR1);
+	pthread_join(thread, NULL);
+}
+
 static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o,
 		       const char *extra, struct notify_target *notify)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config *loop = NULL;
 	struct kf_caller self = {getuid(), getgid(), getpid()};
-	struct sig_ctx sig = {fs, notify, {{0}}};
+	struct sig_ctx sig = {fs, notify, {{0}}, false};
 	pthread_t sig_thread;
 	json_t *fields;
 	int r = 1, e;
@@ -471,8 +485,9 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o,
 	signal(SIGPIPE, SIG_IGN);
 	e = pthread_create(&sig_thread, NULL, sig_main, &sig);
 	if (e == 0) {
-		pthread_detach(sig_thread);
 		e = -kf_workers_start(fs);
+		if (e != 0)
+			sig_stop(&sig, sig_thread);
 	}
 	if (e != 0) {
 		/* Never serve a tree whose control writes could not finish. */
@@ -489,6 +504,7 @@ static int run_session(struct kf_fs *fs, const struct kf_mount_opts *o,
 	fuse_loop_cfg_set_max_threads(loop, LOOP_THREADS);
 	r = fuse_session_loop_mt(fs->se, loop) < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(loop);
+	sig_stop(&sig, sig_thread);
 	/* Unless a signal said it first: the session ended, most likely by
 	 * an unmount (umount, fusermount3 -u). */
 	notify_stopping(notify, "the FUSE session ended");
