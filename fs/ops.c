@@ -462,9 +462,10 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			r = kf_tree_content(fs->tree, kr, n, &h->buf, &h->len);
 			if (r < 0)
 				goto out;
-		} else {
-			h->kr = kf_keyring_ref(kr);
 		}
+		/* A key snapshot (key sets too) says what poll compares. */
+		if (!(flags & KF_NODE_F_SNAPSHOT) || (flags & KF_NODE_F_KEY))
+			h->kr = kf_keyring_ref(kr);
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	h = NULL;

@@ -47,6 +47,13 @@ void kt_write_file(const char *path, const char *text, mode_t mode);
 /* Appends arbitrary captured text to the leak directory under `tag`. */
 void kt_leak_record(const char *tag, const char *text, size_t len);
 
+/*
+ * The README's ```python block that holds `marker` (e.g. "def
+ * load_keys"), without its fences (malloc'd); asserts there is one.  The
+ * tests run the examples as the README shows them.
+ */
+char *kt_readme_python(const char *marker);
+
 /* True if haystack contains needle. */
 bool kt_contains(const char *haystack, const char *needle);
 
