@@ -26,7 +26,7 @@
 enum kf_control_operand {
 	KF_CONTROL_YES,		 /* "1" or the command's name; the cli: none */
 	KF_CONTROL_NAME,	 /* a backup name, or "1": the cli's default */
-	KF_CONTROL_VERSION,	 /* a version number, 1 or more */
+	KF_CONTROL_VERSION_FORCE, /* a version number, 1 or more [force] */
 	KF_CONTROL_COUNT_FORCE,	 /* a count, 0 or more, [force] */
 	KF_CONTROL_SOURCE_FORCE, /* a backup name or an absolute path, [force]
 				  */

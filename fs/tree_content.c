@@ -426,6 +426,24 @@ ssize_t kf_tree_read_file(struct kf_tree *t, struct kf_node n, char *buf,
 	return got;
 }
 
+int kf_tree_reads(struct kf_tree *t, const struct kf_keyring *kr,
+		  struct kf_node n, uint32_t *ret_version,
+		  const char **ret_purpose)
+{
+	enum kf_node_content c = kf_tree_kinds[n.kind].content;
+	const struct kf_keyring_entry *e;
+
+	if (!(kf_tree_flags(n) & KF_NODE_F_KEY))
+		return -EINVAL;
+	if (!kf_tree_exists(t, kr, n))
+		return -ENOENT;
+	e = kf_tree_entry(kr, n);
+	*ret_version = c == KF_CONTENT_KEYSET ? 0 : e->version;
+	*ret_purpose = c == KF_CONTENT_KEY ? NULL
+					   : t->cfg->purposes[n.index].name;
+	return 0;
+}
+
 /* --- extended attributes ----------------------------------------------- */
 
 /* What a key file answers, in listxattr's form (the last NUL is sizeof's). */

@@ -293,11 +293,11 @@ Test(rotation, retire_refuses_current_and_unknown_and_backs_up_first)
 	before = snap_take(m);
 	cr_assert_eq(before->n, 2);
 
-	r = kf_manager_retire(m, &fx_who, 2, err);
+	r = kf_manager_retire(m, &fx_who, 2, false, NULL, err);
 	cr_assert_eq(r, -EBUSY, "retire of the current version: %d %s", r, err);
 	cr_assert(kt_contains(err, "current"), "unclear: %s", err);
 	fx_expect_alert("key_retire: %s", err);
-	r = kf_manager_retire(m, &fx_who, 99, err);
+	r = kf_manager_retire(m, &fx_who, 99, false, NULL, err);
 	cr_assert_eq(r, -ENOENT, "retire of an unknown version: %d %s", r, err);
 	fx_expect_alert("key_retire: %s", err);
 	s = snap_take(m);
@@ -308,7 +308,7 @@ Test(rotation, retire_refuses_current_and_unknown_and_backs_up_first)
 	json_decref(recs);
 
 	nb = count_files(f->backups, NULL, ".json");
-	r = kf_manager_retire(m, &fx_who, 1, err);
+	r = kf_manager_retire(m, &fx_who, 1, false, NULL, err);
 	cr_assert(r == 0, "retire of the previous version: %d %s", r, err);
 	s = snap_take(m);
 	cr_assert_eq(s->n, 1);
