@@ -204,7 +204,9 @@ static const char *errno_words(const struct kf_control_cmd *c, int e)
 	case ENOENT:
 		return c->enoent;
 	case EBUSY:
-		return "that version is the current key; rotate first";
+		return c->ebusy ? c->ebusy
+				: "that version is the current key; rotate "
+				  "first";
 	case EEXIST:
 		return "a backup of that name exists";
 	case EBADMSG:
@@ -561,9 +563,9 @@ static const char *uid_list(json_t *a, char *buf, size_t size)
 	buf[0] = 0;
 	json_array_foreach(a, i, v)
 	{
-		int n = snprintf(buf + used, size - used, "%s%lld",
-				 i ? ", " : "",
-				 (long long)json_integer_value(v));
+		int n =
+		    snprintf(buf + used, size - used, "%s%lld", i ? ", " : "",
+			     (long long)json_integer_value(v));
 
 		if (n < 0 || (size_t)n >= size - used)
 			break;
@@ -599,8 +601,9 @@ static void usage_rows(json_t *o)
 			    int_of(v, "version"), str_of(u, "window"),
 			    str_of(u, "since"));
 		else
-			row(label, "version %lld: %s by uid %lld (uids: %s; "
-				   "via keys/: %s)",
+			row(label,
+			    "version %lld: %s by uid %lld (uids: %s; "
+			    "via keys/: %s)",
 			    int_of(v, "version"), str_of(v, "last_read"),
 			    int_of(v, "last_uid"),
 			    uid_list(json_object_get(v, "uids"), uids,

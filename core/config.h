@@ -104,7 +104,7 @@ struct kf_config {
 	int64_t rotate_interval;  /* seconds, 0 = off, default 90d */
 	/* seconds a read keeps a version from retiring; 0 = off, 7d */
 	int64_t usage_window;
-	unsigned backup_keep;	  /* >= 1, default 10 */
+	unsigned backup_keep;	      /* >= 1, default 10 */
 	enum kf_read_mode read_mode;  /* default audited */
 	enum kf_store_type store;     /* default file */
 	struct kf_etcd_settings etcd; /* meaningful with store = etcd */

@@ -101,10 +101,11 @@ static void config_info(json_t *o, const struct kf_config *cfg, int64_t created)
 			    json_boolean(cfg->read_mode != KF_READ_CACHED));
 	json_object_set_new(o, "rotate_interval",
 			    kf_mgr_interval_json(cfg->rotate_interval));
-	json_object_set_new(o, "next_rotation",
-			    cfg->rotate_interval > 0
-				? kf_mgr_time_json(created + cfg->rotate_interval)
-				: json_null());
+	json_object_set_new(
+	    o, "next_rotation",
+	    cfg->rotate_interval > 0
+		? kf_mgr_time_json(created + cfg->rotate_interval)
+		: json_null());
 	json_object_set_new(o, "backup_keep", json_integer(cfg->backup_keep));
 }
 

@@ -166,6 +166,10 @@ static const struct kf_control_cmd cmds[] = {
 	.event = KF_EVENT_KEY_RETIRE,
 	.verb = "retired",
 	.enoent = "no such version in the keyring",
+	.ebusy = "that version is the current key (rotate first), or it "
+		 "was read within usage_window, or its usage is unknown "
+		 "(keyfs ctl status: last reads); add \"force\" to retire "
+		 "it anyway",
 	.report = KF_CONTROL_REPORT_VERSION_GIVEN,
     },
     {

@@ -439,8 +439,8 @@ int kf_tree_reads(struct kf_tree *t, const struct kf_keyring *kr,
 		return -ENOENT;
 	e = kf_tree_entry(kr, n);
 	*ret_version = c == KF_CONTENT_KEYSET ? 0 : e->version;
-	*ret_purpose = c == KF_CONTENT_KEY ? NULL
-					   : t->cfg->purposes[n.index].name;
+	*ret_purpose =
+	    c == KF_CONTENT_KEY ? NULL : t->cfg->purposes[n.index].name;
 	return 0;
 }
 
