@@ -9,15 +9,18 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -163,6 +166,66 @@ Test(keysets, access_is_the_purposes, .timeout = 60)
 	cr_assert_neq(rc, 0, "the phi reader read keys/pii");
 	free(out);
 	free(err);
+	free(p);
+}
+
+/* A user.keyfs.* attribute of a file of the tree, as text (static). */
+static const char *xattr_of(struct kt_mount *m, const char *rel,
+			    const char *name)
+{
+	static char value[2][64];
+	static int which;
+	char *p = kt_mpath(m, rel), *v = value[which ^= 1];
+	ssize_t n = getxattr(p, name, v, sizeof(value[0]) - 1);
+
+	cr_assert(n >= 0, "getxattr %s %s: %s", rel, name, strerror(errno));
+	v[n] = 0;
+	free(p);
+	return v;
+}
+
+/* Whether fd reports POLLPRI now: its set is no longer the name's. */
+static bool stale(int fd)
+{
+	struct pollfd p = {fd, POLLPRI, 0};
+
+	cr_assert(poll(&p, 1, 0) >= 0);
+	return p.revents & POLLPRI;
+}
+
+/*
+ * keys/phi carries derived/phi's attributes (its current key's), and an
+ * open keys/phi reports POLLPRI once its set changed: a retire too, where
+ * the current version stays.
+ */
+Test(keysets, attributes_and_poll_follow_the_set, .timeout = 60)
+{
+	struct kt_mount *m = start("sets-poll", "retain_versions = 3\n");
+	char *p, buf[512];
+	int fd;
+
+	rotate_ok(m);
+	rotate_ok(m);
+	cr_assert_str_eq(xattr_of(m, "keys/phi", "user.keyfs.version"), "3");
+	cr_assert_str_eq(xattr_of(m, "keys/phi", "user.keyfs.fingerprint"),
+			 xattr_of(m, "derived/phi", "user.keyfs.fingerprint"));
+	p = kt_mpath(m, "keys/phi");
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	cr_assert(fd >= 0);
+	cr_assert_eq(read(fd, buf, sizeof(buf)), 3 * LINE);
+	sodium_memzero(buf, sizeof(buf));
+	cr_assert(!stale(fd), "POLLPRI before any change");
+	cr_assert_eq(kt_mwrite(m, "control/retire", "1\n"), 0);
+	cr_assert(stale(fd), "no POLLPRI after a retire changed the set");
+	close(fd);
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	cr_assert(fd >= 0);
+	cr_assert_eq(read(fd, buf, sizeof(buf)), 2 * LINE);
+	sodium_memzero(buf, sizeof(buf));
+	cr_assert(!stale(fd), "a fresh open is stale");
+	rotate_ok(m);
+	cr_assert(stale(fd), "no POLLPRI after a rotation");
+	close(fd);
 	free(p);
 }
 
@@ -412,13 +475,40 @@ static int ctl_retire(struct kt_mount *m, const char *args, char **ret_text)
 	return rc;
 }
 
+/*
+ * `keyfs ctl retire ARGS`, expected to be refused: status (but for its
+ * counters) unchanged, one failed key_retire record and no successful
+ * one.  Its answer (malloc'd); *ret_rec gets that record (decref it).
+ */
+static char *retire_refused(struct kt_mount *m, const char *args,
+			    json_t **ret_rec)
+{
+	size_t mark = kt_audit_size(m);
+	char *before = kt_mstatus_keys(m), *after, *text;
+	json_t *recs;
+
+	cr_assert_neq(ctl_retire(m, args, &text), 0,
+		      "retire %s was not refused", args);
+	after = kt_mstatus_keys(m);
+	cr_assert_str_eq(before, after, "a refused retire changed status");
+	recs = kt_audit_since(m, mark);
+	cr_assert_eq(kt_count_records(recs, "key_retire", false), 1,
+		     "the refusal has no key_retire record");
+	cr_assert_eq(kt_count_records(recs, "key_retire", true), 0);
+	*ret_rec = json_incref(kt_find_record(recs, "key_retire", false));
+	json_decref(recs);
+	free(before);
+	free(after);
+	return text;
+}
+
 Test(keysets, retire_refused_while_read_forced_with_force, .timeout = 90)
 {
 	struct kt_mount *m =
 	    start("usage", "usage_window = 1h\nretain_versions = 3\n");
-	char *text, *before, *after;
 	json_t *st, *u, *recs, *rec;
 	size_t mark;
+	char *text;
 	pid_t pid = reader_loop(m, "derived/phi");
 
 	/* The loop reads version 1 until the rotation, then version 2. */
@@ -437,32 +527,21 @@ Test(keysets, retire_refused_while_read_forced_with_force, .timeout = 90)
 	json_decref(st);
 	rotate_ok(m);
 
-	mark = kt_audit_size(m);
-	before = kt_mstatus_keys(m);
-	cr_assert_neq(ctl_retire(m, "1", &text), 0,
-		      "retire 1 succeeded while uid 1001 reads it");
+	text = retire_refused(m, "1", &rec);
 	cr_assert(kt_contains(text, "uid 1001") &&
 		      kt_contains(text, "still read") &&
 		      kt_contains(text, "1 force"),
 		  "the refusal does not name the reader: %s", text);
 	free(text);
 	cr_assert_eq(kt_mwrite(m, "control/retire", "1\n"), -EBUSY);
-	after = kt_mstatus_keys(m);
-	cr_assert_str_eq(before, after, "a refused retire changed status");
 	cr_assert(kt_mexists(m, "versions/1"));
-	recs = kt_audit_since(m, mark);
-	rec = kt_find_record(recs, "key_retire", false);
-	cr_assert(rec, "the refusal has no key_retire record");
 	cr_assert(kt_contains(kt_str_of(rec, "error"), "uid 1001"),
 		  "its error does not name the reader");
 	cr_assert(
 	    holds(json_object_get(json_object_get(rec, "readers"), "uids"),
 		  1001),
 	    "its readers lack uid 1001");
-	cr_assert_eq(kt_count_records(recs, "key_retire", true), 0);
-	json_decref(recs);
-	free(before);
-	free(after);
+	json_decref(rec);
 
 	/* Bad words after the number: refused as input, nothing changes. */
 	cr_assert_eq(kt_mwrite(m, "control/retire", "1 forced\n"), -EINVAL);
@@ -517,7 +596,8 @@ Test(keysets, a_key_set_reader_holds_every_version, .timeout = 60)
 		  "ctl status: %s", out);
 	free(out);
 	free(err);
-	cr_assert_neq(ctl_retire(m, "1", &text), 0);
+	text = retire_refused(m, "1", &st);
+	json_decref(st);
 	cr_assert(kt_contains(text, "uid 1001") &&
 		      kt_contains(text, "keys/phi"),
 		  "the refusal does not name keys/phi's reader: %s", text);
@@ -567,10 +647,8 @@ Test(keysets, cached_mode_usage_is_unknown, .timeout = 60)
 {
 	struct kt_mount *m =
 	    start("usage-cached", "usage_window = 7d\nread_mode = cached\n");
-	char *text, *before, *after;
-	json_t *st, *u;
-	size_t mark;
-	json_t *recs;
+	json_t *st, *u, *rec;
+	char *text;
 
 	st = read_status(m);
 	u = json_object_get(st, "usage");
@@ -579,28 +657,16 @@ Test(keysets, cached_mode_usage_is_unknown, .timeout = 60)
 	cr_assert(kt_contains(kt_str_of(u, "why_unknown"), "cached"));
 	json_decref(st);
 	rotate_ok(m);
-	before = kt_mstatus_keys(m);
-	mark = kt_audit_size(m);
-	cr_assert_neq(ctl_retire(m, "1", &text), 0,
-		      "cached mode retired without force");
+	text = retire_refused(m, "1", &rec);
 	/* No open file to read the answer from: ctl says what EBUSY means. */
 	cr_assert(kt_contains(text, "usage is unknown") &&
 		      kt_contains(text, "force"),
 		  "retire 1 in cached mode said: %s", text);
 	free(text);
-	after = kt_mstatus_keys(m);
-	cr_assert_str_eq(before, after);
-	recs = kt_audit_since(m, mark);
-	cr_assert_eq(kt_count_records(recs, "key_retire", false), 1);
-	cr_assert(
-	    kt_contains(
-		kt_str_of(kt_find_record(recs, "key_retire", false), "error"),
-		"read_mode = cached"),
-	    "the refusal's record does not say why");
-	json_decref(recs);
+	cr_assert(kt_contains(kt_str_of(rec, "error"), "read_mode = cached"),
+		  "the refusal's record does not say why");
+	json_decref(rec);
 	cr_assert_eq(ctl_retire(m, "1 force", &text), 0, "%s", text);
 	free(text);
 	cr_assert(!kt_mexists(m, "versions/1"));
-	free(before);
-	free(after);
 }
