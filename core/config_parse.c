@@ -26,6 +26,7 @@
 #define DEFAULT_PURPOSES "phi pii audit backup"
 #define DEFAULT_RETAIN 2
 #define DEFAULT_INTERVAL (90LL * 86400) /* 90 days */
+#define DEFAULT_STAGE_DELAY 86400LL	/* staged a day before promotion */
 #define DEFAULT_KEEP 10
 #define RETAIN_MAX 1000 /* below KF_KEYRING_MAX_VERSIONS: room to rotate */
 #define KEEP_MAX 100000
@@ -59,6 +60,8 @@ enum key_id {
 	K_ALERT,
 	K_METRICS_FILE,
 	K_READ_MODE,
+	K_ROTATE_MODE,
+	K_STAGE_DELAY,
 	K_AUDIT_MAX_SIZE,
 	K_AUDIT_ROTATE,
 	K_AUDIT_KEEP,
@@ -102,6 +105,8 @@ static const struct {
     [K_ALERT] = {"alert_command", SEC_KEYFS},
     [K_METRICS_FILE] = {"metrics_file", SEC_KEYFS},
     [K_READ_MODE] = {"read_mode", SEC_KEYFS},
+    [K_ROTATE_MODE] = {"rotate_mode", SEC_KEYFS},
+    [K_STAGE_DELAY] = {"stage_delay", SEC_KEYFS},
     [K_AUDIT_MAX_SIZE] = {"audit_max_size", SEC_KEYFS},
     [K_AUDIT_ROTATE] = {"audit_rotate", SEC_KEYFS},
     [K_AUDIT_KEEP] = {"audit_keep", SEC_KEYFS},
@@ -258,6 +263,17 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 					   reason);
 		if (r >= 0)
 			cfg->read_mode = (enum kf_read_mode)r;
+		break;
+	case K_ROTATE_MODE:
+		r = kf_config_parse_choice(key, value, kf_config_rotate_modes,
+					   KF_LEN(kf_config_rotate_modes),
+					   reason);
+		if (r >= 0)
+			cfg->rotate_mode = (enum kf_rotate_mode)r;
+		break;
+	case K_STAGE_DELAY:
+		r = kf_config_parse_interval(key, value, KF_CONFIG_INTERVAL_MAX,
+					     &cfg->stage_delay, reason);
 		break;
 	case K_STORE:
 		r = kf_config_parse_choice(key, value, stores, KF_LEN(stores),
@@ -619,6 +635,10 @@ static int finish_store(struct parser *p)
 				    "= etcd or remove the section");
 		return 1;
 	}
+	if (cfg->rotate_mode == KF_ROTATE_STAGE)
+		return fail(p, key_line(p, "rotate_mode"), -EINVAL,
+			    "rotate_mode = stage is not available with store "
+			    "= etcd");
 	r = kf_config_etcd_finish(&cfg->etcd, &key, reason);
 	return r < 0 ? fail(p, key_line(p, key), r, "%s", reason) : 1;
 }
@@ -662,6 +682,8 @@ static struct kf_config *config_new(void)
 	cfg->mode = KF_MODE_PRODUCTION;
 	cfg->retain_versions = DEFAULT_RETAIN;
 	cfg->rotate_interval = DEFAULT_INTERVAL;
+	cfg->rotate_mode = KF_ROTATE_ONE_STEP;
+	cfg->stage_delay = DEFAULT_STAGE_DELAY;
 	cfg->backup_keep = DEFAULT_KEEP;
 	cfg->read_mode = KF_READ_AUDITED;
 	if (kf_config_audit_defaults(&cfg->auditing) < 0) {

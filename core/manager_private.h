@@ -9,6 +9,7 @@
  *   startup.c   kf_manager_open: state lock, directories, master key, the
  *               store, then load, import or generate the keyring
  *   rotation.c  rotate (manual and automatic) and retire
+ *   staging.c   staged rotation: stage, promote, abort
  *   archives.c  backup, restore, prune and list, and the archive helpers
  *               the other operations use
  *   status.c    kf_manager_info, the status object
@@ -177,6 +178,29 @@ void kf_mgr_notify(struct kf_manager *m);
 
 /* The versions held by kr, newest first, as a new JSON array. */
 json_t *kf_mgr_versions_json(const struct kf_keyring *kr);
+
+/* --- rotation.c, staging.c ---------------------------------------------- */
+
+/*
+ * The keyring a rotation (or a promotion) commits: `plus` (every old
+ * version and the new current one) trimmed to retain_versions once an
+ * archive of plus exists, else plus itself.  ret_name gets that archive's
+ * name ("" when none).  Caller holds op_lock.
+ */
+int kf_mgr_rotated_keyring(struct kf_manager *m, struct kf_keyring *plus,
+			   struct kf_keyring **ret, char *ret_name,
+			   char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * A step of a staged rotation: ev is KF_EVENT_KEY_STAGE, _PROMOTE or
+ * _ABORT; audited (with "automatic" when the scheduler asked), archived
+ * (stage, promote) and committed.  *ret_version (may be NULL): the staged,
+ * promoted or aborted version.  Caller holds op_lock and notifies.  0,
+ * KF_FILE_UNSYNCED, or -errno with nothing changed (reported).
+ */
+int kf_mgr_step_locked(struct kf_manager *m, const struct kf_caller *who,
+		       enum kf_event ev, bool automatic, uint32_t *ret_version,
+		       char err[KF_ERR_MAX]) KF_WUR;
 
 /* --- startup.c ----------------------------------------------------------- */
 

@@ -82,6 +82,28 @@ static void keyring_info(json_t *o, const struct kf_keyring *kr)
 	json_object_set_new(o, "retired_versions", rs);
 }
 
+/*
+ * The staged version (README: Staged rotation): number, fingerprint,
+ * created, and when the scheduler promotes it (null: by hand).  All null
+ * when nothing is staged.
+ */
+static void staged_info(json_t *o, const struct kf_config *cfg,
+			const struct kf_keyring *kr)
+{
+	const struct kf_keyring_entry *s = kf_keyring_staged(kr);
+	bool scheduled =
+	    s && cfg->rotate_mode == KF_ROTATE_STAGE && cfg->stage_delay > 0;
+
+	json_object_set_new(o, "staged_version",
+			    s ? json_integer(s->version) : json_null());
+	json_object_set_new(o, "staged_fingerprint", fingerprint_json(s));
+	json_object_set_new(o, "staged_created",
+			    s ? time_json(s->created) : json_null());
+	json_object_set_new(o, "next_promotion",
+			    scheduled ? time_json(s->created + cfg->stage_delay)
+				      : json_null());
+}
+
 /* The configuration's part; created is the current key's. */
 static void config_info(json_t *o, const struct kf_config *cfg, int64_t created)
 {
@@ -106,6 +128,10 @@ static void config_info(json_t *o, const struct kf_config *cfg, int64_t created)
 			    cfg->rotate_interval > 0
 				? time_json(created + cfg->rotate_interval)
 				: json_null());
+	json_object_set_new(
+	    o, "rotate_mode",
+	    json_string(kf_config_rotate_modes[cfg->rotate_mode]));
+	json_object_set_new(o, "stage_delay", interval_json(cfg->stage_delay));
 	json_object_set_new(o, "backup_keep", json_integer(cfg->backup_keep));
 }
 
@@ -115,6 +141,7 @@ json_t *kf_manager_info(struct kf_manager *m)
 	json_t *o = json_object();
 
 	keyring_info(o, kr);
+	staged_info(o, m->cfg, kr);
 	config_info(o, m->cfg, kf_keyring_at(kr, 0)->created);
 	if (m->cl) {
 		json_object_set_new(o, "store", kf_mgr_cluster_info(m));
