@@ -235,7 +235,8 @@ static const struct operand_rule {
 	uint64_t min; /* ... at least this */
 } rules[KF_CONTROL_OPERAND_COUNT] = {
     [KF_CONTROL_YES] = {"", WORDS_NONE, false, false, 0},
-    [KF_CONTROL_STEP] = {" [stage|promote|abort]", WORDS_OPTIONAL, false, false,
+    /* No "|" inside: keyfs --help separates the operations with it. */
+    [KF_CONTROL_STEP] = {" [stage/promote/abort]", WORDS_OPTIONAL, false, false,
 			 0},
     [KF_CONTROL_NAME] = {" [NAME]", WORDS_OPTIONAL, false, false, 0},
     [KF_CONTROL_VERSION] = {" N", WORDS_ONE, false, true, 1},

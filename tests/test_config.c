@@ -1404,3 +1404,27 @@ Test(config, bad_audit_settings)
 	parse_bad("[keyfs]\naudit_keep = 1\naudit_keep = 2\n", 3,
 		  "duplicate key \"audit_keep\"");
 }
+
+Test(config, rotate_mode_and_stage_delay)
+{
+	struct kf_config *cfg = parse_ok("[keyfs]\n");
+
+	cr_assert_eq(cfg->rotate_mode, KF_ROTATE_ONE_STEP);
+	cr_assert_eq(cfg->stage_delay, 86400);
+	kf_config_free(cfg);
+	cfg = parse_ok("[keyfs]\nrotate_mode = stage\nstage_delay = 90m\n");
+	cr_assert_eq(cfg->rotate_mode, KF_ROTATE_STAGE);
+	cr_assert_eq(cfg->stage_delay, 90 * 60);
+	kf_config_free(cfg);
+	cfg = parse_ok("[keyfs]\nrotate_mode = rotate\nstage_delay = 0\n");
+	cr_assert_eq(cfg->rotate_mode, KF_ROTATE_ONE_STEP);
+	cr_assert_eq(cfg->stage_delay, 0);
+	kf_config_free(cfg);
+	parse_bad("[keyfs]\nrotate_mode = staged\n", 2, "rotate_mode");
+	parse_bad("[keyfs]\nstage_delay = 5x\n", 2, "stage_delay");
+	parse_bad("[keyfs]\nstage_delay = 36501d\n", 2, "too large");
+	/* Not with store = etcd: promotion cannot wait for every node yet. */
+	parse_bad("[keyfs]\nstore = etcd\nrotate_mode = stage\n[etcd]\n"
+		  "endpoints = http://e1:2379\n",
+		  3, "not available with store = etcd");
+}

@@ -315,7 +315,7 @@ Test(staged, keyfs_ctl_rotate_steps_print_what_happened)
 	free(err);
 	cr_assert(kt_ctl(m, &out, &err, "rotate bogus") == 2,
 		  "keyfs ctl rotate bogus is no usage error");
-	cr_assert(kt_contains(err, "stage|promote|abort"), "usage: %s", err);
+	cr_assert(kt_contains(err, "stage/promote/abort"), "usage: %s", err);
 	free(out);
 	free(err);
 	cr_assert_eq(read_version(m), v + 1);
