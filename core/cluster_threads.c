@@ -323,6 +323,8 @@ static void *watcher(void *arg)
 static char *node_record(struct kf_manager *m)
 {
 	struct kf_mgr_cluster *cl = m->cl;
+	struct kf_keyring *kr = kf_mgr_current(m);
+	const struct kf_keyring_entry *s = kr ? kf_keyring_staged(kr) : NULL;
 	char ts[KF_RFC3339_LEN + 1];
 	json_t *o = json_object();
 	char *text;
@@ -336,6 +338,10 @@ static char *node_record(struct kf_manager *m)
 	json_object_set_new(o, "state",
 			    json_string(cl->ok ? "ok" : "degraded"));
 	pthread_mutex_unlock(&cl->lock);
+	/* What a promotion waits for (README: Staged rotation). */
+	json_object_set_new(o, "staged_version",
+			    s ? json_integer(s->version) : json_null());
+	kf_keyring_unref(kr);
 	json_object_set_new(o, "seen", json_string(ts));
 	json_object_set_new(o, "pid", json_integer(getpid()));
 	text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);

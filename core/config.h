@@ -105,9 +105,11 @@ struct kf_config {
 	unsigned retain_versions; /* >= 1, default 2 */
 	int64_t rotate_interval;  /* seconds, 0 = off, default 90d */
 	enum kf_rotate_mode rotate_mode; /* default one step ("rotate") */
-	int64_t stage_delay;  /* seconds from staging to automatic promotion;
-			       * 0 = promote by hand; default 1d */
-	unsigned backup_keep; /* >= 1, default 10 */
+	int64_t stage_delay;   /* seconds from staging to automatic promotion;
+				* 0 = promote by hand; default 1d */
+	int64_t stage_timeout; /* store = etcd: seconds a promotion waits for
+				* every live node; default 30s */
+	unsigned backup_keep;  /* >= 1, default 10 */
 	enum kf_read_mode read_mode;  /* default audited */
 	enum kf_store_type store;     /* default file */
 	struct kf_etcd_settings etcd; /* meaningful with store = etcd */

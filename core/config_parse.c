@@ -27,6 +27,8 @@
 #define DEFAULT_RETAIN 2
 #define DEFAULT_INTERVAL (90LL * 86400) /* 90 days */
 #define DEFAULT_STAGE_DELAY 86400LL	/* staged a day before promotion */
+#define DEFAULT_STAGE_TIMEOUT 30	/* a promotion waits for every node */
+#define STAGE_TIMEOUT_MAX 3600
 #define DEFAULT_KEEP 10
 #define RETAIN_MAX 1000 /* below KF_KEYRING_MAX_VERSIONS: room to rotate */
 #define KEEP_MAX 100000
@@ -62,6 +64,7 @@ enum key_id {
 	K_READ_MODE,
 	K_ROTATE_MODE,
 	K_STAGE_DELAY,
+	K_STAGE_TIMEOUT,
 	K_AUDIT_MAX_SIZE,
 	K_AUDIT_ROTATE,
 	K_AUDIT_KEEP,
@@ -107,6 +110,7 @@ static const struct {
     [K_READ_MODE] = {"read_mode", SEC_KEYFS},
     [K_ROTATE_MODE] = {"rotate_mode", SEC_KEYFS},
     [K_STAGE_DELAY] = {"stage_delay", SEC_KEYFS},
+    [K_STAGE_TIMEOUT] = {"stage_timeout", SEC_KEYFS},
     [K_AUDIT_MAX_SIZE] = {"audit_max_size", SEC_KEYFS},
     [K_AUDIT_ROTATE] = {"audit_rotate", SEC_KEYFS},
     [K_AUDIT_KEEP] = {"audit_keep", SEC_KEYFS},
@@ -274,6 +278,15 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 	case K_STAGE_DELAY:
 		r = kf_config_parse_interval(key, value, KF_CONFIG_INTERVAL_MAX,
 					     &cfg->stage_delay, reason);
+		break;
+	case K_STAGE_TIMEOUT:
+		r = kf_config_parse_interval(key, value, STAGE_TIMEOUT_MAX,
+					     &cfg->stage_timeout, reason);
+		if (r >= 0 && cfg->stage_timeout == 0) {
+			kf_err_set(reason, "bad stage_timeout \"0\": expected "
+					   "1s to 1h");
+			r = -EINVAL;
+		}
 		break;
 	case K_STORE:
 		r = kf_config_parse_choice(key, value, stores, KF_LEN(stores),
@@ -635,10 +648,6 @@ static int finish_store(struct parser *p)
 				    "= etcd or remove the section");
 		return 1;
 	}
-	if (cfg->rotate_mode == KF_ROTATE_STAGE)
-		return fail(p, key_line(p, "rotate_mode"), -EINVAL,
-			    "rotate_mode = stage is not available with store "
-			    "= etcd");
 	r = kf_config_etcd_finish(&cfg->etcd, &key, reason);
 	return r < 0 ? fail(p, key_line(p, key), r, "%s", reason) : 1;
 }
@@ -684,6 +693,7 @@ static struct kf_config *config_new(void)
 	cfg->rotate_interval = DEFAULT_INTERVAL;
 	cfg->rotate_mode = KF_ROTATE_ONE_STEP;
 	cfg->stage_delay = DEFAULT_STAGE_DELAY;
+	cfg->stage_timeout = DEFAULT_STAGE_TIMEOUT;
 	cfg->backup_keep = DEFAULT_KEEP;
 	cfg->read_mode = KF_READ_AUDITED;
 	if (kf_config_audit_defaults(&cfg->auditing) < 0) {

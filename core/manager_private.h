@@ -365,6 +365,16 @@ void kf_mgr_cluster_fetch_archives(struct kf_manager *m);
  */
 int kf_mgr_cluster_usable(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
 
+/*
+ * Before a promotion (cluster_wait.c): waits until every live node -- one
+ * whose record is in etcd, its lease alive -- serves the generation this
+ * node serves, which holds staged version `staged`; at most stage_timeout.
+ * Caller holds op_lock.  0; -ETIMEDOUT naming the nodes that lag in err;
+ * or -errno when etcd cannot be read.
+ */
+int kf_mgr_cluster_wait_served(struct kf_manager *m, uint32_t staged,
+			       char err[KF_ERR_MAX]) KF_WUR;
+
 /* Health: ok again, or not (with why); audited and alerted on change. */
 void kf_mgr_cluster_health(struct kf_manager *m, bool ok, const char *why);
 

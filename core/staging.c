@@ -42,13 +42,6 @@ static int stepped_keyring(struct kf_manager *m, enum kf_event ev,
 	struct kf_keyring *plus = NULL;
 	int r;
 
-	if (m->cl && ev != KF_EVENT_KEY_ABORT) {
-		kf_err_set(err, "staged rotation is not available with "
-				"store = etcd (promote cannot yet wait until "
-				"every node serves the staged version); "
-				"rotate in one step");
-		return -EOPNOTSUPP;
-	}
 	switch (ev) {
 	case KF_EVENT_KEY_STAGE:
 		r = kf_keyring_stage(old, kf_time_now(), ret);
@@ -60,6 +53,18 @@ static int stepped_keyring(struct kf_manager *m, enum kf_event ev,
 		break;
 	case KF_EVENT_KEY_PROMOTE:
 		r = kf_keyring_promote(old, &plus);
+		/*
+		 * store = etcd: a record encrypted under the new current key
+		 * on this node must be readable on every other, so each live
+		 * node serves the staged version before it becomes current.
+		 */
+		if (r == 0 && m->cl) {
+			r = kf_mgr_cluster_wait_served(m, s->version, err);
+			if (r < 0) {
+				kf_keyring_unref(plus);
+				return r;
+			}
+		}
 		if (r == 0) {
 			r = kf_mgr_rotated_keyring(m, plus, ret, ret_name, err);
 			kf_keyring_unref(plus);

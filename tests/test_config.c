@@ -1423,8 +1423,12 @@ Test(config, rotate_mode_and_stage_delay)
 	parse_bad("[keyfs]\nrotate_mode = staged\n", 2, "rotate_mode");
 	parse_bad("[keyfs]\nstage_delay = 5x\n", 2, "stage_delay");
 	parse_bad("[keyfs]\nstage_delay = 36501d\n", 2, "too large");
-	/* Not with store = etcd: promotion cannot wait for every node yet. */
-	parse_bad("[keyfs]\nstore = etcd\nrotate_mode = stage\n[etcd]\n"
-		  "endpoints = http://e1:2379\n",
-		  3, "not available with store = etcd");
+	cfg = parse_ok("[keyfs]\n");
+	cr_assert_eq(cfg->stage_timeout, 30);
+	kf_config_free(cfg);
+	cfg = parse_ok("[keyfs]\nstage_timeout = 2s\n");
+	cr_assert_eq(cfg->stage_timeout, 2);
+	kf_config_free(cfg);
+	parse_bad("[keyfs]\nstage_timeout = 0\n", 2, "stage_timeout");
+	parse_bad("[keyfs]\nstage_timeout = 2h\n", 2, "stage_timeout");
 }
