@@ -548,8 +548,13 @@ static void store_rows(json_t *o)
 	nodes = json_object_get(st, "nodes");
 	json_array_foreach(nodes, i, n)
 	{
-		row("", "node %s: version %lld, generation %lld, %s, seen %s",
-		    str_of(n, "node"), int_of(n, "version"),
+		char staged[32] = "";
+
+		if (int_of(n, "staged_version") > 0)
+			snprintf(staged, sizeof(staged), " (staged %lld)",
+				 int_of(n, "staged_version"));
+		row("", "node %s: version %lld%s, generation %lld, %s, seen %s",
+		    str_of(n, "node"), int_of(n, "version"), staged,
 		    int_of(n, "generation"), str_of(n, "state"),
 		    str_of(n, "seen"));
 	}
