@@ -138,8 +138,9 @@ int kf_manager_rotate(struct kf_manager *m, const struct kf_caller *who,
  * already).  promote: the staged version becomes current, as a rotation
  * would make it (archived, then trimmed to retain_versions).  abort: the
  * staged key is destroyed and its number never issued again.  promote and
- * abort: -ENOENT when nothing is staged.  With store = etcd, stage and
- * promote are refused (-EOPNOTSUPP).
+ * abort: -ENOENT when nothing is staged.  With store = etcd, promote first
+ * waits until every live node serves the staged version (at most
+ * stage_timeout: -ETIMEDOUT naming the nodes that lag).
  */
 int kf_manager_stage(struct kf_manager *m, const struct kf_caller *who,
 		     uint32_t *ret_version, char err[KF_ERR_MAX]) KF_WUR;

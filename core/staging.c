@@ -89,6 +89,38 @@ static int stepped_keyring(struct kf_manager *m, enum kf_event ev,
 	return r;
 }
 
+/*
+ * store = etcd: a scheduled step that another node's schedule took first
+ * (the keyring it committed, adopted now, records the same step) is done:
+ * recorded as that node's, cancelling this node's own record, and no
+ * failure.  Whether it was.
+ */
+static bool taken_by_other(struct kf_manager *m, const struct kf_caller *who,
+			   enum kf_event ev, const struct kf_keyring *old,
+			   uint64_t cancel)
+{
+	const struct kf_cluster_info *won = &m->cl->info;
+	char err[KF_ERR_MAX];
+	json_t *rec;
+
+	if (won->change != (ev == KF_EVENT_KEY_STAGE	 ? KF_CHANGE_STAGE
+			    : ev == KF_EVENT_KEY_PROMOTE ? KF_CHANGE_PROMOTE
+							 : 0))
+		return false;
+	rec = step_record(ev, who, old, true);
+	json_object_set_new(rec, "by_node", json_string(won->node));
+	json_object_set_new(rec, "generation",
+			    json_integer((json_int_t)won->generation));
+	if (cancel > 0)
+		json_object_set_new(rec, "cancels_seq",
+				    json_integer((json_int_t)cancel));
+	json_object_set_new(rec, "success", json_true());
+	if (kf_mgr_record_durable(m, rec, NULL, err) < 0)
+		kf_log(LOG_ALERT, "audit log: %s", err);
+	json_decref(rec);
+	return true;
+}
+
 int kf_mgr_step_locked(struct kf_manager *m, const struct kf_caller *who,
 		       enum kf_event ev, bool automatic, uint32_t *ret_version,
 		       char err[KF_ERR_MAX])
@@ -104,11 +136,13 @@ int kf_mgr_step_locked(struct kf_manager *m, const struct kf_caller *who,
 	if (r < 0)
 		goto out;
 	/* Stage: an archive holds the staged key before anyone may use it. */
-	if (ev == KF_EVENT_KEY_STAGE &&
-	    kf_mgr_write_backup(m, next, NULL, NULL, name, err) < 0) {
-		kf_err_prefix(err, "backup of the staged keyring failed: ");
-		r = -EIO;
-		goto out;
+	if (ev == KF_EVENT_KEY_STAGE) {
+		r = kf_mgr_write_backup(m, next, NULL, NULL, name, err);
+		if (r < 0) {
+			kf_err_prefix(err,
+				      "backup of the staged keyring failed: ");
+			goto out;
+		}
 	}
 	if (ev == KF_EVENT_KEY_PROMOTE)
 		v = kf_keyring_current_version(next);
@@ -127,6 +161,9 @@ int kf_mgr_step_locked(struct kf_manager *m, const struct kf_caller *who,
 		kf_mgr_remove_backup(m, name);
 	if (r >= 0 && ret_version)
 		*ret_version = v;
+	if (r == -ESTALE && automatic && m->cl &&
+	    taken_by_other(m, who, ev, old, cancel))
+		r = 0;
 out:
 	if (r < 0)
 		kf_mgr_report_failure(m, step_record(ev, who, old, automatic),

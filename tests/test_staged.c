@@ -552,3 +552,35 @@ Test(staged, scheduled_rotation_stages_then_promotes_after_stage_delay,
 	cr_assert_eq(json_array_size(recs), 0);
 	json_decref(recs);
 }
+
+/*
+ * A restore of an archive taken before the stage drops the staged version
+ * (its number stays issued); one taken while it was staged brings it back,
+ * unless it was aborted since.
+ */
+Test(staged, restore_drops_or_keeps_the_staged_version_as_the_archive_had_it)
+{
+	struct kt_mount *m = start("staged-restore", NULL);
+	uint8_t *next = mt_secret(KEY_LEN), *k = mt_secret(KEY_LEN);
+	uint32_t v = read_version(m);
+	int r;
+
+	cr_assert(kt_mwrite(m, "control/backup", "before\n") == 0);
+	step_ok(m, "stage");
+	read_key(m, "next", next);
+	cr_assert(kt_mwrite(m, "control/backup", "while\n") == 0);
+	cr_assert(kt_mwrite(m, "control/restore", "before\n") == 0);
+	expect_nothing_staged(m, "after restoring an archive without it");
+	cr_assert_eq(status_int(m, "highest_issued"), v + 1,
+		     "the staged number was forgotten");
+	cr_assert(kt_mwrite(m, "control/restore", "while\n") == 0);
+	cr_assert_eq(status_int(m, "staged_version"), v + 1);
+	read_key(m, "next", k);
+	cr_assert(same_key(k, next), "the restored next is another key");
+	step_ok(m, "abort");
+	r = kt_mwrite(m, "control/restore", "while\n");
+	cr_assert(r == 0, "restore after abort: %s", strerror(-r));
+	expect_nothing_staged(m, "an aborted version came back by a restore");
+	rotate_ok(m);
+	cr_assert_eq(read_version(m), v + 2);
+}
