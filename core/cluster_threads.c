@@ -382,20 +382,18 @@ static int announce(struct kf_manager *m, char err[KF_ERR_MAX])
 	return r;
 }
 
-/* Every node's record, for status. */
-static int list_nodes(struct kf_manager *m, char err[KF_ERR_MAX])
+int kf_mgr_cluster_node_records(struct kf_etcd *e, json_t **ret,
+				char err[KF_ERR_MAX])
 {
-	struct kf_mgr_cluster *cl = m->cl;
 	struct kf_etcd_kv *kvs = NULL;
-	json_t *nodes = json_array(), *old;
+	json_t *nodes;
 	size_t n = 0;
 	int r;
 
-	r = kf_etcd_list(cl->beat, KF_CLUSTER_NODES, 0, &kvs, &n, NULL, err);
-	if (r < 0) {
-		json_decref(nodes);
+	r = kf_etcd_list(e, KF_CLUSTER_NODES, 0, &kvs, &n, NULL, err);
+	if (r < 0)
 		return r;
-	}
+	nodes = json_array();
 	for (size_t i = 0; i < n; i++) {
 		json_t *o = kvs[i].len <= NODE_RECORD_MAX
 				? json_loadb((const char *)kvs[i].value,
@@ -408,6 +406,20 @@ static int list_nodes(struct kf_manager *m, char err[KF_ERR_MAX])
 			json_decref(o);
 	}
 	kf_etcd_kvs_free(kvs, n);
+	*ret = nodes;
+	return 0;
+}
+
+/* Every node's record, for status. */
+static int list_nodes(struct kf_manager *m, char err[KF_ERR_MAX])
+{
+	struct kf_mgr_cluster *cl = m->cl;
+	json_t *nodes = NULL, *old;
+	int r;
+
+	r = kf_mgr_cluster_node_records(cl->beat, &nodes, err);
+	if (r < 0)
+		return r;
 	pthread_mutex_lock(&cl->lock);
 	old = cl->nodes;
 	cl->nodes = nodes;

@@ -12,11 +12,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "etcd.h"
 #include "manager_private.h"
 
-#define WAIT_POLL_MS 100     /* between two reads of the node records */
-#define WAIT_RECORD_MAX 4096 /* a longer record is no node's: ignored */
+#define WAIT_POLL_MS 100 /* between two reads of the node records */
 
 /*
  * The live nodes other than this one whose record shows a generation
@@ -25,36 +23,31 @@
 static int lagging_nodes(struct kf_manager *m, uint64_t gen, char *names,
 			 size_t size, char err[KF_ERR_MAX])
 {
-	struct kf_etcd_kv *kvs = NULL;
-	size_t n = 0, len = 0;
+	json_t *nodes = NULL, *o;
+	size_t len = 0, i;
 	int r, lagging = 0;
 
 	names[0] = 0;
-	r = kf_etcd_list(m->cl->op, KF_CLUSTER_NODES, 0, &kvs, &n, NULL, err);
+	r = kf_mgr_cluster_node_records(m->cl->op, &nodes, err);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < n; i++) {
-		json_t *o = kvs[i].len <= WAIT_RECORD_MAX
-				? json_loadb((const char *)kvs[i].value,
-					     kvs[i].len, 0, NULL)
-				: NULL;
+	json_array_foreach(nodes, i, o)
+	{
 		const char *node =
 		    json_string_value(json_object_get(o, "node"));
 		json_int_t g =
 		    json_integer_value(json_object_get(o, "generation"));
 
-		if (node && strcmp(node, m->cfg->etcd.node) != 0 &&
-		    (uint64_t)g < gen) {
-			lagging++;
-			if (len < size)
-				len += (size_t)snprintf(
-				    names + len, size - len,
-				    "%s%s (generation %lld)", len ? ", " : "",
-				    node, (long long)g);
-		}
-		json_decref(o);
+		if (!node || strcmp(node, m->cfg->etcd.node) == 0 ||
+		    (uint64_t)g >= gen)
+			continue;
+		lagging++;
+		if (len < size)
+			len += (size_t)snprintf(
+			    names + len, size - len, "%s%s (generation %lld)",
+			    len ? ", " : "", node, (long long)g);
 	}
-	kf_etcd_kvs_free(kvs, n);
+	json_decref(nodes);
 	return lagging;
 }
 

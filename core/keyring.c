@@ -133,6 +133,31 @@ static struct kf_keyring *kr_seal(struct kf_keyring *kr)
 	return kr;
 }
 
+/* nk's entries from `at` on: the first n of src's. */
+static void kr_copy_entries(struct kf_keyring *nk, size_t at,
+			    const struct kf_keyring *src, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		kr_copy_entry(nk, at + i, &src->entries[i]);
+}
+
+/*
+ * The last step of making nk from kr: kr's retired list (plus extra, 0:
+ * none), then sealed into *ret.  nk is freed on failure: -ENOMEM, -E2BIG.
+ */
+static int kr_finish(struct kf_keyring *nk, const struct kf_keyring *kr,
+		     uint32_t extra, struct kf_keyring **ret)
+{
+	int r = kr_set_retired(nk, kr->retired, kr->n_retired, extra);
+
+	if (r < 0) {
+		kr_free(nk);
+		return r;
+	}
+	*ret = kr_seal(nk);
+	return 0;
+}
+
 int kf_keyring_new(uint32_t version, const uint8_t key[KF_KEY_BYTES],
 		   int64_t created, uint32_t highest, struct kf_keyring **ret)
 {
@@ -217,34 +242,30 @@ static bool kr_holds_key(const struct kf_keyring *kr, const uint8_t *key)
 	       sodium_memcmp(kr->staged.key, key, KF_KEY_BYTES) == 0;
 }
 
+/* A fresh key in nk's slot i, unlike every key kr holds. */
+static void kr_fresh_key(struct kf_keyring *nk, size_t i,
+			 const struct kf_keyring *kr)
+{
+	/* Generated in place, so the new key never sits on the stack. */
+	do
+		kf_key_generate(kr_slot(nk, i));
+	while (kr_holds_key(kr, kr_slot(nk, i)));
+}
+
 int kf_keyring_rotate(const struct kf_keyring *kr, int64_t now,
 		      struct kf_keyring **ret)
 {
-	struct kf_keyring *nk;
+	struct kf_keyring *st = NULL;
+	int r;
 
 	if (kr->has_staged)
 		return -EBUSY;
-	if (kr->highest == UINT32_MAX)
-		return -EOVERFLOW;
-	if (kr->count >= KF_KEYRING_MAX_VERSIONS)
-		return -E2BIG;
-	nk = kr_alloc(kr->count + 1, kr->highest + 1, false);
-	if (!nk)
-		return -ENOMEM;
-	/* Generated in place, so the new key never sits on the stack. */
-	do
-		kf_key_generate(kr_slot(nk, 0));
-	while (kr_holds_key(kr, kr_slot(nk, 0)));
-	nk->entries[0].version = kr->highest + 1;
-	nk->entries[0].created = now;
-	for (size_t i = 0; i < kr->count; i++)
-		kr_copy_entry(nk, i + 1, &kr->entries[i]);
-	if (kr_set_retired(nk, kr->retired, kr->n_retired, 0) < 0) {
-		kr_free(nk);
-		return -ENOMEM;
-	}
-	*ret = kr_seal(nk);
-	return 0;
+	/* One step: staged and promoted at once. */
+	r = kf_keyring_stage(kr, now, &st);
+	if (r == 0)
+		r = kf_keyring_promote(st, ret);
+	kf_keyring_unref(st);
+	return r;
 }
 
 int kf_keyring_trim(const struct kf_keyring *kr, unsigned retain,
@@ -259,15 +280,9 @@ int kf_keyring_trim(const struct kf_keyring *kr, unsigned retain,
 	nk = kr_alloc(n, kr->highest, kr->has_staged);
 	if (!nk)
 		return -ENOMEM;
-	for (size_t i = 0; i < n; i++)
-		kr_copy_entry(nk, i, &kr->entries[i]);
+	kr_copy_entries(nk, 0, kr, n);
 	kr_copy_staged(nk, kr);
-	if (kr_set_retired(nk, kr->retired, kr->n_retired, 0) < 0) {
-		kr_free(nk);
-		return -ENOMEM;
-	}
-	*ret = kr_seal(nk);
-	return 0;
+	return kr_finish(nk, kr, 0, ret);
 }
 
 int kf_keyring_retire(const struct kf_keyring *kr, uint32_t version,
@@ -275,7 +290,6 @@ int kf_keyring_retire(const struct kf_keyring *kr, uint32_t version,
 {
 	struct kf_keyring *nk;
 	size_t j = 0;
-	int r;
 
 	if (version == kr->entries[0].version ||
 	    (kr->has_staged && version == kr->staged.version))
@@ -290,13 +304,7 @@ int kf_keyring_retire(const struct kf_keyring *kr, uint32_t version,
 			kr_copy_entry(nk, j++, &kr->entries[i]);
 	kr_copy_staged(nk, kr);
 	/* Remembered, so a restore cannot quietly bring it back. */
-	r = kr_set_retired(nk, kr->retired, kr->n_retired, version);
-	if (r < 0) {
-		kr_free(nk);
-		return r;
-	}
-	*ret = kr_seal(nk);
-	return 0;
+	return kr_finish(nk, kr, version, ret);
 }
 
 int kf_keyring_raise_highest(const struct kf_keyring *kr, uint32_t highest,
@@ -308,15 +316,9 @@ int kf_keyring_raise_highest(const struct kf_keyring *kr, uint32_t highest,
 		      kr->has_staged);
 	if (!nk)
 		return -ENOMEM;
-	for (size_t i = 0; i < kr->count; i++)
-		kr_copy_entry(nk, i, &kr->entries[i]);
+	kr_copy_entries(nk, 0, kr, kr->count);
 	kr_copy_staged(nk, kr);
-	if (kr_set_retired(nk, kr->retired, kr->n_retired, 0) < 0) {
-		kr_free(nk);
-		return -ENOMEM;
-	}
-	*ret = kr_seal(nk);
-	return 0;
+	return kr_finish(nk, kr, 0, ret);
 }
 
 int kf_keyring_stage(const struct kf_keyring *kr, int64_t now,
@@ -331,20 +333,11 @@ int kf_keyring_stage(const struct kf_keyring *kr, int64_t now,
 	nk = kr_alloc(kr->count, kr->highest + 1, true);
 	if (!nk)
 		return -ENOMEM;
-	for (size_t i = 0; i < kr->count; i++)
-		kr_copy_entry(nk, i, &kr->entries[i]);
-	/* Generated in place, so the new key never sits on the stack. */
-	do
-		kf_key_generate(kr_slot(nk, nk->count));
-	while (kr_holds_key(kr, kr_slot(nk, nk->count)));
+	kr_copy_entries(nk, 0, kr, kr->count);
+	kr_fresh_key(nk, nk->count, kr);
 	nk->staged.version = kr->highest + 1;
 	nk->staged.created = now;
-	if (kr_set_retired(nk, kr->retired, kr->n_retired, 0) < 0) {
-		kr_free(nk);
-		return -ENOMEM;
-	}
-	*ret = kr_seal(nk);
-	return 0;
+	return kr_finish(nk, kr, 0, ret);
 }
 
 int kf_keyring_promote(const struct kf_keyring *kr, struct kf_keyring **ret)
@@ -359,36 +352,22 @@ int kf_keyring_promote(const struct kf_keyring *kr, struct kf_keyring **ret)
 	if (!nk)
 		return -ENOMEM;
 	kr_copy_entry(nk, 0, &kr->staged);
-	for (size_t i = 0; i < kr->count; i++)
-		kr_copy_entry(nk, i + 1, &kr->entries[i]);
-	if (kr_set_retired(nk, kr->retired, kr->n_retired, 0) < 0) {
-		kr_free(nk);
-		return -ENOMEM;
-	}
-	*ret = kr_seal(nk);
-	return 0;
+	kr_copy_entries(nk, 1, kr, kr->count);
+	return kr_finish(nk, kr, 0, ret);
 }
 
 int kf_keyring_abort(const struct kf_keyring *kr, struct kf_keyring **ret)
 {
 	struct kf_keyring *nk;
-	int r;
 
 	if (!kr->has_staged)
 		return -ENOENT;
 	nk = kr_alloc(kr->count, kr->highest, false);
 	if (!nk)
 		return -ENOMEM;
-	for (size_t i = 0; i < kr->count; i++)
-		kr_copy_entry(nk, i, &kr->entries[i]);
+	kr_copy_entries(nk, 0, kr, kr->count);
 	/* Remembered, so a restore cannot quietly bring it back. */
-	r = kr_set_retired(nk, kr->retired, kr->n_retired, kr->staged.version);
-	if (r < 0) {
-		kr_free(nk);
-		return r;
-	}
-	*ret = kr_seal(nk);
-	return 0;
+	return kr_finish(nk, kr, kr->staged.version, ret);
 }
 
 const struct kf_keyring_entry *kf_keyring_staged(const struct kf_keyring *kr)

@@ -366,6 +366,13 @@ void kf_mgr_cluster_fetch_archives(struct kf_manager *m);
 int kf_mgr_cluster_usable(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
 
 /*
+ * Every node's record in etcd, read with client e (the caller's thread's),
+ * as a new JSON array of objects (records that do not parse are left out).
+ */
+int kf_mgr_cluster_node_records(struct kf_etcd *e, json_t **ret,
+				char err[KF_ERR_MAX]) KF_WUR;
+
+/*
  * Before a promotion (cluster_wait.c): waits until every live node -- one
  * whose record is in etcd, its lease alive -- serves the generation this
  * node serves, which holds staged version `staged`; at most stage_timeout.
