@@ -102,6 +102,11 @@ Test(staged, stage_shows_next_beside_an_unchanged_current)
 	cr_assert_eq(status_int(m, "staged_version"), v + 1);
 	cr_assert(fingerprint_is(m, next, "staged_fingerprint"),
 		  "status's staged fingerprint is not next's");
+	p = kt_mread(m, "metrics", NULL);
+	snprintf(rel, sizeof(rel), "\nkeyfs_staged_version %u\n", v + 1);
+	cr_assert(kt_contains(p, rel),
+		  "metrics do not give the staged version");
+	free(p);
 	/* Its modes: next as the keys, derived/P.next as the purpose. */
 	p = kt_mpath(m, "next");
 	cr_assert(stat(p, &st) == 0);
