@@ -104,8 +104,12 @@ static void staged_info(json_t *o, const struct kf_config *cfg,
 				      : json_null());
 }
 
-/* The configuration's part; created is the current key's. */
-static void config_info(json_t *o, const struct kf_config *cfg, int64_t created)
+/*
+ * The configuration's part; created is the current key's, staged whether a
+ * version is staged (then no rotation is scheduled: next_rotation null).
+ */
+static void config_info(json_t *o, const struct kf_config *cfg, int64_t created,
+			bool staged)
 {
 	json_t *ps = json_array();
 
@@ -125,7 +129,7 @@ static void config_info(json_t *o, const struct kf_config *cfg, int64_t created)
 	json_object_set_new(o, "rotate_interval",
 			    interval_json(cfg->rotate_interval));
 	json_object_set_new(o, "next_rotation",
-			    cfg->rotate_interval > 0
+			    cfg->rotate_interval > 0 && !staged
 				? time_json(created + cfg->rotate_interval)
 				: json_null());
 	json_object_set_new(
@@ -142,7 +146,8 @@ json_t *kf_manager_info(struct kf_manager *m)
 
 	keyring_info(o, kr);
 	staged_info(o, m->cfg, kr);
-	config_info(o, m->cfg, kf_keyring_at(kr, 0)->created);
+	config_info(o, m->cfg, kf_keyring_at(kr, 0)->created,
+		    kf_keyring_staged(kr) != NULL);
 	if (m->cl) {
 		json_object_set_new(o, "store", kf_mgr_cluster_info(m));
 	} else {

@@ -536,6 +536,8 @@ Test(staged, scheduled_rotation_stages_then_promotes_after_stage_delay,
 	o = read_status(m);
 	cr_assert(json_is_string(json_object_get(o, "next_promotion")),
 		  "status does not say when it will be promoted");
+	cr_assert(json_is_null(json_object_get(o, "next_rotation")),
+		  "status names a rotation while a version is staged");
 	json_decref(o);
 	cr_assert(wait_status(m, "staged_version", true, 60),
 		  "the staged version was not promoted");
