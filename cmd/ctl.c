@@ -204,7 +204,7 @@ static const char *errno_words(const struct kf_control_cmd *c, int e)
 	case ENOENT:
 		return c->enoent;
 	case EBUSY:
-		return "that version is the current key; rotate first";
+		return c->ebusy ? c->ebusy : strerror(e);
 	case EEXIST:
 		return "a backup of that name exists";
 	case EBADMSG:
@@ -286,6 +286,22 @@ static bool seconds_to(const char *s, int64_t *ret)
 	return true;
 }
 
+/* The staged version, if any (README: Staged rotation). */
+static void staged_row(json_t *o)
+{
+	const char *when = str_of(o, "next_promotion");
+
+	if (int_of(o, "staged_version") <= 0)
+		return;
+	row("staged", "version %lld, fingerprint %s, created %s; %s%s",
+	    int_of(o, "staged_version"), str_of(o, "staged_fingerprint"),
+	    str_of(o, "staged_created"),
+	    json_is_string(json_object_get(o, "next_promotion"))
+		? "promoted at "
+		: "promote or abort by hand",
+	    json_is_string(json_object_get(o, "next_promotion")) ? when : "");
+}
+
 /* The key version, the previous and retired ones; the current key's age. */
 static void version_rows(json_t *o)
 {
@@ -314,6 +330,7 @@ static void version_rows(json_t *o)
 		    span(ago, age, sizeof(age)));
 	else
 		row("current key", "created %s", created);
+	staged_row(o);
 }
 
 /* When the next automatic rotation is due, if ever. */
@@ -531,8 +548,13 @@ static void store_rows(json_t *o)
 	nodes = json_object_get(st, "nodes");
 	json_array_foreach(nodes, i, n)
 	{
-		row("", "node %s: version %lld, generation %lld, %s, seen %s",
-		    str_of(n, "node"), int_of(n, "version"),
+		char staged[32] = "";
+
+		if (int_of(n, "staged_version") > 0)
+			snprintf(staged, sizeof(staged), " (staged %lld)",
+				 int_of(n, "staged_version"));
+		row("", "node %s: version %lld%s, generation %lld, %s, seen %s",
+		    str_of(n, "node"), int_of(n, "version"), staged,
 		    int_of(n, "generation"), str_of(n, "state"),
 		    str_of(n, "seen"));
 	}
@@ -550,6 +572,66 @@ static void read_mode_row(json_t *o)
 				 "in the page cache");
 	else
 		row("read mode", "%s: every open of a key file audited", mode);
+}
+
+/* The uids of array a as "1001, 1002" into buf ("" for none). */
+static const char *uid_list(json_t *a, char *buf, size_t size)
+{
+	size_t used = 0, i;
+	json_t *v;
+
+	buf[0] = 0;
+	json_array_foreach(a, i, v)
+	{
+		int n =
+		    snprintf(buf + used, size - used, "%s%lld", i ? ", " : "",
+			     (long long)json_integer_value(v));
+
+		if (n < 0 || (size_t)n >= size - used)
+			break;
+		used += (size_t)n;
+	}
+	return buf;
+}
+
+/*
+ * Usage-aware retire: per retained version, its last read within
+ * usage_window and by which uids (directly; through keys/<purpose>), or
+ * why usage is unknown.
+ */
+static void usage_rows(json_t *o)
+{
+	json_t *u = json_object_get(o, "usage"), *v;
+	const char *label = "last reads";
+	char uids[256], set[256];
+	size_t i;
+
+	if (!json_is_object(u))
+		return;
+	if (!json_is_true(json_object_get(u, "known"))) {
+		row("last reads", "unknown: %s", str_of(u, "why_unknown"));
+		return;
+	}
+	json_array_foreach(json_object_get(u, "versions"), i, v)
+	{
+		if (!json_is_string(json_object_get(v, "last_read")))
+			row(label,
+			    "version %lld: not read within usage_window %s "
+			    "(counted since %s)",
+			    int_of(v, "version"), str_of(u, "window"),
+			    str_of(u, "since"));
+		else
+			row(label,
+			    "version %lld: %s by uid %lld (uids: %s; "
+			    "via keys/: %s)",
+			    int_of(v, "version"), str_of(v, "last_read"),
+			    int_of(v, "last_uid"),
+			    uid_list(json_object_get(v, "uids"), uids,
+				     sizeof(uids)),
+			    uid_list(json_object_get(v, "set_uids"), set,
+				     sizeof(set)));
+		label = "";
+	}
 }
 
 /* keyfs ctl status: a summary for people, or (--json) the file, indented. */
@@ -586,6 +668,7 @@ static int ctl_status(const char *mnt, bool as_json)
 	audit_rows(o);
 	store_rows(o);
 	read_mode_row(o);
+	usage_rows(o);
 	json_decref(o);
 	return 0;
 }
@@ -605,7 +688,13 @@ static void report(const char *mnt, const struct kf_control_cmd *c,
 	case KF_CONTROL_REPORT_VERSION_NOW:
 		kf_cmd_read_small(mnt, "version", v, sizeof(v));
 		v[strcspn(v, "\n")] = 0;
-		printf("%s: version %s\n", c->verb, v);
+		/* A step of a staged rotation says which; version is current.
+		 */
+		if (word && c->operand == KF_CONTROL_STEP)
+			printf("%s: %s done, current version %s\n", c->verb,
+			       word, v);
+		else
+			printf("%s: version %s\n", c->verb, v);
 		break;
 	case KF_CONTROL_REPORT_VERSION_GIVEN:
 		printf("%s: version %s\n", c->verb, word ? word : "");

@@ -23,6 +23,9 @@ static const char *const names[KF_EVENT_COUNT] = {
     [KF_EVENT_BACKUP_SYNC] = "backup_sync",
     [KF_EVENT_CLUSTER] = "cluster",
     [KF_EVENT_AUDIT_ROTATE] = "audit_rotate",
+    [KF_EVENT_KEY_STAGE] = "key_stage",
+    [KF_EVENT_KEY_PROMOTE] = "key_promote",
+    [KF_EVENT_KEY_ABORT] = "key_abort",
 };
 
 const char *kf_event_name(enum kf_event ev)

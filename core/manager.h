@@ -130,11 +130,35 @@ int kf_manager_rotate(struct kf_manager *m, const struct kf_caller *who,
 		      uint32_t *ret_version, char *ret_note,
 		      char err[KF_ERR_MAX]) KF_WUR;
 
-/* Rotates if rotate_interval is set and the current key is that old. */
+/*
+ * Staged rotation (README: Staged rotation), each returning once the new
+ * keyring is durable, with *ret_version (may be NULL) the version staged,
+ * promoted or aborted.  stage: a new version numbered above every number
+ * issued, served as `next` but not current (-EBUSY when one is staged
+ * already).  promote: the staged version becomes current, as a rotation
+ * would make it (archived, then trimmed to retain_versions).  abort: the
+ * staged key is destroyed and its number never issued again.  promote and
+ * abort: -ENOENT when nothing is staged.  With store = etcd, promote first
+ * waits until every live node serves the staged version (at most
+ * stage_timeout: -ETIMEDOUT naming the nodes that lag).
+ */
+int kf_manager_stage(struct kf_manager *m, const struct kf_caller *who,
+		     uint32_t *ret_version, char err[KF_ERR_MAX]) KF_WUR;
+int kf_manager_promote(struct kf_manager *m, const struct kf_caller *who,
+		       uint32_t *ret_version, char err[KF_ERR_MAX]) KF_WUR;
+int kf_manager_abort(struct kf_manager *m, const struct kf_caller *who,
+		     uint32_t *ret_version, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * The scheduled step, when one is due: with rotate_interval set and the
+ * current key that old, a rotation, or with rotate_mode = stage a staging;
+ * with a staged version and stage_delay set, its promotion stage_delay
+ * after it was staged.  *ret_rotated says whether a step was taken.
+ */
 int kf_manager_rotate_if_due(struct kf_manager *m, bool *ret_rotated,
 			     char err[KF_ERR_MAX]) KF_WUR;
 
-/* Seconds until the next automatic rotation is due (<= 0: due); -1 = off. */
+/* Seconds until the next scheduled step is due (<= 0: due); -1 = none. */
 int64_t kf_manager_rotation_due_in(struct kf_manager *m);
 
 /*
@@ -154,9 +178,18 @@ int kf_manager_audit_rotate(struct kf_manager *m, const struct kf_caller *who,
  */
 int kf_manager_audit_retain(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
 
-/* Destroys a non-current version's key after taking a backup. */
+/*
+ * Destroys a non-current version's key after taking a backup.  Usage-aware
+ * (README: Usage-aware retire): a version read within usage_window, or
+ * any version while usage is unknown (cached read mode), is refused with
+ * -EBUSY and err naming the last reader and when -- unless force, which
+ * retires it anyway; then ret_note (KF_ERR_MAX bytes, may be NULL; ""
+ * otherwise) says what was overridden.  Its record holds "force" and the
+ * version's recent "readers".
+ */
 int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
-		      uint32_t version, char err[KF_ERR_MAX]) KF_WUR;
+		      uint32_t version, bool force, char *ret_note,
+		      char err[KF_ERR_MAX]) KF_WUR;
 
 /* backup_keys: name NULL = timestamped; ret_name gets the file name. */
 int kf_manager_backup(struct kf_manager *m, const struct kf_caller *who,
@@ -209,6 +242,16 @@ json_t *kf_manager_info(struct kf_manager *m);
  */
 int kf_manager_audit_open(struct kf_manager *m, const struct kf_caller *who,
 			  const char *path) KF_WUR;
+
+/*
+ * Notes an audited open of a key file by who in the usage table (usage.h):
+ * of version's key for purpose (NULL: the data key), or with version 0 of
+ * every version of kr's decryption set (keys/<purpose>).  Nothing when
+ * usage_window is 0 or opens are not seen (cached read mode).
+ */
+void kf_manager_note_read(struct kf_manager *m, const struct kf_caller *who,
+			  const struct kf_keyring *kr, uint32_t version,
+			  const char *purpose);
 
 /*
  * Audits a lifecycle event (KF_EVENT_MOUNT, _UNMOUNT, _KEY_EXPORT); fields

@@ -9,6 +9,7 @@
  *   startup.c   kf_manager_open: state lock, directories, master key, the
  *               store, then load, import or generate the keyring
  *   rotation.c  rotate (manual and automatic) and retire
+ *   staging.c   staged rotation: stage, promote, abort
  *   archives.c  backup, restore, prune and list, and the archive helpers
  *               the other operations use
  *   status.c    kf_manager_info, the status object
@@ -40,6 +41,7 @@
 #include "manager.h"
 #include "master.h"
 #include "store.h"
+#include "usage.h"
 
 /* The internal keys derived from the master key (DESIGN.md §4). */
 struct kf_subkeys {
@@ -114,6 +116,9 @@ struct kf_manager {
 	struct kf_mgr_cluster *cl; /* store = etcd; NULL for the file store */
 
 	struct kf_mgr_audit aud; /* auditing.c */
+
+	struct kf_usage *usage; /* recent readers (readers.c); locks itself */
+	int64_t started;	/* when opened: usage is known from then */
 };
 
 /* --- manager.c ----------------------------------------------------------- */
@@ -175,8 +180,56 @@ void kf_mgr_swap(struct kf_manager *m, struct kf_keyring *next);
 /* Calls the change callback; outside op_lock. */
 void kf_mgr_notify(struct kf_manager *m);
 
+/* A duration in the configuration's words ("90d", "12h", "0"). */
+json_t *kf_mgr_interval_json(int64_t seconds);
+
+/* A time as RFC 3339 UTC text. */
+json_t *kf_mgr_time_json(int64_t t);
+
 /* The versions held by kr, newest first, as a new JSON array. */
 json_t *kf_mgr_versions_json(const struct kf_keyring *kr);
+
+/* --- readers.c ----------------------------------------------------------- */
+
+/*
+ * Whether retiring `version` must wait: the usage table saw it read
+ * within usage_window, or (cached read mode) opens are not seen at all.
+ * -EBUSY with err naming the last reader and when, or the unknown usage;
+ * 0 when it may go (usage_window 0 included).  *ret_readers gets the
+ * version's recent readers (status's object) in both cases, for the
+ * record; NULL when usage is off.
+ */
+int kf_mgr_usage_check(struct kf_manager *m, uint32_t version,
+		       json_t **ret_readers, char err[KF_ERR_MAX]);
+
+/* A retired version is read by no one any more: its rows go. */
+void kf_mgr_usage_forget(struct kf_manager *m, uint32_t version);
+
+/* status's "usage" object for the versions of kr (new reference). */
+json_t *kf_mgr_usage_info(struct kf_manager *m, const struct kf_keyring *kr);
+
+/* --- rotation.c, staging.c ---------------------------------------------- */
+
+/*
+ * The keyring a rotation (or a promotion) commits: `plus` (every old
+ * version and the new current one) trimmed to retain_versions once an
+ * archive of plus exists, else plus itself.  ret_name gets that archive's
+ * name ("" when none).  Caller holds op_lock.
+ */
+int kf_mgr_rotated_keyring(struct kf_manager *m, struct kf_keyring *plus,
+			   struct kf_keyring **ret, char *ret_name,
+			   char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * A step of a staged rotation: ev is KF_EVENT_KEY_STAGE, _PROMOTE or
+ * _ABORT; audited (with "automatic" when the scheduler asked), archived
+ * (stage, promote) and committed.  *ret_version (may be NULL): the staged,
+ * promoted or aborted version.  Caller holds op_lock and notifies.  0,
+ * KF_FILE_UNSYNCED, or -errno with nothing changed (reported).
+ */
+int kf_mgr_step_locked(struct kf_manager *m, const struct kf_caller *who,
+		       enum kf_event ev, bool automatic, uint32_t *ret_version,
+		       char err[KF_ERR_MAX]) KF_WUR;
 
 /* --- startup.c ----------------------------------------------------------- */
 
@@ -340,6 +393,23 @@ void kf_mgr_cluster_fetch_archives(struct kf_manager *m);
  * "cluster unavailable (...); keyring unchanged at version N" in err.
  */
 int kf_mgr_cluster_usable(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Every node's record in etcd, read with client e (the caller's thread's),
+ * as a new JSON array of objects (records that do not parse are left out).
+ */
+int kf_mgr_cluster_node_records(struct kf_etcd *e, json_t **ret,
+				char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Before a promotion (cluster_wait.c): waits until every live node -- one
+ * whose record is in etcd, its lease alive -- serves the generation this
+ * node serves, which holds staged version `staged`; at most stage_timeout.
+ * Caller holds op_lock.  0; -ETIMEDOUT naming the nodes that lag in err;
+ * or -errno when etcd cannot be read.
+ */
+int kf_mgr_cluster_wait_served(struct kf_manager *m, uint32_t staged,
+			       char err[KF_ERR_MAX]) KF_WUR;
 
 /* Health: ok again, or not (with why); audited and alerted on change. */
 void kf_mgr_cluster_health(struct kf_manager *m, bool ok, const char *why);

@@ -20,12 +20,7 @@ static json_t *rotation_record(const struct kf_caller *who, uint32_t from)
 	return rec;
 }
 
-/*
- * The keyring a rotation commits: `plus` (every old version and the new
- * one) trimmed to retain_versions once an archive of plus exists, else
- * plus itself.  ret_name gets that archive's name ("" when none).
- */
-static int rotated_keyring(struct kf_manager *m, struct kf_keyring *plus,
+int kf_mgr_rotated_keyring(struct kf_manager *m, struct kf_keyring *plus,
 			   struct kf_keyring **ret, char *ret_name,
 			   char err[KF_ERR_MAX])
 {
@@ -122,10 +117,12 @@ static int rotate_locked(struct kf_manager *m, const struct kf_caller *who,
 			   r == -EOVERFLOW ? "version numbers exhausted"
 			   : r == -E2BIG   ? "the keyring is full (backups "
 					     "failing?); retire old versions"
+			   : r == -EBUSY   ? "a version is staged; promote "
+					     "or abort it first"
 					   : strerror(-r));
 		goto out;
 	}
-	r = rotated_keyring(m, plus, &next, name, err);
+	r = kf_mgr_rotated_keyring(m, plus, &next, name, err);
 	if (r < 0)
 		goto out;
 	rec = rotation_record(who, from);
@@ -158,11 +155,24 @@ out:
 	return r;
 }
 
-/* Seconds until kr's current key is due (<= 0: due); -1 = off. */
+/*
+ * Seconds until kr's next scheduled step is due (<= 0: due); -1 = none.
+ * With a version staged, that is its promotion (rotate_mode = stage with
+ * stage_delay set), or nothing: a staged version is promoted or aborted
+ * before the key rotates again.
+ */
 static int64_t due_in(const struct kf_manager *m, const struct kf_keyring *kr)
 {
+	const struct kf_keyring_entry *s = kf_keyring_staged(kr);
 	int64_t due;
 
+	if (s) {
+		if (m->cfg->rotate_mode != KF_ROTATE_STAGE ||
+		    m->cfg->stage_delay <= 0)
+			return -1;
+		due = s->created + m->cfg->stage_delay - kf_time_now();
+		return due < 0 ? 0 : due;
+	}
 	if (m->cfg->rotate_interval <= 0)
 		return -1;
 	due = kf_keyring_at(kr, 0)->created + m->cfg->rotate_interval -
@@ -180,18 +190,25 @@ static int rotate(struct kf_manager *m, const struct kf_caller *who,
 		  bool *ret_rotated, char err[KF_ERR_MAX])
 {
 	struct kf_keyring *kr;
-	bool due = true;
+	bool due = true, staged = false;
 	int r = 0;
 
 	pthread_mutex_lock(&m->op_lock);
 	if (automatic) {
 		kr = kf_mgr_current(m);
 		due = due_in(m, kr) == 0;
+		staged = kf_keyring_staged(kr) != NULL;
 		kf_keyring_unref(kr);
 	}
 	if (ret_note)
 		ret_note[0] = 0;
-	if (due)
+	if (due && staged)
+		r = kf_mgr_step_locked(m, who, KF_EVENT_KEY_PROMOTE, true,
+				       ret_version, err);
+	else if (due && automatic && m->cfg->rotate_mode == KF_ROTATE_STAGE)
+		r = kf_mgr_step_locked(m, who, KF_EVENT_KEY_STAGE, true,
+				       ret_version, err);
+	else if (due)
 		r = rotate_locked(m, who, automatic, ret_version, ret_note,
 				  err);
 	pthread_mutex_unlock(&m->op_lock);
@@ -236,12 +253,19 @@ int kf_manager_rotate_if_due(struct kf_manager *m, bool *ret_rotated,
 		      err);
 }
 
-/* A key_retire record with what was asked: the version. */
-static json_t *retire_record(const struct kf_caller *who, uint32_t version)
+/*
+ * A key_retire record with what was asked: the version, force, and the
+ * version's recent readers when usage is counted (readers may be NULL).
+ */
+static json_t *retire_record(const struct kf_caller *who, uint32_t version,
+			     bool force, json_t *readers)
 {
 	json_t *rec = kf_event_record(KF_EVENT_KEY_RETIRE, who);
 
 	json_object_set_new(rec, "key_version", json_integer(version));
+	json_object_set_new(rec, "force", json_boolean(force));
+	if (readers)
+		json_object_set(rec, "readers", readers);
 	return rec;
 }
 
@@ -265,17 +289,30 @@ static int retired_keyring(const struct kf_keyring *old, uint32_t version,
 }
 
 int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
-		      uint32_t version, char err[KF_ERR_MAX])
+		      uint32_t version, bool force, char *ret_note,
+		      char err[KF_ERR_MAX])
 {
 	struct kf_keyring *old, *next = NULL;
 	char name[KF_BACKUP_FILE_NAME_MAX] = "";
+	json_t *rec, *readers = NULL;
 	uint64_t cancel = 0;
-	json_t *rec;
 	int r;
 
+	if (ret_note)
+		ret_note[0] = 0;
 	pthread_mutex_lock(&m->op_lock);
 	old = kf_mgr_current(m);
 	r = retired_keyring(old, version, &next, err);
+	if (r < 0)
+		goto out;
+	/* Still read (or maybe): refused, unless the caller insists. */
+	r = kf_mgr_usage_check(m, version, &readers, err);
+	if (r == -EBUSY && force) {
+		if (ret_note)
+			snprintf(ret_note, KF_ERR_MAX, "forced: %s", err);
+		err[0] = 0;
+		r = 0;
+	}
 	if (r < 0)
 		goto out;
 	/* A backup first: retiring is the one way a key is destroyed. */
@@ -284,7 +321,7 @@ int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
 		kf_err_prefix(err, "backup before retire failed: ");
 		goto out;
 	}
-	rec = retire_record(who, version);
+	rec = retire_record(who, version, force, readers);
 	json_object_set_new(rec, "current_version",
 			    json_integer(kf_keyring_current_version(old)));
 	json_object_set_new(rec, "backup_created", json_true());
@@ -299,12 +336,16 @@ out:
 	kf_keyring_unref(next);
 	kf_keyring_unref(old);
 	if (r < 0) {
-		kf_mgr_report_failure(m, retire_record(who, version), cancel,
-				      err);
+		kf_mgr_report_failure(
+		    m, retire_record(who, version, force, readers), cancel,
+		    err);
+		json_decref(readers);
 		if (r == -ESTALE)
 			kf_mgr_notify(m);
 		return r;
 	}
+	json_decref(readers);
+	kf_mgr_usage_forget(m, version);
 	kf_mgr_notify(m);
 	kf_mgr_prune_automatic(m, who);
 	return r == KF_FILE_UNSYNCED ? -EIO : 0;

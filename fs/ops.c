@@ -142,9 +142,13 @@ static void kf_getattr(fuse_req_t req, fuse_ino_t ino,
 	r = kf_tree_stat(fs->tree, kr, n, &st);
 	kf_keyring_unref(kr);
 	/* fstat of an open snapshot (status, metrics): the size it reads. */
-	if (r == 0 && h && h->buf) {
-		st.st_size = (off_t)h->len;
-		st.st_blocks = (st.st_size + 511) / 512;
+	if (r == 0 && h) {
+		pthread_mutex_lock(&h->lock);
+		if (h->buf) {
+			st.st_size = (off_t)h->len;
+			st.st_blocks = (st.st_size + 511) / 512;
+		}
+		pthread_mutex_unlock(&h->lock);
 	}
 	if (r < 0)
 		fuse_reply_err(req, -r);
@@ -408,6 +412,19 @@ void kf_ops_release_all(struct kf_fs *fs)
 		handle_free(fs, fs->handles);
 }
 
+/* An audited open of key node n, in the usage table (usage-aware retire). */
+static void note_read(struct kf_fs *fs, const struct kf_caller *who,
+		      struct kf_node n)
+{
+	struct kf_keyring *kr = kf_manager_keyring(fs->m);
+	const char *purpose = NULL;
+	uint32_t version = 0;
+
+	if (kf_tree_reads(fs->tree, kr, n, &version, &purpose) == 0)
+		kf_manager_note_read(fs->m, who, kr, version, purpose);
+	kf_keyring_unref(kr);
+}
+
 static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct kf_fs *fs = kf_fs(req);
@@ -448,6 +465,7 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		kf_manager_count_open(fs->m, flags & KF_NODE_F_DERIVED
 						 ? KF_MANAGER_OPEN_DERIVED
 						 : KF_MANAGER_OPEN_KEY);
+		note_read(fs, &who, n);
 	}
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
@@ -471,7 +489,9 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		/* The snapshot: this open keeps what it saw. */
 		if (flags & KF_NODE_F_SNAPSHOT)
 			r = kf_tree_content(fs->tree, kr, n, &h->buf, &h->len);
-		else
+		/* A key snapshot (key sets too) says what poll compares. */
+		if (r == 0 &&
+		    (!(flags & KF_NODE_F_SNAPSHOT) || (flags & KF_NODE_F_KEY)))
 			h->kr = kf_keyring_ref(kr);
 		pthread_mutex_unlock(&h->lock);
 		if (r < 0)
@@ -673,8 +693,12 @@ static void kf_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	}
 	kr = kf_manager_keyring(fs->m);
 	/* Cached mode has no opens: no handle, the inode says it all. */
+	if (h)
+		pthread_mutex_lock(&h->lock);
 	stale =
 	    kf_tree_stale(fs->tree, h ? h->kr : NULL, kr, kf_tree_node(ino));
+	if (h)
+		pthread_mutex_unlock(&h->lock);
 	kf_keyring_unref(kr);
 	if (stale)
 		revents |= POLLPRI;

@@ -583,6 +583,7 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 	    "backup ''",		/* backup's subcommands */
 	    "cluster init --f",		/* --from-state */
 	    "ctl prune 3 f",		/* force */
+	    "ctl rotate ''",		/* the steps of a staged rotation */
 	    "ctl wait --timeout 5 -",	/* ctl wait's options */
 	};
 	char *dir = kt_tmpdir("docs-complete"), *sub = kt_path(dir, "sub");
@@ -635,6 +636,7 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 			   "list verify \n"
 			   "--from-state \n"
 			   "force \n"
+			   "abort promote stage \n"
 			   "--from --help --mount --timeout -c \n",
 			   all, ops) > 0);
 	cr_assert(strcmp(out, want) == 0, "completions:\n%s\nexpected:\n%s",
