@@ -175,13 +175,20 @@ int kf_workers_start(struct kf_fs *fs)
 	}
 	/* Poll waiters and metrics_file (notify.c). */
 	e = -kf_notify_start(fs);
-	if (e == 0)
+	/*
+	 * Told of changes before the first thread that makes one runs: the
+	 * rotation thread may rotate at once (a key past its interval), and
+	 * its change must be invalidated like any other.
+	 */
+	if (e == 0) {
+		kf_manager_on_change(fs->m, on_change, fs);
 		e = pthread_create(&fs->rot_thread, NULL, rot_main, fs);
+	}
 	if (e != 0) {
+		kf_manager_on_change(fs->m, NULL, NULL);
 		stop_invalidation(fs);
 		return -e;
 	}
-	kf_manager_on_change(fs->m, on_change, fs);
 	/* store = etcd: other nodes' changes come in from here on. */
 	e = kf_manager_start_sync(fs->m, err);
 	if (e == 0)
