@@ -20,6 +20,8 @@ int kf_cli_backup(int argc, char **argv);
 int kf_cli_restore(int argc, char **argv);
 int kf_cli_audit(int argc, char **argv);
 int kf_cli_export_env(int argc, char **argv);
+/* keyfs rekey --new-master FILE (rekey.c). */
+int kf_cli_rekey(int argc, char **argv);
 /* keyfs cluster init|status (cluster.c). */
 int kf_cli_cluster(int argc, char **argv);
 

@@ -47,6 +47,11 @@ static const char usage_tail[] =
     "                      its segments (a DIR: those in it; none: the\n"
     "                      configured log's folder); --no-anchor: an\n"
     "                      archived copy, end unchecked\n"
+    "  rekey --new-master FILE [-c FILE]\n"
+    "                      master-key rotation while the daemon is stopped:\n"
+    "                      archives, audit log and state sealed anew under\n"
+    "                      FILE's key, then master_key_file replaced; run\n"
+    "                      it again after a crash to finish\n"
     "  export-env [-c FILE] [--mount DIR]\n"
     "                      print ENCRYPTION_KEY=... lines for the old scheme\n"
     "  cluster init [--from-state] [-c FILE]\n"
@@ -189,6 +194,7 @@ static const struct command {
     {"backup", kf_cli_backup, true},
     {"restore", kf_cli_restore, true},
     {"audit", kf_cli_audit, true},
+    {"rekey", kf_cli_rekey, true},
     {"export-env", kf_cli_export_env, true},
     {"cluster", kf_cli_cluster, true},
 };

@@ -95,6 +95,19 @@ int kf_backup_import(const char *dir, const char *file,
 		     char err[KF_ERR_MAX]) KF_WUR;
 
 /*
+ * Master-key rotation (keyfs rekey) of the archive dir/file: 0 when it
+ * already opens under new_key (*ret_rewritten false), or when it opened
+ * under old_key (may be NULL) and was replaced by the same archive sealed
+ * under new_key (*ret_rewritten true): temporary file, fsync, rename,
+ * fsync(dir), mtime kept at its created time, so a crash leaves the old or
+ * the new archive, each whole.  -errno with err for a file that is no
+ * archive or opens under neither key (left as it is).
+ */
+int kf_backup_rekey(const char *dir, const char *file, const uint8_t *old_key,
+		    const uint8_t new_key[KF_BACKUP_KEY_BYTES],
+		    bool *ret_rewritten, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
  * Reads, verifies and decrypts an archive at path.  Every failure leaves
  * nothing behind and says why in err: "no such backup", "truncated or not
  * JSON", "not a keyfs backup (format)", "field X missing or malformed",

@@ -491,3 +491,35 @@ out:
 	free(a.ct);
 	return r;
 }
+
+int kf_backup_reseal(const uint8_t *buf, size_t len, const uint8_t *old_key,
+		     const uint8_t new_key[KF_BACKUP_KEY_BYTES],
+		     char **ret_text, int64_t *ret_created,
+		     char err[KF_ERR_MAX])
+{
+	struct archive a;
+	uint8_t *m = NULL;
+	size_t mlen = 0;
+	char why[KF_ERR_MAX];
+	int r;
+
+	r = archive_parse(buf, len, &a, err);
+	if (r < 0)
+		return r;
+	*ret_created = a.c.created;
+	r = archive_open(&a, new_key, &m, &mlen, why);
+	if (r == 0) {
+		sodium_free(m);
+		archive_done(&a);
+		return 0;
+	}
+	r = old_key ? archive_open(&a, old_key, &m, &mlen, err) : -EBADMSG;
+	if (r < 0 && !old_key)
+		kf_err_set(err, "does not open under the new master key");
+	if (r == 0) {
+		r = kf_backup_seal(&a.c, new_key, m, mlen, ret_text, err);
+		sodium_free(m);
+	}
+	archive_done(&a);
+	return r < 0 ? r : 1;
+}

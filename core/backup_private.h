@@ -76,4 +76,17 @@ int kf_backup_check_bytes(const uint8_t *text, size_t len,
 			  const uint8_t key[KF_BACKUP_KEY_BYTES],
 			  int64_t *ret_created, char err[KF_ERR_MAX]) KF_WUR;
 
+/*
+ * Master-key rotation of one archive's text: 0 when it already opens under
+ * new_key; 1 and *ret_text (malloc'd, as kf_backup_seal makes it) when it
+ * opens under old_key (may be NULL) and was sealed anew under new_key, with
+ * the same clear fields and a fresh nonce; else -errno and err (a text
+ * that is no archive, or opens under neither key).  *ret_created gets its
+ * created time whenever it parses.
+ */
+int kf_backup_reseal(const uint8_t *buf, size_t len, const uint8_t *old_key,
+		     const uint8_t new_key[KF_BACKUP_KEY_BYTES],
+		     char **ret_text, int64_t *ret_created,
+		     char err[KF_ERR_MAX]) KF_WUR;
+
 #endif

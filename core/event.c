@@ -23,6 +23,8 @@ static const char *const names[KF_EVENT_COUNT] = {
     [KF_EVENT_BACKUP_SYNC] = "backup_sync",
     [KF_EVENT_CLUSTER] = "cluster",
     [KF_EVENT_AUDIT_ROTATE] = "audit_rotate",
+    [KF_EVENT_KEY_REKEY_START] = "key_rekey_start",
+    [KF_EVENT_KEY_REKEY] = "key_rekey",
 };
 
 const char *kf_event_name(enum kf_event ev)

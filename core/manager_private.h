@@ -13,6 +13,7 @@
  *               the other operations use
  *   status.c    kf_manager_info, the status object
  *   offline.c   audit verify, backup verify and list, without a manager
+ *   rekey.c     keyfs rekey, the master-key rotation
  *   auditing.c  the audit log's upkeep: the open window, shipping to
  *               syslog, the free-space alarm and the thread that runs them
  *
@@ -189,6 +190,14 @@ void kf_mgr_take_anchor(struct kf_manager *m,
  * NULL; not consumed) added. */
 int kf_mgr_record_load(struct kf_manager *m, json_t *fields,
 		       char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * A manager that holds the state lock and has checked state_dir and
+ * backup_dir, nothing more (no key, log or keyring): keyfs rekey's
+ * (rekey.c), which loads its keys and opens the log itself.
+ */
+int kf_mgr_open_bare(const struct kf_config *cfg, struct kf_manager **ret,
+		     char err[KF_ERR_MAX]) KF_WUR;
 
 /* --- auditing.c ---------------------------------------------------------- */
 

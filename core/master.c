@@ -106,6 +106,31 @@ out:
 	return r;
 }
 
+/*
+ * The key in the file at path (master_from_fd's checks); -ENOENT (with a
+ * message naming it) when there is none.
+ */
+static int master_from_path(const char *path, uint8_t *key,
+			    char err[KF_ERR_MAX])
+{
+	int fd, r;
+
+	/* O_NONBLOCK: a FIFO planted at path must not hang the start. */
+	fd = open(path,
+		  O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd >= 0) {
+		r = master_from_fd(path, fd, key, err);
+		close(fd);
+		return r;
+	}
+	r = -errno;
+	if (r == -ELOOP)
+		kf_err_set(err, "master key file %s: is a symbolic link", path);
+	else
+		kf_err_set(err, "master key file %s: %s", path, strerror(-r));
+	return r;
+}
+
 /* Splits path into a parent directory and a final name. */
 static int split_path(const char *path, char dir[PATH_MAX], char name[PATH_MAX])
 {
@@ -170,7 +195,7 @@ int kf_master_load(const char *path, bool may_create, uint8_t **ret_key,
 	const char *env = kf_env_get(KF_ENV_MASTER_KEY);
 	bool created = false;
 	uint8_t *key;
-	int fd, r;
+	int r;
 
 	key = sodium_malloc(KF_KEY_BYTES);
 	if (!key) {
@@ -195,19 +220,9 @@ int kf_master_load(const char *path, bool may_create, uint8_t **ret_key,
 			   MASTER_ENV);
 		goto out;
 	}
-	/* O_NONBLOCK: a FIFO planted at path must not hang the start. */
-	fd = open(path,
-		  O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd >= 0) {
-		r = master_from_fd(path, fd, key, err);
-		close(fd);
+	r = master_from_path(path, key, err);
+	if (r != -ENOENT) {
 		goto out;
-	}
-	r = -errno;
-	if (r == -ELOOP) {
-		kf_err_set(err, "master key file %s: is a symbolic link", path);
-	} else if (r != -ENOENT) {
-		kf_err_set(err, "master key file %s: %s", path, strerror(-r));
 	} else if (may_create) {
 		r = master_create(path, key, err);
 		created = r == 0;
@@ -224,6 +239,31 @@ out:
 	if (ret_created)
 		*ret_created = created;
 	return 0;
+}
+
+int kf_master_load_file(const char *path, uint8_t **ret_key,
+			char err[KF_ERR_MAX])
+{
+	uint8_t *key = sodium_malloc(KF_KEY_BYTES);
+	int r;
+
+	if (!key) {
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	r = master_from_path(path, key, err);
+	if (r < 0) {
+		sodium_free(key);
+		return r;
+	}
+	*ret_key = key;
+	return 0;
+}
+
+void kf_master_fingerprint(const uint8_t master[KF_KEY_BYTES],
+			   char out[KF_MASTER_FPR_LEN + 1])
+{
+	kf_key_fingerprint_as(master, "keyfs.mfpr.v1", out);
 }
 
 _Static_assert(KF_SUBKEY_BYTES >= crypto_kdf_BYTES_MIN &&
