@@ -370,6 +370,7 @@ static int begin(struct rekey *k, const char *new_path, char err[KF_ERR_MAX])
 	k->resumed = r == 1;
 	/* A new rotation: its refusals go into the log, still whole. */
 	if (!k->resumed) {
+		snprintf(k->fpr_old, sizeof(k->fpr_old), "%s", fpr_cur);
 		k->keys_old = subkeys(k->cur);
 		if (!k->keys_old) {
 			kf_err_set(err, "out of memory");
@@ -389,7 +390,6 @@ static int begin(struct rekey *k, const char *new_path, char err[KF_ERR_MAX])
 	}
 	kf_master_fingerprint(k->next, k->fpr_new);
 	if (!k->resumed) {
-		snprintf(k->fpr_old, sizeof(k->fpr_old), "%s", fpr_cur);
 		k->old = k->cur;
 		if (sodium_memcmp(k->cur, k->next, KF_KEY_BYTES) == 0) {
 			kf_err_set(err, "the new master key is the one in use "
