@@ -584,6 +584,8 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 	    "cluster init --f",		/* --from-state */
 	    "ctl prune 3 f",		/* force */
 	    "ctl wait --timeout 5 -",	/* ctl wait's options */
+	    "rekey -",			/* rekey's options */
+	    "rekey --new-master ke",	/* a file after --new-master */
 	};
 	char *dir = kt_tmpdir("docs-complete"), *sub = kt_path(dir, "sub");
 	char *ini = kt_path(dir, "keyfs.ini"), *in_sub, *out, *want, *all;
@@ -622,7 +624,7 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 
 	out = complete_lines(dir, lines, sizeof(lines) / sizeof(lines[0]));
 	all = strdup("audit backup cluster ctl derive export-env genkey "
-		     "mount restore validate ");
+		     "mount rekey restore validate ");
 	cr_assert(asprintf(&want,
 			   "cluster ctl \n"
 			   "%s\n"
@@ -635,7 +637,9 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 			   "list verify \n"
 			   "--from-state \n"
 			   "force \n"
-			   "--from --help --mount --timeout -c \n",
+			   "--from --help --mount --timeout -c \n"
+			   "--help --new-master -c \n"
+			   "keyfs.ini \n",
 			   all, ops) > 0);
 	cr_assert(strcmp(out, want) == 0, "completions:\n%s\nexpected:\n%s",
 		  out, want);
