@@ -40,6 +40,7 @@ int kf_cmd_parse_opts(int argc, char **argv, unsigned allowed,
 	    {"mount", required_argument, 0, 'm'},
 	    {"offline", no_argument, 0, 'O'},
 	    {"json", no_argument, 0, 'J'},
+	    {"new-master", required_argument, 0, 'n'},
 	    {0, 0, 0, 0}};
 	int c;
 
@@ -54,6 +55,8 @@ int kf_cmd_parse_opts(int argc, char **argv, unsigned allowed,
 			o->offline = true;
 		} else if (c == 'J' && (allowed & KF_CMD_OPT_JSON)) {
 			o->json = true;
+		} else if (c == 'n' && (allowed & KF_CMD_OPT_NEW_MASTER)) {
+			o->new_master = optarg;
 		} else {
 			fprintf(stderr,
 				"keyfs %s: unknown option or missing "

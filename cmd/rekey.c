@@ -3,7 +3,6 @@
  * rekey: keyfs rekey --new-master FILE, the master-key rotation with the
  * daemon stopped (kf_manager_rekey; README: Master-key rotation).
  */
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,38 +18,22 @@ static const char rekey_usage[] = "rekey --new-master FILE [-c FILE] (with "
 
 int kf_cli_rekey(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-	    {"config", required_argument, 0, 'c'},
-	    {"new-master", required_argument, 0, 'n'},
-	    {0, 0, 0, 0}};
 	struct kf_caller self = {getuid(), getgid(), getpid()};
 	struct kf_manager_rekey_result res;
-	const char *config = NULL, *next = NULL;
+	struct kf_cmd_opts o = {0};
 	struct kf_config *cfg;
 	char err[KF_ERR_MAX];
-	int c, r;
+	int r;
 
-	optind = 1;
-	opterr = 0; /* one line of our own, the option not echoed */
-	while ((c = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			config = optarg;
-			break;
-		case 'n':
-			next = optarg;
-			break;
-		default:
-			return kf_cmd_usage("rekey", rekey_usage);
-		}
-	}
-	if (!next || !*next || optind != argc)
+	if (kf_cmd_parse_opts(argc, argv, KF_CMD_OPT_NEW_MASTER, &o) < 0)
+		return 2;
+	if (!o.new_master || !*o.new_master || optind != argc)
 		return kf_cmd_usage("rekey", rekey_usage);
-	cfg = kf_cmd_config("rekey", config);
+	cfg = kf_cmd_config("rekey", o.config);
 	if (!cfg)
 		return 1;
 	kf_log_stderr_level(LOG_WARNING);
-	r = kf_manager_rekey(cfg, next, &self, &res, err);
+	r = kf_manager_rekey(cfg, o.new_master, &self, &res, err);
 	kf_config_free(cfg);
 	if (r < 0) {
 		fprintf(stderr, "keyfs rekey: %s\n", err);

@@ -241,6 +241,16 @@ static char *config_with_master(struct kt_mount *m, const char *name)
 	return path;
 }
 
+/* The tree's file rel holds what `want` held before (compared, never shown). */
+static void expect_served(struct kt_mount *m, const char *rel, const char *want)
+{
+	char *got = kt_mread(m, rel, NULL);
+
+	cr_assert(got && strcmp(got, want) == 0, "%s changed across the rekey",
+		  rel);
+	free(got);
+}
+
 /* --- the rotation ------------------------------------------------------ */
 
 Test(rekey, the_daemon_serves_the_same_keys_under_the_new_master_key)
@@ -286,17 +296,8 @@ Test(rekey, the_daemon_serves_the_same_keys_under_the_new_master_key)
 	json_decref(recs);
 
 	start_ok(&m);
-	{
-		char *c2 = kt_mread(&m, "current", NULL);
-		char *p2 = kt_mread(&m, "previous", NULL);
-
-		cr_assert(c2 && strcmp(c2, cur) == 0,
-			  "current changed across the rekey");
-		cr_assert(p2 && strcmp(p2, prev) == 0,
-			  "previous changed across the rekey");
-		free(c2);
-		free(p2);
-	}
+	expect_served(&m, "current", cur);
+	expect_served(&m, "previous", prev);
 	cr_assert(kt_mount_stop(&m) == 0);
 	free(cur);
 	free(prev);
