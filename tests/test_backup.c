@@ -903,3 +903,50 @@ Test(backup, prune_with_a_cache_decides_as_without)
 	free(b);
 	free(dir);
 }
+
+/* Master-key rotation of one archive (kf_backup_rekey). */
+Test(backup, rekey_reseals_under_the_new_key_keeping_fields_and_mtime)
+{
+	char *dir = kt_tmpdir("backup-rekey"), err[KF_ERR_MAX] = "";
+	char *file = put(dir, "one", NULL, 1700000000), *path, *before;
+	struct kf_backup_info info;
+	uint8_t *got = NULL, key3[32];
+	size_t len = 0, blen = 0;
+	struct stat st;
+	bool rw = false;
+
+	memset(key3, 0x33, sizeof(key3));
+	path = kf_path_join(dir, file);
+	cr_assert(kf_backup_rekey(dir, file, key1, key2, &rw, err) == 0, "%s",
+		  err);
+	cr_assert(rw, "not rewritten");
+	cr_assert(kf_backup_read(path, key2, &got, &len, &info, err) == 0, "%s",
+		  err);
+	cr_assert(len == sizeof(blob) && memcmp(got, blob, len) == 0);
+	sodium_free(got);
+	cr_assert(info.created == 1700000000 && info.key_version == 3 &&
+		  info.n_versions == 2);
+	cr_assert(stat(path, &st) == 0 && st.st_mtime == 1700000000 &&
+		  (st.st_mode & 07777) == 0600);
+	cr_assert(kf_backup_read(path, key1, &got, &len, NULL, err) ==
+		  -EBADMSG);
+	/* Again: nothing to do.  Under neither key: refused, unchanged. */
+	before = kt_read_file_ok(path, &blen);
+	cr_assert(kf_backup_rekey(dir, file, key1, key2, &rw, err) == 0);
+	cr_assert(!rw);
+	cr_assert(kf_backup_rekey(dir, file, key1, key3, &rw, err) == -EBADMSG);
+	cr_assert(kf_backup_rekey(dir, file, NULL, key3, &rw, err) == -EBADMSG);
+	cr_assert(kt_contains(err, "does not open under the new master key"),
+		  "%s", err);
+	{
+		size_t n = 0;
+		char *now = kt_read_file_ok(path, &n);
+
+		cr_assert(n == blen && memcmp(now, before, n) == 0);
+		free(now);
+	}
+	free(before);
+	free(path);
+	free(file);
+	free(dir);
+}
