@@ -11,6 +11,8 @@
 #include <stdio.h>
 
 int kf_cli_genkey(int argc, char **argv);
+/* keyfs recovery-keygen --public FILE --private FILE (keytools.c). */
+int kf_cli_recovery_keygen(int argc, char **argv);
 int kf_cli_validate(int argc, char **argv);
 int kf_cli_derive(int argc, char **argv);
 int kf_cli_ctl(int argc, char **argv);

@@ -163,6 +163,16 @@ void kf_audit_stats(struct kf_audit *a, struct kf_audit_stats *ret);
 typedef void (*kf_audit_line_fn)(void *ctx, const char *line, size_t len);
 void kf_audit_on_line(struct kf_audit *a, kf_audit_line_fn fn, void *ctx);
 
+/*
+ * Moves the log whose active file is path -- that file and its closed
+ * segments -- into the folder `folder` (a name, created 0700 beside it;
+ * may exist), for a log that can no longer be verified (break-glass
+ * recovery: its master key is lost).  *ret_moved counts the files moved.
+ * 0 or -errno (what was moved stays moved).
+ */
+int kf_audit_set_aside(const char *path, const char *folder, size_t *ret_moved,
+		       char err[KF_ERR_MAX]) KF_WUR;
+
 /* What kf_audit_rekey did. */
 struct kf_audit_rekey_result {
 	uint64_t files;	    /* files of the log, each checked */

@@ -215,6 +215,20 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 		    size_t n_versions, int64_t now, char *ret_name,
 		    char err[KF_ERR_MAX])
 {
+	return kf_backup_write_recoverable(dir, name, prefix, key, NULL, blob,
+					   len, key_version, versions,
+					   n_versions, now, ret_name, err);
+}
+
+int kf_backup_write_recoverable(const char *dir, const char *name,
+				const char *prefix,
+				const uint8_t key[KF_BACKUP_KEY_BYTES],
+				const uint8_t *recovery_pk, const uint8_t *blob,
+				size_t len, uint32_t key_version,
+				const uint32_t *versions, size_t n_versions,
+				int64_t now, char *ret_name,
+				char err[KF_ERR_MAX])
+{
 	const struct kf_backup_clear clear = {.created = now,
 					      .key_version = key_version,
 					      .versions = (uint32_t *)versions,
@@ -254,7 +268,7 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 		kf_err_set(err, "invalid backup name prefix");
 		return -EINVAL;
 	}
-	r = kf_backup_seal(&clear, key, blob, len, &text, err);
+	r = kf_backup_seal(&clear, key, recovery_pk, blob, len, &text, err);
 	if (r < 0)
 		return r;
 	kf_backup_file_name(first, file);

@@ -49,15 +49,17 @@ void kf_backup_clear_done(struct kf_backup_clear *c);
 
 /*
  * Seals blob (len bytes; NULL when len is 0) under key with the clear fields
- * c into the archive's text, one line with its "\n", malloc'd into
+ * c into the archive's text -- with its recovery seal (backup.h) when
+ * recovery_pk is non-NULL -- one line with its "\n", malloc'd into
  * *ret_text (free()).  A fresh random nonce each call.  Refuses a missing
  * key or blob and a version list that is empty, not strictly decreasing,
  * holds 0 or lacks c->key_version (-EINVAL), and a blob or text beyond
  * KF_BACKUP_FILE_MAX (-EFBIG).
  */
 int kf_backup_seal(const struct kf_backup_clear *c,
-		   const uint8_t key[KF_BACKUP_KEY_BYTES], const uint8_t *blob,
-		   size_t len, char **ret_text, char err[KF_ERR_MAX]) KF_WUR;
+		   const uint8_t key[KF_BACKUP_KEY_BYTES],
+		   const uint8_t *recovery_pk, const uint8_t *blob, size_t len,
+		   char **ret_text, char err[KF_ERR_MAX]) KF_WUR;
 
 /*
  * Reads the archive at path (at most KF_BACKUP_FILE_MAX bytes) and checks

@@ -25,6 +25,7 @@ static const char *const names[KF_EVENT_COUNT] = {
     [KF_EVENT_AUDIT_ROTATE] = "audit_rotate",
     [KF_EVENT_KEY_REKEY_START] = "key_rekey_start",
     [KF_EVENT_KEY_REKEY] = "key_rekey",
+    [KF_EVENT_RECOVERY_RESTORE] = "recovery_restore",
 };
 
 const char *kf_event_name(enum kf_event ev)

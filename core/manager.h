@@ -323,6 +323,24 @@ int kf_manager_rekey(const struct kf_config *cfg, const char *new_master,
 		     struct kf_manager_rekey_result *ret,
 		     char err[KF_ERR_MAX]) KF_WUR;
 
+/*
+ * Break-glass recovery (README: Break-glass recovery), with the daemon
+ * stopped: opens the recovery seal of the archive `what` (a name in
+ * backup_dir or an absolute path) with the recovery private key in
+ * sk_path (checked like a master key file), then -- the master key that
+ * sealed the state being lost -- sets aside the state (keyring.lost-STAMP)
+ * and the audit log (the folder lost-STAMP beside it), and restores the
+ * keyring under the configured master key: a new log whose first record is
+ * recovery_restore, a new state, a first archive under the new key (a
+ * failure before the new log exists is alerted, not audited).  Refused with
+ * nothing changed when the seal does not open, belongs to another archive, or
+ * the state opens under the configured key (not lost: use kf_manager_restore).
+ * *ret_version.
+ */
+int kf_manager_recover(const struct kf_config *cfg, const struct kf_caller *who,
+		       const char *sk_path, const char *what,
+		       uint32_t *ret_version, char err[KF_ERR_MAX]) KF_WUR;
+
 /* list_backups without a running manager: kf_backup_list of backup_dir. */
 int kf_manager_list_backups_offline(const struct kf_config *cfg,
 				    struct kf_backup_info **ret, size_t *ret_n,

@@ -15,6 +15,7 @@
 #include "master.h"
 
 #define MASTER_ENV "KEYFS_MASTER_KEY"
+#define MASTER_WHAT "master key file" /* how messages name the file */
 /* 44 characters and an optional newline; one more to see a longer file. */
 #define MASTER_FILE_MAX (KF_KEY_TEXT_LEN + 2)
 
@@ -48,8 +49,8 @@ static ssize_t read_text(int fd, char *text)
 	return (ssize_t)got;
 }
 
-static int master_from_fd(const char *path, int fd, uint8_t *key,
-			  char err[KF_ERR_MAX])
+static int master_from_fd(const char *what, const char *path, int fd,
+			  uint8_t *key, char err[KF_ERR_MAX])
 {
 	char text[MASTER_FILE_MAX];
 	struct stat st;
@@ -59,22 +60,22 @@ static int master_from_fd(const char *path, int fd, uint8_t *key,
 
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
-		kf_err_set(err, "master key file %s: %s", path, strerror(-r));
+		kf_err_set(err, "%s %s: %s", what, path, strerror(-r));
 		return r;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		kf_err_set(err, "master key file %s: not a regular file", path);
+		kf_err_set(err, "%s %s: not a regular file", what, path);
 		return -EINVAL;
 	}
 	if (st.st_uid != 0) {
 		kf_err_set(err,
-			   "master key file %s: owned by uid %u, must be "
+			   "%s %s: owned by uid %u, must be "
 			   "owned by root",
-			   path, (unsigned)st.st_uid);
+			   what, path, (unsigned)st.st_uid);
 		return -EPERM;
 	}
 	if ((st.st_mode & 077) != 0) {
-		kf_err_set(err, "master key file %s: mode %04o is %s", path,
+		kf_err_set(err, "%s %s: mode %04o is %s", what, path,
 			   (unsigned)(st.st_mode & 07777),
 			   (st.st_mode & 044) ? "readable by group or other"
 					      : "open to group or other");
@@ -82,16 +83,16 @@ static int master_from_fd(const char *path, int fd, uint8_t *key,
 	}
 	n = read_text(fd, text);
 	if (n < 0) {
-		kf_err_set(err, "master key file %s: read: %s", path,
+		kf_err_set(err, "%s %s: read: %s", what, path,
 			   strerror((int)-n));
 		r = (int)n;
 		goto out;
 	}
 	if (n > KF_KEY_TEXT_LEN + 1) {
 		kf_err_set(err,
-			   "master key file %s: expected 44 characters and an "
+			   "%s %s: expected 44 characters and an "
 			   "optional newline, got %lld bytes",
-			   path, (long long)st.st_size);
+			   what, path, (long long)st.st_size);
 		r = -EINVAL;
 		goto out;
 	}
@@ -100,7 +101,7 @@ static int master_from_fd(const char *path, int fd, uint8_t *key,
 		len--;
 	r = kf_key_decode(text, len, key, err);
 	if (r < 0)
-		kf_err_prefix(err, "master key file %s: ", path);
+		kf_err_prefix(err, "%s %s: ", what, path);
 out:
 	sodium_memzero(text, sizeof(text));
 	return r;
@@ -110,7 +111,7 @@ out:
  * The key in the file at path (master_from_fd's checks); -ENOENT (with a
  * message naming it) when there is none.
  */
-static int master_from_path(const char *path, uint8_t *key,
+static int master_from_path(const char *what, const char *path, uint8_t *key,
 			    char err[KF_ERR_MAX])
 {
 	int fd, r;
@@ -119,15 +120,15 @@ static int master_from_path(const char *path, uint8_t *key,
 	fd = open(path,
 		  O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd >= 0) {
-		r = master_from_fd(path, fd, key, err);
+		r = master_from_fd(what, path, fd, key, err);
 		close(fd);
 		return r;
 	}
 	r = -errno;
 	if (r == -ELOOP)
-		kf_err_set(err, "master key file %s: is a symbolic link", path);
+		kf_err_set(err, "%s %s: is a symbolic link", what, path);
 	else
-		kf_err_set(err, "master key file %s: %s", path, strerror(-r));
+		kf_err_set(err, "%s %s: %s", what, path, strerror(-r));
 	return r;
 }
 
@@ -220,7 +221,7 @@ int kf_master_load(const char *path, bool may_create, uint8_t **ret_key,
 			   MASTER_ENV);
 		goto out;
 	}
-	r = master_from_path(path, key, err);
+	r = master_from_path(MASTER_WHAT, path, key, err);
 	if (r != -ENOENT) {
 		goto out;
 	} else if (may_create) {
@@ -241,7 +242,7 @@ out:
 	return 0;
 }
 
-int kf_master_load_file(const char *path, uint8_t **ret_key,
+int kf_master_load_file(const char *path, const char *what, uint8_t **ret_key,
 			char err[KF_ERR_MAX])
 {
 	uint8_t *key = sodium_malloc(KF_KEY_BYTES);
@@ -251,7 +252,7 @@ int kf_master_load_file(const char *path, uint8_t **ret_key,
 		kf_err_set(err, "out of memory");
 		return -ENOMEM;
 	}
-	r = master_from_path(path, key, err);
+	r = master_from_path(what ? what : MASTER_WHAT, path, key, err);
 	if (r < 0) {
 		sodium_free(key);
 		return r;

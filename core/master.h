@@ -39,9 +39,11 @@ int kf_master_load(const char *path, bool may_create, uint8_t **ret_key,
  * Loads a master key from the file `path` alone (never the environment,
  * never created), with kf_master_load's checks: a regular file, not a
  * symbolic link, owned by root, no group/other permission bits, 44
- * characters and an optional newline.  *ret_key as kf_master_load's.
+ * characters and an optional newline.  Messages name it `what` (NULL:
+ * "master key file"), so the same checks serve other secret key files (the
+ * recovery private key).  *ret_key as kf_master_load's.
  */
-int kf_master_load_file(const char *path, uint8_t **ret_key,
+int kf_master_load_file(const char *path, const char *what, uint8_t **ret_key,
 			char err[KF_ERR_MAX]) KF_WUR;
 
 /* Characters of a master key's fingerprint (hex), without the NUL. */

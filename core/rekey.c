@@ -383,7 +383,7 @@ static int begin(struct rekey *k, const char *new_path, char err[KF_ERR_MAX])
 			return r;
 		}
 	}
-	r = kf_master_load_file(new_path, &k->next, err);
+	r = kf_master_load_file(new_path, NULL, &k->next, err);
 	if (r < 0) {
 		kf_err_prefix(err, "new master key: ");
 		return r;

@@ -142,6 +142,13 @@ static int load_master(struct kf_manager *m, char err[KF_ERR_MAX])
 	kf_master_subkey(master, KF_SUBKEY_CLUSTER, m->keys->cluster);
 	sodium_free(master);
 	sodium_mprotect_readonly(m->keys);
+	if (cfg->recovery_public_key) {
+		r = kf_recovery_load_public(cfg->recovery_public_key,
+					    m->recovery_pk, err);
+		if (r < 0)
+			return r;
+		m->has_recovery = true;
+	}
 	r = kf_store_file_new(cfg->state_dir, m->keys->state, &m->store);
 	if (r < 0)
 		kf_err_set(err, "out of memory");

@@ -430,15 +430,15 @@ Test(master, load_file_ignores_the_environment_and_checks_the_file)
 	new_key_text(other, env_text, false);
 	cr_assert(setenv(ENV, env_text, 1) == 0);
 	path = key_file(dir, "new.key", text, 0600);
-	cr_assert(kf_master_load_file(path, &got, err) == 0, "%s", err);
+	cr_assert(kf_master_load_file(path, NULL, &got, err) == 0, "%s", err);
 	cr_assert(memcmp(got, want, KF_KEY_BYTES) == 0,
 		  "the file's key was not the one loaded");
 	sodium_free(got);
 	got = NULL;
 	loose = key_file(dir, "loose.key", text, 0640);
-	cr_assert(kf_master_load_file(loose, &got, err) == -EPERM);
+	cr_assert(kf_master_load_file(loose, NULL, &got, err) == -EPERM);
 	cr_assert(kt_contains(err, "readable by group or other"), "%s", err);
-	cr_assert(kf_master_load_file("/nonexistent/k", &got, err) == -ENOENT);
+	cr_assert(kf_master_load_file("/nonexistent/k", NULL, &got, err) == -ENOENT);
 	cr_assert_null(got);
 	unsetenv(ENV);
 	sodium_memzero(text, sizeof(text));
