@@ -30,14 +30,6 @@ TestSuite(rekey, .fini = kt_mount_cleanup_all, .timeout = 300);
 
 /* --- helpers ---------------------------------------------------------- */
 
-static void start_ok(struct kt_mount *m)
-{
-	int r = kt_mount_start(m, NULL);
-
-	cr_assert(r == 0, "keyfs mount did not come up (%d); see %s", r,
-		  m->log);
-}
-
 static void ctl_ok(struct kt_mount *m, const char *args)
 {
 	char *err = NULL;
@@ -54,23 +46,12 @@ static void ctl_ok(struct kt_mount *m, const char *args)
 static void history(struct kt_mount *m, const char *tag)
 {
 	kt_mount_config(m, tag, NULL, NULL);
-	start_ok(m);
+	kt_mount_start_ok(m);
 	ctl_ok(m, "rotate");
 	ctl_ok(m, "backup named");
 	ctl_ok(m, "audit-rotate");
 	ctl_ok(m, "rotate");
 	cr_assert(kt_mount_stop(m) == 0, "daemon did not exit cleanly");
-}
-
-/* A new key from keyfs genkey in m's folder as `name`, 0600. */
-static char *new_key_file(struct kt_mount *m, const char *name)
-{
-	char *out = NULL, *path = kt_path(m->dir, name);
-
-	cr_assert(kt_runf(&out, NULL, "%s genkey", kt_keyfs()) == 0);
-	kt_write_file(path, out, 0600);
-	free(out);
-	return path;
 }
 
 static int rekey(struct kt_mount *m, const char *key, char **out, char **err)
@@ -255,14 +236,14 @@ static void expect_served(struct kt_mount *m, const char *rel, const char *want)
 
 Test(rekey, the_daemon_serves_the_same_keys_under_the_new_master_key)
 {
-	struct kt_mount m;
+	static struct kt_mount m;
 	char *cur, *prev, *key, *mk, *old_cfg, *err = NULL, *old;
 	json_t *recs;
 	size_t from;
 
 	history(&m, "rekey-ok");
 	old_cfg = config_with_master(&m, "old.key");
-	start_ok(&m);
+	kt_mount_start_ok(&m);
 	cur = kt_mread(&m, "current", NULL);
 	prev = kt_mread(&m, "previous", NULL);
 	cr_assert(cur && prev);
@@ -271,7 +252,7 @@ Test(rekey, the_daemon_serves_the_same_keys_under_the_new_master_key)
 	old = kt_path(m.dir, "old.key");
 	kt_copy_file(mk, old);
 	from = kt_audit_size(&m);
-	key = new_key_file(&m, "new.key");
+	key = kt_genkey_file(m.dir, "new.key");
 
 	rekey_ok(&m, key);
 	cr_assert(same_file(mk, key), "master_key_file was not replaced");
@@ -295,7 +276,7 @@ Test(rekey, the_daemon_serves_the_same_keys_under_the_new_master_key)
 	cr_assert(kt_count_records(recs, "key_rekey", 1) == 1);
 	json_decref(recs);
 
-	start_ok(&m);
+	kt_mount_start_ok(&m);
 	expect_served(&m, "current", cur);
 	expect_served(&m, "previous", prev);
 	cr_assert(kt_mount_stop(&m) == 0);
@@ -336,7 +317,7 @@ static void refused(struct kt_mount *m, const char *key, const char *says,
 
 Test(rekey, bad_input_is_refused_audited_and_changes_nothing)
 {
-	struct kt_mount m;
+	static struct kt_mount m;
 	char *key, *same, *loose, *other, *junk, *mk, *err = NULL, *arch;
 	char *dir, *text;
 	size_t len;
@@ -345,11 +326,11 @@ Test(rekey, bad_input_is_refused_audited_and_changes_nothing)
 	mk = master_path(&m);
 	refused(&m, "/nonexistent/new.key", "No such file or directory", true);
 
-	loose = new_key_file(&m, "loose.key");
+	loose = kt_genkey_file(m.dir, "loose.key");
 	cr_assert(chmod(loose, 0644) == 0);
 	refused(&m, loose, "readable by group or other", true);
 
-	other = new_key_file(&m, "other.key");
+	other = kt_genkey_file(m.dir, "other.key");
 	cr_assert(chown(other, 1001, 1001) == 0);
 	refused(&m, other, "must be owned by root", true);
 
@@ -362,7 +343,7 @@ Test(rekey, bad_input_is_refused_audited_and_changes_nothing)
 	refused(&m, junk, "master key file", true);
 
 	/* A damaged archive: refused before anything is rewritten. */
-	key = new_key_file(&m, "new.key");
+	key = kt_genkey_file(m.dir, "new.key");
 	dir = kt_path(m.state, "backups");
 	arch = kt_path(dir, "named.json");
 	text = kt_read_file_ok(arch, &len);
@@ -384,7 +365,7 @@ Test(rekey, bad_input_is_refused_audited_and_changes_nothing)
 
 	/* The daemon running: the state lock refuses, nothing is touched. */
 	unlink(arch);
-	start_ok(&m);
+	kt_mount_start_ok(&m);
 	refused(&m, key, "stop the daemon first", false);
 	cr_assert(kt_mount_stop(&m) == 0);
 	free(text);
@@ -400,15 +381,15 @@ Test(rekey, bad_input_is_refused_audited_and_changes_nothing)
 
 Test(rekey, store_etcd_is_refused_clearly)
 {
-	struct kt_mount m;
+	static struct kt_mount m;
 	char *key, *err = NULL;
 
 	kt_mount_config(&m, "rekey-etcd", "store = etcd\n",
 			"[etcd]\nendpoints = http://127.0.0.1:9\n"
 			"prefix = /keyfs/rekey\n");
-	key = new_key_file(&m, "master.key");
+	key = kt_genkey_file(m.dir, "master.key");
 	free(key);
-	key = new_key_file(&m, "new.key");
+	key = kt_genkey_file(m.dir, "new.key");
 	cr_assert(rekey(&m, key, NULL, &err) == 1);
 	cr_assert(kt_contains(err, "rekey of a cluster store is not "
 				   "supported yet"),
@@ -454,7 +435,7 @@ static void rekey_killed(struct kt_mount *m, const char *key, long delay_us)
 Test(rekey, killed_at_random_points_100_times_then_rerun_loses_nothing,
      .timeout = 900)
 {
-	struct kt_mount m;
+	static struct kt_mount m;
 	char *keys, *mk, *err = NULL, *log;
 	double t0, full;
 	bool refused_start = false;
@@ -465,7 +446,7 @@ Test(rekey, killed_at_random_points_100_times_then_rerun_loses_nothing,
 	keys = keys_of_state(&m);
 	/* One whole run sets the range of the random delays. */
 	{
-		char *key = new_key_file(&m, "k0.key");
+		char *key = kt_genkey_file(m.dir, "k0.key");
 
 		t0 = now_ms();
 		rekey_ok(&m, key);
@@ -477,7 +458,7 @@ Test(rekey, killed_at_random_points_100_times_then_rerun_loses_nothing,
 		char name[32], *key, *now;
 
 		snprintf(name, sizeof(name), "k%d.key", i);
-		key = new_key_file(&m, name);
+		key = kt_genkey_file(m.dir, name);
 		rekey_killed(&m, key, (long)(rand() % (int)(full * 1200 + 1)));
 		if (journal_exists(&m) && !refused_start) {
 			/* A daemon started now refuses, and says why. */
@@ -515,7 +496,7 @@ Test(rekey, killed_at_random_points_100_times_then_rerun_loses_nothing,
 		  interrupted, KILL_RUNS);
 	cr_assert(refused_start, "no kill left a journal to start against");
 	/* And the daemon serves the same keys. */
-	start_ok(&m);
+	kt_mount_start_ok(&m);
 	cr_assert(kt_mount_stop(&m) == 0);
 	free(keys);
 	free(mk);
