@@ -586,6 +586,8 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 	    "ctl wait --timeout 5 -",	/* ctl wait's options */
 	    "rekey -",			/* rekey's options */
 	    "rekey --new-master ke",	/* a file after --new-master */
+	    "recovery-keygen -",	/* the pair's options */
+	    "restore --offline --recovery-key ke", /* a file after it */
 	};
 	char *dir = kt_tmpdir("docs-complete"), *sub = kt_path(dir, "sub");
 	char *ini = kt_path(dir, "keyfs.ini"), *in_sub, *out, *want, *all;
@@ -624,7 +626,7 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 
 	out = complete_lines(dir, lines, sizeof(lines) / sizeof(lines[0]));
 	all = strdup("audit backup cluster ctl derive export-env genkey "
-		     "mount rekey restore validate ");
+		     "mount recovery-keygen rekey restore validate ");
 	cr_assert(asprintf(&want,
 			   "cluster ctl \n"
 			   "%s\n"
@@ -639,6 +641,8 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 			   "force \n"
 			   "--from --help --mount --timeout -c \n"
 			   "--help --new-master -c \n"
+			   "keyfs.ini \n"
+			   "--help --private --public \n"
 			   "keyfs.ini \n",
 			   all, ops) > 0);
 	cr_assert(strcmp(out, want) == 0, "completions:\n%s\nexpected:\n%s",
