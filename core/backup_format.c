@@ -398,13 +398,28 @@ static int archive_open(const struct archive *a,
 	return 0;
 }
 
+/* What kf_backup_read tells of the archive a, read from path (st). */
+static void fill_info(const char *path, const struct archive *a,
+		      const struct stat *st, struct kf_backup_info *ret)
+{
+	const char *base = strrchr(path, '/');
+
+	memset(ret, 0, sizeof(*ret));
+	snprintf(ret->name, sizeof(ret->name), "%s", base ? base + 1 : path);
+	ret->created = a->c.created;
+	ret->key_version = a->c.key_version;
+	ret->n_versions = (uint32_t)a->c.n_versions;
+	ret->size = st->st_size;
+	ret->mtime = (int64_t)st->st_mtim.tv_sec;
+	ret->recovery = a->recovery != NULL;
+}
+
 int kf_backup_read(const char *path, const uint8_t key[KF_BACKUP_KEY_BYTES],
 		   uint8_t **ret_blob, size_t *ret_len,
 		   struct kf_backup_info *ret_info, char err[KF_ERR_MAX])
 {
 	struct archive a;
 	struct stat st;
-	const char *base;
 	int r;
 
 	r = archive_load(path, &a, &st, err);
@@ -413,18 +428,8 @@ int kf_backup_read(const char *path, const uint8_t key[KF_BACKUP_KEY_BYTES],
 	if (r < 0)
 		return r;
 	r = archive_open(&a, key, ret_blob, ret_len, err);
-	if (r == 0 && ret_info) {
-		memset(ret_info, 0, sizeof(*ret_info));
-		base = strrchr(path, '/');
-		snprintf(ret_info->name, sizeof(ret_info->name), "%s",
-			 base ? base + 1 : path);
-		ret_info->created = a.c.created;
-		ret_info->key_version = a.c.key_version;
-		ret_info->n_versions = (uint32_t)a.c.n_versions;
-		ret_info->size = st.st_size;
-		ret_info->mtime = (int64_t)st.st_mtim.tv_sec;
-		ret_info->recovery = a.recovery != NULL;
-	}
+	if (r == 0 && ret_info)
+		fill_info(path, &a, &st, ret_info);
 	archive_done(&a);
 	return r;
 }
@@ -667,19 +672,8 @@ int kf_backup_recover(const char *path,
 	memcpy(blob, plain + ad_len + 1, plen - ad_len - 1);
 	*ret_blob = blob;
 	*ret_len = plen - ad_len - 1;
-	if (ret_info) {
-		const char *base = strrchr(path, '/');
-
-		memset(ret_info, 0, sizeof(*ret_info));
-		snprintf(ret_info->name, sizeof(ret_info->name), "%s",
-			 base ? base + 1 : path);
-		ret_info->created = a.c.created;
-		ret_info->key_version = a.c.key_version;
-		ret_info->n_versions = (uint32_t)a.c.n_versions;
-		ret_info->size = st.st_size;
-		ret_info->mtime = (int64_t)st.st_mtim.tv_sec;
-		ret_info->recovery = true;
-	}
+	if (ret_info)
+		fill_info(path, &a, &st, ret_info);
 out:
 	if (plain)
 		sodium_free(plain);
