@@ -591,16 +591,12 @@ int kf_backup_reseal(const uint8_t *buf, size_t len, const uint8_t *old_key,
 	char why[KF_ERR_MAX];
 	int r;
 
+	if (kf_backup_check_bytes(buf, len, new_key, ret_created, why) == 0)
+		return 0;
 	r = archive_parse(buf, len, &a, err);
 	if (r < 0)
 		return r;
 	*ret_created = a.c.created;
-	r = archive_open(&a, new_key, &m, &mlen, why);
-	if (r == 0) {
-		sodium_free(m);
-		archive_done(&a);
-		return 0;
-	}
 	r = old_key ? archive_open(&a, old_key, &m, &mlen, err) : -EBADMSG;
 	if (r < 0 && !old_key)
 		kf_err_set(err, "does not open under the new master key");
