@@ -398,6 +398,17 @@ static int archive_open(const struct archive *a,
 	return 0;
 }
 
+/* archive_load of a backup asked for by path: a missing one is said so. */
+static int archive_read(const char *path, struct archive *a, struct stat *st,
+			char err[KF_ERR_MAX])
+{
+	int r = archive_load(path, a, st, err);
+
+	if (r == -ENOENT)
+		kf_err_set(err, "no such backup");
+	return r;
+}
+
 /* What kf_backup_read tells of the archive a, read from path (st). */
 static void fill_info(const char *path, const struct archive *a,
 		      const struct stat *st, struct kf_backup_info *ret)
@@ -422,9 +433,7 @@ int kf_backup_read(const char *path, const uint8_t key[KF_BACKUP_KEY_BYTES],
 	struct stat st;
 	int r;
 
-	r = archive_load(path, &a, &st, err);
-	if (r == -ENOENT)
-		kf_err_set(err, "no such backup");
+	r = archive_read(path, &a, &st, err);
 	if (r < 0)
 		return r;
 	r = archive_open(&a, key, ret_blob, ret_len, err);
@@ -622,9 +631,7 @@ int kf_backup_recover(const char *path,
 	char *ad = NULL;
 	int r;
 
-	r = archive_load(path, &a, &st, err);
-	if (r == -ENOENT)
-		kf_err_set(err, "no such backup");
+	r = archive_read(path, &a, &st, err);
 	if (r < 0)
 		return r;
 	if (!a.recovery) {
