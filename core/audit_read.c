@@ -13,6 +13,7 @@
 
 #include <sodium.h>
 
+#include "aead.h"
 #include "audit_line.h"
 #include "audit_private.h"
 #include "key.h"
@@ -134,7 +135,7 @@ static void scan_line(struct kf_audit_scan *s, const char *line, size_t len)
 	}
 	kf_audit_chain_mac(s->key, s->prev, line,
 			   len - KF_AUDIT_CHAIN_SUFFIX_LEN, want);
-	if (sodium_memcmp(want, chain, sizeof(want)) != 0) {
+	if (!kf_mac_equal(want, chain, sizeof(want))) {
 		kf_err_set(s->reason,
 			   "line %llu: chain mismatch (edited, or a line "
 			   "before it was changed)",

@@ -16,6 +16,7 @@
 
 #include <sodium.h>
 
+#include "aead.h"
 #include "audit_line.h"
 #include "audit_private.h"
 #include "audit_verify.h"
@@ -436,7 +437,7 @@ static int check_line(struct verifier *v, const char *text, size_t len)
 	}
 	kf_audit_chain_mac(v->key, v->prev, text,
 			   len - KF_AUDIT_CHAIN_SUFFIX_LEN, want);
-	if (sodium_memcmp(want, chain, sizeof(want)) != 0) {
+	if (!kf_mac_equal(want, chain, sizeof(want))) {
 		r = bad_line(v, "chain mismatch (edited, or a line before it "
 				"was changed)");
 		goto out;

@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "aead.h"
 #include "backup_private.h"
 
 #define NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
@@ -380,9 +381,8 @@ static int archive_open(const struct archive *a,
 	if (!ad || !m) {
 		r = -ENOMEM;
 		kf_err_set(err, "out of memory");
-	} else if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-		       m, &mlen, NULL, a->ct, a->ct_len, (const uint8_t *)ad,
-		       strlen(ad), a->nonce, key) != 0) {
+	} else if (kf_aead_open(m, &mlen, a->ct, a->ct_len, (const uint8_t *)ad,
+				strlen(ad), a->nonce, key) < 0) {
 		r = -EBADMSG;
 		kf_err_set(err, "authentication failed (tampered, or made "
 				"under another master key)");

@@ -9,6 +9,7 @@
 
 #include <sodium.h>
 
+#include "aead.h"
 #include "cluster.h"
 #include "key.h"
 
@@ -219,9 +220,9 @@ int kf_cluster_unseal(const uint8_t key[KF_CLUSTER_KEY_BYTES],
 	if (r < 0)
 		return r;
 	cluster_kcv(key, kcv);
-	r = sodium_memcmp(kcv, blob + CL_OFF_KCV, CL_KCV_LEN);
+	r = kf_mac_equal(kcv, blob + CL_OFF_KCV, CL_KCV_LEN) ? 0 : -EBADMSG;
 	sodium_memzero(kcv, sizeof(kcv));
-	if (r != 0) {
+	if (r < 0) {
 		kf_err_set(err, "cluster keyring: wrong master key or "
 				"corrupted header");
 		return -EBADMSG;
@@ -234,9 +235,8 @@ int kf_cluster_unseal(const uint8_t key[KF_CLUSTER_KEY_BYTES],
 		r = -ENOMEM;
 		goto out;
 	}
-	if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-		plain, &plen, NULL, blob + KF_CLUSTER_HEADER_LEN, clen, ad,
-		adlen, blob + CL_OFF_NONCE, key) != 0) {
+	if (kf_aead_open(plain, &plen, blob + KF_CLUSTER_HEADER_LEN, clen, ad,
+			 adlen, blob + CL_OFF_NONCE, key) < 0) {
 		kf_key_wipe_stack(KF_KEY_WIPE_CALL);
 		kf_err_set(err, "cluster keyring: authentication failed "
 				"(tampered, or sealed for another prefix)");

@@ -114,4 +114,15 @@ int kf_etcdi_call(struct kf_etcd *c, const char *path, json_t *req,
  */
 json_t *kf_etcdi_key_req(struct kf_etcd *c, const char *name, bool range);
 
+/*
+ * One line of a watch stream (a JSON object, without its "\n") handled as
+ * a stream's reader does: fn called for each event, *next (the revision
+ * to resume from) moved on.  0, fn's non-zero, or the -errno that ends the
+ * watch with its reason in err.  For the fuzzers (fuzz/); the stream's
+ * reader calls the same code.
+ */
+int kf_etcdi_watch_line(struct kf_etcd *c, const char *line, size_t len,
+			int64_t *next, kf_etcd_watch_fn fn, void *arg,
+			char *err) KF_WUR;
+
 #endif

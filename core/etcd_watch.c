@@ -115,6 +115,18 @@ out:
 	json_decref(j);
 }
 
+int kf_etcdi_watch_line(struct kf_etcd *c, const char *line, size_t len,
+			int64_t *next, kf_etcd_watch_fn fn, void *arg,
+			char *err)
+{
+	struct watch w = {.c = c, .fn = fn, .arg = arg, .next = *next};
+
+	w.err = err;
+	watch_line(&w, line, len);
+	*next = w.next;
+	return w.stop;
+}
+
 static size_t watch_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	struct watch *w = userdata;

@@ -26,7 +26,14 @@ enum kf_subkey {
  * form; taken through kf_env_get, so it is scrubbed from the environment;
  * set but empty: -EINVAL), else the file `path` (text form, optional
  * trailing newline), which must be a regular file owned by root with no
- * group/other permission bits. When neither exists and `may_create`
+ * group/other permission bits.  `path` may be a symbolic link, as in a
+ * Kubernetes Secret volume (master.key -> ..data/master.key), only when
+ * every link on the way is root's, relative, without a ".." component (it
+ * stays in the folder holding `path`), every folder entered is root's and
+ * not group/other-writable unless sticky, and all are on that folder's file
+ * system; anything else is refused, naming why (-ELOOP for the shape of a
+ * link, -EPERM for an owner, mode or file system).  A link is never created
+ * or written through. When neither exists and `may_create`
  * (development mode), creates `path` (0600, parent 0700) with a new key and
  * sets *ret_created.  Otherwise -ENOENT, "no master key: set KEYFS_MASTER_KEY
  * or create <path>". *ret_key is KF_KEY_BYTES of sodium_malloc memory (free
@@ -37,11 +44,11 @@ int kf_master_load(const char *path, bool may_create, uint8_t **ret_key,
 
 /*
  * Loads a master key from the file `path` alone (never the environment,
- * never created), with kf_master_load's checks: a regular file, not a
- * symbolic link, owned by root, no group/other permission bits, 44
- * characters and an optional newline.  Messages name it `what` (NULL:
- * "master key file"), so the same checks serve other secret key files (the
- * recovery private key).  *ret_key as kf_master_load's.
+ * never created), with kf_master_load's checks: a regular file owned by
+ * root, no group/other permission bits, 44 characters and an optional
+ * newline (and kf_master_load's rules for a symbolic link).  The same checks
+ * serve other secret key files (the recovery private key): `what` (may be NULL)
+ * then starts the message. *ret_key as kf_master_load's.
  */
 int kf_master_load_file(const char *path, const char *what, uint8_t **ret_key,
 			char err[KF_ERR_MAX]) KF_WUR;

@@ -11,6 +11,7 @@
 
 #include <sodium.h>
 
+#include "aead.h"
 #include "key.h"
 #include "store.h"
 
@@ -80,7 +81,7 @@ static int store_check(const char *path, const uint8_t *buf, size_t size,
 		return -EBADMSG;
 	}
 	store_kcv(seal_key, kcv);
-	if (sodium_memcmp(kcv, buf + ST_OFF_KCV, ST_KCV_LEN) != 0) {
+	if (!kf_mac_equal(kcv, buf + ST_OFF_KCV, ST_KCV_LEN)) {
 		sodium_memzero(kcv, sizeof(kcv));
 		kf_err_set(err, "%s: wrong master key or corrupted header",
 			   path);
@@ -120,10 +121,9 @@ int kf_store_load(const char *state_dir,
 		kf_err_set(err, "out of memory");
 		goto out;
 	}
-	if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-		plain, &plain_len, NULL, buf + ST_HEADER_LEN,
-		(unsigned long long)len + ST_TAG_LEN, buf, ST_HEADER_LEN,
-		buf + ST_OFF_NONCE, seal_key) != 0 ||
+	if (kf_aead_open(plain, &plain_len, buf + ST_HEADER_LEN,
+			 (unsigned long long)len + ST_TAG_LEN, buf,
+			 ST_HEADER_LEN, buf + ST_OFF_NONCE, seal_key) < 0 ||
 	    plain_len != len) {
 		r = -EBADMSG;
 		kf_err_set(err,

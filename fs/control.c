@@ -17,7 +17,7 @@
 #include "control.h"
 #include "key.h"
 
-#define CTL_INPUT_MAX 4096 /* longer control writes are refused */
+#define CTL_INPUT_MAX KF_CONTROL_INPUT_MAX
 
 /* --- the handlers ----------------------------------------------------- */
 
@@ -291,6 +291,15 @@ static int ctl_argument(const char *buf, size_t size,
 	return 0;
 }
 
+int kf_control_parse(const struct kf_control_cmd *c, const char *buf,
+		     size_t size, char arg[KF_CONTROL_INPUT_MAX + 1],
+		     struct kf_control_arg *ret)
+{
+	int r = ctl_argument(buf, size, arg);
+
+	return r < 0 ? -EBADMSG : operand_parse(c, arg, ret);
+}
+
 int kf_control_write(struct kf_manager *m, const struct kf_caller *who,
 		     const struct kf_control_cmd *c, const char *buf,
 		     size_t size, char out[KF_CONTROL_RESULT_MAX])
@@ -298,16 +307,16 @@ int kf_control_write(struct kf_manager *m, const struct kf_caller *who,
 	char arg[CTL_INPUT_MAX + 1], err[KF_ERR_MAX] = "";
 	char detail[KF_CONTROL_RESULT_MAX] = "";
 	struct kf_control_arg a;
-	int r = ctl_argument(buf, size, arg);
+	int r = kf_control_parse(c, buf, size, arg, &a);
 
-	if (r < 0) {
+	if (r == -EBADMSG) {
+		r = -EINVAL;
 		snprintf(err, sizeof(err),
 			 "invalid input to control file (%zu bytes; %s)", size,
 			 c->usage);
 		kf_manager_audit_refused(m, who, c->event, err);
 		goto out;
 	}
-	r = operand_parse(c, arg, &a);
 	if (r == 0)
 		r = c->run(m, who, &a, detail, sizeof(detail), err);
 	if (r == -EINVAL && !err[0]) {

@@ -21,6 +21,7 @@
 
 /* A write's answer, "rotated: version 3\n" or "error: ...\n", with its NUL. */
 #define KF_CONTROL_RESULT_MAX (KF_ERR_MAX + 64)
+#define KF_CONTROL_INPUT_MAX 4096 /* longer control writes are refused */
 
 /* What a command takes after its name: the operand rule. */
 enum kf_control_operand {
@@ -78,6 +79,18 @@ const struct kf_control_cmd *kf_control_at(size_t i);
 
 /* The index of the command called name, or -ENOENT. */
 int kf_control_find(const char *name);
+
+/*
+ * The operand of what was written to control/<c->name>: the input checked
+ * (one line of printable ASCII, single spaces, an optional final "\n", at
+ * most KF_CONTROL_INPUT_MAX bytes) and copied into arg, then parsed by c's
+ * rule into *ret (whose word points into arg).  0; -EBADMSG when the input
+ * is not such a line; -EINVAL when the operand breaks c's rule.  Nothing
+ * else is done: kf_control_write runs it.
+ */
+int kf_control_parse(const struct kf_control_cmd *c, const char *buf,
+		     size_t size, char arg[KF_CONTROL_INPUT_MAX + 1],
+		     struct kf_control_arg *ret) KF_WUR;
 
 /*
  * Runs what was written to control/<c->name> (the daemon): checks the

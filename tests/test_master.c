@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,6 +228,230 @@ Test(master, symlink_is_refused)
 	load_fails(link, true, -ELOOP, "symbolic link", link, "symlink");
 	/* may_create must not write through or replace the link. */
 	load_ok(path, k, "link target unchanged");
+	sodium_memzero(text, sizeof(text));
+	free(link);
+	free(path);
+	free(dir);
+}
+
+/*
+ * A Kubernetes Secret volume, as the kubelet writes it, in a new folder:
+ * DIR/..2026_12_03_10_00_00.123/master.key (the key, `mode`),
+ * DIR/..data -> ..2026_12_03_10_00_00.123, DIR/master.key ->
+ * ..data/master.key.  Returns DIR/master.key; *ret_dir gets DIR.
+ */
+#define SECRET_TS "..2026_12_03_10_00_00.123"
+
+static char *secret_volume(const char *tag, const char *text, mode_t mode,
+			   char **ret_dir)
+{
+	char *dir = kt_tmpdir(tag), *ts, *file, *link;
+
+	cr_assert(asprintf(&ts, "%s/%s", dir, SECRET_TS) > 0);
+	cr_assert(mkdir(ts, 0755) == 0 && chmod(ts, 0755) == 0);
+	file = key_file(ts, "master.key", text, mode);
+	cr_assert(chmod(file, mode) == 0);
+	link = kf_path_join(dir, "..data");
+	cr_assert(symlink(SECRET_TS, link) == 0);
+	free(link);
+	link = kf_path_join(dir, "master.key");
+	cr_assert(symlink("..data/master.key", link) == 0);
+	free(file);
+	free(ts);
+	*ret_dir = dir;
+	return link;
+}
+
+Test(master, kubernetes_secret_layout_is_followed)
+{
+	uint8_t k[KF_KEY_BYTES];
+	char text[46];
+	char *dir, *path;
+
+	cr_assert_eq(geteuid(), 0, "tests run as root");
+	new_key_text(k, text, true);
+	path = secret_volume("master-secret", text, 0400, &dir);
+	load_ok(path, k, "Secret volume, defaultMode 0400");
+	/* A Secret volume's root is a sticky, world-writable tmpfs. */
+	cr_assert(chmod(dir, 01777) == 0);
+	load_ok(path, k, "Secret volume, root 1777");
+	sodium_memzero(text, sizeof(text));
+	free(path);
+	free(dir);
+}
+
+Test(master, secret_layout_keeps_the_file_rules)
+{
+	uint8_t k[KF_KEY_BYTES];
+	char text[46];
+	char *dir, *path, *file;
+
+	new_key_text(k, text, true);
+	path = secret_volume("master-secret-mode", text, 0440, &dir);
+	cr_assert(asprintf(&file, "%s/%s/master.key", dir, SECRET_TS) > 0);
+	/* With fsGroup the kubelet adds group read: refused. */
+	load_fails(path, true, -EPERM, "mode 0440",
+		   "readable by group or other", "group-readable target");
+	cr_assert(chmod(file, 0400) == 0);
+	cr_assert(chown(file, 65534, 0) == 0);
+	load_fails(path, true, -EPERM, "owned by uid 65534",
+		   "must be owned by root", "target owned by nobody");
+	/* Nothing was created through the link or beside it. */
+	{
+		struct stat st;
+
+		cr_assert(lstat(path, &st) == 0 && S_ISLNK(st.st_mode),
+			  "the link was replaced");
+	}
+	sodium_memzero(text, sizeof(text));
+	free(file);
+	free(path);
+	free(dir);
+}
+
+Test(master, link_owned_by_another_user_is_refused)
+{
+	uint8_t k[KF_KEY_BYTES];
+	char text[46];
+	char *dir, *path, *data;
+
+	new_key_text(k, text, true);
+	path = secret_volume("master-link-owner", text, 0400, &dir);
+	data = kf_path_join(dir, "..data");
+	cr_assert(lchown(data, 65534, 65534) == 0);
+	load_fails(path, true, -EPERM,
+		   "symbolic link ..data is owned by uid 65534",
+		   "must be owned by root", "nobody's ..data");
+	cr_assert(lchown(data, 0, 0) == 0);
+	cr_assert(lchown(path, 1001, 0) == 0);
+	load_fails(path, true, -EPERM,
+		   "symbolic link master.key is owned by uid 1001", path,
+		   "uid 1001's master.key");
+	cr_assert(lchown(path, 0, 0) == 0);
+	load_ok(path, k, "both root's again");
+	sodium_memzero(text, sizeof(text));
+	free(data);
+	free(path);
+	free(dir);
+}
+
+Test(master, link_leaving_the_folder_is_refused)
+{
+	uint8_t k[KF_KEY_BYTES];
+	char text[46];
+	char *dir = kt_tmpdir("master-link-out"), *sub, *path, *link;
+
+	/* A root-owned 0400 key one level up, reached with "..". */
+	new_key_text(k, text, true);
+	path = key_file(dir, "outside.key", text, 0400);
+	cr_assert(asprintf(&sub, "%s/secret", dir) > 0);
+	cr_assert(mkdir(sub, 0755) == 0);
+	link = kf_path_join(sub, "master.key");
+	cr_assert(symlink("../outside.key", link) == 0);
+	load_fails(link, true, -ELOOP, "climbs out with \"..\"", link,
+		   "link with ..");
+	/* Also hidden in the middle of a chain, and absolute. */
+	cr_assert(unlink(link) == 0);
+	cr_assert(symlink("..data/master.key", link) == 0);
+	free(path);
+	path = kf_path_join(sub, "..data");
+	cr_assert(symlink("./../", path) == 0);
+	load_fails(link, true, -ELOOP, "symbolic link ..data climbs out", NULL,
+		   "..data -> ../");
+	cr_assert(unlink(path) == 0);
+	cr_assert(symlink(dir, path) == 0);
+	load_fails(link, true, -ELOOP, "points to an absolute path", sub,
+		   "..data -> absolute");
+	/* A link to a missing file is refused, never created through. */
+	cr_assert(unlink(path) == 0);
+	cr_assert(mkdir(path, 0755) == 0);
+	load_fails(link, true, -ENOENT, "..data/master.key", "missing",
+		   "dangling");
+	cr_assert(access(path, F_OK) == 0);
+	{
+		char *made = kf_path_join(path, "master.key");
+
+		cr_assert(access(made, F_OK) < 0, "created through a link");
+		free(made);
+	}
+	sodium_memzero(text, sizeof(text));
+	free(link);
+	free(path);
+	free(sub);
+	free(dir);
+}
+
+Test(master, link_through_an_open_folder_is_refused)
+{
+	uint8_t k[KF_KEY_BYTES];
+	char text[46];
+	char *dir, *path, *ts;
+
+	new_key_text(k, text, true);
+	path = secret_volume("master-link-dir", text, 0400, &dir);
+	cr_assert(asprintf(&ts, "%s/%s", dir, SECRET_TS) > 0);
+	cr_assert(chmod(ts, 0777) == 0);
+	load_fails(path, true, -EPERM, "folder " SECRET_TS " is writable",
+		   "not sticky", "0777 timestamped folder");
+	cr_assert(chmod(ts, 0755) == 0);
+	cr_assert(chown(ts, 1001, 0) == 0);
+	load_fails(path, true, -EPERM, "owned by uid 1001", SECRET_TS,
+		   "uid 1001's folder");
+	cr_assert(chown(ts, 0, 0) == 0);
+	cr_assert(chmod(dir, 0757) == 0);
+	load_fails(path, true, -EPERM, "writable by group or other", dir,
+		   "the volume's folder 0757");
+	cr_assert(chmod(dir, 0700) == 0);
+	load_ok(path, k, "restored");
+	sodium_memzero(text, sizeof(text));
+	free(ts);
+	free(path);
+	free(dir);
+}
+
+Test(master, link_loop_is_refused)
+{
+	char *dir = kt_tmpdir("master-link-loop"), *a, *b;
+
+	a = kf_path_join(dir, "master.key");
+	b = kf_path_join(dir, "b");
+	cr_assert(symlink("b", a) == 0 && symlink("master.key", b) == 0);
+	load_fails(a, true, -ELOOP, "too many symbolic links", NULL, "loop");
+	free(a);
+	free(b);
+	free(dir);
+}
+
+static char *other_fs_dir;
+
+static void other_fs_cleanup(void)
+{
+	if (other_fs_dir) {
+		kt_runf(NULL, NULL, "umount -l '%s'", other_fs_dir);
+		free(other_fs_dir);
+		other_fs_dir = NULL;
+	}
+}
+
+Test(master, link_to_another_file_system_is_refused, .fini = other_fs_cleanup)
+{
+	uint8_t k[KF_KEY_BYTES];
+	char text[46];
+	char *dir = kt_tmpdir("master-link-fs"), *path, *link;
+
+	other_fs_dir = kf_path_join(dir, "other");
+	cr_assert(mkdir(other_fs_dir, 0755) == 0);
+	cr_assert_eq(kt_runf(NULL, NULL,
+			     "mount -t tmpfs -o size=16k,mode=0755 tmpfs '%s'",
+			     other_fs_dir),
+		     0, "cannot mount a tmpfs");
+	new_key_text(k, text, true);
+	path = key_file(other_fs_dir, "master.key", text, 0400);
+	link = kf_path_join(dir, "master.key");
+	cr_assert(symlink("other/master.key", link) == 0);
+	load_fails(link, true, -EPERM, "folder other is on another file system",
+		   NULL, "tmpfs under the folder");
+	load_ok(path, k, "the file itself, named plainly");
 	sodium_memzero(text, sizeof(text));
 	free(link);
 	free(path);
