@@ -501,3 +501,51 @@ Test(rekey, killed_at_random_points_100_times_then_rerun_loses_nothing,
 	free(keys);
 	free(mk);
 }
+
+/*
+ * KEYFS_MASTER_KEY as the old key, as the daemon takes it: nothing is
+ * written in master_key_file's place, the command says to set the
+ * variable, and with it set to the new key everything opens.
+ */
+Test(rekey, the_old_key_from_keyfs_master_key_is_left_to_the_administrator)
+{
+	static struct kt_mount m;
+	char *mk, *old, *key, *out = NULL, *err = NULL, *env_cfg;
+
+	history(&m, "rekey-env");
+	mk = master_path(&m);
+	old = kt_path(m.dir, "old.key");
+	cr_assert(rename(mk, old) == 0);
+	/* master_key_file names a file that is not there: the variable is
+	 * the only source. */
+	env_cfg = config_with_master(&m, "absent.key");
+	key = kt_genkey_file(m.dir, "new.key");
+	cr_assert(kt_runf(&out, &err,
+			  "KEYFS_MASTER_KEY=$(cat '%s') %s rekey --new-master "
+			  "'%s' -c '%s'",
+			  old, kt_keyfs(), key, env_cfg) == 0,
+		  "rekey with KEYFS_MASTER_KEY: %s", err);
+	cr_assert(kt_contains(out, "set it to the new key"), "%s", out);
+	cr_assert(access(mk, F_OK) < 0 && !journal_exists(&m),
+		  "a master key file was written, or the journal left");
+	free(err);
+	err = NULL;
+	cr_assert(
+	    kt_runf(NULL, &err,
+		    "KEYFS_MASTER_KEY=$(cat '%s') %s audit verify -c '%s'", key,
+		    kt_keyfs(), env_cfg) == 0,
+	    "audit verify with the new key: %s", err);
+	free(err);
+	err = NULL;
+	cr_assert(kt_runf(NULL, &err,
+			  "KEYFS_MASTER_KEY=$(cat '%s') %s backup verify named "
+			  "-c '%s'",
+			  key, kt_keyfs(), env_cfg) == 0,
+		  "backup verify with the new key: %s", err);
+	free(err);
+	free(out);
+	free(env_cfg);
+	free(key);
+	free(old);
+	free(mk);
+}
