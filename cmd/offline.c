@@ -99,8 +99,9 @@ static int backup_verify(const struct kf_config *cfg, const char *what)
 	}
 	kf_time_rfc3339(info.created, when);
 	printf("ok: %s created %s, key version %" PRIu32 ", %" PRIu32
-	       " versions\n",
-	       info.name, when, info.key_version, info.n_versions);
+	       " versions%s\n",
+	       info.name, when, info.key_version, info.n_versions,
+	       info.recovery ? ", recovery seal" : "");
 	free(path);
 	return 0;
 }

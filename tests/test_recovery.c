@@ -226,6 +226,20 @@ Test(recovery, archives_carry_the_seal_only_when_configured)
 	cr_assert(json_is_string(json_object_get(a, "recovery")),
 		  "the archive carries no recovery seal");
 	json_decref(a);
+	/* keyfs backup verify says so; of the unsealed one, it does not. */
+	{
+		char *out = NULL;
+
+		cr_assert(kt_runf(&out, NULL, "%s backup verify sealed -c '%s'",
+				  kt_keyfs(), sealed.cfg) == 0);
+		cr_assert(kt_contains(out, ", recovery seal"), "%s", out);
+		free(out);
+		cr_assert(kt_runf(&out, NULL,
+				  "%s backup verify unsealed -c '%s'",
+				  kt_keyfs(), plain.cfg) == 0);
+		cr_assert(!kt_contains(out, "recovery seal"), "%s", out);
+		free(out);
+	}
 	/* The fingerprint status shows is the one keygen printed. */
 	st = status_of(&sealed);
 	rec = json_object_get(st, "recovery");
