@@ -2434,3 +2434,34 @@ Test(audit, rekey_refuses_an_edited_line_and_leaves_its_file)
 	free(text);
 	free(path);
 }
+
+/*
+ * Retention deleted the oldest segment: the oldest file kept starts from
+ * its open record's previous_chain, which a rekey keeps (the line it names
+ * is gone), and the log verifies under the new key from there.
+ */
+Test(audit, rekey_after_retention_keeps_the_oldest_start)
+{
+	char *path = log_path("audit-rekey-retain"), err[KF_ERR_MAX] = "";
+	struct kf_audit_rekey_result res;
+	struct kf_audit *a;
+	uint8_t key2[32];
+
+	memset(key2, 0x6d, sizeof(key2));
+	make_segments(path);
+	a = open_log(path);
+	kf_audit_set_limits(a, &(struct kf_audit_limits){.keep = 1});
+	kf_audit_set_sealed(a, 8); /* the state's anchor: the last line */
+	cr_assert(kf_audit_retain(a, err) == 0, "%s", err);
+	kf_audit_close(a);
+	cr_assert(verify_folder(path, key, err) == 0, "%s", err);
+	cr_assert(kt_contains(err, "history before seq"), "%s", err);
+	cr_assert(kf_audit_rekey(path, key, key2, &res, err) == 0, "%s", err);
+	cr_assert(res.files == 2, "files %llu", (unsigned long long)res.files);
+	cr_assert(verify_folder(path, key2, err) == 0,
+		  "after retention and rekey: %s", err);
+	cr_assert(kf_audit_rekey(path, key, key2, &res, err) == 0 &&
+		      res.rewritten == 0,
+		  "%s", err);
+	free(path);
+}

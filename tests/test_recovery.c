@@ -337,9 +337,20 @@ Test(recovery, master_key_deleted_then_recovery_serves_the_same_keys)
 	cr_assert(kt_record_is(json_array_get(recs, 0), "recovery_restore", 1),
 		  "the new log does not open with recovery_restore");
 	json_decref(recs);
-	/* The old log is kept aside, whole. */
+	/* The old log is kept aside, whole, in lost-STAMP/. */
 	lost = kt_names(m.state);
-	cr_assert(kt_contains(lost, "lost-"));
+	{
+		char *line = strstr(lost, "\nlost-"), *dir, *inside;
+
+		cr_assert(line, "no lost- folder in %s", lost);
+		line[1 + strcspn(line + 1, "\n")] = 0;
+		dir = kt_path(m.state, line + 1);
+		inside = kt_names(dir);
+		cr_assert(kt_contains(inside, "audit.log"),
+			  "the old audit log is not in %s: %s", dir, inside);
+		free(inside);
+		free(dir);
+	}
 	free(lost);
 	free(cur);
 	free(prev);
