@@ -663,7 +663,8 @@ Test(master, load_file_ignores_the_environment_and_checks_the_file)
 	loose = key_file(dir, "loose.key", text, 0640);
 	cr_assert(kf_master_load_file(loose, NULL, &got, err) == -EPERM);
 	cr_assert(kt_contains(err, "readable by group or other"), "%s", err);
-	cr_assert(kf_master_load_file("/nonexistent/k", NULL, &got, err) == -ENOENT);
+	cr_assert(kf_master_load_file("/nonexistent/k", NULL, &got, err) ==
+		  -ENOENT);
 	cr_assert_null(got);
 	unsetenv(ENV);
 	sodium_memzero(text, sizeof(text));
