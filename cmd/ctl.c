@@ -204,7 +204,9 @@ static const char *errno_words(const struct kf_control_cmd *c, int e)
 	case ENOENT:
 		return c->enoent;
 	case EBUSY:
-		return "that version is the current key; rotate first";
+		return c->ebusy ? c->ebusy
+				: "that version is the current key; rotate "
+				  "first";
 	case EEXIST:
 		return "a backup of that name exists";
 	case EBADMSG:
@@ -552,6 +554,66 @@ static void read_mode_row(json_t *o)
 		row("read mode", "%s: every open of a key file audited", mode);
 }
 
+/* The uids of array a as "1001, 1002" into buf ("" for none). */
+static const char *uid_list(json_t *a, char *buf, size_t size)
+{
+	size_t used = 0, i;
+	json_t *v;
+
+	buf[0] = 0;
+	json_array_foreach(a, i, v)
+	{
+		int n =
+		    snprintf(buf + used, size - used, "%s%lld", i ? ", " : "",
+			     (long long)json_integer_value(v));
+
+		if (n < 0 || (size_t)n >= size - used)
+			break;
+		used += (size_t)n;
+	}
+	return buf;
+}
+
+/*
+ * Usage-aware retire: per retained version, its last read within
+ * usage_window and by which uids (directly; through keys/<purpose>), or
+ * why usage is unknown.
+ */
+static void usage_rows(json_t *o)
+{
+	json_t *u = json_object_get(o, "usage"), *v;
+	const char *label = "last reads";
+	char uids[256], set[256];
+	size_t i;
+
+	if (!json_is_object(u))
+		return;
+	if (!json_is_true(json_object_get(u, "known"))) {
+		row("last reads", "unknown: %s", str_of(u, "why_unknown"));
+		return;
+	}
+	json_array_foreach(json_object_get(u, "versions"), i, v)
+	{
+		if (!json_is_string(json_object_get(v, "last_read")))
+			row(label,
+			    "version %lld: not read within usage_window %s "
+			    "(counted since %s)",
+			    int_of(v, "version"), str_of(u, "window"),
+			    str_of(u, "since"));
+		else
+			row(label,
+			    "version %lld: %s by uid %lld (uids: %s; "
+			    "via keys/: %s)",
+			    int_of(v, "version"), str_of(v, "last_read"),
+			    int_of(v, "last_uid"),
+			    uid_list(json_object_get(v, "uids"), uids,
+				     sizeof(uids)),
+			    uid_list(json_object_get(v, "set_uids"), set,
+				     sizeof(set)));
+		label = "";
+	}
+}
+
 /* keyfs ctl status: a summary for people, or (--json) the file, indented. */
 static int ctl_status(const char *mnt, bool as_json)
 {
@@ -586,6 +648,7 @@ static int ctl_status(const char *mnt, bool as_json)
 	audit_rows(o);
 	store_rows(o);
 	read_mode_row(o);
+	usage_rows(o);
 	json_decref(o);
 	return 0;
 }

@@ -140,7 +140,8 @@ _keyfs()
 	case $cmd:${#operands[@]} in
 	ctl:0) _keyfs_words "$cur" "$_keyfs_ops" ;;
 	ctl:2)
-		[[ ${operands[0]} == restore || ${operands[0]} == prune ]] &&
+		[[ ${operands[0]} == restore || ${operands[0]} == prune ||
+			${operands[0]} == retire ]] &&
 			_keyfs_words "$cur" "force"
 		;;
 	backup:0) _keyfs_words "$cur" "list verify" ;;

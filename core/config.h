@@ -103,7 +103,9 @@ struct kf_config {
 	char *recovery_public_key; /* absolute, or NULL: archives unsealed */
 	unsigned retain_versions;  /* >= 1, default 2 */
 	int64_t rotate_interval;   /* seconds, 0 = off, default 90d */
-	unsigned backup_keep;	   /* >= 1, default 10 */
+	/* seconds a read keeps a version from retiring; 0 = off, 7d */
+	int64_t usage_window;
+	unsigned backup_keep;	      /* >= 1, default 10 */
 	enum kf_read_mode read_mode;  /* default audited */
 	enum kf_store_type store;     /* default file */
 	struct kf_etcd_settings etcd; /* meaningful with store = etcd */

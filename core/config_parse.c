@@ -27,6 +27,8 @@
 #define DEFAULT_RETAIN 2
 #define DEFAULT_INTERVAL (90LL * 86400) /* 90 days */
 #define DEFAULT_KEEP 10
+#define DEFAULT_USAGE_WINDOW (7LL * 86400) /* 7 days */
+#define USAGE_WINDOW_MAX (366LL * 86400)
 #define RETAIN_MAX 1000 /* below KF_KEYRING_MAX_VERSIONS: room to rotate */
 #define KEEP_MAX 100000
 #define SECTIONS_FIRST_CAP 8 /* [purpose] sections before the first realloc */
@@ -54,6 +56,7 @@ enum key_id {
 	K_MASTER_KEY_FILE,
 	K_RETAIN,
 	K_INTERVAL,
+	K_USAGE_WINDOW,
 	K_KEEP,
 	K_AUDIT_LOG,
 	K_ALERT,
@@ -98,6 +101,7 @@ static const struct {
     [K_MASTER_KEY_FILE] = {"master_key_file", SEC_KEYFS},
     [K_RETAIN] = {"retain_versions", SEC_KEYFS},
     [K_INTERVAL] = {"rotate_interval", SEC_KEYFS},
+    [K_USAGE_WINDOW] = {"usage_window", SEC_KEYFS},
     [K_KEEP] = {"backup_keep", SEC_KEYFS},
     [K_AUDIT_LOG] = {"audit_log", SEC_KEYFS},
     [K_ALERT] = {"alert_command", SEC_KEYFS},
@@ -308,6 +312,10 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 	case K_INTERVAL:
 		r = kf_config_parse_interval(key, value, KF_CONFIG_INTERVAL_MAX,
 					     &cfg->rotate_interval, reason);
+		break;
+	case K_USAGE_WINDOW:
+		r = kf_config_parse_interval(key, value, USAGE_WINDOW_MAX,
+					     &cfg->usage_window, reason);
 		break;
 	case K_PURPOSES:
 		r = kf_config_parse_purposes(value, &p->list, &p->n_list,
@@ -666,6 +674,7 @@ static struct kf_config *config_new(void)
 	cfg->mode = KF_MODE_PRODUCTION;
 	cfg->retain_versions = DEFAULT_RETAIN;
 	cfg->rotate_interval = DEFAULT_INTERVAL;
+	cfg->usage_window = DEFAULT_USAGE_WINDOW;
 	cfg->backup_keep = DEFAULT_KEEP;
 	cfg->read_mode = KF_READ_AUDITED;
 	if (kf_config_audit_defaults(&cfg->auditing) < 0) {

@@ -373,6 +373,13 @@ const struct kf_keyring_entry *kf_keyring_at(const struct kf_keyring *kr,
 	return i < kr->count ? &kr->entries[i] : NULL;
 }
 
+const struct kf_keyring_entry *
+kf_keyring_decryption_at(const struct kf_keyring *kr, size_t i)
+{
+	/* The entries are kept current first, then by falling version. */
+	return kf_keyring_at(kr, i);
+}
+
 const struct kf_keyring_entry *kf_keyring_find(const struct kf_keyring *kr,
 					       uint32_t version)
 {

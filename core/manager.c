@@ -372,6 +372,7 @@ struct kf_manager *kf_manager_close(struct kf_manager *m)
 	kf_mgr_audit_free(m);
 	kf_audit_close(m->audit);
 	kf_backup_cache_free(m->backups);
+	kf_usage_free(m->usage);
 	kf_store_free(m->store); /* before the keys: it borrows the seal key */
 	if (m->lock_fd >= 0)
 		close(m->lock_fd);

@@ -154,9 +154,18 @@ int kf_manager_audit_rotate(struct kf_manager *m, const struct kf_caller *who,
  */
 int kf_manager_audit_retain(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
 
-/* Destroys a non-current version's key after taking a backup. */
+/*
+ * Destroys a non-current version's key after taking a backup.  Usage-aware
+ * (README: Usage-aware retire): a version read within usage_window, or
+ * any version while usage is unknown (cached read mode), is refused with
+ * -EBUSY and err naming the last reader and when -- unless force, which
+ * retires it anyway; then ret_note (KF_ERR_MAX bytes, may be NULL; ""
+ * otherwise) says what was overridden.  Its record holds "force" and the
+ * version's recent "readers".
+ */
 int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
-		      uint32_t version, char err[KF_ERR_MAX]) KF_WUR;
+		      uint32_t version, bool force, char *ret_note,
+		      char err[KF_ERR_MAX]) KF_WUR;
 
 /* backup_keys: name NULL = timestamped; ret_name gets the file name. */
 int kf_manager_backup(struct kf_manager *m, const struct kf_caller *who,
@@ -209,6 +218,16 @@ json_t *kf_manager_info(struct kf_manager *m);
  */
 int kf_manager_audit_open(struct kf_manager *m, const struct kf_caller *who,
 			  const char *path) KF_WUR;
+
+/*
+ * Notes an audited open of a key file by who in the usage table (usage.h):
+ * of version's key for purpose (NULL: the data key), or with version 0 of
+ * every version of kr's decryption set (keys/<purpose>).  Nothing when
+ * usage_window is 0 or opens are not seen (cached read mode).
+ */
+void kf_manager_note_read(struct kf_manager *m, const struct kf_caller *who,
+			  const struct kf_keyring *kr, uint32_t version,
+			  const char *purpose);
 
 /*
  * Audits a lifecycle event (KF_EVENT_MOUNT, _UNMOUNT, _KEY_EXPORT); fields

@@ -43,6 +43,7 @@
 #include "master.h"
 #include "recovery.h"
 #include "store.h"
+#include "usage.h"
 
 /* The internal keys derived from the master key (DESIGN.md §4). */
 struct kf_subkeys {
@@ -120,6 +121,9 @@ struct kf_manager {
 	struct kf_mgr_cluster *cl; /* store = etcd; NULL for the file store */
 
 	struct kf_mgr_audit aud; /* auditing.c */
+
+	struct kf_usage *usage; /* recent readers (readers.c); locks itself */
+	int64_t started;	/* when opened: usage is known from then */
 };
 
 /* --- manager.c ----------------------------------------------------------- */
@@ -181,8 +185,33 @@ void kf_mgr_swap(struct kf_manager *m, struct kf_keyring *next);
 /* Calls the change callback; outside op_lock. */
 void kf_mgr_notify(struct kf_manager *m);
 
+/* A duration in the configuration's words ("90d", "12h", "0"). */
+json_t *kf_mgr_interval_json(int64_t seconds);
+
+/* A time as RFC 3339 UTC text. */
+json_t *kf_mgr_time_json(int64_t t);
+
 /* The versions held by kr, newest first, as a new JSON array. */
 json_t *kf_mgr_versions_json(const struct kf_keyring *kr);
+
+/* --- readers.c ----------------------------------------------------------- */
+
+/*
+ * Whether retiring `version` must wait: the usage table saw it read
+ * within usage_window, or (cached read mode) opens are not seen at all.
+ * -EBUSY with err naming the last reader and when, or the unknown usage;
+ * 0 when it may go (usage_window 0 included).  *ret_readers gets the
+ * version's recent readers (status's object) in both cases, for the
+ * record; NULL when usage is off.
+ */
+int kf_mgr_usage_check(struct kf_manager *m, uint32_t version,
+		       json_t **ret_readers, char err[KF_ERR_MAX]);
+
+/* A retired version is read by no one any more: its rows go. */
+void kf_mgr_usage_forget(struct kf_manager *m, uint32_t version);
+
+/* status's "usage" object for the versions of kr (new reference). */
+json_t *kf_mgr_usage_info(struct kf_manager *m, const struct kf_keyring *kr);
 
 /* --- startup.c ----------------------------------------------------------- */
 

@@ -236,12 +236,19 @@ int kf_manager_rotate_if_due(struct kf_manager *m, bool *ret_rotated,
 		      err);
 }
 
-/* A key_retire record with what was asked: the version. */
-static json_t *retire_record(const struct kf_caller *who, uint32_t version)
+/*
+ * A key_retire record with what was asked: the version, force, and the
+ * version's recent readers when usage is counted (readers may be NULL).
+ */
+static json_t *retire_record(const struct kf_caller *who, uint32_t version,
+			     bool force, json_t *readers)
 {
 	json_t *rec = kf_event_record(KF_EVENT_KEY_RETIRE, who);
 
 	json_object_set_new(rec, "key_version", json_integer(version));
+	json_object_set_new(rec, "force", json_boolean(force));
+	if (readers)
+		json_object_set(rec, "readers", readers);
 	return rec;
 }
 
@@ -265,17 +272,30 @@ static int retired_keyring(const struct kf_keyring *old, uint32_t version,
 }
 
 int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
-		      uint32_t version, char err[KF_ERR_MAX])
+		      uint32_t version, bool force, char *ret_note,
+		      char err[KF_ERR_MAX])
 {
 	struct kf_keyring *old, *next = NULL;
 	char name[KF_BACKUP_FILE_NAME_MAX] = "";
+	json_t *rec, *readers = NULL;
 	uint64_t cancel = 0;
-	json_t *rec;
 	int r;
 
+	if (ret_note)
+		ret_note[0] = 0;
 	pthread_mutex_lock(&m->op_lock);
 	old = kf_mgr_current(m);
 	r = retired_keyring(old, version, &next, err);
+	if (r < 0)
+		goto out;
+	/* Still read (or maybe): refused, unless the caller insists. */
+	r = kf_mgr_usage_check(m, version, &readers, err);
+	if (r == -EBUSY && force) {
+		if (ret_note)
+			snprintf(ret_note, KF_ERR_MAX, "forced: %s", err);
+		err[0] = 0;
+		r = 0;
+	}
 	if (r < 0)
 		goto out;
 	/* A backup first: retiring is the one way a key is destroyed. */
@@ -284,7 +304,7 @@ int kf_manager_retire(struct kf_manager *m, const struct kf_caller *who,
 		kf_err_prefix(err, "backup before retire failed: ");
 		goto out;
 	}
-	rec = retire_record(who, version);
+	rec = retire_record(who, version, force, readers);
 	json_object_set_new(rec, "current_version",
 			    json_integer(kf_keyring_current_version(old)));
 	json_object_set_new(rec, "backup_created", json_true());
@@ -299,12 +319,16 @@ out:
 	kf_keyring_unref(next);
 	kf_keyring_unref(old);
 	if (r < 0) {
-		kf_mgr_report_failure(m, retire_record(who, version), cancel,
-				      err);
+		kf_mgr_report_failure(
+		    m, retire_record(who, version, force, readers), cancel,
+		    err);
+		json_decref(readers);
 		if (r == -ESTALE)
 			kf_mgr_notify(m);
 		return r;
 	}
+	json_decref(readers);
+	kf_mgr_usage_forget(m, version);
 	kf_mgr_notify(m);
 	kf_mgr_prune_automatic(m, who);
 	return r == KF_FILE_UNSYNCED ? -EIO : 0;

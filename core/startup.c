@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -459,6 +460,13 @@ static int manager_open(const struct kf_config *cfg, enum open_for what,
 	m->backups = kf_backup_cache_new();
 	pthread_mutex_init(&m->op_lock, NULL);
 	pthread_mutex_init(&m->kr_lock, NULL);
+	m->usage = kf_usage_new(KF_USAGE_ROWS_MAX);
+	m->started = time(NULL);
+	if (!m->usage) {
+		kf_err_set(err, "out of memory");
+		r = -ENOMEM;
+		goto fail;
+	}
 	if ((what == OPEN_RESTORE && etcd) ||
 	    (what == OPEN_CLUSTER_INIT && !etcd)) {
 		kf_err_set(

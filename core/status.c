@@ -10,8 +10,7 @@
 #include "key.h"
 #include "manager_private.h"
 
-/* rotate_interval in the configuration's words: "90d", "12h", "0". */
-static json_t *interval_json(int64_t s)
+json_t *kf_mgr_interval_json(int64_t s)
 {
 	static const struct {
 		int64_t secs;
@@ -31,7 +30,7 @@ static json_t *interval_json(int64_t s)
 	return json_string(buf);
 }
 
-static json_t *time_json(int64_t t)
+json_t *kf_mgr_time_json(int64_t t)
 {
 	char buf[KF_RFC3339_LEN + 1];
 
@@ -61,7 +60,7 @@ static void keyring_info(json_t *o, const struct kf_keyring *kr)
 	json_object_set_new(o, "has_previous_key", json_boolean(prev != NULL));
 	json_object_set_new(o, "previous_version",
 			    prev ? json_integer(prev->version) : json_null());
-	json_object_set_new(o, "created", time_json(cur->created));
+	json_object_set_new(o, "created", kf_mgr_time_json(cur->created));
 	json_object_set_new(o, "fingerprint", fingerprint_json(cur));
 	json_object_set_new(o, "previous_fingerprint", fingerprint_json(prev));
 	for (size_t i = 0; i < kf_keyring_count(kr); i++) {
@@ -69,7 +68,7 @@ static void keyring_info(json_t *o, const struct kf_keyring *kr)
 		json_t *v = json_object();
 
 		json_object_set_new(v, "version", json_integer(e->version));
-		json_object_set_new(v, "created", time_json(e->created));
+		json_object_set_new(v, "created", kf_mgr_time_json(e->created));
 		json_object_set_new(v, "fingerprint", fingerprint_json(e));
 		json_array_append_new(vs, v);
 	}
@@ -101,11 +100,12 @@ static void config_info(json_t *o, const struct kf_config *cfg, int64_t created)
 	json_object_set_new(o, "opens_audited",
 			    json_boolean(cfg->read_mode != KF_READ_CACHED));
 	json_object_set_new(o, "rotate_interval",
-			    interval_json(cfg->rotate_interval));
-	json_object_set_new(o, "next_rotation",
-			    cfg->rotate_interval > 0
-				? time_json(created + cfg->rotate_interval)
-				: json_null());
+			    kf_mgr_interval_json(cfg->rotate_interval));
+	json_object_set_new(
+	    o, "next_rotation",
+	    cfg->rotate_interval > 0
+		? kf_mgr_time_json(created + cfg->rotate_interval)
+		: json_null());
 	json_object_set_new(o, "backup_keep", json_integer(cfg->backup_keep));
 }
 
@@ -143,6 +143,7 @@ json_t *kf_manager_info(struct kf_manager *m)
 		json_object_set_new(o, "store", st);
 	}
 	json_object_set_new(o, "audit", kf_mgr_audit_info(m));
+	json_object_set_new(o, "usage", kf_mgr_usage_info(m, kr));
 	json_object_set_new(o, "recovery", recovery_info(m));
 	kf_keyring_unref(kr);
 	return o;

@@ -84,10 +84,13 @@ static int ctl_retire(struct kf_manager *m, const struct kf_caller *who,
 		      const struct kf_control_arg *arg, char *detail,
 		      size_t size, char err[KF_ERR_MAX])
 {
-	int r = kf_manager_retire(m, who, (uint32_t)arg->number, err);
+	char note[KF_ERR_MAX] = "";
+	int r = kf_manager_retire(m, who, (uint32_t)arg->number, arg->force,
+				  note, err);
 
 	if (r == 0)
-		snprintf(detail, size, "version %" PRIu64, arg->number);
+		snprintf(detail, size, "version %" PRIu64 "%s%s", arg->number,
+			 note[0] ? "; " : "", note);
 	return r;
 }
 
@@ -156,11 +159,17 @@ static const struct kf_control_cmd cmds[] = {
     {
 	.name = "retire",
 	.run = ctl_retire,
-	.operand = KF_CONTROL_VERSION,
-	.usage = "write the version number to retire",
+	.operand = KF_CONTROL_VERSION_FORCE,
+	.usage = "write the version number to retire, optionally followed "
+		 "by \" force\" to retire it although it was read within "
+		 "usage_window",
 	.event = KF_EVENT_KEY_RETIRE,
 	.verb = "retired",
 	.enoent = "no such version in the keyring",
+	.ebusy = "that version is the current key (rotate first), or it "
+		 "was read within usage_window, or its usage is unknown "
+		 "(keyfs ctl status: last reads); add \"force\" to retire "
+		 "it anyway",
 	.report = KF_CONTROL_REPORT_VERSION_GIVEN,
     },
     {
@@ -210,7 +219,7 @@ static const struct operand_rule {
 } rules[KF_CONTROL_OPERAND_COUNT] = {
     [KF_CONTROL_YES] = {"", WORDS_NONE, false, false, 0},
     [KF_CONTROL_NAME] = {" [NAME]", WORDS_OPTIONAL, false, false, 0},
-    [KF_CONTROL_VERSION] = {" N", WORDS_ONE, false, true, 1},
+    [KF_CONTROL_VERSION_FORCE] = {" N [force]", WORDS_ONE, true, true, 1},
     [KF_CONTROL_COUNT_FORCE] = {" N [force]", WORDS_ONE, true, true, 0},
     [KF_CONTROL_SOURCE_FORCE] = {" NAME [force]", WORDS_ONE, true, false, 0},
 };

@@ -25,12 +25,12 @@
 
 /* What a command takes after its name: the operand rule. */
 enum kf_control_operand {
-	KF_CONTROL_YES,		 /* "1" or the command's name; the cli: none */
-	KF_CONTROL_NAME,	 /* a backup name, or "1": the cli's default */
-	KF_CONTROL_VERSION,	 /* a version number, 1 or more */
-	KF_CONTROL_COUNT_FORCE,	 /* a count, 0 or more, [force] */
-	KF_CONTROL_SOURCE_FORCE, /* a backup name or an absolute path, [force]
-				  */
+	KF_CONTROL_YES,		  /* "1" or the command's name; the cli: none */
+	KF_CONTROL_NAME,	  /* a backup name, or "1": the cli's default */
+	KF_CONTROL_VERSION_FORCE, /* a version number, 1 or more [force] */
+	KF_CONTROL_COUNT_FORCE,	  /* a count, 0 or more, [force] */
+	KF_CONTROL_SOURCE_FORCE,  /* a backup name or an absolute path, [force]
+				   */
 	KF_CONTROL_OPERAND_COUNT
 };
 
@@ -66,8 +66,9 @@ struct kf_control_cmd {
 	enum kf_control_operand operand; /* what the command takes */
 	const char *usage;		 /* how to write it: in refusals */
 	enum kf_event event;		 /* the audit record of a refusal */
-	const char *verb;	       /* the answer's first word: "rotated" */
-	const char *enoent;	       /* what ENOENT means, for keyfs ctl */
+	const char *verb;   /* the answer's first word: "rotated" */
+	const char *enoent; /* what ENOENT means, for keyfs ctl */
+	const char *ebusy;  /* what EBUSY means, if not the current key */
 	enum kf_control_report report; /* keyfs ctl in cached mode */
 };
 

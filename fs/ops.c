@@ -398,6 +398,19 @@ void kf_ops_release_all(struct kf_fs *fs)
 		handle_free(fs, fs->handles);
 }
 
+/* An audited open of key node n, in the usage table (usage-aware retire). */
+static void note_read(struct kf_fs *fs, const struct kf_caller *who,
+		      struct kf_node n)
+{
+	struct kf_keyring *kr = kf_manager_keyring(fs->m);
+	const char *purpose = NULL;
+	uint32_t version = 0;
+
+	if (kf_tree_reads(fs->tree, kr, n, &version, &purpose) == 0)
+		kf_manager_note_read(fs->m, who, kr, version, purpose);
+	kf_keyring_unref(kr);
+}
+
 static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct kf_fs *fs = kf_fs(req);
@@ -438,6 +451,7 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		kf_manager_count_open(fs->m, flags & KF_NODE_F_DERIVED
 						 ? KF_MANAGER_OPEN_DERIVED
 						 : KF_MANAGER_OPEN_KEY);
+		note_read(fs, &who, n);
 	}
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
@@ -462,9 +476,10 @@ static void kf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			r = kf_tree_content(fs->tree, kr, n, &h->buf, &h->len);
 			if (r < 0)
 				goto out;
-		} else {
-			h->kr = kf_keyring_ref(kr);
 		}
+		/* A key snapshot (key sets too) says what poll compares. */
+		if (!(flags & KF_NODE_F_SNAPSHOT) || (flags & KF_NODE_F_KEY))
+			h->kr = kf_keyring_ref(kr);
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	h = NULL;

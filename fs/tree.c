@@ -85,6 +85,16 @@ const struct kf_node_info kf_tree_kinds[KF_NODE_KIND_COUNT] = {
     [KF_NODE_METRICS] = {"metrics", KF_NODE_ROOT, KF_NAMED_FIXED,
 			 F_SNAPSHOT | F_VOLATILE, KF_ENTRY_NONE,
 			 KF_CONTENT_METRICS, KF_ACCESS_STATUS},
+    [KF_NODE_KEYS_DIR] = {"keys", KF_NODE_ROOT, KF_NAMED_FIXED, F_DIR,
+			  KF_ENTRY_NONE, KF_CONTENT_NONE, KF_ACCESS_DIR},
+    /*
+     * A purpose's decryption set: derived/P's access, inode numbering and
+     * changes, but several keys, so built whole at open (a snapshot of one
+     * keyring, in guarded memory) like status.
+     */
+    [KF_NODE_KEYSET] = {NULL, KF_NODE_KEYS_DIR, KF_NAMED_PURPOSE,
+			F_KEY | F_CHANGES | F_FOLLOWS | F_DERIVED | F_SNAPSHOT,
+			KF_ENTRY_CURRENT, KF_CONTENT_KEYSET, KF_ACCESS_PURPOSE},
 };
 
 struct kf_tree *kf_tree_new(struct kf_manager *m)
@@ -555,6 +565,19 @@ void kf_tree_changes(struct kf_tree *t, const struct kf_keyring *old,
 
 /* --- change notification ---------------------------------------------- */
 
+/* Whether keyrings a and b have the same decryption set (its versions). */
+static bool same_set(const struct kf_keyring *a, const struct kf_keyring *b)
+{
+	const struct kf_keyring_entry *x, *y;
+
+	for (size_t i = 0;; i++) {
+		x = kf_keyring_decryption_at(a, i);
+		y = kf_keyring_decryption_at(b, i);
+		if (!x || !y || x->version != y->version)
+			return !x && !y;
+	}
+}
+
 bool kf_tree_stale(struct kf_tree *t, const struct kf_keyring *seen,
 		   const struct kf_keyring *kr, struct kf_node n)
 {
@@ -567,6 +590,9 @@ bool kf_tree_stale(struct kf_tree *t, const struct kf_keyring *seen,
 		return !kf_tree_exists(t, kr, n);
 	if (!(kf_tree_kinds[n.kind].flags & F_FOLLOWS))
 		return false;
+	/* A key set is stale when any of its keys came or went. */
+	if (seen && kf_tree_kinds[n.kind].content == KF_CONTENT_KEYSET)
+		return !same_set(seen, kr);
 	if (seen) {
 		then = kf_tree_entry(seen, n);
 		v = then ? then->version : 0;

@@ -168,6 +168,17 @@ void kf_tree_path(struct kf_tree *t, struct kf_node n, char *buf, size_t len);
 bool kf_tree_stale(struct kf_tree *t, const struct kf_keyring *seen,
 		   const struct kf_keyring *kr, struct kf_node n);
 
+/*
+ * What an open of key node n (KF_NODE_F_KEY) reads in kr, for the usage
+ * table (kf_manager_note_read): *ret_version, 0 for every version of kr's
+ * decryption set (keys/<purpose>), and *ret_purpose, the purpose's name
+ * (static while the tree lives) or NULL for a data key.  -ENOENT when n is
+ * gone, -EINVAL when it is no key file.
+ */
+int kf_tree_reads(struct kf_tree *t, const struct kf_keyring *kr,
+		  struct kf_node n, uint32_t *ret_version,
+		  const char **ret_purpose);
+
 /* The longest extended attribute value, with its NUL. */
 #define KF_TREE_XATTR_MAX 64
 

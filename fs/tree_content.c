@@ -92,6 +92,55 @@ static int render(struct kf_tree *t, const struct kf_keyring_entry *e,
 	return r;
 }
 
+/* One line of a key set: the key's text and "\n". */
+#define KEYSET_LINE (KF_KEY_TEXT_LEN + 1)
+
+/* The length of a key set of kr: one line per key of its set. */
+static size_t keyset_len(const struct kf_keyring *kr)
+{
+	size_t i = 0;
+
+	while (kf_keyring_decryption_at(kr, i))
+		i++;
+	return i * KEYSET_LINE;
+}
+
+/*
+ * keys/<purpose> of kr into a new sodium_malloc'd buffer: the derived key
+ * of each entry of kr's decryption set, in its order, one per line --
+ * all from this one keyring, so a read never mixes two.
+ */
+static int keyset(struct kf_tree *t, const struct kf_keyring *kr,
+		  struct kf_node n, uint8_t **ret_buf, size_t *ret_len)
+{
+	const char *purpose = t->cfg->purposes[n.index].name;
+	const struct kf_keyring_entry *e;
+	size_t len = keyset_len(kr);
+	uint8_t d[KF_KEY_BYTES];
+	uint8_t *buf = sodium_malloc(len + 1);
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	for (size_t i = 0; r == 0 && (e = kf_keyring_decryption_at(kr, i));
+	     i++) {
+		r = kf_key_derive(e->key, purpose, d, NULL);
+		if (r == 0) {
+			kf_key_encode(d, (char *)buf + i * KEYSET_LINE);
+			buf[i * KEYSET_LINE + KF_KEY_TEXT_LEN] = '\n';
+		}
+	}
+	sodium_memzero(d, sizeof(d));
+	if (r < 0) {
+		sodium_free(buf);
+		return r;
+	}
+	buf[len] = 0;
+	*ret_buf = buf;
+	*ret_len = len;
+	return 0;
+}
+
 /* The path of the real file behind n (KF_NODE_F_FILE), malloc'd. */
 static int file_path(struct kf_tree *t, struct kf_node n, char **ret_path)
 {
@@ -137,6 +186,9 @@ static int content_size(struct kf_tree *t, const struct kf_keyring *kr,
 		r = kf_tree_content(t, kr, n, &buf, &len);
 		if (r == 0)
 			sodium_free(buf);
+		break;
+	case KF_CONTENT_KEYSET:
+		len = keyset_len(kr);
 		break;
 	case KF_CONTENT_ARCHIVE:
 	case KF_CONTENT_AUDIT_LOG:
@@ -314,6 +366,8 @@ int kf_tree_content(struct kf_tree *t, const struct kf_keyring *kr,
 		return -ENOENT;
 	if (kf_tree_kinds[n.kind].content == KF_CONTENT_METRICS)
 		return metrics_content(t, ret_buf, ret_len);
+	if (kf_tree_kinds[n.kind].content == KF_CONTENT_KEYSET)
+		return keyset(t, kr, n, ret_buf, ret_len);
 	if (kf_tree_kinds[n.kind].content == KF_CONTENT_STATUS) {
 		json_t *o = kf_manager_info(t->m);
 		char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -372,6 +426,24 @@ ssize_t kf_tree_read_file(struct kf_tree *t, struct kf_node n, char *buf,
 	return got;
 }
 
+int kf_tree_reads(struct kf_tree *t, const struct kf_keyring *kr,
+		  struct kf_node n, uint32_t *ret_version,
+		  const char **ret_purpose)
+{
+	enum kf_node_content c = kf_tree_kinds[n.kind].content;
+	const struct kf_keyring_entry *e;
+
+	if (!(kf_tree_flags(n) & KF_NODE_F_KEY))
+		return -EINVAL;
+	if (!kf_tree_exists(t, kr, n))
+		return -ENOENT;
+	e = kf_tree_entry(kr, n);
+	*ret_version = c == KF_CONTENT_KEYSET ? 0 : e->version;
+	*ret_purpose =
+	    c == KF_CONTENT_KEY ? NULL : t->cfg->purposes[n.index].name;
+	return 0;
+}
+
 /* --- extended attributes ----------------------------------------------- */
 
 /* What a key file answers, in listxattr's form (the last NUL is sizeof's). */
@@ -389,14 +461,18 @@ size_t kf_tree_xattr_names(struct kf_node n, const char **ret_names)
 	return sizeof(xattr_names);
 }
 
-/* The fingerprint of what node n holds: e's key, or the key derived. */
+/*
+ * The fingerprint of what node n holds: e's key, or the key derived (a
+ * key set's first line, its current key).
+ */
 static int fingerprint(struct kf_tree *t, const struct kf_keyring_entry *e,
 		       struct kf_node n, char fpr[KF_KEY_FPR_LEN + 1])
 {
+	enum kf_node_content c = kf_tree_kinds[n.kind].content;
 	uint8_t d[KF_KEY_BYTES];
 	int r = 0;
 
-	if (kf_tree_kinds[n.kind].content != KF_CONTENT_DERIVED) {
+	if (c != KF_CONTENT_DERIVED && c != KF_CONTENT_KEYSET) {
 		kf_key_fingerprint(e->key, fpr);
 		return 0;
 	}

@@ -54,6 +54,8 @@ enum kf_node_kind {
 	KF_NODE_CONTROL,
 	KF_NODE_AUDIT,
 	KF_NODE_METRICS,
+	KF_NODE_KEYS_DIR,
+	KF_NODE_KEYSET,
 	KF_NODE_KIND_COUNT
 };
 
@@ -85,6 +87,11 @@ enum kf_node_content {
 	KF_CONTENT_ARCHIVE, /* the archive file's bytes */
 	KF_CONTENT_AUDIT_LOG, /* the audit log's bytes; empty until written */
 	KF_CONTENT_METRICS,   /* Prometheus text (core/metrics.h) */
+	/*
+	 * A purpose's decryption set (kf_tree_keyset): the derived key of
+	 * every retained version, current first, one per line.
+	 */
+	KF_CONTENT_KEYSET,
 };
 
 /* Whose owner, group and mode a node has. */

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -537,7 +538,12 @@ void kt_mount_config(struct kt_mount *m, const char *tag,
 	char *body;
 
 	mount_prepare(m, tag);
-	cr_assert(asprintf(&body, "mode = development\nrotate_interval = 0\n%s",
+	/* Usage-aware retire is its own suites' (keysets): off elsewhere. */
+	cr_assert(asprintf(&body,
+			   "mode = development\nrotate_interval = 0\n%s%s",
+			   keyfs_lines && strstr(keyfs_lines, "usage_window")
+			       ? ""
+			       : "usage_window = 0\n",
 			   keyfs_lines ? keyfs_lines : "") > 0);
 	mount_write_config(m, body, sections);
 	free(body);
@@ -751,6 +757,7 @@ char *kt_mstatus_keys(struct kt_mount *m)
 	if (!o)
 		return NULL;
 	json_object_del(o, "audit");
+	json_object_del(o, "usage"); /* every key read changes it */
 	out = json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT);
 	json_decref(o);
 	return out;
@@ -861,4 +868,49 @@ char *kt_genkey_file(const char *dir, const char *name)
 	kt_write_file(path, out, 0600);
 	free(out);
 	return path;
+}
+
+char *kt_readme_python(const char *marker)
+{
+	char *path = kt_path(kt_srcdir(), "README.md");
+	char *text = kt_read_file_ok(path, NULL), *start, *end = NULL, *code;
+	char fence[64];
+	size_t indent = 0, out = 0;
+
+	for (start = strstr(text, "```python\n"); start;
+	     start = strstr(start + 1, "```python\n")) {
+		/* A block in a list item is indented: so are its lines. */
+		for (indent = 0; start - indent > text &&
+				 start[-(ptrdiff_t)indent - 1] == ' ';
+		     indent++)
+			;
+		cr_assert(indent < 16, "a ```python block indented %zu",
+			  indent);
+		snprintf(fence, sizeof(fence), "\n%*s```", (int)indent, "");
+		end = strstr(start, fence);
+		cr_assert(end, "an unclosed ```python block in README.md");
+		if (memmem(start, (size_t)(end - start), marker,
+			   strlen(marker)))
+			break;
+	}
+	cr_assert(start, "README.md has no ```python block with \"%s\"",
+		  marker);
+	start += strlen("```python\n");
+	code = calloc(1, (size_t)(end - start) + 2);
+	cr_assert(code);
+	/* Each line without the block's indentation (blank lines have none). */
+	for (char *line = start; line <= end;) {
+		char *nl = memchr(line, '\n', (size_t)(end - line) + 1);
+		size_t len = (size_t)(nl - line);
+
+		if (len >= indent) {
+			memcpy(code + out, line + indent, len - indent);
+			out += len - indent;
+		}
+		code[out++] = '\n';
+		line = nl + 1;
+	}
+	free(text);
+	free(path);
+	return code;
 }

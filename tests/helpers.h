@@ -47,6 +47,13 @@ void kt_write_file(const char *path, const char *text, mode_t mode);
 /* Appends arbitrary captured text to the leak directory under `tag`. */
 void kt_leak_record(const char *tag, const char *text, size_t len);
 
+/*
+ * The README's ```python block that holds `marker` (e.g. "def
+ * load_keys"), without its fences (malloc'd); asserts there is one.  The
+ * tests run the examples as the README shows them.
+ */
+char *kt_readme_python(const char *marker);
+
 /* True if haystack contains needle. */
 bool kt_contains(const char *haystack, const char *needle);
 
@@ -155,7 +162,8 @@ struct kt_mount {
 /*
  * Prepares m in a new scratch directory: a development configuration with
  * state_dir, master_key_file and mountpoint inside it, rotate_interval 0,
- * then `keyfs_lines` (may be NULL) appended to [keyfs] (later keys may not
+ * usage_window 0 unless keyfs_lines sets it (usage-aware retire is
+ * test_keysets's), then `keyfs_lines` (may be NULL) appended to [keyfs] (later keys may not
  * repeat earlier ones: pass only keys not set here -- mode, read_mode,
  * retain_versions, backup_keep, purposes, alert_command, audit_log,
  * backup_dir ... are free; to change rotate_interval or mode use
@@ -208,7 +216,8 @@ char *kt_mread(struct kt_mount *m, const char *rel, size_t *len);
 
 /*
  * The tree's status without its "audit" object (which counts every
- * record, a refused operation's too), as sorted compact JSON (malloc'd), or
+ * record, a refused operation's too) and its "usage" object (which every
+ * read of a key changes), as sorted compact JSON (malloc'd), or
  * NULL: what must not change when an operation is refused.
  */
 char *kt_mstatus_keys(struct kt_mount *m);

@@ -34,9 +34,12 @@ static size_t n_secrets;
 
 void *mt_secret(size_t len)
 {
-	void *p = sodium_malloc(len);
+	void *p;
 
-	cr_assert(sodium_init() >= 0 && p);
+	/* sodium_malloc needs the page size sodium_init finds. */
+	cr_assert(sodium_init() >= 0);
+	p = sodium_malloc(len);
+	cr_assert(p);
 	cr_assert(n_secrets < MT_MAX_SECRETS);
 	secrets[n_secrets++] = p;
 	return p;

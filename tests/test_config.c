@@ -101,6 +101,7 @@ Test(config, defaults)
 	cr_assert_null(cfg->alert_command);
 	cr_assert_eq(cfg->retain_versions, 2);
 	cr_assert_eq(cfg->rotate_interval, 90 * DAY);
+	cr_assert_eq(cfg->usage_window, 7 * DAY);
 	cr_assert_eq(cfg->backup_keep, 10);
 	cr_assert(cfg->read_mode == KF_READ_AUDITED);
 	assert_access(&cfg->keys, 0, 0, 0400, "keys");
@@ -400,6 +401,31 @@ Test(config, good_intervals)
 			     (long long)cfg->rotate_interval);
 		kf_config_free(cfg);
 	}
+}
+
+/* usage_window: rotate_interval's words, 0 = off, at most 366d. */
+Test(config, usage_window)
+{
+	static const char *const bad[] = {"5x", "-1d", "7", "0d", "1.5h", ""};
+	struct kf_config *cfg;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[128];
+
+		snprintf(text, sizeof(text), "[keyfs]\nusage_window = %s\n",
+			 bad[i]);
+		parse_bad(text, 2, "usage_window");
+	}
+	parse_bad("[keyfs]\nusage_window = 367d\n", 2, "too large");
+	cfg = parse_ok("[keyfs]\nusage_window = 366d\n");
+	cr_assert_eq(cfg->usage_window, 366 * DAY);
+	kf_config_free(cfg);
+	cfg = parse_ok("[keyfs]\nusage_window = 0\n");
+	cr_assert_eq(cfg->usage_window, 0);
+	kf_config_free(cfg);
+	cfg = parse_ok("[keyfs]\nusage_window = 2s\n");
+	cr_assert_eq(cfg->usage_window, 2);
+	kf_config_free(cfg);
 }
 
 Test(config, bad_purpose_section_name)

@@ -42,8 +42,8 @@ Test(manager, every_operation_is_audited_with_its_fields)
 	rotate_ok(m, NULL);
 	cr_assert(kf_manager_backup(m, &fx_who, "fields", NULL, err) == 0, "%s",
 		  err);
-	cr_assert(kf_manager_retire(m, &fx_who, 1, err) == 0, "%s", err);
-	cr_assert(kf_manager_retire(m, &fx_who, 2, err) == -EBUSY);
+	cr_assert(kf_manager_retire(m, &fx_who, 1, false, NULL, err) == 0, "%s", err);
+	cr_assert(kf_manager_retire(m, &fx_who, 2, false, NULL, err) == -EBUSY);
 	fx_expect_alert("key_retire: %s", err);
 	cr_assert(
 	    kf_manager_restore(m, &fx_who, "fields", false, &v, NULL, err) == 0,
@@ -286,7 +286,7 @@ Test(manager, full_audit_log_refuses_retire_and_leaves_no_archive,
 	int r;
 
 	freeze(f, &z);
-	r = kf_manager_retire(f->m, &fx_who, 1, err);
+	r = kf_manager_retire(f->m, &fx_who, 1, false, NULL, err);
 	cr_assert(r < 0, "retire succeeded with a full audit log");
 	cr_assert(kt_contains(err, "audit log"), "unclear: %s", err);
 	fx_expect_alert("key_retire: %s", err);

@@ -437,29 +437,6 @@ Test(notify, every_waiter_wakes, .timeout = 90)
 
 /* --- the README's Python example ---------------------------------------- */
 
-/* The README's ```python block that defines wait_for_change (malloc'd). */
-static char *readme_python(void)
-{
-	char *path = kt_path(kt_srcdir(), "README.md");
-	char *text = kt_read_file_ok(path, NULL), *start, *end, *code;
-
-	for (start = strstr(text, "```python\n"); start;
-	     start = strstr(start + 1, "```python\n")) {
-		end = strstr(start, "\n```");
-		cr_assert(end, "an unclosed ```python block in README.md");
-		if (memmem(start, (size_t)(end - start), "def wait_for_change",
-			   19))
-			break;
-	}
-	cr_assert(start, "README.md has no ```python block defining "
-			 "wait_for_change");
-	start += strlen("```python\n");
-	code = strndup(start, (size_t)(end - start) + 1);
-	free(text);
-	free(path);
-	return code;
-}
-
 /*
  * The example, run as the README shows it, against a mount in each read
  * mode: asleep in poll, it returns the new version after a rotation, and
@@ -512,7 +489,7 @@ Test(notify, readme_python_example_wakes, .timeout = 120)
 	if (kt_runf(NULL, NULL, "command -v python3 >/dev/null") != 0)
 		cr_skip_test("python3 is not installed: the README's "
 			     "select.poll example was not run");
-	code = readme_python();
+	code = kt_readme_python("def wait_for_change");
 	python_example("audited", code);
 	python_example("strict", code);
 	python_example("cached", code);

@@ -276,6 +276,78 @@ Test(rotation, concurrent_rotations_serialise, .timeout = 120)
 /* --- retire ----------------------------------------------------------------
  */
 
+/*
+ * Usage-aware retire in the manager: a version noted as read within
+ * usage_window is refused (EBUSY, naming the reader, audited and alerted,
+ * nothing changes), retired with force (the note says it was forced), and
+ * status's usage object names its reader until then.  A key set's read
+ * counts for every version it holds.
+ */
+Test(rotation, retire_waits_for_recent_readers_unless_forced)
+{
+	struct fx *f = fx_new("mgr-usage", "development", NULL,
+			      "usage_window = 1h\nretain_versions = 3\n");
+	struct kf_manager *m = open_ok(f);
+	struct kf_caller reader = {1001, 2001, 4242};
+	char err[KF_ERR_MAX] = "", note[KF_ERR_MAX] = "";
+	struct kf_keyring *kr;
+	struct snap *before, *s;
+	json_t *info, *v, *recs, *rec;
+	int r;
+
+	rotate_ok(m, NULL);
+	rotate_ok(m, NULL);
+	kr = kf_manager_keyring(m);
+	kf_manager_note_read(m, &reader, kr, 1, "phi");
+	kf_manager_note_read(m, &fx_who, kr, 0, "pii"); /* keys/pii: 3, 2, 1 */
+	kf_keyring_unref(kr);
+	info = kf_manager_info(m);
+	v = json_array_get(
+	    json_object_get(json_object_get(info, "usage"), "versions"), 2);
+	cr_assert_eq(json_integer_value(json_object_get(v, "version")), 1);
+	cr_assert_eq(
+	    json_integer_value(json_array_get(json_object_get(v, "uids"), 0)),
+	    1001);
+	cr_assert_eq(json_integer_value(
+			 json_array_get(json_object_get(v, "set_uids"), 0)),
+		     (json_int_t)fx_who.uid);
+	json_decref(info);
+
+	before = snap_take(m);
+	r = kf_manager_retire(m, &fx_who, 1, false, note, err);
+	cr_assert_eq(r, -EBUSY, "retire of a version read: %d %s", r, err);
+	cr_assert(kt_contains(err, "still read") && kt_contains(err, "force"),
+		  "unclear: %s", err);
+	fx_expect_alert("key_retire: %s", err);
+	s = snap_take(m);
+	cr_assert(snap_same(before, s), "a refused retire changed the keyring");
+	snap_free(before);
+	snap_free(s);
+	recs = kt_audit_read(f->audit, 0);
+	rec = kt_find_record(recs, "key_retire", 0);
+	cr_assert(rec && json_is_false(json_object_get(rec, "force")));
+	cr_assert(json_is_object(json_object_get(rec, "readers")));
+	json_decref(recs);
+
+	/* Version 2 was read only through keys/pii: that counts too. */
+	r = kf_manager_retire(m, &fx_who, 2, false, note, err);
+	cr_assert_eq(r, -EBUSY, "retire of a version in a key set read: %s",
+		     err);
+	cr_assert(kt_contains(err, "keys/pii"), "unclear: %s", err);
+	fx_expect_alert("key_retire: %s", err);
+
+	r = kf_manager_retire(m, &fx_who, 1, true, note, err);
+	cr_assert_eq(r, 0, "retire 1 force: %d %s", r, err);
+	cr_assert(strncmp(note, "forced: ", 8) == 0, "note: %s", note);
+	s = snap_take(m);
+	cr_assert(snap_find(s, 1) < 0, "version 1 still held");
+	snap_free(s);
+	recs = kt_audit_read(f->audit, 0);
+	rec = kt_find_record(recs, "key_retire", 1);
+	cr_assert(rec && json_is_true(json_object_get(rec, "force")));
+	json_decref(recs);
+}
+
 Test(rotation, retire_refuses_current_and_unknown_and_backs_up_first)
 {
 	struct fx *f = fx_new("mgr-retire", "development", NULL, NULL);
@@ -293,11 +365,11 @@ Test(rotation, retire_refuses_current_and_unknown_and_backs_up_first)
 	before = snap_take(m);
 	cr_assert_eq(before->n, 2);
 
-	r = kf_manager_retire(m, &fx_who, 2, err);
+	r = kf_manager_retire(m, &fx_who, 2, false, NULL, err);
 	cr_assert_eq(r, -EBUSY, "retire of the current version: %d %s", r, err);
 	cr_assert(kt_contains(err, "current"), "unclear: %s", err);
 	fx_expect_alert("key_retire: %s", err);
-	r = kf_manager_retire(m, &fx_who, 99, err);
+	r = kf_manager_retire(m, &fx_who, 99, false, NULL, err);
 	cr_assert_eq(r, -ENOENT, "retire of an unknown version: %d %s", r, err);
 	fx_expect_alert("key_retire: %s", err);
 	s = snap_take(m);
@@ -308,7 +380,7 @@ Test(rotation, retire_refuses_current_and_unknown_and_backs_up_first)
 	json_decref(recs);
 
 	nb = count_files(f->backups, NULL, ".json");
-	r = kf_manager_retire(m, &fx_who, 1, err);
+	r = kf_manager_retire(m, &fx_who, 1, false, NULL, err);
 	cr_assert(r == 0, "retire of the previous version: %d %s", r, err);
 	s = snap_take(m);
 	cr_assert_eq(s->n, 1);

@@ -33,9 +33,10 @@ Test(tree, root_lists_exactly_the_tree, .timeout = 30)
 	uint32_t v = read_version(m);
 
 	expect_listing(m, "",
-		       "audit.log backups control current derived metrics "
-		       "status version versions");
+		       "audit.log backups control current derived keys "
+		       "metrics status version versions");
 	expect_listing(m, "derived", "billing phi pii");
+	expect_listing(m, "keys", "billing phi pii");
 	expect_listing(m, "control",
 		       "audit-rotate backup prune restore retire rotate");
 	snprintf(path, sizeof(path), "%" PRIu32, v);
@@ -47,8 +48,8 @@ Test(tree, root_lists_exactly_the_tree, .timeout = 30)
 
 	rotate_ok(m);
 	expect_listing(m, "",
-		       "audit.log backups control current derived metrics "
-		       "previous status version versions");
+		       "audit.log backups control current derived keys "
+		       "metrics previous status version versions");
 	rotate_ok(m);
 	rotate_ok(m);
 	/* retain_versions = 3: the current version and two older ones. */
@@ -202,6 +203,10 @@ Test(tree, modes_and_owners_follow_config, .timeout = 30)
 	    {"derived/phi", false, 0440, 0, 2001},
 	    {"derived/pii", false, 0400, 0, 0},
 	    {"derived/billing", false, 0400, 1002, 2002},
+	    {"keys", true, 0555, 0, 0},
+	    {"keys/phi", false, 0440, 0, 2001},
+	    {"keys/pii", false, 0400, 0, 0},
+	    {"keys/billing", false, 0400, 1002, 2002},
 	    {"versions", true, 0555, 0, 0},
 	    {"versions/%u", true, 0555, 0, 0},
 	    {"versions/%u/derived", true, 0555, 0, 0},
