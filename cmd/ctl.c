@@ -204,9 +204,7 @@ static const char *errno_words(const struct kf_control_cmd *c, int e)
 	case ENOENT:
 		return c->enoent;
 	case EBUSY:
-		return c->ebusy ? c->ebusy
-				: "that version is the current key; rotate "
-				  "first";
+		return c->ebusy ? c->ebusy : strerror(e);
 	case EEXIST:
 		return "a backup of that name exists";
 	case EBADMSG:
@@ -288,6 +286,22 @@ static bool seconds_to(const char *s, int64_t *ret)
 	return true;
 }
 
+/* The staged version, if any (README: Staged rotation). */
+static void staged_row(json_t *o)
+{
+	const char *when = str_of(o, "next_promotion");
+
+	if (int_of(o, "staged_version") <= 0)
+		return;
+	row("staged", "version %lld, fingerprint %s, created %s; %s%s",
+	    int_of(o, "staged_version"), str_of(o, "staged_fingerprint"),
+	    str_of(o, "staged_created"),
+	    json_is_string(json_object_get(o, "next_promotion"))
+		? "promoted at "
+		: "promote or abort by hand",
+	    json_is_string(json_object_get(o, "next_promotion")) ? when : "");
+}
+
 /* The key version, the previous and retired ones; the current key's age. */
 static void version_rows(json_t *o)
 {
@@ -316,6 +330,7 @@ static void version_rows(json_t *o)
 		    span(ago, age, sizeof(age)));
 	else
 		row("current key", "created %s", created);
+	staged_row(o);
 }
 
 /* When the next automatic rotation is due, if ever. */
@@ -533,8 +548,13 @@ static void store_rows(json_t *o)
 	nodes = json_object_get(st, "nodes");
 	json_array_foreach(nodes, i, n)
 	{
-		row("", "node %s: version %lld, generation %lld, %s, seen %s",
-		    str_of(n, "node"), int_of(n, "version"),
+		char staged[32] = "";
+
+		if (int_of(n, "staged_version") > 0)
+			snprintf(staged, sizeof(staged), " (staged %lld)",
+				 int_of(n, "staged_version"));
+		row("", "node %s: version %lld%s, generation %lld, %s, seen %s",
+		    str_of(n, "node"), int_of(n, "version"), staged,
 		    int_of(n, "generation"), str_of(n, "state"),
 		    str_of(n, "seen"));
 	}
@@ -668,7 +688,13 @@ static void report(const char *mnt, const struct kf_control_cmd *c,
 	case KF_CONTROL_REPORT_VERSION_NOW:
 		kf_cmd_read_small(mnt, "version", v, sizeof(v));
 		v[strcspn(v, "\n")] = 0;
-		printf("%s: version %s\n", c->verb, v);
+		/* A step of a staged rotation says which; version is current.
+		 */
+		if (word && c->operand == KF_CONTROL_STEP)
+			printf("%s: %s done, current version %s\n", c->verb,
+			       word, v);
+		else
+			printf("%s: version %s\n", c->verb, v);
 		break;
 	case KF_CONTROL_REPORT_VERSION_GIVEN:
 		printf("%s: version %s\n", c->verb, word ? word : "");

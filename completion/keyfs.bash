@@ -139,6 +139,10 @@ _keyfs()
 	fi
 	case $cmd:${#operands[@]} in
 	ctl:0) _keyfs_words "$cur" "$_keyfs_ops" ;;
+	ctl:1)
+		[[ ${operands[0]} == rotate ]] &&
+			_keyfs_words "$cur" "stage promote abort"
+		;;
 	ctl:2)
 		[[ ${operands[0]} == restore || ${operands[0]} == prune ||
 			${operands[0]} == retire ]] &&

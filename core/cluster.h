@@ -56,6 +56,9 @@ enum kf_cluster_change {
 	KF_CHANGE_ROTATE = 2,
 	KF_CHANGE_RETIRE = 3,
 	KF_CHANGE_RESTORE = 4,
+	KF_CHANGE_STAGE = 5,   /* staged rotation (README: Staged rotation) */
+	KF_CHANGE_PROMOTE = 6, /* older nodes name these three "unknown" */
+	KF_CHANGE_ABORT = 7,
 };
 
 /* A blob's clear header. */
@@ -68,7 +71,8 @@ struct kf_cluster_info {
 	char node[KF_NODE_NAME_MAX + 1];
 };
 
-/* "init", "rotate", "retire", "restore" ("unknown" otherwise). */
+/* "init", "rotate", "retire", "restore", "stage", "promote", "abort"
+ * ("unknown" otherwise). */
 const char *kf_cluster_change_name(enum kf_cluster_change c);
 
 /*

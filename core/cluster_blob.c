@@ -51,6 +51,12 @@ const char *kf_cluster_change_name(enum kf_cluster_change c)
 		return "retire";
 	case KF_CHANGE_RESTORE:
 		return "restore";
+	case KF_CHANGE_STAGE:
+		return "stage";
+	case KF_CHANGE_PROMOTE:
+		return "promote";
+	case KF_CHANGE_ABORT:
+		return "abort";
 	}
 	return "unknown";
 }

@@ -416,6 +416,12 @@ static enum kf_cluster_change change_of(json_t *record)
 		return KF_CHANGE_ROTATE;
 	if (!strcmp(ev, kf_event_name(KF_EVENT_KEY_RETIRE)))
 		return KF_CHANGE_RETIRE;
+	if (!strcmp(ev, kf_event_name(KF_EVENT_KEY_STAGE)))
+		return KF_CHANGE_STAGE;
+	if (!strcmp(ev, kf_event_name(KF_EVENT_KEY_PROMOTE)))
+		return KF_CHANGE_PROMOTE;
+	if (!strcmp(ev, kf_event_name(KF_EVENT_KEY_ABORT)))
+		return KF_CHANGE_ABORT;
 	if (!strcmp(ev, kf_event_name(KF_EVENT_KEY_RESTORE)))
 		return KF_CHANGE_RESTORE;
 	return KF_CHANGE_INIT;

@@ -323,6 +323,8 @@ static void *watcher(void *arg)
 static char *node_record(struct kf_manager *m)
 {
 	struct kf_mgr_cluster *cl = m->cl;
+	struct kf_keyring *kr = kf_mgr_current(m);
+	const struct kf_keyring_entry *s = kr ? kf_keyring_staged(kr) : NULL;
 	char ts[KF_RFC3339_LEN + 1];
 	json_t *o = json_object();
 	char *text;
@@ -336,6 +338,10 @@ static char *node_record(struct kf_manager *m)
 	json_object_set_new(o, "state",
 			    json_string(cl->ok ? "ok" : "degraded"));
 	pthread_mutex_unlock(&cl->lock);
+	/* What a promotion waits for (README: Staged rotation). */
+	json_object_set_new(o, "staged_version",
+			    s ? json_integer(s->version) : json_null());
+	kf_keyring_unref(kr);
 	json_object_set_new(o, "seen", json_string(ts));
 	json_object_set_new(o, "pid", json_integer(getpid()));
 	text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -376,20 +382,18 @@ static int announce(struct kf_manager *m, char err[KF_ERR_MAX])
 	return r;
 }
 
-/* Every node's record, for status. */
-static int list_nodes(struct kf_manager *m, char err[KF_ERR_MAX])
+int kf_mgr_cluster_node_records(struct kf_etcd *e, json_t **ret,
+				char err[KF_ERR_MAX])
 {
-	struct kf_mgr_cluster *cl = m->cl;
 	struct kf_etcd_kv *kvs = NULL;
-	json_t *nodes = json_array(), *old;
+	json_t *nodes;
 	size_t n = 0;
 	int r;
 
-	r = kf_etcd_list(cl->beat, KF_CLUSTER_NODES, 0, &kvs, &n, NULL, err);
-	if (r < 0) {
-		json_decref(nodes);
+	r = kf_etcd_list(e, KF_CLUSTER_NODES, 0, &kvs, &n, NULL, err);
+	if (r < 0)
 		return r;
-	}
+	nodes = json_array();
 	for (size_t i = 0; i < n; i++) {
 		json_t *o = kvs[i].len <= NODE_RECORD_MAX
 				? json_loadb((const char *)kvs[i].value,
@@ -402,6 +406,20 @@ static int list_nodes(struct kf_manager *m, char err[KF_ERR_MAX])
 			json_decref(o);
 	}
 	kf_etcd_kvs_free(kvs, n);
+	*ret = nodes;
+	return 0;
+}
+
+/* Every node's record, for status. */
+static int list_nodes(struct kf_manager *m, char err[KF_ERR_MAX])
+{
+	struct kf_mgr_cluster *cl = m->cl;
+	json_t *nodes = NULL, *old;
+	int r;
+
+	r = kf_mgr_cluster_node_records(cl->beat, &nodes, err);
+	if (r < 0)
+		return r;
 	pthread_mutex_lock(&cl->lock);
 	old = cl->nodes;
 	cl->nodes = nodes;

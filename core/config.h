@@ -31,6 +31,8 @@
 
 enum kf_run_mode { KF_MODE_PRODUCTION, KF_MODE_DEVELOPMENT };
 enum kf_read_mode { KF_READ_AUDITED, KF_READ_STRICT, KF_READ_CACHED };
+/* What automatic rotation does when due (README: Staged rotation). */
+enum kf_rotate_mode { KF_ROTATE_ONE_STEP, KF_ROTATE_STAGE };
 enum kf_store_type { KF_STORE_TYPE_FILE, KF_STORE_TYPE_ETCD };
 
 #define KF_NODE_NAME_MAX 63
@@ -105,7 +107,12 @@ struct kf_config {
 	int64_t rotate_interval;   /* seconds, 0 = off, default 90d */
 	/* seconds a read keeps a version from retiring; 0 = off, 7d */
 	int64_t usage_window;
-	unsigned backup_keep;	      /* >= 1, default 10 */
+	enum kf_rotate_mode rotate_mode; /* default one step ("rotate") */
+	int64_t stage_delay;   /* seconds from staging to automatic promotion;
+				* 0 = promote by hand; default 1d */
+	int64_t stage_timeout; /* store = etcd: seconds a promotion waits for
+				* every live node; default 30s */
+	unsigned backup_keep;  /* >= 1, default 10 */
 	enum kf_read_mode read_mode;  /* default audited */
 	enum kf_store_type store;     /* default file */
 	struct kf_etcd_settings etcd; /* meaningful with store = etcd */
@@ -160,6 +167,9 @@ size_t kf_config_paths(const struct kf_config *cfg,
 
 /* The names of the read modes, as `read_mode` takes them, by value. */
 extern const char *const kf_config_read_modes[3];
+
+/* The names of the rotate modes, as `rotate_mode` takes them, by value. */
+extern const char *const kf_config_rotate_modes[2];
 
 /* The name of a syslog facility audit_syslog_facility takes ("authpriv"). */
 const char *kf_config_facility_name(int facility);

@@ -107,6 +107,11 @@ const char *const kf_config_read_modes[3] = {[KF_READ_AUDITED] = "audited",
 					     [KF_READ_STRICT] = "strict",
 					     [KF_READ_CACHED] = "cached"};
 
+const char *const kf_config_rotate_modes[2] = {
+    [KF_ROTATE_ONE_STEP] = "rotate",
+    [KF_ROTATE_STAGE] = "stage",
+};
+
 size_t kf_config_paths(const struct kf_config *cfg,
 		       struct kf_config_path ret[KF_CONFIG_PATHS_MAX])
 {

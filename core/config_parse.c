@@ -26,6 +26,9 @@
 #define DEFAULT_PURPOSES "phi pii audit backup"
 #define DEFAULT_RETAIN 2
 #define DEFAULT_INTERVAL (90LL * 86400) /* 90 days */
+#define DEFAULT_STAGE_DELAY 86400LL	/* staged a day before promotion */
+#define DEFAULT_STAGE_TIMEOUT 30	/* a promotion waits for every node */
+#define STAGE_TIMEOUT_MAX 3600
 #define DEFAULT_KEEP 10
 #define DEFAULT_USAGE_WINDOW (7LL * 86400) /* 7 days */
 #define USAGE_WINDOW_MAX (366LL * 86400)
@@ -63,6 +66,9 @@ enum key_id {
 	K_METRICS_FILE,
 	K_RECOVERY_PUBLIC_KEY,
 	K_READ_MODE,
+	K_ROTATE_MODE,
+	K_STAGE_DELAY,
+	K_STAGE_TIMEOUT,
 	K_AUDIT_MAX_SIZE,
 	K_AUDIT_ROTATE,
 	K_AUDIT_KEEP,
@@ -108,6 +114,9 @@ static const struct {
     [K_METRICS_FILE] = {"metrics_file", SEC_KEYFS},
     [K_RECOVERY_PUBLIC_KEY] = {"recovery_public_key", SEC_KEYFS},
     [K_READ_MODE] = {"read_mode", SEC_KEYFS},
+    [K_ROTATE_MODE] = {"rotate_mode", SEC_KEYFS},
+    [K_STAGE_DELAY] = {"stage_delay", SEC_KEYFS},
+    [K_STAGE_TIMEOUT] = {"stage_timeout", SEC_KEYFS},
     [K_AUDIT_MAX_SIZE] = {"audit_max_size", SEC_KEYFS},
     [K_AUDIT_ROTATE] = {"audit_rotate", SEC_KEYFS},
     [K_AUDIT_KEEP] = {"audit_keep", SEC_KEYFS},
@@ -265,6 +274,26 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 					   reason);
 		if (r >= 0)
 			cfg->read_mode = (enum kf_read_mode)r;
+		break;
+	case K_ROTATE_MODE:
+		r = kf_config_parse_choice(key, value, kf_config_rotate_modes,
+					   KF_LEN(kf_config_rotate_modes),
+					   reason);
+		if (r >= 0)
+			cfg->rotate_mode = (enum kf_rotate_mode)r;
+		break;
+	case K_STAGE_DELAY:
+		r = kf_config_parse_interval(key, value, KF_CONFIG_INTERVAL_MAX,
+					     &cfg->stage_delay, reason);
+		break;
+	case K_STAGE_TIMEOUT:
+		r = kf_config_parse_interval(key, value, STAGE_TIMEOUT_MAX,
+					     &cfg->stage_timeout, reason);
+		if (r >= 0 && cfg->stage_timeout == 0) {
+			kf_err_set(reason, "bad stage_timeout \"0\": expected "
+					   "1s to 1h");
+			r = -EINVAL;
+		}
 		break;
 	case K_STORE:
 		r = kf_config_parse_choice(key, value, stores, KF_LEN(stores),
@@ -675,6 +704,9 @@ static struct kf_config *config_new(void)
 	cfg->retain_versions = DEFAULT_RETAIN;
 	cfg->rotate_interval = DEFAULT_INTERVAL;
 	cfg->usage_window = DEFAULT_USAGE_WINDOW;
+	cfg->rotate_mode = KF_ROTATE_ONE_STEP;
+	cfg->stage_delay = DEFAULT_STAGE_DELAY;
+	cfg->stage_timeout = DEFAULT_STAGE_TIMEOUT;
 	cfg->backup_keep = DEFAULT_KEEP;
 	cfg->read_mode = KF_READ_AUDITED;
 	if (kf_config_audit_defaults(&cfg->auditing) < 0) {

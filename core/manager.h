@@ -130,11 +130,35 @@ int kf_manager_rotate(struct kf_manager *m, const struct kf_caller *who,
 		      uint32_t *ret_version, char *ret_note,
 		      char err[KF_ERR_MAX]) KF_WUR;
 
-/* Rotates if rotate_interval is set and the current key is that old. */
+/*
+ * Staged rotation (README: Staged rotation), each returning once the new
+ * keyring is durable, with *ret_version (may be NULL) the version staged,
+ * promoted or aborted.  stage: a new version numbered above every number
+ * issued, served as `next` but not current (-EBUSY when one is staged
+ * already).  promote: the staged version becomes current, as a rotation
+ * would make it (archived, then trimmed to retain_versions).  abort: the
+ * staged key is destroyed and its number never issued again.  promote and
+ * abort: -ENOENT when nothing is staged.  With store = etcd, promote first
+ * waits until every live node serves the staged version (at most
+ * stage_timeout: -ETIMEDOUT naming the nodes that lag).
+ */
+int kf_manager_stage(struct kf_manager *m, const struct kf_caller *who,
+		     uint32_t *ret_version, char err[KF_ERR_MAX]) KF_WUR;
+int kf_manager_promote(struct kf_manager *m, const struct kf_caller *who,
+		       uint32_t *ret_version, char err[KF_ERR_MAX]) KF_WUR;
+int kf_manager_abort(struct kf_manager *m, const struct kf_caller *who,
+		     uint32_t *ret_version, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * The scheduled step, when one is due: with rotate_interval set and the
+ * current key that old, a rotation, or with rotate_mode = stage a staging;
+ * with a staged version and stage_delay set, its promotion stage_delay
+ * after it was staged.  *ret_rotated says whether a step was taken.
+ */
 int kf_manager_rotate_if_due(struct kf_manager *m, bool *ret_rotated,
 			     char err[KF_ERR_MAX]) KF_WUR;
 
-/* Seconds until the next automatic rotation is due (<= 0: due); -1 = off. */
+/* Seconds until the next scheduled step is due (<= 0: due); -1 = none. */
 int64_t kf_manager_rotation_due_in(struct kf_manager *m);
 
 /*

@@ -9,6 +9,7 @@
  *   startup.c   kf_manager_open: state lock, directories, master key, the
  *               store, then load, import or generate the keyring
  *   rotation.c  rotate (manual and automatic) and retire
+ *   staging.c   staged rotation: stage, promote, abort
  *   archives.c  backup, restore, prune and list, and the archive helpers
  *               the other operations use
  *   status.c    kf_manager_info, the status object
@@ -213,6 +214,29 @@ void kf_mgr_usage_forget(struct kf_manager *m, uint32_t version);
 /* status's "usage" object for the versions of kr (new reference). */
 json_t *kf_mgr_usage_info(struct kf_manager *m, const struct kf_keyring *kr);
 
+/* --- rotation.c, staging.c ---------------------------------------------- */
+
+/*
+ * The keyring a rotation (or a promotion) commits: `plus` (every old
+ * version and the new current one) trimmed to retain_versions once an
+ * archive of plus exists, else plus itself.  ret_name gets that archive's
+ * name ("" when none).  Caller holds op_lock.
+ */
+int kf_mgr_rotated_keyring(struct kf_manager *m, struct kf_keyring *plus,
+			   struct kf_keyring **ret, char *ret_name,
+			   char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * A step of a staged rotation: ev is KF_EVENT_KEY_STAGE, _PROMOTE or
+ * _ABORT; audited (with "automatic" when the scheduler asked), archived
+ * (stage, promote) and committed.  *ret_version (may be NULL): the staged,
+ * promoted or aborted version.  Caller holds op_lock and notifies.  0,
+ * KF_FILE_UNSYNCED, or -errno with nothing changed (reported).
+ */
+int kf_mgr_step_locked(struct kf_manager *m, const struct kf_caller *who,
+		       enum kf_event ev, bool automatic, uint32_t *ret_version,
+		       char err[KF_ERR_MAX]) KF_WUR;
+
 /* --- startup.c ----------------------------------------------------------- */
 
 /* The sealed state's anchor at start: kept, and checked against the log's
@@ -397,6 +421,23 @@ void kf_mgr_cluster_fetch_archives(struct kf_manager *m);
  * "cluster unavailable (...); keyring unchanged at version N" in err.
  */
 int kf_mgr_cluster_usable(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Every node's record in etcd, read with client e (the caller's thread's),
+ * as a new JSON array of objects (records that do not parse are left out).
+ */
+int kf_mgr_cluster_node_records(struct kf_etcd *e, json_t **ret,
+				char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Before a promotion (cluster_wait.c): waits until every live node -- one
+ * whose record is in etcd, its lease alive -- serves the generation this
+ * node serves, which holds staged version `staged`; at most stage_timeout.
+ * Caller holds op_lock.  0; -ETIMEDOUT naming the nodes that lag in err;
+ * or -errno when etcd cannot be read.
+ */
+int kf_mgr_cluster_wait_served(struct kf_manager *m, uint32_t staged,
+			       char err[KF_ERR_MAX]) KF_WUR;
 
 /* Health: ok again, or not (with why); audited and alerted on change. */
 void kf_mgr_cluster_health(struct kf_manager *m, bool ok, const char *why);

@@ -80,6 +80,7 @@ static void add_label_value(struct text *t, const char *v)
 /* The parts of the status object metrics show (kf_manager_info). */
 struct status_part {
 	int64_t version;
+	int64_t staged;		       /* the staged version; 0: none */
 	int64_t created;	       /* the current key's; 0: unknown */
 	int64_t next_rotation;	       /* 0: automatic rotation off */
 	bool cluster;		       /* store = etcd */
@@ -114,6 +115,7 @@ static void status_part(struct kf_manager *m, struct status_part *ret)
 
 	memset(ret, 0, sizeof(*ret));
 	ret->version = json_integer_value(json_object_get(o, "version"));
+	ret->staged = json_integer_value(json_object_get(o, "staged_version"));
 	ret->created = time_of(o, "created");
 	ret->next_rotation = time_of(o, "next_rotation");
 	store = json_object_get(o, "store");
@@ -157,6 +159,10 @@ static void key_families(struct text *t, const struct kf_config *cfg,
 	family(t, "keyfs_key_version", "gauge",
 	       "Version number of the current key.");
 	add(t, "keyfs_key_version %" PRId64 "\n", st->version);
+	family(t, "keyfs_staged_version", "gauge",
+	       "Version number of the staged key (staged rotation); 0: none "
+	       "is staged.");
+	add(t, "keyfs_staged_version %" PRId64 "\n", st->staged);
 	family(t, "keyfs_key_age_seconds", "gauge",
 	       "Seconds since the current key was created.");
 	add(t, "keyfs_key_age_seconds %" PRId64 "\n",

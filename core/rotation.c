@@ -20,12 +20,7 @@ static json_t *rotation_record(const struct kf_caller *who, uint32_t from)
 	return rec;
 }
 
-/*
- * The keyring a rotation commits: `plus` (every old version and the new
- * one) trimmed to retain_versions once an archive of plus exists, else
- * plus itself.  ret_name gets that archive's name ("" when none).
- */
-static int rotated_keyring(struct kf_manager *m, struct kf_keyring *plus,
+int kf_mgr_rotated_keyring(struct kf_manager *m, struct kf_keyring *plus,
 			   struct kf_keyring **ret, char *ret_name,
 			   char err[KF_ERR_MAX])
 {
@@ -122,10 +117,12 @@ static int rotate_locked(struct kf_manager *m, const struct kf_caller *who,
 			   r == -EOVERFLOW ? "version numbers exhausted"
 			   : r == -E2BIG   ? "the keyring is full (backups "
 					     "failing?); retire old versions"
+			   : r == -EBUSY   ? "a version is staged; promote "
+					     "or abort it first"
 					   : strerror(-r));
 		goto out;
 	}
-	r = rotated_keyring(m, plus, &next, name, err);
+	r = kf_mgr_rotated_keyring(m, plus, &next, name, err);
 	if (r < 0)
 		goto out;
 	rec = rotation_record(who, from);
@@ -158,11 +155,24 @@ out:
 	return r;
 }
 
-/* Seconds until kr's current key is due (<= 0: due); -1 = off. */
+/*
+ * Seconds until kr's next scheduled step is due (<= 0: due); -1 = none.
+ * With a version staged, that is its promotion (rotate_mode = stage with
+ * stage_delay set), or nothing: a staged version is promoted or aborted
+ * before the key rotates again.
+ */
 static int64_t due_in(const struct kf_manager *m, const struct kf_keyring *kr)
 {
+	const struct kf_keyring_entry *s = kf_keyring_staged(kr);
 	int64_t due;
 
+	if (s) {
+		if (m->cfg->rotate_mode != KF_ROTATE_STAGE ||
+		    m->cfg->stage_delay <= 0)
+			return -1;
+		due = s->created + m->cfg->stage_delay - kf_time_now();
+		return due < 0 ? 0 : due;
+	}
 	if (m->cfg->rotate_interval <= 0)
 		return -1;
 	due = kf_keyring_at(kr, 0)->created + m->cfg->rotate_interval -
@@ -180,18 +190,25 @@ static int rotate(struct kf_manager *m, const struct kf_caller *who,
 		  bool *ret_rotated, char err[KF_ERR_MAX])
 {
 	struct kf_keyring *kr;
-	bool due = true;
+	bool due = true, staged = false;
 	int r = 0;
 
 	pthread_mutex_lock(&m->op_lock);
 	if (automatic) {
 		kr = kf_mgr_current(m);
 		due = due_in(m, kr) == 0;
+		staged = kf_keyring_staged(kr) != NULL;
 		kf_keyring_unref(kr);
 	}
 	if (ret_note)
 		ret_note[0] = 0;
-	if (due)
+	if (due && staged)
+		r = kf_mgr_step_locked(m, who, KF_EVENT_KEY_PROMOTE, true,
+				       ret_version, err);
+	else if (due && automatic && m->cfg->rotate_mode == KF_ROTATE_STAGE)
+		r = kf_mgr_step_locked(m, who, KF_EVENT_KEY_STAGE, true,
+				       ret_version, err);
+	else if (due)
 		r = rotate_locked(m, who, automatic, ret_version, ret_note,
 				  err);
 	pthread_mutex_unlock(&m->op_lock);

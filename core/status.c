@@ -81,8 +81,34 @@ static void keyring_info(json_t *o, const struct kf_keyring *kr)
 	json_object_set_new(o, "retired_versions", rs);
 }
 
-/* The configuration's part; created is the current key's. */
-static void config_info(json_t *o, const struct kf_config *cfg, int64_t created)
+/*
+ * The staged version (README: Staged rotation): number, fingerprint,
+ * created, and when the scheduler promotes it (null: by hand).  All null
+ * when nothing is staged.
+ */
+static void staged_info(json_t *o, const struct kf_config *cfg,
+			const struct kf_keyring *kr)
+{
+	const struct kf_keyring_entry *s = kf_keyring_staged(kr);
+	bool scheduled =
+	    s && cfg->rotate_mode == KF_ROTATE_STAGE && cfg->stage_delay > 0;
+
+	json_object_set_new(o, "staged_version",
+			    s ? json_integer(s->version) : json_null());
+	json_object_set_new(o, "staged_fingerprint", fingerprint_json(s));
+	json_object_set_new(o, "staged_created",
+			    s ? kf_mgr_time_json(s->created) : json_null());
+	json_object_set_new(o, "next_promotion",
+			    scheduled ? kf_mgr_time_json(s->created + cfg->stage_delay)
+				      : json_null());
+}
+
+/*
+ * The configuration's part; created is the current key's, staged whether a
+ * version is staged (then no rotation is scheduled: next_rotation null).
+ */
+static void config_info(json_t *o, const struct kf_config *cfg, int64_t created,
+			bool staged)
 {
 	json_t *ps = json_array();
 
@@ -101,11 +127,14 @@ static void config_info(json_t *o, const struct kf_config *cfg, int64_t created)
 			    json_boolean(cfg->read_mode != KF_READ_CACHED));
 	json_object_set_new(o, "rotate_interval",
 			    kf_mgr_interval_json(cfg->rotate_interval));
+	json_object_set_new(o, "next_rotation",
+			    cfg->rotate_interval > 0 && !staged
+				? kf_mgr_time_json(created + cfg->rotate_interval)
+				: json_null());
 	json_object_set_new(
-	    o, "next_rotation",
-	    cfg->rotate_interval > 0
-		? kf_mgr_time_json(created + cfg->rotate_interval)
-		: json_null());
+	    o, "rotate_mode",
+	    json_string(kf_config_rotate_modes[cfg->rotate_mode]));
+	json_object_set_new(o, "stage_delay", kf_mgr_interval_json(cfg->stage_delay));
 	json_object_set_new(o, "backup_keep", json_integer(cfg->backup_keep));
 }
 
@@ -133,7 +162,9 @@ json_t *kf_manager_info(struct kf_manager *m)
 	json_t *o = json_object();
 
 	keyring_info(o, kr);
-	config_info(o, m->cfg, kf_keyring_at(kr, 0)->created);
+	staged_info(o, m->cfg, kr);
+	config_info(o, m->cfg, kf_keyring_at(kr, 0)->created,
+		    kf_keyring_staged(kr) != NULL);
 	if (m->cl) {
 		json_object_set_new(o, "store", kf_mgr_cluster_info(m));
 	} else {

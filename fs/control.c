@@ -21,15 +21,38 @@
 
 /* --- the handlers ----------------------------------------------------- */
 
+/* The steps of a staged rotation (README: Staged rotation). */
+static const struct {
+	const char *word;
+	int (*run)(struct kf_manager *m, const struct kf_caller *who,
+		   uint32_t *ret_version, char err[KF_ERR_MAX]);
+	const char *done; /* after "version N" in the answer */
+} steps[] = {
+    {"stage", kf_manager_stage, "staged (current unchanged)"},
+    {"promote", kf_manager_promote, "promoted to current"},
+    {"abort", kf_manager_abort,
+     "aborted (destroyed; its number is never "
+     "reused)"},
+};
+
 static int ctl_rotate(struct kf_manager *m, const struct kf_caller *who,
 		      const struct kf_control_arg *arg, char *detail,
 		      size_t size, char err[KF_ERR_MAX])
 {
 	char note[KF_ERR_MAX] = "";
 	uint32_t version = 0;
-	int r = kf_manager_rotate(m, who, &version, note, err);
+	int r;
 
-	(void)arg;
+	for (size_t i = 0; arg->word && i < KF_LEN(steps); i++) {
+		if (strcmp(arg->word, steps[i].word) != 0)
+			continue;
+		r = steps[i].run(m, who, &version, err);
+		if (r == 0)
+			snprintf(detail, size, "version %" PRIu32 " %s",
+				 version, steps[i].done);
+		return r;
+	}
+	r = kf_manager_rotate(m, who, &version, note, err);
 	if (r == 0)
 		snprintf(detail, size, "version %" PRIu32 "%s%s%s", version,
 			 note[0] ? " (" : "", note, note[0] ? ")" : "");
@@ -113,11 +136,13 @@ static const struct kf_control_cmd cmds[] = {
     {
 	.name = "rotate",
 	.run = ctl_rotate,
-	.operand = KF_CONTROL_YES,
-	.usage = "write \"1\" or \"rotate\"",
+	.operand = KF_CONTROL_STEP,
+	.usage = "write \"1\" or \"rotate\" to rotate in one step, or "
+		 "\"stage\", \"promote\" or \"abort\"",
 	.event = KF_EVENT_KEY_ROTATION,
 	.verb = "rotated",
-	.enoent = "no such backup",
+	.enoent = "no version is staged",
+	.ebusy = "a version is staged: promote or abort it first",
 	.report = KF_CONTROL_REPORT_VERSION_NOW,
     },
     {
@@ -166,10 +191,11 @@ static const struct kf_control_cmd cmds[] = {
 	.event = KF_EVENT_KEY_RETIRE,
 	.verb = "retired",
 	.enoent = "no such version in the keyring",
-	.ebusy = "that version is the current key (rotate first), or it "
-		 "was read within usage_window, or its usage is unknown "
-		 "(keyfs ctl status: last reads); add \"force\" to retire "
-		 "it anyway",
+	.ebusy = "that version is the current or the staged key (rotate, or "
+		 "promote or abort, first), or it was read within "
+		 "usage_window, or its usage is unknown (keyfs ctl status: "
+		 "last reads); add \"force\" to retire a version that was "
+		 "read",
 	.report = KF_CONTROL_REPORT_VERSION_GIVEN,
     },
     {
@@ -218,11 +244,22 @@ static const struct operand_rule {
 	uint64_t min; /* ... at least this */
 } rules[KF_CONTROL_OPERAND_COUNT] = {
     [KF_CONTROL_YES] = {"", WORDS_NONE, false, false, 0},
+    /* No "|" inside: keyfs --help separates the operations with it. */
+    [KF_CONTROL_STEP] = {" [stage/promote/abort]", WORDS_OPTIONAL, false, false,
+			 0},
     [KF_CONTROL_NAME] = {" [NAME]", WORDS_OPTIONAL, false, false, 0},
     [KF_CONTROL_VERSION_FORCE] = {" N [force]", WORDS_ONE, true, true, 1},
     [KF_CONTROL_COUNT_FORCE] = {" N [force]", WORDS_ONE, true, true, 0},
     [KF_CONTROL_SOURCE_FORCE] = {" NAME [force]", WORDS_ONE, true, false, 0},
 };
+
+static bool is_step(const char *word)
+{
+	for (size_t i = 0; i < KF_LEN(steps); i++)
+		if (strcmp(word, steps[i].word) == 0)
+			return true;
+	return false;
+}
 
 /*
  * The operand of a write to c, by c's rule: arg is the checked line (its
@@ -245,10 +282,12 @@ static int operand_parse(const struct kf_control_cmd *c, char *arg,
 		if (kf_parse_u64(arg, UINT32_MAX, &a.number) < 0 ||
 		    a.number < rule->min)
 			return -EINVAL;
-	} else if (c->operand == KF_CONTROL_YES) {
-		if (strcmp(arg, "1") != 0 && strcmp(arg, c->name) != 0)
+	} else if (c->operand == KF_CONTROL_YES ||
+		   c->operand == KF_CONTROL_STEP) {
+		if (strcmp(arg, "1") == 0 || strcmp(arg, c->name) == 0)
+			a.word = NULL;
+		else if (c->operand == KF_CONTROL_YES || !is_step(arg))
 			return -EINVAL;
-		a.word = NULL;
 	} else if (c->operand == KF_CONTROL_NAME && strcmp(arg, "1") == 0) {
 		a.word = NULL; /* a timestamped name */
 	}
@@ -269,7 +308,8 @@ int kf_control_line(const struct kf_control_cmd *c, int argc, char **argv,
 	int n;
 
 	if (argc > 1 + force || (rule->words == WORDS_ONE && argc == 0) ||
-	    (rule->words == WORDS_NONE && argc > 0))
+	    (rule->words == WORDS_NONE && argc > 0) ||
+	    (c->operand == KF_CONTROL_STEP && argc > 0 && !is_step(argv[0])))
 		return -EINVAL;
 	n = snprintf(line, size, "%s%s\n", argc > 0 ? argv[0] : "1",
 		     force ? " force" : "");

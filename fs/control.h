@@ -26,6 +26,7 @@
 /* What a command takes after its name: the operand rule. */
 enum kf_control_operand {
 	KF_CONTROL_YES,		  /* "1" or the command's name; the cli: none */
+	KF_CONTROL_STEP,	  /* YES, or a step: stage, promote, abort */
 	KF_CONTROL_NAME,	  /* a backup name, or "1": the cli's default */
 	KF_CONTROL_VERSION_FORCE, /* a version number, 1 or more [force] */
 	KF_CONTROL_COUNT_FORCE,	  /* a count, 0 or more, [force] */
@@ -45,7 +46,8 @@ enum kf_control_report {
 
 /* The operand of one write, parsed by the command's rule. */
 struct kf_control_arg {
-	const char *word; /* the name or path; NULL for "1" (YES, NAME) */
+	const char *word; /* the name, path or step; NULL for "1" (YES, NAME,
+			   * STEP) */
 	uint64_t number;  /* VERSION, COUNT_FORCE */
 	bool force;	  /* "force" followed (the *_FORCE rules) */
 };
@@ -66,9 +68,9 @@ struct kf_control_cmd {
 	enum kf_control_operand operand; /* what the command takes */
 	const char *usage;		 /* how to write it: in refusals */
 	enum kf_event event;		 /* the audit record of a refusal */
-	const char *verb;   /* the answer's first word: "rotated" */
-	const char *enoent; /* what ENOENT means, for keyfs ctl */
-	const char *ebusy;  /* what EBUSY means, if not the current key */
+	const char *verb;	       /* the answer's first word: "rotated" */
+	const char *enoent;	       /* what ENOENT means, for keyfs ctl */
+	const char *ebusy;	       /* what EBUSY means (NULL: strerror) */
 	enum kf_control_report report; /* keyfs ctl in cached mode */
 };
 

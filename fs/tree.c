@@ -16,8 +16,8 @@
 
 #include "tree_i.h"
 
-/* A version number as a name: up to 10 digits, and the NUL. */
-#define VERSION_NAME_MAX 16
+/* What names a purpose's staged key: "<purpose>.next". */
+#define NEXT_SUFFIX ".next"
 
 #define F_DIR KF_NODE_F_DIR
 #define F_KEY KF_NODE_F_KEY
@@ -95,6 +95,14 @@ const struct kf_node_info kf_tree_kinds[KF_NODE_KIND_COUNT] = {
     [KF_NODE_KEYSET] = {NULL, KF_NODE_KEYS_DIR, KF_NAMED_PURPOSE,
 			F_KEY | F_CHANGES | F_FOLLOWS | F_DERIVED | F_SNAPSHOT,
 			KF_ENTRY_CURRENT, KF_CONTENT_KEYSET, KF_ACCESS_PURPOSE},
+    /* The staged version (README: Staged rotation), while there is one. */
+    [KF_NODE_NEXT] = {"next", KF_NODE_ROOT, KF_NAMED_FIXED,
+		      F_KEY | F_CHANGES | F_FOLLOWS, KF_ENTRY_STAGED,
+		      KF_CONTENT_KEY, KF_ACCESS_KEYS},
+    [KF_NODE_DERIVED_NEXT] = {NULL, KF_NODE_DERIVED_DIR, KF_NAMED_PURPOSE_NEXT,
+			      F_KEY | F_CHANGES | F_FOLLOWS | F_DERIVED,
+			      KF_ENTRY_STAGED, KF_CONTENT_DERIVED,
+			      KF_ACCESS_PURPOSE},
 };
 
 struct kf_tree *kf_tree_new(struct kf_manager *m)
@@ -208,7 +216,9 @@ const struct kf_keyring_entry *kf_tree_entry(const struct kf_keyring *kr,
 	case KF_ENTRY_PREVIOUS:
 		return kf_keyring_at(kr, 1);
 	case KF_ENTRY_VERSION:
-		return kf_keyring_find(kr, n.version);
+		return kf_keyring_lookup(kr, n.version);
+	case KF_ENTRY_STAGED:
+		return kf_keyring_staged(kr);
 	default:
 		return NULL;
 	}
@@ -224,6 +234,7 @@ bool kf_tree_exists(struct kf_tree *t, const struct kf_keyring *kr,
 		return false;
 	switch (kf_tree_kinds[n.kind].naming) {
 	case KF_NAMED_PURPOSE:
+	case KF_NAMED_PURPOSE_NEXT:
 		return n.index < t->cfg->n_purposes;
 	case KF_NAMED_COMMAND:
 		return kf_control_at(n.index) != NULL;
@@ -245,10 +256,21 @@ static int parse_version(const char *s, uint32_t *ret)
 	return 0;
 }
 
-static int purpose_index(struct kf_tree *t, const char *name, uint32_t *ret)
+/*
+ * The purpose `name` names (with suffix: "<purpose><suffix>"; "" for the
+ * purpose's own name).
+ */
+static int purpose_index(struct kf_tree *t, const char *name,
+			 const char *suffix, uint32_t *ret)
 {
+	size_t len = strlen(name), sl = strlen(suffix);
+
+	if (len <= sl || strcmp(name + len - sl, suffix) != 0)
+		return -ENOENT;
 	for (size_t i = 0; i < t->cfg->n_purposes; i++) {
-		if (strcmp(t->cfg->purposes[i].name, name) == 0) {
+		const char *p = t->cfg->purposes[i].name;
+
+		if (strlen(p) == len - sl && strncmp(p, name, len - sl) == 0) {
 			*ret = (uint32_t)i;
 			return 0;
 		}
@@ -269,7 +291,9 @@ static int name_to_node(struct kf_tree *t, const char *name, struct kf_node *n)
 		return strcmp(kf_tree_kinds[n->kind].name, name) == 0 ? 0
 								      : -ENOENT;
 	case KF_NAMED_PURPOSE:
-		return purpose_index(t, name, &n->index);
+		return purpose_index(t, name, "", &n->index);
+	case KF_NAMED_PURPOSE_NEXT:
+		return purpose_index(t, name, NEXT_SUFFIX, &n->index);
 	case KF_NAMED_VERSION:
 		return parse_version(name, &n->version) < 0 ? -ENOENT : 0;
 	case KF_NAMED_ARCHIVE:
@@ -301,6 +325,11 @@ static void node_name(struct kf_tree *t, struct kf_node n, char *buf,
 		if (n.index < t->cfg->n_purposes)
 			s = t->cfg->purposes[n.index].name;
 		break;
+	case KF_NAMED_PURPOSE_NEXT:
+		if (n.index < t->cfg->n_purposes)
+			snprintf(buf, len, "%s" NEXT_SUFFIX,
+				 t->cfg->purposes[n.index].name);
+		return;
 	case KF_NAMED_VERSION:
 		snprintf(buf, len, "%" PRIu32, n.version);
 		return;
@@ -378,7 +407,8 @@ static int list_kind(struct kf_tree *t, const struct kf_keyring *kr,
 {
 	mode_t type = kf_tree_kinds[k].flags & F_DIR ? S_IFDIR : S_IFREG;
 	struct kf_node c = {k, dir.version, 0};
-	char name[VERSION_NAME_MAX];
+	const struct kf_keyring_entry *staged = kf_keyring_staged(kr);
+	char name[NAME_MAX + 1];
 	struct kf_backup_info *list = NULL;
 	size_t count = 0;
 	int r = 0;
@@ -396,10 +426,24 @@ static int list_kind(struct kf_tree *t, const struct kf_keyring *kr,
 			r = fn(ctx, t->cfg->purposes[i].name, c, type) ? 1 : 0;
 		}
 		return r;
+	case KF_NAMED_PURPOSE_NEXT:
+		if (follow(kr, &c) < 0)
+			return 0;
+		for (size_t i = 0; i < t->cfg->n_purposes && !r; i++) {
+			c.index = (uint32_t)i;
+			node_name(t, c, name, sizeof(name));
+			r = fn(ctx, name, c, type) ? 1 : 0;
+		}
+		return r;
 	case KF_NAMED_VERSION:
-		/* Oldest first, as ls would sort them anyway. */
+		/* Oldest first, as ls would sort them anyway; staged last. */
 		for (size_t i = kf_keyring_count(kr); i-- > 0 && !r;) {
 			c.version = kf_keyring_at(kr, i)->version;
+			node_name(t, c, name, sizeof(name));
+			r = fn(ctx, name, c, type) ? 1 : 0;
+		}
+		if (staged && !r) {
+			c.version = staged->version;
 			node_name(t, c, name, sizeof(name));
 			r = fn(ctx, name, c, type) ? 1 : 0;
 		}
@@ -452,7 +496,15 @@ int kf_tree_list(struct kf_tree *t, const struct kf_keyring *kr,
 static bool comes_and_goes(unsigned k)
 {
 	return kf_tree_kinds[k].entry == KF_ENTRY_PREVIOUS ||
-	       kf_tree_kinds[k].entry == KF_ENTRY_VERSION;
+	       kf_tree_kinds[k].entry == KF_ENTRY_VERSION ||
+	       kf_tree_kinds[k].entry == KF_ENTRY_STAGED;
+}
+
+/* Whether kind k has one node per purpose. */
+static bool per_purpose(unsigned k)
+{
+	return kf_tree_kinds[k].naming == KF_NAMED_PURPOSE ||
+	       kf_tree_kinds[k].naming == KF_NAMED_PURPOSE_NEXT;
 }
 
 /*
@@ -470,7 +522,7 @@ static void kind_changed(struct kf_tree *t, unsigned k, uint32_t v,
 		node_name(t, n, name, sizeof(name));
 		fn(ctx, parent_of(n), name);
 	}
-	if (kf_tree_kinds[k].naming != KF_NAMED_PURPOSE) {
+	if (!per_purpose(k)) {
 		fn(ctx, n, NULL);
 		return;
 	}
@@ -493,7 +545,7 @@ static void version_changed(struct kf_tree *t, uint32_t v, kf_tree_change_fn fn,
 static bool differs(const struct kf_keyring_entry *e,
 		    const struct kf_keyring *other)
 {
-	const struct kf_keyring_entry *o = kf_keyring_find(other, e->version);
+	const struct kf_keyring_entry *o = kf_keyring_lookup(other, e->version);
 
 	return !o || sodium_memcmp(o->key, e->key, KF_KEY_BYTES) != 0;
 }
@@ -520,8 +572,7 @@ static void follower_changed(struct kf_tree *t, unsigned k,
 {
 	uint32_t was = shown_version(old ? old : now, k);
 	bool renamed = !old || was != shown_version(now, k);
-	bool per_purpose = kf_tree_kinds[k].naming == KF_NAMED_PURPOSE;
-	size_t count = per_purpose ? t->cfg->n_purposes : 1;
+	size_t count = per_purpose(k) ? t->cfg->n_purposes : 1;
 	char name[NAME_MAX + 1];
 
 	for (size_t i = 0; i < count; i++) {
@@ -537,6 +588,14 @@ static void follower_changed(struct kf_tree *t, unsigned k,
 	}
 }
 
+/* Entry i of kr, or for i = count its staged one (NULL: none). */
+static const struct kf_keyring_entry *
+entry_or_staged(const struct kf_keyring *kr, size_t i)
+{
+	return i < kf_keyring_count(kr) ? kf_keyring_at(kr, i)
+					: kf_keyring_staged(kr);
+}
+
 void kf_tree_changes(struct kf_tree *t, const struct kf_keyring *old,
 		     const struct kf_keyring *now, kf_tree_change_fn fn,
 		     void *ctx)
@@ -549,16 +608,17 @@ void kf_tree_changes(struct kf_tree *t, const struct kf_keyring *old,
 		else
 			kind_changed(t, k, 0, fn, ctx);
 	}
-	for (size_t i = 0; i < kf_keyring_count(now); i++) {
-		const struct kf_keyring_entry *e = kf_keyring_at(now, i);
+	/* Each version held or staged, then each one gone. */
+	for (size_t i = 0; i <= kf_keyring_count(now); i++) {
+		const struct kf_keyring_entry *e = entry_or_staged(now, i);
 
-		if (!old || differs(e, old))
+		if (e && (!old || differs(e, old)))
 			version_changed(t, e->version, fn, ctx);
 	}
-	for (size_t i = 0; old && i < kf_keyring_count(old); i++) {
-		const struct kf_keyring_entry *e = kf_keyring_at(old, i);
+	for (size_t i = 0; old && i <= kf_keyring_count(old); i++) {
+		const struct kf_keyring_entry *e = entry_or_staged(old, i);
 
-		if (differs(e, now))
+		if (e && differs(e, now))
 			version_changed(t, e->version, fn, ctx);
 	}
 }

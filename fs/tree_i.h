@@ -56,14 +56,17 @@ enum kf_node_kind {
 	KF_NODE_METRICS,
 	KF_NODE_KEYS_DIR,
 	KF_NODE_KEYSET,
+	KF_NODE_NEXT,	      /* the staged data key */
+	KF_NODE_DERIVED_NEXT, /* derived/<purpose>.next */
 	KF_NODE_KIND_COUNT
 };
 
 /* How a kind's nodes are named in their directory. */
 enum kf_node_naming {
-	KF_NAMED_FIXED,	  /* the row's name */
-	KF_NAMED_PURPOSE, /* one per configured purpose: index */
-	KF_NAMED_VERSION, /* one per version of the keyring: version */
+	KF_NAMED_FIXED,	       /* the row's name */
+	KF_NAMED_PURPOSE,      /* one per configured purpose: index */
+	KF_NAMED_PURPOSE_NEXT, /* "<purpose>.next" per purpose: index */
+	KF_NAMED_VERSION,      /* one per version of the keyring: version */
 	KF_NAMED_ARCHIVE, /* one per archive file: index = slot, version = gen
 			   */
 	KF_NAMED_COMMAND, /* one per control command: index */
@@ -74,7 +77,9 @@ enum kf_node_entry {
 	KF_ENTRY_NONE,	   /* none: the node always exists; mtime = start */
 	KF_ENTRY_CURRENT,  /* the current one */
 	KF_ENTRY_PREVIOUS, /* the one before: the node exists while it does */
-	KF_ENTRY_VERSION,  /* the node's version: exists while it is kept */
+	KF_ENTRY_VERSION,  /* the node's version: exists while it is kept or
+			    * staged */
+	KF_ENTRY_STAGED,   /* the staged one: exists while there is one */
 };
 
 /* What a read of the node returns. */

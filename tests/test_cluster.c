@@ -732,3 +732,124 @@ Test(cluster, a_single_node_state_moves_into_the_cluster, .init = setup)
 	sodium_memzero(before, sizeof(before));
 	sodium_memzero(after, sizeof(after));
 }
+
+/* --- staged rotation (README: Staged rotation) ------------------------------
+ */
+
+/* Whether every one of n nodes serves a next equal to node 0's. */
+static bool same_next(int n)
+{
+	size_t len = 0, olen = 0;
+	char *first = kt_mread(&nodes[0], "next", &len), *other;
+	bool same = first && len == 44;
+
+	for (int i = 1; i < n && same; i++) {
+		other = kt_mread(&nodes[i], "next", &olen);
+		same =
+		    other && olen == 44 && sodium_memcmp(first, other, 44) == 0;
+		if (other)
+			sodium_memzero(other, olen);
+		free(other);
+	}
+	if (first)
+		sodium_memzero(first, len);
+	free(first);
+	return same;
+}
+
+/* Waits until every one of n nodes serves node 0's next. */
+static void wait_same_next(int n)
+{
+	double end = now_s() + WAIT_S;
+
+	while (!same_next(n)) {
+		cr_assert(now_s() < end, "the nodes never served one next");
+		kt_sleep_ms(20);
+	}
+}
+
+/* Node i's status without what changes by itself (store, audit). */
+static char *keyring_summary(int i)
+{
+	size_t len = 0;
+	char *t = kt_mread(&nodes[i], "status", &len), *out;
+	json_t *o = t ? json_loadb(t, len, 0, NULL) : NULL;
+
+	free(t);
+	cr_assert(o, "node %d: status unreadable", i);
+	json_object_del(o, "store");
+	json_object_del(o, "audit");
+	out = json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT);
+	json_decref(o);
+	return out;
+}
+
+/* Promotes on node i until it is accepted (a node may be a second late). */
+static void promote_ok(int i)
+{
+	double end = now_s() + WAIT_S;
+	int r;
+
+	while ((r = kt_mwrite(&nodes[i], "control/rotate", "promote\n")) ==
+	       -ETIMEDOUT)
+		cr_assert(now_s() < end, "promote never accepted");
+	cr_assert_eq(r, 0, "promote on node %d: %s", i, strerror(-r));
+}
+
+Test(cluster, a_promotion_waits_until_every_live_node_serves_the_staged_key,
+     .init = setup)
+{
+	char *out = NULL, *err = NULL, *before, *after;
+	int rc;
+
+	for (int i = 0; i < NODES; i++)
+		node_prepare(i, PREFIX, "stage_timeout = 2s\n");
+	cluster_init();
+	for (int i = 0; i < NODES; i++)
+		cr_assert_eq(kt_mount_start(&nodes[i], NULL), 0,
+			     "node %d did not start", i);
+	/* Staged on one node, served as next by all; current unchanged. */
+	cr_assert_eq(kt_mwrite(&nodes[0], "control/rotate", "stage\n"), 0);
+	wait_same_next(NODES);
+	wait_version(NODES, 1);
+	promote_ok(0);
+	wait_version(NODES, 2);
+	assert_same_phi(NODES);
+
+	/*
+	 * Node 2 frozen (SIGSTOP): its record stays in etcd (its lease
+	 * lasts 10 s) but it adopts nothing, so a promotion is refused
+	 * after stage_timeout, naming it, and changes nothing.
+	 */
+	cr_assert(kill(nodes[2].pid, SIGSTOP) == 0);
+	cr_assert_eq(kt_mwrite(&nodes[0], "control/rotate", "stage\n"), 0);
+	before = keyring_summary(0);
+	rc = kt_ctl(&nodes[0], &out, &err, "rotate promote");
+	after = keyring_summary(0);
+	kill(nodes[2].pid, SIGCONT);
+	cr_assert_eq(rc, 1, "promote with a frozen node succeeded: %s", out);
+	cr_assert(kt_contains(err, "node2") &&
+		      kt_contains(err, "stage_timeout") &&
+		      !kt_contains(err, "node1"),
+		  "the refusal does not name the lagging node alone: %s", err);
+	cr_assert(before && after && strcmp(before, after) == 0,
+		  "a refused promotion changed node 0's keyring");
+	free(before);
+	free(after);
+	free(out);
+	free(err);
+	/* Thawed, it adopts the staged version; the promotion goes ahead. */
+	wait_same_next(NODES);
+	promote_ok(0);
+	wait_version(NODES, 3);
+	assert_same_phi(NODES);
+
+	/* A node that stopped (its record deleted) is not waited for. */
+	cr_assert_eq(kt_mount_stop(&nodes[1]), 0);
+	cr_assert_eq(kt_mwrite(&nodes[0], "control/rotate", "stage\n"), 0);
+	cr_assert_eq(kt_ctl(&nodes[0], &out, &err, "rotate promote"), 0,
+		     "promote with a stopped node: %s", err);
+	free(out);
+	free(err);
+	wait_version(1, 4);
+}

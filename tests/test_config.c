@@ -1433,3 +1433,31 @@ Test(config, bad_audit_settings)
 	parse_bad("[keyfs]\naudit_keep = 1\naudit_keep = 2\n", 3,
 		  "duplicate key \"audit_keep\"");
 }
+
+Test(config, rotate_mode_and_stage_delay)
+{
+	struct kf_config *cfg = parse_ok("[keyfs]\n");
+
+	cr_assert_eq(cfg->rotate_mode, KF_ROTATE_ONE_STEP);
+	cr_assert_eq(cfg->stage_delay, 86400);
+	kf_config_free(cfg);
+	cfg = parse_ok("[keyfs]\nrotate_mode = stage\nstage_delay = 90m\n");
+	cr_assert_eq(cfg->rotate_mode, KF_ROTATE_STAGE);
+	cr_assert_eq(cfg->stage_delay, 90 * 60);
+	kf_config_free(cfg);
+	cfg = parse_ok("[keyfs]\nrotate_mode = rotate\nstage_delay = 0\n");
+	cr_assert_eq(cfg->rotate_mode, KF_ROTATE_ONE_STEP);
+	cr_assert_eq(cfg->stage_delay, 0);
+	kf_config_free(cfg);
+	parse_bad("[keyfs]\nrotate_mode = staged\n", 2, "rotate_mode");
+	parse_bad("[keyfs]\nstage_delay = 5x\n", 2, "stage_delay");
+	parse_bad("[keyfs]\nstage_delay = 36501d\n", 2, "too large");
+	cfg = parse_ok("[keyfs]\n");
+	cr_assert_eq(cfg->stage_timeout, 30);
+	kf_config_free(cfg);
+	cfg = parse_ok("[keyfs]\nstage_timeout = 2s\n");
+	cr_assert_eq(cfg->stage_timeout, 2);
+	kf_config_free(cfg);
+	parse_bad("[keyfs]\nstage_timeout = 0\n", 2, "stage_timeout");
+	parse_bad("[keyfs]\nstage_timeout = 2h\n", 2, "stage_timeout");
+}

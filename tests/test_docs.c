@@ -583,6 +583,7 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 	    "backup ''",		/* backup's subcommands */
 	    "cluster init --f",		/* --from-state */
 	    "ctl prune 3 f",		/* force */
+	    "ctl rotate ''",		/* the steps of a staged rotation */
 	    "ctl wait --timeout 5 -",	/* ctl wait's options */
 	    "rekey -",			/* rekey's options */
 	    "rekey --new-master ke",	/* a file after --new-master */
@@ -639,6 +640,7 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 			   "list verify \n"
 			   "--from-state \n"
 			   "force \n"
+			   "abort promote stage \n"
 			   "--from --help --mount --timeout -c \n"
 			   "--help --new-master -c \n"
 			   "keyfs.ini \n"

@@ -668,3 +668,167 @@ Test(keyring, rotation_refuses_a_full_keyring)
 	kf_keyring_unref(kr);
 	free(buf);
 }
+
+/* --- the staged entry (README: Staged rotation) ----------------------- */
+
+static struct kf_keyring *staged(struct kf_keyring *kr, int64_t now)
+{
+	struct kf_keyring *nk = NULL;
+
+	cr_assert(kf_keyring_stage(kr, now, &nk) == 0);
+	return nk;
+}
+
+Test(keyring, stage_adds_a_next_version_that_is_not_current)
+{
+	struct kf_keyring *kr = five_versions(), *st = staged(kr, 777);
+	const struct kf_keyring_entry *s = kf_keyring_staged(st);
+
+	cr_assert_null(kf_keyring_staged(kr), "the old keyring changed");
+	cr_assert_not_null(s);
+	cr_assert_eq(s->version, kf_keyring_highest(kr) + 1);
+	cr_assert_eq(s->created, 777);
+	cr_assert_eq(kf_keyring_highest(st), s->version);
+	cr_assert_eq(kf_keyring_current_version(st),
+		     kf_keyring_current_version(kr), "current moved");
+	cr_assert_eq(kf_keyring_count(st), kf_keyring_count(kr),
+		     "the staged entry counts among the entries");
+	cr_assert_null(kf_keyring_find(st, s->version));
+	cr_assert(kf_keyring_lookup(st, s->version) == s);
+	for (size_t i = 0; i < kf_keyring_count(st); i++)
+		cr_assert(!same_key(kf_keyring_at(st, i)->key, s->key),
+			  "the staged key equals a held key");
+	kf_keyring_unref(st);
+	kf_keyring_unref(kr);
+}
+
+Test(keyring, stage_twice_and_rotate_while_staged_are_refused)
+{
+	struct kf_keyring *kr = five_versions(), *st = staged(kr, 1);
+	struct kf_keyring *nk = NULL;
+	uint32_t v = kf_keyring_staged(st)->version;
+
+	cr_assert_eq(kf_keyring_stage(st, 2, &nk), -EBUSY);
+	cr_assert_eq(kf_keyring_rotate(st, 2, &nk), -EBUSY);
+	cr_assert_eq(kf_keyring_retire(st, v, &nk), -EBUSY);
+	cr_assert_null(nk);
+	cr_assert_eq(kf_keyring_promote(kr, &nk), -ENOENT);
+	cr_assert_eq(kf_keyring_abort(kr, &nk), -ENOENT);
+	kf_keyring_unref(st);
+	kf_keyring_unref(kr);
+}
+
+Test(keyring, promote_makes_the_staged_key_current)
+{
+	struct kf_keyring *kr = five_versions(), *st = staged(kr, 99);
+	struct kf_keyring *pr = NULL;
+	const struct kf_keyring_entry *s = kf_keyring_staged(st), *c;
+
+	cr_assert(kf_keyring_promote(st, &pr) == 0);
+	c = kf_keyring_at(pr, 0);
+	cr_assert_eq(c->version, s->version);
+	cr_assert_eq(c->created, 99);
+	cr_assert(same_key(c->key, s->key), "current is not the staged key");
+	cr_assert_eq(kf_keyring_at(pr, 1)->version,
+		     kf_keyring_current_version(kr),
+		     "previous is not the "
+		     "old current");
+	cr_assert_null(kf_keyring_staged(pr));
+	cr_assert_eq(kf_keyring_count(pr), kf_keyring_count(kr) + 1);
+	kf_keyring_unref(pr);
+	kf_keyring_unref(st);
+	kf_keyring_unref(kr);
+}
+
+Test(keyring, abort_destroys_and_never_reissues_the_number)
+{
+	struct kf_keyring *kr = five_versions(), *st = staged(kr, 1);
+	struct kf_keyring *ab = NULL, *next = NULL;
+	uint32_t v = kf_keyring_staged(st)->version;
+
+	cr_assert(kf_keyring_abort(st, &ab) == 0);
+	cr_assert_null(kf_keyring_staged(ab));
+	cr_assert_null(kf_keyring_lookup(ab, v));
+	cr_assert(kf_keyring_is_retired(ab, v), "aborted number forgotten");
+	cr_assert_eq(kf_keyring_highest(ab), v);
+	cr_assert(kf_keyring_rotate(ab, 2, &next) == 0);
+	cr_assert_eq(kf_keyring_current_version(next), v + 1,
+		     "the aborted number was issued again");
+	kf_keyring_unref(next);
+	/* A restore of an archive taken while it was staged: left out. */
+	cr_assert(kf_keyring_adopt_retired(st, ab, false, &next) == 0);
+	cr_assert_null(kf_keyring_staged(next), "an aborted key came back");
+	kf_keyring_unref(next);
+	cr_assert(kf_keyring_adopt_retired(st, ab, true, &next) == 0);
+	cr_assert_not_null(kf_keyring_staged(next));
+	cr_assert(!kf_keyring_is_retired(next, v));
+	kf_keyring_unref(next);
+	kf_keyring_unref(ab);
+	kf_keyring_unref(st);
+	kf_keyring_unref(kr);
+}
+
+Test(keyring, trim_and_retire_keep_the_staged_entry_uncounted)
+{
+	struct kf_keyring *kr = five_versions(), *st = staged(kr, 1);
+	struct kf_keyring *tr = NULL, *re = NULL;
+	const struct kf_keyring_entry *s = kf_keyring_staged(st);
+
+	cr_assert(kf_keyring_trim(st, 2, &tr) == 0);
+	cr_assert_eq(kf_keyring_count(tr), 2, "the staged entry was counted");
+	cr_assert_eq(kf_keyring_current_version(tr),
+		     kf_keyring_current_version(kr));
+	cr_assert(kf_keyring_staged(tr) &&
+		  same_key(kf_keyring_staged(tr)->key, s->key));
+	cr_assert(kf_keyring_retire(tr, kf_keyring_at(tr, 1)->version, &re) ==
+		  0);
+	cr_assert(kf_keyring_staged(re) &&
+		  kf_keyring_staged(re)->version == s->version);
+	kf_keyring_unref(re);
+	kf_keyring_unref(tr);
+	kf_keyring_unref(st);
+	kf_keyring_unref(kr);
+}
+
+Test(keyring, staged_encoding_round_trips_and_old_formats_still_read)
+{
+	struct kf_keyring *kr = five_versions(), *st = staged(kr, -5);
+	struct kf_keyring *back = NULL;
+	const struct kf_keyring_entry *s = kf_keyring_staged(st), *b;
+	uint8_t *buf, *plain;
+	size_t len, plain_len;
+	char err[KF_ERR_MAX] = "";
+
+	encoded(kr, &plain, &plain_len);
+	cr_assert_eq(plain[4], 2, "nothing staged must stay format 2");
+	encoded(st, &buf, &len);
+	cr_assert_eq(buf[4], 3, "a staged keyring is not format 3");
+	cr_assert_eq(len, plain_len + 4 + 44);
+	cr_assert(memcmp(buf + plain_len, "\1\0\0\0", 4) == 0);
+	cr_assert(kf_keyring_decode(buf, len, &back, err) == 0, "%s", err);
+	b = kf_keyring_staged(back);
+	cr_assert(b && b->version == s->version && b->created == -5 &&
+		      same_key(b->key, s->key),
+		  "the staged entry changed");
+	kf_keyring_unref(back);
+	/* Format 2 (an older state) still reads, with nothing staged. */
+	cr_assert(kf_keyring_decode(plain, plain_len, &back, err) == 0, "%s",
+		  err);
+	cr_assert_null(kf_keyring_staged(back));
+	kf_keyring_unref(back);
+	/* Defects are refused. */
+	refused(buf, len - 1, "staged entry cut short");
+	put32(buf + plain_len, 2);
+	refused(buf, len, "two staged entries");
+	put32(buf + plain_len, 1);
+	put32(buf + plain_len + 4, kf_keyring_current_version(kr));
+	refused(buf, len, "staged version not above current");
+	put32(buf + plain_len + 4, s->version + 1);
+	refused(buf, len, "staged version above highest");
+	put32(buf + 4, 2);
+	refused(buf, len, "format 2 with a staged entry");
+	sodium_free(buf);
+	sodium_free(plain);
+	kf_keyring_unref(st);
+	kf_keyring_unref(kr);
+}

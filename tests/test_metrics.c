@@ -124,6 +124,7 @@ Test(metrics, the_file_is_prometheus_text_sized_exactly, .timeout = 60)
 	static const char *const families[] = {
 	    "keyfs_build_info",
 	    "keyfs_key_version",
+	    "keyfs_staged_version",
 	    "keyfs_key_age_seconds",
 	    "keyfs_rotate_interval_seconds",
 	    "keyfs_rotations_total",
