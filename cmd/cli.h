@@ -11,6 +11,8 @@
 #include <stdio.h>
 
 int kf_cli_genkey(int argc, char **argv);
+/* keyfs recovery-keygen --public FILE --private FILE (keytools.c). */
+int kf_cli_recovery_keygen(int argc, char **argv);
 int kf_cli_validate(int argc, char **argv);
 int kf_cli_derive(int argc, char **argv);
 int kf_cli_ctl(int argc, char **argv);
@@ -20,6 +22,8 @@ int kf_cli_backup(int argc, char **argv);
 int kf_cli_restore(int argc, char **argv);
 int kf_cli_audit(int argc, char **argv);
 int kf_cli_export_env(int argc, char **argv);
+/* keyfs rekey --new-master FILE (rekey.c). */
+int kf_cli_rekey(int argc, char **argv);
 /* keyfs cluster init|status (cluster.c). */
 int kf_cli_cluster(int argc, char **argv);
 

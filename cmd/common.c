@@ -40,6 +40,10 @@ int kf_cmd_parse_opts(int argc, char **argv, unsigned allowed,
 	    {"mount", required_argument, 0, 'm'},
 	    {"offline", no_argument, 0, 'O'},
 	    {"json", no_argument, 0, 'J'},
+	    {"new-master", required_argument, 0, 'n'},
+	    {"recovery-key", required_argument, 0, 'R'},
+	    {"public", required_argument, 0, 'P'},
+	    {"private", required_argument, 0, 'S'},
 	    {0, 0, 0, 0}};
 	int c;
 
@@ -54,6 +58,14 @@ int kf_cmd_parse_opts(int argc, char **argv, unsigned allowed,
 			o->offline = true;
 		} else if (c == 'J' && (allowed & KF_CMD_OPT_JSON)) {
 			o->json = true;
+		} else if (c == 'n' && (allowed & KF_CMD_OPT_NEW_MASTER)) {
+			o->new_master = optarg;
+		} else if (c == 'R' && (allowed & KF_CMD_OPT_RECOVERY_KEY)) {
+			o->recovery_key = optarg;
+		} else if (c == 'P' && (allowed & KF_CMD_OPT_PAIR)) {
+			o->public_key = optarg;
+		} else if (c == 'S' && (allowed & KF_CMD_OPT_PAIR)) {
+			o->private_key = optarg;
 		} else {
 			fprintf(stderr,
 				"keyfs %s: unknown option or missing "

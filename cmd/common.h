@@ -32,20 +32,27 @@ int kf_cmd_usage(const char *cmd, const char *synopsis);
 
 /* The options a command takes besides -c FILE (kf_cmd_parse_opts). */
 enum {
-	KF_CMD_OPT_MOUNT = 1 << 0,   /* --mount DIR */
-	KF_CMD_OPT_OFFLINE = 1 << 1, /* --offline */
-	KF_CMD_OPT_JSON = 1 << 2,    /* --json */
+	KF_CMD_OPT_MOUNT = 1 << 0,	  /* --mount DIR */
+	KF_CMD_OPT_OFFLINE = 1 << 1,	  /* --offline */
+	KF_CMD_OPT_JSON = 1 << 2,	  /* --json */
+	KF_CMD_OPT_NEW_MASTER = 1 << 3,	  /* --new-master FILE */
+	KF_CMD_OPT_RECOVERY_KEY = 1 << 4, /* --recovery-key FILE */
+	KF_CMD_OPT_PAIR = 1 << 5,	  /* --public FILE, --private FILE */
 };
 
 struct kf_cmd_opts {
-	const char *config; /* -c FILE */
-	const char *mount;  /* --mount DIR */
-	bool offline;	    /* --offline */
-	bool json;	    /* --json */
+	const char *config;		      /* -c FILE */
+	const char *mount;		      /* --mount DIR */
+	bool offline;			      /* --offline */
+	bool json;			      /* --json */
+	const char *new_master;		      /* --new-master FILE */
+	const char *recovery_key;	      /* --recovery-key FILE */
+	const char *public_key, *private_key; /* --public, --private */
 };
 
 /*
- * Parses -c FILE and those of --mount DIR, --offline, --json that `allowed`
+ * Parses -c FILE and those of --mount DIR, --offline, --json, --new-master
+ * FILE, --recovery-key FILE, --public FILE and --private FILE that `allowed`
  * (KF_CMD_OPT_*) names into o, leaving the operands in argv[optind..].
  * -EINVAL, after one line on standard error, for anything else.
  */

@@ -11,6 +11,7 @@
 #include <sodium.h>
 
 #include "cli.h"
+#include "recovery.h"
 #include "common.h"
 #include "key.h"
 
@@ -67,6 +68,26 @@ int kf_cli_genkey(int argc, char **argv)
 	kf_key_generate(key);
 	kf_cmd_print_key(key, "");
 	sodium_free(key);
+	return 0;
+}
+
+int kf_cli_recovery_keygen(int argc, char **argv)
+{
+	char fpr[KF_RECOVERY_FPR_LEN + 1], err[KF_ERR_MAX];
+	struct kf_cmd_opts o = {0};
+
+	if (kf_cmd_parse_opts(argc, argv, KF_CMD_OPT_PAIR, &o) < 0)
+		return 2;
+	if (!o.public_key || !o.private_key || !*o.public_key ||
+	    !*o.private_key || optind != argc || o.config)
+		return kf_cmd_usage("recovery-keygen",
+				    "recovery-keygen --public FILE --private "
+				    "FILE");
+	if (kf_recovery_keygen(o.public_key, o.private_key, fpr, err) < 0)
+		return kf_cmd_fail("recovery-keygen", err);
+	printf("recovery key pair: public %s (fingerprint %s), private %s "
+	       "(keep it offline)\n",
+	       o.public_key, fpr, o.private_key);
 	return 0;
 }
 

@@ -31,6 +31,10 @@ static const char usage_head[] =
     "                      what mount -t fuse.keyfs and fstab run (through\n"
     "                      mount.fuse3): mount -c CONFIG, detached\n"
     "  genkey              print a new key (Fernet text form)\n"
+    "  recovery-keygen --public FILE --private FILE\n"
+    "                      a break-glass recovery key pair (X25519): the\n"
+    "                      public half for recovery_public_key, the private\n"
+    "                      half kept offline; never replaces a file\n"
     "  validate [KEY|-]    exit 0 and \"valid\", or exit 1 and the reason\n"
     "  derive PURPOSE      key on standard input, purpose key out\n";
 static const char usage_tail[] =
@@ -42,11 +46,20 @@ static const char usage_tail[] =
     "                      list archives, or verify one with the master key\n"
     "  restore --offline NAME|FILE [force] [-c FILE]\n"
     "                      restore an archive while the daemon is stopped\n"
+    "  restore --offline --recovery-key FILE NAME|FILE [-c FILE]\n"
+    "                      break-glass: the master key is lost; open the\n"
+    "                      archive's recovery seal with the private key and\n"
+    "                      seal it under the configured (new) master key\n"
     "  audit verify [FILE|DIR...] [--no-anchor] [-c FILE]\n"
     "                      check the audit log's chain and anchor across\n"
     "                      its segments (a DIR: those in it; none: the\n"
     "                      configured log's folder); --no-anchor: an\n"
     "                      archived copy, end unchecked\n"
+    "  rekey --new-master FILE [-c FILE]\n"
+    "                      master-key rotation while the daemon is stopped:\n"
+    "                      archives, audit log and state sealed anew under\n"
+    "                      FILE's key, then master_key_file replaced; run\n"
+    "                      it again after a crash to finish\n"
     "  export-env [-c FILE] [--mount DIR]\n"
     "                      print ENCRYPTION_KEY=... lines for the old scheme\n"
     "  cluster init [--from-state] [-c FILE]\n"
@@ -183,12 +196,14 @@ static const struct command {
 } commands[] = {
     {"mount", cmd_mount, true},
     {"genkey", kf_cli_genkey, false},
+    {"recovery-keygen", kf_cli_recovery_keygen, false},
     {"validate", kf_cli_validate, false},
     {"derive", kf_cli_derive, false},
     {"ctl", kf_cli_ctl, true},
     {"backup", kf_cli_backup, true},
     {"restore", kf_cli_restore, true},
     {"audit", kf_cli_audit, true},
+    {"rekey", kf_cli_rekey, true},
     {"export-env", kf_cli_export_env, true},
     {"cluster", kf_cli_cluster, true},
 };

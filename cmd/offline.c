@@ -99,8 +99,9 @@ static int backup_verify(const struct kf_config *cfg, const char *what)
 	}
 	kf_time_rfc3339(info.created, when);
 	printf("ok: %s created %s, key version %" PRIu32 ", %" PRIu32
-	       " versions\n",
-	       info.name, when, info.key_version, info.n_versions);
+	       " versions%s\n",
+	       info.name, when, info.key_version, info.n_versions,
+	       info.recovery ? ", recovery seal" : "");
 	free(path);
 	return 0;
 }
@@ -139,14 +140,19 @@ int kf_cli_restore(int argc, char **argv)
 	bool force;
 	int rc = 1;
 
-	if (kf_cmd_parse_opts(argc, argv, KF_CMD_OPT_OFFLINE, &o) < 0)
+	if (kf_cmd_parse_opts(argc, argv,
+			      KF_CMD_OPT_OFFLINE | KF_CMD_OPT_RECOVERY_KEY,
+			      &o) < 0)
 		return 2;
 	force = optind + 2 == argc && strcmp(argv[optind + 1], "force") == 0;
-	if (!o.offline || optind + 1 + force != argc)
+	if (!o.offline || optind + 1 + force != argc ||
+	    (o.recovery_key && (force || !*o.recovery_key)))
 		return kf_cmd_usage("restore",
 				    "restore --offline NAME|FILE [force] [-c "
 				    "FILE] (with the daemon stopped; a running "
-				    "tree restores with keyfs ctl restore)");
+				    "tree restores with keyfs ctl restore), or "
+				    "restore --offline --recovery-key FILE "
+				    "NAME|FILE [-c FILE]");
 	what = argv[optind];
 	/* A path given relative to here, else a name in backup_dir. */
 	if (what[0] != '/' && kf_cmd_local_path(what)) {
@@ -162,6 +168,18 @@ int kf_cli_restore(int argc, char **argv)
 	if (!cfg)
 		goto out;
 	kf_log_stderr_level(LOG_WARNING);
+	if (o.recovery_key) {
+		if (kf_manager_recover(cfg, &self, o.recovery_key, what,
+				       &version, err) < 0) {
+			fprintf(stderr, "keyfs restore: %s\n", err);
+			goto out;
+		}
+		printf("recovered: version %" PRIu32
+		       " (sealed under the configured master key)\n",
+		       version);
+		rc = 0;
+		goto out;
+	}
 	if (kf_manager_open_for_restore(cfg, &m, err) < 0) {
 		fprintf(stderr, "keyfs restore: %s\n", err);
 		goto out;

@@ -69,7 +69,7 @@ _keyfs()
 	((COMP_CWORD > 0)) && prev=${COMP_WORDS[COMP_CWORD - 1]}
 	_keyfs_load "${COMP_WORDS[0]}" || return 0
 	case $prev in
-	-c | --config)
+	-c | --config | --new-master | --recovery-key | --public | --private)
 		_keyfs_files "$cur"
 		return 0
 		;;
@@ -106,7 +106,10 @@ _keyfs()
 	for ((i = cmdi + 1; i < COMP_CWORD; i++)); do
 		word=${COMP_WORDS[i]}
 		case $word in
-		-c | --config | --mount | -o | --timeout | --from) ((i++)) ;;
+		-c | --config | --mount | -o | --timeout | --from | --new-master | \
+			--recovery-key | --public | --private)
+			((i++))
+			;;
 		-*) ;;
 		*) operands+=("$word") ;;
 		esac
@@ -120,8 +123,10 @@ _keyfs()
 			[[ ${operands[0]} == wait ]] && opts+=" --timeout --from"
 			;;
 		backup) opts="-c" ;;
-		restore) opts="--offline -c" ;;
+		restore) opts="--offline --recovery-key -c" ;;
+		recovery-keygen) opts="--public --private" ;;
 		audit) opts="--no-anchor -c" ;;
+		rekey) opts="--new-master -c" ;;
 		export-env) opts="--mount -c" ;;
 		cluster)
 			opts="-c"

@@ -39,9 +39,11 @@ int kf_mgr_write_backup(struct kf_manager *m, const struct kf_keyring *kr,
 		kf_err_set(err, "cannot encode keyring: %s", strerror(-r));
 		return r;
 	}
-	r = kf_backup_write(m->cfg->backup_dir, name, prefix, m->keys->backup,
-			    blob, len, kf_keyring_current_version(kr), versions,
-			    n, kf_time_now(), ret_name, err);
+	r = kf_backup_write_recoverable(
+	    m->cfg->backup_dir, name, prefix, m->keys->backup,
+	    m->has_recovery ? m->recovery_pk : NULL, blob, len,
+	    kf_keyring_current_version(kr), versions, n, kf_time_now(),
+	    ret_name, err);
 	sodium_free(blob);
 	/* Cluster: every node gets a copy once the operation commits. */
 	if (r == 0 && m->cl)
@@ -326,24 +328,39 @@ static int read_archive(struct kf_manager *m, const char *path,
 }
 
 /*
- * A restore of the archive at path, under op_lock: the archive's keyring
- * less what was retired since, the current keyring archived first
- * (pre_restore_...), then committed.  0, KF_FILE_UNSYNCED or -errno (with
- * *cancel_seq as kf_mgr_commit sets it).
+ * A restore of the archive at path, under op_lock (kf_mgr_adopt_locked).
+ * 0, KF_FILE_UNSYNCED or -errno (with *cancel_seq as kf_mgr_commit sets
+ * it).
  */
 static int restore_locked(struct kf_manager *m, const struct kf_caller *who,
 			  const char *what, const char *path, bool force,
 			  uint32_t *ret_version, char *ret_note,
 			  uint64_t *cancel_seq, char why[KF_ERR_MAX])
 {
-	struct kf_keyring *old, *restored = NULL, *next = NULL;
-	char pre[KF_BACKUP_FILE_NAME_MAX] = "";
+	struct kf_keyring *restored = NULL;
 	json_t *rec = restore_record(who, what, force);
 	int r;
 
 	r = read_archive(m, path, &restored, why);
+	if (r == 0)
+		r = kf_mgr_adopt_locked(m, restored, rec, force, ret_version,
+					ret_note, cancel_seq, why);
+	json_decref(rec);
+	kf_keyring_unref(restored);
+	return r;
+}
+
+int kf_mgr_adopt_locked(struct kf_manager *m, struct kf_keyring *given,
+			json_t *rec, bool force, uint32_t *ret_version,
+			char *ret_note, uint64_t *cancel_seq,
+			char why[KF_ERR_MAX])
+{
+	struct kf_keyring *old, *restored = kf_keyring_ref(given), *next = NULL;
+	char pre[KF_BACKUP_FILE_NAME_MAX] = "";
+	int r = 0;
+
 	old = kf_mgr_current(m);
-	if (r == 0 && old)
+	if (old)
 		r = adopt_retired(old, &restored, force, rec, ret_note, why);
 	/* A restore never loses a key: the keyring it replaces is kept. */
 	if (r == 0 && old) {
@@ -381,7 +398,6 @@ static int restore_locked(struct kf_manager *m, const struct kf_caller *who,
 		if (r >= 0 && ret_version)
 			*ret_version = kf_keyring_current_version(next);
 	}
-	json_decref(rec);
 	kf_keyring_unref(next);
 	kf_keyring_unref(restored);
 	kf_keyring_unref(old);

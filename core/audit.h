@@ -164,6 +164,44 @@ typedef void (*kf_audit_line_fn)(void *ctx, const char *line, size_t len);
 void kf_audit_on_line(struct kf_audit *a, kf_audit_line_fn fn, void *ctx);
 
 /*
+ * Moves the log whose active file is path -- that file and its closed
+ * segments -- into the folder `folder` (a name, created 0700 beside it;
+ * may exist), for a log that can no longer be verified (break-glass
+ * recovery: its master key is lost).  *ret_moved counts the files moved.
+ * 0 or -errno (what was moved stays moved).
+ */
+int kf_audit_set_aside(const char *path, const char *folder, size_t *ret_moved,
+		       char err[KF_ERR_MAX]) KF_WUR;
+
+/* What kf_audit_rekey did. */
+struct kf_audit_rekey_result {
+	uint64_t files;	    /* files of the log, each checked */
+	uint64_t rewritten; /* of them, rechained by this call */
+	uint64_t records;   /* complete lines in them */
+};
+
+/*
+ * Master-key rotation of the log whose active file is path (keyfs rekey;
+ * call with no writer open, the state lock held): its closed segments,
+ * oldest first, then the active file.  A file whose every line already
+ * chains under new_key (from the previous file's last line, or from its
+ * own start for the oldest file kept) is left as it is; any other must
+ * chain under old_key from its own start, and is rewritten: every line
+ * keeps its bytes but for its "chain", computed under new_key, and an open
+ * record's "previous_chain", which names the previous file's new last
+ * chain.  Each file is replaced atomically (temporary ".NAME.rekey",
+ * fsync, rename, fsync of the folder), so after a crash every file chains
+ * under one key or the other and a new call finishes.  A torn last line
+ * is left out.  old_key NULL: every file must be new already.  0 with
+ * *ret, or -errno with err naming the file and line that opens under
+ * neither key.
+ */
+int kf_audit_rekey(const char *path, const uint8_t *old_key,
+		   const uint8_t new_key[KF_AUDIT_KEY_BYTES],
+		   struct kf_audit_rekey_result *ret,
+		   char err[KF_ERR_MAX]) KF_WUR;
+
+/*
  * Verifies the whole file at path, to its end: every line parses, seq runs
  * 1, 2, 3..., every chain matches.  When `anchor` is non-NULL and
  * anchor->seq > 0, the line with that seq must exist and carry that chain

@@ -1,13 +1,18 @@
 // SPDX-License-Identifier: MIT
 /*
  * audit_segment: the names of closed segments, shared by the writer and the
- * verifier.  The active log "audit.log" closes into
+ * verifier, and setting a log aside.  The active log "audit.log" closes into
  * "audit-<first seq>-<last seq>.log", both numbers zero-padded to
  * KF_AUDIT_SEQ_DIGITS digits so that names sort in seq order.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "audit_private.h"
 
@@ -71,4 +76,58 @@ bool kf_audit_segment_parse(const char *active_base, const char *name,
 	*ret_first = first;
 	*ret_last = last;
 	return true;
+}
+
+int kf_audit_set_aside(const char *path, const char *folder, size_t *ret_moved,
+		       char err[KF_ERR_MAX])
+{
+	const char *slash = strrchr(path, '/'),
+		   *base = slash ? slash + 1 : path;
+	char *dir =
+	    slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path))
+		  : strdup(".");
+	uint64_t first, last;
+	struct dirent *de;
+	size_t moved = 0;
+	int dfd = -1, r = 0;
+	DIR *d = NULL;
+
+	if (!dir) {
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	d = dfd >= 0 ? fdopendir(dup(dfd)) : NULL;
+	if (!d || (mkdirat(dfd, folder, 0700) < 0 && errno != EEXIST)) {
+		r = -errno;
+		kf_err_set(err, "%s/%s: %s", dir, folder, strerror(-r));
+		goto out;
+	}
+	while ((de = readdir(d))) {
+		char to[2 * KF_AUDIT_NAME_MAX];
+
+		if (strcmp(de->d_name, base) != 0 &&
+		    !kf_audit_segment_parse(base, de->d_name, &first, &last))
+			continue;
+		snprintf(to, sizeof(to), "%s/%s", folder, de->d_name);
+		if (renameat(dfd, de->d_name, dfd, to) < 0) {
+			r = -errno;
+			kf_err_set(err, "%s/%s: %s", dir, de->d_name,
+				   strerror(-r));
+			break;
+		}
+		moved++;
+	}
+	if (moved > 0 && fsync(dfd) < 0 && r == 0) {
+		r = -errno;
+		kf_err_set(err, "%s: fsync: %s", dir, strerror(-r));
+	}
+	*ret_moved = moved;
+out:
+	if (d)
+		closedir(d);
+	if (dfd >= 0)
+		close(dfd);
+	free(dir);
+	return r;
 }

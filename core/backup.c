@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "backup_private.h"
 
 #define MAX_LIST 100000u  /* archives listed from one directory */
@@ -213,6 +215,20 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 		    size_t n_versions, int64_t now, char *ret_name,
 		    char err[KF_ERR_MAX])
 {
+	return kf_backup_write_recoverable(dir, name, prefix, key, NULL, blob,
+					   len, key_version, versions,
+					   n_versions, now, ret_name, err);
+}
+
+int kf_backup_write_recoverable(const char *dir, const char *name,
+				const char *prefix,
+				const uint8_t key[KF_BACKUP_KEY_BYTES],
+				const uint8_t *recovery_pk, const uint8_t *blob,
+				size_t len, uint32_t key_version,
+				const uint32_t *versions, size_t n_versions,
+				int64_t now, char *ret_name,
+				char err[KF_ERR_MAX])
+{
 	const struct kf_backup_clear clear = {.created = now,
 					      .key_version = key_version,
 					      .versions = (uint32_t *)versions,
@@ -252,7 +268,7 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 		kf_err_set(err, "invalid backup name prefix");
 		return -EINVAL;
 	}
-	r = kf_backup_seal(&clear, key, blob, len, &text, err);
+	r = kf_backup_seal(&clear, key, recovery_pk, blob, len, &text, err);
 	if (r < 0)
 		return r;
 	kf_backup_file_name(first, file);
@@ -329,6 +345,45 @@ int kf_backup_import(const char *dir, const char *file,
 	}
 out:
 	kf_file_discard(dir, tmp);
+	return r;
+}
+
+int kf_backup_rekey(const char *dir, const char *file, const uint8_t *old_key,
+		    const uint8_t new_key[KF_BACKUP_KEY_BYTES],
+		    bool *ret_rewritten, char err[KF_ERR_MAX])
+{
+	char path[PATH_MAX], tmp[PATH_MAX] = "";
+	uint8_t *buf = NULL;
+	char *text = NULL;
+	int64_t created = 0;
+	size_t len = 0;
+	int r;
+
+	*ret_rewritten = false;
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	r = kf_file_read_all(path, KF_BACKUP_FILE_MAX, &buf, &len, NULL, err);
+	if (r < 0)
+		return r;
+	r = kf_backup_reseal(buf, len, old_key, new_key, &text, &created, err);
+	sodium_free(buf);
+	if (r <= 0)
+		return r;
+	r = kf_file_prepare(dir, file, text, strlen(text), 0600, tmp, err);
+	if (r < 0) {
+		tmp[0] = 0;
+		goto out;
+	}
+	r = set_mtime(dir, tmp, created, err);
+	if (r == 0)
+		r = kf_file_commit(dir, tmp, file, err);
+	if (r >= 0) {
+		tmp[0] = 0;
+		*ret_rewritten = true;
+		r = r == KF_FILE_UNSYNCED ? -EIO : 0;
+	}
+out:
+	kf_file_discard(dir, tmp);
+	free(text);
 	return r;
 }
 

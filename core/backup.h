@@ -5,13 +5,14 @@
  * An archive is one JSON object:
  *   {"format":"keyfs-backup-v1","created":"<RFC 3339 UTC>",
  *    "key_version":N,"versions":[N,...],"nonce":"<base64>",
- *    "ciphertext":"<base64>"}
+ *    "ciphertext":"<base64>"[,"recovery":"<base64>"]}
  * The ciphertext is the encoded keyring (opaque bytes to this module)
  * sealed with XChaCha20-Poly1305 under the backup archive key; the
  * associated data binds the clear fields: the compact JSON text of
  * {"format":...,"created":...,"key_version":...,"versions":[...]} in that
- * order.  Archives are 0600 files named NAME.json in a 0700 directory and are
- * never overwritten.
+ * order.  "recovery", optional, is the break-glass seal
+ * (kf_backup_write_recoverable).  Archives are 0600 files named NAME.json
+ * in a 0700 directory and are never overwritten.
  *
  * Implemented in backup_format.c (one archive: seal, parse, kf_backup_read)
  * and backup.c (the directory: names, write, list, prune);
@@ -28,7 +29,9 @@
 #include "util.h"
 
 #define KF_BACKUP_FORMAT "keyfs-backup-v1"
-#define KF_BACKUP_KEY_BYTES 32	      /* the archive key (master subkey 2) */
+#define KF_BACKUP_KEY_BYTES 32 /* the archive key (master subkey 2) */
+/* An X25519 key of the break-glass recovery pair (crypto_box). */
+#define KF_BACKUP_RECOVERY_KEY_BYTES 32
 #define KF_BACKUP_FILE_MAX (8u << 20) /* refuse larger archives */
 /* An archive's file name is a backup name plus this ending. */
 #define KF_BACKUP_NAME_MAX 64 /* without ".json" */
@@ -47,6 +50,7 @@ struct kf_backup_info {
 	uint32_t n_versions;
 	off_t size;
 	int64_t mtime;
+	bool recovery; /* it carries a recovery seal (kf_backup_read only) */
 };
 
 /* True if name matches [A-Za-z0-9][A-Za-z0-9._-]{0,63} (no "..", no "/"). */
@@ -83,6 +87,37 @@ int kf_backup_write(const char *dir, const char *name, const char *prefix,
 		    char err[KF_ERR_MAX]) KF_WUR;
 
 /*
+ * kf_backup_write, and with recovery_pk (NULL: none) the archive also
+ * carries the recovery seal: "recovery", after "ciphertext", the base64 of
+ * crypto_box_seal(recovery_pk, associated data || "\n" || blob), so the
+ * private half alone opens it (kf_backup_recover), bound to this archive's
+ * clear fields.
+ */
+int kf_backup_write_recoverable(const char *dir, const char *name,
+				const char *prefix,
+				const uint8_t key[KF_BACKUP_KEY_BYTES],
+				const uint8_t *recovery_pk, const uint8_t *blob,
+				size_t len, uint32_t key_version,
+				const uint32_t *versions, size_t n_versions,
+				int64_t now, char *ret_name,
+				char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Break-glass recovery: opens the recovery seal of the archive at path
+ * with the private key sk (the master key is not needed) and checks that
+ * the clear fields sealed in it are the archive's own.  *ret_blob
+ * (sodium_malloc'd) and ret_info (may be NULL) as kf_backup_read.
+ * -ENODATA "the archive has no recovery seal ..."; -EBADMSG "does not open
+ * under this private key", "belongs to another archive", or the archive's
+ * parse errors.
+ */
+int kf_backup_recover(const char *path,
+		      const uint8_t sk[KF_BACKUP_RECOVERY_KEY_BYTES],
+		      uint8_t **ret_blob, size_t *ret_len,
+		      struct kf_backup_info *ret_info,
+		      char err[KF_ERR_MAX]) KF_WUR;
+
+/*
  * Writes archive text received from elsewhere (another node, through
  * etcd) into dir as `file`, after checking that it is a whole archive that
  * opens under key; its mtime is its created time.  Never replaces a file:
@@ -93,6 +128,19 @@ int kf_backup_import(const char *dir, const char *file,
 		     const uint8_t key[KF_BACKUP_KEY_BYTES],
 		     const uint8_t *text, size_t len,
 		     char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Master-key rotation (keyfs rekey) of the archive dir/file: 0 when it
+ * already opens under new_key (*ret_rewritten false), or when it opened
+ * under old_key (may be NULL) and was replaced by the same archive sealed
+ * under new_key (*ret_rewritten true): temporary file, fsync, rename,
+ * fsync(dir), mtime kept at its created time, so a crash leaves the old or
+ * the new archive, each whole.  -errno with err for a file that is no
+ * archive or opens under neither key (left as it is).
+ */
+int kf_backup_rekey(const char *dir, const char *file, const uint8_t *old_key,
+		    const uint8_t new_key[KF_BACKUP_KEY_BYTES],
+		    bool *ret_rewritten, char err[KF_ERR_MAX]) KF_WUR;
 
 /*
  * Reads, verifies and decrypts an archive at path.  Every failure leaves

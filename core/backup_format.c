@@ -25,7 +25,8 @@ _Static_assert(KF_BACKUP_KEY_BYTES ==
 	       "the archive key is an XChaCha20-Poly1305 key");
 
 static const char *const fields[] = {"format",	 "created", "key_version",
-				     "versions", "nonce",   "ciphertext"};
+				     "versions", "nonce",   "ciphertext",
+				     "recovery"};
 
 /* The clear fields and the decoded sealed part of one archive. */
 struct archive {
@@ -33,6 +34,7 @@ struct archive {
 	uint8_t nonce[NONCE_LEN];
 	uint8_t *ct;
 	size_t ct_len;
+	char *recovery; /* base64 of the recovery seal; NULL: none */
 };
 
 void kf_backup_clear_done(struct kf_backup_clear *c)
@@ -45,6 +47,7 @@ static void archive_done(struct archive *a)
 {
 	kf_backup_clear_done(&a->c);
 	free(a->ct);
+	free(a->recovery);
 	memset(a, 0, sizeof(*a));
 }
 
@@ -137,7 +140,9 @@ static char *archive_text(const struct archive *a)
 	ct = b64_encode(a->ct, a->ct_len);
 	if (!o || !nonce || !ct ||
 	    json_object_set_new(o, "nonce", json_string(nonce)) ||
-	    json_object_set_new(o, "ciphertext", json_string(ct)))
+	    json_object_set_new(o, "ciphertext", json_string(ct)) ||
+	    (a->recovery &&
+	     json_object_set_new(o, "recovery", json_string(a->recovery))))
 		goto out;
 	s = dump(o);
 	if (s && asprintf(&line, "%s\n", s) < 0)
@@ -291,6 +296,25 @@ static int archive_parse(const uint8_t *buf, size_t len, struct archive *a,
 		field_error(err, "ciphertext", r);
 		goto out;
 	}
+	v = json_object_get(root, "recovery");
+	if (v) {
+		uint8_t *seal = NULL;
+		size_t seal_len = 0;
+
+		r = json_is_string(v)
+			? b64_decode(json_string_value(v),
+				     json_string_length(v), &seal, &seal_len)
+			: -EBADMSG;
+		free(seal);
+		if (r == 0 && seal_len < crypto_box_SEALBYTES)
+			r = -EBADMSG;
+		if (r == 0 && !(a->recovery = strdup(json_string_value(v))))
+			r = -ENOMEM;
+		if (r < 0) {
+			field_error(err, "recovery", r);
+			goto out;
+		}
+	}
 	text = archive_text(a);
 	if (!text) {
 		r = -ENOMEM;
@@ -340,6 +364,7 @@ int kf_backup_load_clear(const char *path, struct kf_backup_clear *ret,
 		return r;
 	*ret = a.c;
 	free(a.ct);
+	free(a.recovery);
 	return 0;
 }
 
@@ -373,32 +398,47 @@ static int archive_open(const struct archive *a,
 	return 0;
 }
 
+/* archive_load of a backup asked for by path: a missing one is said so. */
+static int archive_read(const char *path, struct archive *a, struct stat *st,
+			char err[KF_ERR_MAX])
+{
+	int r = archive_load(path, a, st, err);
+
+	if (r == -ENOENT)
+		kf_err_set(err, "no such backup");
+	return r;
+}
+
+/* What kf_backup_read tells of the archive a, read from path (st). */
+static void fill_info(const char *path, const struct archive *a,
+		      const struct stat *st, struct kf_backup_info *ret)
+{
+	const char *base = strrchr(path, '/');
+
+	memset(ret, 0, sizeof(*ret));
+	snprintf(ret->name, sizeof(ret->name), "%s", base ? base + 1 : path);
+	ret->created = a->c.created;
+	ret->key_version = a->c.key_version;
+	ret->n_versions = (uint32_t)a->c.n_versions;
+	ret->size = st->st_size;
+	ret->mtime = (int64_t)st->st_mtim.tv_sec;
+	ret->recovery = a->recovery != NULL;
+}
+
 int kf_backup_read(const char *path, const uint8_t key[KF_BACKUP_KEY_BYTES],
 		   uint8_t **ret_blob, size_t *ret_len,
 		   struct kf_backup_info *ret_info, char err[KF_ERR_MAX])
 {
 	struct archive a;
 	struct stat st;
-	const char *base;
 	int r;
 
-	r = archive_load(path, &a, &st, err);
-	if (r == -ENOENT)
-		kf_err_set(err, "no such backup");
+	r = archive_read(path, &a, &st, err);
 	if (r < 0)
 		return r;
 	r = archive_open(&a, key, ret_blob, ret_len, err);
-	if (r == 0 && ret_info) {
-		memset(ret_info, 0, sizeof(*ret_info));
-		base = strrchr(path, '/');
-		snprintf(ret_info->name, sizeof(ret_info->name), "%s",
-			 base ? base + 1 : path);
-		ret_info->created = a.c.created;
-		ret_info->key_version = a.c.key_version;
-		ret_info->n_versions = (uint32_t)a.c.n_versions;
-		ret_info->size = st.st_size;
-		ret_info->mtime = (int64_t)st.st_mtim.tv_sec;
-	}
+	if (r == 0 && ret_info)
+		fill_info(path, &a, &st, ret_info);
 	archive_done(&a);
 	return r;
 }
@@ -443,15 +483,55 @@ static int check_versions(const struct kf_backup_clear *c)
 	return in ? 0 : -EINVAL;
 }
 
-int kf_backup_seal(const struct kf_backup_clear *c,
-		   const uint8_t key[KF_BACKUP_KEY_BYTES], const uint8_t *blob,
-		   size_t len, char **ret_text, char err[KF_ERR_MAX])
+/*
+ * The recovery seal of blob for the archive a: crypto_box_seal to pk of the
+ * associated data, "\n" and blob, base64 into a->recovery.
+ */
+static int seal_recovery(struct archive *a, const char *ad,
+			 const uint8_t pk[KF_BACKUP_RECOVERY_KEY_BYTES],
+			 const uint8_t *blob, size_t len, char err[KF_ERR_MAX])
 {
-	struct archive a = {.c = *c};
+	size_t ad_len = strlen(ad), plen = ad_len + 1 + len;
+	uint8_t *plain = sodium_malloc(plen + 1);
+	uint8_t *seal = malloc(plen + crypto_box_SEALBYTES);
+	int r = 0;
+
+	if (!plain || !seal) {
+		r = -ENOMEM;
+	} else {
+		memcpy(plain, ad, ad_len);
+		plain[ad_len] = '\n';
+		if (len)
+			memcpy(plain + ad_len + 1, blob, len);
+		if (crypto_box_seal(seal, plain, plen, pk) != 0)
+			r = -EINVAL;
+		else if (!(a->recovery =
+			       b64_encode(seal, plen + crypto_box_SEALBYTES)))
+			r = -ENOMEM;
+	}
+	if (r == -EINVAL)
+		kf_err_set(err, "backup: the recovery public key is unusable");
+	else if (r < 0)
+		kf_err_set(err, "out of memory");
+	if (plain)
+		sodium_free(plain);
+	free(seal);
+	return r;
+}
+
+/*
+ * Seals blob into a (its clear fields set; a->recovery kept, or made when
+ * pk is given) and gives the archive's text.
+ */
+static int archive_seal(struct archive *a,
+			const uint8_t key[KF_BACKUP_KEY_BYTES],
+			const uint8_t *pk, const uint8_t *blob, size_t len,
+			char **ret_text, char err[KF_ERR_MAX])
+{
 	char *ad = NULL, *text = NULL;
 	int r = 0;
 
-	if (!key || (!blob && len > 0) || check_versions(c) < 0) {
+	if (!key || (!blob && len > 0) || check_versions(&a->c) < 0) {
 		kf_err_set(err, "backup: invalid key version list");
 		return -EINVAL;
 	}
@@ -459,19 +539,24 @@ int kf_backup_seal(const struct kf_backup_clear *c,
 		kf_err_set(err, "backup: keyring too large to archive");
 		return -EFBIG;
 	}
-	randombytes_buf(a.nonce, sizeof(a.nonce));
-	a.ct_len = len + TAG_LEN;
-	a.ct = malloc(a.ct_len);
-	ad = ad_text(&a);
-	if (!a.ct || !ad) {
+	randombytes_buf(a->nonce, sizeof(a->nonce));
+	free(a->ct);
+	a->ct_len = len + TAG_LEN;
+	a->ct = malloc(a->ct_len);
+	ad = ad_text(a);
+	if (!a->ct || !ad) {
 		r = -ENOMEM;
 		kf_err_set(err, "out of memory");
 		goto out;
 	}
 	crypto_aead_xchacha20poly1305_ietf_encrypt(
-	    a.ct, NULL, blob, len, (const uint8_t *)ad, strlen(ad), NULL,
-	    a.nonce, key);
-	text = archive_text(&a);
+	    a->ct, NULL, blob, len, (const uint8_t *)ad, strlen(ad), NULL,
+	    a->nonce, key);
+	if (pk)
+		r = seal_recovery(a, ad, pk, blob, len, err);
+	if (r < 0)
+		goto out;
+	text = archive_text(a);
 	if (!text) {
 		r = -ENOMEM;
 		kf_err_set(err, "out of memory");
@@ -488,6 +573,115 @@ int kf_backup_seal(const struct kf_backup_clear *c,
 out:
 	free(text);
 	free(ad);
+	return r;
+}
+
+int kf_backup_seal(const struct kf_backup_clear *c,
+		   const uint8_t key[KF_BACKUP_KEY_BYTES],
+		   const uint8_t *recovery_pk, const uint8_t *blob, size_t len,
+		   char **ret_text, char err[KF_ERR_MAX])
+{
+	struct archive a = {.c = *c};
+	int r = archive_seal(&a, key, recovery_pk, blob, len, ret_text, err);
+
 	free(a.ct);
+	free(a.recovery);
+	return r;
+}
+
+int kf_backup_reseal(const uint8_t *buf, size_t len, const uint8_t *old_key,
+		     const uint8_t new_key[KF_BACKUP_KEY_BYTES],
+		     char **ret_text, int64_t *ret_created,
+		     char err[KF_ERR_MAX])
+{
+	struct archive a;
+	uint8_t *m = NULL;
+	size_t mlen = 0;
+	char why[KF_ERR_MAX];
+	int r;
+
+	if (kf_backup_check_bytes(buf, len, new_key, ret_created, why) == 0)
+		return 0;
+	r = archive_parse(buf, len, &a, err);
+	if (r < 0)
+		return r;
+	*ret_created = a.c.created;
+	r = old_key ? archive_open(&a, old_key, &m, &mlen, err) : -EBADMSG;
+	if (r < 0 && !old_key)
+		kf_err_set(err, "does not open under the new master key");
+	/* The recovery seal does not depend on the master key: kept. */
+	if (r == 0) {
+		r = archive_seal(&a, new_key, NULL, m, mlen, ret_text, err);
+		sodium_free(m);
+	}
+	archive_done(&a);
+	return r < 0 ? r : 1;
+}
+
+int kf_backup_recover(const char *path,
+		      const uint8_t sk[KF_BACKUP_RECOVERY_KEY_BYTES],
+		      uint8_t **ret_blob, size_t *ret_len,
+		      struct kf_backup_info *ret_info, char err[KF_ERR_MAX])
+{
+	uint8_t pk[KF_BACKUP_RECOVERY_KEY_BYTES];
+	uint8_t *seal = NULL, *plain = NULL, *blob = NULL;
+	size_t seal_len = 0, plen, ad_len;
+	struct archive a;
+	struct stat st;
+	char *ad = NULL;
+	int r;
+
+	r = archive_read(path, &a, &st, err);
+	if (r < 0)
+		return r;
+	if (!a.recovery) {
+		r = -ENODATA;
+		kf_err_set(err, "the archive has no recovery seal (made "
+				"without recovery_public_key)");
+		goto out;
+	}
+	ad = ad_text(&a);
+	r = ad ? b64_decode(a.recovery, strlen(a.recovery), &seal, &seal_len)
+	       : -ENOMEM;
+	plen = r == 0 ? seal_len - crypto_box_SEALBYTES : 0;
+	plain = r == 0 ? sodium_malloc(plen + 1) : NULL;
+	if (r == 0 && !plain)
+		r = -ENOMEM;
+	if (r < 0) {
+		kf_err_set(err, "out of memory");
+		goto out;
+	}
+	crypto_scalarmult_base(pk, sk);
+	if (crypto_box_seal_open(plain, seal, seal_len, pk, sk) != 0) {
+		r = -EBADMSG;
+		kf_err_set(err, "the recovery seal does not open under this "
+				"private key (another key, or tampered)");
+		goto out;
+	}
+	ad_len = strlen(ad);
+	if (plen < ad_len + 1 || memcmp(plain, ad, ad_len) != 0 ||
+	    plain[ad_len] != '\n') {
+		r = -EBADMSG;
+		kf_err_set(err, "the recovery seal belongs to another archive "
+				"(the clear fields sealed in it differ)");
+		goto out;
+	}
+	blob = sodium_malloc(plen - ad_len);
+	if (!blob) {
+		r = -ENOMEM;
+		kf_err_set(err, "out of memory");
+		goto out;
+	}
+	memcpy(blob, plain + ad_len + 1, plen - ad_len - 1);
+	*ret_blob = blob;
+	*ret_len = plen - ad_len - 1;
+	if (ret_info)
+		fill_info(path, &a, &st, ret_info);
+out:
+	if (plain)
+		sodium_free(plain);
+	free(seal);
+	free(ad);
+	archive_done(&a);
 	return r;
 }

@@ -49,15 +49,17 @@ void kf_backup_clear_done(struct kf_backup_clear *c);
 
 /*
  * Seals blob (len bytes; NULL when len is 0) under key with the clear fields
- * c into the archive's text, one line with its "\n", malloc'd into
+ * c into the archive's text -- with its recovery seal (backup.h) when
+ * recovery_pk is non-NULL -- one line with its "\n", malloc'd into
  * *ret_text (free()).  A fresh random nonce each call.  Refuses a missing
  * key or blob and a version list that is empty, not strictly decreasing,
  * holds 0 or lacks c->key_version (-EINVAL), and a blob or text beyond
  * KF_BACKUP_FILE_MAX (-EFBIG).
  */
 int kf_backup_seal(const struct kf_backup_clear *c,
-		   const uint8_t key[KF_BACKUP_KEY_BYTES], const uint8_t *blob,
-		   size_t len, char **ret_text, char err[KF_ERR_MAX]) KF_WUR;
+		   const uint8_t key[KF_BACKUP_KEY_BYTES],
+		   const uint8_t *recovery_pk, const uint8_t *blob, size_t len,
+		   char **ret_text, char err[KF_ERR_MAX]) KF_WUR;
 
 /*
  * Reads the archive at path (at most KF_BACKUP_FILE_MAX bytes) and checks
@@ -75,5 +77,18 @@ int kf_backup_load_clear(const char *path, struct kf_backup_clear *ret,
 int kf_backup_check_bytes(const uint8_t *text, size_t len,
 			  const uint8_t key[KF_BACKUP_KEY_BYTES],
 			  int64_t *ret_created, char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Master-key rotation of one archive's text: 0 when it already opens under
+ * new_key; 1 and *ret_text (malloc'd, as kf_backup_seal makes it) when it
+ * opens under old_key (may be NULL) and was sealed anew under new_key, with
+ * the same clear fields and a fresh nonce; else -errno and err (a text
+ * that is no archive, or opens under neither key).  *ret_created gets its
+ * created time whenever it parses.
+ */
+int kf_backup_reseal(const uint8_t *buf, size_t len, const uint8_t *old_key,
+		     const uint8_t new_key[KF_BACKUP_KEY_BYTES],
+		     char **ret_text, int64_t *ret_created,
+		     char err[KF_ERR_MAX]) KF_WUR;
 
 #endif

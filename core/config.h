@@ -95,15 +95,16 @@ struct kf_audit_settings {
 struct kf_config {
 	char *source; /* file name, or KF_CONFIG_EMBEDDED */
 	enum kf_run_mode mode;
-	char *mountpoint;	  /* absolute, or NULL if unset */
-	char *state_dir;	  /* absolute */
-	char *backup_dir;	  /* absolute; default state_dir/backups */
-	char *master_key_file;	  /* absolute; default /etc/keyfs/master.key */
-	char *audit_log;	  /* absolute; default state_dir/audit.log */
-	char *alert_command;	  /* NULL if unset */
-	char *metrics_file;	  /* absolute, or NULL: none written */
-	unsigned retain_versions; /* >= 1, default 2 */
-	int64_t rotate_interval;  /* seconds, 0 = off, default 90d */
+	char *mountpoint;	   /* absolute, or NULL if unset */
+	char *state_dir;	   /* absolute */
+	char *backup_dir;	   /* absolute; default state_dir/backups */
+	char *master_key_file;	   /* absolute; default /etc/keyfs/master.key */
+	char *audit_log;	   /* absolute; default state_dir/audit.log */
+	char *alert_command;	   /* NULL if unset */
+	char *metrics_file;	   /* absolute, or NULL: none written */
+	char *recovery_public_key; /* absolute, or NULL: archives unsealed */
+	unsigned retain_versions;  /* >= 1, default 2 */
+	int64_t rotate_interval;   /* seconds, 0 = off, default 90d */
 	/* seconds a read keeps a version from retiring; 0 = off, 7d */
 	int64_t usage_window;
 	enum kf_rotate_mode rotate_mode; /* default one step ("rotate") */
@@ -152,14 +153,14 @@ struct kf_config_path {
 	const char *path;
 };
 
-#define KF_CONFIG_PATHS_MAX 10
+#define KF_CONFIG_PATHS_MAX 11
 
 /*
  * The paths keyfs itself opens, which must never lie under its mountpoint:
  * state_dir, backup_dir, audit_log, master_key_file and, when set, [etcd]'s
  * cacert, cert, key and password_file, audit_syslog_socket with
- * audit_syslog = yes, and metrics_file.  Fills ret (pointers into cfg) and
- * returns how many.
+ * audit_syslog = yes, metrics_file and recovery_public_key.  Fills ret
+ * (pointers into cfg) and returns how many.
  */
 size_t kf_config_paths(const struct kf_config *cfg,
 		       struct kf_config_path ret[KF_CONFIG_PATHS_MAX]);

@@ -127,6 +127,7 @@ size_t kf_config_paths(const struct kf_config *cfg,
 	    {"audit_syslog_socket",
 	     cfg->auditing.syslog ? cfg->auditing.syslog_socket : NULL},
 	    {"metrics_file", cfg->metrics_file},
+	    {"recovery_public_key", cfg->recovery_public_key},
 	};
 	size_t n = 0;
 
@@ -367,6 +368,7 @@ struct kf_config *kf_config_free(struct kf_config *cfg)
 	kf_config_audit_done(&cfg->auditing);
 	free(cfg->alert_command);
 	free(cfg->metrics_file);
+	free(cfg->recovery_public_key);
 	free(cfg->purposes);
 	kf_config_etcd_done(&cfg->etcd);
 	free(cfg);

@@ -64,6 +64,7 @@ enum key_id {
 	K_AUDIT_LOG,
 	K_ALERT,
 	K_METRICS_FILE,
+	K_RECOVERY_PUBLIC_KEY,
 	K_READ_MODE,
 	K_ROTATE_MODE,
 	K_STAGE_DELAY,
@@ -111,6 +112,7 @@ static const struct {
     [K_AUDIT_LOG] = {"audit_log", SEC_KEYFS},
     [K_ALERT] = {"alert_command", SEC_KEYFS},
     [K_METRICS_FILE] = {"metrics_file", SEC_KEYFS},
+    [K_RECOVERY_PUBLIC_KEY] = {"recovery_public_key", SEC_KEYFS},
     [K_READ_MODE] = {"read_mode", SEC_KEYFS},
     [K_ROTATE_MODE] = {"rotate_mode", SEC_KEYFS},
     [K_STAGE_DELAY] = {"stage_delay", SEC_KEYFS},
@@ -243,6 +245,7 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 	    [K_MASTER_KEY_FILE] = {.path = &cfg->master_key_file},
 	    [K_AUDIT_LOG] = {.path = &cfg->audit_log},
 	    [K_METRICS_FILE] = {.path = &cfg->metrics_file},
+	    [K_RECOVERY_PUBLIC_KEY] = {.path = &cfg->recovery_public_key},
 	    [K_CACERT] = {.path = &cfg->etcd.cacert},
 	    [K_CERT] = {.path = &cfg->etcd.cert},
 	    [K_KEY] = {.path = &cfg->etcd.key},
@@ -308,6 +311,7 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 	case K_BACKUP_DIR:
 	case K_AUDIT_LOG:
 	case K_METRICS_FILE:
+	case K_RECOVERY_PUBLIC_KEY:
 	case K_CACERT:
 	case K_CERT:
 	case K_KEY:

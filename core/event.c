@@ -26,6 +26,9 @@ static const char *const names[KF_EVENT_COUNT] = {
     [KF_EVENT_KEY_STAGE] = "key_stage",
     [KF_EVENT_KEY_PROMOTE] = "key_promote",
     [KF_EVENT_KEY_ABORT] = "key_abort",
+    [KF_EVENT_KEY_REKEY_START] = "key_rekey_start",
+    [KF_EVENT_KEY_REKEY] = "key_rekey",
+    [KF_EVENT_RECOVERY_RESTORE] = "recovery_restore",
 };
 
 const char *kf_event_name(enum kf_event ev)

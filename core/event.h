@@ -42,6 +42,9 @@ enum kf_event {
 	KF_EVENT_KEY_STAGE,    /* control/rotate "stage", scheduled staging */
 	KF_EVENT_KEY_PROMOTE,  /* control/rotate "promote", scheduled */
 	KF_EVENT_KEY_ABORT,    /* control/rotate "abort" */
+	KF_EVENT_KEY_REKEY_START,  /* keyfs rekey: checked, journal next */
+	KF_EVENT_KEY_REKEY,	   /* keyfs rekey: done, or failed */
+	KF_EVENT_RECOVERY_RESTORE, /* restore --offline --recovery-key */
 	KF_EVENT_COUNT,
 };
 

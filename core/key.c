@@ -163,11 +163,18 @@ int kf_key_derive(const uint8_t key[KF_KEY_BYTES], const char *purpose,
 void kf_key_fingerprint(const uint8_t key[KF_KEY_BYTES],
 			char ret[KF_KEY_FPR_LEN + 1])
 {
+	kf_key_fingerprint_as(key, KF_KEY_FPR_PERSONAL, ret);
+}
+
+void kf_key_fingerprint_as(const uint8_t key[KF_KEY_BYTES], const char *person,
+			   char ret[KF_KEY_FPR_LEN + 1])
+{
 	static const uint8_t salt[crypto_generichash_blake2b_SALTBYTES];
 	uint8_t personal[crypto_generichash_blake2b_PERSONALBYTES] = {0};
 	uint8_t h[crypto_generichash_blake2b_BYTES];
+	size_t n = strlen(person);
 
-	memcpy(personal, KF_KEY_FPR_PERSONAL, sizeof(KF_KEY_FPR_PERSONAL) - 1);
+	memcpy(personal, person, n < sizeof(personal) ? n : sizeof(personal));
 	/* Cannot fail: every length is within BLAKE2b's limits. */
 	crypto_generichash_blake2b_salt_personal(
 	    h, sizeof(h), key, KF_KEY_BYTES, NULL, 0, salt, personal);

@@ -51,6 +51,13 @@ int kf_key_derive(const uint8_t key[KF_KEY_BYTES], const char *purpose,
 void kf_key_fingerprint(const uint8_t key[KF_KEY_BYTES],
 			char ret[KF_KEY_FPR_LEN + 1]);
 
+/*
+ * The same with another personal (at most 16 bytes): the first 16 hex
+ * digits of BLAKE2b-256(key) with that personal, zero-padded.
+ */
+void kf_key_fingerprint_as(const uint8_t key[KF_KEY_BYTES],
+			   const char *personal, char ret[KF_KEY_FPR_LEN + 1]);
+
 /* True if name matches [a-z0-9][a-z0-9_-]{0,31}. */
 bool kf_purpose_valid(const char *name);
 

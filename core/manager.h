@@ -333,6 +333,57 @@ int kf_manager_verify_backup(const struct kf_config *cfg, const char *path,
 			     struct kf_backup_info *ret_info,
 			     char err[KF_ERR_MAX]) KF_WUR;
 
+/* The journal of an incomplete master-key rotation, in state_dir. */
+#define KF_REKEY_JOURNAL "rekey.journal"
+
+/* What kf_manager_rekey did. */
+struct kf_manager_rekey_result {
+	char old_fpr[KF_KEY_FPR_LEN + 1]; /* kf_master_fingerprint */
+	char new_fpr[KF_KEY_FPR_LEN + 1];
+	bool resumed;	/* it finished an interrupted rotation */
+	bool from_env;	/* the old key came from KEYFS_MASTER_KEY */
+	bool installed; /* master_key_file now holds the new key */
+	bool state;	/* a state was sealed anew */
+	size_t archives, archives_rewritten;
+	uint64_t audit_files, audit_files_rewritten;
+};
+
+/*
+ * keyfs rekey (README: Master-key rotation), with the daemon stopped:
+ * seals every archive, the audit log's chain and the state anew under the
+ * master key in the file new_master (checked like master_key_file), then
+ * puts that key into master_key_file (unless the old one came from
+ * KEYFS_MASTER_KEY).  A new rotation first checks that everything opens
+ * under the configured key and that the new key differs (else refused,
+ * audited, nothing changed), then writes state_dir/rekey.journal; from
+ * there on every step is resumable: after a crash, the same call finishes
+ * it (and a daemon refuses to start until it has).  Audited as
+ * key_rekey_start and key_rekey.  store = etcd: -EOPNOTSUPP.  0 with *ret,
+ * or -errno with err (alerted, audited when the log can be).
+ */
+int kf_manager_rekey(const struct kf_config *cfg, const char *new_master,
+		     const struct kf_caller *who,
+		     struct kf_manager_rekey_result *ret,
+		     char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Break-glass recovery (README: Break-glass recovery), with the daemon
+ * stopped: opens the recovery seal of the archive `what` (a name in
+ * backup_dir or an absolute path) with the recovery private key in
+ * sk_path (checked like a master key file), then -- the master key that
+ * sealed the state being lost -- sets aside the state (keyring.lost-STAMP)
+ * and the audit log (the folder lost-STAMP beside it), and restores the
+ * keyring under the configured master key: a new log whose first record is
+ * recovery_restore, a new state, a first archive under the new key (a
+ * failure before the new log exists is alerted, not audited).  Refused with
+ * nothing changed when the seal does not open, belongs to another archive, or
+ * the state opens under the configured key (not lost: use kf_manager_restore).
+ * *ret_version.
+ */
+int kf_manager_recover(const struct kf_config *cfg, const struct kf_caller *who,
+		       const char *sk_path, const char *what,
+		       uint32_t *ret_version, char err[KF_ERR_MAX]) KF_WUR;
+
 /* list_backups without a running manager: kf_backup_list of backup_dir. */
 int kf_manager_list_backups_offline(const struct kf_config *cfg,
 				    struct kf_backup_info **ret, size_t *ret_n,

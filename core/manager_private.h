@@ -14,6 +14,8 @@
  *               the other operations use
  *   status.c    kf_manager_info, the status object
  *   offline.c   audit verify, backup verify and list, without a manager
+ *   rekey.c     keyfs rekey, the master-key rotation
+ *   recover.c   break-glass recovery with the recovery private key
  *   auditing.c  the audit log's upkeep: the open window, shipping to
  *               syslog, the free-space alarm and the thread that runs them
  *
@@ -40,6 +42,7 @@
 #include "keyring.h"
 #include "manager.h"
 #include "master.h"
+#include "recovery.h"
 #include "store.h"
 #include "usage.h"
 
@@ -97,8 +100,11 @@ struct kf_mgr_audit {
 struct kf_manager {
 	const struct kf_config *cfg; /* borrowed; read-only */
 	struct kf_subkeys *keys;     /* sodium_malloc'd; read-only after open */
-	struct kf_store *store;	     /* the sealed state; op_lock */
-	struct kf_audit *audit;	     /* locks itself */
+	/* recovery_public_key's key (recovery.h); read-only after open */
+	uint8_t recovery_pk[KF_RECOVERY_KEY_BYTES];
+	bool has_recovery;		 /* recovery_public_key is set */
+	struct kf_store *store;		 /* the sealed state; op_lock */
+	struct kf_audit *audit;		 /* locks itself */
 	struct kf_backup_cache *backups; /* archives' clear fields; locks
 					    itself; NULL: none */
 	int lock_fd;	     /* flock'd state_dir/lock; open/close */
@@ -243,6 +249,14 @@ void kf_mgr_take_anchor(struct kf_manager *m,
 int kf_mgr_record_load(struct kf_manager *m, json_t *fields,
 		       char err[KF_ERR_MAX]) KF_WUR;
 
+/*
+ * A manager that holds the state lock and has checked state_dir and
+ * backup_dir, nothing more (no key, log or keyring): keyfs rekey's
+ * (rekey.c), which loads its keys and opens the log itself.
+ */
+int kf_mgr_open_bare(const struct kf_config *cfg, struct kf_manager **ret,
+		     char err[KF_ERR_MAX]) KF_WUR;
+
 /* --- auditing.c ---------------------------------------------------------- */
 
 /*
@@ -267,6 +281,20 @@ json_t *kf_mgr_audit_info(struct kf_manager *m);
 int kf_mgr_write_backup(struct kf_manager *m, const struct kf_keyring *kr,
 			const char *name, const char *prefix, char *ret_name,
 			char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * The keyring `given` (a restored archive's, not consumed) made current
+ * under op_lock: less what the current keyring retired since (unless
+ * force), the current keyring archived first (pre_restore_...), the
+ * highest version raised to every archive's, then committed with rec (not
+ * consumed; it gets key_version, previous_version, versions,
+ * pre_restore_backup).  0, KF_FILE_UNSYNCED or -errno (*cancel_seq as
+ * kf_mgr_commit sets it).
+ */
+int kf_mgr_adopt_locked(struct kf_manager *m, struct kf_keyring *given,
+			json_t *rec, bool force, uint32_t *ret_version,
+			char *ret_note, uint64_t *cancel_seq,
+			char why[KF_ERR_MAX]) KF_WUR;
 
 /* Deletes the archive `file` again (an operation that was refused). */
 void kf_mgr_remove_backup(struct kf_manager *m, const char *file);

@@ -543,6 +543,43 @@ out:
 	return 0;
 }
 
+int kf_master_load_file(const char *path, const char *what, uint8_t **ret_key,
+			char err[KF_ERR_MAX])
+{
+	uint8_t *key = sodium_malloc(KF_KEY_BYTES);
+	bool absent = false;
+	int fd, r;
+
+	if (!key) {
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	fd = master_open(path, &absent, err);
+	if (fd >= 0) {
+		r = master_from_fd(path, fd, key, err);
+		close(fd);
+	} else {
+		r = fd;
+		if (absent)
+			kf_err_set(err, "master key file %s: %s", path,
+				   strerror(-r));
+	}
+	if (r < 0) {
+		if (what)
+			kf_err_prefix(err, "%s: ", what);
+		sodium_free(key);
+		return r;
+	}
+	*ret_key = key;
+	return 0;
+}
+
+void kf_master_fingerprint(const uint8_t master[KF_KEY_BYTES],
+			   char out[KF_MASTER_FPR_LEN + 1])
+{
+	kf_key_fingerprint_as(master, "keyfs.mfpr.v1", out);
+}
+
 _Static_assert(KF_SUBKEY_BYTES >= crypto_kdf_BYTES_MIN &&
 		   KF_SUBKEY_BYTES <= crypto_kdf_BYTES_MAX,
 	       "a subkey is a crypto_kdf output");

@@ -42,6 +42,28 @@ enum kf_subkey {
 int kf_master_load(const char *path, bool may_create, uint8_t **ret_key,
 		   bool *ret_created, char err[KF_ERR_MAX]) KF_WUR;
 
+/*
+ * Loads a master key from the file `path` alone (never the environment,
+ * never created), with kf_master_load's checks: a regular file owned by
+ * root, no group/other permission bits, 44 characters and an optional
+ * newline (and kf_master_load's rules for a symbolic link).  The same checks
+ * serve other secret key files (the recovery private key): `what` (may be NULL)
+ * then starts the message. *ret_key as kf_master_load's.
+ */
+int kf_master_load_file(const char *path, const char *what, uint8_t **ret_key,
+			char err[KF_ERR_MAX]) KF_WUR;
+
+/* Characters of a master key's fingerprint (hex), without the NUL. */
+#define KF_MASTER_FPR_LEN KF_KEY_FPR_LEN
+
+/*
+ * The fingerprint of a master key: the first KF_MASTER_FPR_LEN hex digits
+ * of BLAKE2b-256 of the key with personal "keyfs.mfpr.v1", so people (and
+ * the rekey journal) can tell master keys apart without seeing them.
+ */
+void kf_master_fingerprint(const uint8_t master[KF_KEY_BYTES],
+			   char out[KF_MASTER_FPR_LEN + 1]);
+
 /* crypto_kdf_derive_from_key(out, KF_SUBKEY_BYTES, id, "keyfs-mk", master). */
 void kf_master_subkey(const uint8_t master[KF_KEY_BYTES], enum kf_subkey id,
 		      uint8_t out[KF_SUBKEY_BYTES]);

@@ -143,6 +143,13 @@ static int load_master(struct kf_manager *m, char err[KF_ERR_MAX])
 	kf_master_subkey(master, KF_SUBKEY_CLUSTER, m->keys->cluster);
 	sodium_free(master);
 	sodium_mprotect_readonly(m->keys);
+	if (cfg->recovery_public_key) {
+		r = kf_recovery_load_public(cfg->recovery_public_key,
+					    m->recovery_pk, err);
+		if (r < 0)
+			return r;
+		m->has_recovery = true;
+	}
 	r = kf_store_file_new(cfg->state_dir, m->keys->state, &m->store);
 	if (r < 0)
 		kf_err_set(err, "out of memory");
@@ -400,8 +407,30 @@ static int lock_state(struct kf_manager *m, char err[KF_ERR_MAX])
 	return r;
 }
 
+/* Refuses a state_dir whose master-key rotation is incomplete. */
+static int check_rekey(const struct kf_config *cfg, char err[KF_ERR_MAX])
+{
+	char *path = kf_path_join(cfg->state_dir, KF_REKEY_JOURNAL);
+	int r = 0;
+
+	if (!path) {
+		kf_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	if (access(path, F_OK) == 0) {
+		kf_err_set(err,
+			   "a master key rotation is incomplete (%s): finish "
+			   "it with `keyfs rekey --new-master FILE` (the same "
+			   "new key) before starting",
+			   path);
+		r = -EBUSY;
+	}
+	free(path);
+	return r;
+}
+
 /* What kf_manager_open and its variants open a manager for. */
-enum open_for { OPEN_SERVE, OPEN_RESTORE, OPEN_CLUSTER_INIT };
+enum open_for { OPEN_SERVE, OPEN_RESTORE, OPEN_CLUSTER_INIT, OPEN_BARE };
 
 static int manager_open(const struct kf_config *cfg, enum open_for what,
 			bool from_state, struct kf_manager **ret,
@@ -454,11 +483,13 @@ static int manager_open(const struct kf_config *cfg, enum open_for what,
 	 * change the first one's folder (modes, a new master key, temp files).
 	 */
 	r = lock_state(m, err);
+	if (r == 0 && what != OPEN_BARE)
+		r = check_rekey(cfg, err);
 	if (r < 0)
 		goto fail;
 	r = prepare_dirs(m, err);
-	if (r < 0)
-		goto fail;
+	if (r < 0 || what == OPEN_BARE)
+		goto done;
 	r = load_master(m, err);
 	if (r < 0)
 		goto fail;
@@ -487,6 +518,7 @@ static int manager_open(const struct kf_config *cfg, enum open_for what,
 		r = kf_mgr_cluster_load(m, err);
 	else
 		r = load_keyring(m, err);
+done:
 	if (r < 0)
 		goto fail;
 	*ret = m;
@@ -522,4 +554,10 @@ int kf_mgr_new_keyring(struct kf_manager *m, struct kf_keyring **ret,
 		       enum kf_event *ret_event, char err[KF_ERR_MAX])
 {
 	return new_keyring(m->cfg, ret, ret_event, err);
+}
+
+int kf_mgr_open_bare(const struct kf_config *cfg, struct kf_manager **ret,
+		     char err[KF_ERR_MAX])
+{
+	return manager_open(cfg, OPEN_BARE, false, ret, err);
 }

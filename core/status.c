@@ -138,6 +138,24 @@ static void config_info(json_t *o, const struct kf_config *cfg, int64_t created,
 	json_object_set_new(o, "backup_keep", json_integer(cfg->backup_keep));
 }
 
+/*
+ * Break-glass recovery: whether new archives carry the recovery seal, and
+ * the public key's fingerprint (null without recovery_public_key).
+ */
+static json_t *recovery_info(const struct kf_manager *m)
+{
+	char fpr[KF_RECOVERY_FPR_LEN + 1];
+	json_t *o = json_object();
+
+	json_object_set_new(o, "archives_sealed",
+			    json_boolean(m->has_recovery));
+	if (m->has_recovery)
+		kf_recovery_fingerprint(m->recovery_pk, fpr);
+	json_object_set_new(o, "public_key_fingerprint",
+			    m->has_recovery ? json_string(fpr) : json_null());
+	return o;
+}
+
 json_t *kf_manager_info(struct kf_manager *m)
 {
 	struct kf_keyring *kr = kf_mgr_current(m);
@@ -157,6 +175,7 @@ json_t *kf_manager_info(struct kf_manager *m)
 	}
 	json_object_set_new(o, "audit", kf_mgr_audit_info(m));
 	json_object_set_new(o, "usage", kf_mgr_usage_info(m, kr));
+	json_object_set_new(o, "recovery", recovery_info(m));
 	kf_keyring_unref(kr);
 	return o;
 }

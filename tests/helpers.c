@@ -539,7 +539,8 @@ void kt_mount_config(struct kt_mount *m, const char *tag,
 
 	mount_prepare(m, tag);
 	/* Usage-aware retire is its own suites' (keysets): off elsewhere. */
-	cr_assert(asprintf(&body, "mode = development\nrotate_interval = 0\n%s%s",
+	cr_assert(asprintf(&body,
+			   "mode = development\nrotate_interval = 0\n%s%s",
 			   keyfs_lines && strstr(keyfs_lines, "usage_window")
 			       ? ""
 			       : "usage_window = 0\n",
@@ -849,6 +850,24 @@ json_t *kt_audit_since(struct kt_mount *m, size_t from)
 
 	free(p);
 	return all;
+}
+
+void kt_mount_start_ok(struct kt_mount *m)
+{
+	int r = kt_mount_start(m, NULL);
+
+	cr_assert(r == 0, "keyfs mount did not come up (%d); see %s", r,
+		  m->log);
+}
+
+char *kt_genkey_file(const char *dir, const char *name)
+{
+	char *out = NULL, *path = kt_path(dir, name);
+
+	cr_assert(kt_runf(&out, NULL, "%s genkey", kt_keyfs()) == 0);
+	kt_write_file(path, out, 0600);
+	free(out);
+	return path;
 }
 
 char *kt_readme_python(const char *marker)

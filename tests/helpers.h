@@ -195,6 +195,12 @@ int kt_mount_start(struct kt_mount *m, const char *env);
 int kt_mount_start_with(struct kt_mount *m, const char *env,
 			void (*in_child)(void));
 
+/* kt_mount_start, asserting that the tree comes up (naming m->log). */
+void kt_mount_start_ok(struct kt_mount *m);
+
+/* A new key from `keyfs genkey` in dir/name, 0600; the path (malloc'd). */
+char *kt_genkey_file(const char *dir, const char *name);
+
 /* SIGTERM, waits for the daemon; returns its exit status.  Asserts that the
  * mountpoint is no longer mounted. */
 int kt_mount_stop(struct kt_mount *m);

@@ -2250,3 +2250,218 @@ Test(audit, garbage_after_a_rotation_is_named_and_the_chain_goes_on)
 		  (unsigned long long)anchor.seq - 1);
 	free(path);
 }
+
+/* --- master-key rotation (kf_audit_rekey) -------------------------------- */
+
+/* The files of the folder dir named for audit.log, with their bytes. */
+static char *folder_bytes(const char *dir, size_t *ret_len)
+{
+	char *names = kt_names(dir), *tok, *save = NULL, *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+
+	cr_assert(f);
+	for (tok = strtok_r(names, "\n", &save); tok;
+	     tok = strtok_r(NULL, "\n", &save)) {
+		char *p = kf_path_join(dir, tok), *text;
+		size_t n = 0;
+
+		text = kt_read_file_ok(p, &n);
+		fprintf(f, "%s\n", tok);
+		fwrite(text, 1, n, f);
+		free(text);
+		free(p);
+	}
+	cr_assert(fclose(f) == 0);
+	free(names);
+	*ret_len = len;
+	return out;
+}
+
+/* A log of three files: two closed segments and the active one. */
+static void make_segments(const char *path)
+{
+	char name[KF_AUDIT_NAME_MAX], err[KF_ERR_MAX] = "";
+	struct kf_audit *a = open_log(path);
+
+	append_rec(a, 1, "rec");
+	append_rec(a, 2, "rec");
+	cr_assert(kf_audit_rotate(a, KF_AUDIT_CLOSE_REQUEST, NULL, name, err) ==
+		      0,
+		  "%s", err);
+	append_rec(a, 5, "rec");
+	cr_assert(kf_audit_rotate(a, KF_AUDIT_CLOSE_REQUEST, NULL, name, err) ==
+		      0,
+		  "%s", err);
+	append_rec(a, 8, "rec");
+	kf_audit_close(a);
+}
+
+static int verify_folder(const char *path, const uint8_t *k,
+			 char report[KF_ERR_MAX])
+{
+	char *dir = strdup(path), *slash = strrchr(dir, '/');
+	const char *paths[1] = {dir};
+	int r;
+
+	*slash = 0;
+	r = kf_audit_verify_files(paths, 1, "audit.log", k, NULL, report, NULL);
+	free(dir);
+	return r;
+}
+
+Test(audit, rekey_rechains_every_segment_and_a_rerun_changes_nothing)
+{
+	char *path = log_path("audit-rekey"), err[KF_ERR_MAX] = "";
+	char *dir = strdup(path), *before, *after, *again;
+	struct kf_audit_rekey_result res;
+	uint8_t key2[32];
+	size_t lb, la, lg;
+
+	memset(key2, 0x5c, sizeof(key2));
+	*strrchr(dir, '/') = 0;
+	make_segments(path);
+	cr_assert(verify_folder(path, key, err) == 0, "%s", err);
+	before = folder_bytes(dir, &lb);
+	cr_assert(kf_audit_rekey(path, key, key2, &res, err) == 0, "%s", err);
+	cr_assert(res.files == 3 && res.rewritten == 3 && res.records == 8,
+		  "files %llu rewritten %llu records %llu",
+		  (unsigned long long)res.files,
+		  (unsigned long long)res.rewritten,
+		  (unsigned long long)res.records);
+	cr_assert(verify_folder(path, key2, err) == 0,
+		  "not one chain under the new key: %s", err);
+	cr_assert(verify_folder(path, key, err) == -EBADMSG,
+		  "still verifies under the old key");
+	after = folder_bytes(dir, &la);
+	cr_assert(la == lb, "a record changed length");
+	/* Run again: every file is new already, nothing is written. */
+	cr_assert(kf_audit_rekey(path, key, key2, &res, err) == 0, "%s", err);
+	cr_assert(res.rewritten == 0, "rewrote %llu files again",
+		  (unsigned long long)res.rewritten);
+	again = folder_bytes(dir, &lg);
+	cr_assert(lg == la && memcmp(again, after, la) == 0);
+	/* Without the old key, a new log is fine and an old one refused. */
+	cr_assert(kf_audit_rekey(path, NULL, key2, &res, err) == 0, "%s", err);
+	cr_assert(kf_audit_rekey(path, NULL, key, &res, err) == -EBADMSG);
+	cr_assert(kt_contains(err, "the old one is gone"), "%s", err);
+	free(before);
+	free(after);
+	free(again);
+	free(dir);
+	free(path);
+}
+
+/*
+ * A crash after the first file was replaced: the rerun rewrites the rest,
+ * and the result is byte for byte what one uninterrupted run makes.
+ */
+Test(audit, rekey_resumes_after_any_file_and_ends_the_same)
+{
+	char *a = log_path("audit-rekey-a"), *b = log_path("audit-rekey-b");
+	char *da = strdup(a), *db = strdup(b), err[KF_ERR_MAX] = "";
+	char *names, *first, *pa, *pb, *xa, *xb;
+	struct kf_audit_rekey_result res;
+	uint8_t key2[32];
+	size_t la, lb;
+
+	memset(key2, 0x3c, sizeof(key2));
+	*strrchr(da, '/') = 0;
+	*strrchr(db, '/') = 0;
+	make_segments(a);
+	names = kt_names(da);
+	for (char *tok = strtok(names, "\n"); tok; tok = strtok(NULL, "\n")) {
+		pa = kf_path_join(da, tok);
+		pb = kf_path_join(db, tok);
+		kt_copy_file(pa, pb);
+		free(pa);
+		free(pb);
+	}
+	free(names);
+	cr_assert(kf_audit_rekey(a, key, key2, &res, err) == 0, "%s", err);
+	/* b: as if killed after its oldest segment was renamed into place. */
+	names = kt_names(da);
+	first = strtok(names, "\n");
+	cr_assert(strcmp(first, "audit.log") != 0);
+	pa = kf_path_join(da, first);
+	pb = kf_path_join(db, first);
+	kt_copy_file(pa, pb);
+	cr_assert(kf_audit_rekey(b, key, key2, &res, err) == 0, "%s", err);
+	cr_assert(res.rewritten == 2, "rewrote %llu files",
+		  (unsigned long long)res.rewritten);
+	xa = folder_bytes(da, &la);
+	xb = folder_bytes(db, &lb);
+	cr_assert(la == lb && memcmp(xa, xb, la) == 0,
+		  "a resumed rekey differs from an uninterrupted one");
+	free(xa);
+	free(xb);
+	free(pa);
+	free(pb);
+	free(names);
+	free(da);
+	free(db);
+	free(a);
+	free(b);
+}
+
+/* An edited line opens under neither key: refused, that file unchanged. */
+Test(audit, rekey_refuses_an_edited_line_and_leaves_its_file)
+{
+	char *path = log_path("audit-rekey-edit"), err[KF_ERR_MAX] = "";
+	struct kf_audit_rekey_result res;
+	char *text, *at;
+	uint8_t key2[32];
+	size_t len;
+
+	memset(key2, 0x7e, sizeof(key2));
+	make_log(path, 4, "rec", NULL);
+	text = kt_read_file_ok(path, &len);
+	at = strstr(text, "rec-3");
+	cr_assert(at);
+	at[4] = '9';
+	kt_write_bytes(path, text, len, 0600);
+	cr_assert(kf_audit_rekey(path, key, key2, &res, err) == -EBADMSG);
+	cr_assert(kt_contains(err, "audit.log: line 3: chain matches neither"),
+		  "%s", err);
+	{
+		size_t n = 0;
+		char *now = kt_read_file_ok(path, &n);
+
+		cr_assert(n == len && memcmp(now, text, n) == 0,
+			  "the file was changed");
+		free(now);
+	}
+	free(text);
+	free(path);
+}
+
+/*
+ * Retention deleted the oldest segment: the oldest file kept starts from
+ * its open record's previous_chain, which a rekey keeps (the line it names
+ * is gone), and the log verifies under the new key from there.
+ */
+Test(audit, rekey_after_retention_keeps_the_oldest_start)
+{
+	char *path = log_path("audit-rekey-retain"), err[KF_ERR_MAX] = "";
+	struct kf_audit_rekey_result res;
+	struct kf_audit *a;
+	uint8_t key2[32];
+
+	memset(key2, 0x6d, sizeof(key2));
+	make_segments(path);
+	a = open_log(path);
+	kf_audit_set_limits(a, &(struct kf_audit_limits){.keep = 1});
+	kf_audit_set_sealed(a, 8); /* the state's anchor: the last line */
+	cr_assert(kf_audit_retain(a, err) == 0, "%s", err);
+	kf_audit_close(a);
+	cr_assert(verify_folder(path, key, err) == 0, "%s", err);
+	cr_assert(kt_contains(err, "history before seq"), "%s", err);
+	cr_assert(kf_audit_rekey(path, key, key2, &res, err) == 0, "%s", err);
+	cr_assert(res.files == 2, "files %llu", (unsigned long long)res.files);
+	cr_assert(verify_folder(path, key2, err) == 0,
+		  "after retention and rekey: %s", err);
+	cr_assert(kf_audit_rekey(path, key, key2, &res, err) == 0 &&
+		      res.rewritten == 0,
+		  "%s", err);
+	free(path);
+}

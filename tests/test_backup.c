@@ -903,3 +903,121 @@ Test(backup, prune_with_a_cache_decides_as_without)
 	free(b);
 	free(dir);
 }
+
+/* Master-key rotation of one archive (kf_backup_rekey). */
+Test(backup, rekey_reseals_under_the_new_key_keeping_fields_and_mtime)
+{
+	char *dir = kt_tmpdir("backup-rekey"), err[KF_ERR_MAX] = "";
+	char *file = put(dir, "one", NULL, 1700000000), *path, *before;
+	struct kf_backup_info info;
+	uint8_t *got = NULL, key3[32];
+	size_t len = 0, blen = 0;
+	struct stat st;
+	bool rw = false;
+
+	memset(key3, 0x33, sizeof(key3));
+	path = kf_path_join(dir, file);
+	cr_assert(kf_backup_rekey(dir, file, key1, key2, &rw, err) == 0, "%s",
+		  err);
+	cr_assert(rw, "not rewritten");
+	cr_assert(kf_backup_read(path, key2, &got, &len, &info, err) == 0, "%s",
+		  err);
+	cr_assert(len == sizeof(blob) && memcmp(got, blob, len) == 0);
+	sodium_free(got);
+	cr_assert(info.created == 1700000000 && info.key_version == 3 &&
+		  info.n_versions == 2);
+	cr_assert(stat(path, &st) == 0 && st.st_mtime == 1700000000 &&
+		  (st.st_mode & 07777) == 0600);
+	cr_assert(kf_backup_read(path, key1, &got, &len, NULL, err) ==
+		  -EBADMSG);
+	/* Again: nothing to do.  Under neither key: refused, unchanged. */
+	before = kt_read_file_ok(path, &blen);
+	cr_assert(kf_backup_rekey(dir, file, key1, key2, &rw, err) == 0);
+	cr_assert(!rw);
+	cr_assert(kf_backup_rekey(dir, file, key1, key3, &rw, err) == -EBADMSG);
+	cr_assert(kf_backup_rekey(dir, file, NULL, key3, &rw, err) == -EBADMSG);
+	cr_assert(kt_contains(err, "does not open under the new master key"),
+		  "%s", err);
+	{
+		size_t n = 0;
+		char *now = kt_read_file_ok(path, &n);
+
+		cr_assert(n == blen && memcmp(now, before, n) == 0);
+		free(now);
+	}
+	free(before);
+	free(path);
+	free(file);
+	free(dir);
+}
+
+/*
+ * The recovery seal (kf_backup_write_recoverable, kf_backup_recover): the
+ * private half alone opens it, it is bound to its archive's clear fields,
+ * and kf_backup_rekey keeps it.
+ */
+Test(backup, recovery_seal_opens_with_the_private_key_and_binds_its_archive)
+{
+	char *dir = kt_tmpdir("backup-recovery"), err[KF_ERR_MAX] = "";
+	char file[KF_BACKUP_FILE_NAME_MAX], *a, *b, *ta, *tb, *sa, *sb, *mix;
+	uint8_t pk[32], sk[32], pk2[32], sk2[32], *got = NULL;
+	const uint32_t one[] = {1};
+	size_t len = 0;
+	bool rw;
+
+	crypto_box_keypair(pk, sk);
+	crypto_box_keypair(pk2, sk2);
+	cr_assert(kf_backup_write_recoverable(dir, "a", NULL, key1, pk, blob,
+					      sizeof(blob), 3, vers, 2,
+					      1700000000, file, err) == 0,
+		  "%s", err);
+	cr_assert(kf_backup_write_recoverable(dir, "b", NULL, key1, pk, blob,
+					      sizeof(blob), 1, one, 1,
+					      1700000001, file, err) == 0,
+		  "%s", err);
+	a = kf_path_join(dir, "a.json");
+	b = kf_path_join(dir, "b.json");
+	cr_assert(kf_backup_recover(a, sk, &got, &len, NULL, err) == 0, "%s",
+		  err);
+	cr_assert(len == sizeof(blob) && memcmp(got, blob, len) == 0);
+	sodium_free(got);
+	cr_assert(kf_backup_recover(a, sk2, &got, &len, NULL, err) == -EBADMSG);
+	cr_assert(kt_contains(err, "does not open under this private key"));
+	/* The master key still opens it as any archive. */
+	cr_assert(kf_backup_read(a, key1, &got, &len, NULL, err) == 0, "%s",
+		  err);
+	sodium_free(got);
+	/* b with a's seal: refused. */
+	ta = kt_read_file_ok(a, NULL);
+	tb = kt_read_file_ok(b, NULL);
+	sa = strstr(ta, "\"recovery\":\"");
+	sb = strstr(tb, "\"recovery\":\"");
+	cr_assert(sa && sb);
+	*sb = 0;
+	cr_assert(asprintf(&mix, "%s%s", tb, sa) > 0);
+	kt_write_file(b, mix, 0600);
+	cr_assert(kf_backup_recover(b, sk, &got, &len, NULL, err) == -EBADMSG);
+	cr_assert(kt_contains(err, "belongs to another archive"), "%s", err);
+	/* A master-key rotation keeps the seal. */
+	cr_assert(kf_backup_rekey(dir, "a.json", key1, key2, &rw, err) == 0,
+		  "%s", err);
+	cr_assert(rw);
+	cr_assert(kf_backup_recover(a, sk, &got, &len, NULL, err) == 0, "%s",
+		  err);
+	sodium_free(got);
+	/* No seal: said so. */
+	cr_assert(kf_backup_write(dir, "c", NULL, key1, blob, sizeof(blob), 3,
+				  vers, 2, 1700000002, file, err) == 0);
+	free(a);
+	a = kf_path_join(dir, "c.json");
+	cr_assert(kf_backup_recover(a, sk, &got, &len, NULL, err) == -ENODATA);
+	cr_assert(kt_contains(err, "no recovery seal"), "%s", err);
+	sodium_memzero(sk, sizeof(sk));
+	sodium_memzero(sk2, sizeof(sk2));
+	free(mix);
+	free(ta);
+	free(tb);
+	free(a);
+	free(b);
+	free(dir);
+}

@@ -1285,7 +1285,8 @@ Test(config, paths_keyfs_opens)
 					   "key",
 					   "password_file",
 					   "audit_syslog_socket",
-					   "metrics_file"};
+					   "metrics_file",
+					   "recovery_public_key"};
 	struct kf_config_path paths[KF_CONFIG_PATHS_MAX];
 	struct kf_config *cfg = parse_ok("");
 
@@ -1299,6 +1300,7 @@ Test(config, paths_keyfs_opens)
 	kf_config_free(cfg);
 	cfg = parse_ok("[keyfs]\nstore = etcd\naudit_syslog = yes\n"
 		       "metrics_file = /t/keyfs.prom\n"
+		       "recovery_public_key = /t/rec.pub\n"
 		       "[etcd]\nendpoints = https://e1:2379\n"
 		       "cacert = /t/ca\ncert = /t/c\nkey = /t/k\n"
 		       "user = u\npassword_file = /t/pw\n");
@@ -1307,6 +1309,7 @@ Test(config, paths_keyfs_opens)
 		cr_assert_str_eq(paths[i].key, keys[i]);
 	cr_assert_str_eq(paths[7].path, "/t/pw");
 	cr_assert_str_eq(paths[9].path, "/t/keyfs.prom");
+	cr_assert_str_eq(paths[10].path, "/t/rec.pub");
 	kf_config_free(cfg);
 }
 

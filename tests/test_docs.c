@@ -585,6 +585,10 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 	    "ctl prune 3 f",		/* force */
 	    "ctl rotate ''",		/* the steps of a staged rotation */
 	    "ctl wait --timeout 5 -",	/* ctl wait's options */
+	    "rekey -",			/* rekey's options */
+	    "rekey --new-master ke",	/* a file after --new-master */
+	    "recovery-keygen -",	/* the pair's options */
+	    "restore --offline --recovery-key ke", /* a file after it */
 	};
 	char *dir = kt_tmpdir("docs-complete"), *sub = kt_path(dir, "sub");
 	char *ini = kt_path(dir, "keyfs.ini"), *in_sub, *out, *want, *all;
@@ -623,7 +627,7 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 
 	out = complete_lines(dir, lines, sizeof(lines) / sizeof(lines[0]));
 	all = strdup("audit backup cluster ctl derive export-env genkey "
-		     "mount restore validate ");
+		     "mount recovery-keygen rekey restore validate ");
 	cr_assert(asprintf(&want,
 			   "cluster ctl \n"
 			   "%s\n"
@@ -637,7 +641,11 @@ Test(docs, bash_completion_completes_commands_operations_and_files)
 			   "--from-state \n"
 			   "force \n"
 			   "abort promote stage \n"
-			   "--from --help --mount --timeout -c \n",
+			   "--from --help --mount --timeout -c \n"
+			   "--help --new-master -c \n"
+			   "keyfs.ini \n"
+			   "--help --private --public \n"
+			   "keyfs.ini \n",
 			   all, ops) > 0);
 	cr_assert(strcmp(out, want) == 0, "completions:\n%s\nexpected:\n%s",
 		  out, want);

@@ -4,8 +4,10 @@
  * runner's logs of every test binary, every captured standard error) and
  * everything they left on disk (daemon logs, audit logs, configurations,
  * scratch files) must hold no key in text form -- except where keys belong:
- * sealed state files, encrypted backup archives, master key files (*.key),
- * and files a test named *.secret on purpose.
+ * sealed state files, encrypted backup archives, master key files (*.key,
+ * recovery private keys too), recovery public keys (*.pub: public by
+ * design, in the same text form), and files a test named *.secret on
+ * purpose.
  *
  * A key in text form is 43 characters of the base64 alphabets followed by
  * "=", standing alone.  The check names the file and offset, never the text.
@@ -62,6 +64,7 @@ static bool exempt(const char *name, const char *path)
 	if (strcmp(name, "keyring") == 0 ||
 	    strncmp(name, ".keyring.tmp.", 13) == 0 ||
 	    (n > 4 && strcmp(name + n - 4, ".key") == 0) ||
+	    (n > 4 && strcmp(name + n - 4, ".pub") == 0) ||
 	    (n > 7 && strcmp(name + n - 7, ".secret") == 0))
 		return true;
 	if (n > 5 && strcmp(name + n - 5, ".json") == 0) {

@@ -640,3 +640,58 @@ Test(master, different_masters_give_different_subkeys)
 	sodium_memzero(a, sizeof(a));
 	sodium_memzero(b, sizeof(b));
 }
+
+/*
+ * kf_master_load_file (keyfs rekey's new key): the file only, with the
+ * file's checks, whatever KEYFS_MASTER_KEY says.
+ */
+Test(master, load_file_ignores_the_environment_and_checks_the_file)
+{
+	char *dir = kt_tmpdir("master-file"), text[46], env_text[46];
+	uint8_t want[KF_KEY_BYTES], other[KF_KEY_BYTES], *got = NULL;
+	char err[KF_ERR_MAX] = "", *path, *loose;
+
+	new_key_text(want, text, true);
+	new_key_text(other, env_text, false);
+	cr_assert(setenv(ENV, env_text, 1) == 0);
+	path = key_file(dir, "new.key", text, 0600);
+	cr_assert(kf_master_load_file(path, NULL, &got, err) == 0, "%s", err);
+	cr_assert(memcmp(got, want, KF_KEY_BYTES) == 0,
+		  "the file's key was not the one loaded");
+	sodium_free(got);
+	got = NULL;
+	loose = key_file(dir, "loose.key", text, 0640);
+	cr_assert(kf_master_load_file(loose, NULL, &got, err) == -EPERM);
+	cr_assert(kt_contains(err, "readable by group or other"), "%s", err);
+	cr_assert(kf_master_load_file("/nonexistent/k", NULL, &got, err) ==
+		  -ENOENT);
+	cr_assert_null(got);
+	unsetenv(ENV);
+	sodium_memzero(text, sizeof(text));
+	sodium_memzero(env_text, sizeof(env_text));
+	free(loose);
+	free(path);
+	free(dir);
+}
+
+/* A master key's fingerprint: 16 hex digits, its own personal. */
+Test(master, fingerprint_is_stable_and_not_the_data_key_fingerprint)
+{
+	uint8_t k[KF_KEY_BYTES], k2[KF_KEY_BYTES];
+	char a[KF_MASTER_FPR_LEN + 1], b[KF_MASTER_FPR_LEN + 1];
+	char c[KF_MASTER_FPR_LEN + 1], d[KF_KEY_FPR_LEN + 1];
+
+	memset(k, 'k', sizeof(k));
+	memcpy(k2, k, sizeof(k));
+	k2[31] ^= 1;
+	kf_master_fingerprint(k, a);
+	kf_master_fingerprint(k, b);
+	kf_master_fingerprint(k2, c);
+	kf_key_fingerprint(k, d);
+	cr_assert(strlen(a) == 16 && strspn(a, "0123456789abcdef") == 16, "%s",
+		  a);
+	cr_assert_str_eq(a, b);
+	cr_assert_str_neq(a, c);
+	cr_assert_str_neq(a, d,
+			  "the personal keyfs.mfpr.v1 made no difference");
+}
