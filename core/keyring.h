@@ -161,8 +161,9 @@ const struct kf_keyring_entry *kf_keyring_find(const struct kf_keyring *kr,
  * Entry i of kr's decryption set -- every key a reader needs to decrypt
  * what any retained version encrypted, in the order to try them: the
  * current one first, then the staged one if any (kf_keyring_staged), then
- * the older ones, newest first -- or NULL when i is past its end.  keys/<purpose> lists it, and a read of it counts as a
- * read of each.  Valid while kr is held.
+ * the older ones, newest first -- or NULL when i is past its end.
+ * keys/<purpose> lists it, and a read of it counts as a read of each.  Valid
+ * while kr is held.
  */
 const struct kf_keyring_entry *
 kf_keyring_decryption_at(const struct kf_keyring *kr, size_t i);

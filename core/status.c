@@ -98,9 +98,10 @@ static void staged_info(json_t *o, const struct kf_config *cfg,
 	json_object_set_new(o, "staged_fingerprint", fingerprint_json(s));
 	json_object_set_new(o, "staged_created",
 			    s ? kf_mgr_time_json(s->created) : json_null());
-	json_object_set_new(o, "next_promotion",
-			    scheduled ? kf_mgr_time_json(s->created + cfg->stage_delay)
-				      : json_null());
+	json_object_set_new(
+	    o, "next_promotion",
+	    scheduled ? kf_mgr_time_json(s->created + cfg->stage_delay)
+		      : json_null());
 }
 
 /*
@@ -127,14 +128,16 @@ static void config_info(json_t *o, const struct kf_config *cfg, int64_t created,
 			    json_boolean(cfg->read_mode != KF_READ_CACHED));
 	json_object_set_new(o, "rotate_interval",
 			    kf_mgr_interval_json(cfg->rotate_interval));
-	json_object_set_new(o, "next_rotation",
-			    cfg->rotate_interval > 0 && !staged
-				? kf_mgr_time_json(created + cfg->rotate_interval)
-				: json_null());
+	json_object_set_new(
+	    o, "next_rotation",
+	    cfg->rotate_interval > 0 && !staged
+		? kf_mgr_time_json(created + cfg->rotate_interval)
+		: json_null());
 	json_object_set_new(
 	    o, "rotate_mode",
 	    json_string(kf_config_rotate_modes[cfg->rotate_mode]));
-	json_object_set_new(o, "stage_delay", kf_mgr_interval_json(cfg->stage_delay));
+	json_object_set_new(o, "stage_delay",
+			    kf_mgr_interval_json(cfg->stage_delay));
 	json_object_set_new(o, "backup_keep", json_integer(cfg->backup_keep));
 }
 

@@ -163,9 +163,9 @@ struct kt_mount {
  * Prepares m in a new scratch directory: a development configuration with
  * state_dir, master_key_file and mountpoint inside it, rotate_interval 0,
  * usage_window 0 unless keyfs_lines sets it (usage-aware retire is
- * test_keysets's), then `keyfs_lines` (may be NULL) appended to [keyfs] (later keys may not
- * repeat earlier ones: pass only keys not set here -- mode, read_mode,
- * retain_versions, backup_keep, purposes, alert_command, audit_log,
+ * test_keysets's), then `keyfs_lines` (may be NULL) appended to [keyfs] (later
+ * keys may not repeat earlier ones: pass only keys not set here -- mode,
+ * read_mode, retain_versions, backup_keep, purposes, alert_command, audit_log,
  * backup_dir ... are free; to change rotate_interval or mode use
  * kt_mount_config_full), and `sections` (may be NULL) appended at the end.
  */

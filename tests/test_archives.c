@@ -427,7 +427,8 @@ Test(archives, prune_keeps_the_last_archive_of_a_retired_version)
 
 	rotate_ok(m, NULL);
 	/* The backup taken before the retire is version 1's last copy... */
-	cr_assert(kf_manager_retire(m, &fx_who, 1, false, NULL, err) == 0, "%s", err);
+	cr_assert(kf_manager_retire(m, &fx_who, 1, false, NULL, err) == 0, "%s",
+		  err);
 	/* ...once the first archives (which hold 1 too) are pruned; and
 	 * version 2 drops out of the keyring (5, 4, 3) on the way. */
 	for (int i = 0; i < 3; i++) {

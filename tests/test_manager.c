@@ -42,7 +42,8 @@ Test(manager, every_operation_is_audited_with_its_fields)
 	rotate_ok(m, NULL);
 	cr_assert(kf_manager_backup(m, &fx_who, "fields", NULL, err) == 0, "%s",
 		  err);
-	cr_assert(kf_manager_retire(m, &fx_who, 1, false, NULL, err) == 0, "%s", err);
+	cr_assert(kf_manager_retire(m, &fx_who, 1, false, NULL, err) == 0, "%s",
+		  err);
 	cr_assert(kf_manager_retire(m, &fx_who, 2, false, NULL, err) == -EBUSY);
 	fx_expect_alert("key_retire: %s", err);
 	cr_assert(
