@@ -59,6 +59,7 @@ void kf_mgr_remove_backup(struct kf_manager *m, const char *file)
 		kf_mgr_cluster_unpending(m, file);
 	if (path && unlink(path) == 0 && kf_dir_fsync(m->cfg->backup_dir) < 0)
 		kf_log(LOG_WARNING, "fsync of %s failed", m->cfg->backup_dir);
+	KF_CRASH("archives/removed");
 	free(path);
 }
 

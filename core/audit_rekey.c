@@ -232,6 +232,7 @@ static int rewrite(struct rekey *k, int fd, const char *name,
 		kf_err_set(err, "%s: %s", tmp, strerror(-r));
 		return r;
 	}
+	KF_CRASH("audit/rekey/created");
 	r = pass(k, fd, name, out, last, lines, err);
 	if (fflush(out) != 0 && r == 0) {
 		r = -errno;
@@ -242,6 +243,8 @@ static int rewrite(struct rekey *k, int fd, const char *name,
 		r = -errno;
 		kf_err_set(err, "%s: fsync: %s", tmp, strerror(-r));
 	}
+	if (r == 0)
+		KF_CRASH("audit/rekey/synced");
 	if (fclose(out) != 0 && r == 0) {
 		r = -errno;
 		kf_err_set(err, "%s: close: %s", tmp, strerror(-r));
@@ -254,11 +257,13 @@ static int rewrite(struct rekey *k, int fd, const char *name,
 		(void)unlinkat(k->dirfd, tmp, 0);
 		return r;
 	}
+	KF_CRASH("audit/rekey/renamed");
 	if (fsync(k->dirfd) < 0) {
 		r = -errno;
 		kf_err_set(err, "%s: fsync of the folder: %s", k->path,
 			   strerror(-r));
 	}
+	KF_CRASH("audit/rekey/dir_synced");
 	return r;
 }
 

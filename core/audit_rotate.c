@@ -329,6 +329,7 @@ static int retain(struct kf_audit *a, char err[KF_ERR_MAX])
 		/* The record first: history is never gone unexplained. */
 		r = append_synced(a, rec, err);
 		json_decref(rec);
+		KF_CRASH("audit/retain/recorded");
 		for (size_t i = 0; r == 0 && i < k; i++) {
 			if (unlinkat(a->dirfd, v[done + i].name, 0) < 0 &&
 			    errno != ENOENT) {
@@ -337,6 +338,7 @@ static int retain(struct kf_audit *a, char err[KF_ERR_MAX])
 					   v[done + i].name, strerror(-r));
 				break;
 			}
+			KF_CRASH("audit/retain/unlinked");
 			pthread_mutex_lock(&a->lock);
 			if (a->stats.closed > 0)
 				a->stats.closed--;
@@ -349,6 +351,8 @@ static int retain(struct kf_audit *a, char err[KF_ERR_MAX])
 		kf_err_set(err, "%s: fsync of its folder: %s", a->path,
 			   strerror(-r));
 	}
+	if (done > 0)
+		KF_CRASH("audit/retain/dir_synced");
 	free(v);
 	return r;
 }
@@ -391,16 +395,19 @@ static int rotate_locked(struct kf_audit *a, enum kf_audit_close_reason why,
 	r = start_next(a, name, first, &pc.anchor, &nfd, &po, err);
 	if (r < 0)
 		goto unlock;
+	KF_CRASH("audit/rotate/next_prepared");
 	before = a->size;
 	r = kf_audit_write(a, pc.line, pc.len, false, err);
 	if (r < 0)
 		goto drop_next;
+	KF_CRASH("audit/rotate/close_written");
 	if (renameat(a->dirfd, a->base, a->dirfd, name) < 0) {
 		r = -errno;
 		kf_err_set(err, "%s: cannot rename to %s: %s", a->path, name,
 			   strerror(-r));
 		goto cut_close;
 	}
+	KF_CRASH("audit/rotate/closed_renamed");
 	if (renameat(a->dirfd, tmp, a->dirfd, a->base) < 0) {
 		r = -errno;
 		kf_err_set(err, "%s: cannot rename %s into place: %s", a->path,
@@ -408,6 +415,7 @@ static int rotate_locked(struct kf_audit *a, enum kf_audit_close_reason why,
 		(void)renameat(a->dirfd, name, a->dirfd, a->base);
 		goto cut_close;
 	}
+	KF_CRASH("audit/rotate/next_renamed");
 	kf_audit_committed(a, &pc);
 	old_fd = a->fd;
 	a->fd = nfd;
@@ -421,6 +429,7 @@ static int rotate_locked(struct kf_audit *a, enum kf_audit_close_reason why,
 	if (ret_name)
 		snprintf(ret_name, KF_AUDIT_NAME_MAX, "%s", name);
 	r = sync_after(a, old_fd, nfd, name, err);
+	KF_CRASH("audit/rotate/synced");
 	goto out;
 cut_close:
 	if (ftruncate(a->fd, before) < 0)

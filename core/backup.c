@@ -283,8 +283,10 @@ int kf_backup_write_recoverable(const char *dir, const char *name,
 	r = link_new(dir, tmp, name, prefix, now, file, err);
 	if (r < 0)
 		goto out;
+	KF_CRASH_FILE("linked", file);
 	kf_file_discard(dir, tmp);
 	tmp[0] = 0;
+	KF_CRASH_FILE("tmp_unlinked", file);
 	r = kf_dir_fsync(dir);
 	if (r < 0) {
 		char path[PATH_MAX];
@@ -295,6 +297,7 @@ int kf_backup_write_recoverable(const char *dir, const char *name,
 		unlink(path);
 		goto out;
 	}
+	KF_CRASH_FILE("dir_synced", file);
 	if (ret_name)
 		snprintf(ret_name, KF_BACKUP_FILE_NAME_MAX, "%s", file);
 out:
@@ -337,12 +340,14 @@ int kf_backup_import(const char *dir, const char *file,
 			kf_err_set(err, "%s: link: %s", to, strerror(-r));
 		goto out;
 	}
+	KF_CRASH_FILE("linked", file);
 	r = kf_dir_fsync(dir);
 	if (r < 0) {
 		kf_err_set(err, "%s: fsync of directory: %s", dir,
 			   strerror(-r));
 		unlink(to);
 	}
+	KF_CRASH_FILE("dir_synced", file);
 out:
 	kf_file_discard(dir, tmp);
 	return r;
@@ -677,6 +682,7 @@ int kf_backup_prune(const char *dir, const struct kf_backup_prune_opts *o,
 			break;
 		}
 		if (unlink(path) == 0) {
+			KF_CRASH("backup/prune/unlinked");
 			res.deleted++;
 			if (o->deleted)
 				o->deleted(list[i].info.name, o->data);
@@ -698,6 +704,7 @@ int kf_backup_prune(const char *dir, const struct kf_backup_prune_opts *o,
 			kf_err_set(err, "%s: fsync of directory: %s", dir,
 				   strerror(-r));
 		}
+		KF_CRASH("backup/prune/dir_synced");
 	}
 	*ret = res;
 	return r;

@@ -236,6 +236,7 @@ static int seal_and_commit(struct kf_manager *m, struct kf_keyring *next,
 		kf_err_prefix(err, "audit log: ");
 		return r;
 	}
+	KF_CRASH("manager/commit/audit_synced");
 	r = st->ops->commit(st, err);
 	if (r < 0)
 		kf_err_prefix(err, "saving state: ");
@@ -286,6 +287,7 @@ int kf_mgr_commit(struct kf_manager *m, struct kf_keyring *next, json_t *record,
 		kf_err_prefix(err, "audit log: ");
 		return r;
 	}
+	KF_CRASH("manager/commit/recorded");
 	r = seal_and_commit(m, next, &anchor, err);
 	if (r < 0) {
 		/* The record is in the log: the failure record cancels it. */
@@ -295,6 +297,7 @@ int kf_mgr_commit(struct kf_manager *m, struct kf_keyring *next, json_t *record,
 	kf_mgr_sealed(m, anchor.seq);
 	/* Even unsynced: a number the disk shows as issued stays issued. */
 	kf_mgr_swap(m, next);
+	KF_CRASH("manager/commit/swapped");
 	if (r == KF_FILE_UNSYNCED)
 		report_unsynced(m, next, anchor.seq, err);
 	count_record(m, record, true);

@@ -117,6 +117,7 @@ static int journal_remove(struct rekey *k, char err[KF_ERR_MAX])
 
 	if (!path || (unlink(path) < 0 && errno != ENOENT))
 		r = path ? -errno : -ENOMEM;
+	KF_CRASH("rekey/journal_removed");
 	if (r == 0)
 		r = kf_dir_fsync(k->m->cfg->state_dir);
 	if (r < 0)
@@ -334,6 +335,7 @@ static int finish(struct rekey *k, char err[KF_ERR_MAX])
 	r = kf_audit_append_anchored(k->m->audit, rec, &anchor, err);
 	if (r == 0)
 		r = kf_audit_sync(k->m->audit, err);
+	KF_CRASH("rekey/recorded");
 	json_decref(rec);
 	if (r < 0) {
 		kf_err_prefix(err, "audit log: ");

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdbool.h>
@@ -19,6 +20,39 @@
 #include "util.h"
 
 #include <fiu-local.h>
+
+#ifdef FIU_ENABLE
+_Thread_local const char *kf_crash_at;
+
+void kf_crash(const char *point)
+{
+	kf_crash_at = point;
+	fiu_do_on(point, kill(getpid(), SIGKILL));
+}
+
+/* The kind of file name for its crash points' names (util.h). */
+static const char *file_kind(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (strcmp(name, "keyring") == 0)
+		return "state";
+	if (strcmp(name, "rekey.journal") == 0)
+		return "journal";
+	if (len > 5 && strcmp(name + len - 5, ".json") == 0)
+		return "archive";
+	return "keyfile";
+}
+
+void kf_crash_file(const char *step, const char *name)
+{
+	char point[96];
+
+	snprintf(point, sizeof(point), "keyfs/crash/file/%s/%s",
+		 file_kind(name), step);
+	kf_crash(point);
+}
+#endif
 
 void kf_err_set(char *err, const char *fmt, ...)
 {
@@ -154,6 +188,7 @@ int kf_file_prepare(const char *dir, const char *name, const void *data,
 		kf_err_set(err, "%s: cannot create: %s", path, strerror(-r));
 		return r;
 	}
+	KF_CRASH_FILE("created", name);
 	/* The umask may have narrowed mode; make it exact. */
 	if (fchmod(fd, mode) < 0) {
 		r = -errno;
@@ -165,18 +200,21 @@ int kf_file_prepare(const char *dir, const char *name, const void *data,
 		kf_err_set(err, "%s: write: %s", path, strerror(-r));
 		goto fail;
 	}
+	KF_CRASH_FILE("written", name);
 	/* Never retried: after a failed fsync the pages are marked clean. */
 	if (fsync(fd) < 0) {
 		r = -errno;
 		kf_err_set(err, "%s: fsync: %s", path, strerror(-r));
 		goto fail;
 	}
+	KF_CRASH_FILE("synced", name);
 	if (close(fd) < 0) {
 		fd = -1;
 		r = -errno;
 		kf_err_set(err, "%s: close: %s", path, strerror(-r));
 		goto fail;
 	}
+	KF_CRASH_FILE("closed", name);
 	return 0;
 fail:
 	if (fd >= 0)
@@ -203,6 +241,7 @@ int kf_file_commit(const char *dir, const char *tmp_name, const char *name,
 		unlink(from);
 		return r;
 	}
+	KF_CRASH_FILE("renamed", name);
 	r = kf_dir_fsync(dir);
 	/* Test builds only (FIU_ENABLE): the fault that follows a rename. */
 	fiu_do_on("keyfs/file/commit_dir_fsync", r = -EIO);
@@ -212,6 +251,7 @@ int kf_file_commit(const char *dir, const char *tmp_name, const char *name,
 			   strerror(-r));
 		return KF_FILE_UNSYNCED;
 	}
+	KF_CRASH_FILE("dir_synced", name);
 	return 0;
 }
 
@@ -307,12 +347,16 @@ int kf_file_write_atomic(const char *dir, const char *name, const void *data,
 		unlink(from);
 		return r;
 	}
+	KF_CRASH_FILE("linked", name);
 	unlink(from);
+	KF_CRASH_FILE("tmp_unlinked", name);
 	r = kf_dir_fsync(dir);
 	if (r < 0) {
 		kf_err_set(err, "%s: fsync of directory: %s", dir,
 			   strerror(-r));
 		unlink(to);
+	} else {
+		KF_CRASH_FILE("dir_synced", name);
 	}
 	return r;
 }

@@ -24,6 +24,32 @@
 /* The number of elements of array a. */
 #define KF_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/*
+ * Crash points (README: Tests, the crash matrix).  In a test build of core
+ * (FIU_ENABLE) each is the libfiu point "keyfs/crash/<where>", and an
+ * enabled one kills the process with SIGKILL there; tests/crash_hook.c
+ * arms one at its k-th hit.  The daemon is built without FIU_ENABLE: both
+ * macros expand to nothing, not even a call.
+ *
+ * KF_CRASH("manager/commit/recorded") names a fixed point; KF_CRASH_FILE
+ * ("renamed", name) one step of an atomic write of file `name`, as
+ * "keyfs/crash/file/<kind>/<step>", kind being state (the keyring),
+ * archive (*.json), journal (rekey.journal) or keyfile (the others: master
+ * and recovery keys).
+ */
+#ifdef FIU_ENABLE
+/* The point this thread's kf_crash is at: libfiu gives a wildcard's
+ * callback the wildcard's name, not the point's. */
+extern _Thread_local const char *kf_crash_at;
+void kf_crash(const char *point);
+void kf_crash_file(const char *step, const char *name);
+#define KF_CRASH(where) kf_crash("keyfs/crash/" where)
+#define KF_CRASH_FILE(step, name) kf_crash_file(step, name)
+#else
+#define KF_CRASH(where) ((void)0)
+#define KF_CRASH_FILE(step, name) ((void)0)
+#endif
+
 /* Writes a formatted message into err (KF_ERR_MAX bytes) unless err is NULL. */
 void kf_err_set(char *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -632,8 +632,25 @@ int kt_mount_start(struct kt_mount *m, const char *env)
 	return kt_mount_start_with(m, env, NULL);
 }
 
+static int mount_start(struct kt_mount *m, const char *env,
+		       void (*in_child)(void), const char *const *wrapper,
+		       const char *bin);
+
 int kt_mount_start_with(struct kt_mount *m, const char *env,
 			void (*in_child)(void))
+{
+	return mount_start(m, env, in_child, NULL, kt_keyfs());
+}
+
+int kt_mount_start_prog(struct kt_mount *m, const char *env,
+			const char *const *wrapper, const char *bin)
+{
+	return mount_start(m, env, NULL, wrapper, bin ? bin : kt_keyfs());
+}
+
+static int mount_start(struct kt_mount *m, const char *env,
+		       void (*in_child)(void), const char *const *wrapper,
+		       const char *bin)
 {
 	char *version = kt_mpath(m, "version");
 	int status;
@@ -655,8 +672,25 @@ int kt_mount_start_with(struct kt_mount *m, const char *env,
 		}
 		if (in_child)
 			in_child();
-		execl(kt_keyfs(), "keyfs", "mount", "-f", "-c", m->cfg,
-		      (char *)NULL);
+		if (wrapper) {
+			const char *argv[32];
+			int n = 0;
+
+			while (wrapper[n] && n < 26) {
+				argv[n] = wrapper[n];
+				n++;
+			}
+			argv[n++] = bin;
+			argv[n++] = "mount";
+			argv[n++] = "-f";
+			argv[n++] = "-c";
+			argv[n++] = m->cfg;
+			argv[n] = NULL;
+			execvp(argv[0], (char *const *)argv);
+		} else {
+			execl(bin, "keyfs", "mount", "-f", "-c", m->cfg,
+			      (char *)NULL);
+		}
 		_exit(127);
 	}
 	m->pid = pid;

@@ -195,6 +195,15 @@ int kt_mount_start(struct kt_mount *m, const char *env);
 int kt_mount_start_with(struct kt_mount *m, const char *env,
 			void (*in_child)(void));
 
+/*
+ * kt_mount_start with another program: bin (NULL: KEYFS_BIN) as the keyfs
+ * command, e.g. the crash matrix's build/tests/keyfs-crash, run under
+ * wrapper when not NULL (a NULL-terminated argv, e.g. {"strace", "-f",
+ * NULL}: m->pid is then the wrapper's).
+ */
+int kt_mount_start_prog(struct kt_mount *m, const char *env,
+			const char *const *wrapper, const char *bin);
+
 /* kt_mount_start, asserting that the tree comes up (naming m->log). */
 void kt_mount_start_ok(struct kt_mount *m);
 
