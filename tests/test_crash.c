@@ -459,19 +459,20 @@ static void matrix(const struct op *op)
 		after = k.version;
 	n = read_trace(trace, pts);
 	for (size_t i = 0; i < n; i++) {
-		int ks[2] = {1, pts[i].hits};
-
-		for (int j = 0; j < (ks[1] > 1 ? 2 : 1); j++) {
+		for (int hit = 1; hit <= pts[i].hits; hit++) {
 			char at[sizeof(pts[0].name) + 16];
 
-			snprintf(at, sizeof(at), "%.95s:%d", pts[i].name,
-				 ks[j]);
+			snprintf(at, sizeof(at), "%.95s:%d", pts[i].name, hit);
 			run_op(&m, op, at, NULL, &acked, NULL);
 			check_restart(&m, op, at, &k, after, acked);
 			cases++;
 		}
 	}
-	printf("crash matrix: %s: %zu points, %d kills\n", op->name, n, cases);
+	printf("crash matrix: %s: %zu points, %d kills:", op->name, n, cases);
+	for (size_t i = 0; i < n; i++)
+		printf(" %s x%d", pts[i].name + strlen("keyfs/crash/"),
+		       pts[i].hits);
+	printf("\n");
 	fflush(stdout);
 	free(trace);
 	known_free(&k);
@@ -524,4 +525,117 @@ Test(crash, rekey)
 	const struct op op = {"rekey", NULL, NULL};
 
 	matrix(&op);
+}
+
+/* --- the order of the system calls ------------------------------------ */
+
+#define STRACE_CALLS                                                           \
+	"trace=openat,write,pwrite64,fsync,fdatasync,rename,renameat,"         \
+	"renameat2,link,linkat,unlink,unlinkat,close"
+
+/* tests/strace-order.py over the logs PREFIX.*: its exit status. */
+static int order_check(const char *prefix, char **out)
+{
+	return kt_runf(out, NULL, "python3 '%s/tests/strace-order.py' '%s'.*",
+		       kt_srcdir(), prefix);
+}
+
+/* SIGTERM to the daemon strace (m->pid) runs, then kt_mount_stop. */
+static void stop_traced(struct kt_mount *m)
+{
+	char path[64], *children;
+	long pid;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", m->pid,
+		 m->pid);
+	children = kt_read_file_ok(path, NULL);
+	pid = strtol(children, NULL, 10);
+	cr_assert(pid > 0, "strace has no child");
+	kill((pid_t)pid, SIGTERM);
+	free(children);
+	cr_assert(kt_mount_stop(m) == 0);
+}
+
+/*
+ * Every kind of commit once, under strace (the real keyfs; LeakSanitizer
+ * does not work under ptrace, so it is off for these runs): the state, an
+ * archive, the audit log's next segment, then with keyfs rekey the
+ * journal, archives rewritten, audit files rewritten and the master key
+ * file.  For each: write < fsync of its fd < rename < fsync of the folder
+ * (tests/strace-order.py).
+ */
+Test(crash, every_commit_syncs_the_file_then_renames_then_syncs_the_folder)
+{
+	static struct kt_mount m;
+	const char *const kinds[] = {"ok state ", "ok archive ",
+				     "ok audit-segment ", "ok journal ",
+				     "ok keyfile ", "ok audit-rekey "};
+	const char *const ops[][2] = {
+	    {"control/rotate", "1\n"},	      {"control/backup", "b\n"},
+	    {"control/audit-rotate", "1\n"}, {"control/restore", "b.json\n"},
+	    {"control/retire", "3\n"},	      {"control/prune", "1\n"},
+	};
+	char *prefix, *key, *out = NULL, *err = NULL;
+	const char *wrapper[] = {"strace", "-ff",  "-y",	 "-s", "0",
+				 "-o",	   NULL,   "-e", STRACE_CALLS, NULL};
+	struct known k;
+
+	if (access("/usr/bin/strace", X_OK) != 0)
+		cr_skip_test("no strace");
+	prepare(&m, "strace", &k);
+	known_free(&k);
+	prefix = kt_path(m.dir, "strace");
+	wrapper[6] = prefix;
+	cr_assert(kt_mount_start_prog(&m, "ASAN_OPTIONS=detect_leaks=0",
+				      wrapper, NULL) == 0,
+		  "keyfs under strace did not start: see %s", m.log);
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		cr_assert(kt_mwrite(&m, ops[i][0], ops[i][1]) == 0, "%s",
+			  ops[i][0]);
+	stop_traced(&m);
+	key = kt_genkey_file(m.dir, "new.key");
+	cr_assert(kt_runf(NULL, &err,
+			  "ASAN_OPTIONS=detect_leaks=0 strace -ff -y -s 0 -o "
+			  "'%s' -e " STRACE_CALLS
+			  " %s rekey --new-master '%s' -c '%s'",
+			  prefix, kt_keyfs(), key, m.cfg) == 0,
+		  "keyfs rekey under strace: %s", err);
+	cr_assert(order_check(prefix, &out) == 0, "out of order:\n%s", out);
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		cr_assert(kt_contains(out, kinds[i]),
+			  "no commit of kind \"%s\" was checked:\n%s", kinds[i],
+			  out);
+	free(out);
+	free(err);
+	free(key);
+	free(prefix);
+}
+
+/* The checker itself: a rename before the fsync, or no fsync of the folder
+ * after it, is out of order. */
+Test(crash, the_order_check_finds_a_rename_before_the_fsync)
+{
+	char *dir = kt_tmpdir("order"), *log = kt_path(dir, "bad.1"), *prefix;
+	char *out = NULL, *text;
+
+	cr_assert(asprintf(&text,
+			   "openat(AT_FDCWD<%s>, \"%s/.keyring.tmp.0123456789ab\""
+			   ", O_WRONLY|O_CREAT, 0600) = 5<%s/.keyring.tmp."
+			   "0123456789ab>\n"
+			   "write(5<%s/.keyring.tmp.0123456789ab>, \"\"..., 9) "
+			   "= 9\n"
+			   "rename(\"%s/.keyring.tmp.0123456789ab\", "
+			   "\"%s/keyring\") = 0\n"
+			   "fsync(5<%s/keyring>) = 0\n",
+			   dir, dir, dir, dir, dir, dir, dir) > 0);
+	kt_write_file(log, text, 0600);
+	prefix = kt_path(dir, "bad");
+	cr_assert(order_check(prefix, &out) == 1, "%s", out);
+	cr_assert(kt_contains(out, "bad state keyring: its fd is not synced"),
+		  "%s", out);
+	free(out);
+	free(prefix);
+	free(text);
+	free(log);
+	free(dir);
 }
