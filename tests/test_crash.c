@@ -193,7 +193,8 @@ static void prepare(struct kt_mount *m, const char *tag, struct known *k)
 	cr_assert(kt_mount_stop(m) == 0);
 	archives_check(m, k->archived, "prepared");
 	tmpl = kt_path(m->dir, "template");
-	cr_assert(kt_runf(NULL, &err, "cp -a '%s' '%s' && cp -p '%s/master.key' "
+	cr_assert(kt_runf(NULL, &err,
+			  "cp -a '%s' '%s' && cp -p '%s/master.key' "
 			  "'%s.key'",
 			  m->state, tmpl, m->dir, tmpl) == 0,
 		  "%s", err);
@@ -242,10 +243,10 @@ static int temp_leftovers(struct kt_mount *m, char *first, size_t cap)
 		for (char *n = strtok_r(names, "\n", &save); n;
 		     n = strtok_r(NULL, "\n", &save)) {
 			size_t len = strlen(n);
-			bool tmp = n[0] == '.' &&
-				   (strstr(n, ".tmp.") || strstr(n, ".next") ||
-				    (len > 6 && strcmp(n + len - 6,
-						       ".rekey") == 0));
+			bool tmp =
+			    n[0] == '.' &&
+			    (strstr(n, ".tmp.") || strstr(n, ".next") ||
+			     (len > 6 && strcmp(n + len - 6, ".rekey") == 0));
 
 			if (tmp && found++ == 0)
 				snprintf(first, cap, "%s/%s", dir, n);
@@ -317,7 +318,8 @@ static void run_op(struct kt_mount *m, const struct op *op, const char *at,
 
 		/* keyfs rekey: its start-up counts too (nothing serves). */
 		kt_write_file(arm, "", 0600);
-		r = kt_runf(NULL, &err, "exec env %s %s rekey --new-master '%s' -c '%s'",
+		r = kt_runf(NULL, &err,
+			    "exec env %s %s rekey --new-master '%s' -c '%s'",
 			    env, crash_bin(), key, m->cfg);
 		if (at)
 			cr_assert(r == 128 + SIGKILL,
@@ -401,16 +403,12 @@ static void check_restart(struct kt_mount *m, const struct op *op,
 	for (int i = 1; i < MAX_VERSIONS; i++)
 		cr_assert(!now.key[i] || !k->key[i] ||
 			      strcmp(now.key[i], k->key[i]) == 0,
-			  "%s %s: version %d has another key", op->name, at,
-			  i);
+			  "%s %s: version %d has another key", op->name, at, i);
 	v = archives_check(m, now.archived, at);
 	if (v > high)
 		high = v;
 	for (int i = 1; i < MAX_VERSIONS; i++)
-		cr_assert(!(k->key[i] || k->archived[i]) ||
-			      (now.key[i] &&
-			       (!k->key[i] ||
-				strcmp(now.key[i], k->key[i]) == 0)) ||
+		cr_assert(!(k->key[i] || k->archived[i]) || now.key[i] ||
 			      now.archived[i],
 			  "%s %s: version %d is lost", op->name, at, i);
 	/* A number in any archive or in the state is never issued again. */
@@ -478,54 +476,21 @@ static void matrix(const struct op *op)
 	known_free(&k);
 }
 
-Test(crash, rotate)
-{
-	const struct op op = {"rotate", "control/rotate", "1\n"};
+/* One Test per operation: a control write, or NULL for keyfs rekey. */
+#define MATRIX(id, name, control, text)                                        \
+	Test(crash, id)                                                        \
+	{                                                                      \
+		const struct op op = {name, control, text};                    \
+		matrix(&op);                                                   \
+	}
 
-	matrix(&op);
-}
-
-Test(crash, backup)
-{
-	const struct op op = {"backup", "control/backup", "crashed\n"};
-
-	matrix(&op);
-}
-
-Test(crash, restore)
-{
-	const struct op op = {"restore", "control/restore", "named.json\n"};
-
-	matrix(&op);
-}
-
-Test(crash, retire)
-{
-	const struct op op = {"retire", "control/retire", "2\n"};
-
-	matrix(&op);
-}
-
-Test(crash, prune)
-{
-	const struct op op = {"prune", "control/prune", "1\n"};
-
-	matrix(&op);
-}
-
-Test(crash, audit_rotate)
-{
-	const struct op op = {"audit-rotate", "control/audit-rotate", "1\n"};
-
-	matrix(&op);
-}
-
-Test(crash, rekey)
-{
-	const struct op op = {"rekey", NULL, NULL};
-
-	matrix(&op);
-}
+MATRIX(rotate, "rotate", "control/rotate", "1\n")
+MATRIX(backup, "backup", "control/backup", "crashed\n")
+MATRIX(restore, "restore", "control/restore", "named.json\n")
+MATRIX(retire, "retire", "control/retire", "2\n")
+MATRIX(prune, "prune", "control/prune", "1\n")
+MATRIX(audit_rotate, "audit-rotate", "control/audit-rotate", "1\n")
+MATRIX(rekey, "rekey", NULL, NULL)
 
 /* --- the order of the system calls ------------------------------------ */
 
@@ -567,17 +532,17 @@ static void stop_traced(struct kt_mount *m)
 Test(crash, every_commit_syncs_the_file_then_renames_then_syncs_the_folder)
 {
 	static struct kt_mount m;
-	const char *const kinds[] = {"ok state ", "ok archive ",
+	const char *const kinds[] = {"ok state ",	  "ok archive ",
 				     "ok audit-segment ", "ok journal ",
-				     "ok keyfile ", "ok audit-rekey "};
+				     "ok keyfile ",	  "ok audit-rekey "};
 	const char *const ops[][2] = {
-	    {"control/rotate", "1\n"},	      {"control/backup", "b\n"},
+	    {"control/rotate", "1\n"},	     {"control/backup", "b\n"},
 	    {"control/audit-rotate", "1\n"}, {"control/restore", "b.json\n"},
-	    {"control/retire", "3\n"},	      {"control/prune", "1\n"},
+	    {"control/retire", "3\n"},	     {"control/prune", "1\n"},
 	};
 	char *prefix, *key, *out = NULL, *err = NULL;
-	const char *wrapper[] = {"strace", "-ff",  "-y",	 "-s", "0",
-				 "-o",	   NULL,   "-e", STRACE_CALLS, NULL};
+	const char *wrapper[] = {"strace", "-ff", "-y", "-s",	      "0",
+				 "-o",	   NULL,  "-e", STRACE_CALLS, NULL};
 	struct known k;
 
 	if (access("/usr/bin/strace", X_OK) != 0)
@@ -618,16 +583,17 @@ Test(crash, the_order_check_finds_a_rename_before_the_fsync)
 	char *dir = kt_tmpdir("order"), *log = kt_path(dir, "bad.1"), *prefix;
 	char *out = NULL, *text;
 
-	cr_assert(asprintf(&text,
-			   "openat(AT_FDCWD<%s>, \"%s/.keyring.tmp.0123456789ab\""
-			   ", O_WRONLY|O_CREAT, 0600) = 5<%s/.keyring.tmp."
-			   "0123456789ab>\n"
-			   "write(5<%s/.keyring.tmp.0123456789ab>, \"\"..., 9) "
-			   "= 9\n"
-			   "rename(\"%s/.keyring.tmp.0123456789ab\", "
-			   "\"%s/keyring\") = 0\n"
-			   "fsync(5<%s/keyring>) = 0\n",
-			   dir, dir, dir, dir, dir, dir, dir) > 0);
+	cr_assert(
+	    asprintf(&text,
+		     "openat(AT_FDCWD<%s>, \"%s/.keyring.tmp.0123456789ab\""
+		     ", O_WRONLY|O_CREAT, 0600) = 5<%s/.keyring.tmp."
+		     "0123456789ab>\n"
+		     "write(5<%s/.keyring.tmp.0123456789ab>, \"\"..., 9) "
+		     "= 9\n"
+		     "rename(\"%s/.keyring.tmp.0123456789ab\", "
+		     "\"%s/keyring\") = 0\n"
+		     "fsync(5<%s/keyring>) = 0\n",
+		     dir, dir, dir, dir, dir, dir, dir) > 0);
 	kt_write_file(log, text, 0600);
 	prefix = kt_path(dir, "bad");
 	cr_assert(order_check(prefix, &out) == 1, "%s", out);
