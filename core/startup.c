@@ -156,12 +156,15 @@ static int load_master(struct kf_manager *m, char err[KF_ERR_MAX])
 	return r;
 }
 
-/* Removes the temporary files a process killed mid-write left in dir. */
-static void sweep_temp(const char *dir)
+/*
+ * Removes the temporary files a process killed mid-write left in dir: all,
+ * or those of file `name` only (NULL: all).
+ */
+static void sweep_temp(const char *dir, const char *name)
 {
 	size_t removed = 0;
 
-	if (kf_dir_sweep_temp(dir, &removed) < 0)
+	if (kf_dir_sweep_temp_of(dir, name, &removed) < 0)
 		kf_log(LOG_WARNING, "%s: could not remove every temporary file",
 		       dir);
 	if (removed > 0)
@@ -169,6 +172,28 @@ static void sweep_temp(const char *dir)
 		       "%s: removed %zu temporary file%s left by an "
 		       "interrupted write",
 		       dir, removed, removed == 1 ? "" : "s");
+}
+
+/*
+ * The master key file's own temporary files (".master.key.tmp.<12 hex>"),
+ * which keyfs rekey or a development start leave when killed while writing
+ * it: stray copies of a master key.  Only that name's: the folder (say
+ * /etc/keyfs) is not keyfs's alone.
+ */
+static void sweep_master_temp(const char *path)
+{
+	char *dir = path && *path ? strdup(path) : NULL, *slash;
+
+	if (!dir)
+		return;
+	slash = strrchr(dir, '/');
+	if (slash && slash[1]) {
+		*slash = 0;
+		sweep_temp(*dir ? dir : "/", slash + 1);
+	} else if (!slash) {
+		sweep_temp(".", dir);
+	}
+	free(dir);
 }
 
 /* Tightens archives that are readable by group or other to 0600. */
@@ -217,8 +242,9 @@ static int prepare_dirs(struct kf_manager *m, char err[KF_ERR_MAX])
 	if (r < 0)
 		return r;
 	/* Left by a process killed between writing and renaming. */
-	sweep_temp(cfg->state_dir);
-	sweep_temp(cfg->backup_dir);
+	sweep_temp(cfg->state_dir, NULL);
+	sweep_temp(cfg->backup_dir, NULL);
+	sweep_master_temp(cfg->master_key_file);
 	tighten_archives(cfg->backup_dir);
 	return 0;
 }

@@ -266,8 +266,11 @@ void kf_file_discard(const char *dir, const char *tmp_name)
 		unlink(path);
 }
 
-/* Whether name is one kf_file_prepare makes: ".NAME.tmp.<12 hex>". */
-static bool is_temp_name(const char *name)
+/*
+ * Whether name is one kf_file_prepare makes: ".NAME.tmp.<12 hex>", with
+ * NAME `of` unless that is NULL.
+ */
+static bool is_temp_name(const char *name, const char *of)
 {
 	size_t len = strlen(name);
 	const char *tail;
@@ -277,6 +280,9 @@ static bool is_temp_name(const char *name)
 	tail = name + len - 12;
 	if (strncmp(tail - 5, ".tmp.", 5) != 0)
 		return false;
+	if (of && (strlen(of) != len - 1 - 5 - 12 ||
+		   strncmp(name + 1, of, strlen(of)) != 0))
+		return false;
 	for (int i = 0; i < 12; i++)
 		if (!((tail[i] >= '0' && tail[i] <= '9') ||
 		      (tail[i] >= 'a' && tail[i] <= 'f')))
@@ -285,6 +291,11 @@ static bool is_temp_name(const char *name)
 }
 
 int kf_dir_sweep_temp(const char *dir, size_t *ret_removed)
+{
+	return kf_dir_sweep_temp_of(dir, NULL, ret_removed);
+}
+
+int kf_dir_sweep_temp_of(const char *dir, const char *name, size_t *ret_removed)
 {
 	struct dirent *de;
 	size_t removed = 0;
@@ -298,7 +309,7 @@ int kf_dir_sweep_temp(const char *dir, size_t *ret_removed)
 	while ((de = readdir(d))) {
 		struct stat st;
 
-		if (!is_temp_name(de->d_name) ||
+		if (!is_temp_name(de->d_name, name) ||
 		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) <
 			0 ||
 		    !S_ISREG(st.st_mode))

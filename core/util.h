@@ -112,6 +112,14 @@ void kf_file_discard(const char *dir, const char *tmp_name);
 int kf_dir_sweep_temp(const char *dir, size_t *ret_removed) KF_WUR;
 
 /*
+ * kf_dir_sweep_temp for the temporary files of one name only
+ * (".<name>.tmp.<12 hex>"; name NULL: all): for a folder keyfs shares with
+ * others, such as the master key file's.
+ */
+int kf_dir_sweep_temp_of(const char *dir, const char *name,
+			 size_t *ret_removed) KF_WUR;
+
+/*
  * Opens path read-only (O_NONBLOCK, so a FIFO never hangs; plus `flags`,
  * e.g. O_NOFOLLOW) and checks it is a regular file.  Returns the fd with
  * its stat in *ret_st, or -errno with the reason in err.

@@ -230,14 +230,17 @@ struct point {
 	int hits;
 };
 
-/* m's temporary files left in the state (= audit) and backup folders. */
+/*
+ * m's temporary files left in the state (= audit) and backup folders, and
+ * in the master key file's (m->dir).
+ */
 static int temp_leftovers(struct kt_mount *m, char *first, size_t cap)
 {
-	const char *const sub[] = {"", "backups"};
+	const char *const sub[] = {"", "backups", NULL};
 	int found = 0;
 
-	for (size_t i = 0; i < 2; i++) {
-		char *dir = kt_path(m->state, sub[i]);
+	for (size_t i = 0; i < 3; i++) {
+		char *dir = sub[i] ? kt_path(m->state, sub[i]) : strdup(m->dir);
 		char *names = kt_names(dir), *save = NULL;
 
 		for (char *n = strtok_r(names, "\n", &save); n;
