@@ -432,6 +432,29 @@ Test(startup, removes_temp_files_of_interrupted_writes)
 	cr_assert(access(paths[2], F_OK) == 0, "a foreign file was removed");
 }
 
+/* A rekey killed while writing the master key leaves a copy of it beside
+ * master_key_file; in that shared folder only such files go. */
+Test(startup, removes_the_master_key_files_temp_files_only)
+{
+	struct fx *f = fx_new("mgr-sweep-master", "development", NULL, NULL);
+	char *dir = strdup(f->master), *slash, *mine, *other;
+
+	open_ok(f);
+	fx_close(f);
+	cr_assert(dir && (slash = strrchr(dir, '/')));
+	*slash = 0;
+	cr_assert(asprintf(&mine, "%s/.%s.tmp.0123456789ab", dir, slash + 1) >
+		  0);
+	other = fx_path(dir, ".other.key.tmp.0123456789ab");
+	kt_write_file(mine, "x\n", 0600);
+	kt_write_file(other, "x\n", 0600);
+	open_ok(f);
+	cr_assert(access(mine, F_OK) != 0, "master key temp file left");
+	cr_assert(access(other, F_OK) == 0, "another file's was removed");
+	free(mine);
+	free(dir);
+}
+
 Test(startup, import_refuses_a_padded_version_and_an_empty_key)
 {
 	static const char *const bad[] = {" 3", "3 ", "+3", "0x3", "", "3\n"};
