@@ -45,6 +45,13 @@ int kf_cli_rekey(int argc, char **argv)
 	       res.old_fpr, res.new_fpr, res.resumed ? " (resumed)" : "",
 	       res.archives, res.archives_rewritten, res.audit_files,
 	       res.audit_files_rewritten, res.state ? "sealed" : "absent");
+	if (res.cluster)
+		printf("cluster: keyring generation %" PRIu64 " %s; %zu "
+		       "archives in etcd (%zu rewritten)\n",
+		       res.cluster_generation,
+		       res.cluster_switched ? "sealed under the new key"
+					    : "already under the new key",
+		       res.cluster_archives, res.cluster_archives_rewritten);
 	if (res.from_env)
 		printf("the old key came from KEYFS_MASTER_KEY: set it to the "
 		       "new key before the next start\n");

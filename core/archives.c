@@ -40,7 +40,7 @@ int kf_mgr_write_backup(struct kf_manager *m, const struct kf_keyring *kr,
 		return r;
 	}
 	r = kf_backup_write_recoverable(
-	    m->cfg->backup_dir, name, prefix, m->keys->backup,
+	    m->cfg->backup_dir, name, prefix, kf_mgr_seal_keys(m)->backup,
 	    m->has_recovery ? m->recovery_pk : NULL, blob, len,
 	    kf_keyring_current_version(kr), versions, n, kf_time_now(),
 	    ret_name, err);
@@ -312,6 +312,20 @@ static json_t *restore_record(const struct kf_caller *who, const char *what,
 	return rec;
 }
 
+int kf_mgr_backup_read(const struct kf_manager *m, const char *path,
+		       uint8_t **ret_blob, size_t *ret_len,
+		       char err[KF_ERR_MAX])
+{
+	int r =
+	    kf_backup_read(path, m->keys->backup, ret_blob, ret_len, NULL, err);
+
+	if (r == -EBADMSG && m->next_keys &&
+	    kf_backup_read(path, m->next_keys->backup, ret_blob, ret_len, NULL,
+			   NULL) == 0)
+		r = 0;
+	return r;
+}
+
 /* The keyring in the archive at path; -EBADMSG when it does not decode. */
 static int read_archive(struct kf_manager *m, const char *path,
 			struct kf_keyring **ret, char why[KF_ERR_MAX])
@@ -320,7 +334,7 @@ static int read_archive(struct kf_manager *m, const char *path,
 	size_t len = 0;
 	int r;
 
-	r = kf_backup_read(path, m->keys->backup, &blob, &len, NULL, why);
+	r = kf_mgr_backup_read(m, path, &blob, &len, why);
 	if (r < 0)
 		return r;
 	r = kf_keyring_decode(blob, len, ret, why);

@@ -59,6 +59,7 @@ enum kf_cluster_change {
 	KF_CHANGE_STAGE = 5,   /* staged rotation (README: Staged rotation) */
 	KF_CHANGE_PROMOTE = 6, /* older nodes name these three "unknown" */
 	KF_CHANGE_ABORT = 7,
+	KF_CHANGE_REKEY = 8, /* sealed anew under a new master key */
 };
 
 /* A blob's clear header. */
@@ -71,8 +72,8 @@ struct kf_cluster_info {
 	char node[KF_NODE_NAME_MAX + 1];
 };
 
-/* "init", "rotate", "retire", "restore", "stage", "promote", "abort"
- * ("unknown" otherwise). */
+/* "init", "rotate", "retire", "restore", "stage", "promote", "abort",
+ * "rekey" ("unknown" otherwise). */
 const char *kf_cluster_change_name(enum kf_cluster_change c);
 
 /*
@@ -105,6 +106,14 @@ int kf_cluster_unseal(const uint8_t key[KF_CLUSTER_KEY_BYTES],
 		      const char *prefix, const uint8_t *blob, size_t len,
 		      struct kf_cluster_info *ret_info, struct kf_keyring **ret,
 		      char err[KF_ERR_MAX]) KF_WUR;
+
+/*
+ * Whether blob's key check value is key's: which of two master keys (a
+ * master-key rotation's window) a blob was sealed under, without opening
+ * it.  False for a blob too short to have one.
+ */
+bool kf_cluster_sealed_under(const uint8_t key[KF_CLUSTER_KEY_BYTES],
+			     const uint8_t *blob, size_t len);
 
 struct kf_etcd;
 

@@ -127,6 +127,10 @@ static void fetch_one(struct kf_manager *m, const char *file,
 
 	r = kf_backup_import(m->cfg->backup_dir, file, m->keys->backup, text,
 			     len, err);
+	/* In a master-key rotation's window, under either key. */
+	if (r == -EBADMSG && m->next_keys)
+		r = kf_backup_import(m->cfg->backup_dir, file,
+				     m->next_keys->backup, text, len, err);
 	if (r == -EEXIST)
 		return;
 	rec = kf_event_record(KF_EVENT_BACKUP_SYNC, NULL);

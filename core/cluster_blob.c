@@ -57,6 +57,8 @@ const char *kf_cluster_change_name(enum kf_cluster_change c)
 		return "promote";
 	case KF_CHANGE_ABORT:
 		return "abort";
+	case KF_CHANGE_REKEY:
+		return "rekey";
 	}
 	return "unknown";
 }
@@ -163,6 +165,20 @@ out:
 	free(blob);
 	sodium_free(plain);
 	return r;
+}
+
+bool kf_cluster_sealed_under(const uint8_t key[KF_CLUSTER_KEY_BYTES],
+			     const uint8_t *blob, size_t len)
+{
+	uint8_t kcv[CL_KCV_LEN];
+	bool yes;
+
+	if (len < KF_CLUSTER_HEADER_LEN)
+		return false;
+	cluster_kcv(key, kcv);
+	yes = sodium_memcmp(kcv, blob + CL_OFF_KCV, CL_KCV_LEN) == 0;
+	sodium_memzero(kcv, sizeof(kcv));
+	return yes;
 }
 
 int kf_cluster_peek(const uint8_t *blob, size_t len,

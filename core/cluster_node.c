@@ -30,6 +30,20 @@
 /* --- what a node serves ----------------------------------------------------
  */
 
+const struct kf_subkeys *kf_mgr_keys_of(const struct kf_manager *m,
+					const uint8_t *blob, size_t len)
+{
+	if (m->next_keys &&
+	    kf_cluster_sealed_under(m->next_keys->cluster, blob, len))
+		return m->next_keys;
+	return m->keys;
+}
+
+const struct kf_subkeys *kf_mgr_seal_keys(const struct kf_manager *m)
+{
+	return m->cl && m->cl->sealer ? m->cl->sealer : m->keys;
+}
+
 /* The local copy: blob after the audit log's present anchor. */
 static int save_copy(struct kf_manager *m, const uint8_t *blob, size_t len,
 		     char err[KF_ERR_MAX])
@@ -76,6 +90,7 @@ static int serve(struct kf_manager *m, const uint8_t *blob, size_t len,
 	free(cl->blob);
 	cl->blob = copy;
 	cl->blob_len = len;
+	cl->sealer = kf_mgr_keys_of(m, blob, len);
 	cl->info = *info;
 	cl->revision = rev;
 	cl->rotated_ms =
@@ -172,8 +187,8 @@ int kf_mgr_cluster_adopt(struct kf_manager *m, const uint8_t *blob, size_t len,
 	 */
 	if (rev > 0 && rev < cl->revision)
 		return 0;
-	r = kf_cluster_unseal(m->keys->cluster, m->cfg->etcd.prefix, blob, len,
-			      &info, &kr, why);
+	r = kf_cluster_unseal(kf_mgr_keys_of(m, blob, len)->cluster,
+			      m->cfg->etcd.prefix, blob, len, &info, &kr, why);
 	if (r == 0)
 		r = newer(cl, blob, len, &info, why);
 	if (r < 0) {
@@ -242,8 +257,9 @@ static int load_copy(struct kf_manager *m, uint8_t **ret_blob, size_t *ret_len,
 		return r;
 	r = kf_state_decode_cluster(plain, len, anchor, &blob, &blen, err);
 	if (r == 0)
-		r = kf_cluster_unseal(m->keys->cluster, m->cfg->etcd.prefix,
-				      blob, blen, ret_info, ret_kr, err);
+		r = kf_cluster_unseal(kf_mgr_keys_of(m, blob, blen)->cluster,
+				      m->cfg->etcd.prefix, blob, blen, ret_info,
+				      ret_kr, err);
 	if (r == 0) {
 		*ret_blob = malloc(blen);
 		if (*ret_blob) {
@@ -327,8 +343,9 @@ static int load_remote(struct kf_manager *m, bool have_copy,
 		struct kf_keyring *kr = NULL;
 
 		/* A new node: what etcd holds must open, or no start. */
-		r = kf_cluster_unseal(m->keys->cluster, m->cfg->etcd.prefix,
-				      kv.value, kv.len, &info, &kr, why);
+		r = kf_cluster_unseal(
+		    kf_mgr_keys_of(m, kv.value, kv.len)->cluster,
+		    m->cfg->etcd.prefix, kv.value, kv.len, &info, &kr, why);
 		if (r < 0) {
 			kf_err_set(err,
 				   "KeyValidationError: Failed to load keys: "
@@ -475,8 +492,8 @@ int kf_mgr_cluster_commit(struct kf_manager *m, struct kf_keyring *next,
 	info.created = kf_time_now();
 	info.change = change_of(record);
 	snprintf(info.node, sizeof(info.node), "%s", m->cfg->etcd.node);
-	r = kf_cluster_seal(m->keys->cluster, m->cfg->etcd.prefix, &info, next,
-			    &blob, &len, err);
+	r = kf_cluster_seal(kf_mgr_seal_keys(m)->cluster, m->cfg->etcd.prefix,
+			    &info, next, &blob, &len, err);
 	if (r < 0)
 		return r;
 	info.version = kf_keyring_current_version(next);

@@ -344,6 +344,12 @@ static char *node_record(struct kf_manager *m)
 	kf_keyring_unref(kr);
 	json_object_set_new(o, "seen", json_string(ts));
 	json_object_set_new(o, "pid", json_integer(getpid()));
+	/* What a master-key rotation checks first (README: Master-key
+	 * rotation): fingerprints, never a key byte. */
+	json_object_set_new(o, "master", json_string(m->master_fpr));
+	json_object_set_new(o, "master_next",
+			    m->next_fpr[0] ? json_string(m->next_fpr)
+					   : json_null());
 	text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	return text;

@@ -95,10 +95,13 @@ struct kf_audit_settings {
 struct kf_config {
 	char *source; /* file name, or KF_CONFIG_EMBEDDED */
 	enum kf_run_mode mode;
-	char *mountpoint;	   /* absolute, or NULL if unset */
-	char *state_dir;	   /* absolute */
-	char *backup_dir;	   /* absolute; default state_dir/backups */
-	char *master_key_file;	   /* absolute; default /etc/keyfs/master.key */
+	char *mountpoint;      /* absolute, or NULL if unset */
+	char *state_dir;       /* absolute */
+	char *backup_dir;      /* absolute; default state_dir/backups */
+	char *master_key_file; /* absolute; default /etc/keyfs/master.key */
+	/* store = etcd: the other key of a master-key rotation's two-key
+	 * window (README: Master-key rotation), absolute, or NULL */
+	char *master_key_next;
 	char *audit_log;	   /* absolute; default state_dir/audit.log */
 	char *alert_command;	   /* NULL if unset */
 	char *metrics_file;	   /* absolute, or NULL: none written */
@@ -153,14 +156,14 @@ struct kf_config_path {
 	const char *path;
 };
 
-#define KF_CONFIG_PATHS_MAX 11
+#define KF_CONFIG_PATHS_MAX 12
 
 /*
  * The paths keyfs itself opens, which must never lie under its mountpoint:
  * state_dir, backup_dir, audit_log, master_key_file and, when set, [etcd]'s
  * cacert, cert, key and password_file, audit_syslog_socket with
- * audit_syslog = yes, metrics_file and recovery_public_key.  Fills ret
- * (pointers into cfg) and returns how many.
+ * audit_syslog = yes, metrics_file, recovery_public_key and
+ * master_key_next.  Fills ret (pointers into cfg) and returns how many.
  */
 size_t kf_config_paths(const struct kf_config *cfg,
 		       struct kf_config_path ret[KF_CONFIG_PATHS_MAX]);

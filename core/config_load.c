@@ -128,6 +128,7 @@ size_t kf_config_paths(const struct kf_config *cfg,
 	     cfg->auditing.syslog ? cfg->auditing.syslog_socket : NULL},
 	    {"metrics_file", cfg->metrics_file},
 	    {"recovery_public_key", cfg->recovery_public_key},
+	    {"master_key_next", cfg->master_key_next},
 	};
 	size_t n = 0;
 
@@ -364,6 +365,7 @@ struct kf_config *kf_config_free(struct kf_config *cfg)
 	free(cfg->state_dir);
 	free(cfg->backup_dir);
 	free(cfg->master_key_file);
+	free(cfg->master_key_next);
 	free(cfg->audit_log);
 	kf_config_audit_done(&cfg->auditing);
 	free(cfg->alert_command);

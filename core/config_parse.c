@@ -57,6 +57,7 @@ enum key_id {
 	K_STATE_DIR,
 	K_BACKUP_DIR,
 	K_MASTER_KEY_FILE,
+	K_MASTER_KEY_NEXT,
 	K_RETAIN,
 	K_INTERVAL,
 	K_USAGE_WINDOW,
@@ -105,6 +106,7 @@ static const struct {
     [K_STATE_DIR] = {"state_dir", SEC_KEYFS},
     [K_BACKUP_DIR] = {"backup_dir", SEC_KEYFS},
     [K_MASTER_KEY_FILE] = {"master_key_file", SEC_KEYFS},
+    [K_MASTER_KEY_NEXT] = {"master_key_next", SEC_KEYFS},
     [K_RETAIN] = {"retain_versions", SEC_KEYFS},
     [K_INTERVAL] = {"rotate_interval", SEC_KEYFS},
     [K_USAGE_WINDOW] = {"usage_window", SEC_KEYFS},
@@ -243,6 +245,7 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 	    [K_STATE_DIR] = {.path = &cfg->state_dir},
 	    [K_BACKUP_DIR] = {.path = &cfg->backup_dir},
 	    [K_MASTER_KEY_FILE] = {.path = &cfg->master_key_file},
+	    [K_MASTER_KEY_NEXT] = {.path = &cfg->master_key_next},
 	    [K_AUDIT_LOG] = {.path = &cfg->audit_log},
 	    [K_METRICS_FILE] = {.path = &cfg->metrics_file},
 	    [K_RECOVERY_PUBLIC_KEY] = {.path = &cfg->recovery_public_key},
@@ -311,6 +314,7 @@ static int set_key(struct parser *p, enum key_id id, const char *value)
 	case K_BACKUP_DIR:
 	case K_AUDIT_LOG:
 	case K_METRICS_FILE:
+	case K_MASTER_KEY_NEXT:
 	case K_RECOVERY_PUBLIC_KEY:
 	case K_CACERT:
 	case K_CERT:
@@ -654,6 +658,12 @@ static int finish_store(struct parser *p)
 	int r;
 
 	if (cfg->store == KF_STORE_TYPE_FILE) {
+		/* A single node rotates its master key in one step. */
+		if (cfg->master_key_next)
+			return fail(p, p->key_line[K_MASTER_KEY_NEXT], -EINVAL,
+				    "master_key_next is for store = etcd (a "
+				    "single node rotates its master key with "
+				    "keyfs rekey alone)");
 		if (p->section_line[SEC_ETCD])
 			return fail(p, p->section_line[SEC_ETCD], -EINVAL,
 				    "[etcd] is set but store = file; set store "

@@ -381,6 +381,8 @@ struct kf_manager *kf_manager_close(struct kf_manager *m)
 		close(m->lock_fd);
 	if (m->keys)
 		sodium_free(m->keys);
+	if (m->next_keys)
+		sodium_free(m->next_keys);
 	pthread_mutex_destroy(&m->op_lock);
 	pthread_mutex_destroy(&m->kr_lock);
 	free(m);

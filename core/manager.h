@@ -346,6 +346,11 @@ struct kf_manager_rekey_result {
 	bool state;	/* a state was sealed anew */
 	size_t archives, archives_rewritten;
 	uint64_t audit_files, audit_files_rewritten;
+	/* store = etcd: the keyring in etcd, now under the new key */
+	bool cluster;
+	bool cluster_switched; /* sealed anew by this run (else found so) */
+	uint64_t cluster_generation;
+	size_t cluster_archives, cluster_archives_rewritten; /* in etcd */
 };
 
 /*

@@ -97,9 +97,19 @@ struct kf_mgr_audit {
 				   * and close, after the thread ended */
 };
 
+/* A master key's internal keys, in sodium_malloc'd memory (NULL: out of
+ * memory); freed with sodium_free. */
+struct kf_subkeys *kf_mgr_subkeys_new(const uint8_t master[KF_KEY_BYTES]);
+
 struct kf_manager {
 	const struct kf_config *cfg; /* borrowed; read-only */
 	struct kf_subkeys *keys;     /* sodium_malloc'd; read-only after open */
+	/* master_key_next's (store = etcd), or NULL; as keys */
+	struct kf_subkeys *next_keys;
+	/* the two master keys' fingerprints, for the node record ("" if
+	 * no next); read-only after open */
+	char master_fpr[KF_MASTER_FPR_LEN + 1];
+	char next_fpr[KF_MASTER_FPR_LEN + 1];
 	/* recovery_public_key's key (recovery.h); read-only after open */
 	uint8_t recovery_pk[KF_RECOVERY_KEY_BYTES];
 	bool has_recovery;		 /* recovery_public_key is set */
@@ -332,6 +342,9 @@ struct kf_mgr_cluster {
 	/* op_lock */
 	uint8_t *blob; /* the served generation, sealed (malloc'd) */
 	size_t blob_len;
+	/* the keys blob is sealed under: m->keys, or m->next_keys in a
+	 * master-key rotation's window; what this node seals with */
+	const struct kf_subkeys *sealer;
 	struct kf_cluster_info info; /* its header */
 	int64_t revision;	     /* its mod_revision in etcd; 0: unknown */
 	int64_t refused;	     /* the last revision refused (0: none) */
@@ -360,6 +373,30 @@ struct kf_mgr_cluster {
 	bool started;
 	pthread_t watcher, beater;
 };
+
+/*
+ * The internal keys a cluster blob was sealed under: m->next_keys when its
+ * key check value is master_key_next's (README: Master-key rotation), else
+ * m->keys (which then refuse it, if it is neither).
+ */
+const struct kf_subkeys *kf_mgr_keys_of(const struct kf_manager *m,
+					const uint8_t *blob, size_t len);
+
+/*
+ * The keys this node seals what it gives the cluster with (the keyring,
+ * archives): those of the generation it serves, so that a node in a
+ * master-key rotation's window writes under the key the cluster uses now.
+ * m->keys with the file store.  Caller holds op_lock.
+ */
+const struct kf_subkeys *kf_mgr_seal_keys(const struct kf_manager *m);
+
+/*
+ * Opens the archive at path (kf_backup_read) under the master key, or
+ * under master_key_next's when it was sealed under that one.
+ */
+int kf_mgr_backup_read(const struct kf_manager *m, const char *path,
+		       uint8_t **ret_blob, size_t *ret_len,
+		       char err[KF_ERR_MAX]) KF_WUR;
 
 /* Makes m->cl and its etcd clients. */
 int kf_mgr_cluster_setup(struct kf_manager *m, char err[KF_ERR_MAX]) KF_WUR;

@@ -140,6 +140,22 @@ int kf_manager_verify_backup(const struct kf_config *cfg, const char *path,
 		return r;
 	r = kf_backup_read(path, keys->backup, &blob, &len, ret_info, err);
 	sodium_free(keys);
+	/* A cluster node in a master-key rotation's window: either key. */
+	if (r == -EBADMSG && cfg->master_key_next) {
+		uint8_t *next = NULL;
+		struct kf_subkeys *nk = NULL;
+
+		if (kf_master_load_file(cfg->master_key_next, "master_key_next",
+					&next, NULL) == 0 &&
+		    (nk = kf_mgr_subkeys_new(next)) != NULL &&
+		    kf_backup_read(path, nk->backup, &blob, &len, ret_info,
+				   NULL) == 0)
+			r = 0;
+		if (nk)
+			sodium_free(nk);
+		if (next)
+			sodium_free(next);
+	}
 	if (r < 0)
 		return r;
 	r = kf_keyring_decode(blob, len, &kr, err);

@@ -20,8 +20,10 @@
 #include <sodium.h>
 
 #include "env.h"
+#include "etcd.h"
 #include "log.h"
 #include "manager_private.h"
+#include "rekey_cluster.h"
 #include "state.h"
 
 #define JOURNAL_TAG "keyfs-rekey-v1"
@@ -38,25 +40,13 @@ struct rekey {
 	struct kf_subkeys *keys_new;
 	char fpr_old[KF_MASTER_FPR_LEN + 1];
 	char fpr_new[KF_MASTER_FPR_LEN + 1];
-	bool from_env;	/* cur came from KEYFS_MASTER_KEY */
-	bool resumed;	/* a journal was there */
-	bool journaled; /* the journal is there now */
+	bool from_env;		    /* cur came from KEYFS_MASTER_KEY */
+	bool resumed;		    /* a journal was there */
+	bool journaled;		    /* the journal is there now */
+	struct kf_etcd *etcd;	    /* store = etcd: its client, else NULL */
+	struct kf_rekey_cluster cl; /* and what was done there */
 	struct kf_manager_rekey_result res;
 };
-
-/* The internal keys of master, in sodium_malloc'd memory. */
-static struct kf_subkeys *subkeys(const uint8_t *master)
-{
-	struct kf_subkeys *k = sodium_malloc(sizeof(*k));
-
-	if (!k)
-		return NULL;
-	kf_master_subkey(master, KF_SUBKEY_STATE, k->state);
-	kf_master_subkey(master, KF_SUBKEY_BACKUP, k->backup);
-	kf_master_subkey(master, KF_SUBKEY_AUDIT, k->audit);
-	kf_master_subkey(master, KF_SUBKEY_CLUSTER, k->cluster);
-	return k;
-}
 
 /* --- the journal --------------------------------------------------------- */
 
@@ -177,6 +167,11 @@ static int precheck(struct rekey *k, char err[KF_ERR_MAX])
 			 list[i].name);
 		r = kf_backup_read(path, k->keys_old->backup, &blob, &len, NULL,
 				   err);
+		/* A cluster's window: copied from etcd, or made by a node
+		 * whose cluster was already under the new key. */
+		if (r == -EBADMSG && k->etcd)
+			r = kf_backup_read(path, k->keys_new->backup, &blob,
+					   &len, NULL, err);
 		if (r == 0)
 			sodium_free(blob);
 		else
@@ -186,6 +181,9 @@ static int precheck(struct rekey *k, char err[KF_ERR_MAX])
 				      list[i].name);
 	}
 	free(list);
+	if (r == 0 && k->etcd)
+		r = kf_rekey_cluster_check(k->etcd, cfg, k->keys_old,
+					   k->keys_new, k->fpr_new, err);
 	return r;
 }
 
@@ -230,7 +228,11 @@ static int rekey_state(struct rekey *k, const struct kf_audit_anchor *anchor,
 		r = -EBADMSG;
 		kf_err_set(err, "state too short");
 	}
-	if (r == 0)
+	/* A cluster node's copy: the keyring as etcd now holds it. */
+	if (r == 0 && k->cl.blob)
+		r = kf_state_encode_bytes(k->cl.blob, k->cl.len, anchor, &out,
+					  &out_len, err);
+	else if (r == 0)
 		r = kf_state_encode_bytes(plain + KF_STATE_ANCHOR_BYTES,
 					  len - KF_STATE_ANCHOR_BYTES, anchor,
 					  &out, &out_len, err);
@@ -288,6 +290,22 @@ static int install_master(struct rekey *k, char err[KF_ERR_MAX])
 	return r;
 }
 
+/* What the rotation did in etcd, for the key_rekey record. */
+static json_t *cluster_fields(const struct rekey *k)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "node", json_string(k->m->cfg->etcd.node));
+	json_object_set_new(o, "generation",
+			    json_integer((json_int_t)k->cl.generation));
+	json_object_set_new(o, "switched", json_boolean(k->cl.switched));
+	json_object_set_new(o, "archives",
+			    json_integer((json_int_t)k->cl.archives));
+	json_object_set_new(o, "archives_rewritten",
+			    json_integer((json_int_t)k->cl.archives_rewritten));
+	return o;
+}
+
 /*
  * From the journal on: archives, audit log, the key_rekey record under the
  * new key, the state holding its anchor, the master key file, the journal
@@ -302,6 +320,12 @@ static int finish(struct rekey *k, char err[KF_ERR_MAX])
 	json_t *rec;
 	int r;
 
+	if (k->etcd) {
+		r = kf_rekey_cluster_switch(k->etcd, cfg, k->keys_old,
+					    k->keys_new, &k->cl, err);
+		if (r < 0)
+			return r;
+	}
 	r = rekey_archives(k, err);
 	if (r == 0) {
 		r = kf_audit_rekey(cfg->audit_log,
@@ -331,6 +355,8 @@ static int finish(struct rekey *k, char err[KF_ERR_MAX])
 			    json_integer((json_int_t)ares.files));
 	json_object_set_new(rec, "audit_files_rewritten",
 			    json_integer((json_int_t)ares.rewritten));
+	if (k->etcd)
+		json_object_set_new(rec, "cluster", cluster_fields(k));
 	json_object_set_new(rec, "success", json_true());
 	r = kf_audit_append_anchored(k->m->audit, rec, &anchor, err);
 	if (r == 0)
@@ -373,7 +399,7 @@ static int begin(struct rekey *k, const char *new_path, char err[KF_ERR_MAX])
 	/* A new rotation: its refusals go into the log, still whole. */
 	if (!k->resumed) {
 		snprintf(k->fpr_old, sizeof(k->fpr_old), "%s", fpr_cur);
-		k->keys_old = subkeys(k->cur);
+		k->keys_old = kf_mgr_subkeys_new(k->cur);
 		if (!k->keys_old) {
 			kf_err_set(err, "out of memory");
 			return -ENOMEM;
@@ -433,18 +459,13 @@ int kf_manager_rekey(const struct kf_config *cfg, const char *new_master,
 	r = kf_mgr_open_bare(cfg, &k.m, err);
 	if (r < 0)
 		return r;
-	if (cfg->store == KF_STORE_TYPE_ETCD) {
-		kf_err_set(err,
-			   "rekey of a cluster store is not supported yet: "
-			   "the cluster keyring in etcd and every node's "
-			   "copy are sealed under the master key");
-		r = -EOPNOTSUPP;
-		goto out;
-	}
 	r = begin(&k, new_master, err);
-	if (r == 0 && k.old && !k.keys_old && !(k.keys_old = subkeys(k.old)))
+	if (r == 0 && cfg->store == KF_STORE_TYPE_ETCD)
+		r = kf_rekey_cluster_connect(cfg, &k.etcd, err);
+	if (r == 0 && k.old && !k.keys_old &&
+	    !(k.keys_old = kf_mgr_subkeys_new(k.old)))
 		r = -ENOMEM;
-	if (r == 0 && !(k.keys_new = subkeys(k.next)))
+	if (r == 0 && !(k.keys_new = kf_mgr_subkeys_new(k.next)))
 		r = -ENOMEM;
 	if (r == -ENOMEM)
 		kf_err_set(err, "out of memory");
@@ -470,9 +491,13 @@ int kf_manager_rekey(const struct kf_config *cfg, const char *new_master,
 		k.res.from_env = k.from_env;
 		snprintf(k.res.old_fpr, sizeof(k.res.old_fpr), "%s", k.fpr_old);
 		snprintf(k.res.new_fpr, sizeof(k.res.new_fpr), "%s", k.fpr_new);
+		k.res.cluster = k.etcd != NULL;
+		k.res.cluster_switched = k.cl.switched;
+		k.res.cluster_generation = k.cl.generation;
+		k.res.cluster_archives = k.cl.archives;
+		k.res.cluster_archives_rewritten = k.cl.archives_rewritten;
 		*ret = k.res;
 	}
-out:
 	if (r < 0) {
 		if (k.journaled)
 			kf_err_prefix(err, "rotation incomplete (run keyfs "
@@ -480,6 +505,8 @@ out:
 		kf_mgr_report_failure(k.m, rekey_record(&k, KF_EVENT_KEY_REKEY),
 				      0, err);
 	}
+	kf_rekey_cluster_done(&k.cl);
+	kf_etcd_free(k.etcd);
 	if (k.keys_old)
 		sodium_free(k.keys_old);
 	if (k.keys_new)

@@ -112,6 +112,47 @@ static void warn_env_differs(const struct kf_keyring *kr)
 	sodium_free(key);
 }
 
+struct kf_subkeys *kf_mgr_subkeys_new(const uint8_t master[KF_KEY_BYTES])
+{
+	struct kf_subkeys *k = sodium_malloc(sizeof(*k));
+
+	if (!k)
+		return NULL;
+	kf_master_subkey(master, KF_SUBKEY_STATE, k->state);
+	kf_master_subkey(master, KF_SUBKEY_BACKUP, k->backup);
+	kf_master_subkey(master, KF_SUBKEY_AUDIT, k->audit);
+	kf_master_subkey(master, KF_SUBKEY_CLUSTER, k->cluster);
+	return k;
+}
+
+/*
+ * master_key_next (store = etcd), beside master: its internal keys, unless
+ * it is master itself (the window of a node already rotated).
+ */
+static int load_next(struct kf_manager *m, const uint8_t *master,
+		     char err[KF_ERR_MAX])
+{
+	uint8_t *next = NULL;
+	int r;
+
+	r = kf_master_load_file(m->cfg->master_key_next, "master_key_next",
+				&next, err);
+	if (r < 0)
+		return r;
+	if (sodium_memcmp(next, master, KF_KEY_BYTES) != 0) {
+		kf_master_fingerprint(next, m->next_fpr);
+		m->next_keys = kf_mgr_subkeys_new(next);
+		if (m->next_keys)
+			sodium_mprotect_readonly(m->next_keys);
+		else
+			r = -ENOMEM;
+	}
+	sodium_free(next);
+	if (r < 0)
+		kf_err_set(err, "out of memory");
+	return r;
+}
+
 /* The master key, the internal keys from it, and the store they seal. */
 static int load_master(struct kf_manager *m, char err[KF_ERR_MAX])
 {
@@ -131,17 +172,17 @@ static int load_master(struct kf_manager *m, char err[KF_ERR_MAX])
 		kf_log(LOG_WARNING,
 		       "development mode: created a new master key in %s",
 		       cfg->master_key_file);
-	m->keys = sodium_malloc(sizeof(*m->keys));
+	m->keys = kf_mgr_subkeys_new(master);
 	if (!m->keys) {
 		sodium_free(master);
 		kf_err_set(err, "out of memory");
 		return -ENOMEM;
 	}
-	kf_master_subkey(master, KF_SUBKEY_STATE, m->keys->state);
-	kf_master_subkey(master, KF_SUBKEY_BACKUP, m->keys->backup);
-	kf_master_subkey(master, KF_SUBKEY_AUDIT, m->keys->audit);
-	kf_master_subkey(master, KF_SUBKEY_CLUSTER, m->keys->cluster);
+	kf_master_fingerprint(master, m->master_fpr);
+	r = cfg->master_key_next ? load_next(m, master, err) : 0;
 	sodium_free(master);
+	if (r < 0)
+		return r;
 	sodium_mprotect_readonly(m->keys);
 	if (cfg->recovery_public_key) {
 		r = kf_recovery_load_public(cfg->recovery_public_key,

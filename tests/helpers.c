@@ -721,6 +721,47 @@ static int mount_start(struct kt_mount *m, const char *env,
 	return -1;
 }
 
+size_t kt_archives_failing(struct kt_mount *m, const char *cfg, size_t min)
+{
+	char *dir = kt_path(m->state, "backups"), *names = kt_names(dir);
+	char *tok, *save = NULL, *err = NULL;
+	size_t bad = 0, n = 0;
+
+	for (tok = strtok_r(names, "\n", &save); tok;
+	     tok = strtok_r(NULL, "\n", &save), n++) {
+		if (kt_runf(NULL, &err, "%s backup verify '%s/%s' -c '%s'",
+			    kt_keyfs(), dir, tok, cfg) != 0)
+			bad++;
+		free(err);
+		err = NULL;
+	}
+	cr_assert(n >= min, "expected %zu archives or more, found %zu", min, n);
+	free(names);
+	free(dir);
+	return bad;
+}
+
+void kt_rekey_killed(const char *cfg, const char *key, long delay_us)
+{
+	pid_t pid = fork();
+
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		dup2(null, 1);
+		dup2(null, 2);
+		execl(kt_keyfs(), "keyfs", "rekey", "--new-master", key, "-c",
+		      cfg, (char *)NULL);
+		_exit(127);
+	}
+	kt_sleep_ms(0);
+	if (delay_us > 0)
+		usleep((useconds_t)delay_us);
+	kill(pid, SIGKILL);
+	cr_assert(waitpid(pid, NULL, 0) == pid);
+}
+
 int kt_mount_stop(struct kt_mount *m)
 {
 	int status = 0;

@@ -210,6 +210,17 @@ void kt_mount_start_ok(struct kt_mount *m);
 /* A new key from `keyfs genkey` in dir/name, 0600; the path (malloc'd). */
 char *kt_genkey_file(const char *dir, const char *name);
 
+/*
+ * `keyfs backup verify` of every archive in m's state/backups with the
+ * configuration cfg (its master key): how many fail.  Asserts there are at
+ * least min archives.
+ */
+size_t kt_archives_failing(struct kt_mount *m, const char *cfg, size_t min);
+
+/* Starts `keyfs rekey --new-master key -c cfg` (its output to /dev/null)
+ * and kills it -9 after delay_us; reaped. */
+void kt_rekey_killed(const char *cfg, const char *key, long delay_us);
+
 /* SIGTERM, waits for the daemon; returns its exit status.  Asserts that the
  * mountpoint is no longer mounted. */
 int kt_mount_stop(struct kt_mount *m);

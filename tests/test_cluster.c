@@ -23,6 +23,7 @@
 
 #include <sodium.h>
 
+#include "cluster.h"
 #include "etcd.h"
 #include "etcd_fixture.h"
 #include "helpers.h"
@@ -852,4 +853,337 @@ Test(cluster, a_promotion_waits_until_every_live_node_serves_the_staged_key,
 	free(out);
 	free(err);
 	wait_version(1, 4);
+}
+
+/* --- master-key rotation: the two-key window --------------------------------
+ */
+
+/* Node i's configuration with master_key_next = path (NULL: without). */
+static void set_master_next(int i, const char *path)
+{
+	char *text = kt_read_file_ok(nodes[i].cfg, NULL), *line, *out;
+	char *at = strstr(text, "master_key_next = ");
+
+	if (at) {
+		char *end = strchr(at, '\n');
+
+		memmove(at, end + 1, strlen(end + 1) + 1);
+	}
+	at = strstr(text, "[keyfs]\n");
+	cr_assert(at, "no [keyfs] in %s", nodes[i].cfg);
+	at += strlen("[keyfs]\n");
+	cr_assert(asprintf(&line, "master_key_next = %s\n", path ? path : "") >
+		  0);
+	cr_assert(asprintf(&out, "%.*s%s%s", (int)(at - text), text,
+			   path ? line : "", at) > 0);
+	kt_write_file(nodes[i].cfg, out, 0644);
+	free(out);
+	free(line);
+	free(text);
+}
+
+/* Waits until node i's record in etcd names a master_key_next. */
+static void wait_prepared(int i)
+{
+	struct kf_etcd *e = raw_client(PREFIX);
+	double end = now_s() + WAIT_S;
+	char name[64], err[KF_ERR_MAX];
+
+	snprintf(name, sizeof(name), "nodes/node%d", i);
+	for (;;) {
+		struct kf_etcd_kv kv = {0};
+		json_t *o = NULL;
+		bool ready;
+
+		if (kf_etcd_get(e, name, &kv, err) == 0)
+			o = json_loadb((const char *)kv.value, kv.len, 0, NULL);
+		ready = json_is_string(json_object_get(o, "master_next"));
+		json_decref(o);
+		kf_etcd_kv_clear(&kv);
+		if (ready)
+			break;
+		cr_assert(now_s() < end, "node %d never showed master_next", i);
+		kt_sleep_ms(50);
+	}
+	kf_etcd_free(e);
+}
+
+/* The generation node i serves. */
+static json_int_t served_generation(int i)
+{
+	json_t *s = store_status(i);
+	json_int_t g = json_integer_value(json_object_get(s, "generation"));
+
+	json_decref(s);
+	return g;
+}
+
+/* The generation of the keyring in etcd (its clear header). */
+static uint64_t etcd_generation(void)
+{
+	struct kf_etcd *e = raw_client(PREFIX);
+	struct kf_etcd_kv kv = {0};
+	struct kf_cluster_info info;
+	char err[KF_ERR_MAX];
+
+	cr_assert_eq(kf_etcd_get(e, KF_CLUSTER_KEYRING, &kv, err), 0, "%s",
+		     err);
+	cr_assert_eq(kf_cluster_peek(kv.value, kv.len, &info, err), 0, "%s",
+		     err);
+	kf_etcd_kv_clear(&kv);
+	kf_etcd_free(e);
+	return info.generation;
+}
+
+/* The keyring in etcd, byte for byte (malloc'd), its length in *len. */
+static uint8_t *etcd_keyring(size_t *len)
+{
+	struct kf_etcd *e = raw_client(PREFIX);
+	struct kf_etcd_kv kv = {0};
+	char err[KF_ERR_MAX];
+	uint8_t *v;
+
+	cr_assert_eq(kf_etcd_get(e, KF_CLUSTER_KEYRING, &kv, err), 0, "%s",
+		     err);
+	v = kv.value;
+	*len = kv.len;
+	kv.value = NULL;
+	kf_etcd_kv_clear(&kv);
+	kf_etcd_free(e);
+	return v;
+}
+
+static int rekey_node(int i, const char *key, char **out, char **err)
+{
+	return kt_runf(out, err, "%s rekey --new-master '%s' -c '%s'",
+		       kt_keyfs(), key, nodes[i].cfg);
+}
+
+/* Node i's copy of the new master key (the same text on every node). */
+static char *copy_key(int i, const char *text)
+{
+	char *path = kt_path(nodes[i].dir, "master.key.new");
+
+	kt_write_file(path, text, 0600);
+	return path;
+}
+
+static void wait_generation(int i, json_int_t g)
+{
+	double end = now_s() + WAIT_S;
+
+	while (served_generation(i) != g) {
+		cr_assert(now_s() < end, "node %d never served generation %lld",
+			  i, (long long)g);
+		kt_sleep_ms(20);
+	}
+}
+
+static void audit_verifies(int i)
+{
+	char *err = NULL;
+
+	cr_assert_eq(kt_runf(NULL, &err, "%s audit verify -c '%s'", kt_keyfs(),
+			     nodes[i].cfg),
+		     0, "node %d: audit verify: %s", i, err);
+	free(err);
+}
+
+Test(cluster, the_master_key_rotates_node_by_node_with_a_two_key_window,
+     .init = setup, .timeout = 300)
+{
+	char *newkey = NULL, *err = NULL, *out = NULL, *key[NODES], *mk;
+	char *journal, *mk_before;
+	uint8_t *before, *after;
+	size_t blen = 0, alen = 0;
+	uint64_t gen;
+
+	start_nodes(NODES);
+	cr_assert_eq(kt_mwrite(&nodes[0], "control/rotate", "1\n"), 0);
+	wait_version(NODES, 2);
+	cr_assert_eq(kt_runf(&newkey, &err, "%s genkey", kt_keyfs()), 0);
+	free(err);
+	err = NULL;
+	for (int i = 0; i < NODES; i++)
+		key[i] = copy_key(i, newkey);
+
+	/* Nodes 1 and 2 run without the new key: the rekey is refused,
+	 * naming them, and changes nothing. */
+	cr_assert_eq(kt_mount_stop(&nodes[0]), 0);
+	before = etcd_keyring(&blen);
+	mk = kt_path(nodes[0].dir, "master.key");
+	mk_before = kt_read_file_ok(mk, NULL);
+	cr_assert_eq(rekey_node(0, key[0], &out, &err), 1,
+		     "rekey with unprepared nodes: %s", out);
+	cr_assert(kt_contains(err, "2 running nodes do not hold the new "
+				   "master key") &&
+		      kt_contains(err, "node1") && kt_contains(err, "node2"),
+		  "%s", err);
+	after = etcd_keyring(&alen);
+	cr_assert(alen == blen && memcmp(after, before, blen) == 0,
+		  "a refused rekey changed the keyring in etcd");
+	journal = kt_path(nodes[0].state, "rekey.journal");
+	cr_assert(access(journal, F_OK) != 0, "a refused rekey left a journal");
+	{
+		char *mk_now = kt_read_file_ok(mk, NULL);
+
+		cr_assert(strcmp(mk_now, mk_before) == 0,
+			  "a refused rekey changed the master key file");
+		free(mk_now);
+	}
+	free(after);
+	free(before);
+	free(out);
+	free(err);
+
+	/* The window opens: nodes 1 and 2 restarted with master_key_next. */
+	for (int i = 1; i < NODES; i++) {
+		cr_assert_eq(kt_mount_stop(&nodes[i]), 0);
+		set_master_next(i, key[i]);
+		kt_mount_start_ok(&nodes[i]);
+		wait_prepared(i);
+	}
+	cr_assert_eq(rekey_node(0, key[0], &out, &err), 0, "rekey: %s", err);
+	cr_assert(kt_contains(out, "sealed under the new key"), "%s", out);
+	free(out);
+	free(err);
+	gen = etcd_generation();
+	/* The running nodes adopt the keyring under the new key. */
+	for (int i = 1; i < NODES; i++)
+		wait_generation(i, (json_int_t)gen);
+	kt_mount_start_ok(&nodes[0]);
+	assert_same_phi(NODES);
+	/* A node still in the window seals under the cluster's key now. */
+	cr_assert_eq(kt_mwrite(&nodes[1], "control/rotate", "1\n"), 0);
+	wait_version(NODES, 3);
+	assert_same_phi(NODES);
+	/* Node 1's archive of it, copied to node 0 (sorted: newest last). */
+	{
+		char *names = kt_mnames(&nodes[1], "backups"), *last;
+
+		cr_assert(names && *names, "node 1 lists no archive");
+		names[strlen(names) - 1] = 0;
+		last = strrchr(names, '\n');
+		wait_listed(0, last ? last + 1 : names, true);
+		free(names);
+	}
+	/* Everything node 0 keeps opens under the new key alone. */
+	cr_assert_eq(kt_archives_failing(&nodes[0], nodes[0].cfg, 2), 0,
+		     "an archive on node 0 does not open under the new key");
+
+	/* Then each other node in turn: its own files only. */
+	for (int i = 1; i < NODES; i++) {
+		cr_assert_eq(kt_mount_stop(&nodes[i]), 0);
+		cr_assert_eq(rekey_node(i, key[i], &out, &err), 0,
+			     "rekey of node %d: %s", i, err);
+		cr_assert(kt_contains(out, "already under the new key"), "%s",
+			  out);
+		free(out);
+		free(err);
+		set_master_next(i, NULL);
+		kt_mount_start_ok(&nodes[i]);
+		cr_assert_eq(kt_archives_failing(&nodes[i], nodes[i].cfg, 2), 0,
+			     "an archive on node %d does not open", i);
+	}
+	cr_assert_eq(kt_mwrite(&nodes[2], "control/rotate", "1\n"), 0);
+	wait_version(NODES, 4);
+	assert_same_phi(NODES);
+	for (int i = 0; i < NODES; i++)
+		audit_verifies(i);
+
+	/* A node that was away with the old key alone cannot open it. */
+	node_prepare(3, PREFIX, NULL);
+	cr_assert_gt(kt_mount_start(&nodes[3], NULL), 0,
+		     "a node with the old master key started");
+	{
+		char *log = kt_read_file_ok(nodes[3].log, NULL);
+
+		cr_assert(kt_contains(log, "wrong master key"), "%s", log);
+		free(log);
+	}
+	for (int i = 0; i < NODES; i++)
+		free(key[i]);
+	free(journal);
+	free(mk);
+	free(mk_before);
+	sodium_memzero(newkey, strlen(newkey));
+	free(newkey);
+}
+
+Test(cluster, a_cluster_rekey_killed_at_random_points_finishes_when_run_again,
+     .init = setup, .timeout = 300)
+{
+	char phi[64], again[64], *mk, *journal, *err = NULL, *out = NULL;
+	double t0, full;
+	int interrupted = 0;
+
+	start_nodes(1);
+	cr_assert_eq(kt_mwrite(&nodes[0], "control/rotate", "1\n"), 0);
+	cr_assert_eq(kt_mwrite(&nodes[0], "control/backup", "one\n"), 0);
+	read_phi(0, phi);
+	cr_assert_eq(kt_mount_stop(&nodes[0]), 0);
+	mk = kt_path(nodes[0].dir, "master.key");
+	journal = kt_path(nodes[0].state, "rekey.journal");
+	/* One whole run sets the range of the random delays. */
+	{
+		char *key = kt_genkey_file(nodes[0].dir, "k0.key");
+
+		t0 = now_s();
+		cr_assert_eq(rekey_node(0, key, &out, &err), 0, "%s", err);
+		full = now_s() - t0;
+		free(out);
+		free(err);
+		free(key);
+	}
+	kt_seed();
+	for (int i = 1; i <= 12; i++) {
+		char name[32], *key, *text, *want;
+
+		snprintf(name, sizeof(name), "k%d.key", i);
+		key = kt_genkey_file(nodes[0].dir, name);
+		kt_rekey_killed(nodes[0].cfg, key,
+				(long)(rand() % (int)(full * 1.2e6 + 1)));
+		text = kt_read_file_ok(mk, NULL);
+		want = kt_read_file_ok(key, NULL);
+		if (strcmp(text, want) != 0 || access(journal, F_OK) == 0) {
+			interrupted++;
+			cr_assert_eq(rekey_node(0, key, &out, &err), 0,
+				     "run %d, again: %s", i, err);
+			free(out);
+			free(err);
+		}
+		free(text);
+		text = kt_read_file_ok(mk, NULL);
+		cr_assert(strcmp(text, want) == 0, "run %d: not finished", i);
+		audit_verifies(0);
+		cr_assert_eq(kt_archives_failing(&nodes[0], nodes[0].cfg, 2), 0,
+			     "run %d: an archive does not open", i);
+		free(text);
+		free(want);
+		free(key);
+	}
+	cr_assert(interrupted >= 2, "only %d of 12 runs were interrupted",
+		  interrupted);
+	/* The same keys, from the local copy and from etcd for a new node
+	 * that holds only the last key. */
+	kt_mount_start_ok(&nodes[0]);
+	read_phi(0, again);
+	cr_assert(sodium_memcmp(phi, again, 44) == 0,
+		  "node 0 serves another derived/phi after the rekeys");
+	node_prepare(1, PREFIX, NULL);
+	{
+		char *key = kt_path(nodes[1].dir, "master.key");
+		char *text = kt_read_file_ok(mk, NULL);
+
+		kt_write_file(key, text, 0600);
+		sodium_memzero(text, strlen(text));
+		free(text);
+		free(key);
+	}
+	kt_mount_start_ok(&nodes[1]);
+	assert_same_phi(2);
+	sodium_memzero(phi, sizeof(phi));
+	sodium_memzero(again, sizeof(again));
+	free(journal);
+	free(mk);
 }

@@ -1227,6 +1227,23 @@ Test(config, etcd_section_needs_store_etcd)
 	parse_bad("[etcd]\n", 1, want);
 }
 
+Test(config, master_key_next_is_for_store_etcd)
+{
+	struct kf_config *cfg = NULL;
+	char err[KF_ERR_MAX] = "";
+
+	parse_bad("[keyfs]\nmode = production\n"
+		  "master_key_next = /etc/keyfs/master.key.new\n",
+		  3, "master_key_next is for store = etcd");
+	cr_assert(kf_config_parse("[keyfs]\nstore = etcd\nmaster_key_next = "
+				  "next.key\n[etcd]\nendpoints = "
+				  "http://127.0.0.1:2379\n",
+				  "keyfs.ini", "/etc/keyfs", &cfg, err) == 0,
+		  "%s", err);
+	cr_assert_str_eq(cfg->master_key_next, "/etc/keyfs/next.key");
+	kf_config_free(cfg);
+}
+
 Test(config, etcd_tls_needs_https)
 {
 	struct kf_config *cfg;
@@ -1286,7 +1303,8 @@ Test(config, paths_keyfs_opens)
 					   "password_file",
 					   "audit_syslog_socket",
 					   "metrics_file",
-					   "recovery_public_key"};
+					   "recovery_public_key",
+					   "master_key_next"};
 	struct kf_config_path paths[KF_CONFIG_PATHS_MAX];
 	struct kf_config *cfg = parse_ok("");
 
@@ -1301,6 +1319,7 @@ Test(config, paths_keyfs_opens)
 	cfg = parse_ok("[keyfs]\nstore = etcd\naudit_syslog = yes\n"
 		       "metrics_file = /t/keyfs.prom\n"
 		       "recovery_public_key = /t/rec.pub\n"
+		       "master_key_next = /t/next.key\n"
 		       "[etcd]\nendpoints = https://e1:2379\n"
 		       "cacert = /t/ca\ncert = /t/c\nkey = /t/k\n"
 		       "user = u\npassword_file = /t/pw\n");
@@ -1310,6 +1329,7 @@ Test(config, paths_keyfs_opens)
 	cr_assert_str_eq(paths[7].path, "/t/pw");
 	cr_assert_str_eq(paths[9].path, "/t/keyfs.prom");
 	cr_assert_str_eq(paths[10].path, "/t/rec.pub");
+	cr_assert_str_eq(paths[11].path, "/t/next.key");
 	kf_config_free(cfg);
 }
 

@@ -153,27 +153,6 @@ static void expect_unchanged(struct kt_mount *m, const struct files *before,
 	free(now.bytes);
 }
 
-/* keyfs backup verify of every archive with cfg: how many fail. */
-static size_t archives_failing(struct kt_mount *m, const char *cfg)
-{
-	char *dir = kt_path(m->state, "backups"), *names = kt_names(dir);
-	char *tok, *save = NULL, *err = NULL;
-	size_t bad = 0, n = 0;
-
-	for (tok = strtok_r(names, "\n", &save); tok;
-	     tok = strtok_r(NULL, "\n", &save), n++) {
-		if (kt_runf(NULL, &err, "%s backup verify '%s/%s' -c '%s'",
-			    kt_keyfs(), dir, tok, cfg) != 0)
-			bad++;
-		free(err);
-		err = NULL;
-	}
-	cr_assert(n >= 3, "expected several archives, found %zu", n);
-	free(names);
-	free(dir);
-	return bad;
-}
-
 /* The archives in m's backup folder. */
 static size_t archive_count(struct kt_mount *m)
 {
@@ -257,7 +236,7 @@ Test(rekey, the_daemon_serves_the_same_keys_under_the_new_master_key)
 	rekey_ok(&m, key);
 	cr_assert(same_file(mk, key), "master_key_file was not replaced");
 	cr_assert(!journal_exists(&m));
-	cr_assert(archives_failing(&m, m.cfg) == 0,
+	cr_assert(kt_archives_failing(&m, m.cfg, 3) == 0,
 		  "an archive does not open under the new master key");
 	cr_assert(audit_verify(m.cfg, &err) == 0,
 		  "audit verify after rekey: %s", err);
@@ -265,7 +244,7 @@ Test(rekey, the_daemon_serves_the_same_keys_under_the_new_master_key)
 	err = NULL;
 
 	/* The old key opens nothing any more. */
-	cr_assert(archives_failing(&m, old_cfg) == archive_count(&m),
+	cr_assert(kt_archives_failing(&m, old_cfg, 3) == archive_count(&m),
 		  "an archive still opens under the old master key");
 	cr_assert(audit_verify(old_cfg, &err) != 0,
 		  "the audit log still verifies under the old master key");
@@ -379,7 +358,8 @@ Test(rekey, bad_input_is_refused_audited_and_changes_nothing)
 	free(mk);
 }
 
-Test(rekey, store_etcd_is_refused_clearly)
+/* The cluster's own rotation is tested with a real etcd in test_cluster. */
+Test(rekey, a_cluster_node_without_etcd_is_refused_clearly)
 {
 	static struct kt_mount m;
 	char *key, *err = NULL;
@@ -391,10 +371,16 @@ Test(rekey, store_etcd_is_refused_clearly)
 	free(key);
 	key = kt_genkey_file(m.dir, "new.key");
 	cr_assert(rekey(&m, key, NULL, &err) == 1);
-	cr_assert(kt_contains(err, "rekey of a cluster store is not "
-				   "supported yet"),
+	cr_assert(kt_contains(err, "rekey of a cluster node needs etcd: ") &&
+		      kt_contains(err, "127.0.0.1:9"),
 		  "%s", err);
 	cr_assert(!journal_exists(&m));
+	{
+		char *mk = kt_path(m.dir, "master.key");
+
+		cr_assert(!same_file(mk, key), "the master key was replaced");
+		free(mk);
+	}
 	free(err);
 	free(key);
 }
@@ -408,28 +394,6 @@ static double now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/* Starts keyfs rekey with key, kills it -9 after delay_us; reaped. */
-static void rekey_killed(struct kt_mount *m, const char *key, long delay_us)
-{
-	pid_t pid = fork();
-
-	cr_assert(pid >= 0);
-	if (pid == 0) {
-		int null = open("/dev/null", O_WRONLY);
-
-		dup2(null, 1);
-		dup2(null, 2);
-		execl(kt_keyfs(), "keyfs", "rekey", "--new-master", key, "-c",
-		      m->cfg, (char *)NULL);
-		_exit(127);
-	}
-	kt_sleep_ms(0);
-	if (delay_us > 0)
-		usleep((useconds_t)delay_us);
-	kill(pid, SIGKILL);
-	cr_assert(waitpid(pid, NULL, 0) == pid);
 }
 
 Test(rekey, killed_at_random_points_100_times_then_rerun_loses_nothing,
@@ -459,7 +423,8 @@ Test(rekey, killed_at_random_points_100_times_then_rerun_loses_nothing,
 
 		snprintf(name, sizeof(name), "k%d.key", i);
 		key = kt_genkey_file(m.dir, name);
-		rekey_killed(&m, key, (long)(rand() % (int)(full * 1200 + 1)));
+		kt_rekey_killed(m.cfg, key,
+				(long)(rand() % (int)(full * 1200 + 1)));
 		if (journal_exists(&m) && !refused_start) {
 			/* A daemon started now refuses, and says why. */
 			cr_assert(kt_mount_start(&m, NULL) > 0,
@@ -482,7 +447,7 @@ Test(rekey, killed_at_random_points_100_times_then_rerun_loses_nothing,
 			  "run %d: audit verify: %s", i, err);
 		free(err);
 		err = NULL;
-		cr_assert(archives_failing(&m, m.cfg) == 0,
+		cr_assert(kt_archives_failing(&m, m.cfg, 3) == 0,
 			  "run %d: an archive does not open", i);
 		now = keys_of_state(&m);
 		cr_assert(strcmp(now, keys) == 0, "run %d: the keys changed",
