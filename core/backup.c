@@ -346,8 +346,9 @@ int kf_backup_import(const char *dir, const char *file,
 		kf_err_set(err, "%s: fsync of directory: %s", dir,
 			   strerror(-r));
 		unlink(to);
+	} else {
+		KF_CRASH_FILE("dir_synced", file);
 	}
-	KF_CRASH_FILE("dir_synced", file);
 out:
 	kf_file_discard(dir, tmp);
 	return r;
