@@ -187,13 +187,19 @@ static void counter_families(struct text *t,
 {
 	static const char *const results[2] = {"success", "failure"};
 	const uint64_t *rot = c->events[KF_EVENT_KEY_ROTATION];
+	const uint64_t *stage = c->events[KF_EVENT_KEY_STAGE];
+	const uint64_t *promote = c->events[KF_EVENT_KEY_PROMOTE];
 
+	/* A staged rotation is one when promoted; a failed step of it is a
+	 * failed rotation (the alert on failures sees rotate_mode = stage). */
 	family(t, "keyfs_rotations_total", "counter",
-	       "Rotations by this daemon (control/rotate, automatic) since "
-	       "it started, by result; monotonic.");
-	for (int i = 0; i < 2; i++)
-		add(t, "keyfs_rotations_total{result=\"%s\"} %" PRIu64 "\n",
-		    results[i], rot[i]);
+	       "Rotations by this daemon (control/rotate, automatic; a staged "
+	       "rotation counts once promoted, a failed stage or promote as "
+	       "a failure) since it started, by result; monotonic.");
+	add(t, "keyfs_rotations_total{result=\"success\"} %" PRIu64 "\n",
+	    rot[0] + promote[0]);
+	add(t, "keyfs_rotations_total{result=\"failure\"} %" PRIu64 "\n",
+	    rot[1] + stage[1] + promote[1]);
 	family(t, "keyfs_opens_total", "counter",
 	       "Audited opens of key files recorded since the daemon "
 	       "started, by kind (key: current, previous, versions/N/key; "

@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/statvfs.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -760,6 +762,35 @@ void kt_rekey_killed(const char *cfg, const char *key, long delay_us)
 		usleep((useconds_t)delay_us);
 	kill(pid, SIGKILL);
 	cr_assert(waitpid(pid, NULL, 0) == pid);
+}
+
+int kt_dgram_bind(const char *dir, char **ret_path)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	char *path = kt_path(dir, "log");
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	cr_assert(fd >= 0);
+	cr_assert(strlen(path) < sizeof(a.sun_path), "%s is too long", path);
+	strcpy(a.sun_path, path);
+	unlink(path);
+	cr_assert(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0,
+		  "bind %s: %s", path, strerror(errno));
+	*ret_path = path;
+	return fd;
+}
+
+ssize_t kt_dgram_receive(int fd, char *buf, size_t cap, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	ssize_t n;
+
+	if (poll(&p, 1, ms) != 1)
+		return -1;
+	n = recv(fd, buf, cap - 1, 0);
+	if (n >= 0)
+		buf[n] = 0;
+	return n;
 }
 
 int kt_mount_stop(struct kt_mount *m)

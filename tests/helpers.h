@@ -221,6 +221,13 @@ size_t kt_archives_failing(struct kt_mount *m, const char *cfg, size_t min);
  * and kills it -9 after delay_us; reaped. */
 void kt_rekey_killed(const char *cfg, const char *key, long delay_us);
 
+/* A datagram socket bound at dir/log (a syslog receiver; an old socket
+ * there is removed first); the path (malloc'd) in *ret_path. */
+int kt_dgram_bind(const char *dir, char **ret_path);
+
+/* One datagram within ms into buf (NUL-terminated): its length or -1. */
+ssize_t kt_dgram_receive(int fd, char *buf, size_t cap, int ms);
+
 /* SIGTERM, waits for the daemon; returns its exit status.  Asserts that the
  * mountpoint is no longer mounted. */
 int kt_mount_stop(struct kt_mount *m);

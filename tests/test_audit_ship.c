@@ -22,37 +22,6 @@
 	"{\"timestamp\":\"2024-01-01T00:00:00Z\",\"seq\":7,\"event\":"         \
 	"\"key_open\",\"uid\":0,\"path\":\"current\",\"chain\":\"00\"}\n"
 
-/* A datagram socket bound at dir/log; its path in *ret_path. */
-static int bind_at(const char *dir, char **ret_path)
-{
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	char *path = kt_path(dir, "log");
-	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-
-	cr_assert(fd >= 0);
-	cr_assert(strlen(path) < sizeof(a.sun_path), "%s is too long", path);
-	strcpy(a.sun_path, path);
-	unlink(path);
-	cr_assert(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0,
-		  "bind %s: %s", path, strerror(errno));
-	*ret_path = path;
-	return fd;
-}
-
-/* One datagram within ms, NUL-terminated in buf; its length or -1. */
-static ssize_t receive(int fd, char *buf, size_t cap, int ms)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	ssize_t n;
-
-	if (poll(&p, 1, ms) != 1)
-		return -1;
-	n = recv(fd, buf, cap - 1, 0);
-	if (n >= 0)
-		buf[n] = 0;
-	return n;
-}
-
 static struct kf_ship *ship_to(const char *path, int facility)
 {
 	char err[KF_ERR_MAX] = "";
@@ -87,13 +56,14 @@ static void parse(const char *dgram, struct parsed *p)
 Test(audit_ship, a_line_goes_out_in_rfc3164_form)
 {
 	char *dir = kt_tmpdir("ship"), *path, buf[9000];
-	int fd = bind_at(dir, &path);
+	int fd = kt_dgram_bind(dir, &path);
 	struct kf_ship *s = ship_to(path, LOG_LOCAL3);
 	struct kf_ship_stats st;
 	struct parsed p;
 
 	kf_ship_line(s, LINE, strlen(LINE));
-	cr_assert(receive(fd, buf, sizeof(buf), 5000) > 0, "nothing came");
+	cr_assert(kt_dgram_receive(fd, buf, sizeof(buf), 5000) > 0,
+		  "nothing came");
 	parse(buf, &p);
 	cr_expect(p.pri == (LOG_LOCAL3 | LOG_INFO), "PRI %d", p.pri);
 	cr_expect_str_eq(p.tag, "kt-tag");
@@ -141,7 +111,7 @@ Test(audit_ship, the_head_pads_the_day_and_names_the_month_in_english)
 Test(audit_ship, a_stalled_receiver_never_blocks_and_drops_are_counted)
 {
 	char *dir = kt_tmpdir("ship-stall"), *path;
-	int fd = bind_at(dir, &path);
+	int fd = kt_dgram_bind(dir, &path);
 	struct kf_ship *s = ship_to(path, LOG_AUTHPRIV);
 	struct kf_ship_stats st;
 
@@ -166,7 +136,7 @@ static bool arrives(struct kf_ship *s, int fd)
 
 	for (int i = 0; i < 200; i++) {
 		kf_ship_line(s, LINE, strlen(LINE));
-		if (receive(fd, buf, sizeof(buf), 50) > 0)
+		if (kt_dgram_receive(fd, buf, sizeof(buf), 50) > 0)
 			return true;
 	}
 	return false;
@@ -185,7 +155,7 @@ Test(audit_ship, a_missing_socket_is_no_error_and_is_connected_later)
 	cr_expect(st.last_error == ENOENT, "last error %s",
 		  strerror(st.last_error));
 	free(path);
-	fd = bind_at(dir, &path);
+	fd = kt_dgram_bind(dir, &path);
 	cr_expect(arrives(s, fd), "no line came once the socket was there");
 	kf_ship_free(s);
 	close(fd);
@@ -196,14 +166,14 @@ Test(audit_ship, a_missing_socket_is_no_error_and_is_connected_later)
 Test(audit_ship, a_restarted_receiver_is_connected_again)
 {
 	char *dir = kt_tmpdir("ship-restart"), *path;
-	int fd = bind_at(dir, &path);
+	int fd = kt_dgram_bind(dir, &path);
 	struct kf_ship *s = ship_to(path, LOG_AUTHPRIV);
 	struct kf_ship_stats st;
 
 	cr_assert(arrives(s, fd));
 	close(fd);
 	free(path);
-	fd = bind_at(dir, &path); /* a new socket at the same path */
+	fd = kt_dgram_bind(dir, &path); /* a new socket at the same path */
 	cr_expect(arrives(s, fd), "no line came after the restart");
 	kf_ship_stats(s, &st);
 	cr_expect(st.dropped > 0, "the line sent while it was gone");

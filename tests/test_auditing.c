@@ -514,36 +514,6 @@ Test(auditing, counts_lost_at_stop_are_alerted, .timeout = 120)
 /* --- shipping to syslog ---------------------------------------------------
  */
 
-/* A datagram socket bound at dir/log (the path in *ret_path). */
-static int bind_log(const char *dir, char **ret_path)
-{
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	char *path = kt_path(dir, "log");
-	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-
-	cr_assert(fd >= 0);
-	cr_assert(strlen(path) < sizeof(a.sun_path), "%s is too long", path);
-	strcpy(a.sun_path, path);
-	cr_assert(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0,
-		  "bind %s: %s", path, strerror(errno));
-	*ret_path = path;
-	return fd;
-}
-
-/* One datagram within ms into buf (NUL-terminated): its length or -1. */
-static ssize_t receive(int fd, char *buf, size_t cap, int ms)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	ssize_t n;
-
-	if (poll(&p, 1, ms) != 1)
-		return -1;
-	n = recv(fd, buf, cap - 1, 0);
-	if (n >= 0)
-		buf[n] = 0;
-	return n;
-}
-
 struct syslog_line {
 	int pri;
 	long pid;
@@ -574,7 +544,7 @@ static void receive_event(int fd, const char *event, char *buf, size_t cap,
 
 	snprintf(want, sizeof(want), "\"event\":\"%s\"", event);
 	for (int i = 0; i < 100; i++) {
-		if (receive(fd, buf, cap, 100) <= 0)
+		if (kt_dgram_receive(fd, buf, cap, 100) <= 0)
 			continue;
 		parse_syslog(buf, p);
 		if (strstr(p->msg, want))
@@ -622,7 +592,7 @@ Test(auditing, every_line_goes_to_syslog_as_in_the_log, .timeout = 60)
 {
 	char *dir = kt_tmpdir("syslog"), *sock, *lines, *line;
 	char buf[KF_AUDIT_LINE_MAX + 256];
-	int fd = bind_log(dir, &sock);
+	int fd = kt_dgram_bind(dir, &sock);
 	struct syslog_line p;
 	struct kt_mount *m;
 	json_t *a, *sl;
@@ -703,7 +673,7 @@ static char *wait_for_text(const char *path, const char *text)
 Test(auditing, a_stalled_receiver_never_blocks_opens, .timeout = 180)
 {
 	char *dir = kt_tmpdir("syslog-stall"), *sock, *lines, *alerts, *text;
-	int fd = bind_log(dir, &sock);
+	int fd = kt_dgram_bind(dir, &sock);
 	struct kt_mount *m;
 	json_t *a, *sl;
 
@@ -755,11 +725,11 @@ Test(auditing, a_missing_socket_does_not_stop_the_daemon, .timeout = 60)
 	cr_expect(jint(json_object_get(a, "syslog"), "dropped") > 0);
 	json_decref(a);
 	/* The socket comes: lines reach it (a reconnect a second later). */
-	fd = bind_log(dir, &path);
+	fd = kt_dgram_bind(dir, &path);
 	for (int i = 0; i < 100; i++) {
 		/* Another path each time: each open is a first open. */
 		open_n(m, i % 2 ? "current" : "derived/phi", 1);
-		if (receive(fd, buf, sizeof(buf), 100) > 0)
+		if (kt_dgram_receive(fd, buf, sizeof(buf), 100) > 0)
 			break;
 		buf[0] = 0;
 	}

@@ -288,6 +288,32 @@ Test(metrics, values_follow_rotations_failed_writes_and_backups, .timeout = 60)
  * rotation that fails (the version stays, rotations_total{failure} and
  * the rotate file's failure count grow); metrics stays readable.
  */
+/* rotate_mode = stage: a rotation counts once promoted; a refused
+ * promotion (nothing staged) is a failed one. */
+Test(metrics, staged_rotations_count_when_promoted, .timeout = 60)
+{
+	struct kt_mount *m = start("staged", NULL);
+	char *a, *b, *c;
+
+	cr_assert_eq(kt_mwrite(m, "control/rotate", "stage\n"), 0);
+	a = metrics(m);
+	cr_assert_eq(sample(a, "keyfs_rotations_total{result=\"success\"}"), 0,
+		     "a staged key counted before its promotion");
+	cr_assert_eq(kt_mwrite(m, "control/rotate", "promote\n"), 0);
+	b = metrics(m);
+	cr_assert_eq(sample(b, "keyfs_rotations_total{result=\"success\"}"), 1);
+	cr_assert_eq(sample(b, "keyfs_rotations_total{result=\"failure\"}"), 0);
+	cr_assert_lt(kt_mwrite(m, "control/rotate", "promote\n"), 0,
+		     "a promotion with nothing staged succeeded");
+	c = metrics(m);
+	cr_assert_eq(sample(c, "keyfs_rotations_total{result=\"success\"}"), 1);
+	cr_assert_eq(sample(c, "keyfs_rotations_total{result=\"failure\"}"), 1,
+		     "a refused promotion is not counted as a failure");
+	free(a);
+	free(b);
+	free(c);
+}
+
 Test(metrics, a_full_audit_disk_shows, .timeout = 60)
 {
 	const char *disk = kt_tmpfs("metrics-full-audit", "32k");
