@@ -962,7 +962,7 @@ static int rekey_node(int i, const char *key, char **out, char **err)
 /* Node i's copy of the new master key (the same text on every node). */
 static char *copy_key(int i, const char *text)
 {
-	char *path = kt_path(nodes[i].dir, "master.key.new");
+	char *path = kt_path(nodes[i].dir, "new-master.key");
 
 	kt_write_file(path, text, 0600);
 	return path;
