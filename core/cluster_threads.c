@@ -280,7 +280,8 @@ static int resync(struct kf_manager *m, char err[KF_ERR_MAX])
 		on_event(m, &ev, kvs[i].mod_revision);
 	}
 	kf_etcd_kvs_free(kvs, n);
-	cl->watch_from = rev + 1;
+	/* No etcd reaches the largest revision; never overflow on it. */
+	cl->watch_from = rev < INT64_MAX ? rev + 1 : rev;
 	return 0;
 }
 

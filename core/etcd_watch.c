@@ -34,6 +34,15 @@ struct watch {
 	char *err;
 };
 
+/*
+ * The revision after rev, which never overflows: a reply claiming the
+ * largest revision (no etcd reaches it; found by fuzz-etcd) stays there.
+ */
+static int64_t after(int64_t rev)
+{
+	return rev < INT64_MAX ? rev + 1 : INT64_MAX;
+}
+
 /* Handles one line of the stream: a JSON object. */
 static void watch_line(struct watch *w, const char *s, size_t len)
 {
@@ -82,7 +91,7 @@ static void watch_line(struct watch *w, const char *s, size_t len)
 	if (json_is_true(json_object_get(res, "created"))) {
 		w->created = true;
 		if (w->next == 0)
-			w->next = rev + 1;
+			w->next = after(rev);
 	}
 	evs = json_object_get(res, "events");
 	if (json_array_size(evs) == 0) {
@@ -108,7 +117,7 @@ static void watch_line(struct watch *w, const char *s, size_t len)
 		e.mod_revision = kv.mod_revision;
 		w->stop = w->fn(w->arg, &e, kv.mod_revision);
 		if (kv.mod_revision >= w->next)
-			w->next = kv.mod_revision + 1;
+			w->next = after(kv.mod_revision);
 		kf_etcd_kv_clear(&kv);
 	}
 out:
