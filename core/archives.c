@@ -312,18 +312,28 @@ static json_t *restore_record(const struct kf_caller *who, const char *what,
 	return rec;
 }
 
+int kf_mgr_backup_read_either(const struct kf_subkeys *keys,
+			      const struct kf_subkeys *next, const char *path,
+			      uint8_t **ret_blob, size_t *ret_len,
+			      struct kf_backup_info *ret_info,
+			      char err[KF_ERR_MAX])
+{
+	int r = kf_backup_read(path, keys->backup, ret_blob, ret_len, ret_info,
+			       err);
+
+	if (r == -EBADMSG && next &&
+	    kf_backup_read(path, next->backup, ret_blob, ret_len, ret_info,
+			   NULL) == 0)
+		r = 0;
+	return r;
+}
+
 int kf_mgr_backup_read(const struct kf_manager *m, const char *path,
 		       uint8_t **ret_blob, size_t *ret_len,
 		       char err[KF_ERR_MAX])
 {
-	int r =
-	    kf_backup_read(path, m->keys->backup, ret_blob, ret_len, NULL, err);
-
-	if (r == -EBADMSG && m->next_keys &&
-	    kf_backup_read(path, m->next_keys->backup, ret_blob, ret_len, NULL,
-			   NULL) == 0)
-		r = 0;
-	return r;
+	return kf_mgr_backup_read_either(m->keys, m->next_keys, path, ret_blob,
+					 ret_len, NULL, err);
 }
 
 /* The keyring in the archive at path; -EBADMSG when it does not decode. */

@@ -391,9 +391,17 @@ const struct kf_subkeys *kf_mgr_keys_of(const struct kf_manager *m,
 const struct kf_subkeys *kf_mgr_seal_keys(const struct kf_manager *m);
 
 /*
- * Opens the archive at path (kf_backup_read) under the master key, or
- * under master_key_next's when it was sealed under that one.
+ * Opens the archive at path (kf_backup_read) under keys, or under next
+ * (may be NULL) when it was sealed under that one: a master-key rotation's
+ * window.
  */
+int kf_mgr_backup_read_either(const struct kf_subkeys *keys,
+			      const struct kf_subkeys *next, const char *path,
+			      uint8_t **ret_blob, size_t *ret_len,
+			      struct kf_backup_info *ret_info,
+			      char err[KF_ERR_MAX]) KF_WUR;
+
+/* kf_mgr_backup_read_either with the manager's keys. */
 int kf_mgr_backup_read(const struct kf_manager *m, const char *path,
 		       uint8_t **ret_blob, size_t *ret_len,
 		       char err[KF_ERR_MAX]) KF_WUR;

@@ -30,20 +30,15 @@ static int offline_keys(const struct kf_config *cfg, struct kf_subkeys **ret,
 		kf_err_set(err, "libsodium failed to initialise");
 		return -EIO;
 	}
-	keys = sodium_malloc(sizeof(*keys));
+	r = kf_master_load(cfg->master_key_file, false, &master, &created, err);
+	if (r < 0)
+		return r;
+	keys = kf_mgr_subkeys_new(master);
+	sodium_free(master);
 	if (!keys) {
 		kf_err_set(err, "out of memory");
 		return -ENOMEM;
 	}
-	r = kf_master_load(cfg->master_key_file, false, &master, &created, err);
-	if (r < 0) {
-		sodium_free(keys);
-		return r;
-	}
-	kf_master_subkey(master, KF_SUBKEY_STATE, keys->state);
-	kf_master_subkey(master, KF_SUBKEY_BACKUP, keys->backup);
-	kf_master_subkey(master, KF_SUBKEY_AUDIT, keys->audit);
-	sodium_free(master);
 	*ret = keys;
 	return 0;
 }
@@ -129,33 +124,27 @@ int kf_manager_verify_backup(const struct kf_config *cfg, const char *path,
 			     struct kf_backup_info *ret_info,
 			     char err[KF_ERR_MAX])
 {
-	struct kf_subkeys *keys = NULL;
+	struct kf_subkeys *keys = NULL, *nk = NULL;
 	struct kf_keyring *kr = NULL;
-	uint8_t *blob = NULL;
+	uint8_t *blob = NULL, *next = NULL;
 	size_t len = 0;
 	int r;
 
 	r = offline_keys(cfg, &keys, err);
 	if (r < 0)
 		return r;
-	r = kf_backup_read(path, keys->backup, &blob, &len, ret_info, err);
-	sodium_free(keys);
 	/* A cluster node in a master-key rotation's window: either key. */
-	if (r == -EBADMSG && cfg->master_key_next) {
-		uint8_t *next = NULL;
-		struct kf_subkeys *nk = NULL;
-
-		if (kf_master_load_file(cfg->master_key_next, "master_key_next",
-					&next, NULL) == 0 &&
-		    (nk = kf_mgr_subkeys_new(next)) != NULL &&
-		    kf_backup_read(path, nk->backup, &blob, &len, ret_info,
-				   NULL) == 0)
-			r = 0;
-		if (nk)
-			sodium_free(nk);
-		if (next)
-			sodium_free(next);
-	}
+	if (cfg->master_key_next &&
+	    kf_master_load_file(cfg->master_key_next, "master_key_next", &next,
+				NULL) == 0)
+		nk = kf_mgr_subkeys_new(next);
+	if (next)
+		sodium_free(next);
+	r = kf_mgr_backup_read_either(keys, nk, path, &blob, &len, ret_info,
+				      err);
+	sodium_free(keys);
+	if (nk)
+		sodium_free(nk);
 	if (r < 0)
 		return r;
 	r = kf_keyring_decode(blob, len, &kr, err);
