@@ -39,6 +39,17 @@ const struct kf_subkeys *kf_mgr_keys_of(const struct kf_manager *m,
 	return m->keys;
 }
 
+/* kf_cluster_unseal under the key blob was sealed with (either, in a
+ * master-key rotation's window). */
+static int cluster_unseal(const struct kf_manager *m, const uint8_t *blob,
+			  size_t len, struct kf_cluster_info *ret_info,
+			  struct kf_keyring **ret, char err[KF_ERR_MAX])
+{
+	return kf_cluster_unseal(kf_mgr_keys_of(m, blob, len)->cluster,
+				 m->cfg->etcd.prefix, blob, len, ret_info, ret,
+				 err);
+}
+
 const struct kf_subkeys *kf_mgr_seal_keys(const struct kf_manager *m)
 {
 	return m->cl && m->cl->sealer ? m->cl->sealer : m->keys;
@@ -187,8 +198,7 @@ int kf_mgr_cluster_adopt(struct kf_manager *m, const uint8_t *blob, size_t len,
 	 */
 	if (rev > 0 && rev < cl->revision)
 		return 0;
-	r = kf_cluster_unseal(kf_mgr_keys_of(m, blob, len)->cluster,
-			      m->cfg->etcd.prefix, blob, len, &info, &kr, why);
+	r = cluster_unseal(m, blob, len, &info, &kr, why);
 	if (r == 0)
 		r = newer(cl, blob, len, &info, why);
 	if (r < 0) {
@@ -257,9 +267,7 @@ static int load_copy(struct kf_manager *m, uint8_t **ret_blob, size_t *ret_len,
 		return r;
 	r = kf_state_decode_cluster(plain, len, anchor, &blob, &blen, err);
 	if (r == 0)
-		r = kf_cluster_unseal(kf_mgr_keys_of(m, blob, blen)->cluster,
-				      m->cfg->etcd.prefix, blob, blen, ret_info,
-				      ret_kr, err);
+		r = cluster_unseal(m, blob, blen, ret_info, ret_kr, err);
 	if (r == 0) {
 		*ret_blob = malloc(blen);
 		if (*ret_blob) {
@@ -343,9 +351,7 @@ static int load_remote(struct kf_manager *m, bool have_copy,
 		struct kf_keyring *kr = NULL;
 
 		/* A new node: what etcd holds must open, or no start. */
-		r = kf_cluster_unseal(
-		    kf_mgr_keys_of(m, kv.value, kv.len)->cluster,
-		    m->cfg->etcd.prefix, kv.value, kv.len, &info, &kr, why);
+		r = cluster_unseal(m, kv.value, kv.len, &info, &kr, why);
 		if (r < 0) {
 			kf_err_set(err,
 				   "KeyValidationError: Failed to load keys: "
